@@ -1,0 +1,50 @@
+#pragma once
+
+// The rate-limit algorithms, each a pure function of (state, limit, now, hits).
+//
+// No function here reads a clock, allocates or locks: the store calls them under its shard lock
+// and tests call them with any `now_ns` they like. See docs/algorithms.md for behaviour,
+// accuracy and cost.
+
+#include <cstdint>
+
+#include "floodgate/decision.h"
+#include "floodgate/limit.h"
+
+namespace floodgate::core {
+
+// Per-key state of every algorithm: 16 bytes, interpreted by the algorithm that owns the key.
+//
+// Invariant shared by all algorithms (the store relies on it): the all-zero value means
+// "fresh" (full bucket, empty window, nothing in flight), and at or after `expiry_ns` the state is
+// equivalent to the zero value. So the store may drop any state whose expiry_ns <= now, and idle
+// keys cost no memory.
+struct KeyState {
+  int64_t expiry_ns = 0;
+  uint64_t data = 0;
+  friend bool operator==(const KeyState&, const KeyState&) = default;
+};
+static_assert(sizeof(KeyState) == 16);
+
+// A decision and the state to store if the caller commits it.
+struct Outcome {
+  Decision decision;
+  KeyState next;
+};
+
+// Decides whether `hits` may pass under `spec` at `now_ns`, given the key's `state`.
+//
+// - hits == 0 only reads: `next` is equivalent to `state` and the decision reports the
+//   current remaining capacity (allowed is true unless the limit is exhausted... see below).
+// - When refused, `next` == `state` (nothing consumed).
+// - Time going backwards (now_ns earlier than times in `state`) never admits more than the
+//   limit: the state is not rewound.
+// `spec` must have passed ValidateLimitSpec; hits may be any value (saturating arithmetic).
+// For hits == 0 the decision's `allowed` says whether one more hit would pass.
+Outcome Decide(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t hits);
+
+// Concurrency only: returns the state after releasing `count` slots (never below zero).
+// For other algorithms returns `state` unchanged.
+KeyState Release(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t count);
+
+}  // namespace floodgate::core

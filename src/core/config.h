@@ -1,0 +1,123 @@
+#pragma once
+
+// The limit model and its loader: envoyproxy/ratelimit's YAML, unchanged, plus our extensions.
+//
+// A Config is parsed and validated once, then immutable; the limiter holds it through a
+// shared_ptr<const Config> and swaps the whole pointer on reload. Everything here is safe to
+// share read-only between threads.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "floodgate/limit.h"
+
+namespace floodgate::core {
+
+// Envoy's units (numbering as envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.Unit).
+enum class TimeUnit : uint8_t {
+  kUnknown = 0,
+  kSecond = 1,
+  kMinute = 2,
+  kHour = 3,
+  kDay = 4,
+  kMonth = 5,
+  kYear = 6,
+  kWeek = 7,
+};
+// Returns the unit's length as envoyproxy/ratelimit counts it (month = 30 days, year = 365).
+int64_t TimeUnitNs(TimeUnit unit);
+std::string_view TimeUnitName(TimeUnit unit);  // "second", ..., "" for kUnknown
+
+// Failure handling and consistency, used by the cluster (see docs/cluster.md).
+enum class Consistency : uint8_t { kExact = 0, kLocal = 1 };
+enum class FailureMode : uint8_t { kLocal = 0, kOpen = 1, kClosed = 2 };
+
+// One limit from the file.
+struct RateLimitRule {
+  std::string name;                   // `name:`; may be empty
+  LimitSpec spec;                     // what the algorithm enforces
+  bool unlimited = false;             // `unlimited: true`: always allowed, never counted
+  TimeUnit unit = TimeUnit::kUnknown; // set when the window was given as `unit:`
+  uint64_t requests_per_unit = 0;     // as written
+  std::vector<std::string> replaces;  // names of limits this one replaces in the same request
+  bool shadow_mode = false;           // from the descriptor: counted, never refuses
+  int64_t block_duration_ns = 0;      // extension: refuse this long after a refusal (0 = off)
+  Consistency consistency = Consistency::kExact;
+  FailureMode failure_mode = FailureMode::kLocal;
+  // Envoy's stats key: "domain.key_value.key2" (values only where the config has them, or all
+  // request values when detailed_metric is set: the limiter expands that).
+  std::string stats_key;
+  bool detailed_metric = false;
+  // Distinguishes two limits of the same algorithm and period on one descriptor; part of the
+  // state key together with algorithm and period, so counters survive reloads that keep them.
+  uint32_t slot = 0;
+  // Where it was defined, for errors and /v1/config.
+  std::string file;
+  int line = 0;
+};
+
+// One `descriptors:` entry.
+struct DescriptorNode {
+  std::string key;
+  std::string value;  // empty: matches the key alone; ending in '*': prefix wildcard
+  std::vector<RateLimitRule> limits;  // empty: no limit at this node
+  bool shadow_mode = false;
+  bool detailed_metric = false;
+  std::vector<DescriptorNode> children;
+  int line = 0;
+
+  // Lookup tables over `children`, built by the loader (indices into children).
+  absl::flat_hash_map<std::string, size_t> exact;     // "key_value" -> child
+  std::vector<size_t> wildcards;                      // children with a '*' value, file order
+  absl::flat_hash_map<std::string, size_t> key_only;  // "key" -> child with no value
+};
+
+struct DescriptorEntry {
+  std::string key;
+  std::string value;
+};
+
+// One domain's limits (one file in a config directory).
+struct DomainConfig {
+  std::string domain;
+  std::string file;     // where it came from ("" when given inline)
+  std::string source;   // the YAML text, for GET /v1/config and persistence
+  DescriptorNode root;  // root.children are the top-level descriptors
+
+  // Returns the limits for a request descriptor under envoyproxy/ratelimit's rules: at each
+  // level exact key+value, then wildcard values in file order, then the key alone; the node
+  // reached by the request's last entry gives the limits (nullptr when it has none, or when the
+  // request has more entries than the config is deep, or nothing matched).
+  const DescriptorNode* Match(absl::Span<const DescriptorEntry> entries) const;
+};
+
+// Every domain, immutable once built.
+struct Config {
+  std::map<std::string, std::shared_ptr<const DomainConfig>> domains;
+  uint64_t version = 0;
+  // Returns the domain or nullptr.
+  const DomainConfig* FindDomain(std::string_view domain) const;
+};
+
+// Parses one domain's YAML. Errors are InvalidArgument with "file:line: reason" (unknown fields,
+// duplicate keys or descriptors, impossible values, bad YAML).
+absl::StatusOr<std::shared_ptr<const DomainConfig>> ParseDomainConfig(std::string_view yaml,
+                                                                      std::string_view file);
+
+// Loads a YAML file or a directory of *.yaml / *.yml files (one domain each; two files with the
+// same domain are an error). Nothing is returned unless everything is valid.
+absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path);
+
+// Builds a Config from parsed domains; InvalidArgument on duplicate domains.
+absl::StatusOr<std::shared_ptr<const Config>> BuildConfig(
+    std::vector<std::shared_ptr<const DomainConfig>> domains, uint64_t version);
+
+}  // namespace floodgate::core
