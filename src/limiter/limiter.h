@@ -1,0 +1,159 @@
+#pragma once
+
+// The limiter: the one entry point front ends call to ask "may these hits pass?".
+//
+// It matches a request's descriptors against the current config, turns every applicable limit
+// into a store op keyed by a seeded hash of domain + descriptor + limit, applies them as one
+// atomic transaction (if any limit refuses, none is consumed) and counts per-rule statistics.
+//
+// Thread-safety: every method may be called from any number of threads. SetConfig swaps an
+// immutable snapshot atomically; checks in flight finish on the snapshot they started with.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "floodgate/clock.h"
+#include "floodgate/decision.h"
+#include "floodgate/store.h"
+#include "src/core/config.h"
+
+namespace floodgate::limiter {
+
+// A limit supplied by the caller instead of the config (Envoy's per-descriptor `limit`).
+struct LimitOverride {
+  uint64_t requests_per_unit = 0;
+  core::TimeUnit unit = core::TimeUnit::kSecond;
+};
+
+struct DescriptorRequest {
+  std::vector<core::DescriptorEntry> entries;
+  std::optional<LimitOverride> limit;
+  // Hits for this descriptor; overrides the request's. 0 only reads.
+  std::optional<uint64_t> hits_addend;
+};
+
+struct CheckRequest {
+  std::string domain;
+  std::vector<DescriptorRequest> descriptors;
+  uint64_t hits_addend = 0;  // 0 means 1, as in Envoy
+};
+
+enum class Code : uint8_t { kOk = 1, kOverLimit = 2 };
+
+// Live counters for one rule, named as Envoy names them. Survive config reloads that keep the
+// rule's stats key.
+struct RuleCounters {
+  std::atomic<uint64_t> total_hits{0};
+  std::atomic<uint64_t> over_limit{0};
+  std::atomic<uint64_t> near_limit{0};
+  std::atomic<uint64_t> within_limit{0};
+  std::atomic<uint64_t> shadow_mode{0};
+};
+
+// The outcome of one limit in a check.
+struct LimitResult {
+  const core::RateLimitRule* rule = nullptr;  // alive as long as the CheckResponse
+  Decision decision;
+  bool shadow = false;  // refused, but the rule is in shadow mode so the request passes
+};
+
+struct DescriptorStatus {
+  Code code = Code::kOk;
+  // Every limit that applied to this descriptor, after `replaces`. Empty: no limit (no match,
+  // unlimited, or replaced).
+  std::vector<LimitResult> limits;
+  bool unlimited = false;  // matched an `unlimited: true` rule
+  // Index into `limits` of the one to report where only one fits (Envoy's current_limit): the
+  // first refusing limit, else the one with the least remaining. -1 when `limits` is empty.
+  int primary = -1;
+};
+
+struct CheckResponse {
+  Code overall = Code::kOk;
+  std::vector<DescriptorStatus> descriptors;  // one per request descriptor, in order
+  // Keep the rules that LimitResult points to alive.
+  std::shared_ptr<const core::Config> config;
+  std::vector<std::unique_ptr<core::RateLimitRule>> override_rules;
+};
+
+struct LimiterOptions {
+  const Clock* clock = SystemClock::Get();
+  // A check's limits above this count are refused with InvalidArgument (bounded work per call).
+  size_t max_limits_per_request = 256;
+  // near_limit is counted when usage after the hit passes this fraction of the limit.
+  double near_limit_ratio = 0.8;
+};
+
+struct LimiterStats {
+  uint64_t checks = 0;
+  uint64_t over_limit_checks = 0;
+  uint64_t config_version = 0;
+};
+
+class Limiter {
+ public:
+  // `store` must outlive the limiter. `config` may be an empty Config.
+  Limiter(Store* store, KeyHasher hasher, std::shared_ptr<const core::Config> config,
+          LimiterOptions options = {});
+
+  // Decides a request. InvalidArgument for an empty domain, no descriptors, an empty entry key
+  // or too many limits. An unknown domain or unmatched descriptor is OK with no limit.
+  absl::StatusOr<CheckResponse> Check(const CheckRequest& request);
+
+  // Releases concurrency slots held by an earlier allowed Check of the same request
+  // (other algorithms are untouched).
+  absl::Status Release(const CheckRequest& request);
+
+  // Swaps in a new config; unchanged rules keep their counters and store state.
+  void SetConfig(std::shared_ptr<const core::Config> config);
+  std::shared_ptr<const core::Config> config() const;
+
+  // Calls `fn(stats_key, counters)` for every rule counter seen so far.
+  void ForEachRuleCounters(
+      const std::function<void(const std::string&, const RuleCounters&)>& fn) const;
+
+  LimiterStats GetStats() const;
+  Store* store() const { return store_; }
+  const Clock* clock() const { return options_.clock; }
+
+ private:
+  struct Snapshot;
+  struct Planned;
+
+  std::shared_ptr<const Snapshot> snapshot() const;
+  absl::Status Plan(const CheckRequest& request, const Snapshot& snap, CheckResponse& response,
+                    std::vector<Planned>& planned, std::vector<StoreOp>& ops) const;
+  RuleCounters* CountersFor(const std::string& stats_key);
+  RuleCounters* CountersForRule(const Snapshot& snap, const core::RateLimitRule* rule,
+                                const DescriptorRequest& desc);
+
+  Store* const store_;
+  const KeyHasher hasher_;
+  const LimiterOptions options_;
+
+  mutable absl::Mutex snapshot_mu_;
+  std::shared_ptr<const Snapshot> snapshot_ ABSL_GUARDED_BY(snapshot_mu_);
+
+  mutable absl::Mutex counters_mu_;
+  // node_hash_map: counters never move, so snapshots may hold raw pointers.
+  absl::node_hash_map<std::string, RuleCounters> counters_ ABSL_GUARDED_BY(counters_mu_);
+
+  std::atomic<uint64_t> checks_{0};
+  std::atomic<uint64_t> over_limit_checks_{0};
+};
+
+// Returns the bytes that identify a limit's state: domain, the request's entries, and the
+// rule's algorithm, period and slot. Exposed for tests and the cluster layer.
+std::string StateKey(std::string_view domain, absl::Span<const core::DescriptorEntry> entries,
+                     const core::RateLimitRule& rule);
+
+}  // namespace floodgate::limiter

@@ -1,0 +1,270 @@
+#include "src/limiter/limiter.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "testing/fake_clock.h"
+
+namespace floodgate::limiter {
+namespace {
+
+constexpr int64_t kSecond = 1'000'000'000;
+constexpr int64_t kMinute = 60 * kSecond;
+
+constexpr char kYaml[] = R"(
+domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: path
+    value: /login
+    rate_limit: {unit: minute, requests_per_unit: 2, name: login}
+  - key: path
+    value: /admin*
+    rate_limit: {unit: hour, requests_per_unit: 5, name: admin, replaces: [{name: login}]}
+  - key: path
+    value: /free
+    rate_limit: {unlimited: true}
+  - key: shadow
+    shadow_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 1}
+  - key: tiered
+    rate_limits:
+      - {unit: second, requests_per_unit: 10}
+      - {unit: minute, requests_per_unit: 4}
+  - key: conc
+    rate_limit: {algorithm: concurrency, unit: minute, requests_per_unit: 2}
+  - key: team
+    descriptors:
+      - key: user
+        rate_limit: {unit: minute, requests_per_unit: 1}
+)";
+
+std::shared_ptr<const core::Config> MakeConfig(const char* yaml, uint64_t version = 1) {
+  auto domain = core::ParseDomainConfig(yaml, "test.yaml");
+  EXPECT_TRUE(domain.ok()) << domain.status();
+  auto config = core::BuildConfig({*domain}, version);
+  EXPECT_TRUE(config.ok()) << config.status();
+  return *config;
+}
+
+CheckRequest Req(std::vector<std::vector<core::DescriptorEntry>> descriptors,
+                 uint64_t hits = 0) {
+  CheckRequest request;
+  request.domain = "api";
+  request.hits_addend = hits;
+  for (auto& entries : descriptors) {
+    DescriptorRequest d;
+    d.entries = std::move(entries);
+    request.descriptors.push_back(std::move(d));
+  }
+  return request;
+}
+
+class LimiterTest : public ::testing::Test {
+ protected:
+  LimiterTest() {
+    StoreOptions options;
+    options.shards = 4;
+    store_ = *NewShardedStore(options);
+    LimiterOptions lo;
+    lo.clock = &clock_;
+    // Start at the beginning of a minute so window arithmetic below is simple.
+    clock_.Set(1'700'000'040LL * kSecond);
+    limiter_ = std::make_unique<Limiter>(store_.get(), KeyHasher(1, 2), MakeConfig(kYaml), lo);
+  }
+
+  CheckResponse Check(const CheckRequest& request) {
+    auto response = limiter_->Check(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return std::move(*response);
+  }
+
+  testing::FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Limiter> limiter_;
+};
+
+TEST_F(LimiterTest, PerUserLimitRefusesAfterLimitAndResetsNextWindow) {
+  for (int i = 0; i < 3; ++i) {
+    CheckResponse r = Check(Req({{{"user", "alice"}}}));
+    EXPECT_EQ(r.overall, Code::kOk) << i;
+    ASSERT_EQ(r.descriptors[0].limits.size(), 1u);
+    EXPECT_EQ(r.descriptors[0].limits[0].decision.remaining, 2u - i);
+  }
+  CheckResponse refused = Check(Req({{{"user", "alice"}}}));
+  EXPECT_EQ(refused.overall, Code::kOverLimit);
+  EXPECT_EQ(refused.descriptors[0].code, Code::kOverLimit);
+  EXPECT_GT(refused.descriptors[0].limits[0].decision.retry_after_ns, 0);
+  // Another user has their own counter.
+  EXPECT_EQ(Check(Req({{{"user", "bob"}}})).overall, Code::kOk);
+  clock_.Advance(kMinute);
+  EXPECT_EQ(Check(Req({{{"user", "alice"}}})).overall, Code::kOk);
+}
+
+TEST_F(LimiterTest, UnknownDomainAndUnmatchedDescriptorHaveNoLimit) {
+  CheckRequest request = Req({{{"nothing", "here"}}});
+  CheckResponse r = Check(request);
+  EXPECT_EQ(r.overall, Code::kOk);
+  EXPECT_TRUE(r.descriptors[0].limits.empty());
+  EXPECT_EQ(r.descriptors[0].primary, -1);
+  request.domain = "other";
+  request.descriptors[0].entries = {{"user", "alice"}};
+  EXPECT_TRUE(Check(request).descriptors[0].limits.empty());
+}
+
+TEST_F(LimiterTest, RejectsMalformedRequests) {
+  CheckRequest empty_domain = Req({{{"user", "a"}}});
+  empty_domain.domain.clear();
+  EXPECT_EQ(limiter_->Check(empty_domain).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(limiter_->Check(Req({})).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(limiter_->Check(Req({{}})).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(limiter_->Check(Req({{{"", "x"}}})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(LimiterTest, RequestUnderSeveralLimitsIsAtomic) {
+  // user allows 3 per minute, /login 2 per minute: the third request is refused by /login and
+  // must not consume from the user's limit.
+  auto both = [] { return Req({{{"user", "carol"}}, {{"path", "/login"}}}); };
+  EXPECT_EQ(Check(both()).overall, Code::kOk);
+  EXPECT_EQ(Check(both()).overall, Code::kOk);
+  CheckResponse refused = Check(both());
+  EXPECT_EQ(refused.overall, Code::kOverLimit);
+  EXPECT_EQ(refused.descriptors[0].code, Code::kOk);
+  EXPECT_EQ(refused.descriptors[1].code, Code::kOverLimit);
+  // carol used 2 of 3: one left, then refused.
+  CheckResponse alone = Check(Req({{{"user", "carol"}}}));
+  EXPECT_EQ(alone.overall, Code::kOk);
+  EXPECT_EQ(alone.descriptors[0].limits[0].decision.remaining, 0u);
+  EXPECT_EQ(Check(Req({{{"user", "carol"}}})).overall, Code::kOverLimit);
+}
+
+TEST_F(LimiterTest, SeveralWindowsOnOneKeyAllMustPass) {
+  for (int i = 0; i < 4; ++i) {
+    CheckResponse r = Check(Req({{{"tiered", "t"}}}));
+    EXPECT_EQ(r.overall, Code::kOk);
+    EXPECT_EQ(r.descriptors[0].limits.size(), 2u);
+  }
+  CheckResponse refused = Check(Req({{{"tiered", "t"}}}));
+  EXPECT_EQ(refused.overall, Code::kOverLimit);
+  // The minute limit refused; it is the one reported.
+  const LimitResult& primary = refused.descriptors[0].limits[refused.descriptors[0].primary];
+  EXPECT_EQ(primary.rule->spec.period_ns, kMinute);
+  EXPECT_FALSE(primary.decision.allowed);
+}
+
+TEST_F(LimiterTest, ReplacesDropsTheNamedLimitFromTheSameRequest) {
+  for (int i = 0; i < 3; ++i) {
+    CheckResponse r = Check(Req({{{"path", "/login"}}, {{"path", "/admin/x"}}}));
+    EXPECT_EQ(r.overall, Code::kOk) << i;  // login's 2/min is replaced by admin's 5/hour
+    EXPECT_TRUE(r.descriptors[0].limits.empty());
+    EXPECT_EQ(r.descriptors[1].limits.size(), 1u);
+  }
+}
+
+TEST_F(LimiterTest, UnlimitedNeverRefuses) {
+  for (int i = 0; i < 10; ++i) {
+    CheckResponse r = Check(Req({{{"path", "/free"}}}, 1000));
+    EXPECT_EQ(r.overall, Code::kOk);
+    EXPECT_TRUE(r.descriptors[0].unlimited);
+    EXPECT_TRUE(r.descriptors[0].limits.empty());
+  }
+}
+
+TEST_F(LimiterTest, ShadowModeCountsButNeverRefuses) {
+  EXPECT_EQ(Check(Req({{{"shadow", "s"}}})).overall, Code::kOk);
+  CheckResponse r = Check(Req({{{"shadow", "s"}}}));
+  EXPECT_EQ(r.overall, Code::kOk);
+  EXPECT_EQ(r.descriptors[0].code, Code::kOk);
+  ASSERT_EQ(r.descriptors[0].limits.size(), 1u);
+  EXPECT_TRUE(r.descriptors[0].limits[0].shadow);
+  uint64_t shadow = 0, over = 0;
+  limiter_->ForEachRuleCounters([&](const std::string& key, const RuleCounters& c) {
+    if (key == "api.shadow") {
+      shadow = c.shadow_mode.load();
+      over = c.over_limit.load();
+    }
+  });
+  EXPECT_EQ(shadow, 1u);
+  EXPECT_EQ(over, 1u);
+}
+
+TEST_F(LimiterTest, HitsAddendAndReadOnlyDescriptors) {
+  CheckResponse r = Check(Req({{{"user", "dave"}}}, 2));
+  EXPECT_EQ(r.descriptors[0].limits[0].decision.remaining, 1u);
+  // Per-descriptor hits 0 only reads.
+  CheckRequest read = Req({{{"user", "dave"}}}, 5);
+  read.descriptors[0].hits_addend = 0;
+  for (int i = 0; i < 3; ++i) {
+    CheckResponse peek = Check(read);
+    EXPECT_EQ(peek.overall, Code::kOk);
+    EXPECT_EQ(peek.descriptors[0].limits[0].decision.remaining, 1u);
+  }
+  // More hits than remain: refused, nothing consumed.
+  EXPECT_EQ(Check(Req({{{"user", "dave"}}}, 2)).overall, Code::kOverLimit);
+  EXPECT_EQ(Check(Req({{{"user", "dave"}}}, 1)).overall, Code::kOk);
+}
+
+TEST_F(LimiterTest, DescriptorLimitOverrideReplacesConfig) {
+  CheckRequest request = Req({{{"user", "erin"}}});
+  request.descriptors[0].limit = LimitOverride{1, core::TimeUnit::kHour};
+  EXPECT_EQ(Check(request).overall, Code::kOk);
+  CheckResponse refused = Check(request);
+  EXPECT_EQ(refused.overall, Code::kOverLimit);
+  EXPECT_EQ(refused.descriptors[0].limits[0].rule->unit, core::TimeUnit::kHour);
+  // The override also works for descriptors the config does not know.
+  CheckRequest unknown = Req({{{"whatever", "x"}}});
+  unknown.descriptors[0].limit = LimitOverride{1, core::TimeUnit::kSecond};
+  EXPECT_EQ(Check(unknown).overall, Code::kOk);
+  EXPECT_EQ(Check(unknown).overall, Code::kOverLimit);
+}
+
+TEST_F(LimiterTest, NestedDescriptorsUseTheLastEntry) {
+  EXPECT_EQ(Check(Req({{{"team", "a"}, {"user", "u"}}})).overall, Code::kOk);
+  EXPECT_EQ(Check(Req({{{"team", "a"}, {"user", "u"}}})).overall, Code::kOverLimit);
+  // Different team value: its own counter.
+  EXPECT_EQ(Check(Req({{{"team", "b"}, {"user", "u"}}})).overall, Code::kOk);
+  // The team alone has no limit.
+  EXPECT_TRUE(Check(Req({{{"team", "a"}}})).descriptors[0].limits.empty());
+}
+
+TEST_F(LimiterTest, ConcurrencySlotsAreReleased) {
+  CheckRequest request = Req({{{"conc", "job"}}});
+  EXPECT_EQ(Check(request).overall, Code::kOk);
+  EXPECT_EQ(Check(request).overall, Code::kOk);
+  EXPECT_EQ(Check(request).overall, Code::kOverLimit);
+  ASSERT_TRUE(limiter_->Release(request).ok());
+  EXPECT_EQ(Check(request).overall, Code::kOk);
+}
+
+TEST_F(LimiterTest, ReloadKeepsCountersOfUnchangedLimits) {
+  for (int i = 0; i < 3; ++i) {
+    Check(Req({{{"user", "frank"}}}));
+  }
+  limiter_->SetConfig(MakeConfig(kYaml, 2));
+  EXPECT_EQ(limiter_->GetStats().config_version, 2u);
+  EXPECT_EQ(Check(Req({{{"user", "frank"}}})).overall, Code::kOverLimit);
+  uint64_t total = 0;
+  limiter_->ForEachRuleCounters([&](const std::string& key, const RuleCounters& c) {
+    if (key == "api.user") total = c.total_hits.load();
+  });
+  EXPECT_EQ(total, 4u);
+}
+
+TEST(StateKeyTest, LengthPrefixingSeparatesAmbiguousDescriptors) {
+  core::RateLimitRule rule;
+  rule.spec.period_ns = kMinute;
+  std::vector<core::DescriptorEntry> a = {{"ab", "c"}};
+  std::vector<core::DescriptorEntry> b = {{"a", "bc"}};
+  EXPECT_NE(StateKey("d", a, rule), StateKey("d", b, rule));
+  core::RateLimitRule other = rule;
+  other.slot = 1;
+  EXPECT_NE(StateKey("d", a, rule), StateKey("d", a, other));
+  other = rule;
+  other.spec.requests_per_period = 99;  // the count is not part of the key
+  EXPECT_EQ(StateKey("d", a, rule), StateKey("d", a, other));
+}
+
+}  // namespace
+}  // namespace floodgate::limiter
