@@ -1,0 +1,121 @@
+#include "src/server/grpc_service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "src/server/rls.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace rls = ::envoy::service::ratelimit::v3;
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+// Callback API: the decision is made inline on gRPC's thread, with no queue of our own.
+class RlsService final : public rls::RateLimitService::CallbackService {
+ public:
+  RlsService(limiter::Limiter* limiter, ServerMetrics* metrics, RequestLimits limits)
+      : limiter_(limiter), metrics_(metrics), limits_(limits) {}
+
+  grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
+                                            const rls::RateLimitRequest* request,
+                                            rls::RateLimitResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(Decide(*request, response));
+    return reactor;
+  }
+
+ private:
+  grpc::Status Decide(const rls::RateLimitRequest& request, rls::RateLimitResponse* response) {
+    const auto start = std::chrono::steady_clock::now();
+    FrontendMetrics& m = metrics_->grpc;
+    m.requests.fetch_add(1, std::memory_order_relaxed);
+    absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
+    absl::Status status = check.status();
+    if (status.ok()) {
+      status = ValidateRequest(*check, limits_);
+    }
+    if (!status.ok()) {
+      m.bad_requests.fetch_add(1, std::memory_order_relaxed);
+      return ToGrpc(status);
+    }
+    absl::StatusOr<limiter::CheckResponse> decided = limiter_->Check(*check);
+    if (!decided.ok()) {
+      (decided.status().code() == absl::StatusCode::kInvalidArgument ? m.bad_requests
+                                                                        : m.errors)
+          .fetch_add(1, std::memory_order_relaxed);
+      return ToGrpc(decided.status());
+    }
+    ToEnvoy(*decided, response);
+    if (decided->overall == limiter::Code::kOverLimit) {
+      m.over_limit.fetch_add(1, std::memory_order_relaxed);
+    }
+    m.latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now() - start)
+                         .count());
+    return grpc::Status::OK;
+  }
+
+  limiter::Limiter* const limiter_;
+  ServerMetrics* const metrics_;
+  const RequestLimits limits_;
+};
+
+}  // namespace
+
+class GrpcServer::Impl {
+ public:
+  Impl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
+      : options_(std::move(options)), service_(limiter, metrics, options_.limits) {}
+
+  absl::Status Start() {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_receive_bytes));
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port_ == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("gRPC cannot listen on ", options_.address));
+    }
+    server_->GetHealthCheckService()->SetServingStatus(true);
+    return absl::OkStatus();
+  }
+
+  void Shutdown(absl::Duration grace) {
+    if (server_ == nullptr) {
+      return;
+    }
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(grace));
+    server_->Wait();
+    server_.reset();
+  }
+
+  int port() const { return port_; }
+
+ private:
+  GrpcServerOptions options_;
+  RlsService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+GrpcServer::GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter,
+                       ServerMetrics* metrics)
+    : impl_(std::make_unique<Impl>(std::move(options), limiter, metrics)) {}
+GrpcServer::~GrpcServer() { impl_->Shutdown(absl::ZeroDuration()); }
+absl::Status GrpcServer::Start() { return impl_->Start(); }
+int GrpcServer::port() const { return impl_->port(); }
+void GrpcServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+
+}  // namespace floodgate::server

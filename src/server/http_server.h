@@ -1,0 +1,52 @@
+#pragma once
+
+// The HTTP front end (Boost.Beast): envoyproxy/ratelimit's POST /json, the native check
+// (POST /v1/check, GET /v1/check?domain=D&KEY=VALUE...), POST /v1/release, /healthcheck,
+// /metrics, GET /v1/config, PUT/DELETE /v1/config/{domain}. Keep-alive; many connections.
+// See docs/http_api.md.
+//
+// Thread-safety: Start/Shutdown from one thread; handlers run on the server's own threads.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "src/limiter/limiter.h"
+#include "src/server/config_manager.h"
+#include "src/server/metrics.h"
+#include "src/server/request_limits.h"
+
+namespace floodgate::server {
+
+struct HttpServerOptions {
+  std::string address = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+  int threads = 2;
+  // When set, admin calls (PUT/DELETE /v1/config/...) need `Authorization: Bearer <token>`.
+  std::string admin_token;
+  RequestLimits limits;
+  size_t max_connections = 20000;  // accepted connections beyond this are closed at once
+};
+
+class HttpServer {
+ public:
+  // All pointers must outlive the server.
+  HttpServer(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+             ServerMetrics* metrics);
+  ~HttpServer();
+
+  // Binds and starts serving on the server's threads. InvalidArgument for a bad address,
+  // Unavailable when the port cannot be bound.
+  absl::Status Start();
+  // Returns the bound port (after Start).
+  int port() const;
+  // Marks the server draining (healthcheck answers 503), stops accepting, lets in-flight
+  // requests finish (bounded by `grace`), closes connections and joins the threads.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace floodgate::server

@@ -1,0 +1,197 @@
+// floodgate: the command line. Thin by design: parse flags, call the library, wait for a signal.
+//
+//   floodgate serve --config PATH [--http ADDR] [--grpc ADDR] [--admin-token T]
+//                   [--http-threads N] [--max-memory BYTES]
+//   floodgate validate PATH
+//   floodgate check --config PATH --domain D [--hits N] KEY=VALUE...
+//
+// Every serve flag can also come from the environment: FLOODGATE_CONFIG, FLOODGATE_HTTP,
+// FLOODGATE_GRPC, FLOODGATE_ADMIN_TOKEN, FLOODGATE_HTTP_THREADS, FLOODGATE_MAX_MEMORY.
+// A flag on the command line wins over the environment.
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "src/core/config.h"
+#include "src/limiter/limiter.h"
+#include "src/server/server.h"
+
+namespace {
+
+using floodgate::server::ServerOptions;
+
+constexpr char kUsage[] =
+    "usage:\n"
+    "  floodgate serve --config PATH [--http ADDR] [--grpc ADDR] [--admin-token TOKEN]\n"
+    "                  [--http-threads N] [--max-memory BYTES]\n"
+    "  floodgate validate PATH\n"
+    "  floodgate check --config PATH --domain DOMAIN [--hits N] KEY=VALUE...\n";
+
+struct Flags {
+  std::map<std::string, std::string> values;
+  std::vector<std::string> positional;
+};
+
+// Parses "--name value" and "--name=value". Returns false on a flag without a value.
+bool ParseFlags(int argc, char** argv, int first, Flags& flags, std::string& error) {
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) {
+      flags.positional.push_back(arg);
+      continue;
+    }
+    arg = arg.substr(2);
+    const size_t eq = arg.find('=');
+    if (eq != std::string::npos) {
+      flags.values[arg.substr(0, eq)] = arg.substr(eq + 1);
+    } else if (i + 1 < argc) {
+      flags.values[arg] = argv[++i];
+    } else {
+      error = absl::StrCat("flag --", arg, " needs a value");
+      return false;
+    }
+  }
+  return true;
+}
+
+// Returns the flag, else the environment variable, else `fallback`.
+std::string Get(const Flags& flags, const std::string& name, const char* env,
+                const std::string& fallback) {
+  auto it = flags.values.find(name);
+  if (it != flags.values.end()) {
+    return it->second;
+  }
+  const char* from_env = std::getenv(env);
+  return from_env != nullptr && *from_env != '\0' ? std::string(from_env) : fallback;
+}
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "floodgate: %s\n", message.c_str());
+  return 2;
+}
+
+int Validate(const Flags& flags) {
+  if (flags.positional.size() != 1) {
+    return Fail(absl::StrCat("validate takes one PATH\n", kUsage));
+  }
+  auto config = floodgate::core::LoadConfig(flags.positional[0]);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+    return 1;
+  }
+  size_t rules = 0;
+  for (const auto& [name, domain] : (*config)->domains) {
+    std::printf("%s: domain %s ok\n", domain->file.c_str(), name.c_str());
+    (void)rules;
+  }
+  return 0;
+}
+
+int Check(const Flags& flags) {
+  const std::string path = Get(flags, "config", "FLOODGATE_CONFIG", "");
+  auto config = floodgate::core::LoadConfig(path);
+  if (!config.ok()) {
+    return Fail(std::string(config.status().message()));
+  }
+  auto store = floodgate::NewShardedStore({});
+  floodgate::limiter::Limiter limiter(store->get(), floodgate::KeyHasher::Random(), *config);
+  floodgate::limiter::CheckRequest request;
+  request.domain = Get(flags, "domain", "FLOODGATE_DOMAIN", "");
+  uint64_t hits = 1;
+  if (!absl::SimpleAtoi(Get(flags, "hits", "FLOODGATE_HITS", "1"), &hits)) {
+    return Fail("--hits must be a number");
+  }
+  request.hits_addend = hits;
+  floodgate::limiter::DescriptorRequest desc;
+  for (const std::string& kv : flags.positional) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) {
+      return Fail(absl::StrCat("expected KEY=VALUE, got '", kv, "'"));
+    }
+    desc.entries.push_back({kv.substr(0, eq), kv.substr(eq + 1)});
+  }
+  request.descriptors.push_back(desc);
+  auto response = limiter.Check(request);
+  if (!response.ok()) {
+    return Fail(std::string(response.status().message()));
+  }
+  const auto& status = response->descriptors[0];
+  std::printf("%s\n", response->overall == floodgate::limiter::Code::kOk ? "OK" : "OVER_LIMIT");
+  for (const auto& r : status.limits) {
+    std::printf("  %s %s: limit %llu, remaining %llu\n", r.rule->stats_key.c_str(),
+                std::string(floodgate::AlgorithmName(r.rule->spec.algorithm)).c_str(),
+                static_cast<unsigned long long>(r.decision.limit),
+                static_cast<unsigned long long>(r.decision.remaining));
+  }
+  return response->overall == floodgate::limiter::Code::kOk ? 0 : 1;
+}
+
+int Serve(const Flags& flags) {
+  ServerOptions options;
+  options.config_path = Get(flags, "config", "FLOODGATE_CONFIG", "");
+  if (options.config_path.empty()) {
+    return Fail(absl::StrCat("serve needs --config PATH\n", kUsage));
+  }
+  options.http_address = Get(flags, "http", "FLOODGATE_HTTP", options.http_address);
+  options.grpc_address = Get(flags, "grpc", "FLOODGATE_GRPC", options.grpc_address);
+  options.admin_token = Get(flags, "admin-token", "FLOODGATE_ADMIN_TOKEN", "");
+  if (!absl::SimpleAtoi(Get(flags, "http-threads", "FLOODGATE_HTTP_THREADS", "2"),
+                        &options.http_threads) ||
+      options.http_threads < 1 || options.http_threads > 256) {
+    return Fail("--http-threads must be a number from 1 to 256");
+  }
+  if (!absl::SimpleAtoi(Get(flags, "max-memory", "FLOODGATE_MAX_MEMORY", "0"),
+                        &options.max_memory_bytes)) {
+    return Fail("--max-memory must be a number of bytes");
+  }
+
+  // Block the stop signals in every thread; the main thread waits for them below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto server = floodgate::server::Server::Start(options);
+  if (!server.ok()) {
+    return Fail(std::string(server.status().message()));
+  }
+  // Tests and scripts read this line to learn the ports (useful with port 0).
+  std::printf("floodgate: listening http=%d grpc=%d config=%s\n", (*server)->http_port(),
+              (*server)->grpc_port(), options.config_path.c_str());
+  std::fflush(stdout);
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::fprintf(stderr, "floodgate: signal %d, draining\n", signal);
+  (*server)->Shutdown(absl::Seconds(5));
+  std::fprintf(stderr, "floodgate: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  const std::string command = argv[1];
+  Flags flags;
+  std::string error;
+  if (!ParseFlags(argc, argv, 2, flags, error)) {
+    return Fail(error);
+  }
+  if (command == "serve") return Serve(flags);
+  if (command == "validate") return Validate(flags);
+  if (command == "check") return Check(flags);
+  std::fprintf(stderr, "%s", kUsage);
+  return 2;
+}

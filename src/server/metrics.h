@@ -1,0 +1,61 @@
+#pragma once
+
+// Server metrics and the Prometheus text exporter. One exporter renders everything: per-rule
+// counters from the limiter (named as envoyproxy/ratelimit names them), latency histograms,
+// store size, config version and reloads.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "floodgate/store.h"
+#include "src/limiter/limiter.h"
+
+namespace floodgate::server {
+
+// A fixed-bucket latency histogram. Thread-safe, lock-free.
+class LatencyHistogram {
+ public:
+  // Upper bounds in seconds (Prometheus `le`), ending with +Inf implicitly.
+  static constexpr std::array<double, 14> kBoundsSeconds = {
+      0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+      0.0025,  0.005,    0.01,    0.025,  0.05,    0.1,    1.0};
+  void Record(int64_t nanos);
+  // Appends the Prometheus lines for metric `name` with extra `labels` (may be empty,
+  // e.g. `frontend="grpc"`).
+  void Render(const std::string& name, const std::string& labels, std::string& out) const;
+
+ private:
+  std::array<std::atomic<uint64_t>, kBoundsSeconds.size() + 1> buckets_{};
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_ns_{0};
+};
+
+struct FrontendMetrics {
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> over_limit{0};
+  std::atomic<uint64_t> bad_requests{0};
+  std::atomic<uint64_t> errors{0};
+  std::atomic<uint64_t> shed{0};  // refused at once because the server was over its bounds
+  LatencyHistogram latency;
+};
+
+struct ConfigStats {
+  uint64_t version = 0;
+  uint64_t reload_success = 0;
+  uint64_t reload_failure = 0;
+  std::string last_error;
+};
+
+struct ServerMetrics {
+  FrontendMetrics grpc;
+  FrontendMetrics http;
+  std::atomic<uint64_t> http_connections{0};
+};
+
+// Renders all metrics in Prometheus text format 0.0.4.
+std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetrics& metrics,
+                             const ConfigStats& config);
+
+}  // namespace floodgate::server

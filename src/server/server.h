@@ -1,0 +1,56 @@
+#pragma once
+
+// A whole Floodgate node: store, limiter, config manager and every front end, wired together.
+// main.cc only parses flags into ServerOptions and waits for a signal.
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "floodgate/store.h"
+#include "src/limiter/limiter.h"
+#include "src/server/config_manager.h"
+#include "src/server/grpc_service.h"
+#include "src/server/http_server.h"
+#include "src/server/metrics.h"
+
+namespace floodgate::server {
+
+struct ServerOptions {
+  std::string config_path;
+  std::string http_address = "127.0.0.1:8080";
+  std::string grpc_address = "127.0.0.1:8081";
+  std::string admin_token;
+  int http_threads = 2;
+  size_t max_memory_bytes = 0;  // store cap; 0 = none
+  absl::Duration config_poll = absl::Milliseconds(200);
+  RequestLimits limits;
+};
+
+class Server {
+ public:
+  // Loads the config and starts every front end. Fails on a bad config or busy port.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  ~Server();
+
+  // Drains: health checks fail, listeners stop, in-flight requests finish within `grace`.
+  void Shutdown(absl::Duration grace);
+
+  int http_port() const { return http_->port(); }
+  int grpc_port() const { return grpc_->port(); }
+  limiter::Limiter* limiter() { return limiter_.get(); }
+
+ private:
+  Server() = default;
+
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<limiter::Limiter> limiter_;
+  std::unique_ptr<ConfigManager> config_;
+  ServerMetrics metrics_;
+  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<GrpcServer> grpc_;
+  bool shut_down_ = false;
+};
+
+}  // namespace floodgate::server
