@@ -42,14 +42,14 @@ enum class FailureMode : uint8_t { kLocal = 0, kOpen = 1, kClosed = 2 };
 
 // One limit from the file.
 struct RateLimitRule {
-  std::string name;                   // `name:`; may be empty
-  LimitSpec spec;                     // what the algorithm enforces
-  bool unlimited = false;             // `unlimited: true`: always allowed, never counted
-  TimeUnit unit = TimeUnit::kUnknown; // set when the window was given as `unit:`
-  uint64_t requests_per_unit = 0;     // as written
-  std::vector<std::string> replaces;  // names of limits this one replaces in the same request
-  bool shadow_mode = false;           // from the descriptor: counted, never refuses
-  int64_t block_duration_ns = 0;      // extension: refuse this long after a refusal (0 = off)
+  std::string name;                    // `name:`; may be empty
+  LimitSpec spec;                      // what the algorithm enforces
+  bool unlimited = false;              // `unlimited: true`: always allowed, never counted
+  TimeUnit unit = TimeUnit::kUnknown;  // set when the window was given as `unit:`
+  uint64_t requests_per_unit = 0;      // as written
+  std::vector<std::string> replaces;   // names of limits this one replaces in the same request
+  bool shadow_mode = false;            // from the descriptor: counted, never refuses
+  int64_t block_duration_ns = 0;       // extension: refuse this long after a refusal (0 = off)
   Consistency consistency = Consistency::kExact;
   FailureMode failure_mode = FailureMode::kLocal;
   // Envoy's stats key: "domain.key_value.key2" (values only where the config has them, or all
@@ -95,7 +95,9 @@ struct DomainConfig {
   // Returns the limits for a request descriptor under envoyproxy/ratelimit's rules: at each
   // level exact key+value, then wildcard values in file order, then the key alone; the node
   // reached by the request's last entry gives the limits (nullptr when it has none, or when the
-  // request has more entries than the config is deep, or nothing matched).
+  // request has more entries than the config is deep, or nothing matched). Keys must be equal at
+  // every step (Envoy compares only "key_value" strings). Does not allocate for keys and values
+  // shorter than about 250 bytes. See docs/config.md.
   const DescriptorNode* Match(absl::Span<const DescriptorEntry> entries) const;
 };
 
@@ -108,12 +110,16 @@ struct Config {
 };
 
 // Parses one domain's YAML. Errors are InvalidArgument with "file:line: reason" (unknown fields,
-// duplicate keys or descriptors, impossible values, bad YAML).
+// duplicate keys or descriptors, impossible values, bad YAML); `file` "" is shown as "<inline>".
 absl::StatusOr<std::shared_ptr<const DomainConfig>> ParseDomainConfig(std::string_view yaml,
                                                                       std::string_view file);
 
 // Loads a YAML file or a directory of *.yaml / *.yml files (one domain each; two files with the
 // same domain are an error). Nothing is returned unless everything is valid.
+// A directory is read non-recursively, in sorted order, skipping hidden files. The version is a
+// fingerprint of the domains' sources (the same files give the same version on every node);
+// rebuild with BuildConfig to number reloads instead. Errors: NotFound (or the errno's code) when
+// `path` cannot be read, InvalidArgument "file:line: reason" for a bad file.
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path);
 
 // Builds a Config from parsed domains; InvalidArgument on duplicate domains.
