@@ -3,6 +3,7 @@
 // live reload under load and a clean drain on SIGTERM.
 
 #include <arpa/inet.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
