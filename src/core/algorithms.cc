@@ -1,1 +1,360 @@
-// placeholder
+#include "src/core/algorithms.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "floodgate/decision.h"
+#include "floodgate/limit.h"
+
+// Invariants shared by every algorithm below (docs/algorithms.md has the prose version):
+//
+//  I1. Fresh. A state is fresh when expiry_ns <= now or it is the all-zero value; a fresh state is
+//      read exactly as KeyState{}. Every state we write has expiry_ns equal to the first instant
+//      at which the algorithm itself would read it as empty (window over, bucket full, nothing
+//      in flight), never earlier (the store would forget debt) and never later (idle keys would
+//      hold memory). The tests check this against reference models that never drop state.
+//  I2. Refused or hits == 0 => next == state, bit for bit.
+//  I3. Time is never rewound. When now is earlier than a time recorded in the state, we read the
+//      state at the recorded time (the later, more restrictive reading) and keep the recorded
+//      times, so a clock stepping back cannot admit more than the limit.
+//  I4. No overflow. Products are formed in 128 bits. With the bounds of ValidateLimitSpec
+//      (period <= 2^62, counts <= 1e12 < 2^40) every product below is < 2^105. Times that would
+//      pass INT64_MAX saturate there; a bucket whose next timestamp cannot be represented refuses
+//      (fail closed) rather than wrap.
+//  I5. hits == 0 is a read: allowed/retry_after/delay describe one more hit, while remaining and
+//      reset_after describe the state as it is.
+//
+// Fixed window (state: expiry_ns = window end, data = count in that window)
+//   Windows are [k*P, (k+1)*P) in Unix time, as Envoy's. A live state names its own window by its
+//   end, so a clock stepping back into an earlier window keeps counting in the stored one (I3).
+//
+// Sliding window (state: expiry_ns = end of the current window + P, data = prev << 32 | cur)
+//   estimate(t) = prev * (P - e) / P + cur, e = t - window_start in [0, P). We compare
+//   estimate + hits <= L without division: prev * (P - e) + (cur + hits) * P <= L * P, so there
+//   is no rounding in the admission test at all. The current window is recovered from the state
+//   as [expiry - 2P, expiry - P); once now reaches expiry - P the state's cur becomes prev. If now
+//   is before the recorded window (clock stepped back) we evaluate at e = 0, where the estimate
+//   is largest (I3). Every written state has cur >= 1, so it is empty exactly at expiry_ns.
+//
+// Token bucket = GCRA (state: expiry_ns = ceil(TAT), data = deficit, see below)
+//   Exact arithmetic, no rounding of the emission interval: we measure time in "scaled" units of
+//   1/count ns, in which the emission interval T = P / count is exactly P. So
+//     now_s = now * count, increment_s = P * hits, dvt_s = P * capacity,
+//     TAT_s = expiry_ns * count - data   with 0 <= data < count (the sub-nanosecond part).
+//   Storing ceil(TAT) in expiry_ns makes I1 exact: TAT <= now  <=>  ceil(TAT) <= now. When
+//   count divides P (T a whole number of ns) data is always 0 and TAT is a plain timestamp.
+//   Durations handed back are rounded up to whole ns (retry_after, reset_after, delay) so that
+//   acting on them never lands early; remaining is rounded down. Long-run admission is therefore
+//   exactly count per P: never more, also for sub-nanosecond intervals (count > P).
+//   The rules are redis-cell's (throttled): tat = max(TAT, now); new_tat = tat + increment;
+//   allowed iff new_tat - dvt <= now; ttl = (allowed ? new_tat : tat) - now;
+//   remaining = floor((dvt - ttl) / T) clamped to [0, capacity]; reset_after = ttl.
+//
+// Leaky bucket (same state and admission rule as GCRA)
+//   A queue served at one hit per T. TAT is the time the queue drains (the end of the service of
+//   the last queued hit). A batch of h hits arriving at now starts service at
+//   start = max(TAT, now) and the queue then drains at start + h*T. It is admitted iff the queue
+//   after it fits the capacity: (start + h*T) - now <= capacity * T, the GCRA rule with
+//   dvt = capacity * T. The caller waits delay = start - now (nginx limit_req with burst and
+//   without nodelay: the first request of an idle key passes at once, the next waits T, ...).
+//
+// Concurrency (state: expiry_ns = lease deadline, data = in-flight count)
+//   Acquire adds hits and extends the lease to max(lease, now + P); Release subtracts (not below
+//   0) and never extends it. When the lease passes with no acquire, the count is forgotten: a
+//   crashed holder cannot leak slots forever. The lease is per key, not per holder (16 bytes).
+
+namespace floodgate::core {
+namespace {
+
+using Int128 = __int128;
+
+constexpr int64_t kMaxTime = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMinTime = std::numeric_limits<int64_t>::min();
+constexpr uint64_t kLow32 = 0xffff'ffffULL;
+
+static_assert(kMaxPeriodNs < (int64_t{1} << 62), "scaled products must stay below 2^127");
+static_assert(kMaxRequestsPerPeriod < (uint64_t{1} << 40), "scaled products must stay below 2^127");
+
+int64_t Saturate(Int128 v) {
+  if (v > kMaxTime) {
+    return kMaxTime;
+  }
+  if (v < kMinTime) {
+    return kMinTime;
+  }
+  return static_cast<int64_t>(v);
+}
+
+int64_t SatAdd(int64_t a, int64_t b) { return Saturate(Int128{a} + b); }
+
+// Returns ceil(a / b) for a >= 0, b > 0.
+Int128 CeilDivNonNeg(Int128 a, Int128 b) { return (a + b - 1) / b; }
+
+// Returns ceil(a / b) for any a and b > 0.
+Int128 CeilDiv(Int128 a, Int128 b) {
+  Int128 q = a / b;
+  if (a % b != 0 && a > 0) {
+    ++q;
+  }
+  return q;
+}
+
+// Returns now mod period in [0, period).
+int64_t PositiveMod(int64_t now_ns, int64_t period_ns) {
+  const int64_t r = now_ns % period_ns;
+  return r < 0 ? r + period_ns : r;
+}
+
+bool IsFresh(const KeyState& state, int64_t now_ns) {
+  return state.expiry_ns <= now_ns || (state.expiry_ns == 0 && state.data == 0);
+}
+
+// Cheap guard for specs that skipped ValidateLimitSpec: refusing is safer than overflowing.
+bool InBounds(const LimitSpec& spec) {
+  return spec.period_ns > 0 && spec.period_ns <= kMaxPeriodNs &&
+         spec.requests_per_period <= kMaxRequestsPerPeriod && spec.burst <= kMaxRequestsPerPeriod &&
+         (spec.algorithm != Algorithm::kSlidingWindow || spec.requests_per_period <= kLow32);
+}
+
+Outcome RefuseForever(const KeyState& state, uint64_t limit) {
+  Outcome out{.decision = {}, .next = state};
+  out.decision.allowed = false;
+  out.decision.limit = limit;
+  out.decision.retry_after_ns = Decision::kNever;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixed window.
+
+Outcome DecideFixedWindow(const LimitSpec& spec, const KeyState& state, int64_t now_ns,
+                          uint64_t hits) {
+  const uint64_t limit = spec.requests_per_period;
+  uint64_t count = 0;
+  int64_t window_end_ns;
+  if (IsFresh(state, now_ns)) {
+    window_end_ns = SatAdd(now_ns, spec.period_ns - PositiveMod(now_ns, spec.period_ns));
+  } else {
+    count = state.data;
+    window_end_ns = state.expiry_ns;  // > now_ns; a later window if the clock stepped back (I3)
+  }
+  const int64_t until_end_ns = window_end_ns - now_ns;  // >= 0
+
+  Outcome out{.decision = {}, .next = state};
+  Decision& d = out.decision;
+  d.limit = limit;
+  const uint64_t probe = hits == 0 ? 1 : hits;
+  const bool fits = count <= limit && probe <= limit - count;
+  if (fits && hits != 0) {
+    count += hits;
+    out.next = KeyState{.expiry_ns = window_end_ns, .data = count};
+  }
+  d.allowed = fits;
+  d.remaining = count < limit ? limit - count : 0;
+  d.reset_after_ns = count == 0 ? 0 : until_end_ns;
+  if (!fits) {
+    d.retry_after_ns = probe <= limit ? until_end_ns : Decision::kNever;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sliding window.
+
+Outcome DecideSlidingWindow(const LimitSpec& spec, const KeyState& state, int64_t now_ns,
+                            uint64_t hits) {
+  const uint64_t limit = spec.requests_per_period;
+  const int64_t period_ns = spec.period_ns;
+  uint64_t prev = 0;
+  uint64_t cur = 0;
+  int64_t window_end_ns;
+  int64_t elapsed_ns;  // position in the current window, [0, period)
+  if (IsFresh(state, now_ns)) {
+    elapsed_ns = PositiveMod(now_ns, period_ns);
+    window_end_ns = SatAdd(now_ns, period_ns - elapsed_ns);
+  } else {
+    prev = state.data >> 32;
+    cur = state.data & kLow32;
+    const int64_t stored_end_ns = Saturate(Int128{state.expiry_ns} - period_ns);
+    if (now_ns >= stored_end_ns) {
+      // The state's window is over and now is in the next one: cur becomes prev.
+      prev = cur;
+      cur = 0;
+      window_end_ns = state.expiry_ns;
+      elapsed_ns = now_ns - stored_end_ns;  // < period, since now < expiry
+    } else {
+      // Now is in the state's window, or before it (clock stepped back: evaluate at e = 0, I3).
+      window_end_ns = stored_end_ns;
+      elapsed_ns = static_cast<int64_t>(
+          std::max<Int128>(0, Int128{period_ns} - (Int128{stored_end_ns} - now_ns)));
+    }
+  }
+  const int64_t until_end_ns = window_end_ns - now_ns;  // > 0 except at INT64_MAX
+
+  const Int128 budget = Int128{limit} * period_ns;  // L * P
+  Int128 used = Int128{prev} * (period_ns - elapsed_ns) + Int128{cur} * period_ns;
+
+  Outcome out{.decision = {}, .next = state};
+  Decision& d = out.decision;
+  d.limit = limit;
+  const uint64_t probe = hits == 0 ? 1 : hits;
+  const bool fits = probe <= limit && used + Int128{probe} * period_ns <= budget;
+  if (fits && hits != 0) {
+    cur += hits;  // <= limit < 2^32
+    used += Int128{hits} * period_ns;
+    out.next = KeyState{.expiry_ns = SatAdd(window_end_ns, period_ns), .data = prev << 32 | cur};
+  }
+  d.allowed = fits;
+  d.remaining = used < budget ? static_cast<uint64_t>((budget - used) / period_ns) : 0;
+  if (cur != 0) {
+    d.reset_after_ns = SatAdd(until_end_ns, period_ns);  // cur is forgotten a window later
+  } else if (prev != 0) {
+    d.reset_after_ns = until_end_ns;
+  }
+  if (!fits) {
+    if (probe > limit) {
+      d.retry_after_ns = Decision::kNever;
+      return out;
+    }
+    // Later in this window (prev's weight falls, cur is fixed): the first e with
+    // prev * (P - e) <= x * P, x = L - cur - probe, is e = P - floor(x * P / prev).
+    const Int128 x = Int128{limit} - cur - probe;
+    if (x >= 0 && prev != 0) {
+      const Int128 e = period_ns - x * period_ns / prev;
+      if (e < period_ns) {
+        d.retry_after_ns = Saturate(Int128{until_end_ns} - (period_ns - e));
+        return out;
+      }
+    }
+    // In the next window cur becomes prev and the new cur is 0: the first e with
+    // cur * (P - e) <= (L - probe) * P. e == P means the window after that, where both are 0.
+    Int128 e = 0;
+    if (cur != 0) {
+      e = std::max<Int128>(0, period_ns - Int128{limit - probe} * period_ns / cur);
+    }
+    d.retry_after_ns = Saturate(Int128{until_end_ns} + e);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token bucket (GCRA) and leaky bucket: same state, same admission rule, see the header block.
+
+Outcome DecideBucket(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t hits,
+                     bool leaky) {
+  const uint64_t rate = spec.requests_per_period;
+  const uint64_t capacity = spec.Capacity();
+  if (rate == 0) {
+    return RefuseForever(state, 0);
+  }
+  const Int128 now_s = Int128{now_ns} * rate;
+  Int128 tat_s = now_s;
+  if (!IsFresh(state, now_ns)) {
+    tat_s = std::max(now_s, Int128{state.expiry_ns} * rate - state.data);
+  }
+  const Int128 dvt_s = Int128{spec.period_ns} * capacity;
+
+  Outcome out{.decision = {}, .next = state};
+  Decision& d = out.decision;
+  d.limit = capacity;
+  const uint64_t probe = hits == 0 ? 1 : hits;
+  Int128 ttl_s = tat_s - now_s;  // >= 0
+  if (probe > capacity) {
+    d.allowed = false;
+    d.retry_after_ns = Decision::kNever;  // increment > dvt: can never pass
+  } else {
+    const Int128 new_tat_s = tat_s + Int128{spec.period_ns} * probe;
+    const Int128 allow_at_s = new_tat_s - dvt_s;
+    if (allow_at_s > now_s) {
+      d.allowed = false;
+      d.retry_after_ns = Saturate(CeilDivNonNeg(allow_at_s - now_s, rate));
+    } else if (const Int128 new_expiry_ns = CeilDiv(new_tat_s, rate); new_expiry_ns > kMaxTime) {
+      // The new TAT is past INT64_MAX ns and cannot be stored. It stays there until now passes
+      // TAT, and then now + increment is past it too, so this is final (I4).
+      d.allowed = false;
+      d.retry_after_ns = Decision::kNever;
+    } else {
+      d.allowed = true;
+      if (leaky) {
+        d.delay_ns = Saturate(CeilDivNonNeg(tat_s - now_s, rate));
+      }
+      if (hits != 0) {
+        ttl_s = new_tat_s - now_s;
+        const auto expiry_ns = static_cast<int64_t>(new_expiry_ns);
+        out.next = KeyState{.expiry_ns = expiry_ns,
+                            .data = static_cast<uint64_t>(Int128{expiry_ns} * rate - new_tat_s)};
+      }
+    }
+  }
+  const Int128 next_s = dvt_s - ttl_s;
+  d.remaining =
+      next_s > 0 ? static_cast<uint64_t>(std::min<Int128>(next_s / spec.period_ns, capacity)) : 0;
+  d.reset_after_ns = Saturate(CeilDivNonNeg(ttl_s, rate));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency.
+
+Outcome DecideConcurrency(const LimitSpec& spec, const KeyState& state, int64_t now_ns,
+                          uint64_t hits) {
+  const uint64_t limit = spec.requests_per_period;
+  uint64_t count = 0;
+  int64_t lease_ns = now_ns;
+  if (!IsFresh(state, now_ns)) {
+    count = state.data;
+    lease_ns = state.expiry_ns;
+  }
+  Outcome out{.decision = {}, .next = state};
+  Decision& d = out.decision;
+  d.limit = limit;
+  const uint64_t probe = hits == 0 ? 1 : hits;
+  const bool fits = count <= limit && probe <= limit - count;
+  if (fits && hits != 0) {
+    count += hits;
+    lease_ns = std::max(lease_ns, SatAdd(now_ns, spec.period_ns));  // never shortened (I3)
+    out.next = KeyState{.expiry_ns = lease_ns, .data = count};
+  }
+  d.allowed = fits;
+  d.remaining = count < limit ? limit - count : 0;
+  d.reset_after_ns = count == 0 ? 0 : lease_ns - now_ns;
+  if (!fits) {
+    // Slots may be released sooner; the lease deadline is when they are free at the latest.
+    d.retry_after_ns = probe <= limit ? lease_ns - now_ns : Decision::kNever;
+  }
+  return out;
+}
+
+}  // namespace
+
+Outcome Decide(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t hits) {
+  if (!InBounds(spec)) {
+    return RefuseForever(state, 0);
+  }
+  switch (spec.algorithm) {
+    case Algorithm::kFixedWindow:
+      return DecideFixedWindow(spec, state, now_ns, hits);
+    case Algorithm::kSlidingWindow:
+      return DecideSlidingWindow(spec, state, now_ns, hits);
+    case Algorithm::kTokenBucket:
+      return DecideBucket(spec, state, now_ns, hits, /*leaky=*/false);
+    case Algorithm::kLeakyBucket:
+      return DecideBucket(spec, state, now_ns, hits, /*leaky=*/true);
+    case Algorithm::kConcurrency:
+      return DecideConcurrency(spec, state, now_ns, hits);
+  }
+  return RefuseForever(state, 0);
+}
+
+KeyState Release(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t count) {
+  if (spec.algorithm != Algorithm::kConcurrency) {
+    return state;
+  }
+  if (IsFresh(state, now_ns) || state.data <= count) {
+    return KeyState{};  // nothing in flight: fresh, and reclaimable at once
+  }
+  return KeyState{.expiry_ns = state.expiry_ns, .data = state.data - count};
+}
+
+}  // namespace floodgate::core

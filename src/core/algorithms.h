@@ -40,10 +40,14 @@ struct Outcome {
 // - Time going backwards (now_ns earlier than times in `state`) never admits more than the
 //   limit: the state is not rewound.
 // `spec` must have passed ValidateLimitSpec; hits may be any value (saturating arithmetic).
-// For hits == 0 the decision's `allowed` says whether one more hit would pass.
+// For hits == 0 the decision's `allowed` says whether one more hit would pass; retry_after_ns and
+// delay_ns likewise describe that one hit, while remaining and reset_after_ns describe the state
+// as it is. Concurrency: retry_after_ns of a refusal is the lease deadline, an upper bound (a
+// release may free slots sooner).
 Outcome Decide(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t hits);
 
-// Concurrency only: returns the state after releasing `count` slots (never below zero).
+// Concurrency only: returns the state after releasing `count` slots (never below zero). Never
+// extends the lease; returns KeyState{} once nothing is held (or the lease has passed).
 // For other algorithms returns `state` unchanged.
 KeyState Release(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t count);
 
