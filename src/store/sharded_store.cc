@@ -1,1 +1,308 @@
-// placeholder
+// The sharded in-memory Store: 2^k shards picked by the top bits of the mixed key hash, each an
+// absl::Mutex over one StateTable (src/store/state_table.h). docs/store.md has the design.
+//
+// Transaction invariants (Apply):
+// - A transaction locks the distinct shards of its ops in ascending shard order and holds them
+//   all until it has decided and committed, so concurrent transactions cannot deadlock and see
+//   each other's effects all or nothing.
+// - Ops on the same key are evaluated in op order, each against the tentative state the
+//   previous one left; ops on different keys are independent, so grouping the ops by key (a sort
+//   by (mixed key, op index)) evaluates exactly what op order would.
+// - The state read for a key is the stored one, or fresh when missing or dead (expiry_ns <= now).
+// - Commit writes only each key's last tentative state; dead results are erased, not stored.
+//   hits == 0 checks are reads and never write (the algorithms return an equivalent state, which
+//   for a missing key could otherwise be inserted and cost memory).
+// - Nothing else writes: a refused transaction leaves every table as it was (apart from the
+//   incremental sweep, which only drops entries that already read as fresh).
+
+#include <algorithm>
+#include <cassert>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "floodgate/store.h"
+#include "src/core/algorithms.h"
+#include "src/store/state_table.h"
+
+namespace floodgate {
+namespace {
+
+using store::StateTable;
+
+constexpr size_t kMaxShards = size_t{1} << 16;
+// Transactions up to this many ops run on stack arrays (no heap allocation).
+constexpr size_t kInlineOps = 8;
+
+// One shard: a lock and the table it guards, on its own cache lines so that shards used by
+// different cores do not false-share.
+struct alignas(64) Shard {
+  absl::Mutex mu;
+  StateTable table ABSL_GUARDED_BY(mu);
+};
+
+// Evaluates one op against `state`, returning the decision and the tentative next state.
+// kRelease ops always pass; their decision reads the state after the release.
+core::Outcome Evaluate(const StoreOp& op, const core::KeyState& state, int64_t now_ns) {
+  if (op.kind == StoreOp::Kind::kRelease) {
+    core::Outcome out;
+    out.next = core::Release(op.spec, state, now_ns, op.hits);
+    out.decision = core::Decide(op.spec, out.next, now_ns, 0).decision;
+    out.decision.allowed = true;
+    out.decision.retry_after_ns = 0;
+    return out;
+  }
+  core::Outcome out = core::Decide(op.spec, state, now_ns, op.hits);
+  if (op.hits == 0) {
+    out.next = state;  // a read never writes (see the invariants above)
+  }
+  return out;
+}
+
+// Returns whether a refusal of `op` aborts the transaction.
+bool Blocks(const StoreOp& op, const Decision& d) {
+  return !d.allowed && !op.shadow && op.kind == StoreOp::Kind::kCheck;
+}
+
+// The decision reported for an op that passed in a transaction that did not commit: a read of
+// the stored state, marked allowed.
+Decision UnconsumedDecision(const StoreOp& op, const core::KeyState& stored, int64_t now_ns) {
+  Decision d = core::Decide(op.spec, stored, now_ns, 0).decision;
+  d.allowed = true;
+  d.retry_after_ns = 0;
+  return d;
+}
+
+class ShardedStore final : public Store {
+ public:
+  ShardedStore(int shard_bits, size_t max_capacity_per_shard)
+      : shard_bits_(shard_bits), shards_(new Shard[size_t{1} << shard_bits]) {
+    for (size_t i = 0; i < num_shards(); ++i) {
+      absl::MutexLock lock(&shards_[i].mu);
+      shards_[i].table.Configure(shard_bits, max_capacity_per_shard);
+    }
+  }
+
+  // Sizes every shard for its share of `entries`. Returns false when an allocation failed.
+  bool Reserve(size_t entries) {
+    const size_t per_shard = entries / num_shards() + (entries % num_shards() != 0 ? 1 : 0);
+    for (size_t i = 0; i < num_shards(); ++i) {
+      absl::MutexLock lock(&shards_[i].mu);
+      if (!shards_[i].table.Reserve(per_shard)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
+             absl::Span<Decision> decisions) override {
+    assert(decisions.size() >= ops.size());
+    if (decisions.size() < ops.size()) {
+      return false;  // caller bug: nowhere to report; consume nothing
+    }
+    if (ops.size() == 1) {
+      return ApplyOne(ops[0], now_ns, decisions[0]);
+    }
+    if (ops.empty()) {
+      return true;
+    }
+    return ApplyMany(ops, now_ns, decisions);
+  }
+
+  StoreStats GetStats() const override {
+    StoreStats total;
+    for (size_t i = 0; i < num_shards(); ++i) {
+      Shard& shard = shards_[i];
+      absl::ReaderMutexLock lock(&shard.mu);
+      StoreStats s;
+      s.keys = shard.table.size();
+      s.bytes = shard.table.bytes();
+      s.reclaimed = shard.table.counters().reclaimed;
+      s.evicted = shard.table.counters().evicted;
+      s.refused_full = shard.table.counters().refused_full;
+      total += s;
+    }
+    return total;
+  }
+
+  void ReclaimExpired(int64_t now_ns) override {
+    // One shard at a time, each swept whole under its lock: a full sweep must not be
+    // interleaved with other writers, which could shift unvisited entries behind the sweep.
+    for (size_t i = 0; i < num_shards(); ++i) {
+      absl::MutexLock lock(&shards_[i].mu);
+      shards_[i].table.SweepAll(now_ns);
+    }
+  }
+
+ private:
+  size_t num_shards() const { return size_t{1} << shard_bits_; }
+  Shard& ShardFor(uint64_t mixed) const { return shards_[store::ShardOfMixed(mixed, shard_bits_)]; }
+
+  // The common case: one op, one shard, no allocation, one probe.
+  bool ApplyOne(const StoreOp& op, int64_t now_ns, Decision& decision) {
+    const uint64_t key = store::MixKey(op.key_hash);
+    Shard& shard = ShardFor(key);
+    absl::MutexLock lock(&shard.mu);
+    StateTable& table = shard.table;
+    const StateTable::Probe probe = table.Find(key);
+    core::KeyState state;
+    if (probe.found && !store::IsDead(table.StateAt(probe.slot), now_ns)) {
+      state = table.StateAt(probe.slot);
+    }
+    const core::Outcome out = Evaluate(op, state, now_ns);
+    decision = out.decision;
+    const bool commit = !Blocks(op, out.decision);
+    if (commit) {
+      // A found-but-dead entry is erased here when the result is dead too.
+      table.Commit(key, probe, out.next, now_ns, {});
+    }
+    table.Tick(now_ns);
+    return commit;
+  }
+
+  // Several ops: sort by key, lock shards in order, evaluate, then commit all or nothing.
+  // Thread-safety analysis cannot follow a run-time set of locks; the lock/unlock pairing is
+  // local to this function and every table access happens between them.
+  bool ApplyMany(absl::Span<const StoreOp> ops, int64_t now_ns,
+                 absl::Span<Decision> decisions) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    const size_t n = ops.size();
+    struct Ref {
+      uint64_t key;    // MixKey(op.key_hash)
+      uint32_t index;  // op index
+    };
+    absl::InlinedVector<Ref, kInlineOps> refs(n);
+    absl::InlinedVector<uint64_t, kInlineOps> keys(n);        // sorted mixed keys (pinned set)
+    absl::InlinedVector<core::KeyState, kInlineOps> base(n);  // stored state, per op index
+    absl::InlinedVector<core::KeyState, kInlineOps> next(n);  // tentative state, per op index
+    absl::InlinedVector<Shard*, kInlineOps> locked;
+    for (size_t i = 0; i < n; ++i) {
+      refs[i] = Ref{store::MixKey(ops[i].key_hash), static_cast<uint32_t>(i)};
+    }
+    std::sort(refs.begin(), refs.end(), [](const Ref& a, const Ref& b) {
+      return a.key != b.key ? a.key < b.key : a.index < b.index;
+    });
+    // Ascending keys give ascending shards (the shard is the key's top bits): the lock order.
+    for (size_t i = 0; i < n; ++i) {
+      keys[i] = refs[i].key;
+      Shard* shard = &ShardFor(refs[i].key);
+      if (locked.empty() || locked.back() != shard) {
+        shard->mu.Lock();
+        locked.push_back(shard);
+      }
+    }
+
+    for (size_t i = 0; i < n; ++i) {
+      ShardFor(refs[i].key).table.Prefetch(refs[i].key);
+    }
+
+    // Evaluate, one key group at a time.
+    bool commit = true;
+    for (size_t g = 0; g < n;) {
+      const uint64_t key = refs[g].key;
+      const StateTable& table = ShardFor(key).table;
+      const StateTable::Probe probe = table.Find(key);
+      core::KeyState stored;
+      if (probe.found && !store::IsDead(table.StateAt(probe.slot), now_ns)) {
+        stored = table.StateAt(probe.slot);
+      }
+      core::KeyState state = stored;
+      size_t end = g;
+      for (; end < n && refs[end].key == key; ++end) {
+        const uint32_t i = refs[end].index;
+        const core::Outcome out = Evaluate(ops[i], state, now_ns);
+        decisions[i] = out.decision;
+        base[i] = stored;
+        next[i] = out.next;
+        state = out.next;
+        if (Blocks(ops[i], out.decision)) {
+          commit = false;
+        }
+      }
+      g = end;
+    }
+
+    if (commit) {
+      // Write each key's last tentative state (the last ref of each group). Probe again: an
+      // earlier commit in this transaction may have grown, swept or evicted in the same table.
+      for (size_t g = 0; g < n; ++g) {
+        if (g + 1 < n && refs[g + 1].key == refs[g].key) {
+          continue;
+        }
+        StateTable& table = ShardFor(refs[g].key).table;
+        table.Commit(refs[g].key, table.Find(refs[g].key), next[refs[g].index], now_ns,
+                     absl::MakeConstSpan(keys));
+      }
+    } else {
+      for (size_t i = 0; i < n; ++i) {
+        if (decisions[i].allowed) {
+          decisions[i] = UnconsumedDecision(ops[i], base[i], now_ns);
+        }
+      }
+    }
+
+    for (auto it = locked.rbegin(); it != locked.rend(); ++it) {
+      (*it)->table.Tick(now_ns);
+      (*it)->mu.Unlock();
+    }
+    return commit;
+  }
+
+  const int shard_bits_;
+  const std::unique_ptr<Shard[]> shards_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> NewShardedStore(const StoreOptions& options) {
+  size_t shards = options.shards;
+  if (shards == 0) {
+    const size_t threads = std::max(1u, std::thread::hardware_concurrency());
+    shards = std::max<size_t>(16, 4 * threads);
+  }
+  if (shards > kMaxShards) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("StoreOptions.shards is ", shards, "; at most ", kMaxShards));
+  }
+  int shard_bits = 0;
+  while ((size_t{1} << shard_bits) < shards) {
+    ++shard_bits;
+  }
+  shards = size_t{1} << shard_bits;
+
+  size_t max_capacity_per_shard = 0;
+  if (options.max_memory_bytes != 0) {
+    max_capacity_per_shard = options.max_memory_bytes / shards / sizeof(store::Entry);
+    // A table needs a few slots to make progress (one stays empty; eviction needs candidates).
+    constexpr size_t kMinEntriesPerShard = 8;
+    if (max_capacity_per_shard < kMinEntriesPerShard) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "StoreOptions.max_memory_bytes is ", options.max_memory_bytes, ": with ", shards,
+          " shards that is fewer than ", kMinEntriesPerShard, " entries of ", sizeof(store::Entry),
+          " bytes per shard; need at least ", shards * kMinEntriesPerShard * sizeof(store::Entry)));
+    }
+    max_capacity_per_shard = std::min(max_capacity_per_shard, store::kMaxCapacity);
+  }
+  if (options.initial_capacity > store::kMaxCapacity) {
+    return absl::InvalidArgumentError(absl::StrCat("StoreOptions.initial_capacity is ",
+                                                   options.initial_capacity, "; at most ",
+                                                   store::kMaxCapacity));
+  }
+
+  auto result = std::make_unique<ShardedStore>(shard_bits, max_capacity_per_shard);
+  if (!result->Reserve(options.initial_capacity)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate tables for StoreOptions.initial_capacity ", options.initial_capacity));
+  }
+  return std::unique_ptr<Store>(std::move(result));
+}
+
+}  // namespace floodgate

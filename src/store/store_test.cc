@@ -1,1 +1,663 @@
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include <gtest/gtest.h>
+
+#include "absl/types/span.h"
+#include "floodgate/decision.h"
+#include "floodgate/limit.h"
+#include "floodgate/store.h"
+#include "src/core/algorithms.h"
+#include "src/store/state_table.h"
+
+// Counts heap allocations (plain operator new, which is what containers use), to check that
+// small transactions allocate nothing. GCC cannot see that new and delete are both replaced.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+static std::atomic<uint64_t> g_allocations{0};
+
+void* operator new(size_t size) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  void* p = std::malloc(size == 0 ? 1 : size);
+  if (p == nullptr) {
+    std::abort();  // out of memory in a test
+  }
+  return p;
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+
+namespace floodgate {
+namespace {
+
+using core::KeyState;
+
+constexpr int64_t kSecond = 1'000'000'000;
+constexpr int64_t kT0 = 1'000'000 * kSecond;  // fake time: an arbitrary, window-aligned instant
+
+std::unique_ptr<Store> MakeStore(StoreOptions options = {}) {
+  absl::StatusOr<std::unique_ptr<Store>> store = NewShardedStore(options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return *std::move(store);
+}
+
+LimitSpec Spec(Algorithm algorithm, uint64_t requests, int64_t period_ns, uint64_t burst = 0) {
+  LimitSpec spec;
+  spec.algorithm = algorithm;
+  spec.requests_per_period = requests;
+  spec.period_ns = period_ns;
+  spec.burst = burst;
+  return spec;
+}
+
+StoreOp Check(uint64_t key, const LimitSpec& spec, uint64_t hits = 1, bool shadow = false) {
+  StoreOp op;
+  op.key_hash = key;
+  op.spec = spec;
+  op.hits = hits;
+  op.shadow = shadow;
+  return op;
+}
+
+StoreOp ReleaseOp(uint64_t key, const LimitSpec& spec, uint64_t count = 1) {
+  StoreOp op = Check(key, spec, count);
+  op.kind = StoreOp::Kind::kRelease;
+  return op;
+}
+
+Decision ApplyOne(Store& store, const StoreOp& op, int64_t now_ns) {
+  Decision d;
+  store.Apply({&op, 1}, now_ns, {&d, 1});
+  return d;
+}
+
+// Reads the key (hits == 0) and returns the remaining capacity.
+uint64_t Remaining(Store& store, uint64_t key, const LimitSpec& spec, int64_t now_ns) {
+  return ApplyOne(store, Check(key, spec, 0), now_ns).remaining;
+}
+
+void ExpectSameDecision(const Decision& a, const Decision& b, const std::string& where) {
+  EXPECT_EQ(a.allowed, b.allowed) << where;
+  EXPECT_EQ(a.limit, b.limit) << where;
+  EXPECT_EQ(a.remaining, b.remaining) << where;
+  EXPECT_EQ(a.retry_after_ns, b.retry_after_ns) << where;
+  EXPECT_EQ(a.reset_after_ns, b.reset_after_ns) << where;
+  EXPECT_EQ(a.delay_ns, b.delay_ns) << where;
+}
+
+// Returns `count` key hashes whose shards (among 2^shard_bits) are pairwise distinct.
+std::vector<uint64_t> KeysOnDistinctShards(int shard_bits, size_t count) {
+  std::vector<uint64_t> keys;
+  std::vector<bool> used(size_t{1} << shard_bits);
+  for (uint64_t k = 1; keys.size() < count; ++k) {
+    const size_t shard = store::ShardOfMixed(store::MixKey(k), shard_bits);
+    if (!used[shard]) {
+      used[shard] = true;
+      keys.push_back(k);
+    }
+  }
+  return keys;
+}
+
+const Algorithm kAllAlgorithms[] = {Algorithm::kFixedWindow, Algorithm::kSlidingWindow,
+                                    Algorithm::kTokenBucket, Algorithm::kLeakyBucket,
+                                    Algorithm::kConcurrency};
+
+// ---------------------------------------------------------------------------------------------
+
+class PerAlgorithmTest : public testing::TestWithParam<Algorithm> {};
+
+TEST_P(PerAlgorithmTest, DecisionsMatchTheAlgorithmThenRefuse) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(GetParam(), 5, kSecond);
+  KeyState state;  // the algorithm run by hand, as the store should run it
+  for (int i = 0; i < 7; ++i) {
+    const core::Outcome expected = core::Decide(spec, state, kT0, 1);
+    const Decision got = ApplyOne(*store, Check(42, spec), kT0);
+    ExpectSameDecision(got, expected.decision, "hit " + std::to_string(i));
+    EXPECT_EQ(got.allowed, i < 5) << "hit " << i;
+    if (expected.decision.allowed) {
+      state = expected.next;
+    }
+  }
+  EXPECT_EQ(store->GetStats().keys, 1u);
+  // Much later the key reads as fresh, whatever the algorithm.
+  const int64_t later = kT0 + 10 * kSecond;
+  EXPECT_EQ(Remaining(*store, 42, spec, later), 5u);
+  EXPECT_TRUE(ApplyOne(*store, Check(42, spec, 5), later).allowed);
+}
+
+TEST_P(PerAlgorithmTest, IdleKeysAreReclaimed) {
+  auto store = MakeStore({.shards = 4});
+  const LimitSpec spec = Spec(GetParam(), 100, kSecond);
+  constexpr uint64_t kKeys = 10000;
+  for (uint64_t k = 1; k <= kKeys; ++k) {
+    ASSERT_TRUE(ApplyOne(*store, Check(k, spec), kT0 + static_cast<int64_t>(k)).allowed);
+  }
+  StoreStats stats = store->GetStats();
+  EXPECT_EQ(stats.keys, kKeys);
+  EXPECT_GT(stats.bytes, 0u);
+  // Still live one nanosecond in: a full sweep keeps everything.
+  store->ReclaimExpired(kT0 + kKeys + 1);
+  EXPECT_EQ(store->GetStats().keys, kKeys);
+
+  store->ReclaimExpired(kT0 + 10 * kSecond);
+  stats = store->GetStats();
+  EXPECT_EQ(stats.keys, 0u);
+  EXPECT_EQ(stats.bytes, 0u);  // empty tables are freed: idle keys cost nothing
+  EXPECT_EQ(stats.reclaimed, kKeys);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllAlgorithms, PerAlgorithmTest, testing::ValuesIn(kAllAlgorithms),
+                         [](const testing::TestParamInfo<Algorithm>& info) {
+                           return std::string(AlgorithmName(info.param));
+                         });
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(StoreTest, ConcurrencyAcquireAndRelease) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(Algorithm::kConcurrency, 3, 30 * kSecond);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(ApplyOne(*store, Check(7, spec), kT0).allowed);
+  }
+  EXPECT_FALSE(ApplyOne(*store, Check(7, spec), kT0).allowed);
+  const Decision released = ApplyOne(*store, ReleaseOp(7, spec), kT0 + 1);
+  EXPECT_TRUE(released.allowed);
+  EXPECT_EQ(released.remaining, 1u);
+  EXPECT_TRUE(ApplyOne(*store, Check(7, spec), kT0 + 2).allowed);
+  // Releasing everything makes the state fresh: the entry is dropped at once.
+  ApplyOne(*store, ReleaseOp(7, spec, 3), kT0 + 3);
+  const StoreStats stats = store->GetStats();
+  EXPECT_EQ(stats.keys, 0u);
+  EXPECT_EQ(stats.reclaimed, 1u);
+}
+
+TEST(StoreTest, ReadsDoNotStoreAnything) {
+  auto store = MakeStore();
+  for (Algorithm a : kAllAlgorithms) {
+    const LimitSpec spec = Spec(a, 10, kSecond);
+    EXPECT_EQ(Remaining(*store, 99, spec, kT0), 10u);
+  }
+  EXPECT_EQ(store->GetStats().keys, 0u);
+}
+
+TEST(StoreTest, MultiOpAcrossShardsIsAllOrNothing) {
+  auto store = MakeStore({.shards = 16});
+  const std::vector<uint64_t> keys = KeysOnDistinctShards(4, 3);
+  const LimitSpec roomy = Spec(Algorithm::kFixedWindow, 10, 60 * kSecond);
+  const LimitSpec tight = Spec(Algorithm::kFixedWindow, 1, 60 * kSecond);
+  ASSERT_TRUE(ApplyOne(*store, Check(keys[2], tight), kT0).allowed);  // tight is now full
+
+  const StoreOp ops[] = {Check(keys[0], roomy, 2), Check(keys[1], roomy, 3), Check(keys[2], tight)};
+  Decision d[3];
+  EXPECT_FALSE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+  // The ops that would have passed say so, but report nothing consumed.
+  EXPECT_TRUE(d[0].allowed);
+  EXPECT_EQ(d[0].remaining, 10u);
+  EXPECT_TRUE(d[1].allowed);
+  EXPECT_EQ(d[1].remaining, 10u);
+  EXPECT_EQ(d[0].retry_after_ns, 0);
+  EXPECT_FALSE(d[2].allowed);
+  EXPECT_GT(d[2].retry_after_ns, 0);
+  EXPECT_EQ(Remaining(*store, keys[0], roomy, kT0), 10u);
+  EXPECT_EQ(Remaining(*store, keys[1], roomy, kT0), 10u);
+
+  // Without the tight limit both are consumed, atomically.
+  EXPECT_TRUE(store->Apply(absl::MakeConstSpan(ops, 2), kT0, absl::MakeSpan(d, 2)));
+  EXPECT_EQ(d[0].remaining, 8u);
+  EXPECT_EQ(d[1].remaining, 7u);
+  EXPECT_EQ(Remaining(*store, keys[0], roomy, kT0), 8u);
+  EXPECT_EQ(Remaining(*store, keys[1], roomy, kT0), 7u);
+}
+
+TEST(StoreTest, SameKeyTwiceSeesTheTentativeState) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 5, 60 * kSecond);
+  {
+    const StoreOp ops[] = {Check(1, spec, 2), Check(1, spec, 2)};
+    Decision d[2];
+    EXPECT_TRUE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+    EXPECT_EQ(d[0].remaining, 3u);
+    EXPECT_EQ(d[1].remaining, 1u);
+    EXPECT_EQ(Remaining(*store, 1, spec, kT0), 1u);
+  }
+  {
+    // Each op alone would fit (1 left), together they do not: nothing is consumed.
+    const StoreOp ops[] = {Check(1, spec, 1), Check(2, spec, 1), Check(1, spec, 1)};
+    Decision d[3];
+    EXPECT_FALSE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+    EXPECT_TRUE(d[0].allowed);
+    EXPECT_EQ(d[0].remaining, 1u);
+    EXPECT_TRUE(d[1].allowed);
+    EXPECT_EQ(d[1].remaining, 5u);
+    EXPECT_FALSE(d[2].allowed);
+    EXPECT_EQ(Remaining(*store, 1, spec, kT0), 1u);
+    EXPECT_EQ(store->GetStats().keys, 1u);  // key 2 was never stored
+  }
+}
+
+TEST(StoreTest, ShadowOpsNeitherAbortNorConsumeWhenRefused) {
+  auto store = MakeStore();
+  const LimitSpec full = Spec(Algorithm::kFixedWindow, 1, 60 * kSecond);
+  const LimitSpec roomy = Spec(Algorithm::kFixedWindow, 10, 60 * kSecond);
+  ASSERT_TRUE(ApplyOne(*store, Check(1, full), kT0).allowed);
+  {
+    // A refusing shadow op does not stop the real one.
+    const StoreOp ops[] = {Check(1, full, 1, /*shadow=*/true), Check(2, roomy)};
+    Decision d[2];
+    EXPECT_TRUE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+    EXPECT_FALSE(d[0].allowed);
+    EXPECT_TRUE(d[1].allowed);
+    EXPECT_EQ(Remaining(*store, 2, roomy, kT0), 9u);
+    EXPECT_EQ(Remaining(*store, 1, full, kT0), 0u);
+  }
+  {
+    // A passing shadow op is consumed with the transaction...
+    const StoreOp ops[] = {Check(3, roomy, 1, /*shadow=*/true), Check(2, roomy)};
+    Decision d[2];
+    EXPECT_TRUE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+    EXPECT_EQ(Remaining(*store, 3, roomy, kT0), 9u);
+  }
+  {
+    // ...and not when a real op refuses.
+    const StoreOp ops[] = {Check(3, roomy, 1, /*shadow=*/true), Check(1, full)};
+    Decision d[2];
+    EXPECT_FALSE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+    EXPECT_TRUE(d[0].allowed);
+    EXPECT_EQ(d[0].remaining, 9u);
+    EXPECT_EQ(Remaining(*store, 3, roomy, kT0), 9u);
+  }
+  // A lone refusing shadow op: the transaction counts as committed.
+  const StoreOp shadow = Check(1, full, 1, /*shadow=*/true);
+  Decision d;
+  EXPECT_TRUE(store->Apply({&shadow, 1}, kT0, {&d, 1}));
+  EXPECT_FALSE(d.allowed);
+}
+
+TEST(StoreTest, LargeTransactionsUseTheSameRules) {
+  // 300 keys over 64 shards: the transaction holds every shard lock at once (more locks than
+  // absl's deadlock detector tracks per thread, which must not upset it).
+  auto store = MakeStore({.shards = 64});
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 3, 60 * kSecond);
+  std::vector<StoreOp> ops;
+  for (uint64_t k = 1; k <= 300; ++k) {
+    ops.push_back(Check(k, spec));
+  }
+  std::vector<Decision> d(ops.size());
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_TRUE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+  }
+  EXPECT_EQ(store->GetStats().keys, 300u);
+  ops.push_back(Check(301, spec));  // fresh, would pass; the others refuse
+  d.resize(ops.size());
+  EXPECT_FALSE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+  EXPECT_TRUE(d.back().allowed);
+  EXPECT_FALSE(d.front().allowed);
+  EXPECT_EQ(store->GetStats().keys, 300u);
+}
+
+TEST(StoreTest, IncrementalSweepReclaimsWithoutFullSweeps) {
+  auto store = MakeStore({.shards = 1});
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 100, kSecond);
+  for (uint64_t k = 1; k <= 5000; ++k) {
+    ApplyOne(*store, Check(k, spec), kT0);
+  }
+  const uint64_t full_bytes = store->GetStats().bytes;
+  // Traffic on one other key only, long after the others expired.
+  const LimitSpec hot = Spec(Algorithm::kFixedWindow, 1'000'000, 3600 * kSecond);
+  for (int i = 0; i < 20000; ++i) {
+    ApplyOne(*store, Check(1'000'000, hot), kT0 + 2 * kSecond);
+  }
+  const StoreStats stats = store->GetStats();
+  EXPECT_EQ(stats.keys, 1u);
+  EXPECT_EQ(stats.reclaimed, 5000u);
+  EXPECT_LT(stats.bytes, full_bytes / 10);  // and the table shrank
+}
+
+TEST(StoreTest, GrowthAndShrinkKeepEveryState) {
+  auto store = MakeStore({.shards = 2});
+  const LimitSpec short_lived = Spec(Algorithm::kFixedWindow, 100, 10 * kSecond);
+  const LimitSpec long_lived = Spec(Algorithm::kFixedWindow, 100, 3600 * kSecond);
+  constexpr uint64_t kKeys = 200000;
+  auto spec_of = [&](uint64_t k) { return k % 20 == 0 ? long_lived : short_lived; };
+  auto hits_of = [](uint64_t k) { return k % 7 + 1; };
+  for (uint64_t k = 1; k <= kKeys; ++k) {
+    ASSERT_TRUE(ApplyOne(*store, Check(k, spec_of(k), hits_of(k)), kT0).allowed);
+  }
+  StoreStats stats = store->GetStats();
+  EXPECT_EQ(stats.keys, kKeys);
+  EXPECT_LE(stats.bytes, 40 * kKeys) << "bytes per key " << double(stats.bytes) / kKeys;
+  for (uint64_t k = 1; k <= kKeys; ++k) {
+    ASSERT_EQ(Remaining(*store, k, spec_of(k), kT0), 100 - hits_of(k)) << k;
+  }
+
+  // 95% of the keys expire; the full sweep drops them and shrinks the tables.
+  const int64_t later = kT0 + 20 * kSecond;
+  store->ReclaimExpired(later);
+  stats = store->GetStats();
+  EXPECT_EQ(stats.keys, kKeys / 20);
+  EXPECT_LE(stats.bytes, 24 * 3 * stats.keys);  // shrunk to ~50% load
+  for (uint64_t k = 20; k <= kKeys; k += 20) {
+    ASSERT_EQ(Remaining(*store, k, long_lived, later), 100 - hits_of(k)) << k;
+  }
+  EXPECT_EQ(Remaining(*store, 1, short_lived, later), 100u);
+}
+
+TEST(StoreTest, InitialCapacityAvoidsGrowth) {
+  auto store = MakeStore({.shards = 4, .initial_capacity = 100000});
+  const uint64_t bytes = store->GetStats().bytes;
+  EXPECT_GE(bytes, 24u * 100000);
+  const LimitSpec spec = Spec(Algorithm::kTokenBucket, 10, kSecond);
+  for (uint64_t k = 1; k <= 100000; ++k) {
+    ApplyOne(*store, Check(k, spec), kT0);
+  }
+  EXPECT_EQ(store->GetStats().bytes, bytes);
+  EXPECT_LE(bytes, 40u * 100000);
+}
+
+TEST(StoreTest, MemoryCapIsNeverExceeded) {
+  constexpr size_t kCap = 64 * 1024;
+  auto store = MakeStore({.shards = 4, .max_memory_bytes = kCap});
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 10, 3600 * kSecond);
+  for (uint64_t k = 1; k <= 50000; ++k) {
+    // Fresh keys are decided as fresh whether or not they can be stored.
+    ASSERT_TRUE(ApplyOne(*store, Check(k, spec), kT0).allowed);
+    if (k % 97 == 0) {
+      ASSERT_LE(store->GetStats().bytes, kCap) << k;
+    }
+  }
+  const StoreStats stats = store->GetStats();
+  EXPECT_LE(stats.bytes, kCap);
+  EXPECT_GT(stats.bytes, kCap * 9 / 10);  // the cap is used, not wasted
+  EXPECT_LE(stats.keys * 24, kCap);
+  EXPECT_GT(stats.evicted, 40000u);
+  EXPECT_EQ(stats.refused_full, 0u);
+}
+
+TEST(StoreTest, MemoryCapEvictsTheStatesClosestToFresh) {
+  constexpr size_t kCap = 24 * 1000;
+  auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
+  const LimitSpec soon = Spec(Algorithm::kFixedWindow, 10, 60 * kSecond);
+  const LimitSpec late = Spec(Algorithm::kFixedWindow, 10, 3600 * kSecond);
+  for (uint64_t k = 1; k <= 1000; ++k) {
+    ApplyOne(*store, Check(k, soon), kT0);  // fills the table; many are evicted already
+  }
+  for (uint64_t k = 100001; k <= 100300; ++k) {
+    ApplyOne(*store, Check(k, late, 2), kT0);
+  }
+  // The late keys (expiring an hour out) survive: the victims were the minute-long ones.
+  int kept = 0;
+  for (uint64_t k = 100001; k <= 100300; ++k) {
+    kept += Remaining(*store, k, late, kT0) == 8 ? 1 : 0;
+  }
+  EXPECT_EQ(kept, 300);
+  EXPECT_LE(store->GetStats().bytes, kCap);
+}
+
+TEST(StoreTest, MemoryCapReclaimsExpiredBeforeEvicting) {
+  constexpr size_t kCap = 24 * 1000;
+  auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 10, kSecond);
+  for (uint64_t k = 1; k <= 800; ++k) {
+    ApplyOne(*store, Check(k, spec), kT0);
+  }
+  EXPECT_EQ(store->GetStats().evicted, 0u);
+  for (uint64_t k = 1001; k <= 1800; ++k) {
+    ApplyOne(*store, Check(k, spec), kT0 + 5 * kSecond);  // the first 800 have expired
+  }
+  const StoreStats stats = store->GetStats();
+  EXPECT_EQ(stats.evicted, 0u);
+  EXPECT_GE(stats.reclaimed, 800u - stats.keys + 800u - 800u);
+  EXPECT_LE(stats.bytes, kCap);
+}
+
+TEST(StoreTest, MemoryCapRefusesWhenOnlyTheTransactionsKeysCouldGo) {
+  // One shard of 8 slots holds at most 6 keys (85% load).
+  auto store = MakeStore({.shards = 1, .max_memory_bytes = 8 * 24});
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 1, 3600 * kSecond);
+  std::vector<StoreOp> ops;
+  for (uint64_t k = 1; k <= 10; ++k) {
+    ops.push_back(Check(k, spec));
+  }
+  std::vector<Decision> d(ops.size());
+  // Every key is decided as fresh; the ones that do not fit are not stored.
+  EXPECT_TRUE(store->Apply(ops, kT0, absl::MakeSpan(d)));
+  for (const Decision& x : d) {
+    EXPECT_TRUE(x.allowed);
+  }
+  const StoreStats stats = store->GetStats();
+  EXPECT_EQ(stats.keys, 6u);
+  EXPECT_EQ(stats.refused_full, 4u);
+  EXPECT_EQ(stats.evicted, 0u);
+  EXPECT_LE(stats.bytes, 8u * 24);
+}
+
+TEST(StoreTest, OptionsAreValidated) {
+  EXPECT_EQ(NewShardedStore({.shards = (1 << 16) + 1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NewShardedStore({.shards = 16, .max_memory_bytes = 16 * 24 * 7}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(NewShardedStore({.shards = 16, .max_memory_bytes = 16 * 24 * 8}).ok());
+  EXPECT_TRUE(NewShardedStore({.shards = 3}).ok());  // rounded up to 4
+  EXPECT_TRUE(NewShardedStore({}).ok());
+}
+
+TEST(StoreTest, KeyHashZeroIsAnOrdinaryKey) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 2, 60 * kSecond);
+  EXPECT_TRUE(ApplyOne(*store, Check(0, spec), kT0).allowed);
+  EXPECT_EQ(Remaining(*store, 0, spec, kT0), 1u);
+  EXPECT_EQ(store->GetStats().keys, 1u);
+}
+
+TEST(StoreTest, SmallTransactionsDoNotAllocate) {
+  auto store = MakeStore({.shards = 4, .initial_capacity = 1000});
+  const LimitSpec spec = Spec(Algorithm::kTokenBucket, 1000, kSecond);
+  StoreOp ops[8];
+  for (uint64_t k = 0; k < 8; ++k) {
+    ops[k] = Check(k + 1, spec);
+  }
+  Decision d[8];
+  store->Apply(ops, kT0, absl::MakeSpan(d));  // first use: tables and mutex bookkeeping
+  const uint64_t before = g_allocations.load();
+  for (int i = 0; i < 100; ++i) {
+    store->Apply(absl::MakeConstSpan(ops, 1), kT0, absl::MakeSpan(d, 1));
+    store->Apply(ops, kT0, absl::MakeSpan(d));
+  }
+  EXPECT_EQ(g_allocations.load(), before);
+}
+
+TEST(StoreTest, EmptyTransactionCommits) {
+  auto store = MakeStore();
+  EXPECT_TRUE(store->Apply({}, kT0, {}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency.
+
+TEST(StoreThreadsTest, OneHotKeyAdmitsExactlyTheLimit) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 1000, 60 * kSecond);
+  std::atomic<int> admitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) {
+        if (ApplyOne(*store, Check(12345, spec), kT0).allowed) {
+          admitted.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(admitted.load(), 1000);
+  EXPECT_EQ(Remaining(*store, 12345, spec, kT0), 0u);
+}
+
+TEST(StoreThreadsTest, ManyKeysTransactionsNeverExceedAndAddUp) {
+  for (size_t shards : {1, 4, 16}) {
+    auto store = MakeStore({.shards = shards});
+    constexpr int kKeys = 32;
+    constexpr uint64_t kLimit = 300;
+    const LimitSpec spec = Spec(Algorithm::kFixedWindow, kLimit, 60 * kSecond);
+    std::vector<std::atomic<uint64_t>> consumed(kKeys);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        std::mt19937_64 rng(1000 + t);
+        StoreOp ops[4];
+        Decision d[4];
+        for (int i = 0; i < 4000; ++i) {
+          const size_t n = 1 + rng() % 4;
+          for (size_t j = 0; j < n; ++j) {
+            ops[j] = Check(1 + rng() % kKeys, spec, 1 + rng() % 2);
+          }
+          if (store->Apply(absl::MakeConstSpan(ops, n), kT0, absl::MakeSpan(d, n))) {
+            for (size_t j = 0; j < n; ++j) {
+              consumed[ops[j].key_hash - 1].fetch_add(ops[j].hits, std::memory_order_relaxed);
+            }
+          }
+        }
+      });
+    }
+    for (std::thread& t : threads) {
+      t.join();
+    }
+    for (int k = 0; k < kKeys; ++k) {
+      ASSERT_LE(consumed[k].load(), kLimit) << "key " << k + 1 << " shards " << shards;
+      // Every committed hit and nothing else is in the store.
+      ASSERT_EQ(Remaining(*store, k + 1, spec, kT0), kLimit - consumed[k].load())
+          << "key " << k + 1 << " shards " << shards;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store against a model that applies the contract literally (a std::map, no sharding, no
+// sweeping), on random transactions.
+
+class ModelStore {
+ public:
+  bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns, absl::Span<Decision> decisions) {
+    std::map<uint64_t, KeyState> tentative;
+    bool commit = true;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const StoreOp& op = ops[i];
+      auto it = tentative.find(op.key_hash);
+      const KeyState state = it != tentative.end() ? it->second : Stored(op.key_hash, now_ns);
+      KeyState next;
+      if (op.kind == StoreOp::Kind::kRelease) {
+        next = core::Release(op.spec, state, now_ns, op.hits);
+        decisions[i] = core::Decide(op.spec, next, now_ns, 0).decision;
+        decisions[i].allowed = true;
+        decisions[i].retry_after_ns = 0;
+      } else {
+        const core::Outcome out = core::Decide(op.spec, state, now_ns, op.hits);
+        decisions[i] = out.decision;
+        next = op.hits == 0 ? state : out.next;
+        if (!out.decision.allowed && !op.shadow) {
+          commit = false;
+        }
+      }
+      tentative[op.key_hash] = next;
+    }
+    if (commit) {
+      for (const auto& [key, state] : tentative) {
+        if (store::IsDead(state, now_ns)) {
+          states_.erase(key);
+        } else {
+          states_[key] = state;
+        }
+      }
+    } else {
+      for (size_t i = 0; i < ops.size(); ++i) {
+        if (decisions[i].allowed) {
+          decisions[i] =
+              core::Decide(ops[i].spec, Stored(ops[i].key_hash, now_ns), now_ns, 0).decision;
+          decisions[i].allowed = true;
+          decisions[i].retry_after_ns = 0;
+        }
+      }
+    }
+    return commit;
+  }
+
+  size_t LiveKeys(int64_t now_ns) const {
+    size_t n = 0;
+    for (const auto& [key, state] : states_) {
+      n += store::IsDead(state, now_ns) ? 0 : 1;
+    }
+    return n;
+  }
+
+ private:
+  KeyState Stored(uint64_t key, int64_t now_ns) const {
+    auto it = states_.find(key);
+    return it == states_.end() || store::IsDead(it->second, now_ns) ? KeyState{} : it->second;
+  }
+
+  std::map<uint64_t, KeyState> states_;
+};
+
+TEST(StoreModelTest, RandomTransactionsMatchTheModel) {
+  const LimitSpec specs[] = {
+      Spec(Algorithm::kFixedWindow, 5, 1000),    Spec(Algorithm::kSlidingWindow, 4, 2000),
+      Spec(Algorithm::kTokenBucket, 3, 1000, 5), Spec(Algorithm::kLeakyBucket, 2, 1000, 3),
+      Spec(Algorithm::kConcurrency, 3, 5000),
+  };
+  auto store = MakeStore({.shards = 4});
+  ModelStore model;
+  std::mt19937_64 rng(20240601);
+  int64_t now = kT0;
+  constexpr uint64_t kKeys = 60;
+  std::vector<StoreOp> ops;
+  std::vector<Decision> got;
+  std::vector<Decision> want;
+  int commits = 0;
+  for (int txn = 0; txn < 30000; ++txn) {
+    now += static_cast<int64_t>(rng() % 200);
+    const size_t n = rng() % 10 == 0 ? 9 + rng() % 6 : 1 + rng() % 4;
+    ops.clear();
+    for (size_t j = 0; j < n; ++j) {
+      const uint64_t key = 1 + rng() % kKeys;
+      const LimitSpec& spec = specs[key % 5];
+      StoreOp op = Check(key, spec, rng() % 4, rng() % 10 == 0);
+      if (spec.algorithm == Algorithm::kConcurrency && rng() % 3 == 0) {
+        op = ReleaseOp(key, spec, 1 + rng() % 2);
+      }
+      ops.push_back(op);
+    }
+    got.assign(n, Decision{});
+    want.assign(n, Decision{});
+    const bool store_commit = store->Apply(ops, now, absl::MakeSpan(got));
+    const bool model_commit = model.Apply(ops, now, absl::MakeSpan(want));
+    ASSERT_EQ(store_commit, model_commit) << "transaction " << txn;
+    commits += store_commit ? 1 : 0;
+    for (size_t j = 0; j < n; ++j) {
+      ExpectSameDecision(got[j], want[j],
+                         "transaction " + std::to_string(txn) + " op " + std::to_string(j));
+    }
+    if (HasFailure()) {
+      return;
+    }
+    if (txn % 1000 == 999) {
+      store->ReclaimExpired(now);
+      ASSERT_EQ(store->GetStats().keys, model.LiveKeys(now)) << "transaction " << txn;
+    }
+  }
+  // Both outcomes were exercised.
+  EXPECT_GT(commits, 5000);
+  EXPECT_LT(commits, 29000);
+}
+
+}  // namespace
+}  // namespace floodgate

@@ -1,0 +1,844 @@
+#include "src/server/http_server.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "envoy/service/ratelimit/v3/rls.pb.h"
+#include "floodgate/v1/check.pb.h"
+#include "src/server/http_util.h"
+#include "src/server/rls.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using beast::error_code;
+using http_internal::Connection;
+using http_internal::Endpoint;
+
+constexpr std::string_view kJsonType = "application/json";
+constexpr std::string_view kTextType = "text/plain; charset=utf-8";
+constexpr std::string_view kPrometheusType = "text/plain; version=0.0.4; charset=utf-8";
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// Limits of the HTTP layer itself (RequestLimits covers the bodies and descriptors).
+constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
+constexpr std::chrono::seconds kIdleTimeout(60);
+// After an error response the server reads and drops what the client still sends, for at most
+// this long and this many bytes, so that closing does not reset the connection before the client
+// has read the response (nginx's lingering close).
+constexpr std::chrono::seconds kLingerTimeout(2);
+constexpr size_t kMinLingerBytes = 1 << 20;
+// Pause before accepting again after an accept error such as EMFILE, to avoid a hot loop.
+constexpr std::chrono::milliseconds kAcceptBackoff(10);
+
+// What a request carries that the handlers read. Owned by the session and reused, so that the
+// strings keep their capacity from one request to the next.
+struct RequestData {
+  http::verb method = http::verb::unknown;
+  int version = 11;
+  std::string target;
+  std::string authorization;
+  std::string body;
+  bool expect_continue = false;
+
+  void Reset() {
+    method = http::verb::unknown;
+    version = 11;
+    target.clear();
+    authorization.clear();
+    body.clear();
+    expect_continue = false;
+  }
+};
+
+// A request parser that keeps only what RequestData holds: no header container, no allocation
+// once the connection's strings are warm. Beast parsers parse one message; the session emplaces
+// a fresh one (no heap) for every request.
+class RequestParser final : public http::basic_parser<true> {
+ public:
+  explicit RequestParser(RequestData* data) : data_(data) {}
+
+ private:
+  void on_request_impl(http::verb method, beast::string_view /*method_str*/,
+                       beast::string_view target, int version, error_code& /*ec*/) override {
+    data_->method = method;
+    data_->version = version;
+    data_->target.assign(target.data(), target.size());
+  }
+  void on_response_impl(int, beast::string_view, int, error_code& ec) override {
+    ec = http::error::bad_method;  // unreachable for a request parser
+  }
+  void on_field_impl(http::field name, beast::string_view /*name_string*/, beast::string_view value,
+                     error_code& /*ec*/) override {
+    if (name == http::field::authorization) {
+      data_->authorization.assign(value.data(), value.size());
+    } else if (name == http::field::expect) {
+      data_->expect_continue = beast::iequals(value, "100-continue");
+    }
+  }
+  void on_header_impl(error_code& /*ec*/) override {}
+  void on_body_init_impl(const boost::optional<std::uint64_t>& content_length,
+                         error_code& /*ec*/) override {
+    // The parser has already refused a length above the body limit.
+    if (content_length.has_value()) {
+      data_->body.reserve(static_cast<size_t>(*content_length));
+    }
+  }
+  size_t on_body_impl(beast::string_view body, error_code& /*ec*/) override {
+    data_->body.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_chunk_header_impl(std::uint64_t, beast::string_view, error_code&) override {}
+  size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, error_code&) override {
+    data_->body.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_finish_impl(error_code& /*ec*/) override {}
+
+  RequestData* const data_;
+};
+
+bool IsParseError(const error_code& ec) {
+  return ec.category() == beast::http::make_error_code(http::error::bad_target).category();
+}
+
+class HttpSession;
+
+class HttpServerImpl {
+ public:
+  HttpServerImpl(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+                 ServerMetrics* metrics)
+      : options_(std::move(options)),
+        limiter_(limiter),
+        config_(config),
+        metrics_(metrics),
+        acceptor_(asio::make_strand(ioc_)),
+        accept_backoff_(acceptor_.get_executor()) {}
+
+  ~HttpServerImpl() { Shutdown(absl::ZeroDuration()); }
+
+  absl::Status Start();
+  int port() const { return port_; }
+  void Shutdown(absl::Duration grace);
+
+  // For sessions.
+  const HttpServerOptions& options() const { return options_; }
+  limiter::Limiter* limiter() const { return limiter_; }
+  ConfigManager* config() const { return config_; }
+  ServerMetrics* metrics() const { return metrics_; }
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  void Register(const std::shared_ptr<HttpSession>& session);
+  void Unregister(HttpSession* session);
+
+ private:
+  void Accept();
+  void OnAccept(error_code ec, tcp::socket socket);
+  std::vector<std::shared_ptr<HttpSession>> LiveSessions();
+  // Waits up to `timeout` for every session to end; returns whether they all did.
+  bool AwaitNoSessions(absl::Duration timeout);
+
+  const HttpServerOptions options_;
+  limiter::Limiter* const limiter_;
+  ConfigManager* const config_;
+  ServerMetrics* const metrics_;
+
+  std::atomic<bool> draining_{false};
+  std::atomic<size_t> open_connections_{0};
+  int port_ = 0;
+  bool started_ = false;
+  bool stopped_ = false;
+
+  absl::Mutex mu_;
+  // Weak: a session's lifetime is its chain of pending operations, not this map.
+  absl::flat_hash_map<HttpSession*, std::weak_ptr<HttpSession>> sessions_ ABSL_GUARDED_BY(mu_);
+
+  // Declared after the session map: the context is destroyed first, and the pending handlers it
+  // destroys (which hold sessions) still find the map alive.
+  asio::io_context ioc_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  tcp::acceptor acceptor_;             // used only on its strand
+  asio::steady_timer accept_backoff_;  // same strand
+  std::vector<std::thread> threads_;
+
+  friend class HttpSession;
+};
+
+// One connection. Its operations form a single chain (read header, [100-continue], read body,
+// handle, write, read header...) running on the connection's strand, so its fields need no lock;
+// Drain and Close may be called from any thread and hop onto the strand.
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(tcp::socket socket, HttpServerImpl* server)
+      : stream_(std::move(socket)), server_(server) {
+    server_->open_connections_.fetch_add(1, std::memory_order_relaxed);
+    server_->metrics()->http_connections.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  ~HttpSession() {
+    server_->metrics()->http_connections.fetch_sub(1, std::memory_order_relaxed);
+    server_->open_connections_.fetch_sub(1, std::memory_order_relaxed);
+    server_->Unregister(this);
+  }
+
+  void Start() {
+    server_->Register(shared_from_this());
+    asio::dispatch(stream_.get_executor(),
+                   beast::bind_front_handler(&HttpSession::ReadHeader, shared_from_this()));
+  }
+
+  // Closes the connection now if it is between requests; otherwise the request in progress
+  // finishes and its response closes the connection.
+  void Drain() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->waiting_for_request_ && self->buffer_.size() == 0 && self->parser_.has_value() &&
+          !self->parser_->got_some()) {
+        self->CloseNow();
+      }
+    });
+  }
+
+  // Closes the connection whatever it is doing.
+  void Close() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->CloseNow(); });
+  }
+
+ private:
+  void ReadHeader() {
+    if (server_->draining() && buffer_.size() == 0) {
+      CloseNow();
+      return;
+    }
+    request_.Reset();
+    parser_.emplace(&request_);
+    parser_->header_limit(kMaxHeaderBytes);
+    parser_->body_limit(server_->options().limits.max_body_bytes);
+    waiting_for_request_ = true;
+    stream_.expires_after(kIdleTimeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&HttpSession::OnHeader, shared_from_this()));
+  }
+
+  void OnHeader(error_code ec, size_t /*bytes*/) {
+    waiting_for_request_ = false;
+    if (ec) {
+      OnReadError(ec);
+      return;
+    }
+    if (parser_->is_done()) {
+      Handle();
+      return;
+    }
+    if (request_.expect_continue && request_.version >= 11) {
+      stream_.expires_after(kIdleTimeout);
+      asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                        [self = shared_from_this()](error_code ec, size_t) {
+                          if (ec) {
+                            self->CloseNow();
+                            return;
+                          }
+                          self->ReadBody();
+                        });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    stream_.expires_after(kIdleTimeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&HttpSession::OnBody, shared_from_this()));
+  }
+
+  void OnBody(error_code ec, size_t /*bytes*/) {
+    if (ec) {
+      OnReadError(ec);
+      return;
+    }
+    Handle();
+  }
+
+  void OnReadError(const error_code& ec) {
+    if (ec == http::error::body_limit) {
+      RespondAndClose(413, absl::StrCat("request body is larger than ",
+                                        server_->options().limits.max_body_bytes, " bytes"));
+    } else if (ec == http::error::header_limit) {
+      RespondAndClose(
+          431, absl::StrCat("request header section is larger than ", kMaxHeaderBytes, " bytes"));
+    } else if (IsParseError(ec) && ec != http::error::end_of_stream &&
+               ec != http::error::partial_message) {
+      RespondAndClose(400, absl::StrCat("malformed HTTP request: ", ec.message()));
+    } else {
+      // The client went away, the connection idled out, or the server is closing it.
+      CloseNow();
+    }
+  }
+
+  // Answers a request that could not be read and closes the connection after lingering.
+  void RespondAndClose(int status, std::string_view message) {
+    ServerMetrics* metrics = server_->metrics();
+    metrics->http.requests.fetch_add(1, std::memory_order_relaxed);
+    metrics->http.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    http_internal::FormatResponse(status, kJsonType, {}, http_internal::ErrorJson(message),
+                                  Connection::kClose, out_);
+    close_after_write_ = true;
+    linger_after_write_ = true;
+    Write();
+  }
+
+  void Handle();
+  void HandleEnvoyJson(int& status, std::vector<Header>& headers);
+  void HandleCheck(int& status, std::vector<Header>& headers);
+  void HandleRelease(int& status);
+  void HandleConfigGet();
+  void HandleConfigChange(std::string_view raw_domain, int& status);
+  // Sets the response for a Check result: status 200 or 429, RateLimit headers, native JSON.
+  void RespondCheck(const limiter::CheckResponse& response, int& status,
+                    std::vector<Header>& headers);
+  // Sets json_ to {"error": message} and returns `status`.
+  int Error(int status, absl::string_view message) {
+    json_ = http_internal::ErrorJson(http_internal::StdView(message));
+    return status;
+  }
+
+  void Write() {
+    stream_.expires_after(kIdleTimeout);
+    asio::async_write(stream_, asio::buffer(out_),
+                      beast::bind_front_handler(&HttpSession::OnWrite, shared_from_this()));
+  }
+
+  void OnWrite(error_code ec, size_t /*bytes*/) {
+    if (ec) {
+      CloseNow();
+      return;
+    }
+    if (linger_after_write_) {
+      LingeringClose();
+      return;
+    }
+    if (close_after_write_) {
+      error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      CloseNow();
+      return;
+    }
+    ReadHeader();
+  }
+
+  void LingeringClose() {
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    buffer_.consume(buffer_.size());
+    linger_budget_ = std::max(kMinLingerBytes, 2 * server_->options().limits.max_body_bytes);
+    stream_.expires_after(kLingerTimeout);
+    DiscardInput();
+  }
+
+  void DiscardInput() {
+    stream_.async_read_some(buffer_.prepare(16 * 1024),
+                            [self = shared_from_this()](error_code ec, size_t bytes) {
+                              if (ec || bytes >= self->linger_budget_) {
+                                self->CloseNow();
+                                return;
+                              }
+                              self->linger_budget_ -= bytes;
+                              self->DiscardInput();
+                            });
+  }
+
+  void CloseNow() {
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  HttpServerImpl* const server_;
+  beast::flat_buffer buffer_;
+  RequestData request_;
+  std::optional<RequestParser> parser_;
+  std::string out_;   // the serialized response
+  std::string json_;  // the response body being built
+  bool waiting_for_request_ = false;
+  bool close_after_write_ = false;
+  bool linger_after_write_ = false;
+  size_t linger_budget_ = 0;
+  // Per-connection scratch for the check paths; reused to avoid allocating per request.
+  limiter::CheckRequest check_;
+  floodgate::v1::CheckResponse native_response_;
+  floodgate::v1::CheckRequest native_request_;
+  envoy::service::ratelimit::v3::RateLimitRequest envoy_request_;
+};
+
+void HttpSession::Handle() {
+  const auto start = std::chrono::steady_clock::now();
+  ServerMetrics* metrics = server_->metrics();
+  metrics->http.requests.fetch_add(1, std::memory_order_relaxed);
+
+  const bool keep_alive = parser_->keep_alive() && !server_->draining();
+  const Connection connection = !keep_alive             ? Connection::kClose
+                                : request_.version < 11 ? Connection::kKeepAlive
+                                                        : Connection::kDefault;
+  close_after_write_ = !keep_alive;
+
+  std::string_view path;
+  std::string_view query;
+  http_internal::SplitTarget(request_.target, path, query);
+  const http_internal::Route route = http_internal::MatchPath(path);
+
+  int status = 200;
+  std::string_view content_type = kJsonType;
+  std::vector<Header> headers;
+  json_.clear();
+  bool timed = false;       // latency is recorded for the rate limit calls only
+  bool over_limit = false;  // a refusal answered with another status than 429
+  if (route.endpoint == Endpoint::kNotFound) {
+    status = Error(404, absl::StrCat("no such endpoint: ", http_internal::AbslView(path)));
+  } else if (!http_internal::MethodAllowed(route.endpoint, request_.method)) {
+    status = Error(
+        405, absl::StrCat("method not allowed; use ",
+                          http_internal::AbslView(http_internal::AllowedMethods(route.endpoint))));
+    headers.emplace_back("Allow", std::string(http_internal::AllowedMethods(route.endpoint)));
+  } else {
+    switch (route.endpoint) {
+      case Endpoint::kCheck:
+      case Endpoint::kAuth:
+        timed = true;
+        if (request_.method == http::verb::get) {
+          // The hot path: no JSON parsing; the query is decoded into reused storage.
+          absl::Status parsed =
+              http_internal::ParseCheckQuery(query, server_->options().limits, check_);
+          if (!parsed.ok()) {
+            status = Error(400, parsed.message());
+            break;
+          }
+        }
+        HandleCheck(status, headers);
+        // nginx's auth_request passes on 2xx and denies on 401/403 (other codes are errors).
+        if (route.endpoint == Endpoint::kAuth && status == 429) {
+          status = 403;
+          over_limit = true;
+        }
+        break;
+      case Endpoint::kEnvoyJson:
+        timed = true;
+        HandleEnvoyJson(status, headers);
+        break;
+      case Endpoint::kRelease:
+        timed = true;
+        HandleRelease(status);
+        break;
+      case Endpoint::kHealthcheck:
+        content_type = kTextType;
+        if (server_->draining()) {
+          status = 503;
+          json_ = "DRAINING";
+        } else {
+          json_ = "OK";
+        }
+        break;
+      case Endpoint::kMetrics: {
+        content_type = kPrometheusType;
+        ConfigStats stats;
+        if (server_->config() != nullptr) {
+          stats = server_->config()->stats();
+        } else {
+          stats.version = server_->limiter()->GetStats().config_version;
+        }
+        json_ = RenderPrometheus(*server_->limiter(), *metrics, stats);
+        break;
+      }
+      case Endpoint::kConfig:
+        HandleConfigGet();
+        break;
+      case Endpoint::kConfigDomain:
+        HandleConfigChange(route.domain, status);
+        break;
+      case Endpoint::kNotFound:
+        break;
+    }
+  }
+
+  if (status == 429 || over_limit) {
+    metrics->http.over_limit.fetch_add(1, std::memory_order_relaxed);
+  } else if (status >= 400 && status < 500) {
+    metrics->http.bad_requests.fetch_add(1, std::memory_order_relaxed);
+  } else if (status >= 500 && route.endpoint != Endpoint::kHealthcheck) {
+    metrics->http.errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  http_internal::FormatResponse(status, content_type, headers, json_, connection, out_);
+  if (timed) {
+    metrics->http.latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now() - start)
+                                     .count());
+  }
+  Write();
+}
+
+void HttpSession::HandleCheck(int& status, std::vector<Header>& headers) {
+  const RequestLimits& limits = server_->options().limits;
+  bool release = false;
+  if (request_.method == http::verb::post) {
+    google::protobuf::util::JsonParseOptions options;
+    auto parsed =
+        google::protobuf::util::JsonStringToMessage(request_.body, &native_request_, options);
+    if (!parsed.ok()) {
+      status =
+          Error(400, absl::StrCat("invalid JSON CheckRequest: ", parsed.message().as_string()));
+      return;
+    }
+    check_ = FromNative(native_request_);
+    release = native_request_.release();
+  }
+  if (absl::Status valid = ValidateRequest(check_, limits); !valid.ok()) {
+    status = Error(400, valid.message());
+    return;
+  }
+  if (release) {
+    absl::Status released = server_->limiter()->Release(check_);
+    if (!released.ok()) {
+      status = Error(http_internal::HttpStatusFor(released), released.message());
+      return;
+    }
+    json_ = "{}";
+    return;
+  }
+  absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(check_);
+  if (!response.ok()) {
+    status = Error(http_internal::HttpStatusFor(response.status()), response.status().message());
+    return;
+  }
+  RespondCheck(*response, status, headers);
+}
+
+void HttpSession::RespondCheck(const limiter::CheckResponse& response, int& status,
+                               std::vector<Header>& headers) {
+  native_response_.Clear();
+  ToNative(response, &native_response_);
+  json_.clear();
+  http_internal::AppendCheckResponseJson(native_response_, json_);
+  headers = RateLimitHeaders(response);
+  status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
+}
+
+void HttpSession::HandleEnvoyJson(int& status, std::vector<Header>& headers) {
+  google::protobuf::util::JsonParseOptions options;
+  auto parsed =
+      google::protobuf::util::JsonStringToMessage(request_.body, &envoy_request_, options);
+  if (!parsed.ok()) {
+    status =
+        Error(400, absl::StrCat("invalid JSON RateLimitRequest: ", parsed.message().as_string()));
+    return;
+  }
+  absl::StatusOr<limiter::CheckRequest> request = FromEnvoy(envoy_request_);
+  if (!request.ok()) {
+    status = Error(http_internal::HttpStatusFor(request.status()), request.status().message());
+    return;
+  }
+  if (absl::Status valid = ValidateRequest(*request, server_->options().limits); !valid.ok()) {
+    status = Error(400, valid.message());
+    return;
+  }
+  absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(*request);
+  if (!response.ok()) {
+    status = Error(http_internal::HttpStatusFor(response.status()), response.status().message());
+    return;
+  }
+  envoy::service::ratelimit::v3::RateLimitResponse out;
+  ToEnvoy(*response, &out);
+  json_.clear();
+  auto printed = google::protobuf::util::MessageToJsonString(out, &json_);
+  if (!printed.ok()) {
+    status = Error(500, absl::StrCat("cannot print response: ", printed.message().as_string()));
+    return;
+  }
+  status = out.overall_code() == envoy::service::ratelimit::v3::RateLimitResponse::OVER_LIMIT ? 429
+                                                                                              : 200;
+}
+
+void HttpSession::HandleRelease(int& status) {
+  google::protobuf::util::JsonParseOptions options;
+  auto parsed =
+      google::protobuf::util::JsonStringToMessage(request_.body, &native_request_, options);
+  if (!parsed.ok()) {
+    status = Error(400, absl::StrCat("invalid JSON CheckRequest: ", parsed.message().as_string()));
+    return;
+  }
+  check_ = FromNative(native_request_);
+  if (absl::Status valid = ValidateRequest(check_, server_->options().limits); !valid.ok()) {
+    status = Error(400, valid.message());
+    return;
+  }
+  absl::Status released = server_->limiter()->Release(check_);
+  if (!released.ok()) {
+    status = Error(http_internal::HttpStatusFor(released), released.message());
+    return;
+  }
+  json_ = "{}";
+}
+
+void HttpSession::HandleConfigGet() {
+  std::shared_ptr<const core::Config> config = server_->limiter()->config();
+  json_ = "{\"version\":";
+  absl::StrAppend(&json_, config != nullptr ? config->version : 0, ",\"domains\":{");
+  if (config != nullptr) {
+    bool first = true;
+    for (const auto& [name, domain] : config->domains) {
+      if (!first) {
+        json_.push_back(',');
+      }
+      first = false;
+      http_internal::AppendJsonString(name, json_);
+      json_.push_back(':');
+      http_internal::AppendJsonString(domain != nullptr ? domain->source : "", json_);
+    }
+  }
+  json_.append("}}");
+}
+
+void HttpSession::HandleConfigChange(std::string_view raw_domain, int& status) {
+  const std::string& token = server_->options().admin_token;
+  if (!token.empty() && !http_internal::BearerTokenMatches(request_.authorization, token)) {
+    status = Error(401, "admin calls need the header `Authorization: Bearer <admin token>`");
+    return;
+  }
+  ConfigManager* config = server_->config();
+  if (config == nullptr) {
+    status = Error(501, "this server has no config manager");
+    return;
+  }
+  std::string domain;
+  if (!http_internal::PercentDecode(raw_domain, false, domain) || !IsValidUtf8(domain)) {
+    status = Error(400, "the domain in the path is not valid percent-encoded UTF-8");
+    return;
+  }
+  absl::Status changed = request_.method == http::verb::put
+                             ? config->PutDomain(domain, request_.body)
+                             : config->DeleteDomain(domain);
+  if (!changed.ok()) {
+    status = Error(http_internal::HttpStatusFor(changed), changed.message());
+    return;
+  }
+  std::shared_ptr<const core::Config> now = server_->limiter()->config();
+  json_ = "{\"domain\":";
+  http_internal::AppendJsonString(domain, json_);
+  absl::StrAppend(&json_, ",\"version\":", now != nullptr ? now->version : 0, "}");
+}
+
+absl::Status HttpServerImpl::Start() {
+  if (started_) {
+    return absl::FailedPreconditionError("the HTTP server was already started");
+  }
+  std::string host;
+  uint16_t port = 0;
+  absl::Status split = http_internal::SplitHostPort(options_.address, host, port);
+  if (!split.ok()) {
+    return split;
+  }
+  error_code ec;
+  tcp::endpoint endpoint;
+  if (host.empty()) {
+    endpoint = tcp::endpoint(tcp::v4(), port);
+  } else {
+    asio::ip::address address = asio::ip::make_address(host, ec);
+    if (!ec) {
+      endpoint = tcp::endpoint(address, port);
+    } else {
+      tcp::resolver resolver(ioc_);
+      auto results = resolver.resolve(host, std::to_string(port), ec);
+      if (ec || results.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot resolve HTTP listen host \"", host, "\": ", ec.message()));
+      }
+      endpoint = results.begin()->endpoint();
+    }
+  }
+  const auto unavailable = [&](std::string_view what) {
+    return absl::UnavailableError(absl::StrCat("HTTP server cannot ", http_internal::AbslView(what),
+                                               " ", options_.address, ": ", ec.message()));
+  };
+  acceptor_.open(endpoint.protocol(), ec);
+  if (ec) {
+    return unavailable("open a socket for");
+  }
+  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (ec) {
+    return unavailable("set SO_REUSEADDR for");
+  }
+  acceptor_.bind(endpoint, ec);
+  if (ec) {
+    return unavailable("bind");
+  }
+  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return unavailable("listen on");
+  }
+  port_ = acceptor_.local_endpoint(ec).port();
+  if (ec) {
+    return unavailable("read the bound port of");
+  }
+
+  started_ = true;
+  work_.emplace(ioc_.get_executor());
+  // No thread runs the context yet, so the acceptor may be used directly.
+  Accept();
+  const int threads = options_.threads > 0 ? options_.threads : 1;
+  threads_.reserve(threads);
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] { ioc_.run(); });
+  }
+  return absl::OkStatus();
+}
+
+void HttpServerImpl::Accept() {
+  acceptor_.async_accept(asio::make_strand(ioc_),
+                         beast::bind_front_handler(&HttpServerImpl::OnAccept, this));
+}
+
+void HttpServerImpl::OnAccept(error_code ec, tcp::socket socket) {
+  if (!acceptor_.is_open() || draining()) {
+    return;  // shutting down; `socket` closes as it goes out of scope
+  }
+  if (ec) {
+    // EMFILE and the like: try again shortly rather than spin.
+    accept_backoff_.expires_after(kAcceptBackoff);
+    accept_backoff_.async_wait([this](error_code wait_ec) {
+      if (!wait_ec && acceptor_.is_open()) {
+        Accept();
+      }
+    });
+    return;
+  }
+  if (open_connections_.load(std::memory_order_relaxed) >= options_.max_connections) {
+    metrics_->http.shed.fetch_add(1, std::memory_order_relaxed);
+    socket.close(ec);
+  } else {
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<HttpSession>(std::move(socket), this)->Start();
+  }
+  Accept();
+}
+
+void HttpServerImpl::Register(const std::shared_ptr<HttpSession>& session) {
+  absl::MutexLock lock(&mu_);
+  sessions_.emplace(session.get(), session);
+}
+
+void HttpServerImpl::Unregister(HttpSession* session) {
+  absl::MutexLock lock(&mu_);
+  sessions_.erase(session);
+}
+
+std::vector<std::shared_ptr<HttpSession>> HttpServerImpl::LiveSessions() {
+  std::vector<std::shared_ptr<HttpSession>> live;
+  absl::MutexLock lock(&mu_);
+  live.reserve(sessions_.size());
+  for (const auto& [ptr, weak] : sessions_) {
+    if (std::shared_ptr<HttpSession> session = weak.lock()) {
+      live.push_back(std::move(session));
+    }
+  }
+  return live;
+}
+
+bool HttpServerImpl::AwaitNoSessions(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](absl::flat_hash_map<HttpSession*, std::weak_ptr<HttpSession>>* sessions) {
+            return sessions->empty();
+          },
+          &sessions_),
+      timeout);
+}
+
+void HttpServerImpl::Shutdown(absl::Duration grace) {
+  if (!started_ || stopped_) {
+    return;
+  }
+  stopped_ = true;
+  draining_.store(true, std::memory_order_release);
+
+  // Stop accepting, on the acceptor's strand (the acceptor is not thread-safe).
+  absl::Notification closed;
+  asio::post(acceptor_.get_executor(), [this, &closed] {
+    error_code ignored;
+    acceptor_.close(ignored);
+    accept_backoff_.cancel();
+    closed.Notify();
+  });
+  closed.WaitForNotification();
+
+  // Idle connections close now; busy ones answer their request with `Connection: close`.
+  // The shared_ptrs are dropped outside the lock: the last one may run a session's destructor.
+  for (const std::shared_ptr<HttpSession>& session : LiveSessions()) {
+    session->Drain();
+  }
+  if (!AwaitNoSessions(grace)) {
+    for (const std::shared_ptr<HttpSession>& session : LiveSessions()) {
+      session->Close();
+    }
+    AwaitNoSessions(absl::Seconds(1));
+  }
+  work_.reset();
+  ioc_.stop();
+  for (std::thread& thread : threads_) {
+    thread.join();
+  }
+  threads_.clear();
+}
+
+}  // namespace
+
+// The pimpl of the public class; the server lives in HttpServerImpl, which sessions can name.
+class HttpServer::Impl : public HttpServerImpl {
+ public:
+  using HttpServerImpl::HttpServerImpl;
+};
+
+HttpServer::HttpServer(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+                       ServerMetrics* metrics)
+    : impl_(std::make_unique<Impl>(std::move(options), limiter, config, metrics)) {}
+
+HttpServer::~HttpServer() = default;
+
+absl::Status HttpServer::Start() { return impl_->Start(); }
+
+int HttpServer::port() const { return impl_->port(); }
+
+void HttpServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+
+}  // namespace floodgate::server

@@ -1,0 +1,275 @@
+#include "src/store/state_table.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+namespace floodgate::store {
+namespace {
+
+// Tables from 1 MiB up are mapped directly: the kernel hands out zeroed pages lazily (no memset
+// of the whole table) and we can ask for transparent huge pages, which removes most TLB misses
+// of random lookups in a multi-GB store. Smaller tables come from calloc.
+constexpr size_t kMmapThresholdBytes = size_t{1} << 20;
+
+Entry* AllocateSlots(size_t capacity) {
+  const size_t bytes = capacity * sizeof(Entry);
+  if (bytes >= kMmapThresholdBytes) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      return nullptr;
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);  // advisory: failure only costs TLB misses
+#endif
+    return static_cast<Entry*>(p);
+  }
+  return static_cast<Entry*>(std::calloc(capacity, sizeof(Entry)));
+}
+
+void FreeSlots(Entry* slots, size_t capacity) {
+  if (slots == nullptr) {
+    return;
+  }
+  const size_t bytes = capacity * sizeof(Entry);
+  if (bytes >= kMmapThresholdBytes) {
+    munmap(slots, bytes);
+  } else {
+    std::free(slots);
+  }
+}
+
+size_t GrowAt(size_t capacity) {
+  if (capacity == 0) {
+    return 0;
+  }
+  return std::min(capacity - 1, capacity * kMaxLoadPercent / 100);
+}
+
+bool Contains(absl::Span<const uint64_t> sorted_keys, uint64_t key) {
+  return std::binary_search(sorted_keys.begin(), sorted_keys.end(), key);
+}
+
+}  // namespace
+
+size_t CapacityForEntries(size_t entries, size_t load_percent) {
+  if (entries == 0) {
+    return 0;
+  }
+  const size_t clamped = std::min(entries, kMaxCapacity);
+  const size_t capacity = (clamped * 100 + load_percent - 1) / load_percent;
+  return std::clamp(capacity, kMinCapacity, kMaxCapacity);
+}
+
+StateTable::~StateTable() { FreeSlots(slots_, capacity_); }
+
+void StateTable::SetCapacity(Entry* slots, size_t capacity) {
+  FreeSlots(slots_, capacity_);
+  slots_ = slots;
+  capacity_ = capacity;
+  grow_at_ = GrowAt(capacity);
+  cursor_ = 0;
+}
+
+bool StateTable::Reserve(size_t entries) {
+  const size_t capacity = std::min(CapacityForEntries(entries, kInitialLoadPercent), MaxCapacity());
+  if (capacity <= capacity_) {
+    return true;
+  }
+  // Nothing is dead yet in a table being reserved at start; any `now` works.
+  return Rehash(capacity, std::numeric_limits<int64_t>::min());
+}
+
+void StateTable::EraseAt(size_t slot) {
+  // Knuth's algorithm R: walk the rest of the cluster; an entry whose home is not cyclically in
+  // (hole, j] may move back into the hole, which then moves to j.
+  size_t hole = slot;
+  size_t j = slot;
+  while (true) {
+    if (++j == capacity_) {
+      j = 0;
+    }
+    const uint64_t k = slots_[j].key;
+    if (k == 0) {
+      break;
+    }
+    const size_t home = Home(k);
+    const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (!stays) {
+      slots_[hole] = slots_[j];
+      hole = j;
+    }
+  }
+  slots_[hole] = Entry{};
+  --size_;
+}
+
+void StateTable::Sweep(size_t slots, int64_t now_ns) {
+  for (size_t visited = 0; visited < slots && capacity_ != 0; ++visited) {
+    const Entry& e = slots_[cursor_];
+    if (e.key != 0 && IsDead(e.state, now_ns)) {
+      // The shift may have moved a later entry into this slot: look at it again next.
+      EraseAt(cursor_);
+      ++counters_.reclaimed;
+      continue;
+    }
+    if (++cursor_ == capacity_) {
+      cursor_ = 0;
+      // A full pass is done: the table may have become sparse since it was sized.
+      MaybeShrink(now_ns);
+      return;
+    }
+  }
+}
+
+void StateTable::SweepAll(int64_t now_ns) {
+  if (capacity_ == 0) {
+    return;
+  }
+  if (now_ns >= min_expiry_) {
+    int64_t min_expiry = std::numeric_limits<int64_t>::max();
+    size_t i = 0;
+    while (i < capacity_) {
+      const Entry& e = slots_[i];
+      if (e.key == 0) {
+        ++i;
+      } else if (IsDead(e.state, now_ns)) {
+        // Shifting can move an entry from the start of the table into the last slots (a cluster
+        // that wrapped around); that entry is then visited again, which is harmless.
+        EraseAt(i);
+        ++counters_.reclaimed;
+      } else {
+        min_expiry = std::min(min_expiry, e.state.expiry_ns);
+        ++i;
+      }
+    }
+    min_expiry_ = min_expiry;
+  }
+  MaybeShrink(now_ns);
+}
+
+void StateTable::MaybeShrink(int64_t now_ns) {
+  if (size_ == 0) {
+    SetCapacity(nullptr, 0);
+    min_expiry_ = std::numeric_limits<int64_t>::max();
+    return;
+  }
+  if (capacity_ <= kMinCapacity || size_ * 100 >= capacity_ * kShrinkBelowPercent) {
+    return;
+  }
+  const size_t target = CapacityForEntries(size_, kShrinkToLoadPercent);
+  if (target < capacity_) {
+    Rehash(target, now_ns);  // on allocation failure keep the big table: nothing is lost
+  }
+}
+
+bool StateTable::Rehash(size_t new_capacity, int64_t now_ns) {
+  if (new_capacity == 0) {
+    SetCapacity(nullptr, 0);
+    size_ = 0;
+    return true;
+  }
+  Entry* fresh = AllocateSlots(new_capacity);
+  if (fresh == nullptr) {
+    return false;
+  }
+  Entry* old = slots_;
+  const size_t old_capacity = capacity_;
+  // Home() reads capacity_, so switch before inserting; free the old slots only after the move.
+  slots_ = fresh;
+  capacity_ = new_capacity;
+  grow_at_ = GrowAt(new_capacity);
+  cursor_ = 0;
+  size_ = 0;
+  int64_t min_expiry = std::numeric_limits<int64_t>::max();
+  for (size_t s = 0; s < old_capacity; ++s) {
+    const Entry& e = old[s];
+    if (e.key == 0) {
+      continue;
+    }
+    if (IsDead(e.state, now_ns)) {
+      ++counters_.reclaimed;
+      continue;
+    }
+    size_t i = Home(e.key);
+    while (slots_[i].key != 0) {
+      if (++i == capacity_) {
+        i = 0;
+      }
+    }
+    slots_[i] = e;
+    ++size_;
+    min_expiry = std::min(min_expiry, e.state.expiry_ns);
+  }
+  min_expiry_ = min_expiry;
+  FreeSlots(old, old_capacity);
+  return true;
+}
+
+bool StateTable::EvictOne(uint64_t key, int64_t now_ns, absl::Span<const uint64_t> pinned) {
+  if (capacity_ == 0) {
+    return false;
+  }
+  // The sample is the run of slots starting at the new key's home: pseudo-random (the key is a
+  // keyed hash), already in cache for the insert that follows, and at 85% load ~13 entries.
+  size_t victim = capacity_;
+  int64_t victim_expiry = std::numeric_limits<int64_t>::max();
+  size_t i = Home(key);
+  for (size_t n = 0; n < kEvictScanSlots && n < capacity_; ++n) {
+    const Entry& e = slots_[i];
+    if (e.key != 0 && !Contains(pinned, e.key)) {
+      if (IsDead(e.state, now_ns)) {
+        EraseAt(i);
+        ++counters_.reclaimed;
+        return true;
+      }
+      if (e.state.expiry_ns < victim_expiry) {
+        victim = i;
+        victim_expiry = e.state.expiry_ns;
+      }
+    }
+    if (++i == capacity_) {
+      i = 0;
+    }
+  }
+  if (victim == capacity_) {
+    return false;
+  }
+  EraseAt(victim);
+  ++counters_.evicted;
+  return true;
+}
+
+void StateTable::InsertSlow(uint64_t key, const core::KeyState& next, int64_t now_ns,
+                            absl::Span<const uint64_t> pinned) {
+  const size_t max_capacity = MaxCapacity();
+  if (capacity_ < max_capacity) {
+    // Reclaim before growing. Growing anyway when the sweep freed little keeps the cost of these
+    // full sweeps amortized O(1) per insert: after a sweep that did not grow, at least
+    // (85% - 75%) of the capacity must be inserted before the next one.
+    if (now_ns >= min_expiry_) {
+      SweepAll(now_ns);
+    }
+    if (size_ >= grow_at_ || size_ * 100 >= capacity_ * kKeepAfterSweepPercent) {
+      const size_t grown =
+          capacity_ == 0 ? kMinCapacity : std::max(capacity_ + 1, capacity_ * kGrowPercent / 100);
+      // On allocation failure fall through: eviction may still make room.
+      Rehash(std::min(grown, max_capacity), now_ns);
+    }
+  } else if (size_ >= grow_at_ && now_ns >= min_expiry_) {
+    // At the cap: a bounded sweep only, so that a full table costs O(1) per insert.
+    Sweep(kCapSweepSlots, now_ns);
+  }
+  if (size_ >= grow_at_ && !EvictOne(key, now_ns, pinned)) {
+    ++counters_.refused_full;
+    return;
+  }
+  const Probe probe = Find(key);
+  slots_[probe.slot] = Entry{key, next};
+  ++size_;
+  NoteExpiry(next.expiry_ns);
+}
+
+}  // namespace floodgate::store

@@ -1,0 +1,226 @@
+#pragma once
+
+// The per-shard hash table of the sharded store. Private to src/store.
+//
+// Invariants (docs/store.md has the reasoning):
+// - Open addressing with linear probing over `capacity_` slots of 24 bytes, any capacity (not
+//   just powers of two): a key's home slot is fastrange(key << index_shift_, capacity_), i.e.
+//   the high bits of the product, so the shard-selecting top bits of the key are shifted out
+//   first.
+// - Slot key 0 means empty. Stored keys are MixKey(key_hash), never 0.
+// - No tombstones: Erase shifts the following run of the cluster back (Knuth's algorithm R), so
+//   every key is reachable from its home slot without crossing an empty slot.
+// - At least one slot is always empty (size_ <= grow_at_ < capacity_), so probes terminate.
+// - A stored state is never dead (expired or all zero) at the time it was written; dead states
+//   are dropped when touched, by the incremental sweep, by full sweeps and by rehashing.
+// - min_expiry_ is a lower bound on the expiry_ns of every stored state (exact after a full
+//   sweep or rehash, lowered by every write), so a sweep at now < min_expiry_ can be skipped.
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "absl/types/span.h"
+#include "floodgate/store.h"
+#include "src/core/algorithms.h"
+
+namespace floodgate::store {
+
+// One slot: 24 bytes, so a 64-byte cache line holds 2.67 of them.
+struct Entry {
+  uint64_t key = 0;  // MixKey(key_hash); 0 = empty
+  core::KeyState state;
+};
+static_assert(sizeof(Entry) == 24);
+
+// Returns whether `state` is equivalent to fresh at `now_ns` and so need not be stored.
+inline bool IsDead(const core::KeyState& state, int64_t now_ns) {
+  return state.expiry_ns <= now_ns || (state.expiry_ns == 0 && state.data == 0);
+}
+
+// Returns the key under which the store files `key_hash`: a bijective mix (multiplication by an
+// odd constant) so that even sequential test hashes spread over shards and slots. KeyHasher
+// output is already uniform; the mix costs one multiply. key_hash 0 (never produced by
+// KeyHasher) is filed as if it were kZeroKeyStandIn, so it cannot look like an empty slot.
+inline constexpr uint64_t kZeroKeyStandIn = 0x8000000000000000ULL;
+inline uint64_t MixKey(uint64_t key_hash) {
+  const uint64_t k = key_hash != 0 ? key_hash : kZeroKeyStandIn;
+  return k * 0x9E3779B97F4A7C15ULL;  // odd, so a bijection; nonzero in, nonzero out
+}
+
+// Returns the shard of a mixed key among 2^shard_bits shards: its top bits.
+inline size_t ShardOfMixed(uint64_t mixed, int shard_bits) {
+  return shard_bits == 0 ? 0 : static_cast<size_t>(mixed >> (64 - shard_bits));
+}
+
+// Tuning constants; docs/store.md explains the choices.
+inline constexpr size_t kMinCapacity = 16;            // first allocation of a table
+inline constexpr size_t kMaxLoadPercent = 85;         // grow (or evict) above this load
+inline constexpr size_t kGrowPercent = 130;           // new capacity = old * 1.3
+inline constexpr size_t kKeepAfterSweepPercent = 75;  // grow anyway if a sweep left more
+inline constexpr size_t kShrinkBelowPercent = 15;     // shrink a table this sparse...
+inline constexpr size_t kShrinkToLoadPercent = 50;    // ...to this load
+inline constexpr size_t kInitialLoadPercent = 80;     // load a table is sized for by Reserve
+inline constexpr size_t kSweepEvery = 16;             // every 16th Apply on a shard...
+inline constexpr size_t kSweepSlots = 16;             // ...sweeps 16 slots (1 per Apply)
+inline constexpr size_t kCapSweepSlots = 32;          // slots swept before evicting
+inline constexpr size_t kEvictScanSlots = 16;         // slots scanned for an eviction victim
+// Largest capacity we allocate: keeps capacity * sizeof(Entry) and the percent arithmetic far
+// from overflow (2^40 entries = 24 TiB).
+inline constexpr size_t kMaxCapacity = size_t{1} << 40;
+
+// Counters of one table (StoreStats without the sums).
+struct TableCounters {
+  uint64_t reclaimed = 0;
+  uint64_t evicted = 0;
+  uint64_t refused_full = 0;
+};
+
+// An open-addressing map from mixed key to KeyState. Not thread-safe: the owning shard's mutex
+// guards every call. Movable only by the shard that owns it (it is not copyable).
+class StateTable {
+ public:
+  // Where a probe for a key ended: the key's slot (found), or the empty slot where it would be
+  // inserted. `slot` is meaningless while capacity() == 0. Valid until the table next changes.
+  struct Probe {
+    bool found = false;
+    size_t slot = 0;
+  };
+
+  StateTable() = default;
+  ~StateTable();
+  StateTable(const StateTable&) = delete;
+  StateTable& operator=(const StateTable&) = delete;
+
+  // Sets the bits of the key used by the shard (shifted out of the index) and the largest
+  // capacity the memory cap allows (0 = unbounded). Call once, while empty.
+  void Configure(int index_shift, size_t max_capacity) {
+    index_shift_ = index_shift;
+    max_capacity_ = max_capacity;
+  }
+
+  // Sizes the table for `entries` keys at kInitialLoadPercent (clamped to the cap).
+  // Returns false when the allocation failed.
+  bool Reserve(size_t entries);
+
+  // Returns where `key` is, or where it would go.
+  Probe Find(uint64_t key) const {
+    if (capacity_ == 0) {
+      return Probe{false, 0};
+    }
+    size_t i = Home(key);
+    while (true) {
+      const uint64_t k = slots_[i].key;
+      if (k == key) {
+        return Probe{true, i};
+      }
+      if (k == 0) {
+        return Probe{false, i};
+      }
+      if (++i == capacity_) {
+        i = 0;
+      }
+    }
+  }
+
+  // Starts loading the cache lines where `key` is probably stored, so that several keys of a
+  // transaction miss the cache in parallel rather than one after the other.
+  void Prefetch(uint64_t key) const {
+    // Unconditional: with no table this prefetches address 0, which is harmless (prefetches
+    // never fault), and GCC 12 drops a __builtin_prefetch guarded by a branch here.
+    __builtin_prefetch(slots_ + Home(key));
+  }
+
+  // Returns the state stored at a slot from a successful Find.
+  const core::KeyState& StateAt(size_t slot) const { return slots_[slot].state; }
+
+  // Makes `next` the state of `key`, given `probe` = Find(key) with no change since: erases the
+  // entry when `next` is dead at `now_ns`, overwrites it, or inserts it (growing, sweeping or
+  // evicting as needed). An insert never evicts a key listed in `pinned` (the sorted keys of
+  // the current transaction); when nothing else can go, the insert is refused and counted.
+  void Commit(uint64_t key, Probe probe, const core::KeyState& next, int64_t now_ns,
+              absl::Span<const uint64_t> pinned) {
+    if (probe.found) {
+      Entry& e = slots_[probe.slot];
+      if (IsDead(next, now_ns)) {
+        EraseAt(probe.slot);
+        ++counters_.reclaimed;
+      } else if (e.state != next) {
+        e.state = next;
+        NoteExpiry(next.expiry_ns);
+      }
+      return;
+    }
+    if (IsDead(next, now_ns)) {
+      return;
+    }
+    if (size_ < grow_at_) {
+      slots_[probe.slot] = Entry{key, next};
+      ++size_;
+      NoteExpiry(next.expiry_ns);
+      return;
+    }
+    InsertSlow(key, next, now_ns, pinned);
+  }
+
+  // Called once per Apply that touched this table: every kSweepEvery calls, sweeps kSweepSlots
+  // slots from the sweep cursor (when anything can have expired).
+  void Tick(int64_t now_ns) {
+    if (now_ns >= min_expiry_ && ++ticks_ % kSweepEvery == 0) {
+      Sweep(kSweepSlots, now_ns);
+    }
+  }
+
+  // Drops every dead entry, then shrinks the table if it is sparse (frees it when empty).
+  void SweepAll(int64_t now_ns);
+
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  size_t bytes() const { return capacity_ * sizeof(Entry); }
+  const TableCounters& counters() const { return counters_; }
+
+ private:
+  size_t Home(uint64_t key) const {
+    return static_cast<size_t>((static_cast<unsigned __int128>(key << index_shift_) * capacity_) >>
+                               64);
+  }
+  size_t MaxCapacity() const { return max_capacity_ != 0 ? max_capacity_ : kMaxCapacity; }
+  void NoteExpiry(int64_t expiry_ns) {
+    if (expiry_ns < min_expiry_) {
+      min_expiry_ = expiry_ns;
+    }
+  }
+
+  void InsertSlow(uint64_t key, const core::KeyState& next, int64_t now_ns,
+                  absl::Span<const uint64_t> pinned);
+  // Removes the entry at `slot`, shifting later members of its cluster back.
+  void EraseAt(size_t slot);
+  // Visits up to `slots` slots from the cursor, erasing dead entries; on wrap-around, shrinks
+  // a sparse table.
+  void Sweep(size_t slots, int64_t now_ns);
+  // Frees the table if empty, or rehashes a sparse one to kShrinkToLoadPercent.
+  void MaybeShrink(int64_t now_ns);
+  // Moves every live entry into a new table of `new_capacity` slots (0 frees the table).
+  // Returns false, leaving the table unchanged, when the allocation fails.
+  bool Rehash(size_t new_capacity, int64_t now_ns);
+  // Erases one entry to make room for `key`: a dead one if the sample has one, else the one
+  // with the smallest expiry_ns. Returns false when the sample holds only pinned keys.
+  bool EvictOne(uint64_t key, int64_t now_ns, absl::Span<const uint64_t> pinned);
+  void SetCapacity(Entry* slots, size_t capacity);
+
+  Entry* slots_ = nullptr;
+  size_t capacity_ = 0;
+  size_t size_ = 0;
+  size_t grow_at_ = 0;  // most entries before an insert must grow, sweep or evict
+  size_t cursor_ = 0;   // next slot the incremental sweep visits
+  uint64_t ticks_ = 0;
+  int64_t min_expiry_ = std::numeric_limits<int64_t>::max();
+  int index_shift_ = 0;
+  size_t max_capacity_ = 0;  // 0 = unbounded
+  TableCounters counters_;
+};
+
+// Returns the number of slots a table needs for `entries` keys at `load_percent`.
+size_t CapacityForEntries(size_t entries, size_t load_percent);
+
+}  // namespace floodgate::store
