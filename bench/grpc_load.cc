@@ -78,16 +78,26 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--target") o.target = value;
-    else if (flag == "--concurrency") o.concurrency = std::stoi(value);
-    else if (flag == "--seconds") o.seconds = std::stod(value);
-    else if (flag == "--max-requests") o.max_requests = std::stoull(value);
-    else if (flag == "--users") o.users = std::stoull(value);
-    else if (flag == "--domain") o.domain = value;
-    else if (flag == "--key") o.key = value;
-    else if (flag == "--rate") o.rate = std::stod(value);
-    else if (flag == "--server-pid") o.server_pid = std::stoi(value);
-    else if (flag == "--channels") o.channels = std::stoi(value);
+    if (flag == "--target")
+      o.target = value;
+    else if (flag == "--concurrency")
+      o.concurrency = std::stoi(value);
+    else if (flag == "--seconds")
+      o.seconds = std::stod(value);
+    else if (flag == "--max-requests")
+      o.max_requests = std::stoull(value);
+    else if (flag == "--users")
+      o.users = std::stoull(value);
+    else if (flag == "--domain")
+      o.domain = value;
+    else if (flag == "--key")
+      o.key = value;
+    else if (flag == "--rate")
+      o.rate = std::stod(value);
+    else if (flag == "--server-pid")
+      o.server_pid = std::stoi(value);
+    else if (flag == "--channels")
+      o.channels = std::stoi(value);
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
@@ -110,8 +120,8 @@ int main(int argc, char** argv) {
 
   const double cpu0 = o.server_pid ? CpuSeconds(o.server_pid) : 0;
   const Clock::time_point t0 = Clock::now();
-  const Clock::time_point end = t0 + std::chrono::duration_cast<Clock::duration>(
-                                         std::chrono::duration<double>(o.seconds));
+  const Clock::time_point end =
+      t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   const double interval_s = o.rate > 0 ? 1.0 / o.rate : 0;
 
   auto start_call = [&](Clock::time_point scheduled) {
@@ -122,8 +132,8 @@ int main(int argc, char** argv) {
     e->set_value(std::to_string(user(rng)));
     call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     call->start = scheduled;
-    call->reader = stubs[started % stubs.size()]->AsyncShouldRateLimit(&call->context,
-                                                                        call->request, &cq);
+    call->reader =
+        stubs[started % stubs.size()]->AsyncShouldRateLimit(&call->context, call->request, &cq);
     call->reader->Finish(&call->response, &call->status, call);
     ++started;
     ++in_flight;
@@ -139,8 +149,8 @@ int main(int argc, char** argv) {
     if (o.rate > 0 && time_left) {
       while (next_due <= now && in_flight < o.concurrency && started < o.max_requests) {
         start_call(next_due);  // latency counts from when the call was due
-        next_due += std::chrono::duration_cast<Clock::duration>(
-            std::chrono::duration<double>(interval_s));
+        next_due +=
+            std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s));
       }
     }
     if (in_flight == 0 && !time_left) break;
@@ -148,15 +158,13 @@ int main(int argc, char** argv) {
     bool got;
     const auto wait_until = o.rate > 0 ? std::min(next_due, now + std::chrono::milliseconds(5))
                                        : now + std::chrono::milliseconds(100);
-    auto status = cq.AsyncNext(&tag, &got,
-                               std::chrono::system_clock::now() + (wait_until - now));
+    auto status = cq.AsyncNext(&tag, &got, std::chrono::system_clock::now() + (wait_until - now));
     if (status != grpc::CompletionQueue::GOT_EVENT) continue;
     Call* call = static_cast<Call*>(tag);
     --in_flight;
     ++done;
     latencies_us.push_back(static_cast<uint32_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - call->start)
-            .count()));
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - call->start).count()));
     if (!call->status.ok()) {
       ++failed;
     } else if (call->response.overall_code() == rls::RateLimitResponse::OK) {
@@ -173,14 +181,15 @@ int main(int argc, char** argv) {
   auto pct = [&](double p) -> double {
     if (latencies_us.empty()) return 0;
     return latencies_us[std::min(latencies_us.size() - 1,
-                                 static_cast<size_t>(p * latencies_us.size()))] / 1000.0;
+                                 static_cast<size_t>(p * latencies_us.size()))] /
+           1000.0;
   };
-  std::printf("requests=%llu seconds=%.2f rps=%.0f ok=%llu over_limit=%llu failed=%llu "
-              "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f",
-              static_cast<unsigned long long>(done), secs, done / secs,
-              static_cast<unsigned long long>(ok), static_cast<unsigned long long>(over),
-              static_cast<unsigned long long>(failed), pct(0.5), pct(0.9), pct(0.99),
-              latencies_us.empty() ? 0.0 : latencies_us.back() / 1000.0);
+  std::printf(
+      "requests=%llu seconds=%.2f rps=%.0f ok=%llu over_limit=%llu failed=%llu "
+      "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f",
+      static_cast<unsigned long long>(done), secs, done / secs, static_cast<unsigned long long>(ok),
+      static_cast<unsigned long long>(over), static_cast<unsigned long long>(failed), pct(0.5),
+      pct(0.9), pct(0.99), latencies_us.empty() ? 0.0 : latencies_us.back() / 1000.0);
   if (o.server_pid) {
     std::printf(" server_cpu_us_per_req=%.2f", done ? (cpu1 - cpu0) * 1e6 / done : 0.0);
   }

@@ -32,8 +32,8 @@ std::string MakeTempDir() {
   return mkdtemp(tmpl) != nullptr ? std::string(tmpl) : std::string();
 }
 
-absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
-    const std::string& binary, std::vector<std::string> args) {
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::string& binary,
+                                                                    std::vector<std::string> args) {
   bool has_http = false, has_grpc = false;
   for (const std::string& a : args) {
     has_http |= a.rfind("--http", 0) == 0 && a.rfind("--http-threads", 0) != 0;
@@ -65,8 +65,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
   posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
   posix_spawn_file_actions_addclose(&actions, out[0]);
-  const int rc = posix_spawn(&process->pid_, binary.c_str(), &actions, nullptr, cargv.data(),
-                             environ);
+  const int rc =
+      posix_spawn(&process->pid_, binary.c_str(), &actions, nullptr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   close(out[1]);
   close(err_fd);

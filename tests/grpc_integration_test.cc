@@ -97,8 +97,7 @@ class GrpcIntegrationTest : public ::testing::Test {
 };
 
 rls::RateLimitRequest Request(
-    std::vector<std::vector<std::pair<std::string, std::string>>> descriptors,
-    uint32_t hits = 0) {
+    std::vector<std::vector<std::pair<std::string, std::string>>> descriptors, uint32_t hits = 0) {
   rls::RateLimitRequest request;
   request.set_domain("rl");
   request.set_hits_addend(hits);
@@ -272,8 +271,8 @@ TEST_F(GrpcIntegrationTest, HealthService) {
   std::vector<grpc::Slice> slices;
   ASSERT_TRUE(reply.Dump(&slices).ok());
   std::string bytes;
-  for (auto& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()),
-                                          slice.size());
+  for (auto& slice : slices)
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
   // HealthCheckResponse{status: SERVING (1)} encodes as field 1 varint 1.
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));
   cq.Shutdown();
@@ -290,8 +289,8 @@ TEST_F(GrpcIntegrationTest, ReloadUnderLoadFailsNoRequestAndTakesEffect) {
       // Bounded: at most 20000 calls per client, and it stops when told.
       for (int i = 0; i < 20000 && !stop.load(); ++i) {
         Response response;
-        grpc::Status s = Call(Request({{{"path", "/p" + std::to_string((t * 20000 + i) % 50)}}}),
-                              &response);
+        grpc::Status s =
+            Call(Request({{{"path", "/p" + std::to_string((t * 20000 + i) % 50)}}}), &response);
         calls.fetch_add(1);
         if (!s.ok()) failures.fetch_add(1);
       }

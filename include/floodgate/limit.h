@@ -23,7 +23,7 @@ std::string_view AlgorithmName(Algorithm algorithm);
 absl::StatusOr<Algorithm> ParseAlgorithm(std::string_view name);
 
 // Bounds that keep all arithmetic in 64 bits (with 128-bit intermediates) free of overflow.
-inline constexpr uint64_t kMaxRequestsPerPeriod = 1'000'000'000'000ULL;  // 1e12
+inline constexpr uint64_t kMaxRequestsPerPeriod = 1'000'000'000'000ULL;         // 1e12
 inline constexpr int64_t kMaxPeriodNs = 100LL * 366 * 86400 * 1'000'000'000LL;  // ~100 years
 static_assert(kMaxPeriodNs < INT64_MAX / 2, "periods must leave room for now + period");
 

@@ -10,10 +10,10 @@
 #define FG_STATUS_CONCAT_(a, b) FG_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the current function with `expr`'s status when it is not OK.
-#define FG_RETURN_IF_ERROR(expr)                  \
-  do {                                            \
-    ::absl::Status fg_status_ = (expr);           \
-    if (!fg_status_.ok()) return fg_status_;      \
+#define FG_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status fg_status_ = (expr);      \
+    if (!fg_status_.ok()) return fg_status_; \
   } while (0)
 
 // `FG_ASSIGN_OR_RETURN(auto x, MakeX());` assigns the value of a StatusOr or returns its status.

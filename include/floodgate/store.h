@@ -25,11 +25,11 @@ struct StoreOp {
 };
 
 struct StoreStats {
-  uint64_t keys = 0;            // live entries
-  uint64_t bytes = 0;           // memory held by the tables
-  uint64_t reclaimed = 0;       // entries dropped because their state was back to fresh
-  uint64_t evicted = 0;         // entries dropped by the memory cap
-  uint64_t refused_full = 0;    // inserts refused because the cap was reached and nothing could go
+  uint64_t keys = 0;          // live entries
+  uint64_t bytes = 0;         // memory held by the tables
+  uint64_t reclaimed = 0;     // entries dropped because their state was back to fresh
+  uint64_t evicted = 0;       // entries dropped by the memory cap
+  uint64_t refused_full = 0;  // inserts refused because the cap was reached and nothing could go
   StoreStats& operator+=(const StoreStats& o) {
     keys += o.keys;
     bytes += o.bytes;

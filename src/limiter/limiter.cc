@@ -129,7 +129,8 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
     }
     for (const core::DescriptorEntry& entry : desc.entries) {
       if (entry.key.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("descriptor ", i, " has an entry with no key"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("descriptor ", i, " has an entry with no key"));
       }
     }
   }
@@ -191,8 +192,8 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
     }
     for (const core::RateLimitRule* rule : rules) {
       if (ops.size() >= options_.max_limits_per_request) {
-        return absl::InvalidArgumentError(absl::StrCat("request has more than ",
-                                                  options_.max_limits_per_request, " limits"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("request has more than ", options_.max_limits_per_request, " limits"));
       }
       StoreOp op;
       op.key_hash = hasher_.Hash(StateKey(request.domain, desc.entries, *rule));

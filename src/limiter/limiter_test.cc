@@ -48,8 +48,7 @@ std::shared_ptr<const core::Config> MakeConfig(const char* yaml, uint64_t versio
   return *config;
 }
 
-CheckRequest Req(std::vector<std::vector<core::DescriptorEntry>> descriptors,
-                 uint64_t hits = 0) {
+CheckRequest Req(std::vector<std::vector<core::DescriptorEntry>> descriptors, uint64_t hits = 0) {
   CheckRequest request;
   request.domain = "api";
   request.hits_addend = hits;

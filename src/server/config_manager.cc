@@ -86,8 +86,8 @@ bool IsSafeDomainName(std::string_view name) {
     return false;
   }
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
   });
 }
 
@@ -123,7 +123,7 @@ ConfigManager::ConfigManager(std::string path, limiter::Limiter* limiter)
 ConfigManager::~ConfigManager() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<ConfigManager>> ConfigManager::Create(std::string path,
-                                                                      limiter::Limiter* limiter) {
+                                                                     limiter::Limiter* limiter) {
   std::unique_ptr<ConfigManager> manager(new ConfigManager(std::move(path), limiter));
   absl::MutexLock lock(&manager->mu_);
   absl::StatusOr<bool> loaded = manager->ReloadLocked();
@@ -192,7 +192,7 @@ absl::Status ConfigManager::PutDomain(const std::string& domain, std::string_vie
   FG_ASSIGN_OR_RETURN(auto parsed, core::ParseDomainConfig(yaml, target));
   if (parsed->domain != domain) {
     return absl::InvalidArgumentError(absl::StrCat("the body's domain '", parsed->domain,
-                                              "' does not match the path's '", domain, "'"));
+                                                   "' does not match the path's '", domain, "'"));
   }
   auto it = std::find_if(files.begin(), files.end(),
                          [&](const SourceFile& f) { return f.path == target; });

@@ -11,12 +11,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr char kApi[] = "domain: api\ndescriptors:\n  - key: user\n"
-                        "    rate_limit: {unit: minute, requests_per_unit: 5}\n";
-constexpr char kApiTighter[] = "domain: api\ndescriptors:\n  - key: user\n"
-                               "    rate_limit: {unit: minute, requests_per_unit: 1}\n";
-constexpr char kBad[] = "domain: api\ndescriptors:\n  - key: user\n"
-                        "    rate_limit: {unit: fortnight, requests_per_unit: 5}\n";
+constexpr char kApi[] =
+    "domain: api\ndescriptors:\n  - key: user\n"
+    "    rate_limit: {unit: minute, requests_per_unit: 5}\n";
+constexpr char kApiTighter[] =
+    "domain: api\ndescriptors:\n  - key: user\n"
+    "    rate_limit: {unit: minute, requests_per_unit: 1}\n";
+constexpr char kBad[] =
+    "domain: api\ndescriptors:\n  - key: user\n"
+    "    rate_limit: {unit: fortnight, requests_per_unit: 5}\n";
 
 void Write(const fs::path& path, std::string_view text) {
   std::ofstream(path, std::ios::trunc) << text;
@@ -64,8 +67,7 @@ TEST_F(ConfigManagerTest, BadEditIsRefusedCountedAndOldConfigServes) {
   Write(dir_ / "api.yaml", kBad);
   absl::StatusOr<bool> reloaded = (*manager)->ReloadIfChanged();
   ASSERT_FALSE(reloaded.ok());
-  EXPECT_NE(reloaded.status().message().find("api.yaml:4"), std::string::npos)
-      << reloaded.status();
+  EXPECT_NE(reloaded.status().message().find("api.yaml:4"), std::string::npos) << reloaded.status();
   EXPECT_EQ(UserLimit(), 5u);
   ConfigStats stats = (*manager)->stats();
   EXPECT_EQ(stats.reload_failure, 1u);
@@ -81,8 +83,9 @@ TEST_F(ConfigManagerTest, InitialBadConfigFailsCreate) {
 TEST_F(ConfigManagerTest, PutAndDeleteDomainPersist) {
   auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
   ASSERT_TRUE(manager.ok());
-  constexpr char kNew[] = "domain: web\ndescriptors:\n  - key: ip\n"
-                          "    rate_limit: {unit: second, requests_per_unit: 10}\n";
+  constexpr char kNew[] =
+      "domain: web\ndescriptors:\n  - key: ip\n"
+      "    rate_limit: {unit: second, requests_per_unit: 10}\n";
   ASSERT_TRUE((*manager)->PutDomain("web", kNew).ok());
   EXPECT_NE(limiter_->config()->FindDomain("web"), nullptr);
   EXPECT_TRUE(fs::exists(dir_ / "web.yaml"));

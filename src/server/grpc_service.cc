@@ -15,8 +15,7 @@ namespace {
 namespace rls = ::envoy::service::ratelimit::v3;
 
 grpc::Status ToGrpc(const absl::Status& status) {
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
 // Callback API: the decision is made inline on gRPC's thread, with no queue of our own.
@@ -49,8 +48,7 @@ class RlsService final : public rls::RateLimitService::CallbackService {
     }
     absl::StatusOr<limiter::CheckResponse> decided = limiter_->Check(*check);
     if (!decided.ok()) {
-      (decided.status().code() == absl::StatusCode::kInvalidArgument ? m.bad_requests
-                                                                        : m.errors)
+      (decided.status().code() == absl::StatusCode::kInvalidArgument ? m.bad_requests : m.errors)
           .fetch_add(1, std::memory_order_relaxed);
       return ToGrpc(decided.status());
     }
@@ -84,8 +82,7 @@ class GrpcServer::Impl {
     builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_receive_bytes));
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
-      return absl::UnavailableError(
-          absl::StrCat("gRPC cannot listen on ", options_.address));
+      return absl::UnavailableError(absl::StrCat("gRPC cannot listen on ", options_.address));
     }
     server_->GetHealthCheckService()->SetServingStatus(true);
     return absl::OkStatus();
@@ -110,8 +107,7 @@ class GrpcServer::Impl {
   int port_ = 0;
 };
 
-GrpcServer::GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter,
-                       ServerMetrics* metrics)
+GrpcServer::GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
     : impl_(std::make_unique<Impl>(std::move(options), limiter, metrics)) {}
 GrpcServer::~GrpcServer() { impl_->Shutdown(absl::ZeroDuration()); }
 absl::Status GrpcServer::Start() { return impl_->Start(); }

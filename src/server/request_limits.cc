@@ -61,8 +61,9 @@ absl::Status ValidateRequest(const limiter::CheckRequest& request, const Request
     return absl::InvalidArgumentError("rate limit descriptor list must not be empty");
   }
   if (request.descriptors.size() > limits.max_descriptors) {
-    return absl::InvalidArgumentError(absl::StrCat("too many descriptors: ", request.descriptors.size(),
-                                              " (at most ", limits.max_descriptors, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("too many descriptors: ", request.descriptors.size(), " (at most ",
+                     limits.max_descriptors, ")"));
   }
   if (request.hits_addend > limits.max_hits) {
     return absl::InvalidArgumentError(absl::StrCat("hits_addend is above ", limits.max_hits));
@@ -73,9 +74,9 @@ absl::Status ValidateRequest(const limiter::CheckRequest& request, const Request
       return absl::InvalidArgumentError(absl::StrCat("descriptor ", i, " has no entries"));
     }
     if (d.entries.size() > limits.max_entries) {
-      return absl::InvalidArgumentError(absl::StrCat("descriptor ", i, " has too many entries: ",
-                                                d.entries.size(), " (at most ",
-                                                limits.max_entries, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("descriptor ", i,
+                                                     " has too many entries: ", d.entries.size(),
+                                                     " (at most ", limits.max_entries, ")"));
     }
     if (d.hits_addend.has_value() && *d.hits_addend > limits.max_hits) {
       return absl::InvalidArgumentError(
@@ -84,17 +85,18 @@ absl::Status ValidateRequest(const limiter::CheckRequest& request, const Request
     for (size_t j = 0; j < d.entries.size(); ++j) {
       const core::DescriptorEntry& e = d.entries[j];
       if (e.key.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("descriptor ", i, " entry ", j, ": empty key"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("descriptor ", i, " entry ", j, ": empty key"));
       }
       if (e.key.size() > limits.max_key_bytes) {
         return absl::InvalidArgumentError(absl::StrCat("descriptor ", i, " entry ", j,
-                                                  ": key is longer than ", limits.max_key_bytes,
-                                                  " bytes"));
+                                                       ": key is longer than ",
+                                                       limits.max_key_bytes, " bytes"));
       }
       if (e.value.size() > limits.max_value_bytes) {
         return absl::InvalidArgumentError(absl::StrCat("descriptor ", i, " entry ", j,
-                                                  ": value is longer than ",
-                                                  limits.max_value_bytes, " bytes"));
+                                                       ": value is longer than ",
+                                                       limits.max_value_bytes, " bytes"));
       }
       if (!IsValidUtf8(e.key) || !IsValidUtf8(e.value)) {
         return absl::InvalidArgumentError(

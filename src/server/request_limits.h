@@ -13,7 +13,7 @@ namespace floodgate::server {
 struct RequestLimits {
   size_t max_body_bytes = 64 * 1024;
   size_t max_descriptors = 64;
-  size_t max_entries = 16;   // per descriptor
+  size_t max_entries = 16;  // per descriptor
   size_t max_key_bytes = 128;
   size_t max_value_bytes = 512;
   size_t max_domain_bytes = 128;

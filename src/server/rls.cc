@@ -75,8 +75,8 @@ absl::StatusOr<limiter::CheckRequest> FromEnvoy(const rls::RateLimitRequest& req
         return absl::InvalidArgumentError(
             absl::StrCat("descriptor limit override has an unknown unit (", unit, ")"));
       }
-      desc.limit = limiter::LimitOverride{d.limit().requests_per_unit(),
-                                          static_cast<core::TimeUnit>(unit)};
+      desc.limit =
+          limiter::LimitOverride{d.limit().requests_per_unit(), static_cast<core::TimeUnit>(unit)};
     }
     if (d.has_hits_addend()) {
       desc.hits_addend = d.hits_addend().value();
@@ -154,10 +154,10 @@ void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckRespon
       l->set_remaining(r.decision.remaining);
       l->set_window_seconds(static_cast<double>(r.rule->spec.period_ns) / kNsPerSecond);
       l->set_reset_after_seconds(static_cast<double>(r.decision.reset_after_ns) / kNsPerSecond);
-      l->set_retry_after_seconds(
-          r.decision.retry_after_ns < 0
-              ? -1.0
-              : static_cast<double>(r.decision.retry_after_ns) / kNsPerSecond);
+      l->set_retry_after_seconds(r.decision.retry_after_ns < 0
+                                     ? -1.0
+                                     : static_cast<double>(r.decision.retry_after_ns) /
+                                           kNsPerSecond);
       l->set_delay_seconds(static_cast<double>(r.decision.delay_ns) / kNsPerSecond);
     }
   }
@@ -201,10 +201,9 @@ std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response) {
     return headers;
   }
   headers.emplace_back("RateLimit-Policy", std::move(policy));
-  headers.emplace_back("RateLimit",
-                       absl::StrCat(SfString(PolicyName(*tightest->rule)),
-                                    ";r=", tightest->decision.remaining,
-                                    ";t=", CeilSeconds(tightest->decision.reset_after_ns)));
+  headers.emplace_back("RateLimit", absl::StrCat(SfString(PolicyName(*tightest->rule)),
+                                                 ";r=", tightest->decision.remaining, ";t=",
+                                                 CeilSeconds(tightest->decision.reset_after_ns)));
   if (response.overall != limiter::Code::kOk) {
     headers.emplace_back("Retry-After", absl::StrCat(RetryAfterSeconds(response)));
   }

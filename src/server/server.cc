@@ -9,8 +9,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   StoreOptions store_options;
   store_options.max_memory_bytes = options.max_memory_bytes;
   FG_ASSIGN_OR_RETURN(server->store_, NewShardedStore(store_options));
-  server->limiter_ = std::make_unique<limiter::Limiter>(server->store_.get(), KeyHasher::Random(),
-                                                        nullptr);
+  server->limiter_ =
+      std::make_unique<limiter::Limiter>(server->store_.get(), KeyHasher::Random(), nullptr);
   FG_ASSIGN_OR_RETURN(server->config_,
                       ConfigManager::Create(options.config_path, server->limiter_.get()));
 
