@@ -129,23 +129,50 @@ void StateTable::SweepAll(int64_t now_ns) {
     return;
   }
   if (now_ns >= min_expiry_) {
+    // One pass in linear time. Erasing dead entries one by one (EraseAt) would shift the rest
+    // of the cluster each time: quadratic in the cluster length, 10 ms per shard at 85% load
+    // with half the keys dead. Instead, starting just after an empty slot (so every cluster is
+    // seen whole), drop dead entries and move each live entry that follows a hole in its
+    // cluster to the first empty slot from its home. That slot is at or before the entry's own
+    // slot, which is emptied first, and everything before it in the cluster has already been
+    // placed, so the result is what inserting the live entries in order would give.
+    size_t r = 0;
+    while (slots_[r].key != 0) {
+      ++r;  // an empty slot exists: size_ <= grow_at_ < capacity_
+    }
     int64_t min_expiry = std::numeric_limits<int64_t>::max();
-    size_t i = 0;
-    while (i < capacity_) {
-      const Entry& e = slots_[i];
-      if (e.key == 0) {
-        ++i;
-      } else if (IsDead(e.state, now_ns)) {
-        // Shifting can move an entry from the start of the table into the last slots (a cluster
-        // that wrapped around); that entry is then visited again, which is harmless.
-        EraseAt(i);
+    bool hole_in_cluster = false;
+    for (size_t visited = 0; visited < capacity_; ++visited) {
+      if (++r == capacity_) {
+        r = 0;
+      }
+      Entry& slot = slots_[r];
+      if (slot.key == 0) {
+        hole_in_cluster = false;  // a new cluster starts after this slot
+        continue;
+      }
+      if (IsDead(slot.state, now_ns)) {
+        slot = Entry{};
+        --size_;
         ++counters_.reclaimed;
-      } else {
-        min_expiry = std::min(min_expiry, e.state.expiry_ns);
-        ++i;
+        hole_in_cluster = true;
+        continue;
+      }
+      min_expiry = std::min(min_expiry, slot.state.expiry_ns);
+      if (hole_in_cluster) {
+        const Entry moved = slot;
+        slot = Entry{};
+        size_t q = Home(moved.key);
+        while (slots_[q].key != 0) {
+          if (++q == capacity_) {
+            q = 0;
+          }
+        }
+        slots_[q] = moved;
       }
     }
     min_expiry_ = min_expiry;
+    cursor_ = 0;
   }
   MaybeShrink(now_ns);
 }

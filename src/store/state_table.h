@@ -21,7 +21,6 @@
 #include <limits>
 
 #include "absl/types/span.h"
-#include "floodgate/store.h"
 #include "src/core/algorithms.h"
 
 namespace floodgate::store {
@@ -77,7 +76,7 @@ struct TableCounters {
 };
 
 // An open-addressing map from mixed key to KeyState. Not thread-safe: the owning shard's mutex
-// guards every call. Movable only by the shard that owns it (it is not copyable).
+// guards every call. Neither copyable nor movable: it owns its slots.
 class StateTable {
  public:
   // Where a probe for a key ended: the key's slot (found), or the empty slot where it would be
