@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <random>
 
+#include "absl/synchronization/mutex.h"
 #include "src/limiter/limiter.h"
 
 namespace floodgate::limiter {
@@ -26,6 +27,8 @@ descriptors:
 size_t Keys() { return std::getenv("FLOODGATE_BENCH_SMOKE") != nullptr ? 10'000 : 1'000'000; }
 
 std::unique_ptr<Limiter> MakeLimiter(Store* store) {
+  // As in production (main.cc): no per-acquisition deadlock detection.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   auto domain = core::ParseDomainConfig(kYaml, "bench.yaml");
   return std::make_unique<Limiter>(store, KeyHasher(7, 9), *core::BuildConfig({*domain}, 1));
 }
