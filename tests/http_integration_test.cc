@@ -1,0 +1,177 @@
+// Every HTTP endpoint over the wire, against the real binary started with an admin token:
+// checks (GET, POST, Envoy's /json, nginx's /v1/auth), release, health, metrics, config read and
+// admin edits, live file reload, and bad input answered with clear errors while serving on.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "testing/http_client.h"
+#include "testing/server_process.h"
+
+namespace floodgate {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using testing::HttpClient;
+using testing::HttpResponse;
+
+constexpr char kToken[] = "s3cret";
+constexpr char kConfig[] = R"(domain: web
+descriptors:
+  - key: user
+    rate_limit: {unit: day, requests_per_unit: 2, name: per-user}
+  - key: job
+    rate_limit: {algorithm: concurrency, unit: hour, requests_per_unit: 1}
+)";
+
+class HttpIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::MakeTempDir();
+    ASSERT_FALSE(dir_.empty());
+    std::ofstream(fs::path(dir_) / "web.yaml") << kConfig;
+    auto server = testing::ServerProcess::Start(testing::FloodgateBinary(),
+                                                {"--config", dir_, "--admin-token", kToken});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+  }
+  void TearDown() override {
+    server_.reset();
+    fs::remove_all(dir_);
+  }
+
+  HttpResponse Do(std::string_view method, std::string_view target, std::string_view body = {},
+                  std::vector<std::pair<std::string, std::string>> headers = {}) {
+    HttpClient client(server_->http_port());
+    return client.Request(method, target, body, headers);
+  }
+
+  std::string dir_;
+  std::unique_ptr<testing::ServerProcess> server_;
+};
+
+TEST_F(HttpIntegrationTest, GetCheckPassesThenRefusesWithHeaders) {
+  HttpClient client(server_->http_port());  // one keep-alive connection for all three
+  HttpResponse first = client.Request("GET", "/v1/check?domain=web&user=alice");
+  EXPECT_EQ(first.status, 200);
+  EXPECT_EQ(first.Header("RateLimit-Policy"), "\"per-user\";q=2;w=86400");
+  EXPECT_THAT(first.Header("RateLimit"), HasSubstr("\"per-user\";r=1;t="));
+  EXPECT_THAT(first.body, HasSubstr("\"allowed\":true"));
+  EXPECT_EQ(client.Request("GET", "/v1/check?domain=web&user=alice").status, 200);
+  HttpResponse refused = client.Request("GET", "/v1/check?domain=web&user=alice");
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_FALSE(refused.Header("Retry-After").empty());
+  EXPECT_THAT(refused.body, HasSubstr("OVER_LIMIT"));
+  // nginx's auth_request flavour: 403 when refused.
+  EXPECT_EQ(client.Request("GET", "/v1/auth?domain=web&user=alice").status, 403);
+  EXPECT_EQ(client.Request("GET", "/v1/auth?domain=web&user=bob").status, 200);
+}
+
+TEST_F(HttpIntegrationTest, PostCheckEnvoyJsonAndRelease) {
+  const std::string check =
+      R"({"domain":"web","descriptors":[{"entries":[{"key":"job","value":"j1"}]}]})";
+  EXPECT_EQ(Do("POST", "/v1/check", check).status, 200);
+  EXPECT_EQ(Do("POST", "/v1/check", check).status, 429);  // one slot, held
+  EXPECT_EQ(Do("POST", "/v1/release", check).status, 200);
+  EXPECT_EQ(Do("POST", "/v1/check", check).status, 200);
+
+  const std::string envoy =
+      R"({"domain":"web","descriptors":[{"entries":[{"key":"user","value":"carol"}]}]})";
+  HttpResponse ok = Do("POST", "/json", envoy);
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_THAT(ok.body, HasSubstr("\"overallCode\":\"OK\""));
+  EXPECT_THAT(ok.body, HasSubstr("\"requestsPerUnit\":2"));
+  Do("POST", "/json", envoy);
+  HttpResponse over = Do("POST", "/json", envoy);
+  EXPECT_EQ(over.status, 429);
+  EXPECT_THAT(over.body, HasSubstr("OVER_LIMIT"));
+}
+
+TEST_F(HttpIntegrationTest, HealthMetricsAndConfig) {
+  HttpResponse health = Do("GET", "/healthcheck");
+  EXPECT_EQ(health.status, 200);
+  Do("GET", "/v1/check?domain=web&user=m");
+  HttpResponse metrics = Do("GET", "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_THAT(
+      metrics.body,
+      HasSubstr("ratelimit_service_rate_limit_total_hits{domain=\"web\",key=\"web.user\"} 1"));
+  EXPECT_THAT(metrics.body, HasSubstr("floodgate_decision_latency_seconds_bucket"));
+  EXPECT_THAT(metrics.body, HasSubstr("floodgate_store_keys"));
+  EXPECT_THAT(metrics.body, HasSubstr("floodgate_config_version 1"));
+  HttpResponse config = Do("GET", "/v1/config");
+  EXPECT_EQ(config.status, 200);
+  EXPECT_THAT(config.body, HasSubstr("\"version\""));
+  EXPECT_THAT(config.body, HasSubstr("per-user"));
+}
+
+TEST_F(HttpIntegrationTest, AdminEditsNeedTheTokenAndPersist) {
+  const std::string api =
+      "domain: api\ndescriptors:\n  - key: k\n"
+      "    rate_limit: {unit: minute, requests_per_unit: 1}\n";
+  const std::vector<std::pair<std::string, std::string>> auth = {
+      {"Authorization", std::string("Bearer ") + kToken}};
+  EXPECT_EQ(Do("PUT", "/v1/config/api", api).status, 401);
+  EXPECT_EQ(Do("PUT", "/v1/config/api", api, {{"Authorization", "Bearer wrong"}}).status, 401);
+  HttpResponse bad =
+      Do("PUT", "/v1/config/api", "domain: api\ndescriptors: [{key: k, nope: 1}]\n", auth);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr(":2"));  // file:line in the error
+  ASSERT_EQ(Do("PUT", "/v1/config/api", api, auth).status, 200);
+  EXPECT_TRUE(fs::exists(fs::path(dir_) / "api.yaml"));
+  EXPECT_EQ(Do("GET", "/v1/check?domain=api&k=v").status, 200);
+  EXPECT_EQ(Do("GET", "/v1/check?domain=api&k=v").status, 429);
+  EXPECT_EQ(Do("DELETE", "/v1/config/api", "", auth).status, 200);
+  EXPECT_EQ(Do("GET", "/v1/check?domain=api&k=v").status, 200);  // no domain: no limit
+  EXPECT_EQ(Do("DELETE", "/v1/config/api", "", auth).status, 404);
+}
+
+TEST_F(HttpIntegrationTest, FileEditIsPickedUpAndBadEditIsCounted) {
+  {
+    std::ofstream out(fs::path(dir_) / "web.yaml", std::ios::trunc);
+    out << "domain: web\ndescriptors:\n  - key: user\n    rate_limit: {unit: fortnight}\n";
+  }
+  // Bounded wait for the watcher (it polls every 200 ms): the failure metric moves.
+  bool counted = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!counted && std::chrono::steady_clock::now() < deadline) {
+    counted = Do("GET", "/metrics").body.find("floodgate_config_reload_failure_total 1") !=
+              std::string::npos;
+  }
+  EXPECT_TRUE(counted);
+  EXPECT_EQ(Do("GET", "/v1/check?domain=web&user=z").status, 200);  // old config serves
+  EXPECT_THAT(server_->Stderr(), HasSubstr("web.yaml:4"));
+}
+
+TEST_F(HttpIntegrationTest, BadInputGetsClearErrorsAndServerKeepsServing) {
+  HttpResponse r = Do("POST", "/v1/check", "{not json");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("error"));
+  EXPECT_EQ(Do("POST", "/json", "[1,2,3]").status, 400);
+  EXPECT_EQ(Do("POST", "/v1/check", std::string(2 << 20, 'x')).status, 413);
+  std::string many = R"({"domain":"web","descriptors":[)";
+  for (int i = 0; i < 300; ++i) {
+    many += std::string(i ? "," : "") + R"({"entries":[{"key":"user","value":"u"}]})";
+  }
+  many += "]}";
+  r = Do("POST", "/v1/check", many);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("too many descriptors"));
+  EXPECT_EQ(Do("GET", "/v1/check?domain=web&" + std::string(5000, 'k') + "=v").status, 400);
+  EXPECT_EQ(Do("GET", "/v1/check?domain=web&user=%FF%FE").status, 400);
+  EXPECT_EQ(Do("GET", "/v1/check?user=nodomain").status, 400);
+  HttpClient raw(server_->http_port());
+  HttpResponse garbage = raw.SendRaw("\x16\x03\x01 this is not http\r\n\r\n");
+  EXPECT_TRUE(garbage.status == 400 || garbage.status == 0);
+  EXPECT_EQ(Do("GET", "/nope").status, 404);
+  EXPECT_EQ(Do("GET", "/v1/check?domain=web&user=fine").status, 200);
+}
+
+}  // namespace
+}  // namespace floodgate
