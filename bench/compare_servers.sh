@@ -5,7 +5,8 @@
 #         both with `wrk -t2 -c50` and ../shared/peers/wrk's user scripts.
 #   gRPC: Redis + Lua GCRA EVALSHA (`redis-benchmark -c 50 -P 1`, 1M random keys and one hot key)
 #         vs ShouldRateLimit (bench/grpc_load, 50 in flight, 100k random users).
-#   Latency at half the peak: grpc_load --rate (open loop) at 50% of the measured gRPC peak.
+#   Latency at half the peak: grpc_load --rate and http_load --rate (open loop) at 50% of the
+#   measured peak of each front end.
 # Server CPU per request = the server's utime+stime over requests answered, as the peers'
 # common.sh computes it. Usage: bench/compare_servers.sh [BUILD_DIR]
 # Env: REPS (3), DURATION (10), PEERS (../shared/peers). Results: bench/results/servers-<stamp>/.
@@ -54,6 +55,14 @@ start_floodgate
 SYSTEM=floodgate-http SERVER_PIDS=$fg_pid; export SYSTEM SERVER_PIDS
 USERS=100000 wrk_run 100k "http://127.0.0.1:$fg_http/" "$here/bench/wrk/check_users.lua"
 KEY=limited USERS=1 wrk_run hot-refused "http://127.0.0.1:$fg_http/" "$here/bench/wrk/check_users.lua"
+# Open loop at half the best closed-loop HTTP rate: the latency a caller sees at that load.
+http_peak=$(awk -F, '$1=="floodgate-http" && $2=="100k" {if ($5>m) m=$5} END{printf "%d", m}' "$CSV")
+http_csv="$out/http_open_loop.csv"; echo "system,scenario,rep,result" > "$http_csv"
+for rep in $(seq "$REPS"); do
+  line=$("$build/bench/http_load" --port "$fg_http" --rate $((http_peak / 2)) --seconds "$DURATION" \
+           --users 100000 --connections 50 --server-pid "$fg_pid")
+  echo "floodgate-http,open-loop-$((http_peak / 2))-rps,$rep,$line" | tee -a "$http_csv"
+done
 
 # ---- gRPC: Floodgate ShouldRateLimit (closed loop), then open loop at half the peak.
 grpc_csv="$out/grpc.csv"; echo "system,scenario,rep,result" > "$grpc_csv"
