@@ -1,9 +1,11 @@
 #include "src/server/http_server.h"
 
-#include <google/protobuf/util/json_util.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,10 +13,12 @@
 #include <utility>
 #include <vector>
 
-#include <boost/asio/dispatch.hpp>
+#include <google/protobuf/util/json_util.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/socket_base.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
@@ -22,13 +26,12 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -54,16 +57,25 @@ constexpr std::string_view kTextType = "text/plain; charset=utf-8";
 constexpr std::string_view kPrometheusType = "text/plain; version=0.0.4; charset=utf-8";
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
-// Limits of the HTTP layer itself (RequestLimits covers the bodies and descriptors).
-constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
-constexpr std::chrono::seconds kIdleTimeout(60);
 // After an error response the server reads and drops what the client still sends, for at most
 // this long and this many bytes, so that closing does not reset the connection before the client
 // has read the response (nginx's lingering close).
-constexpr std::chrono::seconds kLingerTimeout(2);
+constexpr int64_t kLingerTimeoutNs = 2'000'000'000;
 constexpr size_t kMinLingerBytes = 1 << 20;
 // Pause before accepting again after an accept error such as EMFILE, to avoid a hot loop.
 constexpr std::chrono::milliseconds kAcceptBackoff(10);
+constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::max();
+
+// Sessions run on the io_context's own executor type: no strand (a connection has one chain of
+// operations at a time) and no type-erased executor on the hot path.
+using Executor = asio::io_context::executor_type;
+using Socket = tcp::socket::rebind_executor<Executor>::other;
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // What a request carries that the handlers read. Owned by the session and reused, so that the
 // strings keep their capacity from one request to the next.
@@ -138,6 +150,13 @@ bool IsParseError(const error_code& ec) {
 
 class HttpSession;
 
+// The server proper. HttpServer::Impl derives from it so that sessions can name it.
+//
+// Threads: `options.threads` threads run one io_context. The acceptor and the sweeper (idle
+// timeouts) run on one strand; every connection is an HttpSession with a single chain of
+// operations, so its own fields need no lock. Other threads touch a session only through
+// Drain/ShutdownSocket, under mu_, and those only shut its socket down, which makes its pending
+// operation fail on its own thread.
 class HttpServerImpl {
  public:
   HttpServerImpl(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
@@ -146,8 +165,12 @@ class HttpServerImpl {
         limiter_(limiter),
         config_(config),
         metrics_(metrics),
-        acceptor_(asio::make_strand(ioc_)),
-        accept_backoff_(acceptor_.get_executor()) {}
+        idle_timeout_ns_(std::max<int64_t>(absl::ToInt64Nanoseconds(options_.idle_timeout), 1)),
+        ioc_(std::max(options_.threads, 1)),
+        strand_(asio::make_strand(ioc_)),
+        acceptor_(strand_),
+        accept_backoff_(strand_),
+        sweep_timer_(strand_) {}
 
   ~HttpServerImpl() { Shutdown(absl::ZeroDuration()); }
 
@@ -161,13 +184,21 @@ class HttpServerImpl {
   ConfigManager* config() const { return config_; }
   ServerMetrics* metrics() const { return metrics_; }
   bool draining() const { return draining_.load(std::memory_order_acquire); }
-  void Register(const std::shared_ptr<HttpSession>& session);
+  // Returns the deadline for an operation starting now (a clock the sweeper keeps, so that
+  // sessions do not read the clock for it).
+  int64_t DeadlineNs(int64_t timeout_ns) const {
+    const int64_t now = now_ns_.load(std::memory_order_relaxed);
+    return timeout_ns >= kNoDeadline - now ? kNoDeadline : now + timeout_ns;  // saturate
+  }
+  int64_t idle_timeout_ns() const { return idle_timeout_ns_; }
+  void Register(HttpSession* session);
   void Unregister(HttpSession* session);
 
  private:
   void Accept();
-  void OnAccept(error_code ec, tcp::socket socket);
-  std::vector<std::shared_ptr<HttpSession>> LiveSessions();
+  void OnAccept(error_code ec, Socket socket);
+  // Closes the sessions past their deadline; runs every quarter of the idle timeout (<= 1 s).
+  void Sweep();
   // Waits up to `timeout` for every session to end; returns whether they all did.
   bool AwaitNoSessions(absl::Duration timeout);
 
@@ -175,68 +206,86 @@ class HttpServerImpl {
   limiter::Limiter* const limiter_;
   ConfigManager* const config_;
   ServerMetrics* const metrics_;
+  const int64_t idle_timeout_ns_;
 
   std::atomic<bool> draining_{false};
   std::atomic<size_t> open_connections_{0};
+  std::atomic<int64_t> now_ns_{0};  // steady clock, refreshed by the sweeper
   int port_ = 0;
   bool started_ = false;
   bool stopped_ = false;
 
   absl::Mutex mu_;
-  // Weak: a session's lifetime is its chain of pending operations, not this map.
-  absl::flat_hash_map<HttpSession*, std::weak_ptr<HttpSession>> sessions_ ABSL_GUARDED_BY(mu_);
+  // Every live session. A session removes itself first thing in its destructor, so a pointer
+  // read under mu_ is valid until mu_ is released.
+  absl::flat_hash_set<HttpSession*> sessions_ ABSL_GUARDED_BY(mu_);
 
-  // Declared after the session map: the context is destroyed first, and the pending handlers it
-  // destroys (which hold sessions) still find the map alive.
+  // Declared after the session set: the context is destroyed first, and the pending handlers it
+  // destroys (which own sessions) still find the set alive.
   asio::io_context ioc_;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
-  tcp::acceptor acceptor_;             // used only on its strand
-  asio::steady_timer accept_backoff_;  // same strand
+  std::optional<asio::executor_work_guard<Executor>> work_;
+  asio::strand<Executor> strand_;
+  asio::basic_socket_acceptor<tcp, asio::strand<Executor>> acceptor_;  // on strand_
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>,
+                             asio::strand<Executor>>
+      accept_backoff_;  // on strand_
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>,
+                             asio::strand<Executor>>
+      sweep_timer_;  // on strand_
   std::vector<std::thread> threads_;
 
   friend class HttpSession;
 };
 
-// One connection. Its operations form a single chain (read header, [100-continue], read body,
-// handle, write, read header...) running on the connection's strand, so its fields need no lock;
-// Drain and Close may be called from any thread and hop onto the strand.
+// One connection: a chain of operations (read header, [100 Continue], read body, handle, write,
+// read header...), each started by the completion of the one before, so that its fields need no
+// lock. The chain owns the session through shared_ptr; the session ends when the chain stops.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(tcp::socket socket, HttpServerImpl* server)
-      : stream_(std::move(socket)), server_(server) {
+  HttpSession(Socket socket, HttpServerImpl* server)
+      : socket_(std::move(socket)), fd_(socket_.native_handle()), server_(server) {
     server_->open_connections_.fetch_add(1, std::memory_order_relaxed);
     server_->metrics()->http_connections.fetch_add(1, std::memory_order_relaxed);
   }
 
   ~HttpSession() {
+    // First: after this no other thread looks at the session.
+    server_->Unregister(this);
     server_->metrics()->http_connections.fetch_sub(1, std::memory_order_relaxed);
     server_->open_connections_.fetch_sub(1, std::memory_order_relaxed);
-    server_->Unregister(this);
   }
 
   void Start() {
-    server_->Register(shared_from_this());
-    asio::dispatch(stream_.get_executor(),
-                   beast::bind_front_handler(&HttpSession::ReadHeader, shared_from_this()));
+    server_->Register(this);
+    ReadHeader();
   }
 
-  // Closes the connection now if it is between requests; otherwise the request in progress
-  // finishes and its response closes the connection.
+  // Thread-safe. Shuts the socket down if the connection is waiting for a request, which ends
+  // the session; a request in progress finishes and its response closes the connection.
   void Drain() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-      if (self->waiting_for_request_ && self->buffer_.size() == 0 && self->parser_.has_value() &&
-          !self->parser_->got_some()) {
-        self->CloseNow();
-      }
-    });
+    if (idle_.load(std::memory_order_acquire)) {
+      ShutdownSocket();
+    }
   }
 
-  // Closes the connection whatever it is doing.
-  void Close() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->CloseNow(); });
+  // Thread-safe. Shuts the socket down (both ways): the pending operation fails on its own
+  // thread and the session ends. The socket stays open until then, so `fd_` cannot be reused.
+  void ShutdownSocket() {
+    absl::MutexLock lock(&close_mu_);
+    if (!closed_) {
+      ::shutdown(fd_, SHUT_RDWR);
+    }
   }
+
+  int64_t deadline_ns() const { return deadline_ns_.load(std::memory_order_relaxed); }
 
  private:
+  void SetDeadline(int64_t timeout_ns) {
+    deadline_ns_.store(server_->DeadlineNs(timeout_ns), std::memory_order_relaxed);
+  }
+
   void ReadHeader() {
     if (server_->draining() && buffer_.size() == 0) {
       CloseNow();
@@ -244,16 +293,17 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
     request_.Reset();
     parser_.emplace(&request_);
-    parser_->header_limit(kMaxHeaderBytes);
+    parser_->header_limit(server_->options().max_header_bytes);
     parser_->body_limit(server_->options().limits.max_body_bytes);
-    waiting_for_request_ = true;
-    stream_.expires_after(kIdleTimeout);
-    http::async_read_header(stream_, buffer_, *parser_,
+    // Idle: between requests with nothing of the next one read yet (pipelined bytes count).
+    idle_.store(buffer_.size() == 0, std::memory_order_release);
+    SetDeadline(server_->idle_timeout_ns());
+    http::async_read_header(socket_, buffer_, *parser_,
                             beast::bind_front_handler(&HttpSession::OnHeader, shared_from_this()));
   }
 
   void OnHeader(error_code ec, size_t /*bytes*/) {
-    waiting_for_request_ = false;
+    idle_.store(false, std::memory_order_release);
     if (ec) {
       OnReadError(ec);
       return;
@@ -263,8 +313,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       return;
     }
     if (request_.expect_continue && request_.version >= 11) {
-      stream_.expires_after(kIdleTimeout);
-      asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+      SetDeadline(server_->idle_timeout_ns());
+      asio::async_write(socket_, asio::buffer(kContinue.data(), kContinue.size()),
                         [self = shared_from_this()](error_code ec, size_t) {
                           if (ec) {
                             self->CloseNow();
@@ -278,8 +328,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void ReadBody() {
-    stream_.expires_after(kIdleTimeout);
-    http::async_read(stream_, buffer_, *parser_,
+    SetDeadline(server_->idle_timeout_ns());
+    http::async_read(socket_, buffer_, *parser_,
                      beast::bind_front_handler(&HttpSession::OnBody, shared_from_this()));
   }
 
@@ -296,8 +346,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       RespondAndClose(413, absl::StrCat("request body is larger than ",
                                         server_->options().limits.max_body_bytes, " bytes"));
     } else if (ec == http::error::header_limit) {
-      RespondAndClose(
-          431, absl::StrCat("request header section is larger than ", kMaxHeaderBytes, " bytes"));
+      RespondAndClose(431, absl::StrCat("request header section is larger than ",
+                                        server_->options().max_header_bytes, " bytes"));
     } else if (IsParseError(ec) && ec != http::error::end_of_stream &&
                ec != http::error::partial_message) {
       RespondAndClose(400, absl::StrCat("malformed HTTP request: ", ec.message()));
@@ -320,7 +370,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void Handle();
-  void HandleEnvoyJson(int& status, std::vector<Header>& headers);
+  void HandleEnvoyJson(int& status);
   void HandleCheck(int& status, std::vector<Header>& headers);
   void HandleRelease(int& status);
   void HandleConfigGet();
@@ -335,8 +385,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void Write() {
-    stream_.expires_after(kIdleTimeout);
-    asio::async_write(stream_, asio::buffer(out_),
+    SetDeadline(server_->idle_timeout_ns());
+    asio::async_write(socket_, asio::buffer(out_),
                       beast::bind_front_handler(&HttpSession::OnWrite, shared_from_this()));
   }
 
@@ -351,24 +401,29 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
     if (close_after_write_) {
       error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      socket_.shutdown(tcp::socket::shutdown_send, ignored);
       CloseNow();
       return;
+    }
+    // A large answer (/metrics) must not pin its memory for the life of the connection.
+    if (out_.capacity() > kMaxRetainedBytes) {
+      std::string().swap(out_);
+      std::string().swap(json_);
     }
     ReadHeader();
   }
 
   void LingeringClose() {
     error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
     buffer_.consume(buffer_.size());
     linger_budget_ = std::max(kMinLingerBytes, 2 * server_->options().limits.max_body_bytes);
-    stream_.expires_after(kLingerTimeout);
+    SetDeadline(std::min(kLingerTimeoutNs, server_->idle_timeout_ns()));
     DiscardInput();
   }
 
   void DiscardInput() {
-    stream_.async_read_some(buffer_.prepare(16 * 1024),
+    socket_.async_read_some(buffer_.prepare(16 * 1024),
                             [self = shared_from_this()](error_code ec, size_t bytes) {
                               if (ec || bytes >= self->linger_budget_) {
                                 self->CloseNow();
@@ -380,19 +435,32 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void CloseNow() {
+    absl::MutexLock lock(&close_mu_);
+    if (closed_) {
+      return;
+    }
+    closed_ = true;
+    deadline_ns_.store(kNoDeadline, std::memory_order_relaxed);
     error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
   }
 
-  beast::tcp_stream stream_;
+  static constexpr size_t kMaxRetainedBytes = 256 * 1024;
+
+  Socket socket_;
+  const int fd_;
   HttpServerImpl* const server_;
+  absl::Mutex close_mu_;
+  bool closed_ ABSL_GUARDED_BY(close_mu_) = false;
+  std::atomic<bool> idle_{false};
+  std::atomic<int64_t> deadline_ns_{kNoDeadline};
+
   beast::flat_buffer buffer_;
   RequestData request_;
   std::optional<RequestParser> parser_;
   std::string out_;   // the serialized response
   std::string json_;  // the response body being built
-  bool waiting_for_request_ = false;
   bool close_after_write_ = false;
   bool linger_after_write_ = false;
   size_t linger_budget_ = 0;
@@ -405,6 +473,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
 void HttpSession::Handle() {
   const auto start = std::chrono::steady_clock::now();
+  // The read's deadline no longer applies; the write sets its own.
+  deadline_ns_.store(kNoDeadline, std::memory_order_relaxed);
   ServerMetrics* metrics = server_->metrics();
   metrics->http.requests.fetch_add(1, std::memory_order_relaxed);
 
@@ -455,7 +525,7 @@ void HttpSession::Handle() {
         break;
       case Endpoint::kEnvoyJson:
         timed = true;
-        HandleEnvoyJson(status, headers);
+        HandleEnvoyJson(status);
         break;
       case Endpoint::kRelease:
         timed = true;
@@ -554,7 +624,7 @@ void HttpSession::RespondCheck(const limiter::CheckResponse& response, int& stat
   status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
 }
 
-void HttpSession::HandleEnvoyJson(int& status, std::vector<Header>& headers) {
+void HttpSession::HandleEnvoyJson(int& status) {
   google::protobuf::util::JsonParseOptions options;
   auto parsed =
       google::protobuf::util::JsonStringToMessage(request_.body, &envoy_request_, options);
@@ -713,9 +783,11 @@ absl::Status HttpServerImpl::Start() {
 
   started_ = true;
   work_.emplace(ioc_.get_executor());
-  // No thread runs the context yet, so the acceptor may be used directly.
+  now_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
+  // No thread runs the context yet, so the strand's objects may be used directly.
   Accept();
-  const int threads = options_.threads > 0 ? options_.threads : 1;
+  Sweep();
+  const int threads = std::max(options_.threads, 1);
   threads_.reserve(threads);
   for (int i = 0; i < threads; ++i) {
     threads_.emplace_back([this] { ioc_.run(); });
@@ -724,11 +796,11 @@ absl::Status HttpServerImpl::Start() {
 }
 
 void HttpServerImpl::Accept() {
-  acceptor_.async_accept(asio::make_strand(ioc_),
+  acceptor_.async_accept(ioc_.get_executor(),
                          beast::bind_front_handler(&HttpServerImpl::OnAccept, this));
 }
 
-void HttpServerImpl::OnAccept(error_code ec, tcp::socket socket) {
+void HttpServerImpl::OnAccept(error_code ec, Socket socket) {
   if (!acceptor_.is_open() || draining()) {
     return;  // shutting down; `socket` closes as it goes out of scope
   }
@@ -752,9 +824,32 @@ void HttpServerImpl::OnAccept(error_code ec, tcp::socket socket) {
   Accept();
 }
 
-void HttpServerImpl::Register(const std::shared_ptr<HttpSession>& session) {
+void HttpServerImpl::Sweep() {
+  const int64_t now = SteadyNowNs();
+  now_ns_.store(now, std::memory_order_relaxed);
+  {
+    absl::MutexLock lock(&mu_);
+    for (HttpSession* session : sessions_) {
+      if (session->deadline_ns() <= now) {
+        session->ShutdownSocket();
+      }
+    }
+  }
+  if (!acceptor_.is_open()) {
+    return;
+  }
+  const int64_t interval_ns = std::clamp<int64_t>(idle_timeout_ns_ / 4, 10'000'000, 1'000'000'000);
+  sweep_timer_.expires_after(std::chrono::nanoseconds(interval_ns));
+  sweep_timer_.async_wait([this](error_code ec) {
+    if (!ec) {
+      Sweep();
+    }
+  });
+}
+
+void HttpServerImpl::Register(HttpSession* session) {
   absl::MutexLock lock(&mu_);
-  sessions_.emplace(session.get(), session);
+  sessions_.insert(session);
 }
 
 void HttpServerImpl::Unregister(HttpSession* session) {
@@ -762,25 +857,11 @@ void HttpServerImpl::Unregister(HttpSession* session) {
   sessions_.erase(session);
 }
 
-std::vector<std::shared_ptr<HttpSession>> HttpServerImpl::LiveSessions() {
-  std::vector<std::shared_ptr<HttpSession>> live;
-  absl::MutexLock lock(&mu_);
-  live.reserve(sessions_.size());
-  for (const auto& [ptr, weak] : sessions_) {
-    if (std::shared_ptr<HttpSession> session = weak.lock()) {
-      live.push_back(std::move(session));
-    }
-  }
-  return live;
-}
-
 bool HttpServerImpl::AwaitNoSessions(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   return mu_.AwaitWithTimeout(
       absl::Condition(
-          +[](absl::flat_hash_map<HttpSession*, std::weak_ptr<HttpSession>>* sessions) {
-            return sessions->empty();
-          },
+          +[](absl::flat_hash_set<HttpSession*>* sessions) { return sessions->empty(); },
           &sessions_),
       timeout);
 }
@@ -792,24 +873,30 @@ void HttpServerImpl::Shutdown(absl::Duration grace) {
   stopped_ = true;
   draining_.store(true, std::memory_order_release);
 
-  // Stop accepting, on the acceptor's strand (the acceptor is not thread-safe).
+  // Stop accepting and sweeping, on the strand (the acceptor and timers are not thread-safe).
   absl::Notification closed;
-  asio::post(acceptor_.get_executor(), [this, &closed] {
+  asio::post(strand_, [this, &closed] {
     error_code ignored;
     acceptor_.close(ignored);
     accept_backoff_.cancel();
+    sweep_timer_.cancel();
     closed.Notify();
   });
   closed.WaitForNotification();
 
   // Idle connections close now; busy ones answer their request with `Connection: close`.
-  // The shared_ptrs are dropped outside the lock: the last one may run a session's destructor.
-  for (const std::shared_ptr<HttpSession>& session : LiveSessions()) {
-    session->Drain();
+  {
+    absl::MutexLock lock(&mu_);
+    for (HttpSession* session : sessions_) {
+      session->Drain();
+    }
   }
   if (!AwaitNoSessions(grace)) {
-    for (const std::shared_ptr<HttpSession>& session : LiveSessions()) {
-      session->Close();
+    {
+      absl::MutexLock lock(&mu_);
+      for (HttpSession* session : sessions_) {
+        session->ShutdownSocket();
+      }
     }
     AwaitNoSessions(absl::Seconds(1));
   }

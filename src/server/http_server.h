@@ -7,11 +7,13 @@
 //
 // Thread-safety: Start/Shutdown from one thread; handlers run on the server's own threads.
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "src/limiter/limiter.h"
 #include "src/server/config_manager.h"
 #include "src/server/metrics.h"
@@ -26,6 +28,11 @@ struct HttpServerOptions {
   std::string admin_token;
   RequestLimits limits;
   size_t max_connections = 20000;  // accepted connections beyond this are closed at once
+  // A connection is closed when reading one request (or waiting for it) or writing one response
+  // takes longer than this. Enforced with about a quarter of this resolution.
+  absl::Duration idle_timeout = absl::Seconds(60);
+  // Request line plus headers above this are answered 431 and the connection is closed.
+  uint32_t max_header_bytes = 8 * 1024;
 };
 
 class HttpServer {

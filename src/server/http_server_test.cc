@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_replace.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "floodgate/store.h"
 #include "floodgate/v1/check.pb.h"
@@ -232,7 +233,9 @@ TEST(JsonTest, Doubles) {
   EXPECT_EQ(print(1.5), "1.5");
   EXPECT_EQ(print(0.1), "0.1");
   EXPECT_EQ(print(-1), "-1");
-  EXPECT_EQ(print(1.0 / 3), "0.33333333333333331");
+  EXPECT_EQ(print(0.732342062), "0.732342062");
+  EXPECT_EQ(print(1e-05), "1e-05");
+  EXPECT_EQ(print(1.0 / 3), "0.3333333333333333");
   EXPECT_EQ(print(std::numeric_limits<double>::infinity()), "\"Infinity\"");
   EXPECT_EQ(print(std::nan("")), "\"NaN\"");
 }
@@ -277,7 +280,8 @@ TEST(JsonTest, CheckResponseMatchesProtobufJson) {
     http_internal::AppendCheckResponseJson(response, mine);
     std::string theirs;
     ASSERT_TRUE(google::protobuf::util::MessageToJsonString(response, &theirs, options).ok());
-    EXPECT_EQ(mine, theirs);
+    // Byte for byte, but for doubles that need 17 digits in protobuf's form (1/3 here).
+    EXPECT_EQ(mine, absl::StrReplaceAll(theirs, {{"0.33333333333333331", "0.3333333333333333"}}));
     floodgate::v1::CheckResponse parsed;
     ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(mine, &parsed).ok()) << mine;
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, response)) << mine;
@@ -765,6 +769,32 @@ TEST_F(HttpServerTest, ConnectionsAboveTheLimitAreClosed) {
   EXPECT_GE(metrics_.http.shed.load(), 1u);
   EXPECT_EQ(first.Request("GET", "/healthcheck").status, 200);
   EXPECT_EQ(first.connects(), 1);
+}
+
+TEST_F(HttpServerTest, IdleAndSlowConnectionsTimeOut) {
+  HttpServerOptions options = BaseOptions();
+  options.idle_timeout = absl::Milliseconds(200);
+  StartServer(options);
+  HttpClient silent(port_);
+  ASSERT_TRUE(silent.Send(""));  // connects, sends nothing
+  HttpClient slow(port_);
+  ASSERT_TRUE(slow.Send("GET /healthcheck HTTP/1.1\r\nHost: x\r\n"));  // never ends the header
+  HttpClient idle(port_);
+  ASSERT_EQ(idle.Request("GET", "/healthcheck").status, 200);
+  // The server closes each of them (the client's own timeout is 10 s).
+  EXPECT_TRUE(silent.WaitForClose());
+  EXPECT_TRUE(slow.WaitForClose());
+  EXPECT_TRUE(idle.WaitForClose());
+  EXPECT_EQ(Get("/healthcheck").status, 200);
+}
+
+TEST_F(HttpServerTest, NoIdleTimeout) {
+  HttpServerOptions options = BaseOptions();
+  options.idle_timeout = absl::InfiniteDuration();  // deadlines saturate instead of overflowing
+  StartServer(options);
+  HttpClient client(port_);
+  EXPECT_EQ(client.Request("GET", "/healthcheck").status, 200);
+  EXPECT_EQ(client.Request("GET", "/healthcheck").status, 200);
 }
 
 TEST_F(HttpServerTest, BadAddresses) {

@@ -2,8 +2,6 @@
 
 #include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -455,13 +453,11 @@ void AppendJsonDouble(double value, std::string& out) {
     out.append(value > 0 ? "\"Infinity\"" : "\"-Infinity\"");
     return;
   }
-  // As protobuf's SimpleDtoa: the short form when it reads back exactly, else 17 digits.
+  // The shortest text that reads back as the same double (protobuf prints %.17g where %.15g
+  // does not round-trip: the same value, sometimes one digit longer).
   char buf[32];
-  int n = std::snprintf(buf, sizeof(buf), "%.15g", value);
-  if (std::strtod(buf, nullptr) != value) {
-    n = std::snprintf(buf, sizeof(buf), "%.17g", value);
-  }
-  out.append(buf, static_cast<size_t>(n));
+  auto result = std::to_chars(buf, buf + sizeof(buf), value);
+  out.append(buf, result.ptr);
 }
 
 void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::string& out) {

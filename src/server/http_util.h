@@ -98,13 +98,14 @@ void AppendJsonString(std::string_view text, std::string& out);
 // Returns `{"error":"<message>"}`.
 std::string ErrorJson(std::string_view message);
 
-// Appends a double as proto3 JSON does (shortest of %.15g / %.17g that round-trips;
-// "NaN" / "Infinity" / "-Infinity" as strings).
+// Appends a double for proto3 JSON: the shortest text that reads back exactly; "NaN",
+// "Infinity" and "-Infinity" as strings.
 void AppendJsonDouble(double value, std::string& out);
 
-// Appends the proto3 JSON form of `response` with every field printed, the same JSON as
+// Appends the proto3 JSON form of `response` with every field printed: the same JSON as
 // MessageToJsonString with always_print_primitive_fields (lowerCamelCase names, 64-bit integers
-// as strings), several times faster.
+// as strings, fields in proto order), except that doubles use the shortest exact form. Several
+// times faster than MessageToJsonString.
 void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::string& out);
 
 // Splits "host:port", "[v6-address]:port" or ":port" (host left empty) into its parts.
