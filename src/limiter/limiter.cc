@@ -2,35 +2,130 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/utility/utility.h"
 #include "floodgate/status_macros.h"
 
 namespace floodgate::limiter {
 
+// How the hot path avoids work (a Check of one descriptor under one limit allocates nothing):
+//  - The snapshot is read through a per-thread cache validated by one atomic load (see
+//    CurrentSnapshot); the mutex is taken only after a SetConfig.
+//  - Ops, bookkeeping, matches and the response keep their elements inline (InlinedVector).
+//  - State keys are written into a per-thread buffer that keeps its capacity; the descriptor
+//    part is written once per descriptor and only the rule's suffix per limit.
+//  - Domains are found in a table of the snapshot by string_view (no std::string is built), rule
+//    counters through a map from rule to counters resolved at SetConfig.
+
+namespace {
+
+// Inline capacities: the usual request has a few descriptors under a few limits.
+constexpr size_t kInlineOps = 4;
+constexpr size_t kInlineDescriptors = 4;
+
+// Source of snapshot generations for every Limiter in the process: a generation names one
+// snapshot of one limiter forever, so a thread's cache can never mistake another limiter's (or
+// a destroyed limiter's) snapshot for the current one.
+std::atomic<uint64_t> next_generation{1};
+
+}  // namespace
+
 struct Limiter::Snapshot {
   std::shared_ptr<const core::Config> config;
+  // config->domains by name (the names point into config), so a check does not build a
+  // std::string to search the ordered map. Most configs have a handful of domains, which a
+  // linear scan finds faster than hashing the name; larger ones also get a hash map
+  // (absl::string_view keys: this abseil's string_view is not std::string_view, and only its
+  // own gets abseil's fast string hash).
+  std::vector<std::pair<std::string_view, const core::DomainConfig*>> domain_list;
+  absl::flat_hash_map<absl::string_view, const core::DomainConfig*> domain_map;
   // Counters of every rule without detailed_metric, resolved once per config swap so the hot
   // path does no string hashing for stats.
   absl::flat_hash_map<const core::RateLimitRule*, RuleCounters*> counters;
+
+  static constexpr size_t kMaxLinearDomains = 8;
+
+  const core::DomainConfig* FindDomain(std::string_view name) const {
+    if (domain_list.size() <= kMaxLinearDomains) {
+      for (const auto& [domain_name, domain] : domain_list) {
+        if (domain_name == name) {
+          return domain;
+        }
+      }
+      return nullptr;
+    }
+    auto it = domain_map.find(absl::string_view(name.data(), name.size()));
+    return it == domain_map.end() ? nullptr : it->second;
+  }
 };
 
 // One store op's bookkeeping: which descriptor and rule it came from.
 struct Limiter::Planned {
   size_t descriptor = 0;
   const core::RateLimitRule* rule = nullptr;
-  RuleCounters* counters = nullptr;
   uint64_t hits = 0;
+};
+
+// The store ops a request turns into, with planned[k] describing ops[k].
+struct Limiter::Batch {
+  absl::InlinedVector<StoreOp, kInlineOps> ops;
+  absl::InlinedVector<Planned, kInlineOps> planned;
+};
+
+// What a thread keeps between calls, for whichever Limiter it last used.
+struct Limiter::ThreadState {
+  // The snapshot the thread last read and its generation (0: none yet; real ones start at 1).
+  uint64_t generation = 0;
+  // Owns the snapshot through a control block of this thread's own (see CurrentSnapshot).
+  std::shared_ptr<const Snapshot> snapshot;
+  // Scratch space for state keys; keeps its capacity between calls.
+  std::string key;
 };
 
 namespace {
 
-void AppendField(std::string& out, std::string_view field) {
-  // Length-prefixed, so no choice of key or value can make two different descriptors collide.
-  uint32_t len = static_cast<uint32_t>(field.size());
-  out.append(reinterpret_cast<const char*>(&len), sizeof(len));
-  out.append(field);
+// State keys are length-prefixed fields, so no choice of key or value can make two different
+// descriptors collide: the domain, every entry's key and value, then the rule's suffix.
+constexpr size_t kLengthSize = sizeof(uint32_t);
+// Algorithm, period and slot, but not the count: lowering 100/min to 50/min keeps the usage.
+constexpr size_t kRuleSuffixSize =
+    sizeof(uint8_t) + sizeof(LimitSpec::period_ns) + sizeof(core::RateLimitRule::slot);
+static_assert(sizeof(Algorithm) == sizeof(uint8_t));
+
+char* PutField(char* out, std::string_view field) {
+  const uint32_t len = static_cast<uint32_t>(field.size());
+  std::memcpy(out, &len, sizeof(len));
+  if (!field.empty()) {  // a default string_view's data() is null, which memcpy may not take
+    std::memcpy(out + sizeof(len), field.data(), field.size());
+  }
+  return out + sizeof(len) + field.size();
+}
+
+// Sizes `key` for one state key and writes its descriptor part (domain and entries); returns
+// where the rule's suffix goes. One descriptor's limits differ only in that suffix.
+size_t PutDescriptorPart(std::string& key, std::string_view domain,
+                         absl::Span<const core::DescriptorEntry> entries) {
+  size_t size = kLengthSize + domain.size();
+  for (const core::DescriptorEntry& entry : entries) {
+    size += 2 * kLengthSize + entry.key.size() + entry.value.size();
+  }
+  key.resize(size + kRuleSuffixSize);
+  char* out = PutField(key.data(), domain);
+  for (const core::DescriptorEntry& entry : entries) {
+    out = PutField(out, entry.key);
+    out = PutField(out, entry.value);
+  }
+  return size;
+}
+
+// Writes `rule`'s suffix (kRuleSuffixSize bytes) at `out`.
+void PutRulePart(char* out, const core::RateLimitRule& rule) {
+  out[0] = static_cast<char>(rule.spec.algorithm);
+  std::memcpy(out + 1, &rule.spec.period_ns, sizeof(rule.spec.period_ns));
+  std::memcpy(out + 1 + sizeof(rule.spec.period_ns), &rule.slot, sizeof(rule.slot));
 }
 
 template <typename Fn>
@@ -48,16 +143,8 @@ void ForEachRule(const core::DescriptorNode& node, Fn&& fn) {
 std::string StateKey(std::string_view domain, absl::Span<const core::DescriptorEntry> entries,
                      const core::RateLimitRule& rule) {
   std::string key;
-  key.reserve(domain.size() + 16 + entries.size() * 24);
-  AppendField(key, domain);
-  for (const core::DescriptorEntry& entry : entries) {
-    AppendField(key, entry.key);
-    AppendField(key, entry.value);
-  }
-  // Algorithm, period and slot, but not the count: lowering 100/min to 50/min keeps the usage.
-  key.push_back(static_cast<char>(rule.spec.algorithm));
-  key.append(reinterpret_cast<const char*>(&rule.spec.period_ns), sizeof(rule.spec.period_ns));
-  key.append(reinterpret_cast<const char*>(&rule.slot), sizeof(rule.slot));
+  const size_t suffix = PutDescriptorPart(key, domain, entries);
+  PutRulePart(key.data() + suffix, rule);
   return key;
 }
 
@@ -79,14 +166,58 @@ void Limiter::SetConfig(std::shared_ptr<const core::Config> config) {
   auto snap = std::make_shared<Snapshot>();
   snap->config = config;
   for (const auto& [name, domain] : config->domains) {
+    snap->domain_list.emplace_back(name, domain.get());
+    if (config->domains.size() > Snapshot::kMaxLinearDomains) {
+      snap->domain_map[absl::string_view(name)] = domain.get();
+    }
     ForEachRule(domain->root, [&](const core::RateLimitRule& rule) {
       if (!rule.detailed_metric) {
         snap->counters[&rule] = CountersFor(rule.stats_key);
       }
     });
   }
-  absl::MutexLock lock(&snapshot_mu_);
-  snapshot_ = std::move(snap);
+  const uint64_t generation = next_generation.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<const Snapshot> old;
+  {
+    absl::MutexLock lock(&snapshot_mu_);
+    old = std::exchange(snapshot_, std::move(snap));
+    snapshot_generation_ = generation;
+    generation_.store(generation, std::memory_order_release);
+  }
+  // `old` (and maybe its config) is freed here, outside the lock, unless threads still cache it.
+}
+
+Limiter::ThreadState& Limiter::Local() {
+  thread_local ThreadState state;
+  return state;
+}
+
+const Limiter::Snapshot& Limiter::CurrentSnapshot(ThreadState& local) const {
+  // The fast path is one atomic load: the thread's cached snapshot is current exactly when its
+  // generation is the published one (generations are never reused). Otherwise fetch the
+  // snapshot under the lock, together with its own generation, so the cached pair is always
+  // consistent even when a SetConfig races with us; the next call re-validates anyway.
+  //
+  // The cache owns the snapshot through a control block of its own, holding one reference to
+  // the shared one: copies made for responses then count in a cache line of this thread only,
+  // instead of every thread bouncing the config's reference count between cores.
+  //
+  // Cost: a thread keeps the last snapshot it used (one config) alive until it next calls a
+  // limiter with another snapshot, or exits.
+  if (local.generation != generation_.load(std::memory_order_acquire)) {
+    std::shared_ptr<const Snapshot> shared;
+    uint64_t generation;
+    {
+      absl::MutexLock lock(&snapshot_mu_);
+      shared = snapshot_;
+      generation = snapshot_generation_;
+    }
+    const Snapshot* raw = shared.get();
+    local.snapshot = std::shared_ptr<const Snapshot>(
+        raw, [keep = std::move(shared)](const Snapshot*) mutable { keep.reset(); });
+    local.generation = generation;
+  }
+  return *local.snapshot;
 }
 
 std::shared_ptr<const Limiter::Snapshot> Limiter::snapshot() const {
@@ -114,8 +245,7 @@ RuleCounters* Limiter::CountersForRule(const Snapshot& snap, const core::RateLim
 }
 
 absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
-                           CheckResponse& response, std::vector<Planned>& planned,
-                           std::vector<StoreOp>& ops) const {
+                           std::string& key_buffer, CheckResponse& response, Batch& batch) const {
   if (request.domain.empty()) {
     return absl::InvalidArgumentError("rate limit domain must not be empty");
   }
@@ -135,10 +265,12 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
     }
   }
   response.descriptors.resize(request.descriptors.size());
-  const core::DomainConfig* domain = snap.config->FindDomain(request.domain);
+  const core::DomainConfig* domain = snap.FindDomain(request.domain);
 
-  // Match every descriptor first: `replaces` works across the whole request.
-  std::vector<const core::DescriptorNode*> matched(request.descriptors.size(), nullptr);
+  // Match every descriptor first: `replaces` works across the whole request. The set stays
+  // empty (and unallocated) unless some matched rule replaces another.
+  absl::InlinedVector<const core::DescriptorNode*, kInlineDescriptors> matched(
+      request.descriptors.size(), nullptr);
   absl::flat_hash_set<std::string_view> replaced;
   for (size_t i = 0; i < request.descriptors.size(); ++i) {
     const DescriptorRequest& desc = request.descriptors[i];
@@ -162,8 +294,25 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
   const uint64_t request_hits = request.hits_addend == 0 ? 1 : request.hits_addend;
   for (size_t i = 0; i < request.descriptors.size(); ++i) {
     const DescriptorRequest& desc = request.descriptors[i];
+    if (!desc.limit.has_value() && matched[i] == nullptr) {
+      continue;  // no limit applies
+    }
     const uint64_t hits = desc.hits_addend.has_value() ? *desc.hits_addend : request_hits;
-    std::vector<const core::RateLimitRule*> rules;
+    const size_t suffix = PutDescriptorPart(key_buffer, request.domain, desc.entries);
+    auto add_op = [&](const core::RateLimitRule& rule) -> absl::Status {
+      if (batch.ops.size() >= options_.max_limits_per_request) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("request has more than ", options_.max_limits_per_request, " limits"));
+      }
+      PutRulePart(key_buffer.data() + suffix, rule);
+      StoreOp& op = batch.ops.emplace_back();
+      op.key_hash = hasher_.Hash(key_buffer);
+      op.spec = rule.spec;
+      op.hits = hits;
+      op.shadow = rule.shadow_mode;
+      batch.planned.push_back(Planned{i, &rule, hits});
+      return absl::OkStatus();
+    };
     if (desc.limit.has_value()) {
       auto rule = std::make_unique<core::RateLimitRule>();
       rule->spec.algorithm = Algorithm::kFixedWindow;
@@ -176,56 +325,55 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
         absl::StrAppend(&rule->stats_key, ".", entry.key, "_", entry.value);
       }
       FG_RETURN_IF_ERROR(ValidateLimitSpec(rule->spec));
-      rules.push_back(rule.get());
+      const core::RateLimitRule& added = *rule;
       response.override_rules.push_back(std::move(rule));
-    } else if (matched[i] != nullptr) {
-      for (const core::RateLimitRule& rule : matched[i]->limits) {
-        if (!rule.name.empty() && replaced.contains(rule.name)) {
-          continue;
-        }
-        if (rule.unlimited) {
-          response.descriptors[i].unlimited = true;
-          continue;
-        }
-        rules.push_back(&rule);
-      }
+      FG_RETURN_IF_ERROR(add_op(added));
+      continue;
     }
-    for (const core::RateLimitRule* rule : rules) {
-      if (ops.size() >= options_.max_limits_per_request) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("request has more than ", options_.max_limits_per_request, " limits"));
+    for (const core::RateLimitRule& rule : matched[i]->limits) {
+      if (!replaced.empty() && !rule.name.empty() && replaced.contains(rule.name)) {
+        continue;
       }
-      StoreOp op;
-      op.key_hash = hasher_.Hash(StateKey(request.domain, desc.entries, *rule));
-      op.spec = rule->spec;
-      op.hits = hits;
-      op.shadow = rule->shadow_mode;
-      ops.push_back(op);
-      planned.push_back(Planned{i, rule, nullptr, hits});
+      if (rule.unlimited) {
+        response.descriptors[i].unlimited = true;
+        continue;
+      }
+      FG_RETURN_IF_ERROR(add_op(rule));
     }
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<CheckResponse> Limiter::Check(const CheckRequest& request) {
-  std::shared_ptr<const Snapshot> snap = snapshot();
-  CheckResponse response;
-  response.config = snap->config;
-  std::vector<Planned> planned;
-  std::vector<StoreOp> ops;
-  FG_RETURN_IF_ERROR(Plan(request, *snap, response, planned, ops));
+  // Built in place and returned by name: a response keeps its descriptors and limits inline,
+  // so moving it would copy them.
+  absl::StatusOr<CheckResponse> result(absl::in_place);
+  if (absl::Status status = Decide(request, *result); !status.ok()) {
+    result = std::move(status);
+  }
+  return result;
+}
+
+absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& response) {
+  ThreadState& local = Local();
+  const Snapshot& snap = CurrentSnapshot(local);
+  Batch batch;
+  FG_RETURN_IF_ERROR(Plan(request, snap, local.key, response, batch));
+  // Aliases the thread's own owner of the snapshot (see CurrentSnapshot).
+  response.config = std::shared_ptr<const core::Config>(local.snapshot, snap.config.get());
   checks_.fetch_add(1, std::memory_order_relaxed);
-  if (ops.empty()) {
-    return response;
+  if (batch.ops.empty()) {
+    return absl::OkStatus();
   }
 
-  std::vector<Decision> decisions(ops.size());
+  const absl::Span<const StoreOp> ops = batch.ops;
+  absl::InlinedVector<Decision, kInlineOps> decisions(ops.size());
   const bool committed = store_->Apply(ops, options_.clock->NowNs(), absl::MakeSpan(decisions));
 
   for (size_t k = 0; k < ops.size(); ++k) {
-    const Planned& p = planned[k];
+    const Planned& p = batch.planned[k];
     DescriptorStatus& status = response.descriptors[p.descriptor];
-    LimitResult result;
+    LimitResult& result = status.limits.emplace_back();
     result.rule = p.rule;
     result.decision = decisions[k];
     if (!result.decision.allowed && p.rule->shadow_mode) {
@@ -234,9 +382,8 @@ absl::StatusOr<CheckResponse> Limiter::Check(const CheckRequest& request) {
       status.code = Code::kOverLimit;
       response.overall = Code::kOverLimit;
     }
-    status.limits.push_back(result);
 
-    RuleCounters* counters = CountersForRule(*snap, p.rule, request.descriptors[p.descriptor]);
+    RuleCounters* counters = CountersForRule(snap, p.rule, request.descriptors[p.descriptor]);
     counters->total_hits.fetch_add(p.hits, std::memory_order_relaxed);
     if (!result.decision.allowed) {
       counters->over_limit.fetch_add(p.hits, std::memory_order_relaxed);
@@ -273,17 +420,17 @@ absl::StatusOr<CheckResponse> Limiter::Check(const CheckRequest& request) {
       }
     }
   }
-  return response;
+  return absl::OkStatus();
 }
 
 absl::Status Limiter::Release(const CheckRequest& request) {
-  std::shared_ptr<const Snapshot> snap = snapshot();
+  ThreadState& local = Local();
+  const Snapshot& snap = CurrentSnapshot(local);
   CheckResponse response;
-  std::vector<Planned> planned;
-  std::vector<StoreOp> ops;
-  FG_RETURN_IF_ERROR(Plan(request, *snap, response, planned, ops));
-  std::vector<StoreOp> releases;
-  for (StoreOp& op : ops) {
+  Batch batch;
+  FG_RETURN_IF_ERROR(Plan(request, snap, local.key, response, batch));
+  absl::InlinedVector<StoreOp, kInlineOps> releases;
+  for (StoreOp& op : batch.ops) {
     if (op.spec.algorithm == Algorithm::kConcurrency) {
       op.kind = StoreOp::Kind::kRelease;
       releases.push_back(op);
@@ -292,7 +439,7 @@ absl::Status Limiter::Release(const CheckRequest& request) {
   if (releases.empty()) {
     return absl::OkStatus();
   }
-  std::vector<Decision> decisions(releases.size());
+  absl::InlinedVector<Decision, kInlineOps> decisions(releases.size());
   store_->Apply(releases, options_.clock->NowNs(), absl::MakeSpan(decisions));
   return absl::OkStatus();
 }

@@ -8,6 +8,8 @@
 //
 // Thread-safety: every method may be called from any number of threads. SetConfig swaps an
 // immutable snapshot atomically; checks in flight finish on the snapshot they started with.
+// Check and Release take no lock of their own between config swaps: each thread caches the
+// snapshot it last used, so a thread may keep one retired config alive until its next call.
 
 #include <atomic>
 #include <cstdint>
@@ -18,6 +20,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -69,8 +72,8 @@ struct LimitResult {
 struct DescriptorStatus {
   Code code = Code::kOk;
   // Every limit that applied to this descriptor, after `replaces`. Empty: no limit (no match,
-  // unlimited, or replaced).
-  std::vector<LimitResult> limits;
+  // unlimited, or replaced). Inline storage for the usual single limit: no allocation.
+  absl::InlinedVector<LimitResult, 1> limits;
   bool unlimited = false;  // matched an `unlimited: true` rule
   // Index into `limits` of the one to report where only one fits (Envoy's current_limit): the
   // first refusing limit, else the one with the least remaining. -1 when `limits` is empty.
@@ -79,7 +82,8 @@ struct DescriptorStatus {
 
 struct CheckResponse {
   Code overall = Code::kOk;
-  std::vector<DescriptorStatus> descriptors;  // one per request descriptor, in order
+  // One per request descriptor, in order (inline storage for one: no allocation).
+  absl::InlinedVector<DescriptorStatus, 1> descriptors;
   // Keep the rules that LimitResult points to alive.
   std::shared_ptr<const core::Config> config;
   std::vector<std::unique_ptr<core::RateLimitRule>> override_rules;
@@ -128,10 +132,20 @@ class Limiter {
  private:
   struct Snapshot;
   struct Planned;
+  struct Batch;
+  struct ThreadState;
 
+  // Returns the calling thread's state (cached snapshot, key buffer), shared by every Limiter.
+  static ThreadState& Local();
+  // Returns the current snapshot through the thread's cache: a lock only when it is stale.
+  // The reference stays valid until this thread's next call.
+  const Snapshot& CurrentSnapshot(ThreadState& local) const;
+  // Returns the current snapshot under snapshot_mu_ (for the cold paths).
   std::shared_ptr<const Snapshot> snapshot() const;
-  absl::Status Plan(const CheckRequest& request, const Snapshot& snap, CheckResponse& response,
-                    std::vector<Planned>& planned, std::vector<StoreOp>& ops) const;
+  // Check's work, filling a response built in place.
+  absl::Status Decide(const CheckRequest& request, CheckResponse& response);
+  absl::Status Plan(const CheckRequest& request, const Snapshot& snap, std::string& key_buffer,
+                    CheckResponse& response, Batch& batch) const;
   RuleCounters* CountersFor(const std::string& stats_key);
   RuleCounters* CountersForRule(const Snapshot& snap, const core::RateLimitRule* rule,
                                 const DescriptorRequest& desc);
@@ -142,6 +156,10 @@ class Limiter {
 
   mutable absl::Mutex snapshot_mu_;
   std::shared_ptr<const Snapshot> snapshot_ ABSL_GUARDED_BY(snapshot_mu_);
+  uint64_t snapshot_generation_ ABSL_GUARDED_BY(snapshot_mu_) = 0;
+  // snapshot_generation_, readable without the lock. Generations are unique in the process
+  // (across limiters), so a thread's cached generation names exactly one snapshot.
+  std::atomic<uint64_t> generation_{0};
 
   mutable absl::Mutex counters_mu_;
   // node_hash_map: counters never move, so snapshots may hold raw pointers.
