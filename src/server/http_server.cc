@@ -705,6 +705,20 @@ void HttpSession::HandleConfigChange(std::string_view raw_domain, int& status) {
     status = Error(401, "admin calls need the header `Authorization: Bearer <admin token>`");
     return;
   }
+  if (token.empty()) {
+    // Without a token, only callers on this machine may change limits: a server listening on a
+    // public address must not hand its config to anyone who can reach the port.
+    boost::system::error_code ec;
+    const tcp::endpoint peer = socket_.remote_endpoint(ec);
+    asio::ip::address address = peer.address();
+    if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+      address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    }
+    if (ec || !address.is_loopback()) {
+      status = Error(403, "admin calls from other hosts need --admin-token");
+      return;
+    }
+  }
   ConfigManager* config = server_->config();
   if (config == nullptr) {
     status = Error(501, "this server has no config manager");
