@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <memory>
@@ -18,6 +19,15 @@
 #include "floodgate/limit.h"
 
 namespace floodgate::core {
+
+namespace internal {
+// Decide computed by the original 128-bit versions of the sliding window and the buckets (the
+// fast versions hand over to them when a value does not fit in 64 bits). Defined in
+// algorithms.cc for FastPathMatchesTheWidePath; algorithms.h leaves it out, as it is not for
+// callers.
+Outcome DecideWide(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t hits);
+}  // namespace internal
+
 namespace {
 
 using Int128 = __int128;
@@ -27,6 +37,7 @@ constexpr int64_t kMs = 1'000'000;
 constexpr int64_t kSec = 1'000'000'000;
 constexpr int64_t kNever = Decision::kNever;
 constexpr int64_t kMaxTime = std::numeric_limits<int64_t>::max();
+constexpr uint64_t kLow32 = 0xffff'ffffULL;
 // A realistic "now": 2023-11-14, a whole number of seconds (and of minutes: 28333333 min).
 constexpr int64_t kT0 = 1'699'999'980 * kSec;
 
@@ -1183,6 +1194,211 @@ TEST(AlgorithmPropertyTest, BackwardsClockNeverExceedsTheLimit) {
     }
     EXPECT_LE(admitted, spec.requests_per_period);
   }
+}
+
+// =============================================================================================
+// The 64-bit versions of the sliding window and the buckets against the 128-bit ones they
+// replace (algorithms.cc, I6): same decision and same next state, bit for bit, for random specs,
+// states, times and hits, with magnitudes spread from 0 to the bounds so that both the 64-bit
+// path and its hand-over to the 128-bit one are exercised (prev * e, ttl * count or
+// period * hits past 2^64).
+
+// Returns a value in [0, max]: a boundary value (0, 1, max, max - 1, 2^k, 2^k +- 1, the given
+// extras) a quarter of the time, otherwise one of random bit length, so that every magnitude
+// is as likely as every other.
+uint64_t RandomMagnitude(std::mt19937_64& rng, uint64_t max,
+                         std::initializer_list<uint64_t> extras = {}) {
+  uint64_t v;
+  switch (rng() % 8) {
+    case 0: {
+      const int k = static_cast<int>(rng() % 64);
+      v = (uint64_t{1} << k) + (rng() % 3) - 1;
+      break;
+    }
+    case 1: {
+      const uint64_t fixed[] = {0, 1, 2, max - 1, max};
+      v = fixed[rng() % std::size(fixed)];
+      break;
+    }
+    default: {
+      const int bits = static_cast<int>(rng() % 65);
+      v = bits == 0 ? 0 : rng() >> (64 - bits);
+      break;
+    }
+  }
+  if (extras.size() != 0 && rng() % 4 == 0) {
+    v = *(extras.begin() + rng() % extras.size());
+  }
+  return std::min(v, max);
+}
+
+LimitSpec RandomWideSpec(Algorithm a, std::mt19937_64& rng) {
+  LimitSpec spec{.algorithm = a};
+  spec.period_ns = static_cast<int64_t>(std::max<uint64_t>(
+      1, RandomMagnitude(rng, static_cast<uint64_t>(kMaxPeriodNs),
+                         {1000, 999'983, kSec, 3600 * kSec, uint64_t{1} << 32})));
+  if (a == Algorithm::kSlidingWindow) {
+    spec.requests_per_period =
+        RandomMagnitude(rng, (uint64_t{1} << 32) - 1, {1, 3, 10, 100, 1000, 4'000'000'000});
+  } else {
+    spec.requests_per_period =
+        RandomMagnitude(rng, kMaxRequestsPerPeriod, {1, 3, 7, 1000, 1'000'000, 1'000'000'000});
+    if (rng() % 2 == 0) {
+      spec.burst = RandomMagnitude(rng, kMaxRequestsPerPeriod, {1, 2, 20, 1000});
+    }
+  }
+  return spec;  // in bounds, but not necessarily valid (a refill may take longer than 100 years)
+}
+
+// Returns now + delta clamped to the int64 range, delta a random magnitude in [-2^61, 2^62] or
+// a multiple of the period in [-P, 2P], +- 1 ns. (The bounds keep window_end - now within
+// int64 in the sliding window, as it is for any realistic clock.)
+int64_t RandomTimeNear(int64_t now, const LimitSpec& spec, std::mt19937_64& rng) {
+  Int128 delta;
+  if (rng() % 3 == 0) {
+    delta = Int128{spec.period_ns} * (static_cast<int64_t>(rng() % 4) - 1) +
+            static_cast<int64_t>(rng() % 3) - 1;
+  } else if (rng() % 2 == 0) {
+    delta = RandomMagnitude(rng, uint64_t{1} << 62);
+  } else {
+    delta = -Int128{RandomMagnitude(rng, uint64_t{1} << 61)};
+  }
+  return static_cast<int64_t>(
+      std::clamp<Int128>(Int128{now} + delta, std::numeric_limits<int64_t>::min(), kMaxTime));
+}
+
+// Returns a time near 2023, 1970, 1916, INT64_MIN or INT64_MAX.
+int64_t RandomNow(const LimitSpec& spec, std::mt19937_64& rng) {
+  if (rng() % 4 == 0) {
+    return RandomTimeNear(kT0, spec, rng);
+  }
+  const int64_t bases[] = {kT0, 0, -kT0, std::numeric_limits<int64_t>::min(), kMaxTime - 1000};
+  return bases[rng() % std::size(bases)] + static_cast<int64_t>(rng() % 1000);
+}
+
+// A state as an algorithm might have written it, or as garbage (counts above the limit, a data
+// word the bucket would never write), expiring near now.
+KeyState RandomWideState(const LimitSpec& spec, int64_t now, std::mt19937_64& rng) {
+  if (rng() % 8 == 0) {
+    return KeyState{};
+  }
+  KeyState state{.expiry_ns = RandomTimeNear(now, spec, rng)};
+  if (spec.algorithm == Algorithm::kSlidingWindow) {
+    const uint64_t limit = spec.requests_per_period;
+    const uint64_t prev = RandomMagnitude(rng, kLow32, {limit, limit + 1, limit - 1});
+    const uint64_t cur = RandomMagnitude(rng, kLow32, {limit, limit + 1, limit - 1});
+    state.data = prev << 32 | cur;
+  } else if (rng() % 4 == 0) {
+    state.data = RandomMagnitude(rng, ~uint64_t{0});
+  } else {
+    state.data = spec.requests_per_period == 0 ? 0 : rng() % spec.requests_per_period;
+  }
+  return state;
+}
+
+uint64_t RandomWideHits(const LimitSpec& spec, std::mt19937_64& rng) {
+  const uint64_t cap =
+      spec.algorithm == Algorithm::kSlidingWindow ? spec.requests_per_period : spec.Capacity();
+  switch (rng() % 6) {
+    case 0:
+      return 0;
+    case 1:
+      return 1;
+    case 2:
+      return cap + (rng() % 3) - 1;  // around the capacity (wraps to 2^64 - 1 for 0 - 1)
+    case 3:
+      return cap == 0 ? 0 : 1 + rng() % cap;
+    default:
+      return RandomMagnitude(rng, ~uint64_t{0}, {cap, cap / 2, ~uint64_t{0}});
+  }
+}
+
+// Returns a time at which the weight of a sliding window's previous count is at a rounding edge:
+// e = ceil(j * P / prev) or one ns before, for the state's window or the one after it.
+int64_t SlidingWindowEdgeTime(const LimitSpec& spec, const KeyState& state, std::mt19937_64& rng) {
+  const bool next_window = rng() % 2 == 0;  // then the stored cur is the one that weighs
+  const uint64_t weighing = next_window ? state.data & kLow32 : state.data >> 32;
+  const Int128 p = spec.period_ns;
+  Int128 e = 0;
+  if (weighing != 0) {
+    const Int128 j = 1 + static_cast<Int128>(rng() % weighing);
+    e = (j * p + weighing - 1) / weighing - static_cast<int64_t>(rng() % 2);
+  }
+  const Int128 window_start = Int128{state.expiry_ns} - (next_window ? p : 2 * p);
+  return static_cast<int64_t>(std::clamp<Int128>(window_start + std::clamp<Int128>(e, 0, p - 1),
+                                                 std::numeric_limits<int64_t>::min(), kMaxTime));
+}
+
+::testing::AssertionResult SameAsWide(const LimitSpec& spec, const KeyState& state, int64_t now,
+                                      uint64_t hits) {
+  const Outcome fast = Decide(spec, state, now, hits);
+  const Outcome wide = internal::DecideWide(spec, state, now, hits);
+  if (SameDecision(fast.decision, wide.decision) && fast.next == wide.next) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure()
+         << std::string(AlgorithmName(spec.algorithm)) << " limit=" << spec.requests_per_period
+         << " period=" << spec.period_ns << " burst=" << spec.burst << " state={" << state.expiry_ns
+         << ", " << state.data << "} now=" << now << " hits=" << hits << "\n fast "
+         << Describe(fast.decision) << " next={" << fast.next.expiry_ns << ", " << fast.next.data
+         << "}\n wide " << Describe(wide.decision) << " next={" << wide.next.expiry_ns << ", "
+         << wide.next.data << "}";
+}
+
+TEST(AlgorithmPropertyTest, FastPathMatchesTheWidePath) {
+  std::mt19937_64 rng(0x64B17);
+  int compared = 0;
+  for (Algorithm a :
+       {Algorithm::kSlidingWindow, Algorithm::kTokenBucket, Algorithm::kLeakyBucket}) {
+    // Random states, as garbage or as written, at random times.
+    for (int i = 0; i < 400'000; ++i) {
+      const LimitSpec spec = RandomWideSpec(a, rng);
+      int64_t now = RandomNow(spec, rng);
+      const KeyState state = RandomWideState(spec, now, rng);
+      if (a == Algorithm::kSlidingWindow && rng() % 2 == 0) {
+        now = SlidingWindowEdgeTime(spec, state, rng);
+      }
+      ASSERT_TRUE(SameAsWide(spec, state, now, RandomWideHits(spec, rng)));
+      ++compared;
+    }
+    // Keys driven through many decisions, so that states are the ones the algorithms write,
+    // with time moving by steps of every size, and back by at most 2^61 ns from the latest time
+    // seen (further back, window_end - now overflows int64 in both versions alike: a clock
+    // centuries off).
+    for (int run = 0; run < 4'000; ++run) {
+      const LimitSpec spec = RandomWideSpec(a, rng);
+      int64_t now = RandomNow(spec, rng);
+      int64_t latest = now;
+      KeyState state;
+      for (int step = 0; step < 50; ++step) {
+        const uint64_t hits = RandomWideHits(spec, rng);
+        ASSERT_TRUE(SameAsWide(spec, state, now, hits)) << " step=" << step;
+        ++compared;
+        state = Decide(spec, state, now, hits).next;
+        switch (rng() % 5) {
+          case 0:
+            break;  // same instant
+          case 1:
+            now = RandomTimeNear(now, spec, rng);
+            break;
+          case 2:
+            if (a == Algorithm::kSlidingWindow && state != KeyState{}) {
+              now = SlidingWindowEdgeTime(spec, state, rng);
+            }
+            break;
+          default: {
+            // Forward by up to one period.
+            const uint64_t step_ns = RandomMagnitude(rng, static_cast<uint64_t>(spec.period_ns));
+            now = static_cast<int64_t>(std::min<Int128>(Int128{now} + step_ns, kMaxTime));
+            break;
+          }
+        }
+        latest = std::max(latest, now);
+        now = static_cast<int64_t>(std::max<Int128>(now, Int128{latest} - (int64_t{1} << 61)));
+      }
+    }
+  }
+  EXPECT_EQ(compared, 3 * (400'000 + 4'000 * 50));
 }
 
 }  // namespace
