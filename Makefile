@@ -42,6 +42,8 @@ run: build
 	./tools/run.sh $(BUILD_DIR)
 
 bench: build
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q nodejs npm; }
 	./bench/run_benchmarks.sh $(BUILD_DIR)
 
 format:

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# `make bench`: every Google Benchmark with repetitions, medians only. Output in bench/results/.
+# `make bench`: every Google Benchmark (medians of REPS), then the same-run comparisons with the
+# peers: in process (rate-limiter-flexible) and over the network (nginx limit_req, Redis + Lua).
+# Output under bench/results/. Env: REPS (5 for Google Benchmark, 3 for the comparisons),
+# SKIP_PEERS=1 to run only the Google Benchmarks. Takes about 20 minutes; run nothing else.
 set -euo pipefail
 build_dir=${1:-build}
 out=bench/results
 mkdir -p "$out"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 reps=${REPS:-5}
-for b in src/core/algorithms_benchmark src/store/store_benchmark; do
+for b in src/core/algorithms_benchmark src/store/store_benchmark src/limiter/limiter_benchmark; do
   name=$(basename "$b")
   echo "== $name (median of $reps)"
   "$build_dir/$b" --benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true \
     --benchmark_out="$out/$name-$stamp.json" --benchmark_out_format=json | grep -E "median|^-|Benchmark"
 done
-echo "JSON results in $out/"
+[ "${SKIP_PEERS:-0}" = 1 ] && exit 0
+echo "== in process: limiter vs rate-limiter-flexible"
+REPS=3 bench/compare_inprocess.sh "$build_dir"
+echo "== servers: HTTP vs nginx limit_req, gRPC vs Redis + Lua"
+REPS=3 DURATION=10 bench/compare_servers.sh "$build_dir"
+echo "results in $out/"
