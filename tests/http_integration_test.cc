@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -171,6 +173,36 @@ TEST_F(HttpIntegrationTest, BadInputGetsClearErrorsAndServerKeepsServing) {
   EXPECT_TRUE(garbage.status == 400 || garbage.status == 0);
   EXPECT_EQ(Do("GET", "/nope").status, 404);
   EXPECT_EQ(Do("GET", "/v1/check?domain=web&user=fine").status, 200);
+}
+
+TEST_F(HttpIntegrationTest, ThousandsOfConnectionsAreServed) {
+  // 2000 client sockets here and 2000 in the server: raise our own descriptor limit as the
+  // server raises its own.
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  files.rlim_cur = files.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &files);
+  const int kConnections = std::min<int>(2000, static_cast<int>(files.rlim_cur / 2) - 64);
+  ASSERT_GE(kConnections, 1000) << "descriptor limit too low for this test";
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < kConnections; ++i) {
+    clients.push_back(std::make_unique<HttpClient>(server_->http_port()));
+    // Send on every connection first, so all of them are open and busy at once.
+    ASSERT_TRUE(clients.back()->Send("GET /v1/check?domain=web&user=c" + std::to_string(i) +
+                                     " HTTP/1.1\r\nHost: x\r\n\r\n"))
+        << i;
+  }
+  int ok = 0;
+  for (auto& client : clients) {
+    ok += client->ReadResponse().status == 200;
+  }
+  EXPECT_EQ(ok, kConnections);
+  // A second round on the same keep-alive connections.
+  ok = 0;
+  for (auto& client : clients) {
+    ok += client->Request("GET", "/healthcheck").status == 200;
+  }
+  EXPECT_EQ(ok, kConnections);
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 // FLOODGATE_GRPC, FLOODGATE_ADMIN_TOKEN, FLOODGATE_HTTP_THREADS, FLOODGATE_MAX_MEMORY.
 // A flag on the command line wins over the environment.
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -17,8 +19,8 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "src/core/config.h"
 #include "src/limiter/limiter.h"
 #include "src/server/server.h"
@@ -150,6 +152,14 @@ int Serve(const Flags& flags) {
   if (!absl::SimpleAtoi(Get(flags, "max-memory", "FLOODGATE_MAX_MEMORY", "0"),
                         &options.max_memory_bytes)) {
     return Fail("--max-memory must be a number of bytes");
+  }
+
+  // Thousands of client connections need thousands of descriptors: raise the soft limit to
+  // the hard one (Debian's default soft limit is 1024).
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
   }
 
   // Block the stop signals in every thread; the main thread waits for them below.
