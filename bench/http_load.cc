@@ -72,16 +72,28 @@ int main(int argc, char** argv) {
   std::string domain = "bench", key = "user";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], v = argv[i + 1];
-    if (flag == "--port") port = std::stoi(v);
-    else if (flag == "--rate") rate = std::stod(v);
-    else if (flag == "--connections") connections = std::stoi(v);
-    else if (flag == "--seconds") seconds = std::stod(v);
-    else if (flag == "--users") users = std::stoull(v);
-    else if (flag == "--domain") domain = v;
-    else if (flag == "--key") key = v;
-    else if (flag == "--server-pid") server_pid = std::stoi(v);
-    else if (flag == "--max-requests") max_requests = std::stoull(v);
-    else { std::fprintf(stderr, "unknown flag %s\n", flag.c_str()); return 2; }
+    if (flag == "--port")
+      port = std::stoi(v);
+    else if (flag == "--rate")
+      rate = std::stod(v);
+    else if (flag == "--connections")
+      connections = std::stoi(v);
+    else if (flag == "--seconds")
+      seconds = std::stod(v);
+    else if (flag == "--users")
+      users = std::stoull(v);
+    else if (flag == "--domain")
+      domain = v;
+    else if (flag == "--key")
+      key = v;
+    else if (flag == "--server-pid")
+      server_pid = std::stoi(v);
+    else if (flag == "--max-requests")
+      max_requests = std::stoull(v);
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
+      return 2;
+    }
   }
   const int ep = epoll_create1(0);
   std::vector<Conn> conns(connections);
@@ -113,8 +125,8 @@ int main(int argc, char** argv) {
   uint64_t scheduled = 0, done = 0, ok = 0, limited = 0, other = 0;
   const double cpu0 = server_pid ? CpuSeconds(server_pid) : 0;
   const Clock::time_point t0 = Clock::now();
-  const auto end = t0 + std::chrono::duration_cast<Clock::duration>(
-                            std::chrono::duration<double>(seconds));
+  const auto end =
+      t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   const auto interval =
       std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
   Clock::time_point next_due = t0;
@@ -174,11 +186,12 @@ int main(int argc, char** argv) {
     return lat_us.empty() ? 0.0
                           : lat_us[std::min(lat_us.size() - 1, size_t(p * lat_us.size()))] / 1e3;
   };
-  std::printf("requests=%llu seconds=%.2f rps=%.0f status200=%llu status429=%llu other=%llu "
-              "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f",
-              (unsigned long long)done, secs, done / secs, (unsigned long long)ok,
-              (unsigned long long)limited, (unsigned long long)other, pct(0.5), pct(0.9),
-              pct(0.99), lat_us.empty() ? 0.0 : lat_us.back() / 1e3);
+  std::printf(
+      "requests=%llu seconds=%.2f rps=%.0f status200=%llu status429=%llu other=%llu "
+      "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f",
+      (unsigned long long)done, secs, done / secs, (unsigned long long)ok,
+      (unsigned long long)limited, (unsigned long long)other, pct(0.5), pct(0.9), pct(0.99),
+      lat_us.empty() ? 0.0 : lat_us.back() / 1e3);
   if (server_pid) std::printf(" server_cpu_us_per_req=%.2f", done ? (cpu1 - cpu0) * 1e6 / done : 0);
   std::printf("\n");
   return other == 0 ? 0 : 1;
