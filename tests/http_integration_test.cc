@@ -78,9 +78,19 @@ TEST_F(HttpIntegrationTest, GetCheckPassesThenRefusesWithHeaders) {
 TEST_F(HttpIntegrationTest, PostCheckEnvoyJsonAndRelease) {
   const std::string check =
       R"({"domain":"web","descriptors":[{"entries":[{"key":"job","value":"j1"}]}]})";
-  EXPECT_EQ(Do("POST", "/v1/check", check).status, 200);
+  const HttpResponse acquired = Do("POST", "/v1/check", check);
+  EXPECT_EQ(acquired.status, 200);
+  // The lease token, proto3 JSON's quoted int64: "lease":"1700000000123456789".
+  const std::string field = "\"lease\":\"";
+  const size_t at = acquired.body.find(field);
+  ASSERT_NE(at, std::string::npos) << acquired.body;
+  const size_t start = at + field.size();
+  const std::string lease = acquired.body.substr(start, acquired.body.find('"', start) - start);
+  ASSERT_FALSE(lease.empty());
   EXPECT_EQ(Do("POST", "/v1/check", check).status, 429);  // one slot, held
-  EXPECT_EQ(Do("POST", "/v1/release", check).status, 200);
+  EXPECT_EQ(Do("POST", "/v1/release", check).status, 400) << "the lease is required";
+  const std::string release = check.substr(0, check.size() - 1) + ",\"lease\":\"" + lease + "\"}";
+  EXPECT_EQ(Do("POST", "/v1/release", release).status, 200);
   EXPECT_EQ(Do("POST", "/v1/check", check).status, 200);
 
   const std::string envoy =

@@ -19,6 +19,9 @@ struct StoreOp {
   LimitSpec spec;
   uint64_t hits = 1;
   Kind kind = Kind::kCheck;
+  // kRelease only: the lease token, the `now_ns` of the Apply whose kCheck acquired the slots
+  // being released (see core::Release).
+  int64_t acquired_at_ns = 0;
   // A shadow-mode op is evaluated and consumed when it passes, but its refusal does not abort
   // the transaction.
   bool shadow = false;

@@ -79,10 +79,29 @@
 //   dvt = capacity * T. The caller waits delay = start - now (nginx limit_req with burst and
 //   without nodelay: the first request of an idle key passes at once, the next waits T, ...).
 //
-// Concurrency (state: expiry_ns = lease deadline, data = in-flight count)
-//   Acquire adds hits and extends the lease to max(lease, now + P); Release subtracts (not below
-//   0) and never extends it. When the lease passes with no acquire, the count is forgotten: a
-//   crashed holder cannot leak slots forever. The lease is per key, not per holder (16 bytes).
+// Concurrency (state: expiry_ns = end of the current epoch + P, data = prev << 32 | cur)
+//   Two lease epochs, the sliding window's shape: epochs [k*P, (k+1)*P) in Unix time, P the lease.
+//   cur = slots acquired in the current epoch and still held, prev = the same for the previous
+//   epoch; slots from older epochs are at least one lease old and presumed leaked by a crashed
+//   holder, so they are dropped. In flight = prev + cur; acquire adds to cur.
+//   A release carries a lease token, the `now` of the acquire it ends (acquired_at), and takes
+//   from the bucket of that acquire's epoch: cur if it is the current epoch (or later: clamped),
+//   prev if the previous one, nothing if older (those slots were already dropped). So a holder
+//   that releases within P of its acquire removes exactly its own slots: prev + cur is exactly
+//   the slots held, never more than the limit, and no leak can be paid for by someone else's
+//   release. An unreleased slot is dropped between P and 2P after its acquire, whatever the
+//   traffic (a per-key lease renewed by every acquire never ran out under load). A holder that
+//   keeps its slot longer than P loses it (P must exceed the longest legitimate hold).
+//   An anonymous release could not do this: taken from cur first, it lets a key hold 2x its
+//   limit after each epoch boundary (releases of prev's holders empty cur instead); from prev
+//   first, leaks never age out (releases of cur's holders empty prev instead).
+//   The current epoch's end is expiry - P; once now reaches it, cur becomes prev, and at expiry
+//   both are gone (I1). A now before the recorded epoch is read in it (I3); a slot acquired so
+//   is counted in the recorded epoch while its token names an earlier one, so its release may
+//   miss and the slot ages out instead (fail closed). Every written state has cur >= 1 and so is
+//   non-empty up to expiry: a state with cur == 0 and prev > 0 (after a release) is written as the
+//   identical state one epoch earlier, cur = that prev, prev = 0, which rolls forward to it
+//   exactly (expiry = the current epoch's end, when prev is dropped).
 
 namespace floodgate::core {
 namespace {
@@ -150,7 +169,9 @@ bool IsFresh(const KeyState& state, int64_t now_ns) {
 bool InBounds(const LimitSpec& spec) {
   return spec.period_ns > 0 && spec.period_ns <= kMaxPeriodNs &&
          spec.requests_per_period <= kMaxRequestsPerPeriod && spec.burst <= kMaxRequestsPerPeriod &&
-         (spec.algorithm != Algorithm::kSlidingWindow || spec.requests_per_period <= kLow32);
+         ((spec.algorithm != Algorithm::kSlidingWindow &&
+           spec.algorithm != Algorithm::kConcurrency) ||
+          spec.requests_per_period <= kLow32);
 }
 
 Outcome RefuseForever(const KeyState& state, uint64_t limit) {
@@ -521,31 +542,73 @@ Outcome DecideBucket(const LimitSpec& spec, const KeyState& state, int64_t now_n
 // ---------------------------------------------------------------------------------------------
 // Concurrency.
 
+// The concurrency state rolled forward to now: counts of the epoch that ends at end_ns.
+struct Slots {
+  uint64_t prev = 0;
+  uint64_t cur = 0;
+  int64_t end_ns = 0;  // end of the epoch now is in (or of the recorded one, if now is before it)
+};
+
+Slots ReadSlots(const LimitSpec& spec, const KeyState& state, int64_t now_ns) {
+  const int64_t period_ns = spec.period_ns;
+  if (IsFresh(state, now_ns)) {
+    return Slots{.end_ns = SatAdd(now_ns, period_ns - PositiveMod(now_ns, period_ns))};
+  }
+  Slots s{.prev = state.data >> 32, .cur = state.data & kLow32, .end_ns = state.expiry_ns};
+  const int64_t stored_end_ns = SatAdd(state.expiry_ns, -period_ns);
+  if (now_ns >= stored_end_ns) {
+    // Now is in the next epoch (now < expiry): cur's slots become prev, prev's are dropped.
+    s.prev = s.cur;
+    s.cur = 0;
+  } else {
+    s.end_ns = stored_end_ns;  // now is in the recorded epoch, or before it (I3)
+  }
+  return s;
+}
+
+// Returns the state holding `s`; see the invariants block for the cur == 0 case.
+KeyState WriteSlots(const LimitSpec& spec, const Slots& s) {
+  if (s.cur != 0) {
+    return KeyState{.expiry_ns = SatAdd(s.end_ns, spec.period_ns), .data = s.prev << 32 | s.cur};
+  }
+  if (s.prev != 0) {
+    return KeyState{.expiry_ns = s.end_ns, .data = s.prev};
+  }
+  return KeyState{};
+}
+
 Outcome DecideConcurrency(const LimitSpec& spec, const KeyState& state, int64_t now_ns,
                           uint64_t hits) {
-  const uint64_t limit = spec.requests_per_period;
-  uint64_t count = 0;
-  int64_t lease_ns = now_ns;
-  if (!IsFresh(state, now_ns)) {
-    count = state.data;
-    lease_ns = state.expiry_ns;
-  }
+  const uint64_t limit = spec.requests_per_period;  // < 2^32 (InBounds)
+  Slots s = ReadSlots(spec, state, now_ns);
+  const uint64_t in_flight = s.prev + s.cur;  // < 2^33: a state written under a larger limit
   Outcome out{.decision = {}, .next = state};
   Decision& d = out.decision;
   d.limit = limit;
   const uint64_t probe = hits == 0 ? 1 : hits;
-  const bool fits = count <= limit && probe <= limit - count;
+  const bool fits = in_flight <= limit && probe <= limit - in_flight;
   if (fits && hits != 0) {
-    count += hits;
-    lease_ns = std::max(lease_ns, SatAdd(now_ns, spec.period_ns));  // never shortened (I3)
-    out.next = KeyState{.expiry_ns = lease_ns, .data = count};
+    s.cur += hits;  // <= limit < 2^32
+    out.next = WriteSlots(spec, s);
   }
+  const uint64_t held = in_flight + (fits ? hits : 0);
   d.allowed = fits;
-  d.remaining = count < limit ? limit - count : 0;
-  d.reset_after_ns = count == 0 ? 0 : lease_ns - now_ns;
+  d.remaining = held < limit ? limit - held : 0;
+  const int64_t until_end_ns = s.end_ns - now_ns;  // > 0 except at INT64_MAX
+  if (s.cur != 0) {
+    d.reset_after_ns = SatAdd(until_end_ns, spec.period_ns);
+  } else if (s.prev != 0) {
+    d.reset_after_ns = until_end_ns;
+  }
   if (!fits) {
-    // Slots may be released sooner; the lease deadline is when they are free at the latest.
-    d.retry_after_ns = probe <= limit ? lease_ns - now_ns : Decision::kNever;
+    // Releases may free slots sooner; these are when unreleased slots age out at the latest.
+    if (probe > limit) {
+      d.retry_after_ns = Decision::kNever;
+    } else if (s.cur <= limit - probe) {
+      d.retry_after_ns = until_end_ns;  // prev > 0 here, and dropping it makes room
+    } else {
+      d.retry_after_ns = SatAdd(until_end_ns, spec.period_ns);  // cur's slots age out too
+    }
   }
   return out;
 }
@@ -598,14 +661,21 @@ Outcome Decide(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uin
   return RefuseForever(state, 0);
 }
 
-KeyState Release(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t count) {
-  if (spec.algorithm != Algorithm::kConcurrency) {
-    return state;
+KeyState Release(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t count,
+                 int64_t acquired_at_ns) {
+  if (spec.algorithm != Algorithm::kConcurrency || !InBounds(spec)) {
+    return state;  // Decide admits nothing under a spec out of bounds, so nothing is held
   }
-  if (IsFresh(state, now_ns) || state.data <= count) {
-    return KeyState{};  // nothing in flight: fresh, and reclaimable at once
+  Slots s = ReadSlots(spec, state, now_ns);
+  const int64_t cur_start_ns = SatAdd(s.end_ns, -spec.period_ns);
+  if (acquired_at_ns >= cur_start_ns) {
+    s.cur -= std::min(s.cur, count);  // this epoch's slot (a token from later is clamped here)
+  } else if (acquired_at_ns >= SatAdd(cur_start_ns, -spec.period_ns)) {
+    s.prev -= std::min(s.prev, count);  // acquired in the previous epoch
+  } else {
+    return state;  // older: its slots were already dropped as expired
   }
-  return KeyState{.expiry_ns = state.expiry_ns, .data = state.data - count};
+  return WriteSlots(spec, s);
 }
 
 }  // namespace floodgate::core

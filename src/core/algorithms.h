@@ -42,13 +42,20 @@ struct Outcome {
 // `spec` must have passed ValidateLimitSpec; hits may be any value (saturating arithmetic).
 // For hits == 0 the decision's `allowed` says whether one more hit would pass; retry_after_ns and
 // delay_ns likewise describe that one hit, while remaining and reset_after_ns describe the state
-// as it is. Concurrency: retry_after_ns of a refusal is the lease deadline, an upper bound (a
-// release may free slots sooner).
+// as it is. Concurrency: in flight is the slots acquired in the current and previous lease
+// epochs and not released; retry_after_ns of a refusal is when enough of them age out, an upper
+// bound (a release may free slots sooner).
 Outcome Decide(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t hits);
 
-// Concurrency only: returns the state after releasing `count` slots (never below zero). Never
-// extends the lease; returns KeyState{} once nothing is held (or the lease has passed).
-// For other algorithms returns `state` unchanged.
-KeyState Release(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t count);
+// Concurrency only: returns the state after releasing `count` slots acquired at
+// `acquired_at_ns` (the lease token: the `now_ns` of the Decide that admitted them). Takes them
+// from the lease epoch of acquired_at_ns (epochs of spec.period_ns aligned to the Unix epoch):
+// the current one (or later: clamped to it), the previous one, or, if older, nothing, since
+// slots are dropped once their epoch is two epochs old (between period_ns and 2 * period_ns after
+// the acquire, whatever the traffic). Never below zero; never extends a lease; returns KeyState{}
+// once nothing is held. A holder must release within period_ns of its acquire: choose the period
+// above the longest legitimate hold. For other algorithms returns `state` unchanged.
+KeyState Release(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t count,
+                 int64_t acquired_at_ns);
 
 }  // namespace floodgate::core

@@ -18,6 +18,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "floodgate/decision.h"
@@ -126,7 +127,11 @@ void Run(const Config& config, const Pattern& pattern, int windows) {
 }
 
 // Concurrency: requests arrive at 2x what the slots can serve and hold a slot for `hold`; a
-// fraction of holders crash and never release, so their slots come back only with the lease.
+// fraction of holders crash and never release, so their slots come back only when they are one to
+// two leases old (lease epochs). The others release with their lease token (the time of their
+// acquire). "max in flight" is the most live holders at once (must never exceed the limit),
+// "counted" the most the key counted, "leaked" the most slots the key counted that no live holder
+// held.
 void RunConcurrency(int windows, uint64_t seed) {
   const int64_t hold = 100'000'000;  // 100 ms
   const int64_t lease = 2 * kSec;
@@ -136,17 +141,20 @@ void RunConcurrency(int windows, uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::bernoulli_distribution crashes(crash_fraction);
     KeyState state;
-    std::vector<int64_t> releases;  // a min-heap of release times
+    // A min-heap of (release time, lease token).
+    std::vector<std::pair<int64_t, int64_t>> releases;
     uint64_t in_flight = 0;
     uint64_t max_in_flight = 0;
+    uint64_t max_counted = 0;
+    uint64_t max_leaked = 0;
     uint64_t admitted = 0;
     uint64_t offered = 0;
     const int64_t gap = hold / (2 * kLimit);
     for (int64_t t = kT0; t < kT0 + windows * kPeriod; t += gap) {
-      while (!releases.empty() && releases.front() <= t) {
+      while (!releases.empty() && releases.front().first <= t) {
         std::pop_heap(releases.begin(), releases.end(), std::greater<>());
+        state = Release(spec, state, t, 1, releases.back().second);
         releases.pop_back();
-        state = Release(spec, state, t, 1);
         --in_flight;
       }
       ++offered;
@@ -156,20 +164,25 @@ void RunConcurrency(int windows, uint64_t seed) {
         ++admitted;
         if (!crashes(rng)) {
           ++in_flight;
-          releases.push_back(t + hold);
+          releases.emplace_back(t + hold, t);
           std::push_heap(releases.begin(), releases.end(), std::greater<>());
         }
       }
       max_in_flight = std::max(max_in_flight, in_flight);
+      const uint64_t counted = kLimit - out.decision.remaining;  // by the key, after this call
+      max_counted = std::max(max_counted, counted);
+      max_leaked = std::max(max_leaked, counted > in_flight ? counted - in_flight : 0);
     }
     const double throughput = static_cast<double>(admitted) / windows;
     const double ideal = static_cast<double>(kLimit) * kSec / hold;
     std::printf(
-        "  %-24s %4.1f%% of holders crash: max in flight %llu / %llu, throughput %.0f/s "
-        "of %.0f/s (%+.1f%%)\n",
+        "  %-24s %4.1f%% of holders crash: max in flight %llu / %llu (counted %llu), leaked at "
+        "most %llu, throughput %.0f/s of %.0f/s (%+.1f%%)%s\n",
         "concurrency (lease 2 s)", 100 * crash_fraction,
         static_cast<unsigned long long>(max_in_flight), static_cast<unsigned long long>(kLimit),
-        throughput, ideal, 100.0 * (throughput / ideal - 1.0));
+        static_cast<unsigned long long>(max_counted), static_cast<unsigned long long>(max_leaked),
+        throughput, ideal, 100.0 * (throughput / ideal - 1.0),
+        max_in_flight > kLimit ? "  OVER THE LIMIT" : "");
   }
 }
 

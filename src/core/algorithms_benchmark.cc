@@ -38,7 +38,7 @@ void BM_Decide(benchmark::State& state) {
     key = out.next;
     allowed += out.decision.allowed;
     if (spec.algorithm == Algorithm::kConcurrency && out.decision.allowed) {
-      key = Release(spec, key, now, 1);
+      key = Release(spec, key, now, 1, /*acquired_at_ns=*/now);
     }
     now += 1'000'000 - 7;  // slightly over the rate
   }

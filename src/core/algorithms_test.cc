@@ -72,7 +72,10 @@ class Key {
     state_ = out.next;
     return out.decision;
   }
-  void Free(int64_t now_ns, uint64_t count = 1) { state_ = Release(spec_, state_, now_ns, count); }
+  // Releases `count` slots acquired at `acquired_at_ns` (the lease token).
+  void Free(int64_t now_ns, int64_t acquired_at_ns, uint64_t count = 1) {
+    state_ = Release(spec_, state_, now_ns, count, acquired_at_ns);
+  }
   const KeyState& state() const { return state_; }
   void set_state(KeyState s) { state_ = s; }
 
@@ -110,7 +113,9 @@ TEST(LimitTest, ParseRejectsUnknownNames) {
 TEST(LimitTest, ValidateAcceptsTheBounds) {
   for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kTokenBucket, Algorithm::kLeakyBucket,
                       Algorithm::kConcurrency}) {
-    EXPECT_TRUE(ValidateLimitSpec(Spec(a, kMaxRequestsPerPeriod, kMaxPeriodNs)).ok());
+    const uint64_t most =
+        a == Algorithm::kConcurrency ? (uint64_t{1} << 32) - 1 : kMaxRequestsPerPeriod;
+    EXPECT_TRUE(ValidateLimitSpec(Spec(a, most, kMaxPeriodNs)).ok());
     EXPECT_TRUE(ValidateLimitSpec(Spec(a, 0, 1)).ok()) << "a limit of 0 is valid";
   }
   // Burst is ignored by the windows and concurrency, so any value up to the bound passes.
@@ -142,6 +147,7 @@ TEST(LimitTest, ValidateRejectsWithClearMessages) {
       {Spec(Algorithm::kFixedWindow, kMaxRequestsPerPeriod + 1, kSec), "requests_per_period"},
       {Spec(Algorithm::kTokenBucket, 10, kSec, kMaxRequestsPerPeriod + 1), "burst"},
       {Spec(Algorithm::kSlidingWindow, uint64_t{1} << 32, kSec), "32-bit"},
+      {Spec(Algorithm::kConcurrency, uint64_t{1} << 32, kSec), "32-bit"},
       {Spec(Algorithm::kTokenBucket, 1, kMaxPeriodNs, 2), "refill"},
       {Spec(Algorithm::kLeakyBucket, 1, kSec * 86400 * 365, 1000), "refill"},
       {Spec(static_cast<Algorithm>(9), 10, kSec), "unknown algorithm"},
@@ -232,8 +238,9 @@ TEST(AllAlgorithmsTest, SpecsOutsideTheBoundsFailClosed) {
 
 TEST(AllAlgorithmsTest, HugeLimitsAndPeriodsDoNotOverflow) {
   for (Algorithm a : kRateAlgorithms) {
-    const uint64_t limit =
-        a == Algorithm::kSlidingWindow ? (uint64_t{1} << 32) - 1 : kMaxRequestsPerPeriod;
+    const uint64_t limit = a == Algorithm::kSlidingWindow || a == Algorithm::kConcurrency
+                               ? (uint64_t{1} << 32) - 1
+                               : kMaxRequestsPerPeriod;
     const LimitSpec spec = Spec(a, limit, kMaxPeriodNs);
     ASSERT_TRUE(ValidateLimitSpec(spec).ok()) << AlgorithmName(a);
     Key key(spec);
@@ -785,55 +792,226 @@ TEST(LeakyBucketTest, SteadyOverRateIsSmoothedToTheRate) {
 // =============================================================================================
 // Concurrency.
 
-TEST(ConcurrencyTest, AcquireReleaseAndLease) {
+// Epochs of one lease L aligned to Unix time (kT0 is a multiple of 10 s and 30 s): data is
+// prev << 32 | cur, expiry_ns the current epoch's end + L. A release names the acquire it ends by
+// its lease token, the acquire's now.
+TEST(ConcurrencyTest, AcquireReleaseAndEpochs) {
   const int64_t lease = 30 * kSec;
   const LimitSpec spec = Spec(Algorithm::kConcurrency, 3, lease);
   Key key(spec);
   Decision d = key.Hit(kT0, 2);
   EXPECT_TRUE(d.allowed);
   EXPECT_EQ(d.remaining, 1u);
-  EXPECT_EQ(d.reset_after_ns, lease);
-  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + lease, .data = 2}));
+  EXPECT_EQ(d.reset_after_ns, 2 * lease);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 2 * lease, .data = 2}));
   d = key.Hit(kT0 + kSec, 2);
   EXPECT_FALSE(d.allowed);
-  EXPECT_EQ(d.retry_after_ns, lease - kSec);  // at the latest, when the lease runs out
+  EXPECT_EQ(d.retry_after_ns, 2 * lease - kSec) << "when this epoch's slots age out";
   EXPECT_TRUE(key.Hit(kT0 + kSec, 1).allowed);
-  EXPECT_EQ(key.state().expiry_ns, kT0 + kSec + lease) << "acquire renews the lease";
-  key.Free(kT0 + 2 * kSec);
-  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + kSec + lease, .data = 2}))
-      << "release does not renew the lease";
-  EXPECT_TRUE(key.Hit(kT0 + 2 * kSec).allowed);
-  key.Free(kT0 + 3 * kSec, 10);
-  EXPECT_EQ(key.state(), KeyState{}) << "never below zero; empty is fresh";
-  key.Free(kT0 + 3 * kSec, 1);
+  key.Free(kT0 + 2 * kSec, /*acquired_at_ns=*/kT0 + kSec);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 2 * lease, .data = 2}));
+  // Next epoch: the 2 held slots become prev and still count.
+  d = key.Hit(kT0 + lease + kSec);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 0u);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 3 * lease, .data = uint64_t{2} << 32 | 1}));
+  d = key.Hit(kT0 + lease + 2 * kSec);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after_ns, lease - 2 * kSec) << "dropping prev makes room";
+  EXPECT_EQ(d.reset_after_ns, 2 * lease - 2 * kSec);
+  key.Free(kT0 + 2 * lease - 1, kT0, 10);  // prev's holders, never below zero
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 3 * lease, .data = 1}))
+      << "prev emptied, cur untouched";
+  key.Free(kT0 + 2 * lease - 1, kT0 + lease + kSec, 10);
+  EXPECT_EQ(key.state(), KeyState{}) << "empty is fresh";
+  key.Free(kT0 + 2 * lease, kT0 + 2 * lease, 1);
   EXPECT_EQ(key.state(), KeyState{});
 }
 
-TEST(ConcurrencyTest, LeakedSlotsComeBackWhenTheLeaseEnds) {
+TEST(ConcurrencyTest, ReleaseTakesFromTheTokensEpoch) {
+  const int64_t lease = 10 * kSec;
+  Key key(Spec(Algorithm::kConcurrency, 10, lease));
+  const int64_t first = kT0 + kSec;           // epoch 0
+  const int64_t second = kT0 + lease + kSec;  // epoch 1
+  ASSERT_TRUE(key.Hit(first, 3).allowed);
+  ASSERT_TRUE(key.Hit(second, 2).allowed);  // prev = 3, cur = 2
+  key.Free(kT0 + lease + 2 * kSec, second, 1);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 3 * lease, .data = uint64_t{3} << 32 | 1}));
+  // Emptying cur leaves prev, dropped at this epoch's end: stored as the same state one epoch
+  // earlier (cur = 3, prev = 0), so that expiry_ns is exact.
+  key.Free(kT0 + lease + 2 * kSec, second, 5);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 2 * lease, .data = 3}));
+  key.Free(kT0 + lease + 2 * kSec, second, 1);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 2 * lease, .data = 3}))
+      << "an empty cur is not paid for by prev's holders";
+  Decision d = key.Hit(kT0 + lease + 3 * kSec, 0);
+  EXPECT_EQ(d.remaining, 7u);
+  EXPECT_EQ(d.reset_after_ns, lease - 3 * kSec);
+  key.Free(kT0 + lease + 3 * kSec, first, 1);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 2 * lease, .data = 2}));
+  EXPECT_EQ(key.Hit(kT0 + 2 * lease - 1, 0).remaining, 8u);
+  EXPECT_EQ(key.Hit(kT0 + 2 * lease, 0).remaining, 10u);
+
+  // A token later than the current epoch (the releaser's clock ahead) is clamped to it.
+  key.set_state(KeyState{});
+  ASSERT_TRUE(key.Hit(kT0 + kSec, 2).allowed);
+  key.Free(kT0 + 2 * kSec, kT0 + 5 * lease, 1);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 2 * lease, .data = 1}));
+  // Token in the previous epoch, whose bucket is empty: the current epoch is untouched.
+  key.Free(kT0 + 2 * kSec, kT0 - kSec, 1);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 2 * lease, .data = 1}));
+}
+
+TEST(ConcurrencyTest, ReleaseWithATokenOlderThanThePreviousEpochChangesNothing) {
+  const int64_t lease = 10 * kSec;
+  Key key(Spec(Algorithm::kConcurrency, 5, lease));
+  ASSERT_TRUE(key.Hit(kT0 + kSec, 1).allowed);              // epoch 0, never released: dropped
+  ASSERT_TRUE(key.Hit(kT0 + lease + kSec, 2).allowed);      // epoch 1
+  ASSERT_TRUE(key.Hit(kT0 + 2 * lease + kSec, 1).allowed);  // epoch 2: prev = 2, cur = 1
+  const KeyState before = key.state();
+  EXPECT_EQ(before, (KeyState{.expiry_ns = kT0 + 4 * lease, .data = uint64_t{2} << 32 | 1}));
+  for (int64_t token : {kT0 + kSec, kT0 + lease - 1, kT0, kT0 - 100 * lease}) {
+    key.Free(kT0 + 2 * lease + 2 * kSec, token, 3);
+    EXPECT_EQ(key.state(), before) << token - kT0;
+  }
+  // The boundary: lease epoch 1 starts at T0 + L.
+  key.Free(kT0 + 2 * lease + 2 * kSec, kT0 + lease, 1);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 4 * lease, .data = uint64_t{1} << 32 | 1}));
+}
+
+TEST(ConcurrencyTest, LeakedSlotsComeBackAfterAtMostTwoLeases) {
   const int64_t lease = 10 * kSec;
   Key key(Spec(Algorithm::kConcurrency, 2, lease));
   ASSERT_TRUE(key.Hit(kT0, 2).allowed);  // the holders crash and never release
-  EXPECT_FALSE(key.Hit(kT0 + lease - 1).allowed);
-  const Decision d = key.Hit(kT0 + lease);
+  EXPECT_FALSE(key.Hit(kT0 + lease).allowed) << "one lease old: still held";
+  const Decision refused = key.Hit(kT0 + 2 * lease - 1);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.retry_after_ns, 1);
+  const Decision d = key.Hit(kT0 + 2 * lease);
   EXPECT_TRUE(d.allowed);
   EXPECT_EQ(d.remaining, 1u);
-  // A release arriving after the lease finds nothing to release.
-  key.Free(kT0 + 3 * lease, 1);
-  EXPECT_EQ(key.state(), KeyState{});
+  // A release arriving this late names the dropped slots: the new holder keeps its slot.
+  const KeyState held = key.state();
+  key.Free(kT0 + 2 * lease + 1, kT0, 1);
+  EXPECT_EQ(key.state(), held);
 }
 
-TEST(ConcurrencyTest, ClockBackNeverShortensTheLease) {
-  Key key(Spec(Algorithm::kConcurrency, 5, 10 * kSec));
-  ASSERT_TRUE(key.Hit(kT0 + 5 * kSec).allowed);
-  ASSERT_TRUE(key.Hit(kT0).allowed);
-  EXPECT_EQ(key.state().expiry_ns, kT0 + 15 * kSec);
+// The failure of a per-key lease renewed by every acquire: under steady traffic a leaked slot
+// never came back. With lease epochs it does within 2 leases, whatever the traffic.
+TEST(ConcurrencyTest, LeakedSlotComesBackUnderSteadyTraffic) {
+  const int64_t lease = kSec;
+  const uint64_t limit = 3;
+  Key key(Spec(Algorithm::kConcurrency, limit, lease));
+  for (int64_t leak_at : {kT0, kT0 + lease / 2, kT0 + lease - 1}) {
+    key.set_state(KeyState{});
+    ASSERT_TRUE(key.Hit(leak_at).allowed);  // never released
+    bool freed = false;
+    // Other holders acquire every 5 ms and release 2 ms later.
+    for (int64_t t = leak_at + kMs; t < leak_at + 4 * lease; t += 5 * kMs) {
+      ASSERT_TRUE(key.Hit(t).allowed) << t - leak_at;
+      const int64_t age = t + 2 * kMs - leak_at;  // of the leaked slot, when we look
+      key.Free(t + 2 * kMs, t);
+      const uint64_t remaining = key.Hit(t + 2 * kMs, 0).remaining;
+      if (age < lease) {
+        ASSERT_EQ(remaining, limit - 1) << "younger than one lease: still held";
+      } else if (age >= 2 * lease) {
+        ASSERT_EQ(remaining, limit) << "two leases old: dropped";
+      }
+      if (freed) {
+        ASSERT_EQ(remaining, limit) << "once dropped, it stays free";
+      }
+      freed = remaining == limit;
+    }
+    EXPECT_TRUE(freed);
+  }
+}
+
+// What an anonymous release got wrong: holders that acquire, hold for a random time below one
+// lease and release with their token, over many epochs and with no crash. The key counts exactly
+// the live holders, so no more than the limit are ever in flight, and nothing leaks either.
+TEST(ConcurrencyTest, SteadyTrafficWithoutCrashesNeverExceedsTheLimit) {
+  std::mt19937_64 rng(2024);
+  for (const int64_t lease : {int64_t{1000}, 10 * kMs, kSec}) {
+    for (const uint64_t limit : {uint64_t{1}, uint64_t{4}, uint64_t{50}}) {
+      Key key(Spec(Algorithm::kConcurrency, limit, lease));
+      std::multimap<int64_t, int64_t> holders;  // release time -> lease token
+      const int64_t mean_gap = std::max<int64_t>(1, lease / static_cast<int64_t>(4 * limit));
+      int64_t now = kT0 + static_cast<int64_t>(rng() % static_cast<uint64_t>(lease));
+      uint64_t admitted = 0;
+      for (int step = 0; step < 20000; ++step) {
+        // Releases due by now, in time order, each with the time of its acquire.
+        while (!holders.empty() && holders.begin()->first <= now) {
+          key.Free(holders.begin()->first, holders.begin()->second);
+          holders.erase(holders.begin());
+        }
+        const uint64_t hits = 1 + rng() % 2;
+        const Decision d = key.Hit(now, hits);
+        if (d.allowed) {
+          admitted += hits;
+          const int64_t hold = 1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(lease - 1));
+          for (uint64_t i = 0; i < hits; ++i) {
+            holders.emplace(now + hold, now);
+          }
+        }
+        ASSERT_LE(holders.size(), limit) << "lease=" << lease << " step=" << step;
+        ASSERT_EQ(limit - key.Hit(now, 0).remaining, holders.size())
+            << "the key counts exactly the live holders; lease=" << lease << " step=" << step;
+        now += static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * mean_gap + 1));
+      }
+      EXPECT_GT(now - kT0, 50 * lease) << "over many epochs";
+      EXPECT_GT(admitted, 1000u);
+    }
+  }
+}
+
+TEST(ConcurrencyTest, LimitZeroAndHitsAboveTheLimit) {
+  const LimitSpec zero = Spec(Algorithm::kConcurrency, 0, kSec);
+  Outcome out = Decide(zero, KeyState{}, kT0, 1);
+  EXPECT_FALSE(out.decision.allowed);
+  EXPECT_EQ(out.decision.retry_after_ns, kNever);
+  EXPECT_EQ(out.next, KeyState{});
+  EXPECT_EQ(Release(zero, KeyState{}, kT0, 1, kT0), KeyState{});
+  Key key(Spec(Algorithm::kConcurrency, 4, kSec));
+  ASSERT_TRUE(key.Hit(kT0, 1).allowed);
+  ASSERT_TRUE(key.Hit(kT0 + kSec, 1).allowed);  // prev = 1, cur = 1
+  const KeyState before = key.state();
+  const Decision d = key.Hit(kT0 + kSec, 5);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after_ns, kNever);
+  EXPECT_EQ(d.remaining, 2u);
+  EXPECT_EQ(key.state(), before);
+}
+
+TEST(ConcurrencyTest, ClockBackIsReadInTheRecordedEpoch) {
+  const int64_t lease = 10 * kSec;
+  Key key(Spec(Algorithm::kConcurrency, 3, lease));
+  ASSERT_TRUE(key.Hit(kT0 + 15 * kSec).allowed);
+  ASSERT_TRUE(key.Hit(kT0 + 2 * kSec).allowed) << "counted in the epoch ending at T0 + 20 s";
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 30 * kSec, .data = 2}));
+  ASSERT_TRUE(key.Hit(kT0 + 25 * kSec).allowed);  // prev = 2, cur = 1
+  const KeyState before = key.state();
+  const Decision d = key.Hit(kT0 + 5 * kSec);
+  EXPECT_FALSE(d.allowed) << "an earlier clock does not bring prev back to life as free";
+  EXPECT_EQ(d.retry_after_ns, 25 * kSec);
+  EXPECT_EQ(key.state(), before);
+  // The slot acquired at T0 + 2 s was counted in the epoch [T0 + 10 s, T0 + 20 s), but its token
+  // names [T0, T0 + 10 s), older than prev: its release misses and the slot ages out instead
+  // (fail closed, never over the limit).
+  key.Free(kT0 + 26 * kSec, kT0 + 2 * kSec, 1);
+  EXPECT_EQ(key.state(), before);
+  key.Free(kT0 - 100 * kSec, kT0 + 25 * kSec, 1);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 30 * kSec, .data = 2}))
+      << "a release with an earlier clock is read in the recorded epoch";
+  key.Free(kT0 - 100 * kSec, kT0 + 15 * kSec, 1);
+  EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 30 * kSec, .data = 1}));
+  EXPECT_EQ(key.Hit(kT0 + 30 * kSec, 0).remaining, 3u);
 }
 
 TEST(ConcurrencyTest, ReleaseIgnoresOtherAlgorithms) {
   for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kSlidingWindow, Algorithm::kTokenBucket,
                       Algorithm::kLeakyBucket}) {
     const KeyState s{.expiry_ns = kT0 + kSec, .data = 3};
-    EXPECT_EQ(Release(Spec(a, 5, kSec), s, kT0, 2), s);
+    EXPECT_EQ(Release(Spec(a, 5, kSec), s, kT0, 2, kT0), s);
   }
 }
 
@@ -846,7 +1024,7 @@ class Reference {
  public:
   virtual ~Reference() = default;
   virtual Decision Decide(int64_t now, uint64_t hits) = 0;
-  virtual void Release(int64_t now, uint64_t count) {}
+  virtual void Release(int64_t now, uint64_t count, int64_t acquired_at) {}
 };
 
 // Returns the smallest t in [lo, hi] with pred(t), given pred is monotone and pred(hi).
@@ -997,40 +1175,48 @@ class BucketReference : public Reference {
   Int128 tat_s_ = 0;
 };
 
+// Counts slots per lease epoch and never forgets an epoch; only the current and the previous
+// epoch's slots are in flight.
 class ConcurrencyReference : public Reference {
  public:
   explicit ConcurrencyReference(LimitSpec spec) : spec_(spec) {}
   Decision Decide(int64_t now, uint64_t hits) override {
-    Expire(now);
+    const int64_t p = spec_.period_ns;
+    const int64_t w = FloorDiv(now, p);
+    const int64_t end = (w + 1) * p;
     const uint64_t limit = spec_.requests_per_period;
     const uint64_t probe = std::max<uint64_t>(hits, 1);
+    const uint64_t cur = Count(w);
+    const uint64_t in_flight = Count(w - 1) + cur;
     Decision d;
     d.limit = limit;
-    d.allowed = held_ + probe <= limit;
-    if (d.allowed && hits > 0) {
-      held_ += hits;
-      lease_end_ = std::max(lease_end_, now + spec_.period_ns);
-    } else if (!d.allowed) {
-      d.retry_after_ns = probe <= limit ? lease_end_ - now : kNever;
+    d.allowed = in_flight + probe <= limit;
+    if (d.allowed) {
+      held_[w] += hits;
+    } else if (probe > limit) {
+      d.retry_after_ns = kNever;
+    } else {
+      d.retry_after_ns = cur + probe <= limit ? end - now : end + p - now;
     }
-    d.remaining = limit - held_;
-    d.reset_after_ns = held_ > 0 ? lease_end_ - now : 0;
+    d.remaining = limit - std::min(limit, Count(w - 1) + Count(w));
+    d.reset_after_ns = Count(w) > 0 ? end + p - now : Count(w - 1) > 0 ? end - now : 0;
     return d;
   }
-  void Release(int64_t now, uint64_t count) override {
-    Expire(now);
-    held_ -= std::min(held_, count);
+  void Release(int64_t now, uint64_t count, int64_t acquired_at) override {
+    const int64_t w = FloorDiv(now, spec_.period_ns);
+    const int64_t epoch = std::min(w, FloorDiv(acquired_at, spec_.period_ns));
+    if (epoch >= w - 1) {
+      held_[epoch] -= std::min(Count(epoch), count);
+    }
   }
 
  private:
-  void Expire(int64_t now) {
-    if (now >= lease_end_) {
-      held_ = 0;
-    }
+  uint64_t Count(int64_t w) {
+    auto it = held_.find(w);
+    return it == held_.end() ? 0 : it->second;
   }
   LimitSpec spec_;
-  uint64_t held_ = 0;
-  int64_t lease_end_ = 0;
+  std::map<int64_t, uint64_t> held_;
 };
 
 std::unique_ptr<Reference> NewReference(const LimitSpec& spec) {
@@ -1106,8 +1292,12 @@ TEST(AlgorithmPropertyTest, MatchesReferenceWhileStateIsDroppedAtExpiry) {
         }
         if (a == Algorithm::kConcurrency && rng() % 4 == 0) {
           const uint64_t n = rng() % 3;
-          state = Release(spec, state, now, n);
-          ref->Release(now, n);
+          // A token from this epoch, an earlier one (maybe long gone) or a later one.
+          const auto p = static_cast<uint64_t>(spec.period_ns);
+          const int64_t token = rng() % 4 == 0 ? now + static_cast<int64_t>(rng() % (p + 1))
+                                               : now - static_cast<int64_t>(rng() % (3 * p + 1));
+          state = Release(spec, state, now, n, token);
+          ref->Release(now, n, token);
         } else {
           const uint64_t hits = rng() % 4 == 0 ? 0 : rng() % (spec.Capacity() + 2);
           const Outcome out = Decide(spec, state, now, hits);

@@ -12,7 +12,7 @@
 namespace floodgate {
 namespace {
 
-// The sliding window packs its previous and current counts as two 32-bit halves of one word.
+// The sliding window and concurrency pack their two counts as two 32-bit halves of one word.
 constexpr uint64_t kSlidingWindowMaxRequests = (uint64_t{1} << 32) - 1;
 
 }  // namespace
@@ -95,6 +95,14 @@ absl::Status ValidateLimitSpec(const LimitSpec& spec) {
         name, ": requests_per_period of ", spec.requests_per_period,
         " is too large; the sliding window stores two 32-bit counters, so it must be at most ",
         kSlidingWindowMaxRequests, " (use fixed_window or token_bucket for larger limits)"));
+  }
+  if (spec.algorithm == Algorithm::kConcurrency &&
+      spec.requests_per_period > kSlidingWindowMaxRequests) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": requests_per_period of ", spec.requests_per_period,
+        " is too large; concurrency stores two 32-bit slot counts (one per lease epoch), so it "
+        "must be at most ",
+        kSlidingWindowMaxRequests));
   }
   if ((spec.algorithm == Algorithm::kTokenBucket || spec.algorithm == Algorithm::kLeakyBucket) &&
       spec.requests_per_period != 0) {

@@ -362,13 +362,15 @@ absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& respons
   // Aliases the thread's own owner of the snapshot (see CurrentSnapshot).
   response.config = std::shared_ptr<const core::Config>(local.snapshot, snap.config.get());
   checks_.fetch_add(1, std::memory_order_relaxed);
+  // One reading for the store and the response: it is the lease token of the slots acquired.
+  response.decided_at_ns = options_.clock->NowNs();
   if (batch.ops.empty()) {
     return absl::OkStatus();
   }
 
   const absl::Span<const StoreOp> ops = batch.ops;
   absl::InlinedVector<Decision, kInlineOps> decisions(ops.size());
-  const bool committed = store_->Apply(ops, options_.clock->NowNs(), absl::MakeSpan(decisions));
+  const bool committed = store_->Apply(ops, response.decided_at_ns, absl::MakeSpan(decisions));
 
   for (size_t k = 0; k < ops.size(); ++k) {
     const Planned& p = batch.planned[k];
@@ -423,7 +425,7 @@ absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& respons
   return absl::OkStatus();
 }
 
-absl::Status Limiter::Release(const CheckRequest& request) {
+absl::Status Limiter::Release(const CheckRequest& request, int64_t acquired_at_ns) {
   ThreadState& local = Local();
   const Snapshot& snap = CurrentSnapshot(local);
   CheckResponse response;
@@ -433,6 +435,7 @@ absl::Status Limiter::Release(const CheckRequest& request) {
   for (StoreOp& op : batch.ops) {
     if (op.spec.algorithm == Algorithm::kConcurrency) {
       op.kind = StoreOp::Kind::kRelease;
+      op.acquired_at_ns = acquired_at_ns;
       releases.push_back(op);
     }
   }

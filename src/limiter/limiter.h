@@ -84,6 +84,9 @@ struct CheckResponse {
   Code overall = Code::kOk;
   // One per request descriptor, in order (inline storage for one: no allocation).
   absl::InlinedVector<DescriptorStatus, 1> descriptors;
+  // The clock reading the store decided at: the lease token to pass to Release for the
+  // concurrency slots this check acquired (set on every successful Check, with or without limits).
+  int64_t decided_at_ns = 0;
   // Keep the rules that LimitResult points to alive.
   std::shared_ptr<const core::Config> config;
   std::vector<std::unique_ptr<core::RateLimitRule>> override_rules;
@@ -114,8 +117,11 @@ class Limiter {
   absl::StatusOr<CheckResponse> Check(const CheckRequest& request);
 
   // Releases concurrency slots held by an earlier allowed Check of the same request
-  // (other algorithms are untouched).
-  absl::Status Release(const CheckRequest& request);
+  // (other algorithms are untouched). `acquired_at_ns` is that Check's
+  // CheckResponse::decided_at_ns, the lease token: slots are released from the lease epoch they
+  // were acquired in, and a token more than two lease periods old releases nothing (those slots
+  // have already been dropped as leaked; see core::Release).
+  absl::Status Release(const CheckRequest& request, int64_t acquired_at_ns);
 
   // Swaps in a new config; unchanged rules keep their counters and store state.
   void SetConfig(std::shared_ptr<const core::Config> config);

@@ -230,11 +230,18 @@ TEST_F(LimiterTest, NestedDescriptorsUseTheLastEntry) {
 
 TEST_F(LimiterTest, ConcurrencySlotsAreReleased) {
   CheckRequest request = Req({{{"conc", "job"}}});
-  EXPECT_EQ(Check(request).overall, Code::kOk);
+  const CheckResponse first = Check(request);
+  EXPECT_EQ(first.overall, Code::kOk);
+  EXPECT_EQ(first.decided_at_ns, clock_.NowNs()) << "the lease token is the store's now";
+  clock_.Advance(kSecond);
   EXPECT_EQ(Check(request).overall, Code::kOk);
   EXPECT_EQ(Check(request).overall, Code::kOverLimit);
-  ASSERT_TRUE(limiter_->Release(request).ok());
+  ASSERT_TRUE(limiter_->Release(request, first.decided_at_ns).ok());
   EXPECT_EQ(Check(request).overall, Code::kOk);
+  EXPECT_EQ(Check(request).overall, Code::kOverLimit);
+  // A token older than the previous lease epoch releases nothing: those slots were dropped.
+  ASSERT_TRUE(limiter_->Release(request, first.decided_at_ns - 3 * kMinute).ok());
+  EXPECT_EQ(Check(request).overall, Code::kOverLimit);
 }
 
 TEST_F(LimiterTest, ReloadKeepsCountersOfUnchangedLimits) {

@@ -373,6 +373,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void HandleEnvoyJson(int& status);
   void HandleCheck(int& status, std::vector<Header>& headers);
   void HandleRelease(int& status);
+  // Releases check_'s concurrency slots with native_request_'s lease token (400 without one)
+  // and sets the response.
+  void ReleaseSlots(int& status);
   void HandleConfigGet();
   void HandleConfigChange(std::string_view raw_domain, int& status);
   // Sets the response for a Check result: status 200 or 429, RateLimit headers, native JSON.
@@ -598,12 +601,7 @@ void HttpSession::HandleCheck(int& status, std::vector<Header>& headers) {
     return;
   }
   if (release) {
-    absl::Status released = server_->limiter()->Release(check_);
-    if (!released.ok()) {
-      status = Error(http_internal::HttpStatusFor(released), released.message());
-      return;
-    }
-    json_ = "{}";
+    ReleaseSlots(status);
     return;
   }
   absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(check_);
@@ -672,7 +670,20 @@ void HttpSession::HandleRelease(int& status) {
     status = Error(400, valid.message());
     return;
   }
-  absl::Status released = server_->limiter()->Release(check_);
+  ReleaseSlots(status);
+}
+
+void HttpSession::ReleaseSlots(int& status) {
+  // Without the token the store cannot tell which lease epoch the slots belong to, and an
+  // anonymous release would either over-admit or never age leaks out (docs/algorithms.md).
+  const int64_t lease = native_request_.lease();
+  if (lease == 0) {
+    status = Error(400,
+                   "a release needs \"lease\": the \"lease\" value of the /v1/check response "
+                   "that acquired the slots");
+    return;
+  }
+  absl::Status released = server_->limiter()->Release(check_, lease);
   if (!released.ok()) {
     status = Error(http_internal::HttpStatusFor(released), released.message());
     return;

@@ -245,6 +245,7 @@ floodgate::v1::CheckResponse SampleResponse() {
   response.set_allowed(false);
   response.set_code("OVER_LIMIT");
   response.set_retry_after_seconds(17);
+  response.set_lease(-1'700'000'000'123'456'789);  // any int64, quoted in proto3 JSON
   auto* d = response.add_descriptors();
   d->set_code("OVER_LIMIT");
   auto* l = d->add_limits();
@@ -572,20 +573,47 @@ TEST_F(HttpServerTest, EnvoyJsonErrors) {
   EXPECT_EQ(r.status, 400);
 }
 
+// Returns the "lease" of a /v1/check response body (proto3 JSON writes int64 as a string), or ""
+// if there is none.
+std::string LeaseOf(std::string_view body) {
+  const std::string_view field = "\"lease\":\"";
+  const size_t at = body.find(field);
+  if (at == std::string_view::npos) {
+    return "";
+  }
+  const size_t start = at + field.size();
+  return std::string(body.substr(start, body.find('"', start) - start));
+}
+
 TEST_F(HttpServerTest, ReleaseFreesAConcurrencySlot) {
   const std::string json =
       R"({"domain":"api","descriptors":[{"entries":[{"key":"conc","value":"job"}]}]})";
-  EXPECT_EQ(Post("/v1/check", json).status, 200);
+  const auto with = [&](const std::string& fields) {
+    return json.substr(0, json.size() - 1) + "," + fields + "}";
+  };
+  HttpResponse acquired = Post("/v1/check", json);
+  EXPECT_EQ(acquired.status, 200);
+  const std::string lease = LeaseOf(acquired.body);
+  EXPECT_EQ(lease, absl::StrCat(clock_.NowNs())) << acquired.body;
   EXPECT_EQ(Post("/v1/check", json).status, 429);
-  HttpResponse released = Post("/v1/release", json);
-  EXPECT_EQ(released.status, 200);
+  // The lease token is required: without it the slot's epoch is unknown.
+  for (const std::string& body : {json, with(R"("lease":0)"), with(R"("lease":"0")")}) {
+    HttpResponse missing = Post("/v1/release", body);
+    EXPECT_EQ(missing.status, 400) << body;
+    EXPECT_THAT(missing.body, HasSubstr("needs \\\"lease\\\"")) << missing.body;
+  }
+  EXPECT_EQ(Post("/v1/check", json).status, 429) << "a refused release frees nothing";
+  HttpResponse released = Post("/v1/release", with(absl::StrCat("\"lease\":\"", lease, "\"")));
+  EXPECT_EQ(released.status, 200) << released.body;
   EXPECT_EQ(released.body, "{}");
-  EXPECT_EQ(Post("/v1/check", json).status, 200);
-  // The `release` field of /v1/check does the same.
-  const std::string release_json =
-      R"({"domain":"api","descriptors":[{"entries":[{"key":"conc","value":"job"}]}],)"
-      R"("release":true})";
-  EXPECT_EQ(Post("/v1/check", release_json).status, 200);
+  acquired = Post("/v1/check", json);
+  EXPECT_EQ(acquired.status, 200);
+  // The `release` field of /v1/check does the same, and needs the lease too (here as a number).
+  EXPECT_EQ(Post("/v1/check", with(R"("release":true)")).status, 400);
+  EXPECT_EQ(
+      Post("/v1/check", with(absl::StrCat(R"("release":true,"lease":)", LeaseOf(acquired.body))))
+          .status,
+      200);
   EXPECT_EQ(Post("/v1/check", json).status, 200);
   EXPECT_EQ(Post("/v1/release", "nope").status, 400);
 }

@@ -40,7 +40,9 @@ void AppendHeaderValue(std::string_view value, std::string& out) {
 
 void AppendBool(bool value, std::string& out) { out.append(value ? "true" : "false"); }
 
-void AppendQuotedUint(uint64_t value, std::string& out) {
+// Appends a 64-bit integer as proto3 JSON writes it: a quoted decimal.
+template <typename Int>
+void AppendQuotedInt(Int value, std::string& out) {
   out.push_back('"');
   AppendInt(value, out);
   out.push_back('"');
@@ -56,9 +58,9 @@ void AppendLimitStatusJson(const floodgate::v1::LimitStatus& limit, std::string&
   out.append(",\"shadow\":");
   AppendBool(limit.shadow(), out);
   out.append(",\"limit\":");
-  AppendQuotedUint(limit.limit(), out);
+  AppendQuotedInt(limit.limit(), out);
   out.append(",\"remaining\":");
-  AppendQuotedUint(limit.remaining(), out);
+  AppendQuotedInt(limit.remaining(), out);
   out.append(",\"windowSeconds\":");
   AppendJsonDouble(limit.window_seconds(), out);
   out.append(",\"resetAfterSeconds\":");
@@ -486,6 +488,8 @@ void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::
   }
   out.append("],\"retryAfterSeconds\":");
   AppendJsonDouble(response.retry_after_seconds(), out);
+  out.append(",\"lease\":");
+  AppendQuotedInt(response.lease(), out);
   out.push_back('}');
 }
 

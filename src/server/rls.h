@@ -26,7 +26,10 @@ absl::StatusOr<limiter::CheckRequest> FromEnvoy(
 void ToEnvoy(const limiter::CheckResponse& response,
              envoy::service::ratelimit::v3::RateLimitResponse* out);
 
+// Converts a native request. Its `lease` (a release's token) is not part of limiter::CheckRequest:
+// callers pass request.lease() to Limiter::Release themselves.
 limiter::CheckRequest FromNative(const floodgate::v1::CheckRequest& request);
+// Fills a native response; its `lease` is response.decided_at_ns.
 void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckResponse* out);
 
 // Returns the response headers for a decision, as the IETF httpapi RateLimit headers draft

@@ -54,7 +54,7 @@ struct alignas(64) Shard {
 core::Outcome Evaluate(const StoreOp& op, const core::KeyState& state, int64_t now_ns) {
   if (op.kind == StoreOp::Kind::kRelease) {
     core::Outcome out;
-    out.next = core::Release(op.spec, state, now_ns, op.hits);
+    out.next = core::Release(op.spec, state, now_ns, op.hits, op.acquired_at_ns);
     out.decision = core::Decide(op.spec, out.next, now_ns, 0).decision;
     out.decision.allowed = true;
     out.decision.retry_after_ns = 0;

@@ -65,9 +65,11 @@ StoreOp Check(uint64_t key, const LimitSpec& spec, uint64_t hits = 1, bool shado
   return op;
 }
 
-StoreOp ReleaseOp(uint64_t key, const LimitSpec& spec, uint64_t count = 1) {
+// Releases `count` slots acquired at `acquired_at_ns` (the lease token).
+StoreOp ReleaseOp(uint64_t key, const LimitSpec& spec, int64_t acquired_at_ns, uint64_t count = 1) {
   StoreOp op = Check(key, spec, count);
   op.kind = StoreOp::Kind::kRelease;
+  op.acquired_at_ns = acquired_at_ns;
   return op;
 }
 
@@ -168,12 +170,14 @@ TEST(StoreTest, ConcurrencyAcquireAndRelease) {
     EXPECT_TRUE(ApplyOne(*store, Check(7, spec), kT0).allowed);
   }
   EXPECT_FALSE(ApplyOne(*store, Check(7, spec), kT0).allowed);
-  const Decision released = ApplyOne(*store, ReleaseOp(7, spec), kT0 + 1);
+  const Decision released = ApplyOne(*store, ReleaseOp(7, spec, kT0), kT0 + 1);
   EXPECT_TRUE(released.allowed);
   EXPECT_EQ(released.remaining, 1u);
   EXPECT_TRUE(ApplyOne(*store, Check(7, spec), kT0 + 2).allowed);
   // Releasing everything makes the state fresh: the entry is dropped at once.
-  ApplyOne(*store, ReleaseOp(7, spec, 3), kT0 + 3);
+  ApplyOne(*store, ReleaseOp(7, spec, kT0 + 2, 1), kT0 + 3);
+  EXPECT_EQ(store->GetStats().keys, 1u);
+  ApplyOne(*store, ReleaseOp(7, spec, kT0, 2), kT0 + 3);
   const StoreStats stats = store->GetStats();
   EXPECT_EQ(stats.keys, 0u);
   EXPECT_EQ(stats.reclaimed, 1u);
@@ -556,7 +560,7 @@ class ModelStore {
       const KeyState state = it != tentative.end() ? it->second : Stored(op.key_hash, now_ns);
       KeyState next;
       if (op.kind == StoreOp::Kind::kRelease) {
-        next = core::Release(op.spec, state, now_ns, op.hits);
+        next = core::Release(op.spec, state, now_ns, op.hits, op.acquired_at_ns);
         decisions[i] = core::Decide(op.spec, next, now_ns, 0).decision;
         decisions[i].allowed = true;
         decisions[i].retry_after_ns = 0;
@@ -632,7 +636,7 @@ TEST(StoreModelTest, RandomTransactionsMatchTheModel) {
       const LimitSpec& spec = specs[key % 5];
       StoreOp op = Check(key, spec, rng() % 4, rng() % 10 == 0);
       if (spec.algorithm == Algorithm::kConcurrency && rng() % 3 == 0) {
-        op = ReleaseOp(key, spec, 1 + rng() % 2);
+        op = ReleaseOp(key, spec, now - static_cast<int64_t>(rng() % 12000), 1 + rng() % 2);
       }
       ops.push_back(op);
     }
