@@ -88,10 +88,8 @@ int Validate(const Flags& flags) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return 1;
   }
-  size_t rules = 0;
   for (const auto& [name, domain] : (*config)->domains) {
     std::printf("%s: domain %s ok\n", domain->file.c_str(), name.c_str());
-    (void)rules;
   }
   return 0;
 }

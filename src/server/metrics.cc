@@ -28,6 +28,13 @@ void Header(std::string& out, absl::string_view name, absl::string_view type,
   absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
 }
 
+// One metric with a single unlabelled sample.
+void Scalar(std::string& out, absl::string_view name, absl::string_view type,
+            absl::string_view help, uint64_t value) {
+  Header(out, name, type, help);
+  absl::StrAppend(&out, name, " ", value, "\n");
+}
+
 void Frontend(std::string& out, absl::string_view metric, absl::string_view help,
               const std::atomic<uint64_t>& grpc, const std::atomic<uint64_t>& http) {
   Header(out, metric, "counter", help);
@@ -116,25 +123,23 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
          "Time from request parsed to decision made.");
   metrics.grpc.latency.Render("floodgate_decision_latency_seconds", "frontend=\"grpc\"", out);
   metrics.http.latency.Render("floodgate_decision_latency_seconds", "frontend=\"http\"", out);
-  Header(out, "floodgate_http_connections", "gauge", "Open HTTP connections.");
-  absl::StrAppend(&out, "floodgate_http_connections ", metrics.http_connections.load(), "\n");
+  Scalar(out, "floodgate_http_connections", "gauge", "Open HTTP connections.",
+         metrics.http_connections.load());
 
   const StoreStats store = limiter.store()->GetStats();
-  Header(out, "floodgate_store_keys", "gauge", "Keys with live state.");
-  absl::StrAppend(&out, "floodgate_store_keys ", store.keys, "\n");
-  Header(out, "floodgate_store_bytes", "gauge", "Memory held by the state tables.");
-  absl::StrAppend(&out, "floodgate_store_bytes ", store.bytes, "\n");
-  Header(out, "floodgate_store_reclaimed_total", "counter", "States dropped once back to full.");
-  absl::StrAppend(&out, "floodgate_store_reclaimed_total ", store.reclaimed, "\n");
-  Header(out, "floodgate_store_evicted_total", "counter", "States dropped by the memory cap.");
-  absl::StrAppend(&out, "floodgate_store_evicted_total ", store.evicted, "\n");
+  Scalar(out, "floodgate_store_keys", "gauge", "Keys with live state.", store.keys);
+  Scalar(out, "floodgate_store_bytes", "gauge", "Memory held by the state tables.", store.bytes);
+  Scalar(out, "floodgate_store_reclaimed_total", "counter", "States dropped once back to full.",
+         store.reclaimed);
+  Scalar(out, "floodgate_store_evicted_total", "counter", "States dropped by the memory cap.",
+         store.evicted);
 
-  Header(out, "floodgate_config_version", "gauge", "Version of the config in force.");
-  absl::StrAppend(&out, "floodgate_config_version ", config.version, "\n");
-  Header(out, "floodgate_config_reload_success_total", "counter", "Config changes applied.");
-  absl::StrAppend(&out, "floodgate_config_reload_success_total ", config.reload_success, "\n");
-  Header(out, "floodgate_config_reload_failure_total", "counter", "Config changes refused.");
-  absl::StrAppend(&out, "floodgate_config_reload_failure_total ", config.reload_failure, "\n");
+  Scalar(out, "floodgate_config_version", "gauge", "Version of the config in force.",
+         config.version);
+  Scalar(out, "floodgate_config_reload_success_total", "counter", "Config changes applied.",
+         config.reload_success);
+  Scalar(out, "floodgate_config_reload_failure_total", "counter", "Config changes refused.",
+         config.reload_failure);
   return out;
 }
 
