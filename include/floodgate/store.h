@@ -25,6 +25,18 @@ struct StoreOp {
   // A shadow-mode op is evaluated and consumed when it passes, but its refusal does not abort
   // the transaction.
   bool shadow = false;
+  // Cluster routing, from the limit's rule; a single node's store ignores them (docs/cluster.md).
+  uint8_t consistency = 0;   // core::Consistency: 0 exact, 1 local
+  uint8_t failure_mode = 0;  // core::FailureMode: 0 local, 1 open, 2 closed
+};
+
+// A key's raw state, as the store holds it (the layout of core::KeyState), with the limit it is
+// kept under: what cluster nodes ship to each other to replicate and hand over keys.
+struct StateRecord {
+  uint64_t key_hash = 0;
+  LimitSpec spec;
+  int64_t expiry_ns = 0;  // core::KeyState::expiry_ns
+  uint64_t data = 0;      // core::KeyState::data
 };
 
 struct StoreStats {
@@ -59,6 +71,27 @@ class Store {
   virtual ~Store() = default;
   virtual bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
                      absl::Span<Decision> decisions) = 0;
+  // Apply, with the same atomicity and locking, and also writes to after[i] the state of
+  // ops[i]'s key once the transaction is over, taken under the same locks: the committed state
+  // (even if the memory cap kept the store from holding it), or the unchanged one when refused;
+  // expiry 0 and data 0 when that state is fresh. Every op on one key reports the same final
+  // state. key_hash and spec are copied from the op. after.size() must be >= ops.size()
+  // (otherwise, like a short `decisions`, returns false and changes nothing).
+  virtual bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
+                               absl::Span<Decision> decisions, absl::Span<StateRecord> after) = 0;
+  // Merges each record into the stored state of its key (fresh when missing or dead) with
+  // core::Merge under record.spec, so that the result never admits more than either side would
+  // at now_ns or later (replicas never undercount; a merge never lowers a state). Each record is
+  // merged atomically under its shard's lock; records are independent (no all-or-nothing across
+  // them). Records that are dead at now_ns are ignored. Commits like an insert: a dead result is
+  // erased, and a new key obeys the memory cap (it may evict, or be refused and counted in
+  // refused_full). Every record.spec must have passed ValidateLimitSpec and be the spec the key
+  // is used with.
+  virtual void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) = 0;
+  // Returns whether key_hash holds a live state at now_ns; if so, writes it to out->expiry_ns
+  // and out->data and sets out->key_hash (out->spec is left as is: the store does not keep it).
+  // A read under the key's shard lock; never writes.
+  virtual bool GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const = 0;
   // Returns the sum of every shard's stats.
   virtual StoreStats GetStats() const = 0;
   // Drops every expired entry now (the store also does this incrementally on its own).

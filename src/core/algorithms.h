@@ -58,4 +58,15 @@ Outcome Decide(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uin
 KeyState Release(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t count,
                  int64_t acquired_at_ns);
 
+// Returns a state that admits no more than either `a` or `b` would at now_ns or later: for any
+// time t >= now_ns and any hits, if Decide(spec, Merge(...), t, hits) allows, so do
+// Decide(spec, a, t, hits) and Decide(spec, b, t, hits). Used to merge replicas of one key's
+// state (a replica may lag, never undercount). Commutative (bit for bit); Merge(spec, s, s, now)
+// == s (KeyState{} if s is dead at now_ns); a dead input returns the other one; when `b` evolved
+// from `a` through Decide (only consuming, at times <= now_ns), the result is `b`. Fixed window:
+// the later window wins once the earlier one is over at now_ns, else the larger count is kept
+// until the later end. Buckets: the later TAT. Sliding window and concurrency: per window (lease
+// epoch) the larger count, with older windows folded into prev. docs/algorithms.md has the rules.
+KeyState Merge(const LimitSpec& spec, const KeyState& a, const KeyState& b, int64_t now_ns);
+
 }  // namespace floodgate::core

@@ -1591,5 +1591,343 @@ TEST(AlgorithmPropertyTest, FastPathMatchesTheWidePath) {
   EXPECT_EQ(compared, 3 * (400'000 + 4'000 * 50));
 }
 
+// =============================================================================================
+// Merge: replicas of one key's state. Safety (never admits more than either input, at any later
+// time), commutativity, idempotence, and the evolved-from case, per algorithm, over random specs,
+// states (as written by histories that may have run on a clock ahead of or behind now, or raw
+// and partly garbage) and times.
+
+class MergeTest : public testing::TestWithParam<Algorithm> {};
+
+std::string DescribeState(const KeyState& s) {
+  return absl::StrCat("{", s.expiry_ns, ", ", s.data >> 32, ":", s.data & kLow32, "}");
+}
+
+// A state for `spec` near now: fresh, written by a short history of decisions (and releases)
+// that ran around a time up to 3 periods before or 2 after now (another node's clock), or raw:
+// an expiry within a few periods of now, window-aligned or not, and counts up to the limit + 2
+// (a bucket's data word in [0, count), sometimes any value).
+KeyState RandomMergeState(const LimitSpec& spec, int64_t now, std::mt19937_64& rng) {
+  const int64_t p = spec.period_ns;
+  const uint64_t cap = std::max<uint64_t>(spec.Capacity(), 1);
+  switch (rng() % 8) {
+    case 0:
+      return KeyState{};
+    case 1:
+    case 2:
+    case 3:
+    case 4: {
+      KeyState state;
+      int64_t t = now - 3 * p + static_cast<int64_t>(rng() % static_cast<uint64_t>(5 * p + 1));
+      const int steps = 1 + static_cast<int>(rng() % 8);
+      for (int i = 0; i < steps; ++i) {
+        if (spec.algorithm == Algorithm::kConcurrency && rng() % 4 == 0) {
+          const int64_t token = t - static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * p + 1));
+          state = Release(spec, state, t, 1 + rng() % 2, token);
+        } else {
+          state = Decide(spec, state, t, 1 + rng() % cap).next;
+        }
+        t = rng() % 8 == 0 ? t - static_cast<int64_t>(rng() % static_cast<uint64_t>(p + 1))
+                           : NextTime(t, state, spec, rng);
+      }
+      return state;
+    }
+    default: {
+      KeyState state;
+      state.expiry_ns = now - p + static_cast<int64_t>(rng() % static_cast<uint64_t>(4 * p + 1));
+      if (spec.algorithm != Algorithm::kTokenBucket && spec.algorithm != Algorithm::kLeakyBucket &&
+          rng() % 2 == 0) {
+        state.expiry_ns -= (state.expiry_ns % p + p) % p;  // a window end
+      }
+      const uint64_t limit = spec.requests_per_period;
+      switch (spec.algorithm) {
+        case Algorithm::kFixedWindow:
+          state.data = rng() % (limit + 3);
+          break;
+        case Algorithm::kSlidingWindow:
+        case Algorithm::kConcurrency:
+          state.data = (rng() % (limit + 3)) << 32 | rng() % (limit + 3);
+          break;
+        case Algorithm::kTokenBucket:
+        case Algorithm::kLeakyBucket:
+          state.data = rng() % 8 == 0 ? rng() : rng() % std::max<uint64_t>(limit, 1);
+          break;
+      }
+      return state;
+    }
+  }
+}
+
+// Returns times >= now at which answers may change: now, each state's expiry and the window or
+// epoch ends one and two periods before it (each +- 1 ns), and random times up to 4 periods on.
+std::vector<int64_t> MergeProbeTimes(const LimitSpec& spec, std::initializer_list<KeyState> states,
+                                     int64_t now, std::mt19937_64& rng) {
+  const Int128 p = spec.period_ns;
+  std::vector<int64_t> times = {now,
+                                static_cast<int64_t>(std::min<Int128>(Int128{now} + 1, kMaxTime))};
+  auto add = [&](Int128 t) {
+    if (t >= now && t <= kMaxTime) {
+      times.push_back(static_cast<int64_t>(t));
+    }
+  };
+  for (const KeyState& s : states) {
+    for (int k = 0; k <= 2; ++k) {
+      for (int d = -1; d <= 1; ++d) {
+        add(Int128{s.expiry_ns} - k * p + d);
+      }
+    }
+  }
+  for (int i = 0; i < 4; ++i) {
+    add(Int128{now} + static_cast<Int128>(rng() % (4 * static_cast<unsigned __int128>(p) + 1)));
+  }
+  return times;
+}
+
+// Returns the hits to probe with: 1, 2 and the capacity (the limit of a fresh key).
+std::vector<uint64_t> MergeProbeHits(const LimitSpec& spec) {
+  std::vector<uint64_t> hits = {1, 2};
+  const uint64_t cap = Decide(spec, KeyState{}, kT0, 0).decision.limit;
+  if (cap > 2) {
+    hits.push_back(cap);
+  }
+  return hits;
+}
+
+// Checks M1: at every probe time t >= now and for every probe hits, Decide(merged) allows only
+// if Decide(a) and Decide(b) both allow. Counts the probes where merged allows in *allowed.
+::testing::AssertionResult MergeNeverAdmitsMore(const LimitSpec& spec, const KeyState& a,
+                                                const KeyState& b, int64_t now,
+                                                std::mt19937_64& rng, int* allowed) {
+  const KeyState merged = Merge(spec, a, b, now);
+  for (int64_t t : MergeProbeTimes(spec, {a, b, merged}, now, rng)) {
+    for (uint64_t hits : MergeProbeHits(spec)) {
+      if (!Decide(spec, merged, t, hits).decision.allowed) {
+        continue;
+      }
+      ++*allowed;
+      const bool a_allows = Decide(spec, a, t, hits).decision.allowed;
+      const bool b_allows = Decide(spec, b, t, hits).decision.allowed;
+      if (!a_allows || !b_allows) {
+        return ::testing::AssertionFailure()
+               << std::string(AlgorithmName(spec.algorithm))
+               << " limit=" << spec.requests_per_period << " period=" << spec.period_ns
+               << " burst=" << spec.burst << " now=" << now << " a=" << DescribeState(a)
+               << " b=" << DescribeState(b) << " merged=" << DescribeState(merged) << ": at t=now+"
+               << (Int128{t} - now > kMaxTime ? -1 : t - now) << " hits=" << hits
+               << " merged allows, a " << (a_allows ? "allows" : "refuses") << ", b "
+               << (b_allows ? "allows" : "refuses");
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+LimitSpec RandomMergeSpec(Algorithm a, std::mt19937_64& rng) {
+  LimitSpec spec = RandomSpec(a, rng);
+  if (rng() % 4 == 0) {
+    spec.period_ns = 3600 * kSec;  // long periods with limits above 2^32 / ... reach the wide paths
+    if (a != Algorithm::kSlidingWindow && a != Algorithm::kConcurrency && rng() % 2 == 0) {
+      spec.requests_per_period = kMaxRequestsPerPeriod;
+    }
+  }
+  return spec;
+}
+
+TEST_P(MergeTest, NeverAdmitsMoreThanEitherInput) {
+  std::mt19937_64 rng(0x3E26E + static_cast<int>(GetParam()));
+  int allowed = 0;
+  int new_states = 0;  // merges whose result is neither input
+  for (int i = 0; i < 20'000; ++i) {
+    const LimitSpec spec = RandomMergeSpec(GetParam(), rng);
+    const int64_t now = kT0 + static_cast<int64_t>(rng() % 1'000'000);
+    const KeyState a = RandomMergeState(spec, now, rng);
+    const KeyState b = RandomMergeState(spec, now, rng);
+    ASSERT_TRUE(MergeNeverAdmitsMore(spec, a, b, now, rng, &allowed)) << " i=" << i;
+    const KeyState merged = Merge(spec, a, b, now);
+    new_states += merged != a && merged != b ? 1 : 0;
+  }
+  EXPECT_GT(allowed, 20'000);  // not vacuous
+  if (GetParam() != Algorithm::kTokenBucket && GetParam() != Algorithm::kLeakyBucket) {
+    EXPECT_GT(new_states, 1'000);  // buckets always return one of the inputs
+  }
+}
+
+// The same over the whole int64 range of times, with states near INT64_MIN/MAX (saturated
+// expiries), huge limits and periods, and garbage words.
+TEST_P(MergeTest, NeverAdmitsMoreThanEitherInputAtTheEndsOfTime) {
+  std::mt19937_64 rng(0xE2D5 + static_cast<int>(GetParam()));
+  int allowed = 0;
+  for (int i = 0; i < 20'000; ++i) {
+    LimitSpec spec = RandomWideSpec(
+        GetParam() == Algorithm::kConcurrency ? Algorithm::kSlidingWindow : GetParam(), rng);
+    spec.algorithm = GetParam();
+    const int64_t now = RandomNow(spec, rng);
+    KeyState a = RandomWideState(spec, now, rng);
+    KeyState b = rng() % 4 == 0 ? a : RandomWideState(spec, now, rng);
+    if (rng() % 2 == 0) {
+      // Make the expiries a whole number of periods apart, as written states are.
+      const Int128 aligned = Int128{a.expiry_ns} + Int128{spec.period_ns} * (int(rng() % 5) - 2);
+      if (aligned >= std::numeric_limits<int64_t>::min() && aligned <= kMaxTime) {
+        b.expiry_ns = static_cast<int64_t>(aligned);
+      }
+    }
+    ASSERT_TRUE(MergeNeverAdmitsMore(spec, a, b, now, rng, &allowed)) << " i=" << i;
+    ASSERT_EQ(Merge(spec, a, b, now), Merge(spec, b, a, now)) << " i=" << i;
+  }
+  EXPECT_GT(allowed, 1'000);
+}
+
+TEST_P(MergeTest, IsCommutativeAndIdempotent) {
+  std::mt19937_64 rng(0xC0CA + static_cast<int>(GetParam()));
+  int live = 0;
+  for (int i = 0; i < 50'000; ++i) {
+    const LimitSpec spec = RandomMergeSpec(GetParam(), rng);
+    const int64_t now = kT0 + static_cast<int64_t>(rng() % 1'000'000);
+    const KeyState a = RandomMergeState(spec, now, rng);
+    const KeyState b = RandomMergeState(spec, now, rng);
+    ASSERT_EQ(Merge(spec, a, b, now), Merge(spec, b, a, now))
+        << DescribeState(a) << " " << DescribeState(b) << " now=" << now;
+    // Bit for bit; a state that is dead at now merges to KeyState{}.
+    const bool dead = a.expiry_ns <= now || a == KeyState{};
+    live += dead ? 0 : 1;
+    ASSERT_EQ(Merge(spec, a, a, now), dead ? KeyState{} : a) << DescribeState(a) << " now=" << now;
+  }
+  EXPECT_GT(live, 10'000);
+}
+
+TEST_P(MergeTest, OfAStateAndItsEvolutionIsTheEvolution) {
+  std::mt19937_64 rng(0xE701 + static_cast<int>(GetParam()));
+  int changed = 0;
+  for (int i = 0; i < 20'000; ++i) {
+    const LimitSpec spec = RandomMergeSpec(GetParam(), rng);
+    const int64_t p = spec.period_ns;
+    const int64_t start = kT0 + static_cast<int64_t>(rng() % 1'000'000);
+    const KeyState a = RandomMergeState(spec, start, rng);
+    // b: a after a few decisions (consuming only), at times that mostly advance, sometimes step
+    // back; the merge runs at or after the latest of them.
+    KeyState b = a;
+    int64_t t = start;
+    int64_t latest = t;
+    const int steps = 1 + static_cast<int>(rng() % 6);
+    for (int s = 0; s < steps; ++s) {
+      b = Decide(spec, b, t, 1 + rng() % std::max<uint64_t>(spec.Capacity(), 1)).next;
+      t = rng() % 6 == 0 ? t - static_cast<int64_t>(rng() % static_cast<uint64_t>(p + 1))
+                         : NextTime(t, b, spec, rng);
+      latest = std::max(latest, t);
+    }
+    const int64_t now = latest + static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * p + 1));
+    const KeyState merged = Merge(spec, a, b, now);
+    ASSERT_EQ(merged, Merge(spec, b, a, now));
+    if (b.expiry_ns > now && b != KeyState{}) {
+      changed += b != a ? 1 : 0;
+      ASSERT_EQ(merged, b) << "a=" << DescribeState(a) << " b=" << DescribeState(b)
+                           << " now=" << now;  // bit for bit
+    } else {
+      // b reads as fresh at now, and so does the merge (KeyState{}, or a that reads as fresh
+      // too: a bucket's garbage data word can put the TAT before an expiry that is still ahead).
+      for (int64_t at : MergeProbeTimes(spec, {a, b, merged}, now, rng)) {
+        for (uint64_t hits : MergeProbeHits(spec)) {
+          ASSERT_TRUE(SameDecision(Decide(spec, merged, at, hits).decision,
+                                   Decide(spec, KeyState{}, at, hits).decision))
+              << "a=" << DescribeState(a) << " b=" << DescribeState(b) << " now=" << now;
+        }
+      }
+    }
+  }
+  EXPECT_GT(changed, 2'000);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllAlgorithms, MergeTest, testing::ValuesIn(kRateAlgorithms),
+                         [](const testing::TestParamInfo<Algorithm>& info) {
+                           return std::string(AlgorithmName(info.param));
+                         });
+
+// Examples of what each algorithm's merge keeps.
+
+TEST(MergeExamplesTest, FixedWindowSameWindowTakesTheLargerCount) {
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 10, kSec);
+  const KeyState a{.expiry_ns = kT0 + kSec, .data = 3};
+  const KeyState b{.expiry_ns = kT0 + kSec, .data = 7};
+  EXPECT_EQ(Merge(spec, a, b, kT0 + 5), b);
+}
+
+TEST(MergeExamplesTest, FixedWindowLaterWindowWinsOnceTheEarlierIsOver) {
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 10, kSec);
+  const KeyState earlier{.expiry_ns = kT0 + kSec, .data = 10};
+  const KeyState later{.expiry_ns = kT0 + 2 * kSec, .data = 2};
+  EXPECT_EQ(Merge(spec, earlier, later, kT0 + kSec), later);
+  // Before the earlier window is over (this node's clock is behind the writer of `later`), its
+  // count must hold until its end, and so, in one state, until the later end.
+  const KeyState merged = Merge(spec, earlier, later, kT0 + kSec - 1);
+  EXPECT_EQ(merged, (KeyState{.expiry_ns = kT0 + 2 * kSec, .data = 10}));
+  EXPECT_FALSE(Decide(spec, merged, kT0 + kSec - 1, 1).decision.allowed);
+}
+
+TEST(MergeExamplesTest, BucketsKeepTheLaterTat) {
+  for (Algorithm alg : {Algorithm::kTokenBucket, Algorithm::kLeakyBucket}) {
+    const LimitSpec spec = Spec(alg, 3, kSec, 5);  // T = 1/3 s: sub-ns parts in data
+    Key a(spec);
+    Key b(spec);
+    ASSERT_TRUE(a.Hit(kT0, 2).allowed);
+    ASSERT_TRUE(b.Hit(kT0, 4).allowed);
+    EXPECT_EQ(Merge(spec, a.state(), b.state(), kT0), b.state());
+    EXPECT_EQ(Merge(spec, b.state(), a.state(), kT0), b.state());
+    // Same ceil(TAT), different sub-ns parts: the smaller data word is the later TAT.
+    const KeyState x{.expiry_ns = kT0 + kSec, .data = 1};
+    const KeyState y{.expiry_ns = kT0 + kSec, .data = 2};
+    EXPECT_EQ(Merge(spec, x, y, kT0), x);
+  }
+}
+
+TEST(MergeExamplesTest, SlidingWindowFoldsAnEarlierWindowIntoPrev) {
+  const LimitSpec spec = Spec(Algorithm::kSlidingWindow, 10, kSec);
+  // Windows [T0, T0+1s) and [T0+1s, T0+2s); expiry = end of the current window + P.
+  const KeyState same_a{.expiry_ns = kT0 + 2 * kSec, .data = uint64_t{4} << 32 | 1};
+  const KeyState same_b{.expiry_ns = kT0 + 2 * kSec, .data = uint64_t{2} << 32 | 3};
+  EXPECT_EQ(Merge(spec, same_a, same_b, kT0 + 5),
+            (KeyState{.expiry_ns = kT0 + 2 * kSec, .data = uint64_t{4} << 32 | 3}));
+  // One window apart, merged in the later window: the earlier cur (6) is the later prev.
+  const KeyState earlier{.expiry_ns = kT0 + 2 * kSec, .data = uint64_t{0} << 32 | 6};
+  const KeyState later{.expiry_ns = kT0 + 3 * kSec, .data = uint64_t{2} << 32 | 1};
+  EXPECT_EQ(Merge(spec, earlier, later, kT0 + kSec + 5),
+            (KeyState{.expiry_ns = kT0 + 3 * kSec, .data = uint64_t{6} << 32 | 1}));
+  // Merged while still in the earlier window, whose previous window (9) still weighs: the
+  // later state's prev is raised so that prev + cur covers all of it (8 + 1).
+  const KeyState heavy{.expiry_ns = kT0 + 2 * kSec, .data = uint64_t{9} << 32 | 0};
+  const KeyState merged = Merge(spec, heavy, later, kT0 + 5);
+  EXPECT_EQ(merged, (KeyState{.expiry_ns = kT0 + 3 * kSec, .data = uint64_t{8} << 32 | 1}));
+  EXPECT_EQ(Decide(spec, heavy, kT0 + 5, 0).decision.remaining, 1u);
+  EXPECT_EQ(Decide(spec, merged, kT0 + 5, 0).decision.remaining, 1u);
+}
+
+TEST(MergeExamplesTest, ConcurrencyTakesTheLargerCountPerEpoch) {
+  const LimitSpec spec = Spec(Algorithm::kConcurrency, 10, kSec);
+  Key a(spec);
+  ASSERT_TRUE(a.Hit(kT0 + 1, 3).allowed);  // 3 held in the epoch [T0, T0+1s)
+  Key b = a;
+  ASSERT_TRUE(b.Hit(kT0 + kSec + 1, 2).allowed);  // 2 more in the next epoch
+  b.Free(kT0 + kSec + 2, kT0 + 1, 3);             // b saw the first 3 released
+  ASSERT_EQ(Decide(spec, b.state(), kT0 + kSec + 3, 0).decision.remaining, 8u);
+  // a has not seen the release: the merge keeps the 3 (a release is not a consumption; lost
+  // releases age out with their epoch, fail closed).
+  const KeyState merged = Merge(spec, a.state(), b.state(), kT0 + kSec + 3);
+  EXPECT_EQ(merged, (KeyState{.expiry_ns = kT0 + 3 * kSec, .data = uint64_t{3} << 32 | 2}));
+  EXPECT_EQ(Decide(spec, merged, kT0 + kSec + 3, 0).decision.remaining, 5u);
+  EXPECT_EQ(Decide(spec, merged, kT0 + 2 * kSec, 0).decision.remaining, 8u);  // the 3 aged out
+}
+
+TEST(MergeExamplesTest, FreshInputsReadAsFresh) {
+  for (Algorithm alg : kRateAlgorithms) {
+    const LimitSpec spec = Spec(alg, 5, kSec);
+    Key key(spec);
+    ASSERT_TRUE(key.Hit(kT0, 2).allowed);
+    const KeyState live = key.state();
+    const KeyState expired{.expiry_ns = kT0 - 1, .data = 3};
+    EXPECT_EQ(Merge(spec, live, KeyState{}, kT0), live) << AlgorithmName(alg);
+    EXPECT_EQ(Merge(spec, expired, live, kT0), live) << AlgorithmName(alg);
+    EXPECT_EQ(Merge(spec, expired, KeyState{}, kT0), KeyState{}) << AlgorithmName(alg);
+  }
+}
+
 }  // namespace
 }  // namespace floodgate::core

@@ -14,6 +14,13 @@
 //   for a missing key could otherwise be inserted and cost memory).
 // - Nothing else writes: a refused transaction leaves every table as it was (apart from the
 //   incremental sweep, which only drops entries that already read as fresh).
+// - ApplyAndCapture is Apply instantiated with capture on (ApplyOne<true>, ApplyMany<true>):
+//   the same locks held over the same steps, plus copying each key's final state out before
+//   unlocking. Apply instantiates them with capture off: the same work as before (its
+//   single-op path compiles to the same instructions).
+// - MergeStates and GetState touch one key under its shard's lock. A merge commits like an
+//   insert (Commit: dead results erased, the memory cap, sweeping) and never lowers a state:
+//   core::Merge admits no more than the stored state would.
 
 #include <algorithm>
 #include <cassert>
@@ -81,6 +88,16 @@ Decision UnconsumedDecision(const StoreOp& op, const core::KeyState& stored, int
   return d;
 }
 
+// Writes `state` (the key's state once the transaction is over) to `record` for ApplyAndCapture,
+// with KeyState{} for a state that is dead at now_ns, as the store would hold it.
+void Capture(const StoreOp& op, const core::KeyState& state, int64_t now_ns, StateRecord& record) {
+  const bool dead = store::IsDead(state, now_ns);
+  record.key_hash = op.key_hash;
+  record.spec = op.spec;
+  record.expiry_ns = dead ? 0 : state.expiry_ns;
+  record.data = dead ? 0 : state.data;
+}
+
 class ShardedStore final : public Store {
  public:
   ShardedStore(int shard_bits, size_t max_capacity_per_shard)
@@ -110,12 +127,64 @@ class ShardedStore final : public Store {
       return false;  // caller bug: nowhere to report; consume nothing
     }
     if (ops.size() == 1) {
-      return ApplyOne(ops[0], now_ns, decisions[0]);
+      return ApplyOne<false>(ops[0], now_ns, decisions[0], nullptr);
     }
     if (ops.empty()) {
       return true;
     }
-    return ApplyMany(ops, now_ns, decisions);
+    return ApplyMany<false>(ops, now_ns, decisions, {});
+  }
+
+  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
+                       absl::Span<Decision> decisions, absl::Span<StateRecord> after) override {
+    assert(decisions.size() >= ops.size() && after.size() >= ops.size());
+    if (decisions.size() < ops.size() || after.size() < ops.size()) {
+      return false;  // caller bug: nowhere to report; consume nothing
+    }
+    if (ops.size() == 1) {
+      return ApplyOne<true>(ops[0], now_ns, decisions[0], &after[0]);
+    }
+    if (ops.empty()) {
+      return true;
+    }
+    return ApplyMany<true>(ops, now_ns, decisions, after);
+  }
+
+  void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) override {
+    for (const StateRecord& record : records) {
+      const core::KeyState incoming{.expiry_ns = record.expiry_ns, .data = record.data};
+      if (store::IsDead(incoming, now_ns)) {
+        continue;  // reads as fresh: merging it changes nothing
+      }
+      const uint64_t key = store::MixKey(record.key_hash);
+      Shard& shard = ShardFor(key);
+      absl::MutexLock lock(&shard.mu);
+      StateTable& table = shard.table;
+      const StateTable::Probe probe = table.Find(key);
+      core::KeyState stored;
+      if (probe.found && !store::IsDead(table.StateAt(probe.slot), now_ns)) {
+        stored = table.StateAt(probe.slot);
+      }
+      // Commit writes only when the result differs, and erases a found-but-dead entry if the
+      // result is dead too. No other key of this call is pinned: records are independent.
+      table.Commit(key, probe, core::Merge(record.spec, stored, incoming, now_ns), now_ns, {});
+      table.Tick(now_ns);
+    }
+  }
+
+  bool GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const override {
+    const uint64_t key = store::MixKey(key_hash);
+    Shard& shard = ShardFor(key);
+    absl::ReaderMutexLock lock(&shard.mu);
+    const StateTable::Probe probe = shard.table.Find(key);
+    if (!probe.found || store::IsDead(shard.table.StateAt(probe.slot), now_ns)) {
+      return false;
+    }
+    const core::KeyState& state = shard.table.StateAt(probe.slot);
+    out->key_hash = key_hash;
+    out->expiry_ns = state.expiry_ns;
+    out->data = state.data;
+    return true;
   }
 
   StoreStats GetStats() const override {
@@ -147,8 +216,10 @@ class ShardedStore final : public Store {
   size_t num_shards() const { return size_t{1} << shard_bits_; }
   Shard& ShardFor(uint64_t mixed) const { return shards_[store::ShardOfMixed(mixed, shard_bits_)]; }
 
-  // The common case: one op, one shard, no allocation, one probe.
-  bool ApplyOne(const StoreOp& op, int64_t now_ns, Decision& decision) {
+  // The common case: one op, one shard, no allocation, one probe. With kCapture, also writes
+  // the key's state after the transaction to *after (unused otherwise).
+  template <bool kCapture>
+  bool ApplyOne(const StoreOp& op, int64_t now_ns, Decision& decision, StateRecord* after) {
     const uint64_t key = store::MixKey(op.key_hash);
     Shard& shard = ShardFor(key);
     absl::MutexLock lock(&shard.mu);
@@ -165,6 +236,9 @@ class ShardedStore final : public Store {
       // A found-but-dead entry is erased here when the result is dead too.
       table.Commit(key, probe, out.next, now_ns, {});
     }
+    if constexpr (kCapture) {
+      Capture(op, commit ? out.next : state, now_ns, *after);
+    }
     table.Tick(now_ns);
     return commit;
   }
@@ -172,8 +246,9 @@ class ShardedStore final : public Store {
   // Several ops: sort by key, lock shards in order, evaluate, then commit all or nothing.
   // Thread-safety analysis cannot follow a run-time set of locks; the lock/unlock pairing is
   // local to this function and every table access happens between them.
-  bool ApplyMany(absl::Span<const StoreOp> ops, int64_t now_ns,
-                 absl::Span<Decision> decisions) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  template <bool kCapture>
+  bool ApplyMany(absl::Span<const StoreOp> ops, int64_t now_ns, absl::Span<Decision> decisions,
+                 absl::Span<StateRecord> after) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     const size_t n = ops.size();
     struct Ref {
       uint64_t key;    // MixKey(op.key_hash)
@@ -246,6 +321,24 @@ class ShardedStore final : public Store {
         if (decisions[i].allowed) {
           decisions[i] = UnconsumedDecision(ops[i], base[i], now_ns);
         }
+      }
+    }
+
+    if constexpr (kCapture) {
+      // Every op of a key group reports the group's final state: its last tentative state if
+      // committed, else the stored one (base is the same for the whole group).
+      for (size_t g = 0; g < n;) {
+        size_t end = g + 1;
+        while (end < n && refs[end].key == refs[g].key) {
+          ++end;
+        }
+        const core::KeyState& final_state =
+            commit ? next[refs[end - 1].index] : base[refs[g].index];
+        for (size_t j = g; j < end; ++j) {
+          const uint32_t i = refs[j].index;
+          Capture(ops[i], final_state, now_ns, after[i]);
+        }
+        g = end;
       }
     }
 

@@ -484,6 +484,292 @@ TEST(StoreTest, EmptyTransactionCommits) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Replication: ApplyAndCapture, MergeStates, GetState.
+
+// Returns the state of `key` at now_ns as GetState reports it, KeyState{} when there is none.
+KeyState Held(const Store& store, uint64_t key, int64_t now_ns) {
+  StateRecord record;
+  if (!store.GetState(key, now_ns, &record)) {
+    return KeyState{};
+  }
+  EXPECT_EQ(record.key_hash, key);
+  return KeyState{.expiry_ns = record.expiry_ns, .data = record.data};
+}
+
+KeyState StateOf(const StateRecord& record) {
+  return KeyState{.expiry_ns = record.expiry_ns, .data = record.data};
+}
+
+StateRecord Record(uint64_t key, const LimitSpec& spec, const KeyState& state) {
+  return StateRecord{
+      .key_hash = key, .spec = spec, .expiry_ns = state.expiry_ns, .data = state.data};
+}
+
+// Returns the state after `hits` on a fresh key at now_ns, as a replica elsewhere might hold it.
+KeyState After(const LimitSpec& spec, uint64_t hits, int64_t now_ns) {
+  return core::Decide(spec, KeyState{}, now_ns, hits).next;
+}
+
+// Returns whether `merged` admits no more than `s` at the probe times from now_ns on, for 1, 2
+// and the limit's hits.
+::testing::AssertionResult AdmitsNoMoreThan(const LimitSpec& spec, const KeyState& merged,
+                                            const KeyState& s, int64_t now_ns) {
+  for (int64_t dt : {int64_t{0}, int64_t{1}, spec.period_ns / 3, spec.period_ns - 1, spec.period_ns,
+                     3 * spec.period_ns / 2, 2 * spec.period_ns}) {
+    for (uint64_t hits : {uint64_t{1}, uint64_t{2}, spec.Capacity()}) {
+      const int64_t t = now_ns + dt;
+      if (core::Decide(spec, merged, t, hits).decision.allowed &&
+          !core::Decide(spec, s, t, hits).decision.allowed) {
+        return ::testing::AssertionFailure()
+               << "at now+" << dt << " hits=" << hits << " {" << merged.expiry_ns << ", "
+               << merged.data << "} admits, {" << s.expiry_ns << ", " << s.data << "} refuses";
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST_P(PerAlgorithmTest, CaptureReportsTheCommittedState) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(GetParam(), 5, kSecond);
+  const StoreOp op = Check(7, spec, 2);
+  Decision d;
+  StateRecord after;
+  ASSERT_TRUE(store->ApplyAndCapture({&op, 1}, kT0, {&d, 1}, {&after, 1}));
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(after.key_hash, 7u);
+  EXPECT_EQ(after.spec, spec);
+  EXPECT_EQ(StateOf(after), After(spec, 2, kT0));
+  EXPECT_EQ(StateOf(after), Held(*store, 7, kT0));
+  // Several ops, the same key twice: both report the key's final state.
+  const StoreOp ops[] = {Check(7, spec, 1), Check(8, spec, 1), Check(7, spec, 1)};
+  Decision ds[3];
+  StateRecord afters[3];
+  ASSERT_TRUE(store->ApplyAndCapture(ops, kT0, absl::MakeSpan(ds), absl::MakeSpan(afters)));
+  EXPECT_EQ(StateOf(afters[0]), Held(*store, 7, kT0));
+  EXPECT_EQ(StateOf(afters[2]), Held(*store, 7, kT0));
+  EXPECT_EQ(StateOf(afters[1]), Held(*store, 8, kT0));
+  EXPECT_EQ(StateOf(afters[0]), core::Decide(spec, After(spec, 2, kT0), kT0, 2).next);
+  EXPECT_EQ(afters[1].key_hash, 8u);
+  // Decisions are Apply's.
+  EXPECT_EQ(ds[2].remaining, 1u);
+}
+
+TEST_P(PerAlgorithmTest, CaptureReportsTheUnchangedStateWhenRefused) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(GetParam(), 3, kSecond);
+  ASSERT_TRUE(ApplyOne(*store, Check(1, spec, 3), kT0).allowed);
+  const KeyState full = Held(*store, 1, kT0);
+  ASSERT_NE(full, KeyState{});
+  // One op, refused.
+  const StoreOp op = Check(1, spec, 1);
+  Decision d;
+  StateRecord after;
+  EXPECT_FALSE(store->ApplyAndCapture({&op, 1}, kT0 + 1, {&d, 1}, {&after, 1}));
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(StateOf(after), full);
+  // A transaction refused by key 1: key 2 would have passed but keeps its (fresh) state.
+  const StoreOp ops[] = {Check(2, spec, 1), Check(1, spec, 1)};
+  Decision ds[2];
+  StateRecord afters[2];
+  EXPECT_FALSE(store->ApplyAndCapture(ops, kT0 + 1, absl::MakeSpan(ds), absl::MakeSpan(afters)));
+  EXPECT_TRUE(ds[0].allowed);
+  EXPECT_EQ(StateOf(afters[0]), KeyState{});
+  EXPECT_EQ(afters[0].key_hash, 2u);
+  EXPECT_EQ(StateOf(afters[1]), full);
+  EXPECT_EQ(Held(*store, 1, kT0 + 1), full);
+  EXPECT_EQ(Held(*store, 2, kT0 + 1), KeyState{});
+}
+
+TEST(StoreReplicationTest, CaptureOfAFreshStateIsZero) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(Algorithm::kConcurrency, 3, kSecond);
+  Decision d;
+  StateRecord after{.expiry_ns = 1, .data = 1};
+  const StoreOp read = Check(5, spec, 0);  // a read of a missing key
+  EXPECT_TRUE(store->ApplyAndCapture({&read, 1}, kT0, {&d, 1}, {&after, 1}));
+  EXPECT_EQ(StateOf(after), KeyState{});
+  ASSERT_TRUE(ApplyOne(*store, Check(5, spec, 1), kT0).allowed);
+  const StoreOp release = ReleaseOp(5, spec, kT0);  // back to nothing held
+  EXPECT_TRUE(store->ApplyAndCapture({&release, 1}, kT0 + 1, {&d, 1}, {&after, 1}));
+  EXPECT_EQ(StateOf(after), KeyState{});
+  EXPECT_EQ(store->GetStats().keys, 0u);
+  // A stored state that has expired by now reads as fresh too.
+  const LimitSpec window = Spec(Algorithm::kFixedWindow, 3, kSecond);
+  ASSERT_TRUE(ApplyOne(*store, Check(6, window, 3), kT0).allowed);
+  const StoreOp refused = Check(6, window, 4);  // more than the limit: refused, nothing written
+  EXPECT_FALSE(store->ApplyAndCapture({&refused, 1}, kT0 + kSecond, {&d, 1}, {&after, 1}));
+  EXPECT_EQ(StateOf(after), KeyState{});
+}
+
+TEST(StoreReplicationTest, ShortCaptureSpanChangesNothing) {
+#ifdef NDEBUG
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 3, kSecond);
+  const StoreOp ops[] = {Check(1, spec), Check(2, spec)};
+  Decision ds[2];
+  StateRecord after;
+  EXPECT_FALSE(store->ApplyAndCapture(ops, kT0, absl::MakeSpan(ds), {&after, 1}));
+  EXPECT_EQ(store->GetStats().keys, 0u);
+#else
+  GTEST_SKIP() << "a short span is a caller bug that asserts in debug builds";
+#endif
+}
+
+TEST_P(PerAlgorithmTest, MergeIntoAnAbsentKeyStoresTheRecord) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(GetParam(), 5, kSecond);
+  const KeyState remote = After(spec, 3, kT0);
+  const StateRecord record = Record(9, spec, remote);
+  store->MergeStates({&record, 1}, kT0 + 1);
+  EXPECT_EQ(Held(*store, 9, kT0 + 1), remote);
+  EXPECT_EQ(store->GetStats().keys, 1u);
+  // Decisions continue from it.
+  ExpectSameDecision(ApplyOne(*store, Check(9, spec, 2), kT0 + 1),
+                     core::Decide(spec, remote, kT0 + 1, 2).decision, "after merge");
+  EXPECT_FALSE(ApplyOne(*store, Check(9, spec, 1), kT0 + 1).allowed);
+}
+
+TEST_P(PerAlgorithmTest, MergeIntoAPresentKeyKeepsTheLarger) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(GetParam(), 10, kSecond);
+  ASSERT_TRUE(ApplyOne(*store, Check(9, spec, 3), kT0).allowed);
+  // A record behind the stored state changes nothing; one ahead of it replaces it.
+  const StateRecord behind = Record(9, spec, After(spec, 2, kT0));
+  store->MergeStates({&behind, 1}, kT0);
+  EXPECT_EQ(Held(*store, 9, kT0), After(spec, 3, kT0));
+  const StateRecord ahead = Record(9, spec, After(spec, 7, kT0));
+  store->MergeStates({&ahead, 1}, kT0);
+  EXPECT_EQ(Held(*store, 9, kT0), After(spec, 7, kT0));
+  EXPECT_EQ(Remaining(*store, 9, spec, kT0), 3u);
+}
+
+TEST_P(PerAlgorithmTest, MergeNeverLowersConsumption) {
+  std::mt19937_64 rng(4242 + static_cast<int>(GetParam()));
+  auto store = MakeStore({.shards = 4});
+  int raised = 0;
+  for (uint64_t key = 1; key <= 3000; ++key) {
+    const LimitSpec spec = Spec(GetParam(), 1 + rng() % 12, 1000 + rng() % 5000);
+    const int64_t now = kT0 + static_cast<int64_t>(rng() % 100'000);
+    ApplyOne(*store, Check(key, spec, rng() % (spec.requests_per_period + 1)), now);
+    const KeyState before = Held(*store, key, now);
+    // Remote: hits at a time up to two periods before or one after now (another node's clock).
+    const int64_t remote_now =
+        now - 2 * spec.period_ns + static_cast<int64_t>(rng() % (3 * spec.period_ns));
+    const KeyState remote =
+        core::Decide(spec, KeyState{}, remote_now, 1 + rng() % spec.requests_per_period).next;
+    const StateRecord record = Record(key, spec, remote);
+    store->MergeStates({&record, 1}, now);
+    const KeyState merged = Held(*store, key, now);
+    raised += merged != before ? 1 : 0;
+    ASSERT_TRUE(AdmitsNoMoreThan(spec, merged, before, now)) << key;
+    ASSERT_TRUE(AdmitsNoMoreThan(spec, merged, remote, now)) << key;
+  }
+  EXPECT_GT(raised, 300);
+}
+
+TEST(StoreReplicationTest, MergeIgnoresDeadRecordsAndReplacesDeadStates) {
+  auto store = MakeStore({.shards = 1});
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 10, kSecond);
+  const StateRecord dead = Record(3, spec, KeyState{.expiry_ns = kT0, .data = 4});
+  store->MergeStates({&dead, 1}, kT0);
+  EXPECT_EQ(store->GetStats().keys, 0u);
+  const StateRecord zero = Record(3, spec, KeyState{});
+  store->MergeStates({&zero, 1}, kT0);
+  EXPECT_EQ(store->GetStats().keys, 0u);
+  // A stored state that has expired (still in the table) reads as fresh: the record replaces it.
+  ASSERT_TRUE(ApplyOne(*store, Check(3, spec, 9), kT0).allowed);
+  const KeyState next_window{.expiry_ns = kT0 + 2 * kSecond, .data = 2};
+  const StateRecord live = Record(3, spec, next_window);
+  store->MergeStates({&live, 1}, kT0 + kSecond);
+  EXPECT_EQ(Held(*store, 3, kT0 + kSecond), next_window);
+  EXPECT_EQ(store->GetStats().keys, 1u);
+}
+
+TEST(StoreReplicationTest, MergeObeysTheMemoryCap) {
+  constexpr size_t kCap = 64 * 1024;
+  auto store = MakeStore({.shards = 4, .max_memory_bytes = kCap});
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 10, 3600 * kSecond);
+  std::vector<StateRecord> batch;
+  for (uint64_t k = 1; k <= 50000; ++k) {
+    batch.push_back(Record(k, spec, After(spec, 1, kT0)));
+    if (batch.size() == 97) {
+      store->MergeStates(batch, kT0);
+      batch.clear();
+      ASSERT_LE(store->GetStats().bytes, kCap) << k;
+    }
+  }
+  store->MergeStates(batch, kT0);
+  const StoreStats stats = store->GetStats();
+  EXPECT_LE(stats.bytes, kCap);
+  EXPECT_GT(stats.bytes, kCap * 9 / 10);
+  EXPECT_GT(stats.evicted, 40000u);
+}
+
+TEST(StoreReplicationTest, GetStateOfLiveExpiredAndMissingKeys) {
+  auto store = MakeStore();
+  const LimitSpec spec = Spec(Algorithm::kTokenBucket, 10, kSecond);
+  ASSERT_TRUE(ApplyOne(*store, Check(11, spec, 4), kT0).allowed);
+  StateRecord out;
+  out.spec = Spec(Algorithm::kFixedWindow, 1, 1);  // left as is
+  ASSERT_TRUE(store->GetState(11, kT0 + 1, &out));
+  EXPECT_EQ(out.key_hash, 11u);
+  EXPECT_EQ(StateOf(out), After(spec, 4, kT0));
+  EXPECT_EQ(out.spec, Spec(Algorithm::kFixedWindow, 1, 1));
+  // The bucket is full again 0.4 s later: expired (still in the table), so no state.
+  EXPECT_FALSE(store->GetState(11, kT0 + 400 * (kSecond / 1000), &out));
+  EXPECT_TRUE(store->GetState(11, kT0 + 400 * (kSecond / 1000) - 1, &out));
+  EXPECT_FALSE(store->GetState(12, kT0, &out));
+  EXPECT_EQ(store->GetStats().keys, 1u);  // a read never writes
+}
+
+TEST_P(PerAlgorithmTest, ThreadsMergingAndApplyingOneKeyConsumeAtLeastEach) {
+  auto store = MakeStore({.shards = 4});
+  const LimitSpec spec = Spec(GetParam(), 1'000'000, 60 * kSecond);
+  constexpr uint64_t kKey = 77;
+  // Each thread both applies and merges, and keeps every record it merged and state it captured.
+  constexpr int kThreads = 4;
+  std::vector<std::vector<KeyState>> seen(kThreads);
+  std::vector<uint64_t> applied(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(900 + t);
+      for (int i = 0; i < 2000; ++i) {
+        if (rng() % 2 == 0) {
+          const StoreOp op = Check(kKey, spec, 1 + rng() % 3);
+          Decision d;
+          StateRecord after;
+          if (store->ApplyAndCapture({&op, 1}, kT0, {&d, 1}, {&after, 1})) {
+            applied[t] += op.hits;
+            seen[t].push_back(StateOf(after));
+          }
+        } else {
+          // Another replica's view: some number of hits on a fresh key.
+          const StateRecord record = Record(kKey, spec, After(spec, 1 + rng() % 5000, kT0));
+          store->MergeStates({&record, 1}, kT0);
+          seen[t].push_back(StateOf(record));
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  const KeyState final_state = Held(*store, kKey, kT0);
+  uint64_t total_applied = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    total_applied += applied[t];
+    for (const KeyState& s : seen[t]) {
+      ASSERT_TRUE(AdmitsNoMoreThan(spec, final_state, s, kT0));
+    }
+  }
+  // Merges never undo applies: the final state holds at least every applied hit.
+  EXPECT_LE(total_applied, spec.requests_per_period - Remaining(*store, kKey, spec, kT0));
+  EXPECT_GT(total_applied, 1000u);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Concurrency.
 
 TEST(StoreThreadsTest, OneHotKeyAdmitsExactlyTheLimit) {
@@ -595,6 +881,42 @@ class ModelStore {
     return commit;
   }
 
+  // Without a memory cap the stored state after a transaction is its final state: the last
+  // tentative one when committed, the unchanged one otherwise.
+  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
+                       absl::Span<Decision> decisions, absl::Span<StateRecord> after) {
+    const bool commit = Apply(ops, now_ns, decisions);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const KeyState state = Stored(ops[i].key_hash, now_ns);
+      after[i] = StateRecord{.key_hash = ops[i].key_hash,
+                             .spec = ops[i].spec,
+                             .expiry_ns = state.expiry_ns,
+                             .data = state.data};
+    }
+    return commit;
+  }
+
+  void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) {
+    for (const StateRecord& r : records) {
+      const KeyState incoming{.expiry_ns = r.expiry_ns, .data = r.data};
+      if (store::IsDead(incoming, now_ns)) {
+        continue;
+      }
+      const KeyState merged = core::Merge(r.spec, Stored(r.key_hash, now_ns), incoming, now_ns);
+      if (store::IsDead(merged, now_ns)) {
+        states_.erase(r.key_hash);
+      } else {
+        states_[r.key_hash] = merged;
+      }
+    }
+  }
+
+  // The state of `key` at now_ns, KeyState{} when missing or dead.
+  KeyState Stored(uint64_t key, int64_t now_ns) const {
+    auto it = states_.find(key);
+    return it == states_.end() || store::IsDead(it->second, now_ns) ? KeyState{} : it->second;
+  }
+
   size_t LiveKeys(int64_t now_ns) const {
     size_t n = 0;
     for (const auto& [key, state] : states_) {
@@ -604,11 +926,6 @@ class ModelStore {
   }
 
  private:
-  KeyState Stored(uint64_t key, int64_t now_ns) const {
-    auto it = states_.find(key);
-    return it == states_.end() || store::IsDead(it->second, now_ns) ? KeyState{} : it->second;
-  }
-
   std::map<uint64_t, KeyState> states_;
 };
 
@@ -661,6 +978,98 @@ TEST(StoreModelTest, RandomTransactionsMatchTheModel) {
   // Both outcomes were exercised.
   EXPECT_GT(commits, 5000);
   EXPECT_LT(commits, 29000);
+}
+
+// ApplyAndCapture, MergeStates and GetState against the model: random transactions, merges of
+// records from other replicas (captured here earlier, or written elsewhere on a clock up to a
+// period off) and reads, all compared exactly.
+TEST(StoreModelTest, CaptureMergeAndGetMatchTheModel) {
+  const LimitSpec specs[] = {
+      Spec(Algorithm::kFixedWindow, 5, 1000),    Spec(Algorithm::kSlidingWindow, 4, 2000),
+      Spec(Algorithm::kTokenBucket, 3, 1000, 5), Spec(Algorithm::kLeakyBucket, 2, 1000, 3),
+      Spec(Algorithm::kConcurrency, 3, 5000),
+  };
+  auto store = MakeStore({.shards = 4});
+  ModelStore model;
+  std::mt19937_64 rng(20261127);
+  int64_t now = kT0;
+  constexpr uint64_t kKeys = 60;
+  std::vector<StateRecord> captured;  // every state captured so far
+  std::vector<StoreOp> ops;
+  std::vector<Decision> got;
+  std::vector<Decision> want;
+  std::vector<StateRecord> got_after;
+  std::vector<StateRecord> want_after;
+  int merges_that_changed = 0;
+  for (int step = 0; step < 30000; ++step) {
+    now += static_cast<int64_t>(rng() % 200);
+    const std::string where = "step " + std::to_string(step);
+    const int what = static_cast<int>(rng() % 3);
+    if (what == 0 || captured.empty()) {
+      const size_t n = 1 + rng() % 4;
+      ops.clear();
+      for (size_t j = 0; j < n; ++j) {
+        const uint64_t key = 1 + rng() % kKeys;
+        const LimitSpec& spec = specs[key % 5];
+        StoreOp op = Check(key, spec, rng() % 4, rng() % 10 == 0);
+        if (spec.algorithm == Algorithm::kConcurrency && rng() % 3 == 0) {
+          op = ReleaseOp(key, spec, now - static_cast<int64_t>(rng() % 12000), 1 + rng() % 2);
+        }
+        ops.push_back(op);
+      }
+      got.assign(n, Decision{});
+      want.assign(n, Decision{});
+      got_after.assign(n, StateRecord{});
+      want_after.assign(n, StateRecord{});
+      const bool store_commit =
+          store->ApplyAndCapture(ops, now, absl::MakeSpan(got), absl::MakeSpan(got_after));
+      const bool model_commit =
+          model.ApplyAndCapture(ops, now, absl::MakeSpan(want), absl::MakeSpan(want_after));
+      ASSERT_EQ(store_commit, model_commit) << where;
+      for (size_t j = 0; j < n; ++j) {
+        ExpectSameDecision(got[j], want[j], where + " op " + std::to_string(j));
+        ASSERT_EQ(got_after[j].key_hash, ops[j].key_hash) << where;
+        ASSERT_EQ(got_after[j].spec, ops[j].spec) << where;
+        ASSERT_EQ(StateOf(got_after[j]), StateOf(want_after[j])) << where << " op " << j;
+        captured.push_back(got_after[j]);
+      }
+    } else if (what == 1) {
+      std::vector<StateRecord> records(1 + rng() % 4);
+      for (StateRecord& r : records) {
+        if (rng() % 2 == 0) {
+          r = captured[rng() % captured.size()];  // a replica's copy, maybe stale or dead
+        } else {
+          const uint64_t key = 1 + rng() % kKeys;
+          const LimitSpec& spec = specs[key % 5];
+          const int64_t remote_now =
+              now - spec.period_ns + static_cast<int64_t>(rng() % (2 * spec.period_ns));
+          r = Record(key, spec, core::Decide(spec, KeyState{}, remote_now, 1 + rng() % 3).next);
+        }
+      }
+      std::vector<KeyState> before;
+      for (const StateRecord& r : records) {
+        before.push_back(Held(*store, r.key_hash, now));
+      }
+      store->MergeStates(records, now);
+      model.MergeStates(records, now);
+      for (size_t j = 0; j < records.size(); ++j) {
+        const KeyState held = Held(*store, records[j].key_hash, now);
+        ASSERT_EQ(held, model.Stored(records[j].key_hash, now)) << where;
+        merges_that_changed += held != before[j] ? 1 : 0;
+      }
+    } else {
+      const uint64_t key = 1 + rng() % kKeys;
+      ASSERT_EQ(Held(*store, key, now), model.Stored(key, now)) << where;
+    }
+    if (HasFailure()) {
+      return;
+    }
+    if (step % 1000 == 999) {
+      store->ReclaimExpired(now);
+      ASSERT_EQ(store->GetStats().keys, model.LiveKeys(now)) << where;
+    }
+  }
+  EXPECT_GT(merges_that_changed, 1000);
 }
 
 }  // namespace
