@@ -552,8 +552,18 @@ void HttpSession::Handle() {
           stats.version = server_->limiter()->GetStats().config_version;
         }
         json_ = RenderPrometheus(*server_->limiter(), *metrics, stats);
+        if (server_->options().cluster_metrics) {
+          json_ += server_->options().cluster_metrics();
+        }
         break;
       }
+      case Endpoint::kCluster:
+        if (server_->options().cluster_json) {
+          json_ = server_->options().cluster_json();
+        } else {
+          status = Error(404, "not in cluster mode (start with --node-id and --peers)");
+        }
+        break;
       case Endpoint::kConfig:
         HandleConfigGet();
         break;
@@ -746,6 +756,9 @@ void HttpSession::HandleConfigChange(std::string_view raw_domain, int& status) {
   if (!changed.ok()) {
     status = Error(http_internal::HttpStatusFor(changed), changed.message());
     return;
+  }
+  if (server_->options().on_admin_change) {
+    server_->options().on_admin_change(domain);
   }
   std::shared_ptr<const core::Config> now = server_->limiter()->config();
   json_ = "{\"domain\":";

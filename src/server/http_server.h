@@ -33,6 +33,12 @@ struct HttpServerOptions {
   absl::Duration idle_timeout = absl::Seconds(60);
   // Request line plus headers above this are answered 431 and the connection is closed.
   uint32_t max_header_bytes = 8 * 1024;
+  // Cluster mode: GET /v1/cluster answers cluster_json(); /metrics appends cluster_metrics().
+  // Unset on a single node (/v1/cluster answers 404).
+  std::function<std::string()> cluster_json;
+  std::function<std::string()> cluster_metrics;
+  // Cluster mode: called after an admin PUT/DELETE of a domain succeeded, to spread it.
+  std::function<void(const std::string& domain)> on_admin_change;
 };
 
 class HttpServer {

@@ -228,6 +228,8 @@ Route MatchPath(std::string_view path) {
     route.endpoint = Endpoint::kMetrics;
   } else if (path == "/v1/config") {
     route.endpoint = Endpoint::kConfig;
+  } else if (path == "/v1/cluster") {
+    route.endpoint = Endpoint::kCluster;
   } else if (path.starts_with("/v1/config/")) {
     const std::string_view domain = path.substr(sizeof("/v1/config/") - 1);
     if (!domain.empty() && domain.find('/') == std::string_view::npos) {
@@ -249,6 +251,7 @@ bool MethodAllowed(Endpoint endpoint, http::verb method) {
     case Endpoint::kHealthcheck:
     case Endpoint::kMetrics:
     case Endpoint::kConfig:
+    case Endpoint::kCluster:
       return method == http::verb::get;
     case Endpoint::kConfigDomain:
       return method == http::verb::put || method == http::verb::delete_;
@@ -269,6 +272,7 @@ std::string_view AllowedMethods(Endpoint endpoint) {
     case Endpoint::kHealthcheck:
     case Endpoint::kMetrics:
     case Endpoint::kConfig:
+    case Endpoint::kCluster:
       return "GET";
     case Endpoint::kConfigDomain:
       return "PUT, DELETE";

@@ -54,6 +54,7 @@ enum class Endpoint : uint8_t {
   kMetrics,       // GET /metrics
   kConfig,        // GET /v1/config
   kConfigDomain,  // PUT, DELETE /v1/config/{domain}
+  kCluster,       // GET /v1/cluster
 };
 
 struct Route {

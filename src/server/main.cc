@@ -33,6 +33,8 @@ constexpr char kUsage[] =
     "usage:\n"
     "  floodgate serve --config PATH [--http ADDR] [--grpc ADDR] [--admin-token TOKEN]\n"
     "                  [--http-threads N] [--max-memory BYTES]\n"
+    "                  [--node-id ID --peers ID=HOST:PORT,... [--peer HOST:PORT]\n"
+    "                   [--cluster-key SECRET] [--replicas R]]   (cluster mode: docs/cluster.md)\n"
     "  floodgate validate PATH\n"
     "  floodgate check --config PATH --domain DOMAIN [--hits N] KEY=VALUE...\n";
 
@@ -150,6 +152,18 @@ int Serve(const Flags& flags) {
   if (!absl::SimpleAtoi(Get(flags, "max-memory", "FLOODGATE_MAX_MEMORY", "0"),
                         &options.max_memory_bytes)) {
     return Fail("--max-memory must be a number of bytes");
+  }
+
+  options.node_id = Get(flags, "node-id", "FLOODGATE_NODE_ID", "");
+  options.peers = Get(flags, "peers", "FLOODGATE_PEERS", "");
+  options.peer_address = Get(flags, "peer", "FLOODGATE_PEER", "");
+  options.cluster_key = Get(flags, "cluster-key", "FLOODGATE_CLUSTER_KEY", "");
+  if (!absl::SimpleAtoi(Get(flags, "replicas", "FLOODGATE_REPLICAS", "2"), &options.replicas) ||
+      options.replicas < 1 || options.replicas > 8) {
+    return Fail("--replicas must be a number from 1 to 8");
+  }
+  if (options.peers.empty() && (!options.node_id.empty() || !options.peer_address.empty())) {
+    return Fail("--node-id and --peer need --peers (the cluster's members)");
   }
 
   // Thousands of client connections need thousands of descriptors: raise the soft limit to

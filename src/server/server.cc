@@ -1,6 +1,9 @@
 #include "src/server/server.h"
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "floodgate/status_macros.h"
+#include "src/server/cluster_http.h"
 
 namespace floodgate::server {
 
@@ -9,14 +12,54 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   StoreOptions store_options;
   store_options.max_memory_bytes = options.max_memory_bytes;
   FG_ASSIGN_OR_RETURN(server->store_, NewShardedStore(store_options));
-  server->limiter_ =
-      std::make_unique<limiter::Limiter>(server->store_.get(), KeyHasher::Random(), nullptr);
+  Store* store = server->store_.get();
+  KeyHasher hasher = KeyHasher::Random();
+  if (!options.peers.empty()) {
+    cluster::ClusterOptions cluster_options;
+    FG_ASSIGN_OR_RETURN(cluster_options.members, cluster::ParsePeers(options.peers));
+    if (options.node_id.empty()) {
+      return absl::InvalidArgumentError("cluster mode (--peers) needs --node-id");
+    }
+    cluster_options.self_id = options.node_id;
+    cluster_options.listen_address = options.peer_address;
+    cluster_options.replicas = options.replicas;
+    // Every node must hash keys alike to agree on owners.
+    std::string key = options.cluster_key;
+    if (key.empty()) {
+      std::vector<std::string> ids;
+      for (const cluster::Member& m : cluster_options.members) {
+        ids.push_back(m.id);
+      }
+      key = absl::StrCat("floodgate-cluster:", absl::StrJoin(ids, ","));
+    }
+    hasher = KeyHasher(cluster::NodeSeed(key + "/k0"), cluster::NodeSeed(key + "/k1"));
+    FG_ASSIGN_OR_RETURN(server->cluster_,
+                        cluster::ClusterStore::Start(std::move(cluster_options), store));
+    store = server->cluster_.get();
+  }
+  server->limiter_ = std::make_unique<limiter::Limiter>(store, hasher, nullptr);
   FG_ASSIGN_OR_RETURN(server->config_,
                       ConfigManager::Create(options.config_path, server->limiter_.get()));
 
   HttpServerOptions http_options;
   http_options.address = options.http_address;
   http_options.threads = options.http_threads;
+  if (server->cluster_ != nullptr) {
+    // A forwarded check waits for its owner on the HTTP thread: more threads keep the others busy.
+    http_options.threads = std::max(options.http_threads, 8);
+    cluster::ClusterStore* cluster = server->cluster_.get();
+    http_options.cluster_json = [cluster] { return ClusterJson(cluster->GetClusterStats()); };
+    http_options.cluster_metrics = [cluster] {
+      return ClusterPrometheus(cluster->GetClusterStats());
+    };
+    server->config_sync_ = std::make_unique<ClusterConfigSync>(
+        options.node_id, server->config_.get(), server->limiter_.get());
+    ClusterConfigSync* sync = server->config_sync_.get();
+    cluster->SetConfigSync(sync);
+    http_options.on_admin_change = [cluster, sync](const std::string& domain) {
+      cluster->BroadcastConfig(sync->LocalChange(domain));
+    };
+  }
   http_options.admin_token = options.admin_token;
   http_options.limits = options.limits;
   server->http_ = std::make_unique<HttpServer>(http_options, server->limiter_.get(),
@@ -43,6 +86,9 @@ void Server::Shutdown(absl::Duration grace) {
   // Both front ends drain at once: each stops taking new work and finishes what it has.
   grpc_->Shutdown(grace);
   http_->Shutdown(grace);
+  if (cluster_ != nullptr) {
+    cluster_->Shutdown();
+  }
 }
 
 Server::~Server() {

@@ -10,6 +10,8 @@
 #include "absl/time/time.h"
 #include "floodgate/store.h"
 #include "src/limiter/limiter.h"
+#include "src/cluster/cluster.h"
+#include "src/server/cluster_config.h"
 #include "src/server/config_manager.h"
 #include "src/server/grpc_service.h"
 #include "src/server/http_server.h"
@@ -26,6 +28,12 @@ struct ServerOptions {
   size_t max_memory_bytes = 0;  // store cap; 0 = none
   absl::Duration config_poll = absl::Milliseconds(200);
   RequestLimits limits;
+  // Cluster mode (docs/cluster.md), on when `peers` is set.
+  std::string node_id;       // this node's id in `peers`
+  std::string peer_address;  // where to listen for peers; default: this node's entry in `peers`
+  std::string peers;         // "ID=HOST:PORT,..." every member, this node included
+  std::string cluster_key;   // shared secret for key hashing; default derived from the ids
+  int replicas = 2;
 };
 
 class Server {
@@ -40,11 +48,15 @@ class Server {
   int http_port() const { return http_->port(); }
   int grpc_port() const { return grpc_->port(); }
   limiter::Limiter* limiter() { return limiter_.get(); }
+  // Null on a single node.
+  cluster::ClusterStore* cluster() { return cluster_.get(); }
 
  private:
   Server() = default;
 
   std::unique_ptr<Store> store_;
+  std::unique_ptr<ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
+  std::unique_ptr<cluster::ClusterStore> cluster_;
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<ConfigManager> config_;
   ServerMetrics metrics_;
