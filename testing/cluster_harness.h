@@ -53,6 +53,8 @@ struct ClusterOptions {
   // Where node logs go (node-<i>.stderr); kept. "" means a temporary directory, removed by the
   // destructor.
   std::string log_dir;
+  // When set (one per node), node i serves config_dirs[i] instead of the shared config_dir.
+  std::vector<std::string> config_dirs;
 };
 
 // Where one node listens. Fixed for the harness's lifetime.

@@ -56,6 +56,12 @@ struct HttpResponse {
 class HttpClient {
  public:
   explicit HttpClient(int port, int timeout_ms = 10'000) : port_(port), timeout_ms_(timeout_ms) {}
+  // A server on another IPv4 address (e.g. a node in a network namespace).
+  HttpClient(const std::string& host, int port, int timeout_ms = 10'000)
+      : port_(port), timeout_ms_(timeout_ms) {
+    ::inet_pton(AF_INET, host.c_str(), &host_);
+    host_name_ = host;
+  }
   ~HttpClient() { Close(); }
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -66,7 +72,8 @@ class HttpClient {
                        const std::vector<std::pair<std::string, std::string>>& headers = {}) {
     std::string request;
     request.append(method).append(" ").append(target).append(" HTTP/1.1\r\n");
-    request.append("Host: 127.0.0.1:").append(std::to_string(port_)).append("\r\n");
+    request.append("Host: ").append(host_name_).append(":").append(std::to_string(port_));
+    request.append("\r\n");
     bool has_length = false;
     for (const auto& [key, value] : headers) {
       request.append(key).append(": ").append(value).append("\r\n");
@@ -217,7 +224,7 @@ class HttpClient {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(port_));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_addr = host_;
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
       const int saved = errno;
       Close();
@@ -278,6 +285,8 @@ class HttpClient {
 
   const int port_;
   const int timeout_ms_;
+  in_addr host_{htonl(INADDR_LOOPBACK)};
+  std::string host_name_ = "127.0.0.1";
   int fd_ = -1;
   int connects_ = 0;
   bool partial_ = false;  // the last read failed after part of a response arrived
