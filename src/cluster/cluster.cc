@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "floodgate/peer/v1/peer.grpc.pb.h"
 #include "floodgate/status_macros.h"
+#include "src/cluster/worker_pool.h"
 
 namespace floodgate::cluster {
 namespace pb = ::floodgate::peer::v1;
@@ -30,6 +31,8 @@ constexpr uint64_t kLocalShareSalt = 0x6C6F63616C736872ULL;
 // A restarted owner asks replicas for the state of keys it lacks for at most this long (the
 // replicas' corrections cover the rest: see ReplicateResponse).
 constexpr int64_t kMaxWarmUpNs = 30'000'000'000LL;
+// Peers started within this of each other started together (a fresh cluster: nothing to fetch).
+constexpr int64_t kJoinSlackNs = 250'000'000LL;
 
 absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) {
@@ -483,7 +486,9 @@ class PeerClient {
 
 class PeerServer final : public pb::Peer::CallbackService {
  public:
-  explicit PeerServer(ClusterStore* store) : store_(store) {}
+  // Forward batches run on a pool of their own: a restarted owner's warm-up fetch waits on
+  // other nodes, and must not hold gRPC's threads while it does.
+  explicit PeerServer(ClusterStore* store) : store_(store), pool_(8, 10000) {}
 
   absl::Status Start(const std::string& address, int* port) {
     grpc::ServerBuilder builder;
@@ -512,7 +517,11 @@ class PeerServer final : public pb::Peer::CallbackService {
                                     const pb::ForwardRequest* request,
                                     pb::ForwardResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(DoForward(*request, *response));
+    if (!pool_.Submit([this, reactor, request, response] {
+          reactor->Finish(DoForward(*request, *response));
+        })) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "forward queue full"));
+    }
     return reactor;
   }
 
@@ -690,6 +699,7 @@ class PeerServer final : public pb::Peer::CallbackService {
   }
 
   ClusterStore* const store_;
+  WorkerPool pool_;
   std::unique_ptr<grpc::Server> server_;
 };
 
@@ -745,6 +755,9 @@ absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions
   store->server_ = std::make_unique<PeerServer>(store.get());
   FG_RETURN_IF_ERROR(store->server_->Start(opts.listen_address, &store->peer_port_));
   store->heartbeat_ = std::thread([raw = store.get()] { raw->HeartbeatLoop(); });
+  // Serve once a majority answers (bounded): a node that has not heard from its peers would
+  // otherwise decide every key by failure mode for its first heartbeat.
+  store->quorum_seen_.WaitForNotificationWithTimeout(store->options_.dead_after * 2);
   return store;
 }
 
@@ -827,15 +840,28 @@ void ClusterStore::PingAll() {
         absl::Condition(+[](int* pending) { return *pending == 0; }, &round->pending),
         options_.heartbeat * 2 + absl::Milliseconds(100));
   }
-  if (sync == nullptr) {
-    return;
-  }
-  // Anti-entropy: pull every domain a peer holds a newer version of.
   std::vector<std::pair<int, pb::PingResponse>> answers;
   {
     absl::MutexLock lock(&round->mu);
     answers = round->answers;
   }
+  if (!quorum_seen_.HasBeenNotified() &&
+      Membership::HasQuorum(membership_->alive_mask(), membership_->size())) {
+    quorum_seen_.Notify();
+  }
+  // Warm-up is for a node that (re)joins a running cluster: it is on until the first round of
+  // pings that some peer answers shows whether any peer was already running before this node.
+  if (!answers.empty() && !first_round_done_.exchange(true)) {
+    bool joined_running = false;
+    for (const auto& [peer, response] : answers) {
+      joined_running |= response.started_at_ns() < started_at_ns_ - kJoinSlackNs;
+    }
+    warming_up_.store(joined_running, std::memory_order_relaxed);
+  }
+  if (sync == nullptr) {
+    return;
+  }
+  // Anti-entropy: pull every domain a peer holds a newer version of.
   for (const auto& [peer, response] : answers) {
     pb::GetConfigRequest get;
     get.set_protocol_version(kProtocolVersion);
@@ -1091,7 +1117,7 @@ bool ClusterStore::ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns,
                               absl::Span<Decision> decisions) {
   owned_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
   const uint64_t mask = membership_->alive_mask();
-  if (now_ns - started_at_ns_ < kMaxWarmUpNs) {
+  if (now_ns - started_at_ns_ < kMaxWarmUpNs && warming_up_.load(std::memory_order_relaxed)) {
     WarmUp(ops, now_ns, mask);
   }
   absl::InlinedVector<StateRecord, kInlineOps> after(ops.size());

@@ -156,6 +156,11 @@ class ClusterStore final : public Store {
   const int64_t started_at_ns_;
 
   std::atomic<ConfigSync*> config_sync_{nullptr};
+  // Whether this node joined a running cluster and so fetches state it lacks (see WarmUp); on
+  // until the first heartbeat round tells.
+  std::atomic<bool> warming_up_{true};
+  std::atomic<bool> first_round_done_{false};
+  absl::Notification quorum_seen_;
 
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "src/cluster/worker_pool.h"
 #include "src/server/rls.h"
 
 namespace floodgate::server {
@@ -18,17 +19,30 @@ grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-// Callback API: the decision is made inline on gRPC's thread, with no queue of our own.
+// Callback API: on a single node the decision is made inline on gRPC's thread, with no queue
+// of our own; in cluster mode on a worker pool (see GrpcServerOptions::worker_threads).
 class RlsService final : public rls::RateLimitService::CallbackService {
  public:
-  RlsService(limiter::Limiter* limiter, ServerMetrics* metrics, RequestLimits limits)
-      : limiter_(limiter), metrics_(metrics), limits_(limits) {}
+  RlsService(limiter::Limiter* limiter, ServerMetrics* metrics, RequestLimits limits,
+             int worker_threads, size_t max_queued)
+      : limiter_(limiter), metrics_(metrics), limits_(limits) {
+    if (worker_threads > 0) {
+      pool_ = std::make_unique<cluster::WorkerPool>(worker_threads, max_queued);
+    }
+  }
 
   grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
                                             const rls::RateLimitRequest* request,
                                             rls::RateLimitResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(Decide(*request, response));
+    if (pool_ == nullptr) {
+      reactor->Finish(Decide(*request, response));
+    } else if (!pool_->Submit(
+                   [this, reactor, request, response] { reactor->Finish(Decide(*request, response)); })) {
+      metrics_->grpc.errors.fetch_add(1, std::memory_order_relaxed);
+      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                   "too many checks waiting; retry later"));
+    }
     return reactor;
   }
 
@@ -65,6 +79,7 @@ class RlsService final : public rls::RateLimitService::CallbackService {
   limiter::Limiter* const limiter_;
   ServerMetrics* const metrics_;
   const RequestLimits limits_;
+  std::unique_ptr<cluster::WorkerPool> pool_;
 };
 
 }  // namespace
@@ -72,7 +87,9 @@ class RlsService final : public rls::RateLimitService::CallbackService {
 class GrpcServer::Impl {
  public:
   Impl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
-      : options_(std::move(options)), service_(limiter, metrics, options_.limits) {}
+      : options_(std::move(options)),
+        service_(limiter, metrics, options_.limits, options_.worker_threads,
+                 options_.max_queued) {}
 
   absl::Status Start() {
     grpc::EnableDefaultHealthCheckService(true);

@@ -18,6 +18,10 @@ struct GrpcServerOptions {
   std::string address = "127.0.0.1:8081";  // port 0 picks a free one
   RequestLimits limits;
   size_t max_receive_bytes = 1 << 20;  // larger messages get RESOURCE_EXHAUSTED
+  // Cluster mode: decide on this many threads of our own instead of gRPC's (a forwarded check
+  // blocks its thread; gRPC's must stay free to answer peers). 0 decides inline.
+  int worker_threads = 0;
+  size_t max_queued = 10000;  // checks waiting for a worker; beyond it: RESOURCE_EXHAUSTED
 };
 
 // Owns a grpc::Server. Start/Shutdown from one thread; calls run on gRPC's threads.

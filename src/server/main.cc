@@ -34,7 +34,8 @@ constexpr char kUsage[] =
     "  floodgate serve --config PATH [--http ADDR] [--grpc ADDR] [--admin-token TOKEN]\n"
     "                  [--http-threads N] [--max-memory BYTES]\n"
     "                  [--node-id ID --peers ID=HOST:PORT,... [--peer HOST:PORT]\n"
-    "                   [--cluster-key SECRET] [--replicas R]]   (cluster mode: docs/cluster.md)\n"
+    "                   [--cluster-key SECRET] [--replicas R] [--forward-batch-max N]]\n"
+    "                  (cluster mode: docs/cluster.md)\n"
     "  floodgate validate PATH\n"
     "  floodgate check --config PATH --domain DOMAIN [--hits N] KEY=VALUE...\n";
 
@@ -161,6 +162,11 @@ int Serve(const Flags& flags) {
   if (!absl::SimpleAtoi(Get(flags, "replicas", "FLOODGATE_REPLICAS", "2"), &options.replicas) ||
       options.replicas < 1 || options.replicas > 8) {
     return Fail("--replicas must be a number from 1 to 8");
+  }
+  if (!absl::SimpleAtoi(Get(flags, "forward-batch-max", "FLOODGATE_FORWARD_BATCH_MAX", "128"),
+                        &options.forward_batch_max) ||
+      options.forward_batch_max < 1 || options.forward_batch_max > 4096) {
+    return Fail("--forward-batch-max must be a number from 1 to 4096");
   }
   if (options.peers.empty() && (!options.node_id.empty() || !options.peer_address.empty())) {
     return Fail("--node-id and --peer need --peers (the cluster's members)");

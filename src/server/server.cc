@@ -23,6 +23,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     cluster_options.self_id = options.node_id;
     cluster_options.listen_address = options.peer_address;
     cluster_options.replicas = options.replicas;
+    cluster_options.batch_max = options.forward_batch_max;
+    cluster_options.batching = options.forward_batch_max > 1;
     // Every node must hash keys alike to agree on owners.
     std::string key = options.cluster_key;
     if (key.empty()) {
@@ -69,6 +71,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   GrpcServerOptions grpc_options;
   grpc_options.address = options.grpc_address;
   grpc_options.limits = options.limits;
+  if (server->cluster_ != nullptr) {
+    grpc_options.worker_threads = 32;
+  }
   server->grpc_ =
       std::make_unique<GrpcServer>(grpc_options, server->limiter_.get(), &server->metrics_);
   FG_RETURN_IF_ERROR(server->grpc_->Start());

@@ -34,6 +34,7 @@ struct ServerOptions {
   std::string peers;         // "ID=HOST:PORT,..." every member, this node included
   std::string cluster_key;   // shared secret for key hashing; default derived from the ids
   int replicas = 2;
+  int forward_batch_max = 128;  // forwarded checks per batch; 1 turns batching off
 };
 
 class Server {
