@@ -527,5 +527,66 @@ descriptors:
   }
 }
 
+
+constexpr char kLocalYaml[] = R"(domain: cl
+descriptors:
+  - key: hotlocal
+    rate_limit: {unit: hour, requests_per_unit: 300, consistency: local}
+)";
+
+// consistency: local. Each node decides from its share (limit / 3) without a hop and reports
+// its hits to the owner; once its share is spent it asks the owner. Uneven or even traffic, the
+// cluster admits the limit, plus at most the hits still unreported when the owner's count fills
+// (reports leave every 500 us; with 6 clients in flight that is a handful).
+TEST(ClusterTest, LocalConsistencyDecidesFromSharesAndSyncsToTheOwner) {
+  const std::string dir = MakeConfigDir(kLocalYaml);
+  auto cluster = ClusterHarness::Start(3, dir);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  ClusterHarness& c = **cluster;
+  Client probe(c);
+  ASSERT_NE(WaitFor([&] { return AllAlive(probe, c); }, absl::Seconds(10)),
+            absl::InfiniteDuration());
+  constexpr uint64_t tolerance = 10;
+
+  // All traffic on one node: its share, then the owner's remaining count.
+  Recorder uneven_history;
+  LoadResult uneven = SendLoad(c, {0}, "domain=cl&hotlocal=a", "hotlocal=a", 600, 4,
+                               &uneven_history);
+  EXPECT_EQ(uneven.failed, 0);
+  EXPECT_GE(uneven.allowed, 300);
+  EXPECT_LE(static_cast<uint64_t>(uneven.allowed), 300 + tolerance);
+  // Spread over every node.
+  Recorder even_history;
+  LoadResult even = SendLoad(c, {0, 1, 2}, "domain=cl&hotlocal=b", "hotlocal=b", 900, 6,
+                             &even_history);
+  EXPECT_EQ(even.failed, 0);
+  EXPECT_GE(even.allowed, 300);
+  EXPECT_LE(static_cast<uint64_t>(even.allowed), 300 + tolerance);
+  uint64_t local = 0;
+  uint64_t refills = 0;
+  for (int i = 0; i < 3; ++i) {
+    local += NodeCounter(probe, i, "local_share_ops");
+    refills += NodeCounter(probe, i, "local_share_refills");
+  }
+  EXPECT_GE(local, 1500u);  // every check tried the share first
+  EXPECT_GE(refills, 1u);   // and the uneven run needed the owner
+  Bound bound;
+  bound.kind = WindowKind::kFixed;
+  bound.limit = 300;
+  bound.period_ns = kHourNs;
+  bound.tolerance = tolerance;
+  bound.slack_ns = 100'000'000;
+  for (Recorder* history : {&uneven_history, &even_history}) {
+    auto report = Checker(bound).CheckBound(history->Snapshot());
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_TRUE(report->pass) << report->Summary();
+  }
+  std::printf("local consistency: admitted %d (one node) and %d (three nodes) of 300; "
+              "%llu share decisions, %llu sent on to the owner\n",
+              uneven.allowed, even.allowed, static_cast<unsigned long long>(local),
+              static_cast<unsigned long long>(refills));
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace floodgate

@@ -25,6 +25,9 @@ constexpr size_t kMaxOpsPerTxn = 256;
 constexpr int kMaxTxnsPerBatch = 4096;
 constexpr size_t kReplicationBatch = 512;
 constexpr int kMaxReplicationInFlight = 2;
+// Hit reports waiting for one peer beyond this are dropped (the owner then undercounts the
+// local-share hits of an overloaded link; the shares still hold the limit).
+constexpr size_t kMaxReportsQueued = 100'000;
 // Limits of this node's own share (consistency: local, failure mode local) live under a salted
 // key, apart from the owner's state of the same limit.
 constexpr uint64_t kLocalShareSalt = 0x6C6F63616C736872ULL;
@@ -226,6 +229,17 @@ class PeerClient {
     replication_[record.key_hash] = record;
   }
 
+  // Queues hits admitted here from a `consistency: local` share, for the key's owner.
+  void Report(const StoreOp& op) {
+    absl::MutexLock lock(&mu_);
+    if (reports_.empty()) {
+      reports_oldest_ = absl::Now();
+    }
+    if (reports_.size() < kMaxReportsQueued) {
+      reports_.push_back(op);
+    }
+  }
+
   absl::StatusOr<pb::FetchResponse> Fetch(const pb::FetchRequest& request) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + options_.forward_timeout));
@@ -333,6 +347,20 @@ class PeerClient {
           wake = std::min(wake, due);
         }
       }
+      if (!reports_.empty() && reports_in_flight_ < kMaxReplicationInFlight) {
+        const absl::Time due = reports_oldest_ + options_.batch_wait;
+        if (reports_.size() >= kReplicationBatch || now >= due) {
+          std::vector<StoreOp> ops;
+          ops.swap(reports_);
+          ++reports_in_flight_;
+          mu_.Unlock();
+          SendReports(ops);
+          mu_.Lock();
+          sent = true;
+        } else {
+          wake = std::min(wake, due);
+        }
+      }
       if (!sent) {
         // absl re-evaluates these conditions whenever mu_ is released, so a Forward or Replicate
         // that queues work wakes the loop; the timeouts only bound a wait.
@@ -343,7 +371,9 @@ class PeerClient {
                     return c->stop_ ||
                            (!c->queue_.empty() && c->in_flight_ < c->options_.max_in_flight) ||
                            (!c->replication_.empty() &&
-                            c->repl_in_flight_ < kMaxReplicationInFlight);
+                            c->repl_in_flight_ < kMaxReplicationInFlight) ||
+                           (!c->reports_.empty() &&
+                            c->reports_in_flight_ < kMaxReplicationInFlight);
                   },
                   this),
               absl::Milliseconds(100));
@@ -354,7 +384,8 @@ class PeerClient {
                     return c->stop_ ||
                            (!c->queue_.empty() && c->in_flight_ == 0) ||
                            c->queue_.size() >= static_cast<size_t>(c->options_.batch_max) ||
-                           c->replication_.size() >= kReplicationBatch;
+                           c->replication_.size() >= kReplicationBatch ||
+                           c->reports_.size() >= kReplicationBatch;
                   },
                   this),
               wake);
@@ -420,6 +451,31 @@ class PeerClient {
         });
   }
 
+  void SendReports(const std::vector<StoreOp>& ops) {
+    struct Call {
+      grpc::ClientContext context;
+      pb::ForwardRequest request;
+      pb::ForwardResponse response;
+    };
+    auto* call = new Call;
+    call->request.set_protocol_version(kProtocolVersion);
+    call->request.set_from(options_.self_id);
+    call->request.set_report(true);
+    for (const StoreOp& op : ops) {
+      ToProto(op, call->request.add_txns()->add_ops());
+    }
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + options_.forward_timeout));
+    stub_->async()->Forward(&call->context, &call->request, &call->response,
+                            [this, call, count = ops.size()](grpc::Status status) {
+                              absl::MutexLock lock(&mu_);
+                              --reports_in_flight_;
+                              if (status.ok()) {
+                                reported_hits_ += count;
+                              }
+                              delete call;
+                            });
+  }
+
   void SendReplication(const absl::flat_hash_map<uint64_t, StateRecord>& states,
                        absl::Time oldest) {
     struct Call {
@@ -477,6 +533,10 @@ class PeerClient {
   uint64_t forward_batches_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t forward_errors_ ABSL_GUARDED_BY(mu_) = 0;
   int forward_errors_streak_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<StoreOp> reports_ ABSL_GUARDED_BY(mu_);
+  absl::Time reports_oldest_ ABSL_GUARDED_BY(mu_);
+  int reports_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reported_hits_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t replicated_states_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread sender_;
 };
@@ -624,6 +684,7 @@ class PeerServer final : public pb::Peer::CallbackService {
     }
     absl::InlinedVector<StoreOp, kInlineOps> ops;
     absl::InlinedVector<Decision, kInlineOps> decisions;
+    const int64_t now = store_->options_.clock->NowNs();
     for (const pb::Txn& txn : request.txns()) {
       if (txn.ops_size() == 0 || static_cast<size_t>(txn.ops_size()) > kMaxOpsPerTxn) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -640,8 +701,10 @@ class PeerServer final : public pb::Peer::CallbackService {
         ops.push_back(*parsed);
       }
       decisions.assign(ops.size(), Decision{});
-      const bool committed =
-          store_->ApplyOwned(ops, store_->options_.clock->NowNs(), absl::MakeSpan(decisions));
+      const bool committed = store_->ApplyOwned(ops, now, absl::MakeSpan(decisions));
+      if (request.report()) {
+        continue;  // hits admitted elsewhere: counted (if they still fit), nothing to answer
+      }
       pb::TxnResult* result = response.add_results();
       result->set_committed(committed);
       for (const Decision& d : decisions) {
@@ -967,13 +1030,7 @@ bool ClusterStore::Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
 bool ClusterStore::ApplyRouted(int target, absl::Span<const StoreOp> ops, int64_t now_ns,
                                absl::Span<Decision> decisions) {
   if (target == kRouteLocalShare) {
-    local_share_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
-    ApplyFailureMode(ops, now_ns, decisions, /*local_consistency=*/true);
-    bool committed = true;
-    for (size_t i = 0; i < ops.size(); ++i) {
-      committed &= decisions[i].allowed || ops[i].shadow;
-    }
-    return committed;
+    return ApplyLocalConsistency(ops, now_ns, decisions);
   }
   if (target == kRouteFailureMode) {
     failure_mode_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
@@ -1026,6 +1083,52 @@ bool ClusterStore::ForwardOrFail(int owner, absl::Span<const StoreOp> ops, int64
     committed &= decisions[i].allowed || ops[i].shadow;
   }
   return committed;
+}
+
+bool ClusterStore::ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t now_ns,
+                                         absl::Span<Decision> decisions) {
+  local_share_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
+  ApplyFailureMode(ops, now_ns, decisions, /*local_consistency=*/true);
+  bool committed = true;
+  bool concurrency = false;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    committed &= decisions[i].allowed || ops[i].shadow;
+    concurrency |= ops[i].spec.algorithm == Algorithm::kConcurrency;
+  }
+  // Concurrency slots are released where they were taken: a share only.
+  if (concurrency) {
+    return committed;
+  }
+  const uint64_t mask = membership_->alive_mask();
+  const bool quorum = Membership::HasQuorum(mask, membership_->size());
+  if (committed) {
+    // Tell each key's owner, in the background, so its state counts every node's hits.
+    if (quorum) {
+      for (const StoreOp& op : ops) {
+        if (op.kind != StoreOp::Kind::kCheck || op.hits == 0) {
+          continue;
+        }
+        const int owner = membership_->Owner(op.key_hash, mask);
+        if (owner == membership_->self()) {
+          Decision ignored;
+          ApplyOwned(absl::MakeConstSpan(&op, 1), now_ns, absl::MakeSpan(&ignored, 1));
+        } else {
+          clients_[owner]->Report(op);
+        }
+      }
+    }
+    return true;
+  }
+  if (!quorum) {
+    return false;
+  }
+  // This node's share is spent: ask the owner, whose state holds every node's reported hits.
+  local_share_refills_.fetch_add(1, std::memory_order_relaxed);
+  absl::InlinedVector<StoreOp, kInlineOps> exact(ops.begin(), ops.end());
+  for (StoreOp& op : exact) {
+    op.consistency = 0;
+  }
+  return Apply(exact, now_ns, decisions);
 }
 
 void ClusterStore::ApplyFailureMode(absl::Span<const StoreOp> ops, int64_t now_ns,
@@ -1165,6 +1268,7 @@ ClusterStats ClusterStore::GetClusterStats() const {
   stats.failovers = failovers_.load(std::memory_order_relaxed);
   stats.failure_mode_ops = failure_mode_ops_.load(std::memory_order_relaxed);
   stats.local_share_ops = local_share_ops_.load(std::memory_order_relaxed);
+  stats.local_share_refills = local_share_refills_.load(std::memory_order_relaxed);
   stats.owned_ops = owned_ops_.load(std::memory_order_relaxed);
   stats.warmup_fetches = warmup_fetches_.load(std::memory_order_relaxed);
   stats.config_pushes = config_pushes_.load(std::memory_order_relaxed);

@@ -77,6 +77,7 @@ struct ClusterStats {
   uint64_t failovers = 0;          // forwarded checks retried on another owner
   uint64_t failure_mode_ops = 0;   // ops decided by a failure mode (no owner reachable)
   uint64_t local_share_ops = 0;    // ops decided locally (consistency: local)
+  uint64_t local_share_refills = 0;  // local-consistency checks sent to the owner: share spent
   uint64_t owned_ops = 0;          // ops this node decided as owner
   uint64_t warmup_fetches = 0;     // keys fetched from replicas after a (re)start
   uint64_t config_pushes = 0;      // config changes received from peers and applied
@@ -133,6 +134,10 @@ class ClusterStore final : public Store {
   friend class PeerServer;
   ClusterStore(ClusterOptions options, Store* local);
 
+  // consistency: local: decides from this node's share and reports the hits to the owners;
+  // once the share is spent, asks the owner (exact against every node's reported hits).
+  bool ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t now_ns,
+                             absl::Span<Decision> decisions);
   // Decides ops that could not be sent to an owner, by each op's failure mode.
   void ApplyFailureMode(absl::Span<const StoreOp> ops, int64_t now_ns,
                         absl::Span<Decision> decisions, bool local_consistency);
@@ -169,6 +174,7 @@ class ClusterStore final : public Store {
   std::atomic<uint64_t> failovers_{0};
   std::atomic<uint64_t> failure_mode_ops_{0};
   std::atomic<uint64_t> local_share_ops_{0};
+  std::atomic<uint64_t> local_share_refills_{0};
   std::atomic<uint64_t> owned_ops_{0};
   std::atomic<uint64_t> warmup_fetches_{0};
   std::atomic<uint64_t> config_pushes_{0};

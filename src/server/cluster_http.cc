@@ -23,6 +23,7 @@ std::string ClusterJson(const cluster::ClusterStats& stats) {
                   ",\"deaths\":", stats.deaths, ",\"failovers\":", stats.failovers,
                   ",\"failure_mode_ops\":", stats.failure_mode_ops,
                   ",\"local_share_ops\":", stats.local_share_ops,
+                  ",\"local_share_refills\":", stats.local_share_refills,
                   ",\"owned_ops\":", stats.owned_ops, ",\"warmup_fetches\":", stats.warmup_fetches,
                   ",\"config_pushes\":", stats.config_pushes, ",\"members\":[");
   bool first = true;
@@ -72,6 +73,9 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
   Counter(out, "floodgate_cluster_local_share_ops_total",
           "Limit checks decided from this node's share (consistency: local).",
           stats.local_share_ops);
+  Counter(out, "floodgate_cluster_local_share_refills_total",
+          "consistency: local checks sent to the owner because this node's share was spent.",
+          stats.local_share_refills);
   Counter(out, "floodgate_cluster_owned_ops_total", "Limit checks decided here as the owner.",
           stats.owned_ops);
   Counter(out, "floodgate_cluster_warmup_fetches_total",
