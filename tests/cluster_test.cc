@@ -15,10 +15,17 @@
 #include <thread>
 #include <vector>
 
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "floodgate/peer/v1/peer.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "testing/cluster_harness.h"
 #include "testing/http_client.h"
@@ -222,6 +229,35 @@ TEST(ClusterTest, ExactLimitAcrossNodesForEveryAlgorithm) {
     ASSERT_TRUE(report.ok()) << report.status();
     EXPECT_TRUE(report->pass) << report->Summary();
   }
+  // The gRPC front end (Envoy's API) of every node enforces the same limit.
+  {
+    namespace rls = ::envoy::service::ratelimit::v3;
+    std::vector<std::unique_ptr<rls::RateLimitService::Stub>> stubs;
+    for (int i = 0; i < 3; ++i) {
+      stubs.push_back(rls::RateLimitService::NewStub(grpc::CreateChannel(
+          (*cluster)->node(i).GrpcAddress(), grpc::InsecureChannelCredentials())));
+    }
+    int ok = 0;
+    for (int n = 0; n < 90; ++n) {
+      rls::RateLimitRequest request;
+      request.set_domain("cl");
+      auto* entry = request.add_descriptors()->add_entries();
+      entry->set_key("fixed_window");
+      entry->set_value("grpc-user");
+      rls::RateLimitResponse response;
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      const grpc::Status status = stubs[n % 3]->ShouldRateLimit(&context, request, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      ok += response.overall_code() == rls::RateLimitResponse::OK;
+    }
+    EXPECT_EQ(ok, 60);
+  }
+  // /metrics carries the cluster families.
+  const std::string metrics = probe.Get(0, "/metrics").body;
+  EXPECT_NE(metrics.find("floodgate_cluster_members_alive 3"), std::string::npos);
+  EXPECT_NE(metrics.find("floodgate_cluster_forwarded_total{peer=\"n1\"}"), std::string::npos);
+  EXPECT_NE(metrics.find("floodgate_cluster_replication_lag_seconds"), std::string::npos);
   // Every node forwarded or owned: the decisions really were spread.
   uint64_t owned = 0;
   for (int i = 0; i < 3; ++i) {
@@ -585,6 +621,99 @@ TEST(ClusterTest, LocalConsistencyDecidesFromSharesAndSyncsToTheOwner) {
               "%llu share decisions, %llu sent on to the owner\n",
               uneven.allowed, even.allowed, static_cast<unsigned long long>(local),
               static_cast<unsigned long long>(refills));
+  std::filesystem::remove_all(dir);
+}
+
+
+// Bad peer messages get a clear error, change nothing, and the node keeps serving.
+TEST(ClusterTest, BadPeerMessagesAreRefusedClearly) {
+  const std::string dir = MakeConfigDir(kHotYaml);
+  auto cluster = ClusterHarness::Start(3, dir);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  ClusterHarness& c = **cluster;
+  Client probe(c);
+  ASSERT_NE(WaitFor([&] { return AllAlive(probe, c); }, absl::Seconds(10)),
+            absl::InfiniteDuration());
+  namespace pb = ::floodgate::peer::v1;
+  auto stub = pb::Peer::NewStub(
+      grpc::CreateChannel(c.node(0).PeerAddress(), grpc::InsecureChannelCredentials()));
+  auto call = [&](auto method, const auto& request, auto* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return ((*stub).*method)(&context, request, response);
+  };
+
+  pb::PingRequest ping;
+  ping.set_protocol_version(99);
+  ping.set_from("n1");
+  pb::PingResponse pong;
+  grpc::Status status = call(&pb::Peer::Stub::Ping, ping, &pong);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find("protocol version 99"), std::string::npos)
+      << status.error_message();
+
+  pb::ForwardRequest forward;
+  forward.set_protocol_version(1);
+  forward.set_from("intruder");
+  pb::Op* op = forward.add_txns()->add_ops();
+  op->set_key_hash(42);
+  op->set_hits(1);
+  op->mutable_limit()->set_requests_per_period(10);
+  op->mutable_limit()->set_period_ns(1'000'000'000);
+  pb::ForwardResponse forwarded;
+  status = call(&pb::Peer::Stub::Forward, forward, &forwarded);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(status.error_message().find("intruder"), std::string::npos);
+
+  forward.set_from("n1");
+  op->mutable_limit()->set_algorithm(9);
+  status = call(&pb::Peer::Stub::Forward, forward, &forwarded);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("unknown algorithm 9"), std::string::npos)
+      << status.error_message();
+
+  op->mutable_limit()->set_algorithm(0);
+  op->mutable_limit()->set_period_ns(0);
+  status = call(&pb::Peer::Stub::Forward, forward, &forwarded);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  pb::ForwardRequest empty;
+  empty.set_protocol_version(1);
+  empty.set_from("n1");
+  empty.add_txns();
+  status = call(&pb::Peer::Stub::Forward, empty, &forwarded);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("0 ops"), std::string::npos) << status.error_message();
+
+  pb::ReplicateRequest replicate;
+  replicate.set_protocol_version(1);
+  replicate.set_from("n1");
+  replicate.add_states()->mutable_limit()->set_period_ns(-5);
+  pb::ReplicateResponse replicated;
+  status = call(&pb::Peer::Stub::Replicate, replicate, &replicated);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Garbage bytes on the peer port: the connection is dropped, nothing else.
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(c.node(0).peer_port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string garbage(4096, '\x17');
+    EXPECT_GT(::write(fd, garbage.data(), garbage.size()), 0);
+    char buffer[256];
+    while (::read(fd, buffer, sizeof(buffer)) > 0) {
+    }
+    ::close(fd);
+  }
+
+  // The cluster still decides exactly, and the node still has its peers.
+  LoadResult after = SendLoad(c, {0, 1, 2}, "domain=cl&hot=after", "hot=after", 1600, 4, nullptr);
+  EXPECT_EQ(after.failed, 0);
+  EXPECT_EQ(after.allowed, 1500);
+  EXPECT_TRUE(AllAlive(probe, c));
   std::filesystem::remove_all(dir);
 }
 
