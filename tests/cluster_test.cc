@@ -263,7 +263,16 @@ TEST(ClusterTest, ExactLimitAcrossNodesForEveryAlgorithm) {
   for (int i = 0; i < 3; ++i) {
     owned += NodeCounter(probe, i, "owned_ops");
   }
-  EXPECT_GE(owned, 5u * 180);
+  EXPECT_GE(owned, 5u * 60);  // every admitted check was decided by its key's owner
+  // Checks of keys known to be over their limit were refused on the node that got them.
+  uint64_t fast = 0;
+  for (int i = 0; i < 3; ++i) {
+    const std::string m = probe.Get(i, "/metrics").body;
+    const size_t at = m.find("\nfloodgate_fast_refusals_total ");
+    ASSERT_NE(at, std::string::npos);
+    fast += std::stoull(m.substr(at + sizeof("\nfloodgate_fast_refusals_total ") - 1));
+  }
+  EXPECT_GT(fast, 0u);
   std::filesystem::remove_all(dir);
 }
 
@@ -604,7 +613,7 @@ TEST(ClusterTest, LocalConsistencyDecidesFromSharesAndSyncsToTheOwner) {
     local += NodeCounter(probe, i, "local_share_ops");
     refills += NodeCounter(probe, i, "local_share_refills");
   }
-  EXPECT_GE(local, 1500u);  // every check tried the share first
+  EXPECT_GE(local, 600u);  // every admitted check was tried on a share first
   EXPECT_GE(refills, 1u);   // and the uneven run needed the owner
   Bound bound;
   bound.kind = WindowKind::kFixed;

@@ -67,6 +67,9 @@ struct Limiter::Planned {
   size_t descriptor = 0;
   const core::RateLimitRule* rule = nullptr;
   uint64_t hits = 0;
+  // The read of the rule's block (block_duration), not a limit of its own: its refusal refuses
+  // the op before it, which it follows.
+  bool block = false;
 };
 
 // The store ops a request turns into, with planned[k] describing ops[k].
@@ -86,6 +89,27 @@ struct Limiter::ThreadState {
 };
 
 namespace {
+
+// Where a rule's block (block_duration) lives: a key derived from the limit's own.
+uint64_t BlockKey(uint64_t key_hash) {
+  const uint64_t k = (key_hash ^ 0x626C6F636B6B6579ULL) * 0xD6E8FEB86659FD93ULL;
+  return k != 0 ? k : 1;
+}
+
+LimitSpec BlockSpec(int64_t block_duration_ns) {
+  LimitSpec spec;
+  spec.algorithm = Algorithm::kTokenBucket;
+  spec.requests_per_period = 1;
+  spec.period_ns = block_duration_ns;
+  spec.burst = 1;
+  return spec;
+}
+
+// Whether a refusal of `hits` under `spec` holds until its retry_after whatever happens
+// meanwhile (no release can free capacity sooner): the condition for caching it.
+bool RefusalIsCacheable(const LimitSpec& spec, uint64_t hits, const Decision& d) {
+  return spec.algorithm != Algorithm::kConcurrency && hits == 1 && d.retry_after_ns > 0;
+}
 
 // State keys are length-prefixed fields, so no choice of key or value can make two different
 // descriptors collide: the domain, every entry's key and value, then the rule's suffix.
@@ -151,6 +175,9 @@ std::string StateKey(std::string_view domain, absl::Span<const core::DescriptorE
 Limiter::Limiter(Store* store, KeyHasher hasher, std::shared_ptr<const core::Config> config,
                  LimiterOptions options)
     : store_(store), hasher_(hasher), options_(options) {
+  if (options_.refusal_cache_slots > 0) {
+    refusals_ = std::make_unique<RefusalCache>(options_.refusal_cache_slots);
+  }
   SetConfig(std::move(config));
 }
 
@@ -183,6 +210,10 @@ void Limiter::SetConfig(std::shared_ptr<const core::Config> config) {
     old = std::exchange(snapshot_, std::move(snap));
     snapshot_generation_ = generation;
     generation_.store(generation, std::memory_order_release);
+  }
+  // Cached refusals were decided under the old limits, which may have been raised.
+  if (refusals_ != nullptr) {
+    refusals_->Clear();
   }
   // `old` (and maybe its config) is freed here, outside the lock, unless threads still cache it.
 }
@@ -313,6 +344,16 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       op.consistency = static_cast<uint8_t>(rule.consistency);
       op.failure_mode = static_cast<uint8_t>(rule.failure_mode);
       batch.planned.push_back(Planned{i, &rule, hits});
+      if (rule.block_duration_ns > 0) {
+        // The block is a state of its own: one hit per block_duration with no burst, so a hit
+        // (made when the limit refuses) makes reads refuse for exactly block_duration.
+        StoreOp block = op;
+        block.key_hash = BlockKey(op.key_hash);
+        block.spec = BlockSpec(rule.block_duration_ns);
+        block.hits = 0;
+        batch.ops.push_back(block);
+        batch.planned.push_back(Planned{i, &rule, 0, /*block=*/true});
+      }
       return absl::OkStatus();
     };
     if (desc.limit.has_value()) {
@@ -371,11 +412,22 @@ absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& respons
   }
 
   const absl::Span<const StoreOp> ops = batch.ops;
+  const int64_t now = response.decided_at_ns;
   absl::InlinedVector<Decision, kInlineOps> decisions(ops.size());
-  const bool committed = store_->Apply(ops, response.decided_at_ns, absl::MakeSpan(decisions));
+  const uint32_t cache_generation = refusals_ != nullptr ? refusals_->generation() : 0;
+  bool committed = false;
+  if (!FastRefuse(batch, now, absl::MakeSpan(decisions))) {
+    committed = store_->Apply(ops, now, absl::MakeSpan(decisions));
+    AfterDecision(batch, now, cache_generation, absl::MakeSpan(decisions));
+  } else {
+    fast_refusals_.fetch_add(1, std::memory_order_relaxed);
+  }
 
   for (size_t k = 0; k < ops.size(); ++k) {
     const Planned& p = batch.planned[k];
+    if (p.block) {
+      continue;  // folded into the op it follows (AfterDecision)
+    }
     DescriptorStatus& status = response.descriptors[p.descriptor];
     LimitResult& result = status.limits.emplace_back();
     result.rule = p.rule;
@@ -427,6 +479,80 @@ absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& respons
   return absl::OkStatus();
 }
 
+bool Limiter::FastRefuse(const Batch& batch, int64_t now_ns,
+                         absl::Span<Decision> decisions) const {
+  const absl::Span<const StoreOp> ops = batch.ops;
+  if (refusals_ == nullptr) {
+    return false;
+  }
+  // Only when every limit of the request is known refused: the answer for each is then exact
+  // (refused, nothing left, retry when the cache says) without asking anyone.
+  for (size_t k = 0; k < ops.size(); ++k) {
+    const StoreOp& op = ops[k];
+    if (batch.planned[k].block) {
+      // A block read: answered with the op it follows.
+      decisions[k] = Decision{};
+      continue;
+    }
+    if (op.shadow || op.hits == 0 || op.kind != StoreOp::Kind::kCheck) {
+      return false;
+    }
+    const int64_t until = refusals_->RefusedUntil(op.key_hash, now_ns);
+    if (until == 0) {
+      return false;
+    }
+    Decision& d = decisions[k];
+    d = Decision{};
+    d.allowed = false;
+    d.limit = op.spec.Capacity();
+    d.remaining = 0;
+    d.retry_after_ns = until - now_ns;
+    d.reset_after_ns = until - now_ns;
+  }
+  return true;
+}
+
+void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_generation,
+                            absl::Span<Decision> decisions) {
+  absl::InlinedVector<StoreOp, 1> blocks;
+  for (size_t k = 0; k < batch.ops.size(); ++k) {
+    const Planned& p = batch.planned[k];
+    Decision& d = decisions[k];
+    if (p.block) {
+      // The limit before it is blocked: refuse it for the rest of the block.
+      if (!d.allowed) {
+        Decision& limited = decisions[k - 1];
+        limited.allowed = false;
+        limited.remaining = 0;
+        limited.retry_after_ns = std::max(limited.retry_after_ns, d.retry_after_ns);
+        limited.reset_after_ns = std::max(limited.reset_after_ns, d.retry_after_ns);
+      }
+      continue;
+    }
+    const StoreOp& op = batch.ops[k];
+    if (d.allowed || op.shadow) {
+      continue;
+    }
+    const bool blocked_already = k + 1 < batch.ops.size() && batch.planned[k + 1].block &&
+                                 !decisions[k + 1].allowed;
+    if (p.rule->block_duration_ns > 0 && !blocked_already && d.retry_after_ns != 0) {
+      // Refused by the limit itself: start the block.
+      StoreOp block = batch.ops[k + 1];
+      block.hits = 1;
+      blocks.push_back(block);
+      d.retry_after_ns = std::max(d.retry_after_ns, p.rule->block_duration_ns);
+      d.reset_after_ns = std::max(d.reset_after_ns, p.rule->block_duration_ns);
+    }
+    if (refusals_ != nullptr && RefusalIsCacheable(op.spec, op.hits, d)) {
+      refusals_->Refuse(op.key_hash, now_ns + d.retry_after_ns, cache_generation);
+    }
+  }
+  if (!blocks.empty()) {
+    absl::InlinedVector<Decision, 1> ignored(blocks.size());
+    store_->Apply(blocks, now_ns, absl::MakeSpan(ignored));
+  }
+}
+
 absl::Status Limiter::Release(const CheckRequest& request, int64_t acquired_at_ns) {
   ThreadState& local = Local();
   const Snapshot& snap = CurrentSnapshot(local);
@@ -461,6 +587,7 @@ LimiterStats Limiter::GetStats() const {
   LimiterStats stats;
   stats.checks = checks_.load(std::memory_order_relaxed);
   stats.over_limit_checks = over_limit_checks_.load(std::memory_order_relaxed);
+  stats.fast_refusals = fast_refusals_.load(std::memory_order_relaxed);
   stats.config_version = config()->version;
   return stats;
 }

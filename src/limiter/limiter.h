@@ -28,6 +28,7 @@
 #include "floodgate/decision.h"
 #include "floodgate/store.h"
 #include "src/core/config.h"
+#include "src/limiter/refusal_cache.h"
 
 namespace floodgate::limiter {
 
@@ -98,11 +99,15 @@ struct LimiterOptions {
   size_t max_limits_per_request = 256;
   // near_limit is counted when usage after the hit passes this fraction of the limit.
   double near_limit_ratio = 0.8;
+  // Slots of the over-limit fast path (refusal_cache.h); 0 turns it off.
+  size_t refusal_cache_slots = 1 << 16;
 };
 
 struct LimiterStats {
   uint64_t checks = 0;
   uint64_t over_limit_checks = 0;
+  // Checks refused from the over-limit fast path, without asking the store or the cluster.
+  uint64_t fast_refusals = 0;
   uint64_t config_version = 0;
 };
 
@@ -152,6 +157,13 @@ class Limiter {
   absl::Status Decide(const CheckRequest& request, CheckResponse& response);
   absl::Status Plan(const CheckRequest& request, const Snapshot& snap, std::string& key_buffer,
                     CheckResponse& response, Batch& batch) const;
+  // The over-limit fast path: fills `decisions` and returns true when every op of the request
+  // is known refused (refusal_cache.h).
+  bool FastRefuse(const Batch& batch, int64_t now_ns, absl::Span<Decision> decisions) const;
+  // After the store decided: folds block reads into their limits, starts blocks for limits
+  // with block_duration that refused, and caches refusals.
+  void AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_generation,
+                     absl::Span<Decision> decisions);
   RuleCounters* CountersFor(const std::string& stats_key);
   RuleCounters* CountersForRule(const Snapshot& snap, const core::RateLimitRule* rule,
                                 const DescriptorRequest& desc);
@@ -171,8 +183,10 @@ class Limiter {
   // node_hash_map: counters never move, so snapshots may hold raw pointers.
   absl::node_hash_map<std::string, RuleCounters> counters_ ABSL_GUARDED_BY(counters_mu_);
 
+  std::unique_ptr<RefusalCache> refusals_;  // null when off
   std::atomic<uint64_t> checks_{0};
   std::atomic<uint64_t> over_limit_checks_{0};
+  std::atomic<uint64_t> fast_refusals_{0};
 };
 
 // Returns the bytes that identify a limit's state: domain, the request's entries, and the

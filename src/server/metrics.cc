@@ -133,6 +133,12 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
          store.reclaimed);
   Scalar(out, "floodgate_store_evicted_total", "counter", "States dropped by the memory cap.",
          store.evicted);
+  Scalar(out, "floodgate_store_refused_full_total", "counter",
+         "New keys not stored because the memory cap was reached and nothing could go.",
+         store.refused_full);
+  Scalar(out, "floodgate_fast_refusals_total", "counter",
+         "Checks refused from the over-limit cache, without the store or the cluster.",
+         limiter.GetStats().fast_refusals);
 
   Scalar(out, "floodgate_config_version", "gauge", "Version of the config in force.",
          config.version);

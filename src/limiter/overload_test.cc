@@ -1,0 +1,189 @@
+// The limiter's overload mechanisms: the over-limit fast path (refusal_cache.h) and
+// block_duration.
+
+#include <atomic>
+
+#include <gtest/gtest.h>
+
+#include "src/limiter/limiter.h"
+#include "testing/fake_clock.h"
+
+namespace floodgate::limiter {
+namespace {
+
+constexpr int64_t kSecond = 1'000'000'000;
+constexpr int64_t kMinute = 60 * kSecond;
+
+constexpr char kYaml[] = R"(
+domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: login
+    rate_limit: {unit: minute, requests_per_unit: 2, block_duration: 10m}
+  - key: conc
+    rate_limit: {algorithm: concurrency, unit: minute, requests_per_unit: 1}
+)";
+
+constexpr char kRaisedYaml[] = R"(
+domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 10}
+  - key: login
+    rate_limit: {unit: minute, requests_per_unit: 2, block_duration: 10m}
+  - key: conc
+    rate_limit: {algorithm: concurrency, unit: minute, requests_per_unit: 1}
+)";
+
+std::shared_ptr<const core::Config> MakeConfig(const char* yaml, uint64_t version = 1) {
+  auto domain = core::ParseDomainConfig(yaml, "test.yaml");
+  EXPECT_TRUE(domain.ok()) << domain.status();
+  auto config = core::BuildConfig({*domain}, version);
+  EXPECT_TRUE(config.ok()) << config.status();
+  return *config;
+}
+
+CheckRequest Req(const std::string& key, const std::string& value) {
+  CheckRequest request;
+  request.domain = "api";
+  DescriptorRequest d;
+  d.entries.push_back({key, value});
+  request.descriptors.push_back(std::move(d));
+  return request;
+}
+
+// A store that counts the transactions it is asked to apply.
+class CountingStore final : public Store {
+ public:
+  explicit CountingStore(Store* inner) : inner_(inner) {}
+  bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
+             absl::Span<Decision> decisions) override {
+    applies.fetch_add(1);
+    return inner_->Apply(ops, now_ns, decisions);
+  }
+  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
+                       absl::Span<Decision> decisions, absl::Span<StateRecord> after) override {
+    applies.fetch_add(1);
+    return inner_->ApplyAndCapture(ops, now_ns, decisions, after);
+  }
+  void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) override {
+    inner_->MergeStates(records, now_ns);
+  }
+  bool GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const override {
+    return inner_->GetState(key_hash, now_ns, out);
+  }
+  StoreStats GetStats() const override { return inner_->GetStats(); }
+  void ReclaimExpired(int64_t now_ns) override { inner_->ReclaimExpired(now_ns); }
+  std::atomic<int> applies{0};
+
+ private:
+  Store* inner_;
+};
+
+class OverloadTest : public ::testing::Test {
+ protected:
+  OverloadTest() : store_(*NewShardedStore({})), counting_(store_.get()) {
+    clock_.Set(1'700'000'040LL * kSecond);  // the start of a minute
+    LimiterOptions options;
+    options.clock = &clock_;
+    limiter_ = std::make_unique<Limiter>(&counting_, KeyHasher(1, 2), MakeConfig(kYaml), options);
+  }
+
+  CheckResponse Check(const CheckRequest& request) {
+    auto response = limiter_->Check(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return std::move(*response);
+  }
+
+  testing::FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  CountingStore counting_;
+  std::unique_ptr<Limiter> limiter_;
+};
+
+TEST_F(OverloadTest, RefusedKeyIsRefusedWithoutTheStoreUntilItMayPass) {
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Check(Req("user", "alice")).overall, Code::kOk);
+  }
+  CheckResponse refused = Check(Req("user", "alice"));
+  ASSERT_EQ(refused.overall, Code::kOverLimit);
+  const int64_t retry = refused.descriptors[0].limits[0].decision.retry_after_ns;
+  EXPECT_EQ(retry, kMinute);
+  const int applies = counting_.applies.load();
+
+  clock_.Advance(10 * kSecond);
+  CheckResponse fast = Check(Req("user", "alice"));
+  EXPECT_EQ(counting_.applies.load(), applies);  // the store was not asked
+  EXPECT_EQ(fast.overall, Code::kOverLimit);
+  const Decision& d = fast.descriptors[0].limits[0].decision;
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.remaining, 0u);
+  EXPECT_EQ(d.limit, 3u);
+  EXPECT_EQ(d.retry_after_ns, 50 * kSecond);
+  EXPECT_EQ(limiter_->GetStats().fast_refusals, 1u);
+  // Counted like any refusal.
+  EXPECT_EQ(limiter_->GetStats().over_limit_checks, 2u);
+
+  // Another key still goes to the store.
+  EXPECT_EQ(Check(Req("user", "bob")).overall, Code::kOk);
+  EXPECT_EQ(counting_.applies.load(), applies + 1);
+
+  // When the window ends the key passes again (asked of the store).
+  clock_.Advance(50 * kSecond);
+  EXPECT_EQ(Check(Req("user", "alice")).overall, Code::kOk);
+}
+
+TEST_F(OverloadTest, ConfigReloadForgetsCachedRefusals) {
+  for (int i = 0; i < 4; ++i) {
+    Check(Req("user", "carol"));
+  }
+  ASSERT_EQ(Check(Req("user", "carol")).overall, Code::kOverLimit);
+  // The limit is raised from 3 to 10: carol may pass again at once.
+  limiter_->SetConfig(MakeConfig(kRaisedYaml, 2));
+  EXPECT_EQ(Check(Req("user", "carol")).overall, Code::kOk);
+}
+
+TEST_F(OverloadTest, ConcurrencyRefusalsAreNotCached) {
+  auto first = limiter_->Check(Req("conc", "job"));
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->overall, Code::kOk);
+  ASSERT_EQ(Check(Req("conc", "job")).overall, Code::kOverLimit);
+  // A release frees the slot before any retry_after: the next check must see it.
+  ASSERT_TRUE(limiter_->Release(Req("conc", "job"), first->decided_at_ns).ok());
+  EXPECT_EQ(Check(Req("conc", "job")).overall, Code::kOk);
+}
+
+TEST_F(OverloadTest, BlockDurationRefusesForTheWholeBlockAfterARefusal) {
+  EXPECT_EQ(Check(Req("login", "mallory")).overall, Code::kOk);
+  EXPECT_EQ(Check(Req("login", "mallory")).overall, Code::kOk);
+  CheckResponse refused = Check(Req("login", "mallory"));
+  ASSERT_EQ(refused.overall, Code::kOverLimit);
+  EXPECT_EQ(refused.descriptors[0].limits[0].decision.retry_after_ns, 10 * kMinute);
+  ASSERT_EQ(refused.descriptors[0].limits.size(), 1u);  // the block is not a limit of its own
+
+  // The window ends after a minute, but the block holds for ten.
+  clock_.Advance(2 * kMinute);
+  CheckResponse blocked = Check(Req("login", "mallory"));
+  EXPECT_EQ(blocked.overall, Code::kOverLimit);
+  EXPECT_EQ(blocked.descriptors[0].limits[0].decision.retry_after_ns, 8 * kMinute);
+  // Without the cache too: the block is in the store.
+  LimiterOptions no_cache;
+  no_cache.clock = &clock_;
+  no_cache.refusal_cache_slots = 0;
+  Limiter uncached(&counting_, KeyHasher(1, 2), MakeConfig(kYaml), no_cache);
+  auto direct = uncached.Check(Req("login", "mallory"));
+  ASSERT_TRUE(direct.ok());
+  EXPECT_EQ(direct->overall, Code::kOverLimit);
+  EXPECT_EQ(direct->descriptors[0].limits[0].decision.retry_after_ns, 8 * kMinute);
+  // Blocked checks consume nothing: after the block the full limit is there.
+  clock_.Advance(8 * kMinute);
+  EXPECT_EQ(Check(Req("login", "mallory")).overall, Code::kOk);
+  EXPECT_EQ(Check(Req("login", "mallory")).overall, Code::kOk);
+  EXPECT_EQ(Check(Req("login", "mallory")).overall, Code::kOverLimit);
+  // Other callers were never blocked.
+  EXPECT_EQ(Check(Req("login", "alice")).overall, Code::kOk);
+}
+
+}  // namespace
+}  // namespace floodgate::limiter
