@@ -340,9 +340,11 @@ TEST(ClusterTest, OwnerKilledAndRestartedUnderLoadKeepsTheLimit) {
   const uint64_t tolerance = history::FailoverTolerance(1500);
   EXPECT_GE(static_cast<uint64_t>(warm.allowed + during.allowed), 1500u);
   EXPECT_LE(static_cast<uint64_t>(warm.allowed + during.allowed), 1500u + tolerance);
-  EXPECT_GE(NodeCounter(probe, others[0], "failovers") + NodeCounter(probe, others[1], "failovers") +
-                NodeCounter(probe, others[0], "deaths") + NodeCounter(probe, others[1], "deaths"),
-            1u);
+  uint64_t noticed = 0;
+  for (int i : others) {
+    noticed += NodeCounter(probe, i, "failovers") + NodeCounter(probe, i, "deaths");
+  }
+  EXPECT_GE(noticed, 1u);
 
   // Restart: once the others see it, it owns the key again and must not admit a second burst.
   ASSERT_TRUE(c.Restart(owner).ok()) << c.Stderr(owner);

@@ -53,7 +53,8 @@ absl::StatusOr<std::vector<Member>> ParsePeers(std::string_view spec) {
     m.address = std::string(item.substr(eq + 1));
     const size_t colon = m.address.rfind(':');
     uint32_t port = 0;
-    if (colon == std::string::npos || !absl::SimpleAtoi(absl::string_view(m.address).substr(colon + 1), &port) ||
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(m.address).substr(colon + 1), &port) ||
         port == 0 || port > 65535) {
       return absl::InvalidArgumentError(
           absl::StrCat("--peers: bad address for ", m.id, ": \"", m.address, "\""));

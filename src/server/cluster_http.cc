@@ -95,7 +95,8 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
       {"floodgate_cluster_forward_batches_total", "counter",
        "Batches (RPCs) that carried forwarded checks; forwarded/batches is the mean batch size."},
       {"floodgate_cluster_forward_errors_total", "counter", "Forward batches that failed."},
-      {"floodgate_cluster_replicated_states_total", "counter", "Key states replicated to the peer."},
+      {"floodgate_cluster_replicated_states_total", "counter",
+       "Key states replicated to the peer."},
       {"floodgate_cluster_replication_lag_seconds", "gauge",
        "Last replication batch: oldest state queued to acknowledged."},
   };

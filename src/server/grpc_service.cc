@@ -37,8 +37,9 @@ class RlsService final : public rls::RateLimitService::CallbackService {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (pool_ == nullptr) {
       reactor->Finish(Decide(*request, response));
-    } else if (!pool_->Submit(
-                   [this, reactor, request, response] { reactor->Finish(Decide(*request, response)); })) {
+    } else if (!pool_->Submit([this, reactor, request, response] {
+                 reactor->Finish(Decide(*request, response));
+               })) {
       metrics_->grpc.errors.fetch_add(1, std::memory_order_relaxed);
       reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                    "too many checks waiting; retry later"));

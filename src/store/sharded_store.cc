@@ -235,6 +235,8 @@ class ShardedStore final : public Store {
     if (commit) {
       // A found-but-dead entry is erased here when the result is dead too.
       table.Commit(key, probe, out.next, now_ns, {});
+    } else if (probe.found && op.hits > 0) {
+      table.Protect(key);  // over its limit: never evicted by the memory cap
     }
     if constexpr (kCapture) {
       Capture(op, commit ? out.next : state, now_ns, *after);
@@ -320,6 +322,13 @@ class ShardedStore final : public Store {
       for (size_t i = 0; i < n; ++i) {
         if (decisions[i].allowed) {
           decisions[i] = UnconsumedDecision(ops[i], base[i], now_ns);
+        } else if (Blocks(ops[i], decisions[i]) && ops[i].hits > 0) {
+          // Over its limit: never evicted by the memory cap (when it is stored at all).
+          const uint64_t key = store::MixKey(ops[i].key_hash);
+          StateTable& table = ShardFor(key).table;
+          if (table.Find(key).found) {
+            table.Protect(key);
+          }
         }
       }
     }

@@ -83,6 +83,9 @@ bool StateTable::Reserve(size_t entries) {
 }
 
 void StateTable::EraseAt(size_t slot) {
+  if (!protected_.empty()) {
+    protected_.erase(slots_[slot].key);
+  }
   // Knuth's algorithm R: walk the rest of the cluster; an entry whose home is not cyclically in
   // (hole, j] may move back into the hole, which then moves to j.
   size_t hole = slot;
@@ -252,7 +255,7 @@ bool StateTable::EvictOne(uint64_t key, int64_t now_ns, absl::Span<const uint64_
         ++counters_.reclaimed;
         return true;
       }
-      if (e.state.expiry_ns < victim_expiry) {
+      if (e.state.expiry_ns < victim_expiry && !IsProtected(e.key)) {
         victim = i;
         victim_expiry = e.state.expiry_ns;
       }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/types/span.h"
 #include "src/core/algorithms.h"
 
@@ -173,6 +174,17 @@ class StateTable {
   // Drops every dead entry, then shrinks the table if it is sparse (frees it when empty).
   void SweepAll(int64_t now_ns);
 
+  // Marks the entry of `key` (which must be stored) as over its limit: the memory cap never
+  // evicts it, so nobody can reset their own limit by flooding the store with new keys. The mark
+  // goes with the entry. At most a quarter of the capped capacity is marked; beyond that, marks
+  // are not taken (the eviction order, soonest-fresh first, still applies).
+  void Protect(uint64_t key) {
+    if (max_capacity_ != 0 && protected_.size() < max_capacity_ / 4) {
+      protected_.insert(key);
+    }
+  }
+  bool IsProtected(uint64_t key) const { return protected_.contains(key); }
+
   size_t size() const { return size_; }
   size_t capacity() const { return capacity_; }
   size_t bytes() const { return capacity_ * sizeof(Entry); }
@@ -217,6 +229,8 @@ class StateTable {
   int index_shift_ = 0;
   size_t max_capacity_ = 0;  // 0 = unbounded
   TableCounters counters_;
+  // Keys over their limit (Protect); only kept under a memory cap, where eviction happens.
+  absl::flat_hash_set<uint64_t> protected_;
 };
 
 // Returns the number of slots a table needs for `entries` keys at `load_percent`.

@@ -405,6 +405,26 @@ TEST(StoreTest, MemoryCapEvictsTheStatesClosestToFresh) {
   EXPECT_LE(store->GetStats().bytes, kCap);
 }
 
+TEST(StoreTest, MemoryCapNeverEvictsKeysOverTheirLimit) {
+  // A flood of fresh keys must not evict the state of keys that are over their limit: that
+  // would let anyone reset their own limit by flooding.
+  constexpr size_t kCap = 24 * 1000;
+  auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
+  const LimitSpec spec = Spec(Algorithm::kFixedWindow, 3, 3600 * kSecond);
+  for (uint64_t k = 1; k <= 50; ++k) {
+    ApplyOne(*store, Check(k, spec, 3), kT0);
+    ASSERT_FALSE(ApplyOne(*store, Check(k, spec), kT0).allowed);  // over the limit now
+  }
+  for (uint64_t k = 1000; k < 21000; ++k) {  // same window, so the same expiry: no preference
+    ApplyOne(*store, Check(k, spec), kT0 + 1);
+  }
+  EXPECT_GT(store->GetStats().evicted, 15000u);
+  EXPECT_LE(store->GetStats().bytes, kCap);
+  for (uint64_t k = 1; k <= 50; ++k) {
+    EXPECT_FALSE(ApplyOne(*store, Check(k, spec), kT0 + 2).allowed) << k;
+  }
+}
+
 TEST(StoreTest, MemoryCapReclaimsExpiredBeforeEvicting) {
   constexpr size_t kCap = 24 * 1000;
   auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
