@@ -31,6 +31,7 @@
 #include <boost/beast/http/read.hpp>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -193,6 +194,9 @@ class HttpServerImpl {
   int64_t idle_timeout_ns() const { return idle_timeout_ns_; }
   void Register(HttpSession* session);
   void Unregister(HttpSession* session);
+  // Counts a connection of `client` against max_connections_per_client; false when over it.
+  bool AdmitClient(const std::string& client);
+  void ReleaseClient(const std::string& client);
 
  private:
   void Accept();
@@ -219,6 +223,8 @@ class HttpServerImpl {
   // Every live session. A session removes itself first thing in its destructor, so a pointer
   // read under mu_ is valid until mu_ is released.
   absl::flat_hash_set<HttpSession*> sessions_ ABSL_GUARDED_BY(mu_);
+  // Open connections per client address, when max_connections_per_client is set.
+  absl::flat_hash_map<std::string, size_t> per_client_ ABSL_GUARDED_BY(mu_);
 
   // Declared after the session set: the context is destroyed first, and the pending handlers it
   // destroys (which own sessions) still find the set alive.
@@ -244,8 +250,11 @@ class HttpServerImpl {
 // lock. The chain owns the session through shared_ptr; the session ends when the chain stops.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(Socket socket, HttpServerImpl* server)
-      : socket_(std::move(socket)), fd_(socket_.native_handle()), server_(server) {
+  HttpSession(Socket socket, HttpServerImpl* server, std::string client = {})
+      : socket_(std::move(socket)),
+        fd_(socket_.native_handle()),
+        server_(server),
+        client_(std::move(client)) {
     server_->open_connections_.fetch_add(1, std::memory_order_relaxed);
     server_->metrics()->http_connections.fetch_add(1, std::memory_order_relaxed);
   }
@@ -255,6 +264,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     server_->Unregister(this);
     server_->metrics()->http_connections.fetch_sub(1, std::memory_order_relaxed);
     server_->open_connections_.fetch_sub(1, std::memory_order_relaxed);
+    if (!client_.empty()) {
+      server_->ReleaseClient(client_);
+    }
   }
 
   void Start() {
@@ -453,6 +465,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   Socket socket_;
   const int fd_;
+  // The client's address when connections per client are capped; "" otherwise.
+  const std::string client_;
   HttpServerImpl* const server_;
   absl::Mutex close_mu_;
   bool closed_ ABSL_GUARDED_BY(close_mu_) = false;
@@ -852,12 +866,18 @@ void HttpServerImpl::OnAccept(error_code ec, Socket socket) {
     });
     return;
   }
-  if (open_connections_.load(std::memory_order_relaxed) >= options_.max_connections) {
+  std::string client;
+  if (options_.max_connections_per_client > 0) {
+    const tcp::endpoint remote = socket.remote_endpoint(ec);
+    client = ec ? "?" : remote.address().to_string();
+  }
+  if (open_connections_.load(std::memory_order_relaxed) >= options_.max_connections ||
+      (!client.empty() && !AdmitClient(client))) {
     metrics_->http.shed.fetch_add(1, std::memory_order_relaxed);
     socket.close(ec);
   } else {
     socket.set_option(tcp::no_delay(true), ec);
-    std::make_shared<HttpSession>(std::move(socket), this)->Start();
+    std::make_shared<HttpSession>(std::move(socket), this, std::move(client))->Start();
   }
   Accept();
 }
@@ -883,6 +903,27 @@ void HttpServerImpl::Sweep() {
       Sweep();
     }
   });
+}
+
+bool HttpServerImpl::AdmitClient(const std::string& client) {
+  absl::MutexLock lock(&mu_);
+  size_t& open = per_client_[client];
+  if (open >= options_.max_connections_per_client) {
+    if (open == 0) {
+      per_client_.erase(client);
+    }
+    return false;
+  }
+  ++open;
+  return true;
+}
+
+void HttpServerImpl::ReleaseClient(const std::string& client) {
+  absl::MutexLock lock(&mu_);
+  auto it = per_client_.find(client);
+  if (it != per_client_.end() && --it->second == 0) {
+    per_client_.erase(it);
+  }
 }
 
 void HttpServerImpl::Register(HttpSession* session) {

@@ -28,6 +28,9 @@ struct HttpServerOptions {
   std::string admin_token;
   RequestLimits limits;
   size_t max_connections = 20000;  // accepted connections beyond this are closed at once
+  // Connections one client address may hold at once; beyond it new ones are closed at once.
+  // 0: no cap. (Behind a proxy every client shares the proxy's address: size it for that.)
+  size_t max_connections_per_client = 0;
   // A connection is closed when reading one request (or waiting for it) or writing one response
   // takes longer than this. Enforced with about a quarter of this resolution.
   absl::Duration idle_timeout = absl::Seconds(60);

@@ -799,6 +799,32 @@ TEST_F(HttpServerTest, ConnectionsAboveTheLimitAreClosed) {
   EXPECT_EQ(first.connects(), 1);
 }
 
+TEST_F(HttpServerTest, ConnectionsAboveThePerClientCapAreClosed) {
+  HttpServerOptions options = BaseOptions();
+  options.max_connections_per_client = 2;
+  StartServer(options);
+  HttpClient first(port_);
+  HttpClient second(port_);
+  ASSERT_EQ(first.Request("GET", "/healthcheck").status, 200);
+  ASSERT_EQ(second.Request("GET", "/healthcheck").status, 200);
+  HttpClient third(port_);
+  EXPECT_EQ(third.Request("GET", "/healthcheck").status, 0);  // closed at once
+  EXPECT_GE(metrics_.http.shed.load(), 1u);
+  // The first two keep being served; once one leaves, the client may connect again (the
+  // server frees the slot when it sees the close, so poll for it, bounded).
+  EXPECT_EQ(second.Request("GET", "/healthcheck").status, 200);
+  first.Close();
+  int status = 0;
+  for (int attempt = 0; attempt < 500 && status != 200; ++attempt) {
+    HttpClient again(port_);
+    status = again.Request("GET", "/healthcheck").status;
+    if (status != 200) {
+      absl::SleepFor(absl::Milliseconds(10));  // waiting for the server to see the close
+    }
+  }
+  EXPECT_EQ(status, 200);
+}
+
 TEST_F(HttpServerTest, IdleAndSlowConnectionsTimeOut) {
   HttpServerOptions options = BaseOptions();
   options.idle_timeout = absl::Milliseconds(200);

@@ -32,7 +32,8 @@ using floodgate::server::ServerOptions;
 constexpr char kUsage[] =
     "usage:\n"
     "  floodgate serve --config PATH [--http ADDR] [--grpc ADDR] [--admin-token TOKEN]\n"
-    "                  [--http-threads N] [--max-memory BYTES]\n"
+    "                  [--http-threads N] [--max-memory BYTES] [--max-connections N]\n"
+    "                  [--max-connections-per-client N]\n"
     "                  [--node-id ID --peers ID=HOST:PORT,... [--peer HOST:PORT]\n"
     "                   [--cluster-key SECRET] [--replicas R] [--forward-batch-max N]]\n"
     "                  (cluster mode: docs/cluster.md)\n"
@@ -149,6 +150,16 @@ int Serve(const Flags& flags) {
                         &options.http_threads) ||
       options.http_threads < 1 || options.http_threads > 256) {
     return Fail("--http-threads must be a number from 1 to 256");
+  }
+  if (!absl::SimpleAtoi(Get(flags, "max-connections", "FLOODGATE_MAX_CONNECTIONS", "20000"),
+                        &options.max_connections) ||
+      options.max_connections < 1) {
+    return Fail("--max-connections must be a positive number");
+  }
+  if (!absl::SimpleAtoi(Get(flags, "max-connections-per-client",
+                            "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT", "0"),
+                        &options.max_connections_per_client)) {
+    return Fail("--max-connections-per-client must be a number (0: no cap)");
   }
   if (!absl::SimpleAtoi(Get(flags, "max-memory", "FLOODGATE_MAX_MEMORY", "0"),
                         &options.max_memory_bytes)) {

@@ -63,6 +63,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     };
   }
   http_options.admin_token = options.admin_token;
+  http_options.max_connections = options.max_connections;
+  http_options.max_connections_per_client = options.max_connections_per_client;
   http_options.limits = options.limits;
   server->http_ = std::make_unique<HttpServer>(http_options, server->limiter_.get(),
                                                server->config_.get(), &server->metrics_);

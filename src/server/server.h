@@ -25,6 +25,8 @@ struct ServerOptions {
   std::string grpc_address = "127.0.0.1:8081";
   std::string admin_token;
   int http_threads = 2;
+  size_t max_connections = 20000;          // HTTP connections at once
+  size_t max_connections_per_client = 0;   // HTTP connections per client address; 0 = no cap
   size_t max_memory_bytes = 0;  // store cap; 0 = none
   absl::Duration config_poll = absl::Milliseconds(200);
   RequestLimits limits;
