@@ -10,7 +10,9 @@ namespace floodgate::server {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   std::unique_ptr<Server> server(new Server());
   StoreOptions store_options;
-  store_options.max_memory_bytes = options.max_memory_bytes;
+  // --max-memory is the process's budget: the key tables get 7/8 of it, the rest is headroom for
+  // connections, buffers and a shard's table while it is rehashed (docs/overload.md).
+  store_options.max_memory_bytes = options.max_memory_bytes / 8 * 7;
   FG_ASSIGN_OR_RETURN(server->store_, NewShardedStore(store_options));
   Store* store = server->store_.get();
   KeyHasher hasher = KeyHasher::Random();
