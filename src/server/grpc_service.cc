@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "src/cluster/worker_pool.h"
+#include "src/server/grpc_native.h"
+#include "src/server/http_util.h"
 #include "src/server/rls.h"
 
 namespace floodgate::server {
@@ -49,32 +51,7 @@ class RlsService final : public rls::RateLimitService::CallbackService {
 
  private:
   grpc::Status Decide(const rls::RateLimitRequest& request, rls::RateLimitResponse* response) {
-    const auto start = std::chrono::steady_clock::now();
-    FrontendMetrics& m = metrics_->grpc;
-    m.requests.fetch_add(1, std::memory_order_relaxed);
-    absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
-    absl::Status status = check.status();
-    if (status.ok()) {
-      status = ValidateRequest(*check, limits_);
-    }
-    if (!status.ok()) {
-      m.bad_requests.fetch_add(1, std::memory_order_relaxed);
-      return ToGrpc(status);
-    }
-    absl::StatusOr<limiter::CheckResponse> decided = limiter_->Check(*check);
-    if (!decided.ok()) {
-      (decided.status().code() == absl::StatusCode::kInvalidArgument ? m.bad_requests : m.errors)
-          .fetch_add(1, std::memory_order_relaxed);
-      return ToGrpc(decided.status());
-    }
-    ToEnvoy(*decided, response);
-    if (decided->overall == limiter::Code::kOverLimit) {
-      m.over_limit.fetch_add(1, std::memory_order_relaxed);
-    }
-    m.latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::steady_clock::now() - start)
-                         .count());
-    return grpc::Status::OK;
+    return ToGrpc(server::ShouldRateLimit(*limiter_, limits_, metrics_->grpc, request, response));
   }
 
   limiter::Limiter* const limiter_;
@@ -85,14 +62,39 @@ class RlsService final : public rls::RateLimitService::CallbackService {
 
 }  // namespace
 
+// Either implementation, behind one face.
 class GrpcServer::Impl {
  public:
-  Impl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
+  virtual ~Impl() = default;
+  virtual absl::Status Start() = 0;
+  virtual int port() const = 0;
+  virtual void Shutdown(absl::Duration grace) = 0;
+};
+
+namespace {
+
+class NativeImpl final : public GrpcServer::Impl {
+ public:
+  NativeImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
+      : server_(std::move(options), limiter, metrics) {}
+  absl::Status Start() override { return server_.Start(); }
+  int port() const override { return server_.port(); }
+  void Shutdown(absl::Duration grace) override { server_.Shutdown(grace); }
+
+ private:
+  NativeGrpcServer server_;
+};
+
+class GrpcppImpl final : public GrpcServer::Impl {
+ public:
+  GrpcppImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
       : options_(std::move(options)),
         service_(limiter, metrics, options_.limits, options_.worker_threads,
                  options_.max_queued) {}
 
-  absl::Status Start() {
+  ~GrpcppImpl() override { Shutdown(absl::ZeroDuration()); }
+
+  absl::Status Start() override {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
@@ -110,7 +112,7 @@ class GrpcServer::Impl {
     return absl::OkStatus();
   }
 
-  void Shutdown(absl::Duration grace) {
+  void Shutdown(absl::Duration grace) override {
     if (server_ == nullptr) {
       return;
     }
@@ -120,7 +122,7 @@ class GrpcServer::Impl {
     server_.reset();
   }
 
-  int port() const { return port_; }
+  int port() const override { return port_; }
 
  private:
   GrpcServerOptions options_;
@@ -129,8 +131,32 @@ class GrpcServer::Impl {
   int port_ = 0;
 };
 
-GrpcServer::GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
-    : impl_(std::make_unique<Impl>(std::move(options), limiter, metrics)) {}
+}  // namespace
+
+absl::StatusOr<GrpcImpl> ParseGrpcImpl(std::string_view name) {
+  if (name == "native") {
+    return GrpcImpl::kNative;
+  }
+  if (name == "grpcpp") {
+    return GrpcImpl::kGrpcpp;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown gRPC implementation \"", http_internal::AbslView(name),
+                   "\" (native or grpcpp)"));
+}
+
+std::string_view GrpcImplName(GrpcImpl impl) {
+  return impl == GrpcImpl::kNative ? "native" : "grpcpp";
+}
+
+GrpcServer::GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter,
+                       ServerMetrics* metrics) {
+  if (options.impl == GrpcImpl::kNative) {
+    impl_ = std::make_unique<NativeImpl>(std::move(options), limiter, metrics);
+  } else {
+    impl_ = std::make_unique<GrpcppImpl>(std::move(options), limiter, metrics);
+  }
+}
 GrpcServer::~GrpcServer() { impl_->Shutdown(absl::ZeroDuration()); }
 absl::Status GrpcServer::Start() { return impl_->Start(); }
 int GrpcServer::port() const { return impl_->port(); }

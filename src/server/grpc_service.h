@@ -1,12 +1,16 @@
 #pragma once
 
 // The gRPC front end: envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit and the
-// standard grpc.health.v1 service.
+// standard grpc.health.v1 service, in one of two implementations: our own HTTP/2 server
+// (grpc_native.h, the default on a single node) or grpc++'s (callback API; used in cluster mode,
+// where a check may block waiting for a peer). See docs/grpc.md.
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "src/limiter/limiter.h"
 #include "src/server/metrics.h"
@@ -14,7 +18,17 @@
 
 namespace floodgate::server {
 
+enum class GrpcImpl {
+  kNative,  // grpc_native.h: nghttp2 + Boost.Asio, decides inline on the connection's thread
+  kGrpcpp,  // grpc++ callback API
+};
+
+// Parses "native" or "grpcpp". InvalidArgument otherwise.
+absl::StatusOr<GrpcImpl> ParseGrpcImpl(std::string_view name);
+std::string_view GrpcImplName(GrpcImpl impl);
+
 struct GrpcServerOptions {
+  GrpcImpl impl = GrpcImpl::kNative;
   std::string address = "127.0.0.1:8081";  // port 0 picks a free one
   RequestLimits limits;
   size_t max_receive_bytes = 1 << 20;  // larger messages get RESOURCE_EXHAUSTED
@@ -22,9 +36,20 @@ struct GrpcServerOptions {
   // blocks its thread; gRPC's must stay free to answer peers). 0 decides inline.
   int worker_threads = 0;
   size_t max_queued = 10000;  // checks waiting for a worker; beyond it: RESOURCE_EXHAUSTED
+
+  // Native implementation only.
+  int io_threads = 2;                     // connections are spread across them
+  uint32_t max_concurrent_streams = 1000;  // per connection (HTTP/2 SETTINGS)
+  size_t max_connections = 20000;         // accepted connections beyond this are closed at once
+  // A connection with no call in progress for this long gets GOAWAY and is closed.
+  absl::Duration idle_timeout = absl::Minutes(5);
+  // A call whose request has not fully arrived this long after its headers is reset (CANCEL).
+  // Both are enforced with about a quarter of the smaller one's resolution (at most 1 s).
+  absl::Duration request_timeout = absl::Seconds(10);
 };
 
-// Owns a grpc::Server. Start/Shutdown from one thread; calls run on gRPC's threads.
+// Owns the chosen implementation. Start/Shutdown from one thread; calls run on the server's
+// own threads.
 class GrpcServer {
  public:
   GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics);
@@ -32,10 +57,12 @@ class GrpcServer {
   absl::Status Start();
   int port() const;
   // Reports NOT_SERVING on the health service, then lets in-flight calls finish within `grace`.
+  // Idempotent.
   void Shutdown(absl::Duration grace);
 
+  class Impl;  // what each implementation provides (grpc_service.cc)
+
  private:
-  class Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,12 +1,14 @@
 // floodgate: the command line. Thin by design: parse flags, call the library, wait for a signal.
 //
 //   floodgate serve --config PATH [--http ADDR] [--grpc ADDR] [--admin-token T]
-//                   [--http-threads N] [--max-memory BYTES]
+//                   [--http-threads N] [--max-memory BYTES] [--grpc-impl native|grpcpp]
+//                   [--grpc-threads N]
 //   floodgate validate PATH
 //   floodgate check --config PATH --domain D [--hits N] KEY=VALUE...
 //
 // Every serve flag can also come from the environment: FLOODGATE_CONFIG, FLOODGATE_HTTP,
-// FLOODGATE_GRPC, FLOODGATE_ADMIN_TOKEN, FLOODGATE_HTTP_THREADS, FLOODGATE_MAX_MEMORY.
+// FLOODGATE_GRPC, FLOODGATE_ADMIN_TOKEN, FLOODGATE_HTTP_THREADS, FLOODGATE_MAX_MEMORY,
+// FLOODGATE_GRPC_IMPL, FLOODGATE_GRPC_THREADS.
 // A flag on the command line wins over the environment.
 
 #include <sys/resource.h>
@@ -34,6 +36,7 @@ constexpr char kUsage[] =
     "  floodgate serve --config PATH [--http ADDR] [--grpc ADDR] [--admin-token TOKEN]\n"
     "                  [--http-threads N] [--max-memory BYTES] [--max-connections N]\n"
     "                  [--max-connections-per-client N]\n"
+    "                  [--grpc-impl native|grpcpp] [--grpc-threads N]\n"
     "                  [--node-id ID --peers ID=HOST:PORT,... [--peer HOST:PORT]\n"
     "                   [--cluster-key SECRET] [--replicas R] [--forward-batch-max N]]\n"
     "                  (cluster mode: docs/cluster.md)\n"
@@ -160,6 +163,16 @@ int Serve(const Flags& flags) {
                             "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT", "0"),
                         &options.max_connections_per_client)) {
     return Fail("--max-connections-per-client must be a number (0: no cap)");
+  }
+  options.grpc_impl = Get(flags, "grpc-impl", "FLOODGATE_GRPC_IMPL", "");
+  if (!options.grpc_impl.empty() && options.grpc_impl != "native" &&
+      options.grpc_impl != "grpcpp") {
+    return Fail("--grpc-impl must be native or grpcpp");
+  }
+  if (!absl::SimpleAtoi(Get(flags, "grpc-threads", "FLOODGATE_GRPC_THREADS", "2"),
+                        &options.grpc_threads) ||
+      options.grpc_threads < 1 || options.grpc_threads > 256) {
+    return Fail("--grpc-threads must be a number from 1 to 256");
   }
   if (!absl::SimpleAtoi(Get(flags, "max-memory", "FLOODGATE_MAX_MEMORY", "0"),
                         &options.max_memory_bytes)) {

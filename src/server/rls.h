@@ -11,6 +11,8 @@
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "floodgate/v1/check.pb.h"
 #include "src/limiter/limiter.h"
+#include "src/server/metrics.h"
+#include "src/server/request_limits.h"
 
 namespace floodgate::server {
 
@@ -25,6 +27,15 @@ absl::StatusOr<limiter::CheckRequest> FromEnvoy(
 // RateLimit / Retry-After headers in response_headers_to_add.
 void ToEnvoy(const limiter::CheckResponse& response,
              envoy::service::ratelimit::v3::RateLimitResponse* out);
+
+// Decides one ShouldRateLimit call for a gRPC front end: converts, validates against `limits`,
+// checks, fills `response`, and counts the call in `metrics` (requests, bad_requests, errors,
+// over_limit, latency). Returns the status to answer with: InvalidArgument for bad input, the
+// limiter's error otherwise. Thread-safe as Limiter::Check is.
+absl::Status ShouldRateLimit(limiter::Limiter& limiter, const RequestLimits& limits,
+                             FrontendMetrics& metrics,
+                             const envoy::service::ratelimit::v3::RateLimitRequest& request,
+                             envoy::service::ratelimit::v3::RateLimitResponse* response);
 
 // Converts a native request. Its `lease` (a release's token) is not part of limiter::CheckRequest:
 // callers pass request.lease() to Limiter::Release themselves.

@@ -75,8 +75,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   GrpcServerOptions grpc_options;
   grpc_options.address = options.grpc_address;
   grpc_options.limits = options.limits;
+  grpc_options.io_threads = options.grpc_threads;
   if (server->cluster_ != nullptr) {
+    // Forwarded checks block their thread: grpc++ with a worker pool of its own.
+    grpc_options.impl = GrpcImpl::kGrpcpp;
     grpc_options.worker_threads = 32;
+  }
+  if (!options.grpc_impl.empty()) {
+    FG_ASSIGN_OR_RETURN(const GrpcImpl impl, ParseGrpcImpl(options.grpc_impl));
+    if (impl == GrpcImpl::kNative && server->cluster_ != nullptr) {
+      return absl::InvalidArgumentError(
+          "--grpc-impl native does not serve cluster mode (a check may wait for a peer); use "
+          "grpcpp or leave it unset");
+    }
+    grpc_options.impl = impl;
   }
   server->grpc_ =
       std::make_unique<GrpcServer>(grpc_options, server->limiter_.get(), &server->metrics_);

@@ -25,6 +25,11 @@ struct ServerOptions {
   std::string grpc_address = "127.0.0.1:8081";
   std::string admin_token;
   int http_threads = 2;
+  // "native" (our HTTP/2 server), "grpcpp", or empty: native on a single node, grpcpp in
+  // cluster mode (a check may wait for a peer there, which the native server's inline decisions
+  // must not do; asking for native in cluster mode is an error).
+  std::string grpc_impl;
+  int grpc_threads = 2;  // the native server's io threads
   size_t max_connections = 20000;          // HTTP connections at once
   size_t max_connections_per_client = 0;   // HTTP connections per client address; 0 = no cap
   size_t max_memory_bytes = 0;  // process memory budget (tables get 7/8 of it); 0 = none
