@@ -439,6 +439,21 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   bool draining_streams() const { return head_ != nullptr; }
 
+  // Reads now, on a later turn of the loop, instead of waiting for readiness: for when bytes may
+  // already be buffered (the read cap was hit, or reading paused for a write). Asio's epoll
+  // reactor is edge-triggered and drops an edge that comes while no wait is queued, so waiting
+  // then could sleep until the client sends again.
+  void ResumeReading() {
+    if (closed_ || waiting_read_) {
+      return;
+    }
+    waiting_read_ = true;
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->waiting_read_ = false;
+      self->OnReadable();
+    });
+  }
+
   void WaitReadable() {
     if (closed_ || waiting_read_) {
       return;
@@ -464,10 +479,12 @@ class Session : public std::enable_shared_from_this<Session> {
     last_read_ns_ = worker_->now_ns;
     size_t total = 0;
     bool fatal = false;
+    bool drained = false;
     while (total < kMaxReadPerTurn) {
       error_code ec;
       const size_t n = socket_.read_some(asio::buffer(worker_->read_buffer), ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        drained = true;
         break;
       }
       if (ec) {  // EOF or error: nothing more will arrive; nothing sent would be read
@@ -481,7 +498,10 @@ class Session : public std::enable_shared_from_this<Session> {
         break;
       }
       if (n < worker_->read_buffer.size()) {
-        break;  // the socket is most likely drained; the next wait tells
+        // Drained as of this read; bytes arriving from now on raise an edge that the wait
+        // queued before this handler returns will see.
+        drained = true;
+        break;
       }
     }
     if (fatal) {
@@ -490,7 +510,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     Flush();
     if (!closed_ && !writing_) {
-      WaitReadable();
+      if (drained || fatal) {
+        WaitReadable();
+      } else {
+        ResumeReading();  // the read cap was hit: the rest after the other connections' turns
+      }
     }
   }
 
@@ -532,7 +556,7 @@ class Session : public std::enable_shared_from_this<Session> {
                             }
                             self->Flush();
                             if (!self->closed_ && !self->writing_) {
-                              self->WaitReadable();
+                              self->ResumeReading();  // edges during the write were dropped
                             }
                           });
         return;
