@@ -183,6 +183,19 @@ LoadResult SendLoad(const ClusterHarness& cluster, const std::vector<int>& nodes
   return LoadResult{allowed.load(), refused.load(), failed.load()};
 }
 
+// Checks a history against "at most limit + tolerance per hour-long fixed window".
+void ExpectWithinBound(const Recorder& recorder, uint64_t limit, uint64_t tolerance) {
+  Bound bound;
+  bound.kind = WindowKind::kFixed;
+  bound.limit = limit;
+  bound.period_ns = kHourNs;
+  bound.tolerance = tolerance;
+  bound.slack_ns = 100'000'000;
+  auto report = Checker(bound).CheckBound(recorder.Snapshot());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->pass) << report->Summary();
+}
+
 constexpr char kAlgorithmsYaml[] = R"(domain: cl
 descriptors:
   - key: fixed_window
@@ -219,15 +232,7 @@ TEST(ClusterTest, ExactLimitAcrossNodesForEveryAlgorithm) {
     const int slack = std::string(algorithm).find("bucket") != std::string::npos ? 1 : 0;
     EXPECT_GE(result.allowed, 60);
     EXPECT_LE(result.allowed, 60 + slack);
-    Bound bound;
-    bound.kind = WindowKind::kFixed;
-    bound.limit = 60;
-    bound.period_ns = kHourNs;
-    bound.tolerance = slack;
-    bound.slack_ns = 100'000'000;
-    auto report = Checker(bound).CheckBound(recorder.Snapshot());
-    ASSERT_TRUE(report.ok()) << report.status();
-    EXPECT_TRUE(report->pass) << report->Summary();
+    ExpectWithinBound(recorder, 60, slack);
   }
   // The gRPC front end (Envoy's API) of every node enforces the same limit.
   {
@@ -470,15 +475,7 @@ TEST(ClusterTest, PartitionFollowsFailureModeAndConverges) {
   }
 
   // The history: at most limit + limit / 3 (the minority's share) in the window.
-  Bound bound;
-  bound.kind = WindowKind::kFixed;
-  bound.limit = 300;
-  bound.period_ns = kHourNs;
-  bound.tolerance = 100;
-  bound.slack_ns = 100'000'000;
-  auto report = Checker(bound).CheckBound(recorder.Snapshot());
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_TRUE(report->pass) << report->Summary();
+  ExpectWithinBound(recorder, 300, 100);
   std::printf("partition: detected in %s, healed in %s; admitted %d (majority) + %d (minority)\n",
               absl::FormatDuration(detected).c_str(), absl::FormatDuration(healed).c_str(),
               majority.allowed, minority.allowed);
@@ -563,6 +560,42 @@ descriptors:
                     absl::Seconds(5)),
             absl::InfiniteDuration());
 
+  // Two changes of one domain made at once on two nodes: every node ends with the same one.
+  const std::string left = R"(domain: cl
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 11}
+)";
+  const std::string right = R"(domain: cl
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 22}
+)";
+  std::thread put_left([&] {
+    testing::HttpClient client(c.node(0).host, c.node(0).http_port);
+    EXPECT_EQ(client.Request("PUT", "/v1/config/cl", left).status, 200);
+  });
+  std::thread put_right([&] {
+    testing::HttpClient client(c.node(1).host, c.node(1).http_port);
+    EXPECT_EQ(client.Request("PUT", "/v1/config/cl", right).status, 200);
+  });
+  put_left.join();
+  put_right.join();
+  auto limit_on = [&](int i) {
+    const std::string body = probe2.Get(i, "/v1/config").body;
+    return body.find("requests_per_unit: 11") != std::string::npos   ? 11
+           : body.find("requests_per_unit: 22") != std::string::npos ? 22
+                                                                      : 0;
+  };
+  const absl::Duration converged = WaitFor(
+      [&] {
+        const int first = limit_on(0);
+        return first != 0 && limit_on(1) == first && limit_on(2) == first;
+      },
+      absl::Seconds(5));
+  EXPECT_NE(converged, absl::InfiniteDuration()) << limit_on(0) << " " << limit_on(1) << " "
+                                                 << limit_on(2);
+
   stop = true;
   load.join();
   EXPECT_EQ(failed.load(), 0);
@@ -617,17 +650,8 @@ TEST(ClusterTest, LocalConsistencyDecidesFromSharesAndSyncsToTheOwner) {
   }
   EXPECT_GE(local, 600u);  // every admitted check was tried on a share first
   EXPECT_GE(refills, 1u);   // and the uneven run needed the owner
-  Bound bound;
-  bound.kind = WindowKind::kFixed;
-  bound.limit = 300;
-  bound.period_ns = kHourNs;
-  bound.tolerance = tolerance;
-  bound.slack_ns = 100'000'000;
-  for (Recorder* history : {&uneven_history, &even_history}) {
-    auto report = Checker(bound).CheckBound(history->Snapshot());
-    ASSERT_TRUE(report.ok()) << report.status();
-    EXPECT_TRUE(report->pass) << report->Summary();
-  }
+  ExpectWithinBound(uneven_history, 300, tolerance);
+  ExpectWithinBound(even_history, 300, tolerance);
   std::printf("local consistency: admitted %d (one node) and %d (three nodes) of 300; "
               "%llu share decisions, %llu sent on to the owner\n",
               uneven.allowed, even.allowed, static_cast<unsigned long long>(local),
