@@ -251,12 +251,11 @@ pid_t ClusterHarness::pid(int i) const {
 absl::Status ClusterHarness::Spawn(int i) {
   Node& node = *nodes_[i];
   const ClusterNode& info = node.info;
-  std::vector<std::string> argv = {options_.binary, "serve",
-                                   "--config",
-                                   options_.config_dirs.empty() ? config_dir_
-                                                                : options_.config_dirs.at(i),
-                                   "--http",        absl::StrCat(info.host, ":", info.http_port),
-                                   "--grpc",        absl::StrCat(info.host, ":", info.grpc_port)};
+  std::vector<std::string> argv = {
+      options_.binary, "serve",
+      "--config",      options_.config_dirs.empty() ? config_dir_ : options_.config_dirs.at(i),
+      "--http",        absl::StrCat(info.host, ":", info.http_port),
+      "--grpc",        absl::StrCat(info.host, ":", info.grpc_port)};
   if (options_.cluster_flags) {
     std::vector<std::string> peers;
     for (const auto& other : nodes_) {

@@ -30,8 +30,8 @@ struct H2Request {
   std::string path = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
   std::string method = "POST";
   std::string content_type = "application/grpc";
-  std::string body;         // sent as is: include the 5-byte gRPC prefix yourself
-  bool end_stream = true;   // false: the request stays open (a slow client)
+  std::string body;        // sent as is: include the 5-byte gRPC prefix yourself
+  bool end_stream = true;  // false: the request stays open (a slow client)
 };
 
 struct H2Response {
@@ -141,9 +141,12 @@ class H2Client {
     for (const H2Request& r : requests) {
       bodies_.push_back(Body{r.body, 0, r.end_stream});
       Body* body = &bodies_.back();
-      const nghttp2_nv nva[] = {Nv(":method", r.method), Nv(":scheme", "http"),
-                                Nv(":path", r.path), Nv(":authority", "localhost"),
-                                Nv("content-type", r.content_type), Nv("te", "trailers")};
+      const nghttp2_nv nva[] = {Nv(":method", r.method),
+                                Nv(":scheme", "http"),
+                                Nv(":path", r.path),
+                                Nv(":authority", "localhost"),
+                                Nv("content-type", r.content_type),
+                                Nv("te", "trailers")};
       nghttp2_data_provider provider;
       provider.source.ptr = body;
       provider.read_callback = &ReadBody;
@@ -234,8 +237,8 @@ class H2Client {
                       reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), strlen(name),
                       value.size(), NGHTTP2_NV_FLAG_NONE};
   }
-  static ssize_t ReadBody(nghttp2_session*, int32_t, uint8_t* buf, size_t length,
-                          uint32_t* flags, nghttp2_data_source* source, void*) {
+  static ssize_t ReadBody(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
+                          nghttp2_data_source* source, void*) {
     auto* body = static_cast<Body*>(source->ptr);
     const size_t n = std::min(length, body->bytes.size() - body->offset);
     memcpy(buf, body->bytes.data() + body->offset, n);
@@ -249,8 +252,7 @@ class H2Client {
     return static_cast<ssize_t>(n);
   }
   static int OnHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
-                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
-                      void* user) {
+                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void* user) {
     auto* self = static_cast<H2Client*>(user);
     H2Response& r = self->responses_[frame->hd.stream_id];
     std::string n(reinterpret_cast<const char*>(name), namelen);
@@ -260,8 +262,8 @@ class H2Client {
   }
   static int OnData(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len,
                     void* user) {
-    static_cast<H2Client*>(user)->responses_[id].body.append(
-        reinterpret_cast<const char*>(data), len);
+    static_cast<H2Client*>(user)->responses_[id].body.append(reinterpret_cast<const char*>(data),
+                                                             len);
     return 0;
   }
   static int OnClose(nghttp2_session*, int32_t id, uint32_t code, void* user) {

@@ -225,8 +225,8 @@ TEST(ClusterTest, ExactLimitAcrossNodesForEveryAlgorithm) {
     SCOPED_TRACE(algorithm);
     Recorder recorder;
     const std::string key = absl::StrCat(algorithm, "=user1");
-    const LoadResult result = SendLoad(**cluster, {0, 1, 2}, absl::StrCat("domain=cl&", key),
-                                       key, 180, 6, &recorder);
+    const LoadResult result =
+        SendLoad(**cluster, {0, 1, 2}, absl::StrCat("domain=cl&", key), key, 180, 6, &recorder);
     EXPECT_EQ(result.failed, 0);
     // Token and leaky buckets refill one hit per minute: at most one more during the test.
     const int slack = std::string(algorithm).find("bucket") != std::string::npos ? 1 : 0;
@@ -354,9 +354,12 @@ TEST(ClusterTest, OwnerKilledAndRestartedUnderLoadKeepsTheLimit) {
   // Restart: once the others see it, it owns the key again and must not admit a second burst.
   ASSERT_TRUE(c.Restart(owner).ok()) << c.Stderr(owner);
   const std::string owner_id = c.node(owner).id;
-  ASSERT_NE(WaitFor([&] { return MemberField(probe, others[0], owner_id, "alive") == "true" &&
-                                 MemberField(probe, others[1], owner_id, "alive") == "true"; },
-                    absl::Seconds(10)),
+  ASSERT_NE(WaitFor(
+                [&] {
+                  return MemberField(probe, others[0], owner_id, "alive") == "true" &&
+                         MemberField(probe, others[1], owner_id, "alive") == "true";
+                },
+                absl::Seconds(10)),
             absl::InfiniteDuration());
   before.clear();
   for (int i = 0; i < 3; ++i) {
@@ -388,7 +391,6 @@ TEST(ClusterTest, OwnerKilledAndRestartedUnderLoadKeepsTheLimit) {
               static_cast<unsigned long long>(report->total_over_admission));
   std::filesystem::remove_all(dir);
 }
-
 
 constexpr char kPartitionYaml[] = R"(domain: cl
 descriptors:
@@ -453,8 +455,8 @@ TEST(ClusterTest, PartitionFollowsFailureModeAndConverges) {
   LoadResult open = SendLoad(c, {2}, "domain=cl&open=u", "open=u", 50, 2, nullptr);
   EXPECT_EQ(open.allowed, 50);
   // The majority still decides closed/open keys exactly.
-  LoadResult majority_closed = SendLoad(c, {0, 1}, "domain=cl&closed=u", "closed=u", 400, 4,
-                                        nullptr);
+  LoadResult majority_closed =
+      SendLoad(c, {0, 1}, "domain=cl&closed=u", "closed=u", 400, 4, nullptr);
   EXPECT_EQ(majority_closed.allowed, 300);
 
   // Heal: everyone sees everyone again, and every node now refuses the exhausted key (the
@@ -511,8 +513,8 @@ TEST(ClusterTest, ConfigChangeReachesEveryNodeWithinOneSecond) {
   std::thread load([&] {
     Client client(c);
     for (int n = 0; !stop.load() || n < 300; ++n) {
-      const int status = client.Check(n % 3, "domain=cl&user=u" + std::to_string(n % 50),
-                                      "", nullptr);
+      const int status =
+          client.Check(n % 3, "domain=cl&user=u" + std::to_string(n % 50), "", nullptr);
       (status == 0 ? failed : answered).fetch_add(1);
     }
   });
@@ -554,11 +556,11 @@ descriptors:
   ASSERT_EQ(admin1.Request("PUT", "/v1/config/cl", changed_again).status, 200);
   ASSERT_TRUE(c.Restart(2).ok()) << c.Stderr(2);
   Client probe2(c);
-  EXPECT_NE(WaitFor([&] {
-              return probe2.Get(2, "/v1/config").body.find("while_down") != std::string::npos;
-            },
-                    absl::Seconds(5)),
-            absl::InfiniteDuration());
+  EXPECT_NE(
+      WaitFor(
+          [&] { return probe2.Get(2, "/v1/config").body.find("while_down") != std::string::npos; },
+          absl::Seconds(5)),
+      absl::InfiniteDuration());
 
   // Two changes of one domain made at once on two nodes: every node ends with the same one.
   const std::string left = R"(domain: cl
@@ -585,7 +587,7 @@ descriptors:
     const std::string body = probe2.Get(i, "/v1/config").body;
     return body.find("requests_per_unit: 11") != std::string::npos   ? 11
            : body.find("requests_per_unit: 22") != std::string::npos ? 22
-                                                                      : 0;
+                                                                     : 0;
   };
   const absl::Duration converged = WaitFor(
       [&] {
@@ -593,8 +595,8 @@ descriptors:
         return first != 0 && limit_on(1) == first && limit_on(2) == first;
       },
       absl::Seconds(5));
-  EXPECT_NE(converged, absl::InfiniteDuration()) << limit_on(0) << " " << limit_on(1) << " "
-                                                 << limit_on(2);
+  EXPECT_NE(converged, absl::InfiniteDuration())
+      << limit_on(0) << " " << limit_on(1) << " " << limit_on(2);
 
   stop = true;
   load.join();
@@ -606,7 +608,6 @@ descriptors:
     std::filesystem::remove_all(d);
   }
 }
-
 
 constexpr char kLocalYaml[] = R"(domain: cl
 descriptors:
@@ -630,15 +631,15 @@ TEST(ClusterTest, LocalConsistencyDecidesFromSharesAndSyncsToTheOwner) {
 
   // All traffic on one node: its share, then the owner's remaining count.
   Recorder uneven_history;
-  LoadResult uneven = SendLoad(c, {0}, "domain=cl&hotlocal=a", "hotlocal=a", 600, 4,
-                               &uneven_history);
+  LoadResult uneven =
+      SendLoad(c, {0}, "domain=cl&hotlocal=a", "hotlocal=a", 600, 4, &uneven_history);
   EXPECT_EQ(uneven.failed, 0);
   EXPECT_GE(uneven.allowed, 300);
   EXPECT_LE(static_cast<uint64_t>(uneven.allowed), 300 + tolerance);
   // Spread over every node.
   Recorder even_history;
-  LoadResult even = SendLoad(c, {0, 1, 2}, "domain=cl&hotlocal=b", "hotlocal=b", 900, 6,
-                             &even_history);
+  LoadResult even =
+      SendLoad(c, {0, 1, 2}, "domain=cl&hotlocal=b", "hotlocal=b", 900, 6, &even_history);
   EXPECT_EQ(even.failed, 0);
   EXPECT_GE(even.allowed, 300);
   EXPECT_LE(static_cast<uint64_t>(even.allowed), 300 + tolerance);
@@ -649,16 +650,16 @@ TEST(ClusterTest, LocalConsistencyDecidesFromSharesAndSyncsToTheOwner) {
     refills += NodeCounter(probe, i, "local_share_refills");
   }
   EXPECT_GE(local, 600u);  // every admitted check was tried on a share first
-  EXPECT_GE(refills, 1u);   // and the uneven run needed the owner
+  EXPECT_GE(refills, 1u);  // and the uneven run needed the owner
   ExpectWithinBound(uneven_history, 300, tolerance);
   ExpectWithinBound(even_history, 300, tolerance);
-  std::printf("local consistency: admitted %d (one node) and %d (three nodes) of 300; "
-              "%llu share decisions, %llu sent on to the owner\n",
-              uneven.allowed, even.allowed, static_cast<unsigned long long>(local),
-              static_cast<unsigned long long>(refills));
+  std::printf(
+      "local consistency: admitted %d (one node) and %d (three nodes) of 300; "
+      "%llu share decisions, %llu sent on to the owner\n",
+      uneven.allowed, even.allowed, static_cast<unsigned long long>(local),
+      static_cast<unsigned long long>(refills));
   std::filesystem::remove_all(dir);
 }
-
 
 // Bad peer messages get a clear error, change nothing, and the node keeps serving.
 TEST(ClusterTest, BadPeerMessagesAreRefusedClearly) {

@@ -265,8 +265,10 @@ class PeerClient {
     pb::PushConfigResponse response;
     const grpc::Status status = stub_->PushConfig(&context, request, &response);
     if (!status.ok()) {
-      std::fprintf(stderr, "floodgate: config push to %s failed: %s (it catches up through "
-                   "heartbeats)\n", id_.c_str(), status.error_message().c_str());
+      std::fprintf(stderr,
+                   "floodgate: config push to %s failed: %s (it catches up through "
+                   "heartbeats)\n",
+                   id_.c_str(), status.error_message().c_str());
     }
   }
 
@@ -381,8 +383,7 @@ class PeerClient {
           mu_.AwaitWithDeadline(
               absl::Condition(
                   +[](PeerClient* c) {
-                    return c->stop_ ||
-                           (!c->queue_.empty() && c->in_flight_ == 0) ||
+                    return c->stop_ || (!c->queue_.empty() && c->in_flight_ == 0) ||
                            c->queue_.size() >= static_cast<size_t>(c->options_.batch_max) ||
                            c->replication_.size() >= kReplicationBatch ||
                            c->reports_.size() >= kReplicationBatch;
@@ -415,8 +416,8 @@ class PeerClient {
     call->context.set_wait_for_ready(true);
     stub_->async()->Forward(
         &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
-          const bool ok = status.ok() &&
-                          call->response.results_size() == static_cast<int>(call->batch.size());
+          const bool ok =
+              status.ok() && call->response.results_size() == static_cast<int>(call->batch.size());
           for (size_t i = 0; i < call->batch.size(); ++i) {
             Pending& pending = *call->batch[i];
             if (ok) {
@@ -679,17 +680,17 @@ class PeerServer final : public pb::Peer::CallbackService {
     }
     if (request.txns_size() > kMaxTxnsPerBatch) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("batch of ", request.txns_size(),
-                                       " transactions; at most ", kMaxTxnsPerBatch));
+                          absl::StrCat("batch of ", request.txns_size(), " transactions; at most ",
+                                       kMaxTxnsPerBatch));
     }
     absl::InlinedVector<StoreOp, kInlineOps> ops;
     absl::InlinedVector<Decision, kInlineOps> decisions;
     const int64_t now = store_->options_.clock->NowNs();
     for (const pb::Txn& txn : request.txns()) {
       if (txn.ops_size() == 0 || static_cast<size_t>(txn.ops_size()) > kMaxOpsPerTxn) {
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            absl::StrCat("transaction of ", txn.ops_size(), " ops; 1 to ",
-                                         kMaxOpsPerTxn));
+        return grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("transaction of ", txn.ops_size(), " ops; 1 to ", kMaxOpsPerTxn));
       }
       ops.clear();
       for (const pb::Op& op : txn.ops()) {
@@ -792,13 +793,13 @@ absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions
   }
   std::unique_ptr<ClusterStore> store(new ClusterStore(std::move(options), local));
   const ClusterOptions& opts = store->options_;
-  store->membership_ = std::make_unique<Membership>(
-      opts.members, self, opts.clock, absl::ToInt64Nanoseconds(opts.dead_after));
+  store->membership_ = std::make_unique<Membership>(opts.members, self, opts.clock,
+                                                    absl::ToInt64Nanoseconds(opts.dead_after));
   store->clients_.resize(opts.members.size());
   for (size_t i = 0; i < opts.members.size(); ++i) {
     if (static_cast<int>(i) != self) {
-      auto client = std::make_unique<PeerClient>(opts, static_cast<int>(i),
-                                                 store->membership_.get());
+      auto client =
+          std::make_unique<PeerClient>(opts, static_cast<int>(i), store->membership_.get());
       ClusterStore* raw = store.get();
       client->corrections_ = [raw](const pb::ReplicateRequest& sent,
                                    const pb::ReplicateResponse& response) {
@@ -806,8 +807,8 @@ absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions
         for (const pb::State& state : response.corrections()) {
           absl::StatusOr<LimitSpec> spec = FromProto(state.limit());
           if (spec.ok()) {
-            records.push_back(StateRecord{state.key_hash(), *spec, state.expiry_ns(),
-                                          state.data()});
+            records.push_back(
+                StateRecord{state.key_hash(), *spec, state.expiry_ns(), state.data()});
           }
         }
         raw->local_->MergeStates(records, raw->options_.clock->NowNs());
@@ -885,23 +886,23 @@ void ClusterStore::PingAll() {
       absl::MutexLock lock(&round->mu);
       ++round->pending;
     }
-    clients_[i]->Ping(request, [this, round, i](grpc::Status status,
-                                                const pb::PingResponse& response) {
-      if (status.ok()) {
-        membership_->RecordContact(static_cast<int>(i));
-      }
-      absl::MutexLock lock(&round->mu);
-      if (status.ok()) {
-        round->answers.emplace_back(static_cast<int>(i), response);
-      }
-      --round->pending;
-    });
+    clients_[i]->Ping(request,
+                      [this, round, i](grpc::Status status, const pb::PingResponse& response) {
+                        if (status.ok()) {
+                          membership_->RecordContact(static_cast<int>(i));
+                        }
+                        absl::MutexLock lock(&round->mu);
+                        if (status.ok()) {
+                          round->answers.emplace_back(static_cast<int>(i), response);
+                        }
+                        --round->pending;
+                      });
   }
   {
     absl::MutexLock lock(&round->mu);
-    round->mu.AwaitWithTimeout(
-        absl::Condition(+[](int* pending) { return *pending == 0; }, &round->pending),
-        options_.heartbeat * 2 + absl::Milliseconds(100));
+    round->mu.AwaitWithTimeout(absl::Condition(
+                                   +[](int* pending) { return *pending == 0; }, &round->pending),
+                               options_.heartbeat * 2 + absl::Milliseconds(100));
   }
   std::vector<std::pair<int, pb::PingResponse>> answers;
   {
@@ -1242,8 +1243,7 @@ bool ClusterStore::ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns,
 }
 
 bool ClusterStore::ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
-                                   absl::Span<Decision> decisions,
-                                   absl::Span<StateRecord> after) {
+                                   absl::Span<Decision> decisions, absl::Span<StateRecord> after) {
   return local_->ApplyAndCapture(ops, now_ns, decisions, after);
 }
 

@@ -62,7 +62,7 @@ struct PeerStats {
   bool alive = false;
   bool self = false;
   int64_t last_contact_ns = 0;
-  double ownership_share = 0;  // fraction of the hash space it owns in this node's view
+  double ownership_share = 0;      // fraction of the hash space it owns in this node's view
   int64_t replication_lag_ns = 0;  // last batch: oldest state queued to acknowledged
   uint64_t forwarded_txns = 0;
   uint64_t forward_batches = 0;
@@ -73,14 +73,14 @@ struct PeerStats {
 struct ClusterStats {
   std::string self_id;
   bool quorum = false;
-  uint64_t deaths = 0;             // members seen going dead
-  uint64_t failovers = 0;          // forwarded checks retried on another owner
-  uint64_t failure_mode_ops = 0;   // ops decided by a failure mode (no owner reachable)
-  uint64_t local_share_ops = 0;    // ops decided locally (consistency: local)
+  uint64_t deaths = 0;               // members seen going dead
+  uint64_t failovers = 0;            // forwarded checks retried on another owner
+  uint64_t failure_mode_ops = 0;     // ops decided by a failure mode (no owner reachable)
+  uint64_t local_share_ops = 0;      // ops decided locally (consistency: local)
   uint64_t local_share_refills = 0;  // local-consistency checks sent to the owner: share spent
-  uint64_t owned_ops = 0;          // ops this node decided as owner
-  uint64_t warmup_fetches = 0;     // keys fetched from replicas after a (re)start
-  uint64_t config_pushes = 0;      // config changes received from peers and applied
+  uint64_t owned_ops = 0;            // ops this node decided as owner
+  uint64_t warmup_fetches = 0;       // keys fetched from replicas after a (re)start
+  uint64_t config_pushes = 0;        // config changes received from peers and applied
   std::vector<PeerStats> peers;
 };
 

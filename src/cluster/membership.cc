@@ -54,8 +54,8 @@ absl::StatusOr<std::vector<Member>> ParsePeers(std::string_view spec) {
     const size_t colon = m.address.rfind(':');
     uint32_t port = 0;
     if (colon == std::string::npos ||
-        !absl::SimpleAtoi(absl::string_view(m.address).substr(colon + 1), &port) ||
-        port == 0 || port > 65535) {
+        !absl::SimpleAtoi(absl::string_view(m.address).substr(colon + 1), &port) || port == 0 ||
+        port > 65535) {
       return absl::InvalidArgumentError(
           absl::StrCat("--peers: bad address for ", m.id, ": \"", m.address, "\""));
     }
@@ -85,9 +85,7 @@ Membership::Membership(std::vector<Member> members, int self, const Clock* clock
       alive_(uint64_t{1} << self),
       last_contact_ns_(members_.size(), 0) {}
 
-bool Membership::HasQuorum(uint64_t mask, int members) {
-  return 2 * std::popcount(mask) > members;
-}
+bool Membership::HasQuorum(uint64_t mask, int members) { return 2 * std::popcount(mask) > members; }
 
 void Membership::SetAlive(int i, bool alive) {
   const uint64_t bit = uint64_t{1} << i;

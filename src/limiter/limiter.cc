@@ -479,8 +479,7 @@ absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& respons
   return absl::OkStatus();
 }
 
-bool Limiter::FastRefuse(const Batch& batch, int64_t now_ns,
-                         absl::Span<Decision> decisions) const {
+bool Limiter::FastRefuse(const Batch& batch, int64_t now_ns, absl::Span<Decision> decisions) const {
   const absl::Span<const StoreOp> ops = batch.ops;
   if (refusals_ == nullptr) {
     return false;
@@ -533,8 +532,8 @@ void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_g
     if (d.allowed || op.shadow) {
       continue;
     }
-    const bool blocked_already = k + 1 < batch.ops.size() && batch.planned[k + 1].block &&
-                                 !decisions[k + 1].allowed;
+    const bool blocked_already =
+        k + 1 < batch.ops.size() && batch.planned[k + 1].block && !decisions[k + 1].allowed;
     if (p.rule->block_duration_ns > 0 && !blocked_already && d.retry_after_ns != 0) {
       // Refused by the limit itself: start the block.
       StoreOp block = batch.ops[k + 1];

@@ -36,16 +36,14 @@ std::string ClusterJson(const cluster::ClusterStats& stats) {
     absl::StrAppend(&out, ",\"self\":", p.self ? "true" : "false",
                     ",\"alive\":", p.alive ? "true" : "false");
     if (!p.self) {
-      absl::StrAppend(&out, ",\"last_contact_ms_ago\":",
-                      p.last_contact_ns == 0 ? -1 : (now - p.last_contact_ns) / 1'000'000,
-                      ",\"replication_lag_ms\":",
-                      absl::StrFormat("%.3f", p.replication_lag_ns / 1e6),
-                      ",\"forwarded\":", p.forwarded_txns, ",\"forward_batches\":",
-                      p.forward_batches, ",\"forward_errors\":", p.forward_errors,
-                      ",\"replicated\":", p.replicated_states);
+      absl::StrAppend(
+          &out, ",\"last_contact_ms_ago\":",
+          p.last_contact_ns == 0 ? -1 : (now - p.last_contact_ns) / 1'000'000,
+          ",\"replication_lag_ms\":", absl::StrFormat("%.3f", p.replication_lag_ns / 1e6),
+          ",\"forwarded\":", p.forwarded_txns, ",\"forward_batches\":", p.forward_batches,
+          ",\"forward_errors\":", p.forward_errors, ",\"replicated\":", p.replicated_states);
     }
-    absl::StrAppend(&out, ",\"ownership_share\":", absl::StrFormat("%.4f", p.ownership_share),
-                    "}");
+    absl::StrAppend(&out, ",\"ownership_share\":", absl::StrFormat("%.4f", p.ownership_share), "}");
   }
   out += "]}";
   return out;
@@ -109,13 +107,27 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
       }
       std::string value;
       switch (f) {
-        case 0: value = p.alive ? "1" : "0"; break;
-        case 1: value = absl::StrFormat("%.4f", p.ownership_share); break;
-        case 2: value = absl::StrCat(p.forwarded_txns); break;
-        case 3: value = absl::StrCat(p.forward_batches); break;
-        case 4: value = absl::StrCat(p.forward_errors); break;
-        case 5: value = absl::StrCat(p.replicated_states); break;
-        default: value = absl::StrFormat("%.6f", p.replication_lag_ns / 1e9); break;
+        case 0:
+          value = p.alive ? "1" : "0";
+          break;
+        case 1:
+          value = absl::StrFormat("%.4f", p.ownership_share);
+          break;
+        case 2:
+          value = absl::StrCat(p.forwarded_txns);
+          break;
+        case 3:
+          value = absl::StrCat(p.forward_batches);
+          break;
+        case 4:
+          value = absl::StrCat(p.forward_errors);
+          break;
+        case 5:
+          value = absl::StrCat(p.replicated_states);
+          break;
+        default:
+          value = absl::StrFormat("%.6f", p.replication_lag_ns / 1e9);
+          break;
       }
       absl::StrAppend(&out, families[f].name, "{peer=\"", p.id, "\"} ", value, "\n");
     }

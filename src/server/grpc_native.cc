@@ -103,8 +103,8 @@ struct Stream {
   bool post = false;
   bool grpc_content_type = false;
   bool headers_done = false;
-  bool request_done = false;  // END_STREAM received
-  bool responded = false;     // a response was submitted; later request bytes are dropped
+  bool request_done = false;          // END_STREAM received
+  bool responded = false;             // a response was submitted; later request bytes are dropped
   bool reset_after_response = false;  // RST_STREAM(NO_ERROR) once the response is sent
   size_t header_bytes = 0;
   std::string path;
@@ -245,8 +245,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!ec) {
       socket_.set_option(tcp::no_delay(true), ec);
     }
-    if (ec || nghttp2_session_server_new2(&h2_, server_->callbacks(), this,
-                                          server_->h2_option()) != 0) {
+    if (ec ||
+        nghttp2_session_server_new2(&h2_, server_->callbacks(), this, server_->h2_option()) != 0) {
       Close();
       return;
     }
@@ -255,8 +255,8 @@ class Session : public std::enable_shared_from_this<Session> {
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(kMaxHeaderBytes)},
     }};
     if (nghttp2_submit_settings(h2_, NGHTTP2_FLAG_NONE, settings.data(), settings.size()) != 0 ||
-        nghttp2_session_set_local_window_size(h2_, NGHTTP2_FLAG_NONE, 0,
-                                              kConnectionWindowBytes) != 0) {
+        nghttp2_session_set_local_window_size(h2_, NGHTTP2_FLAG_NONE, 0, kConnectionWindowBytes) !=
+            0) {
       Close();
       return;
     }
@@ -302,7 +302,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     bool reset = false;
     for (Stream* s = head_; s != nullptr; s = s->next) {
-      if (s->request_done || s->responded || now_ns - s->opened_ns < server_->request_timeout_ns()) {
+      if (s->request_done || s->responded ||
+          now_ns - s->opened_ns < server_->request_timeout_ns()) {
         continue;
       }
       if (!s->headers_done) {
@@ -390,8 +391,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     return 0;
   }
-  static int OnDataChunk(nghttp2_session* h2, uint8_t flags, int32_t stream_id,
-                         const uint8_t* data, size_t len, void* user) {
+  static int OnDataChunk(nghttp2_session* h2, uint8_t flags, int32_t stream_id, const uint8_t* data,
+                         size_t len, void* user) {
     auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(h2, stream_id));
     if (s != nullptr && !s->responded) {
       static_cast<Session*>(user)->AppendBody(*s, data, len);
@@ -650,8 +651,7 @@ class Session : public std::enable_shared_from_this<Session> {
         grpc_wire::ParseUnaryBody(s.body, server_->options().max_receive_bytes);
     if (!message.ok()) {
       CountBadRequest(s);
-      RespondStatus(s, message.status().code(),
-                    http_internal::StdView(message.status().message()));
+      RespondStatus(s, message.status().code(), http_internal::StdView(message.status().message()));
       return;
     }
     if (s.method == Method::kShouldRateLimit) {
@@ -832,10 +832,9 @@ absl::Status ServerImpl::Start() {
 void ServerImpl::Accept() {
   Worker* worker = workers_[next_worker_].get();
   next_worker_ = (next_worker_ + 1) % workers_.size();
-  acceptor_->async_accept(worker->ioc.get_executor(),
-                          [this, worker](error_code ec, Socket socket) {
-                            OnAccept(ec, std::move(socket), worker);
-                          });
+  acceptor_->async_accept(worker->ioc.get_executor(), [this, worker](error_code ec, Socket socket) {
+    OnAccept(ec, std::move(socket), worker);
+  });
 }
 
 void ServerImpl::OnAccept(error_code ec, Socket socket, Worker* worker) {
@@ -879,9 +878,8 @@ void ServerImpl::Sweep(Worker* worker) {
   if (stopped_timers_.load(std::memory_order_acquire)) {
     return;
   }
-  const int64_t interval_ns =
-      std::clamp<int64_t>(std::min(idle_timeout_ns_, request_timeout_ns_) / 4, 10'000'000,
-                          1'000'000'000);
+  const int64_t interval_ns = std::clamp<int64_t>(
+      std::min(idle_timeout_ns_, request_timeout_ns_) / 4, 10'000'000, 1'000'000'000);
   worker->sweep_timer.expires_after(std::chrono::nanoseconds(interval_ns));
   worker->sweep_timer.async_wait([this, worker](error_code ec) {
     if (!ec) {
@@ -910,8 +908,9 @@ void ServerImpl::ForEachSession(Fn fn) {
 
 bool ServerImpl::AwaitNoSessions(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(+[](int* open) { return *open == 0; }, &open_sessions_), timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](int* open) { return *open == 0; }, &open_sessions_),
+                              timeout);
 }
 
 void ServerImpl::Shutdown(absl::Duration grace) {

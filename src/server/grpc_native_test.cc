@@ -114,8 +114,8 @@ TEST_F(NativeGrpcServerTest, DecidesAndAnswersHealth) {
     EXPECT_EQ(r.headers[":status"], "200");
     EXPECT_EQ(r.headers["content-type"], "application/grpc");
     EXPECT_EQ(r.trailers["grpc-status"], "0");
-    EXPECT_EQ(Decode(r).overall_code(), i < 2 ? rls::RateLimitResponse::OK
-                                              : rls::RateLimitResponse::OVER_LIMIT);
+    EXPECT_EQ(Decode(r).overall_code(),
+              i < 2 ? rls::RateLimitResponse::OK : rls::RateLimitResponse::OVER_LIMIT);
   }
   EXPECT_EQ(metrics_.grpc.requests.load(), 3u);
   EXPECT_EQ(metrics_.grpc.over_limit.load(), 1u);

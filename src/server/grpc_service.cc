@@ -89,8 +89,7 @@ class GrpcppImpl final : public GrpcServer::Impl {
  public:
   GrpcppImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
       : options_(std::move(options)),
-        service_(limiter, metrics, options_.limits, options_.worker_threads,
-                 options_.max_queued) {}
+        service_(limiter, metrics, options_.limits, options_.worker_threads, options_.max_queued) {}
 
   ~GrpcppImpl() override { Shutdown(absl::ZeroDuration()); }
 
@@ -140,9 +139,8 @@ absl::StatusOr<GrpcImpl> ParseGrpcImpl(std::string_view name) {
   if (name == "grpcpp") {
     return GrpcImpl::kGrpcpp;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown gRPC implementation \"", http_internal::AbslView(name),
-                   "\" (native or grpcpp)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown gRPC implementation \"", http_internal::AbslView(name), "\" (native or grpcpp)"));
 }
 
 std::string_view GrpcImplName(GrpcImpl impl) {

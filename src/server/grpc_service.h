@@ -38,9 +38,9 @@ struct GrpcServerOptions {
   size_t max_queued = 10000;  // checks waiting for a worker; beyond it: RESOURCE_EXHAUSTED
 
   // Native implementation only.
-  int io_threads = 2;                     // connections are spread across them
+  int io_threads = 2;                      // connections are spread across them
   uint32_t max_concurrent_streams = 1000;  // per connection (HTTP/2 SETTINGS)
-  size_t max_connections = 20000;         // accepted connections beyond this are closed at once
+  size_t max_connections = 20000;          // accepted connections beyond this are closed at once
   // A connection with no call in progress for this long gets GOAWAY and is closed.
   absl::Duration idle_timeout = absl::Minutes(5);
   // A call whose request has not fully arrived this long after its headers is reset (CANCEL).

@@ -59,11 +59,9 @@ TEST(GrpcWireTest, OversizedIsResourceExhaustedBeforeTheBytesArrive) {
 }
 
 TEST(GrpcWireTest, CompressedFlagIsUnimplementedOtherFlagsInternal) {
-  EXPECT_EQ(ParseUnaryBody(Frame("x", 1), 100).status().code(),
-            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(ParseUnaryBody(Frame("x", 1), 100).status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(ParseUnaryBody(Frame("x", 2), 100).status().code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(ParseUnaryBody(Frame("x", '\x80'), 100).status().code(),
-            absl::StatusCode::kInternal);
+  EXPECT_EQ(ParseUnaryBody(Frame("x", '\x80'), 100).status().code(), absl::StatusCode::kInternal);
 }
 
 TEST(GrpcWireTest, ContentTypes) {

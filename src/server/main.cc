@@ -159,9 +159,9 @@ int Serve(const Flags& flags) {
       options.max_connections < 1) {
     return Fail("--max-connections must be a positive number");
   }
-  if (!absl::SimpleAtoi(Get(flags, "max-connections-per-client",
-                            "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT", "0"),
-                        &options.max_connections_per_client)) {
+  if (!absl::SimpleAtoi(
+          Get(flags, "max-connections-per-client", "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT", "0"),
+          &options.max_connections_per_client)) {
     return Fail("--max-connections-per-client must be a number (0: no cap)");
   }
   options.grpc_impl = Get(flags, "grpc-impl", "FLOODGATE_GRPC_IMPL", "");

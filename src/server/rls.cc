@@ -237,9 +237,9 @@ absl::Status ShouldRateLimit(limiter::Limiter& limiter, const RequestLimits& lim
   if (decided->overall == limiter::Code::kOverLimit) {
     metrics.over_limit.fetch_add(1, std::memory_order_relaxed);
   }
-  metrics.latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             std::chrono::steady_clock::now() - start)
-                             .count());
+  metrics.latency.Record(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count());
   return absl::OkStatus();
 }
 

@@ -9,8 +9,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "floodgate/store.h"
-#include "src/limiter/limiter.h"
 #include "src/cluster/cluster.h"
+#include "src/limiter/limiter.h"
 #include "src/server/cluster_config.h"
 #include "src/server/config_manager.h"
 #include "src/server/grpc_service.h"
@@ -29,10 +29,10 @@ struct ServerOptions {
   // cluster mode (a check may wait for a peer there, which the native server's inline decisions
   // must not do; asking for native in cluster mode is an error).
   std::string grpc_impl;
-  int grpc_threads = 2;  // the native server's io threads
-  size_t max_connections = 20000;          // HTTP connections at once
-  size_t max_connections_per_client = 0;   // HTTP connections per client address; 0 = no cap
-  size_t max_memory_bytes = 0;  // process memory budget (tables get 7/8 of it); 0 = none
+  int grpc_threads = 2;                   // the native server's io threads
+  size_t max_connections = 20000;         // HTTP connections at once
+  size_t max_connections_per_client = 0;  // HTTP connections per client address; 0 = no cap
+  size_t max_memory_bytes = 0;            // process memory budget (tables get 7/8 of it); 0 = none
   absl::Duration config_poll = absl::Milliseconds(200);
   RequestLimits limits;
   // Cluster mode (docs/cluster.md), on when `peers` is set.
