@@ -3,7 +3,7 @@
 # peers: in process (rate-limiter-flexible) and over the network (nginx limit_req, Redis + Lua),
 # then one plain node against a 3-node cluster (forwarding, batching).
 # Output under bench/results/. Env: REPS (5 for Google Benchmark, 3 for the comparisons),
-# SKIP_PEERS=1 to run only the Google Benchmarks. Takes about 25 minutes; run nothing else.
+# SKIP_PEERS=1 to run only the Google Benchmarks. Takes about 31 minutes; run nothing else.
 set -euo pipefail
 build_dir=${1:-build}
 out=bench/results
