@@ -1,5 +1,7 @@
 #include "src/server/server.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "floodgate/status_macros.h"
@@ -10,9 +12,13 @@ namespace floodgate::server {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   std::unique_ptr<Server> server(new Server());
   StoreOptions store_options;
-  // --max-memory is the process's budget: the key tables get 7/8 of it, the rest is headroom for
-  // connections, buffers and a shard's table while it is rehashed (docs/overload.md).
-  store_options.max_memory_bytes = options.max_memory_bytes / 8 * 7;
+  // --max-memory is the process's budget: the key tables get what is left after a headroom for
+  // the process itself (about 15 MiB), connections, buffers and a shard's table while it is
+  // rehashed: 1/8 of the budget, at least 24 MiB, at most half (docs/overload.md).
+  constexpr size_t kMinHeadroom = size_t{24} << 20;
+  const size_t headroom = std::min(std::max(options.max_memory_bytes / 8, kMinHeadroom),
+                                   options.max_memory_bytes / 2);
+  store_options.max_memory_bytes = options.max_memory_bytes - headroom;
   FG_ASSIGN_OR_RETURN(server->store_, NewShardedStore(store_options));
   Store* store = server->store_.get();
   KeyHasher hasher = KeyHasher::Random();

@@ -32,7 +32,7 @@ struct ServerOptions {
   int grpc_threads = 2;                   // the native server's io threads
   size_t max_connections = 20000;         // HTTP connections at once
   size_t max_connections_per_client = 0;  // HTTP connections per client address; 0 = no cap
-  size_t max_memory_bytes = 0;            // process memory budget (tables get 7/8 of it); 0 = none
+  size_t max_memory_bytes = 0;  // process memory budget (tables get all but a headroom); 0 = none
   absl::Duration config_poll = absl::Milliseconds(200);
   RequestLimits limits;
   // Cluster mode (docs/cluster.md), on when `peers` is set.

@@ -235,6 +235,10 @@ class ShardedStore final : public Store {
     if (commit) {
       // A found-but-dead entry is erased here when the result is dead too.
       table.Commit(key, probe, out.next, now_ns, {});
+      if (table.capped() && probe.found && op.hits > 0 && !(state == core::KeyState{}) &&
+          !table.IsProtected(key)) {
+        table.Protect(key);  // hit again while live: established, kept through floods
+      }
     } else if (probe.found && op.hits > 0) {
       table.Protect(key);  // over its limit: never evicted by the memory cap
     }
@@ -317,6 +321,11 @@ class ShardedStore final : public Store {
         StateTable& table = ShardFor(refs[g].key).table;
         table.Commit(refs[g].key, table.Find(refs[g].key), next[refs[g].index], now_ns,
                      absl::MakeConstSpan(keys));
+        if (table.capped() && !(base[refs[g].index] == core::KeyState{}) &&
+            ops[refs[g].index].hits > 0 && !table.IsProtected(refs[g].key) &&
+            table.Find(refs[g].key).found) {
+          table.Protect(refs[g].key);  // hit again while live: established (see ApplyOne)
+        }
       }
     } else {
       for (size_t i = 0; i < n; ++i) {

@@ -174,15 +174,19 @@ class StateTable {
   // Drops every dead entry, then shrinks the table if it is sparse (frees it when empty).
   void SweepAll(int64_t now_ns);
 
-  // Marks the entry of `key` (which must be stored) as over its limit: the memory cap never
-  // evicts it, so nobody can reset their own limit by flooding the store with new keys. The mark
-  // goes with the entry. At most a quarter of the capped capacity is marked; beyond that, marks
-  // are not taken (the eviction order, soonest-fresh first, still applies).
+  // Marks the entry of `key` (which must be stored) as one the memory cap never evicts: a key
+  // over its limit (so nobody can reset their own limit by flooding the store with new keys),
+  // or an established one, hit again while its state was live (so a flood of one-hit keys
+  // does not push out the users who are really there). The mark goes with the entry. At most
+  // 1/16 of the capped capacity is marked (about 0.6 bytes per slot at most); beyond that,
+  // marks are not taken (the eviction order, soonest-fresh first, still applies). Only under a
+  // memory cap, where eviction happens.
   void Protect(uint64_t key) {
-    if (max_capacity_ != 0 && protected_.size() < max_capacity_ / 4) {
+    if (max_capacity_ != 0 && protected_.size() < max_capacity_ / 16) {
       protected_.insert(key);
     }
   }
+  bool capped() const { return max_capacity_ != 0; }
   bool IsProtected(uint64_t key) const { return protected_.contains(key); }
 
   size_t size() const { return size_; }

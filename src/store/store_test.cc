@@ -425,6 +425,26 @@ TEST(StoreTest, MemoryCapNeverEvictsKeysOverTheirLimit) {
   }
 }
 
+TEST(StoreTest, MemoryCapKeepsEstablishedKeysThroughAFloodOfOneHitKeys) {
+  // Users hit twice within their (short) window are established; a flood of one-hit keys with
+  // long windows must evict its own kind, not them, although their states expire sooner.
+  constexpr size_t kCap = 24 * 1000;
+  auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
+  const LimitSpec user = Spec(Algorithm::kFixedWindow, 10, kSecond);
+  const LimitSpec flood = Spec(Algorithm::kFixedWindow, 10, 3600 * kSecond);
+  for (uint64_t k = 1; k <= 50; ++k) {
+    ApplyOne(*store, Check(k, user), kT0);
+    ApplyOne(*store, Check(k, user), kT0);
+  }
+  for (uint64_t k = 1000; k < 21000; ++k) {
+    ApplyOne(*store, Check(k, flood), kT0 + 1);
+  }
+  EXPECT_GT(store->GetStats().evicted, 15000u);
+  for (uint64_t k = 1; k <= 50; ++k) {
+    EXPECT_EQ(Remaining(*store, k, user, kT0 + 2), 8u) << k;
+  }
+}
+
 TEST(StoreTest, MemoryCapReclaimsExpiredBeforeEvicting) {
   constexpr size_t kCap = 24 * 1000;
   auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
