@@ -16,8 +16,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // the process itself (about 15 MiB), connections, buffers and a shard's table while it is
   // rehashed: 1/8 of the budget, at least 24 MiB, at most half (docs/overload.md).
   constexpr size_t kMinHeadroom = size_t{24} << 20;
-  const size_t headroom = std::min(std::max(options.max_memory_bytes / 8, kMinHeadroom),
-                                   options.max_memory_bytes / 2);
+  const size_t headroom =
+      std::min(std::max(options.max_memory_bytes / 8, kMinHeadroom), options.max_memory_bytes / 2);
   store_options.max_memory_bytes = options.max_memory_bytes - headroom;
   FG_ASSIGN_OR_RETURN(server->store_, NewShardedStore(store_options));
   Store* store = server->store_.get();
