@@ -133,14 +133,24 @@ LimitSpec ShareOf(const LimitSpec& spec, int members) {
   return share;
 }
 
-bool IsNewer(const pb::DomainVersion& a, const pb::DomainVersion& b) {
+// Whether a transaction decided into `decisions` passes: every op allowed, or shadow.
+bool Passed(absl::Span<const StoreOp> ops, absl::Span<const Decision> decisions) {
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (!decisions[i].allowed && !ops[i].shadow) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool IsNewerConfig(const pb::DomainVersion& a, const pb::DomainVersion& b) {
   if (a.version() != b.version()) {
     return a.version() > b.version();
   }
   return a.origin() > b.origin();
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // PeerClient: one persistent channel to one member; batches forwarded transactions and
@@ -937,7 +947,7 @@ void ClusterStore::PingAll() {
       auto it = std::find_if(ours.begin(), ours.end(), [&](const pb::DomainVersion& v) {
         return v.domain() == theirs.domain();
       });
-      if (it == ours.end() || IsNewer(theirs, *it)) {
+      if (it == ours.end() || IsNewerConfig(theirs, *it)) {
         get.add_domains(theirs.domain());
       }
     }
@@ -1036,11 +1046,7 @@ bool ClusterStore::ApplyRouted(int target, absl::Span<const StoreOp> ops, int64_
   if (target == kRouteFailureMode) {
     failure_mode_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
     ApplyFailureMode(ops, now_ns, decisions, false);
-    bool committed = true;
-    for (size_t i = 0; i < ops.size(); ++i) {
-      committed &= decisions[i].allowed || ops[i].shadow;
-    }
-    return committed;
+    return Passed(ops, decisions);
   }
   if (target == membership_->self()) {
     return ApplyOwned(ops, now_ns, decisions);
@@ -1077,25 +1083,17 @@ bool ClusterStore::ForwardOrFail(int owner, absl::Span<const StoreOp> ops, int64
     }
     owner = next;
   }
-  failure_mode_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
-  ApplyFailureMode(ops, now_ns, decisions, false);
-  bool committed = true;
-  for (size_t i = 0; i < ops.size(); ++i) {
-    committed &= decisions[i].allowed || ops[i].shadow;
-  }
-  return committed;
+  return ApplyRouted(kRouteFailureMode, ops, now_ns, decisions);
 }
 
 bool ClusterStore::ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t now_ns,
                                          absl::Span<Decision> decisions) {
   local_share_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
   ApplyFailureMode(ops, now_ns, decisions, /*local_consistency=*/true);
-  bool committed = true;
-  bool concurrency = false;
-  for (size_t i = 0; i < ops.size(); ++i) {
-    committed &= decisions[i].allowed || ops[i].shadow;
-    concurrency |= ops[i].spec.algorithm == Algorithm::kConcurrency;
-  }
+  const bool committed = Passed(ops, decisions);
+  const bool concurrency = std::any_of(ops.begin(), ops.end(), [](const StoreOp& op) {
+    return op.spec.algorithm == Algorithm::kConcurrency;
+  });
   // Concurrency slots are released where they were taken: a share only.
   if (concurrency) {
     return committed;

@@ -96,6 +96,10 @@ class ConfigSync {
   virtual int Apply(const std::vector<peer::v1::ConfigChange>& changes) = 0;
 };
 
+// Whether config version `a` wins over `b`: the higher Lamport version, then the higher origin
+// id, so that every node resolves concurrent changes the same way.
+bool IsNewerConfig(const peer::v1::DomainVersion& a, const peer::v1::DomainVersion& b);
+
 class PeerClient;
 class PeerServer;
 

@@ -5,17 +5,6 @@
 
 namespace floodgate::server {
 namespace pb = ::floodgate::peer::v1;
-namespace {
-
-bool IsNewer(const pb::DomainVersion& a, const pb::DomainVersion& b) {
-  if (a.version() != b.version()) {
-    return a.version() > b.version();
-  }
-  return a.origin() > b.origin();
-}
-
-}  // namespace
-
 pb::DomainVersion ClusterConfigSync::VersionOf(const std::string& domain) const {
   auto it = versions_.find(domain);
   if (it != versions_.end()) {
@@ -84,7 +73,7 @@ int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
     const pb::DomainVersion& theirs = change.version();
     const std::string& domain = theirs.domain();
     clock_ = std::max(clock_, theirs.version());
-    if (!IsNewer(theirs, VersionOf(domain))) {
+    if (!cluster::IsNewerConfig(theirs, VersionOf(domain))) {
       continue;
     }
     absl::Status status;
