@@ -321,7 +321,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       return;
     }
     if (parser_->is_done()) {
-      Handle();
+      HandleAndWrite();
       return;
     }
     if (request_.expect_continue && request_.version >= 11) {
@@ -350,7 +350,37 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       OnReadError(ec);
       return;
     }
+    HandleAndWrite();
+  }
+
+  // Answers the request just read, then every complete request the client has already
+  // pipelined behind it (those bytes are in buffer_), and writes all the answers with one send.
+  // Under load a pipelining client then costs one read and one write per batch, not per request.
+  void HandleAndWrite() {
     Handle();
+    while (!close_after_write_ && buffer_.size() > 0 && out_.size() < kMaxBatchBytes &&
+           ParseBuffered()) {
+      Handle();
+    }
+    Write();
+  }
+
+  // Parses one whole request from buffer_ into request_ and consumes it. Returns false, and
+  // consumes nothing, when buffer_ does not hold a whole valid request: the normal read path
+  // then parses those bytes again from the start (and reports any error in order).
+  bool ParseBuffered() {
+    request_.Reset();
+    parser_.emplace(&request_);
+    parser_->header_limit(server_->options().max_header_bytes);
+    parser_->body_limit(server_->options().limits.max_body_bytes);
+    parser_->eager(true);
+    error_code ec;
+    const size_t used = parser_->put(buffer_.data(), ec);
+    if (ec || !parser_->is_done()) {
+      return false;
+    }
+    buffer_.consume(used);
+    return true;
   }
 
   void OnReadError(const error_code& ec) {
@@ -381,6 +411,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     Write();
   }
 
+  // Answers request_: appends its response to out_.
   void Handle();
   void HandleEnvoyJson(int& status);
   void HandleCheck(int& status, std::vector<Header>& headers);
@@ -425,6 +456,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       std::string().swap(out_);
       std::string().swap(json_);
     }
+    out_.clear();
     ReadHeader();
   }
 
@@ -462,12 +494,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   static constexpr size_t kMaxRetainedBytes = 256 * 1024;
+  // Pipelined requests are answered together until their answers reach this size.
+  static constexpr size_t kMaxBatchBytes = 64 * 1024;
 
   Socket socket_;
   const int fd_;
+  HttpServerImpl* const server_;
   // The client's address when connections per client are capped; "" otherwise.
   const std::string client_;
-  HttpServerImpl* const server_;
   absl::Mutex close_mu_;
   bool closed_ ABSL_GUARDED_BY(close_mu_) = false;
   std::atomic<bool> idle_{false};
@@ -476,7 +510,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::flat_buffer buffer_;
   RequestData request_;
   std::optional<RequestParser> parser_;
-  std::string out_;   // the serialized response
+  std::string out_;   // the serialized responses not yet written
   std::string json_;  // the response body being built
   bool close_after_write_ = false;
   bool linger_after_write_ = false;
@@ -602,7 +636,6 @@ void HttpSession::Handle() {
                                      std::chrono::steady_clock::now() - start)
                                      .count());
   }
-  Write();
 }
 
 void HttpSession::HandleCheck(int& status, std::vector<Header>& headers) {

@@ -194,11 +194,12 @@ TEST(HttpStatusForTest, MapsCodes) {
 }
 
 TEST(FormatResponseTest, ExactBytes) {
-  std::string out = "stale";
+  std::string out = "earlier|";  // appended to, as pipelined answers are
   std::vector<Header> headers = {{"RateLimit", "\"a\";r=1;t=2"}, {"X-Bad", "a\r\nInjected: 1"}};
   http_internal::FormatResponse(429, "application/json", headers, "{}",
                                 http_internal::Connection::kClose, out);
   EXPECT_EQ(out,
+            "earlier|"
             "HTTP/1.1 429 Too Many Requests\r\n"
             "Content-Type: application/json\r\n"
             "Content-Length: 2\r\n"
@@ -207,6 +208,7 @@ TEST(FormatResponseTest, ExactBytes) {
             "X-Bad: a  Injected: 1\r\n"
             "\r\n"
             "{}");
+  out.clear();
   http_internal::FormatResponse(200, "", {}, "", http_internal::Connection::kKeepAlive, out);
   EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
 }
@@ -767,6 +769,69 @@ TEST_F(HttpServerTest, PipelinedRequests) {
   EXPECT_EQ(client.ReadResponse().status, 200);
   EXPECT_EQ(client.ReadResponse().status, 429);
   EXPECT_EQ(client.connects(), 1);
+}
+
+// Pipelined requests are answered together (one send per batch); the answers must still come
+// in order, whatever mix of requests, bodies, errors and partial requests the batch holds.
+TEST_F(HttpServerTest, PipelinedBatchKeepsOrderAcrossBodiesAndPartialRequests) {
+  HttpClient client(port_);
+  const std::string post_body =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"lee"}]}]})";
+  // A GET, a POST with a body, an unknown path, and the first half of a fourth request.
+  ASSERT_TRUE(
+      client.Send("GET /v1/check?domain=api&user=lee HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                  std::to_string(post_body.size()) + "\r\n\r\n" + post_body +
+                  "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /v1/check?domain=api&us"));
+  HttpResponse first = client.ReadResponse();
+  EXPECT_EQ(first.status, 200);
+  EXPECT_THAT(first.Header("RateLimit"), HasSubstr("r=1"));
+  HttpResponse second = client.ReadResponse();
+  EXPECT_EQ(second.status, 200);
+  EXPECT_THAT(second.Header("RateLimit"), HasSubstr("r=0"));
+  EXPECT_EQ(client.ReadResponse().status, 404);
+  // The rest of the fourth request, and a fifth with a body split across two sends.
+  ASSERT_TRUE(
+      client.Send("er=lee HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/check HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Length: " +
+                  std::to_string(post_body.size()) + "\r\n\r\n" + post_body.substr(0, 10)));
+  EXPECT_EQ(client.ReadResponse().status, 429);
+  ASSERT_TRUE(client.Send(post_body.substr(10)));
+  EXPECT_EQ(client.ReadResponse().status, 429);
+  EXPECT_EQ(client.connects(), 1);
+}
+
+TEST_F(HttpServerTest, PipelinedBatchStopsAtCloseAndAtGarbage) {
+  {
+    HttpClient client(port_);
+    ASSERT_TRUE(client.Send(
+        "GET /v1/check?domain=api&user=ada HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /v1/check?domain=api&user=ada HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /v1/check?domain=api&user=ada HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(client.ReadResponse().status, 200);
+    HttpResponse closing = client.ReadResponse();
+    EXPECT_EQ(closing.status, 200);
+    EXPECT_EQ(closing.Header("Connection"), "close");
+    EXPECT_EQ(client.ReadResponse().status, 0);  // nothing after the close
+  }
+  // The third request was never answered, so it did not count: ada still has no hits left
+  // after two, and the next check is refused.
+  EXPECT_EQ(Get("/v1/check?domain=api&user=ada").status, 429);
+  {
+    HttpClient client(port_);
+    ASSERT_TRUE(
+        client.Send("GET /v1/check?domain=api&user=bo HTTP/1.1\r\nHost: x\r\n\r\n"
+                    "NOT HTTP AT ALL\r\n\r\n"
+                    "GET /v1/check?domain=api&user=bo HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(client.ReadResponse().status, 200);
+    EXPECT_EQ(client.ReadResponse().status, 400);
+    EXPECT_EQ(client.ReadResponse().status, 0);
+  }
+  // bo's third request came after the garbage and was dropped: one hit was counted.
+  HttpResponse r = Get("/v1/check?domain=api&user=bo");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(r.Header("RateLimit"), HasSubstr("r=0"));
 }
 
 TEST_F(HttpServerTest, Http10ClosesUnlessKeepAlive) {

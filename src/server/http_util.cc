@@ -347,7 +347,6 @@ int HttpStatusFor(const absl::Status& status) {
 
 void FormatResponse(int status, std::string_view content_type, absl::Span<const Header> headers,
                     std::string_view body, Connection connection, std::string& out) {
-  out.clear();
   out.append("HTTP/1.1 ");
   AppendInt(status, out);
   out.push_back(' ');

@@ -87,7 +87,7 @@ enum class Connection : uint8_t {
   kClose,      // the server closes after this response
 };
 
-// Replaces `out` with a complete HTTP/1.1 response: status line, Content-Type (omitted when
+// Appends to `out` a complete HTTP/1.1 response: status line, Content-Type (omitted when
 // empty), Content-Length, Connection when needed, `headers`, then `body`. CR and LF in header
 // values are replaced with spaces so that no value can split the header.
 void FormatResponse(int status, std::string_view content_type, absl::Span<const Header> headers,
