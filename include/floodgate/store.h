@@ -28,6 +28,10 @@ struct StoreOp {
   // Cluster routing, from the limit's rule; a single node's store ignores them (docs/cluster.md).
   uint8_t consistency = 0;   // core::Consistency: 0 exact, 1 local
   uint8_t failure_mode = 0;  // core::FailureMode: 0 local, 1 open, 2 closed
+  // Set when the front end is past its in-flight bounds: a key another node owns is decided
+  // here by failure_mode at once instead of waiting for the owner; a key this node owns is
+  // still decided exactly. A single node's store ignores it.
+  bool shed = false;
 };
 
 // A key's raw state, as the store holds it (the layout of core::KeyState), with the limit it is

@@ -995,7 +995,11 @@ int ClusterStore::Route(const StoreOp& op, uint64_t mask) const {
   if (!Membership::HasQuorum(mask, membership_->size())) {
     return kRouteFailureMode;
   }
-  return membership_->Owner(op.key_hash, mask);
+  const int owner = membership_->Owner(op.key_hash, mask);
+  if (op.shed && owner != membership_->self()) {
+    return kRouteFailureMode;
+  }
+  return owner;
 }
 
 bool ClusterStore::Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
@@ -1045,6 +1049,9 @@ bool ClusterStore::ApplyRouted(int target, absl::Span<const StoreOp> ops, int64_
   }
   if (target == kRouteFailureMode) {
     failure_mode_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
+    if (ops[0].shed) {
+      shed_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
+    }
     ApplyFailureMode(ops, now_ns, decisions, false);
     return Passed(ops, decisions);
   }
@@ -1219,7 +1226,9 @@ bool ClusterStore::ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns,
                               absl::Span<Decision> decisions) {
   owned_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
   const uint64_t mask = membership_->alive_mask();
-  if (now_ns - started_at_ns_ < kMaxWarmUpNs && warming_up_.load(std::memory_order_relaxed)) {
+  // A shed check must not wait, so it does not fetch state while warming up.
+  if (now_ns - started_at_ns_ < kMaxWarmUpNs && warming_up_.load(std::memory_order_relaxed) &&
+      !ops[0].shed) {
     WarmUp(ops, now_ns, mask);
   }
   absl::InlinedVector<StateRecord, kInlineOps> after(ops.size());
@@ -1265,6 +1274,7 @@ ClusterStats ClusterStore::GetClusterStats() const {
   stats.deaths = membership_->deaths();
   stats.failovers = failovers_.load(std::memory_order_relaxed);
   stats.failure_mode_ops = failure_mode_ops_.load(std::memory_order_relaxed);
+  stats.shed_ops = shed_ops_.load(std::memory_order_relaxed);
   stats.local_share_ops = local_share_ops_.load(std::memory_order_relaxed);
   stats.local_share_refills = local_share_refills_.load(std::memory_order_relaxed);
   stats.owned_ops = owned_ops_.load(std::memory_order_relaxed);

@@ -75,7 +75,8 @@ struct ClusterStats {
   bool quorum = false;
   uint64_t deaths = 0;               // members seen going dead
   uint64_t failovers = 0;            // forwarded checks retried on another owner
-  uint64_t failure_mode_ops = 0;     // ops decided by a failure mode (no owner reachable)
+  uint64_t failure_mode_ops = 0;     // ops decided by a failure mode (no owner reachable, or shed)
+  uint64_t shed_ops = 0;             // of those, ops a front end shed past its in-flight bounds
   uint64_t local_share_ops = 0;      // ops decided locally (consistency: local)
   uint64_t local_share_refills = 0;  // local-consistency checks sent to the owner: share spent
   uint64_t owned_ops = 0;            // ops this node decided as owner
@@ -177,6 +178,7 @@ class ClusterStore final : public Store {
 
   std::atomic<uint64_t> failovers_{0};
   std::atomic<uint64_t> failure_mode_ops_{0};
+  std::atomic<uint64_t> shed_ops_{0};
   std::atomic<uint64_t> local_share_ops_{0};
   std::atomic<uint64_t> local_share_refills_{0};
   std::atomic<uint64_t> owned_ops_{0};

@@ -149,5 +149,48 @@ TEST_F(ClusterStoreTest, LocalConsistencyUsesTheShareThenTheOwner) {
   EXPECT_GT(stats.local_share_refills, 0u);
 }
 
+// A check a front end sheds (past its in-flight bounds) never waits for another node: a key
+// another node owns goes by its failure mode, a key this node owns is still decided exactly.
+TEST_F(ClusterStoreTest, ShedChecksDecideOwnedKeysExactlyAndOthersByFailureMode) {
+  StartCluster(3, {0, 1, 2});
+  AwaitAlive(3);
+  const Membership& membership = nodes_[0]->membership();
+  int owned_here = 0;
+  int owned_elsewhere = 0;
+  for (uint64_t key = 1; key <= 30; ++key) {
+    const uint64_t hash = key * 0x9E3779B97F4A7C15ULL;
+    for (uint8_t mode : {uint8_t{1}, uint8_t{2}}) {  // open, closed
+      StoreOp op = Op(hash + mode, 5, mode);
+      op.shed = true;
+      int allowed = 0;
+      for (int n = 0; n < 12; ++n) {
+        allowed += Check(0, op);
+      }
+      const bool owner_here =
+          membership.Owner(op.key_hash, membership.alive_mask()) == membership.self();
+      if (owner_here) {
+        EXPECT_EQ(allowed, 5) << key;
+      } else {
+        EXPECT_EQ(allowed, mode == 1 ? 12 : 0) << key;
+      }
+      (owner_here ? owned_here : owned_elsewhere) += 1;
+    }
+  }
+  EXPECT_GT(owned_here, 0);
+  EXPECT_GT(owned_elsewhere, 0);
+  const ClusterStats stats = nodes_[0]->GetClusterStats();
+  EXPECT_EQ(stats.shed_ops, static_cast<uint64_t>(owned_elsewhere) * 12);
+  EXPECT_EQ(stats.failure_mode_ops, stats.shed_ops);
+  // The same keys, not shed, go to their owners, which counted none of the shed checks above.
+  for (uint64_t key = 1; key <= 30; ++key) {
+    StoreOp op = Op(key * 0x9E3779B97F4A7C15ULL + 1, 5, 1);
+    const bool owner_here =
+        membership.Owner(op.key_hash, membership.alive_mask()) == membership.self();
+    if (!owner_here) {
+      EXPECT_TRUE(Check(0, op)) << key;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace floodgate::cluster

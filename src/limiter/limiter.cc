@@ -343,6 +343,7 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       op.shadow = rule.shadow_mode;
       op.consistency = static_cast<uint8_t>(rule.consistency);
       op.failure_mode = static_cast<uint8_t>(rule.failure_mode);
+      op.shed = request.shed;
       batch.planned.push_back(Planned{i, &rule, hits});
       if (rule.block_duration_ns > 0) {
         // The block is a state of its own: one hit per block_duration with no burst, so a hit
@@ -529,7 +530,7 @@ void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_g
       continue;
     }
     const StoreOp& op = batch.ops[k];
-    if (d.allowed || op.shadow) {
+    if (d.allowed || op.shadow || op.shed) {
       continue;
     }
     const bool blocked_already =

@@ -49,6 +49,10 @@ struct CheckRequest {
   std::string domain;
   std::vector<DescriptorRequest> descriptors;
   uint64_t hits_addend = 0;  // 0 means 1, as in Envoy
+  // The front end is past its in-flight bounds: in a cluster, limits whose key another node
+  // owns are decided by their failure mode at once (StoreOp::shed). Such a refusal is neither
+  // cached nor the start of a block, since the owner did not make it.
+  bool shed = false;
 };
 
 enum class Code : uint8_t { kOk = 1, kOverLimit = 2 };

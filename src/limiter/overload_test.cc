@@ -154,6 +154,21 @@ TEST_F(OverloadTest, ConcurrencyRefusalsAreNotCached) {
   EXPECT_EQ(Check(Req("conc", "job")).overall, Code::kOk);
 }
 
+// A shed check (a front end past its in-flight bounds, in a cluster decided by failure mode)
+// reaches the store marked, and its refusal is not the owner's: it is not cached.
+TEST_F(OverloadTest, ShedRefusalsAreNotCached) {
+  CheckRequest shed = Req("user", "dave");
+  shed.shed = true;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Check(shed).overall, Code::kOk);
+  }
+  ASSERT_EQ(Check(shed).overall, Code::kOverLimit);
+  const int applies = counting_.applies.load();
+  EXPECT_EQ(Check(Req("user", "dave")).overall, Code::kOverLimit);
+  EXPECT_EQ(counting_.applies.load(), applies + 1);  // asked the store again
+  EXPECT_EQ(limiter_->GetStats().fast_refusals, 0u);
+}
+
 TEST_F(OverloadTest, BlockDurationRefusesForTheWholeBlockAfterARefusal) {
   EXPECT_EQ(Check(Req("login", "mallory")).overall, Code::kOk);
   EXPECT_EQ(Check(Req("login", "mallory")).overall, Code::kOk);

@@ -22,7 +22,7 @@ std::string ClusterJson(const cluster::ClusterStats& stats) {
   absl::StrAppend(&out, ",\"quorum\":", stats.quorum ? "true" : "false",
                   ",\"deaths\":", stats.deaths, ",\"failovers\":", stats.failovers,
                   ",\"failure_mode_ops\":", stats.failure_mode_ops,
-                  ",\"local_share_ops\":", stats.local_share_ops,
+                  ",\"shed_ops\":", stats.shed_ops, ",\"local_share_ops\":", stats.local_share_ops,
                   ",\"local_share_refills\":", stats.local_share_refills,
                   ",\"owned_ops\":", stats.owned_ops, ",\"warmup_fetches\":", stats.warmup_fetches,
                   ",\"config_pushes\":", stats.config_pushes, ",\"members\":[");
@@ -66,8 +66,12 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
   Counter(out, "floodgate_cluster_failovers_total",
           "Forwarded checks retried on another owner after the owner failed.", stats.failovers);
   Counter(out, "floodgate_cluster_failure_mode_ops_total",
-          "Limit checks decided by the limit's failure mode (no owner reachable).",
+          "Limit checks decided by the limit's failure mode (no owner reachable, or shed).",
           stats.failure_mode_ops);
+  Counter(out, "floodgate_cluster_shed_ops_total",
+          "Limit checks a front end past its in-flight bounds had decided by failure mode "
+          "instead of waiting for the key's owner.",
+          stats.shed_ops);
   Counter(out, "floodgate_cluster_local_share_ops_total",
           "Limit checks decided from this node's share (consistency: local).",
           stats.local_share_ops);

@@ -26,8 +26,11 @@ grpc::Status ToGrpc(const absl::Status& status) {
 class RlsService final : public rls::RateLimitService::CallbackService {
  public:
   RlsService(limiter::Limiter* limiter, ServerMetrics* metrics, RequestLimits limits,
-             int worker_threads, size_t max_queued)
-      : limiter_(limiter), metrics_(metrics), limits_(limits) {
+             int worker_threads, size_t max_queued, absl::Duration max_queue_delay)
+      : limiter_(limiter),
+        metrics_(metrics),
+        limits_(limits),
+        max_queue_delay_(absl::ToChronoNanoseconds(max_queue_delay)) {
     if (worker_threads > 0) {
       pool_ = std::make_unique<cluster::WorkerPool>(worker_threads, max_queued);
     }
@@ -38,25 +41,32 @@ class RlsService final : public rls::RateLimitService::CallbackService {
                                             rls::RateLimitResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (pool_ == nullptr) {
-      reactor->Finish(Decide(*request, response));
-    } else if (!pool_->Submit([this, reactor, request, response] {
-                 reactor->Finish(Decide(*request, response));
-               })) {
-      metrics_->grpc.errors.fetch_add(1, std::memory_order_relaxed);
-      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   "too many checks waiting; retry later"));
+      reactor->Finish(Decide(*request, response, /*shed=*/false));
+      return reactor;
+    }
+    const auto queued_at = std::chrono::steady_clock::now();
+    if (!pool_->Submit([this, reactor, request, response, queued_at] {
+          const bool late = std::chrono::steady_clock::now() - queued_at > max_queue_delay_;
+          reactor->Finish(Decide(*request, response, late));
+        })) {
+      // The queue is full: decided here and now, which a shed check can be, as it waits for
+      // no other node.
+      reactor->Finish(Decide(*request, response, /*shed=*/true));
     }
     return reactor;
   }
 
  private:
-  grpc::Status Decide(const rls::RateLimitRequest& request, rls::RateLimitResponse* response) {
-    return ToGrpc(server::ShouldRateLimit(*limiter_, limits_, metrics_->grpc, request, response));
+  grpc::Status Decide(const rls::RateLimitRequest& request, rls::RateLimitResponse* response,
+                      bool shed) {
+    return ToGrpc(
+        server::ShouldRateLimit(*limiter_, limits_, metrics_->grpc, request, response, shed));
   }
 
   limiter::Limiter* const limiter_;
   ServerMetrics* const metrics_;
   const RequestLimits limits_;
+  const std::chrono::nanoseconds max_queue_delay_;
   std::unique_ptr<cluster::WorkerPool> pool_;
 };
 
@@ -89,7 +99,8 @@ class GrpcppImpl final : public GrpcServer::Impl {
  public:
   GrpcppImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
       : options_(std::move(options)),
-        service_(limiter, metrics, options_.limits, options_.worker_threads, options_.max_queued) {}
+        service_(limiter, metrics, options_.limits, options_.worker_threads, options_.max_queued,
+                 options_.max_queue_delay) {}
 
   ~GrpcppImpl() override { Shutdown(absl::ZeroDuration()); }
 

@@ -35,7 +35,11 @@ struct GrpcServerOptions {
   // Cluster mode: decide on this many threads of our own instead of gRPC's (a forwarded check
   // blocks its thread; gRPC's must stay free to answer peers). 0 decides inline.
   int worker_threads = 0;
-  size_t max_queued = 10000;  // checks waiting for a worker; beyond it: RESOURCE_EXHAUSTED
+  // Checks waiting for a worker. Beyond it, and for a check that waited longer than
+  // max_queue_delay, the check is shed: decided at once without waiting for other nodes (keys
+  // another node owns go by their limit's failure mode; see CheckRequest::shed).
+  size_t max_queued = 1024;
+  absl::Duration max_queue_delay = absl::Milliseconds(20);  // Envoy's default call timeout
 
   // Native implementation only.
   int io_threads = 2;                      // connections are spread across them

@@ -214,13 +214,17 @@ std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response) {
 
 absl::Status ShouldRateLimit(limiter::Limiter& limiter, const RequestLimits& limits,
                              FrontendMetrics& metrics, const rls::RateLimitRequest& request,
-                             rls::RateLimitResponse* response) {
+                             rls::RateLimitResponse* response, bool shed) {
   const auto start = std::chrono::steady_clock::now();
   metrics.requests.fetch_add(1, std::memory_order_relaxed);
   absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
   absl::Status status = check.status();
   if (status.ok()) {
     status = ValidateRequest(*check, limits);
+  }
+  if (status.ok() && shed) {
+    check->shed = true;
+    metrics.shed.fetch_add(1, std::memory_order_relaxed);
   }
   if (!status.ok()) {
     metrics.bad_requests.fetch_add(1, std::memory_order_relaxed);

@@ -31,11 +31,14 @@ void ToEnvoy(const limiter::CheckResponse& response,
 // Decides one ShouldRateLimit call for a gRPC front end: converts, validates against `limits`,
 // checks, fills `response`, and counts the call in `metrics` (requests, bad_requests, errors,
 // over_limit, latency). Returns the status to answer with: InvalidArgument for bad input, the
-// limiter's error otherwise. Thread-safe as Limiter::Check is.
+// limiter's error otherwise. Thread-safe as Limiter::Check is. With `shed` (the front end is past
+// its in-flight bounds) the check does not wait for other nodes (CheckRequest::shed) and counts
+// in metrics.shed.
 absl::Status ShouldRateLimit(limiter::Limiter& limiter, const RequestLimits& limits,
                              FrontendMetrics& metrics,
                              const envoy::service::ratelimit::v3::RateLimitRequest& request,
-                             envoy::service::ratelimit::v3::RateLimitResponse* response);
+                             envoy::service::ratelimit::v3::RateLimitResponse* response,
+                             bool shed = false);
 
 // Converts a native request. Its `lease` (a release's token) is not part of limiter::CheckRequest:
 // callers pass request.lease() to Limiter::Release themselves.

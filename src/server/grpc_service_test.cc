@@ -1,0 +1,179 @@
+// The grpc++ front end's worker pool (cluster mode): a check past the queue bound, or one that
+// waited past max_queue_delay, is shed (decided at once, without waiting for other nodes)
+// instead of queueing. A fake store stands in for the cluster: it holds unshed checks until the
+// test opens a gate, and records which ops came shed.
+
+#include "src/server/grpc_service.h"
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "floodgate/store.h"
+#include "testing/fake_clock.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace rls = ::envoy::service::ratelimit::v3;
+
+constexpr char kYaml[] = R"(
+domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 100}
+)";
+
+// Allows everything. An op that is not shed waits for the gate, as a check waiting for its
+// key's owner would; a shed op is answered at once.
+class GatedStore final : public Store {
+ public:
+  bool Apply(absl::Span<const StoreOp> ops, int64_t /*now_ns*/,
+             absl::Span<Decision> decisions) override {
+    if (ops[0].shed) {
+      shed_.fetch_add(1);
+    } else {
+      waiting_.fetch_add(1);
+      gate_.WaitForNotification();
+      unshed_.fetch_add(1);
+    }
+    for (size_t i = 0; i < ops.size(); ++i) {
+      decisions[i].allowed = true;
+    }
+    return true;
+  }
+  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
+                       absl::Span<Decision> decisions, absl::Span<StateRecord>) override {
+    return Apply(ops, now_ns, decisions);
+  }
+  void MergeStates(absl::Span<const StateRecord>, int64_t) override {}
+  bool GetState(uint64_t, int64_t, StateRecord*) const override { return false; }
+  StoreStats GetStats() const override { return {}; }
+  void ReclaimExpired(int64_t) override {}
+
+  void Open() {
+    if (!gate_.HasBeenNotified()) {
+      gate_.Notify();
+    }
+  }
+  int shed() const { return shed_.load(); }
+  int unshed() const { return unshed_.load(); }
+  int waiting() const { return waiting_.load(); }
+
+ private:
+  absl::Notification gate_;
+  std::atomic<int> shed_{0};
+  std::atomic<int> unshed_{0};
+  std::atomic<int> waiting_{0};
+};
+
+class WorkerQueueTest : public ::testing::Test {
+ protected:
+  void Start(size_t max_queued, absl::Duration max_queue_delay) {
+    auto domain = core::ParseDomainConfig(kYaml, "api.yaml");
+    ASSERT_TRUE(domain.ok()) << domain.status();
+    limiter::LimiterOptions options;
+    options.clock = &clock_;
+    limiter_ = std::make_unique<limiter::Limiter>(&store_, KeyHasher(1, 2),
+                                                  *core::BuildConfig({*domain}, 1), options);
+    GrpcServerOptions grpc_options;
+    grpc_options.impl = GrpcImpl::kGrpcpp;
+    grpc_options.address = "127.0.0.1:0";
+    grpc_options.worker_threads = 1;
+    grpc_options.max_queued = max_queued;
+    grpc_options.max_queue_delay = max_queue_delay;
+    server_ = std::make_unique<GrpcServer>(grpc_options, limiter_.get(), &metrics_);
+    ASSERT_TRUE(server_->Start().ok());
+    stub_ = rls::RateLimitService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  }
+
+  void TearDown() override {
+    store_.Open();
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(5));
+    }
+  }
+
+  // Calls ShouldRateLimit; returns the gRPC status code.
+  grpc::StatusCode Call(const std::string& user, rls::RateLimitResponse* response) {
+    rls::RateLimitRequest request;
+    request.set_domain("api");
+    auto* entry = request.add_descriptors()->add_entries();
+    entry->set_key("user");
+    entry->set_value(user);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub_->ShouldRateLimit(&context, request, response).error_code();
+  }
+
+  testing::FakeClock clock_;
+  GatedStore store_;
+  ServerMetrics metrics_;
+  std::unique_ptr<limiter::Limiter> limiter_;
+  std::unique_ptr<GrpcServer> server_;
+  std::unique_ptr<rls::RateLimitService::Stub> stub_;
+};
+
+TEST_F(WorkerQueueTest, PastTheQueueBoundChecksAreDecidedAtOnce) {
+  Start(/*max_queued=*/1, /*max_queue_delay=*/absl::Hours(1));
+  // The only worker takes the first check and waits at the gate.
+  std::vector<std::thread> callers;
+  callers.emplace_back([&] {
+    rls::RateLimitResponse response;
+    EXPECT_EQ(Call("first", &response), grpc::StatusCode::OK);
+  });
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (store_.waiting() < 1 && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(store_.waiting(), 1);
+  // Five more: one takes the queue's only place, the other four are shed and answered while
+  // the gate is still shut.
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 5; ++i) {
+    callers.emplace_back([&, i] {
+      rls::RateLimitResponse response;
+      EXPECT_EQ(Call("user" + std::to_string(i), &response), grpc::StatusCode::OK);
+      EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
+      answered.fetch_add(1);
+    });
+  }
+  while (answered.load() < 4 && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(answered.load(), 4);
+  EXPECT_EQ(store_.shed(), 4);
+  EXPECT_EQ(store_.unshed(), 0);  // the gate is still shut
+  EXPECT_EQ(metrics_.grpc.shed.load(), 4u);
+  store_.Open();
+  for (std::thread& t : callers) {
+    t.join();
+  }
+  EXPECT_EQ(answered.load(), 5);
+  EXPECT_EQ(store_.unshed(), 2);  // the first and the queued one, not shed
+  EXPECT_EQ(store_.shed(), 4);
+}
+
+TEST_F(WorkerQueueTest, ChecksThatWaitedPastTheDelayAreShed) {
+  Start(/*max_queued=*/100, /*max_queue_delay=*/absl::ZeroDuration());
+  store_.Open();
+  // Every check waits some nanoseconds in the queue, which is past a zero delay.
+  rls::RateLimitResponse response;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(Call("d", &response), grpc::StatusCode::OK);
+  }
+  EXPECT_EQ(store_.shed(), 5);
+  EXPECT_EQ(store_.unshed(), 0);
+  EXPECT_EQ(metrics_.grpc.shed.load(), 5u);
+}
+
+}  // namespace
+}  // namespace floodgate::server
