@@ -2,7 +2,7 @@
 // docs/overload.md). One thread, epoll, GET /v1/check over keep-alive connections.
 //
 //   overload_load --port P --phase RATE:SECONDS[:NAME[:MAX]] [--phase ...]
-//       [--server-pid PID] [--connections 50] [--depth 1] [--deadline-ms 0]
+//       [--server-pid PID] [--connections 50] [--depth 1] [--deadline-ms 0] [--fail-fast]
 //       [--domain overload] [--key user] [--users 100000] [--new-keys PREFIX]
 //       [--hot FRACTION] [--hot-key K] [--hot-value V]
 //       [--tracked N] [--tracked-key user] [--tracked-rate 20] [--tracked-limit 10]
@@ -18,7 +18,10 @@
 // every time with --new-keys PREFIX (PREFIX0, PREFIX1, ...); a fraction --hot of them goes to
 // --hot-key=--hot-value instead. A request may wait for a connection with fewer than --depth in
 // flight (HTTP/1.1 pipelining); with --deadline-ms it is dropped ("abandoned") once it has waited
-// that long unsent, as a proxy with a timeout would.
+// that long unsent, as a proxy with a timeout would. With --fail-fast a request that finds every
+// connection at --depth is failed at once instead ("overflow"): the caller applies its failure
+// mode without waiting, as Envoy does when its circuit breaker on outstanding requests to the
+// rate limit cluster (max_requests, 1024 by default) is full.
 //
 // Tracked users (--tracked N) are N keys `--tracked-key=t<i>`, each checked at --tracked-rate per
 // second on their own connections, over every phase. Their limit is --tracked-limit per fixed
@@ -244,6 +247,7 @@ void ParseMetrics(const std::string& text, ServerMetrics& m) {
 
 struct PhaseStats {
   uint64_t offered = 0, answered = 0, ok = 0, limited = 0, other = 0, abandoned = 0;
+  uint64_t overflow = 0;              // failed at once by the caller (--fail-fast)
   std::vector<uint32_t> lat_us;       // from when due
   std::vector<uint32_t> wire_lat_us;  // from when sent
   double seconds = 0;
@@ -258,12 +262,16 @@ int main(int argc, char** argv) {
   uint64_t users = 100000, tracked = 0, tracked_limit = 10;
   std::string domain = "overload", key = "user", new_keys, hot_key, hot_value = "hot";
   std::string tracked_key = "user", series_path, windows_path;
-  bool metrics = false;
+  bool metrics = false, fail_fast = false;
   std::vector<Phase> phases;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--metrics") {
       metrics = true;
+      continue;
+    }
+    if (flag == "--fail-fast") {
+      fail_fast = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -395,7 +403,7 @@ int main(int argc, char** argv) {
     std::fprintf(series,
                  "t_s,phase,offered_rps,rps,ok,limited,other,abandoned,p50_ms,p99_ms,"
                  "tracked_ok,tracked_limited,rss_kb,server_cpu,store_keys,store_bytes,evicted,"
-                 "refused_full,fast_refusals,shed,other_cpu,driver_cpu\n");
+                 "refused_full,fast_refusals,shed,other_cpu,driver_cpu,overflow\n");
   }
 
   std::mt19937_64 rng(42);
@@ -439,7 +447,7 @@ int main(int argc, char** argv) {
   // Per-tick figures.
   Clock::time_point next_tick = t0 + FromSeconds(tick_s);
   uint64_t tick_offered = 0, tick_answered = 0, tick_ok = 0, tick_limited = 0, tick_other = 0;
-  uint64_t tick_abandoned = 0, tick_tr_ok = 0, tick_tr_limited = 0;
+  uint64_t tick_abandoned = 0, tick_tr_ok = 0, tick_tr_limited = 0, tick_overflow = 0;
   std::vector<uint32_t> tick_lat;
   double cpu_prev = server_pid ? CpuSeconds(server_pid) : 0;
   const double cpu_start = cpu_prev;
@@ -565,6 +573,11 @@ int main(int argc, char** argv) {
       enqueue(*c, -1, waiting.front(), now);
       waiting.pop_front();
     }
+    if (fail_fast) {
+      ps.overflow += waiting.size();
+      tick_overflow += waiting.size();
+      waiting.clear();
+    }
     while (!waiting_tr.empty()) {
       Conn* c = take_ready(ready_tr, tracked_depth);
       if (c == nullptr) {
@@ -610,7 +623,7 @@ int main(int argc, char** argv) {
       if (series != nullptr) {
         std::fprintf(series,
                      "%.2f,%s,%.0f,%.0f,%llu,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,%ld,%.2f,%.0f,%.0f,"
-                     "%.0f,%.0f,%.0f,%.0f,%.2f,%.2f\n",
+                     "%.0f,%.0f,%.0f,%.0f,%.2f,%.2f,%llu\n",
                      t, phases[phase].name.c_str(), tick_offered / tick_s, tick_answered / tick_s,
                      (unsigned long long)tick_ok, (unsigned long long)tick_limited,
                      (unsigned long long)tick_other, (unsigned long long)tick_abandoned,
@@ -619,11 +632,12 @@ int main(int argc, char** argv) {
                      (cpu - cpu_prev) / tick_s, server_metrics.store_keys,
                      server_metrics.store_bytes, server_metrics.evicted,
                      server_metrics.refused_full, server_metrics.fast_refusals, server_metrics.shed,
-                     other, driver);
+                     other, driver, (unsigned long long)tick_overflow);
         std::fflush(series);
       }
       cpu_prev = cpu;
       tick_offered = tick_answered = tick_ok = tick_limited = tick_other = tick_abandoned = 0;
+      tick_overflow = 0;
       tick_tr_ok = tick_tr_limited = 0;
       tick_lat.clear();
       next_tick += FromSeconds(tick_s);
@@ -769,13 +783,15 @@ int main(int argc, char** argv) {
     total_other += s.other;
     std::printf(
         "phase=%s seconds=%.2f offered_rps=%.0f rps=%.0f requests=%llu status200=%llu "
-        "status429=%llu other=%llu abandoned=%llu p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f "
+        "status429=%llu other=%llu abandoned=%llu overflow=%llu p50_ms=%.3f p90_ms=%.3f "
+        "p99_ms=%.3f "
         "p999_ms=%.3f max_ms=%.3f wire_p50_ms=%.3f wire_p99_ms=%.3f\n",
         phases[i].name.c_str(), s.seconds, s.offered / s.seconds, s.answered / s.seconds,
         (unsigned long long)s.answered, (unsigned long long)s.ok, (unsigned long long)s.limited,
-        (unsigned long long)s.other, (unsigned long long)s.abandoned, Percentile(s.lat_us, 0.5),
-        Percentile(s.lat_us, 0.9), Percentile(s.lat_us, 0.99), Percentile(s.lat_us, 0.999),
-        Percentile(s.lat_us, 1.0), Percentile(s.wire_lat_us, 0.5), Percentile(s.wire_lat_us, 0.99));
+        (unsigned long long)s.other, (unsigned long long)s.abandoned,
+        (unsigned long long)s.overflow, Percentile(s.lat_us, 0.5), Percentile(s.lat_us, 0.9),
+        Percentile(s.lat_us, 0.99), Percentile(s.lat_us, 0.999), Percentile(s.lat_us, 1.0),
+        Percentile(s.wire_lat_us, 0.5), Percentile(s.wire_lat_us, 0.99));
   }
   if (tracked > 0) {
     // Only windows with a refusal had more demand than the limit: those must admit exactly it

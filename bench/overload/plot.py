@@ -216,10 +216,14 @@ def plot_2x(res, out):
     t = col(rows, "t_s")
     fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
     rate_axis(axes[0], rows)
-    axes[0].plot(t, [a / 0.5 / 1e3 for a in col(rows, "abandoned")],
-                 label="abandoned after 20 ms", color="C3")
+    if "overflow" in rows[0] and sum(col(rows, "overflow")) > 0:
+        axes[0].plot(t, [a / 0.5 / 1e3 for a in col(rows, "overflow")],
+                     label="failed at once by the callers", color="C3")
+    else:
+        axes[0].plot(t, [a / 0.5 / 1e3 for a in col(rows, "abandoned")],
+                     label="abandoned after 20 ms", color="C3")
     axes[0].legend(loc="upper left", fontsize=8)
-    axes[0].set_title("Open loop at 2x capacity", pad=14)
+    axes[0].set_title("Open loop at 2x capacity (server on one core)", pad=14)
     latency_axis(axes[1], rows)
     axes[1].axhline(5, color="red", linewidth=0.8)
     axes[2].plot(t, col(rows, "server_cpu"), label="server CPU (cores)")

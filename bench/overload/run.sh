@@ -42,6 +42,9 @@ if [ ! -x "$driver" ] || [ "$src" -nt "$driver" ]; then
 fi
 
 fg_pid=""
+# Optional CPU pinning (e.g. "taskset -c 0") for the server and the load driver; see scenario d.
+server_cpu=""
+driver_cpu=""
 cleanup() {
   if [ -n "$fg_pid" ]; then kill "$fg_pid" 2>/dev/null || true; fi
 }
@@ -118,7 +121,7 @@ wait_quiet() {
 start_server() {
   local name=$1 line
   shift
-  exec 3< <(exec "$build/floodgate" serve --config "$here/bench/overload/config" \
+  exec 3< <(exec $server_cpu "$build/floodgate" serve --config "$here/bench/overload/config" \
               --http 127.0.0.1:0 --grpc 127.0.0.1:0 "$@" 2>"$out/floodgate-$name.err")
   fg_pid=$!
   read -r -t 30 line <&3
@@ -158,7 +161,7 @@ run_load() {
     sleep 2
   done) &
   watcher=$!
-  "$driver" --port "$fg_port" --server-pid "$fg_pid" --series "$out/$name.csv" "$@" \
+  $driver_cpu "$driver" --port "$fg_port" --server-pid "$fg_pid" --series "$out/$name.csv" "$@" \
     >"$out/$name.txt" 2>"$out/$name.err" || true
   kill "$watcher" 2>/dev/null || true
   wait "$watcher" 2>/dev/null || true
@@ -292,29 +295,33 @@ scenario_capacity() {
   capacity=$(median <<<"$rates")
 }
 
-# ---- d. open loop at 2x capacity, between two phases at half of it. Callers: 200 connections,
-# up to 8 requests in flight on each (pipelined), and a 20 ms timeout (Envoy's default for its
-# rate limit call): a request that could not even be sent within 20 ms is abandoned. Capacity
-# here is the closed-loop peak of the same callers (pipelining makes a check cheaper).
+# ---- d. open loop at 2x capacity, between two phases at half of it. The server gets one core
+# (pinned, one HTTP thread) and the callers the other, so that the server, not the load
+# generator, is what runs out. Callers: 128 connections with up to 8 requests in flight on each
+# (pipelined): 1024 outstanding, Envoy's default circuit breaker (max_requests) on its rate limit
+# cluster. A request that finds all 1024 taken is failed at once by the caller (--fail-fast),
+# which then applies its failure mode, as Envoy does. Capacity is the closed-loop peak of the
+# same callers.
 scenario_overload() {
   local rates="" rep line total peak2 half double alive=yes
+  local server_cpu="taskset -c 0" driver_cpu="taskset -c 1"
+  local callers=(--connections 128 --depth 8 $(hot_args spread))
   wait_quiet
-  start_server overload
+  start_server overload --http-threads 1
   for rep in $(seq "$reps"); do
-    line=$(measure "overload-peak-$rep" --phase "closed:${HOT_S:-6}:peak" --connections 200 \
-             --depth 8 $(hot_args spread) | grep '^phase' || true)
+    line=$(measure "overload-peak-$rep" --phase "closed:${HOT_S:-6}:peak" "${callers[@]}" |
+             grep '^phase' || true)
     rates="$rates $(kv "$line" rps)"
   done
   peak2=$(median <<<"$rates")
   peak2=${peak2%.*}
-  log "overload: closed loop, 200 connections x 8 in flight: checks/s per rep:$rates ->" \
-    "median $peak2"
+  log "overload: closed loop, one server core, 128 connections x 8 in flight: checks/s per" \
+    "rep:$rates -> median $peak2"
   half=$((peak2 / 2))
   double=$((peak2 * 2))
   wait_quiet
   run_load overload --phase "$half:5:before" --phase "$double:${OVERLOAD_S:-20}:2x" \
-    --phase "$half:5:after" --connections 200 --depth 8 --deadline-ms 20 $(hot_args spread) \
-    --metrics | tee -a "$summary"
+    --phase "$half:5:after" "${callers[@]}" --fail-fast --metrics | tee -a "$summary"
   server_alive || alive=no
   stop_server
   line=$(grep '^phase=2x' "$out/overload.txt" || true)
@@ -325,7 +332,8 @@ scenario_overload() {
     "overload: offered $double/s (2x), answered $(kv "$line" rps)/s," \
     "p50 $(kv "$line" p50_ms) ms, p99 $(kv "$line" p99_ms) ms (bound <= 5; from sending:" \
     "p50 $(kv "$line" wire_p50_ms), p99 $(kv "$line" wire_p99_ms))," \
-    "abandoned after 20 ms $(kv "$line" abandoned), other statuses $(kv "$line" other)," \
+    "failed at once by the callers' circuit breaker $(kv "$line" overflow)," \
+    "abandoned $(kv "$line" abandoned), other statuses $(kv "$line" other)," \
     "connection errors $(kv "$total" conn_errors), server alive $alive"
 }
 
