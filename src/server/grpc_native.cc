@@ -30,6 +30,7 @@
 #include "absl/synchronization/notification.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "grpc/health/v1/health.pb.h"
+#include "src/server/client_caps.h"
 #include "src/server/grpc_wire.h"
 #include "src/server/http_util.h"
 #include "src/server/rls.h"
@@ -196,6 +197,7 @@ class ServerImpl {
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopped_timers_{false};
   std::atomic<size_t> open_connections_{0};
+  ClientCaps client_caps_{options_.max_connections_per_client};
   int port_ = 0;
   bool started_ = false;
   bool stopped_ = false;
@@ -218,8 +220,11 @@ class ServerImpl {
 // session through shared_ptr; closing the socket fails them and the session goes.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Socket socket, Worker* worker)
-      : socket_(std::move(socket)), worker_(worker), server_(worker->server) {
+  Session(Socket socket, Worker* worker, std::string client)
+      : socket_(std::move(socket)),
+        worker_(worker),
+        server_(worker->server),
+        client_(std::move(client)) {
     server_->SessionOpened();
     worker_->sessions.insert(this);
     last_read_ns_ = worker_->now_ns;
@@ -236,6 +241,9 @@ class Session : public std::enable_shared_from_this<Session> {
       delete s;
     }
     server_->open_connections_.fetch_sub(1, std::memory_order_relaxed);
+    if (!client_.empty()) {
+      server_->client_caps_.Release(client_);
+    }
     server_->SessionClosed();
   }
 
@@ -731,6 +739,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Socket socket_;
   Worker* const worker_;
   ServerImpl* const server_;
+  // The client's address when connections per client are capped; "" otherwise.
+  const std::string client_;
   nghttp2_session* h2_ = nullptr;
   bool closed_ = false;
   bool writing_ = false;
@@ -851,15 +861,22 @@ void ServerImpl::OnAccept(error_code ec, Socket socket, Worker* worker) {
     });
     return;
   }
-  if (open_connections_.load(std::memory_order_relaxed) >= options_.max_connections) {
+  std::string client;
+  if (client_caps_.enabled()) {
+    const tcp::endpoint remote = socket.remote_endpoint(ec);
+    client = ec ? "?" : remote.address().to_string();
+  }
+  if (open_connections_.load(std::memory_order_relaxed) >= options_.max_connections ||
+      (!client.empty() && !client_caps_.Admit(client))) {
     metrics_->grpc.shed.fetch_add(1, std::memory_order_relaxed);
     socket.close(ec);
   } else {
     open_connections_.fetch_add(1, std::memory_order_relaxed);
     // The session lives on its worker's thread from its first instruction on.
-    asio::post(worker->ioc, [worker, socket = std::move(socket)]() mutable {
-      std::make_shared<Session>(std::move(socket), worker)->Start();
-    });
+    asio::post(worker->ioc,
+               [worker, socket = std::move(socket), client = std::move(client)]() mutable {
+                 std::make_shared<Session>(std::move(socket), worker, std::move(client))->Start();
+               });
   }
   Accept();
 }

@@ -211,6 +211,24 @@ TEST_F(NativeGrpcServerTest, ThousandStreamsOnOneConnectionAndManyConnections) {
   }
 }
 
+TEST_F(NativeGrpcServerTest, ConnectionsAboveThePerClientCapAreClosed) {
+  GrpcServerOptions options = Options();
+  options.max_connections_per_client = 2;
+  StartServer(options);
+  H2Client first(port_);
+  H2Client second(port_);
+  ASSERT_TRUE(first.Call(Check("cap1")).done);
+  ASSERT_TRUE(second.Call(Check("cap2")).done);
+  H2Client third(port_);
+  H2Response refused = third.Call(Check("cap3"));
+  EXPECT_FALSE(refused.done);  // closed at once, unanswered
+  EXPECT_TRUE(third.connection_closed());
+  EXPECT_GE(metrics_.grpc.shed.load(), 1u);
+  // The first two keep being served.
+  EXPECT_TRUE(second.Call(Check("cap2")).done);
+  EXPECT_TRUE(first.Call(Check("cap1")).done);
+}
+
 TEST_F(NativeGrpcServerTest, GarbageAndHttp1CloseOnlyTheirConnection) {
   StartServer(Options());
   H2Client good(port_);

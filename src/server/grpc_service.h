@@ -45,6 +45,9 @@ struct GrpcServerOptions {
   int io_threads = 2;                      // connections are spread across them
   uint32_t max_concurrent_streams = 1000;  // per connection (HTTP/2 SETTINGS)
   size_t max_connections = 20000;          // accepted connections beyond this are closed at once
+  // Connections one client address may hold at once; beyond it new ones are closed at once.
+  // 0: no cap.
+  size_t max_connections_per_client = 0;
   // A connection with no call in progress for this long gets GOAWAY and is closed.
   absl::Duration idle_timeout = absl::Minutes(5);
   // A call whose request has not fully arrived this long after its headers is reset (CANCEL).

@@ -31,7 +31,6 @@
 #include <boost/beast/http/read.hpp>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -39,6 +38,7 @@
 #include "absl/time/time.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "floodgate/v1/check.pb.h"
+#include "src/server/client_caps.h"
 #include "src/server/http_util.h"
 #include "src/server/rls.h"
 
@@ -194,9 +194,8 @@ class HttpServerImpl {
   int64_t idle_timeout_ns() const { return idle_timeout_ns_; }
   void Register(HttpSession* session);
   void Unregister(HttpSession* session);
-  // Counts a connection of `client` against max_connections_per_client; false when over it.
-  bool AdmitClient(const std::string& client);
-  void ReleaseClient(const std::string& client);
+  // Connections per client address, against max_connections_per_client.
+  ClientCaps& client_caps() { return client_caps_; }
 
  private:
   void Accept();
@@ -223,8 +222,7 @@ class HttpServerImpl {
   // Every live session. A session removes itself first thing in its destructor, so a pointer
   // read under mu_ is valid until mu_ is released.
   absl::flat_hash_set<HttpSession*> sessions_ ABSL_GUARDED_BY(mu_);
-  // Open connections per client address, when max_connections_per_client is set.
-  absl::flat_hash_map<std::string, size_t> per_client_ ABSL_GUARDED_BY(mu_);
+  ClientCaps client_caps_{options_.max_connections_per_client};
 
   // Declared after the session set: the context is destroyed first, and the pending handlers it
   // destroys (which own sessions) still find the set alive.
@@ -265,7 +263,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     server_->metrics()->http_connections.fetch_sub(1, std::memory_order_relaxed);
     server_->open_connections_.fetch_sub(1, std::memory_order_relaxed);
     if (!client_.empty()) {
-      server_->ReleaseClient(client_);
+      server_->client_caps().Release(client_);
     }
   }
 
@@ -905,7 +903,7 @@ void HttpServerImpl::OnAccept(error_code ec, Socket socket) {
     client = ec ? "?" : remote.address().to_string();
   }
   if (open_connections_.load(std::memory_order_relaxed) >= options_.max_connections ||
-      (!client.empty() && !AdmitClient(client))) {
+      (!client.empty() && !client_caps_.Admit(client))) {
     metrics_->http.shed.fetch_add(1, std::memory_order_relaxed);
     socket.close(ec);
   } else {
@@ -936,27 +934,6 @@ void HttpServerImpl::Sweep() {
       Sweep();
     }
   });
-}
-
-bool HttpServerImpl::AdmitClient(const std::string& client) {
-  absl::MutexLock lock(&mu_);
-  size_t& open = per_client_[client];
-  if (open >= options_.max_connections_per_client) {
-    if (open == 0) {
-      per_client_.erase(client);
-    }
-    return false;
-  }
-  ++open;
-  return true;
-}
-
-void HttpServerImpl::ReleaseClient(const std::string& client) {
-  absl::MutexLock lock(&mu_);
-  auto it = per_client_.find(client);
-  if (it != per_client_.end() && --it->second == 0) {
-    per_client_.erase(it);
-  }
 }
 
 void HttpServerImpl::Register(HttpSession* session) {

@@ -82,6 +82,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc_options.address = options.grpc_address;
   grpc_options.limits = options.limits;
   grpc_options.io_threads = options.grpc_threads;
+  grpc_options.max_connections = options.max_connections;  // native gRPC only
+  grpc_options.max_connections_per_client = options.max_connections_per_client;
   if (server->cluster_ != nullptr) {
     // Forwarded checks block their thread: grpc++ with a worker pool of its own.
     grpc_options.impl = GrpcImpl::kGrpcpp;

@@ -29,9 +29,11 @@ struct ServerOptions {
   // cluster mode (a check may wait for a peer there, which the native server's inline decisions
   // must not do; asking for native in cluster mode is an error).
   std::string grpc_impl;
-  int grpc_threads = 2;                   // the native server's io threads
-  size_t max_connections = 20000;         // HTTP connections at once
-  size_t max_connections_per_client = 0;  // HTTP connections per client address; 0 = no cap
+  int grpc_threads = 2;  // the native server's io threads
+  // Connections at once, and per client address (0: no cap), on the HTTP and native gRPC front
+  // ends, each counted on its own.
+  size_t max_connections = 20000;
+  size_t max_connections_per_client = 0;
   size_t max_memory_bytes = 0;  // process memory budget (tables get all but a headroom); 0 = none
   absl::Duration config_poll = absl::Milliseconds(200);
   RequestLimits limits;
