@@ -235,9 +235,12 @@ class ShardedStore final : public Store {
     if (commit) {
       // A found-but-dead entry is erased here when the result is dead too.
       table.Commit(key, probe, out.next, now_ns, {});
-      if (table.capped() && probe.found && op.hits > 0 && !(state == core::KeyState{}) &&
-          !table.IsProtected(key)) {
-        table.Protect(key);  // hit again while live: established, kept through floods
+      if (table.capped() && op.hits > 0) {
+        if (state == core::KeyState{}) {
+          table.Remark(key);  // the first hit of a key that was established before
+        } else if (!table.IsProtected(key)) {
+          table.Protect(key);  // hit again while live: established, kept through floods
+        }
       }
     } else if (probe.found && op.hits > 0) {
       table.Protect(key);  // over its limit: never evicted by the memory cap
@@ -321,10 +324,12 @@ class ShardedStore final : public Store {
         StateTable& table = ShardFor(refs[g].key).table;
         table.Commit(refs[g].key, table.Find(refs[g].key), next[refs[g].index], now_ns,
                      absl::MakeConstSpan(keys));
-        if (table.capped() && !(base[refs[g].index] == core::KeyState{}) &&
-            ops[refs[g].index].hits > 0 && !table.IsProtected(refs[g].key) &&
-            table.Find(refs[g].key).found) {
-          table.Protect(refs[g].key);  // hit again while live: established (see ApplyOne)
+        if (table.capped() && ops[refs[g].index].hits > 0) {
+          if (base[refs[g].index] == core::KeyState{}) {
+            table.Remark(refs[g].key);  // established before (see ApplyOne)
+          } else if (!table.IsProtected(refs[g].key) && table.Find(refs[g].key).found) {
+            table.Protect(refs[g].key);  // hit again while live: established (see ApplyOne)
+          }
         }
       }
     } else {
@@ -391,14 +396,15 @@ absl::StatusOr<std::unique_ptr<Store>> NewShardedStore(const StoreOptions& optio
 
   size_t max_capacity_per_shard = 0;
   if (options.max_memory_bytes != 0) {
-    max_capacity_per_shard = options.max_memory_bytes / shards / sizeof(store::Entry);
+    constexpr size_t kSlotBytes = sizeof(store::Entry) + store::kMarkBytesPerSlot;
+    max_capacity_per_shard = options.max_memory_bytes / shards / kSlotBytes;
     // A table needs a few slots to make progress (one stays empty; eviction needs candidates).
     constexpr size_t kMinEntriesPerShard = 8;
     if (max_capacity_per_shard < kMinEntriesPerShard) {
       return absl::InvalidArgumentError(absl::StrCat(
           "StoreOptions.max_memory_bytes is ", options.max_memory_bytes, ": with ", shards,
-          " shards that is fewer than ", kMinEntriesPerShard, " entries of ", sizeof(store::Entry),
-          " bytes per shard; need at least ", shards * kMinEntriesPerShard * sizeof(store::Entry)));
+          " shards that is fewer than ", kMinEntriesPerShard, " entries of ", kSlotBytes,
+          " bytes per shard; need at least ", shards * kMinEntriesPerShard * kSlotBytes));
     }
     max_capacity_per_shard = std::min(max_capacity_per_shard, store::kMaxCapacity);
   }

@@ -83,9 +83,7 @@ bool StateTable::Reserve(size_t entries) {
 }
 
 void StateTable::EraseAt(size_t slot) {
-  if (!protected_.empty()) {
-    protected_.erase(slots_[slot].key);
-  }
+  Lapse(slots_[slot].key);
   // Knuth's algorithm R: walk the rest of the cluster; an entry whose home is not cyclically in
   // (hole, j] may move back into the hole, which then moves to j.
   size_t hole = slot;
@@ -221,6 +219,7 @@ bool StateTable::Rehash(size_t new_capacity, int64_t now_ns) {
     }
     if (IsDead(e.state, now_ns)) {
       ++counters_.reclaimed;
+      Lapse(e.key);
       continue;
     }
     size_t i = Home(e.key);

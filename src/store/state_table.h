@@ -33,6 +33,11 @@ struct Entry {
 };
 static_assert(sizeof(Entry) == 24);
 
+// What a memory cap budgets per slot for the eviction marks on top of the slot itself: up to
+// 3/16 of the slots are marked or remembered (StateTable::Protect, Remark) in hash sets of
+// about 10 bytes per element, up to twice that just after a set grows.
+inline constexpr size_t kMarkBytesPerSlot = 4;
+
 // Returns whether `state` is equivalent to fresh at `now_ns` and so need not be stored.
 inline bool IsDead(const core::KeyState& state, int64_t now_ns) {
   return state.expiry_ns <= now_ns || (state.expiry_ns == 0 && state.data == 0);
@@ -188,10 +193,27 @@ class StateTable {
   }
   bool capped() const { return max_capacity_ != 0; }
   bool IsProtected(uint64_t key) const { return protected_.contains(key); }
+  // Marks `key` again if its entry was marked when it was last erased (its state lapsed back to
+  // fresh at the end of a window, say) and it is stored now: an established user's first hit
+  // of a new window is then as safe from eviction as the rest. The memory of erased marks is
+  // two generations of at most 1/16 of the capped capacity each; the older generation is
+  // forgotten when the newer one fills.
+  void Remark(uint64_t key) {
+    if (lapsed_new_.empty() && lapsed_old_.empty()) {
+      return;
+    }
+    if (lapsed_new_.erase(key) + lapsed_old_.erase(key) > 0 && Find(key).found) {
+      Protect(key);
+    }
+  }
 
   size_t size() const { return size_; }
   size_t capacity() const { return capacity_; }
-  size_t bytes() const { return capacity_ * sizeof(Entry); }
+  // The slots, plus the eviction marks' sets (a slot of 8 bytes and a control byte each).
+  size_t bytes() const {
+    return capacity_ * sizeof(Entry) +
+           (protected_.capacity() + lapsed_new_.capacity() + lapsed_old_.capacity()) * 9;
+  }
   const TableCounters& counters() const { return counters_; }
 
  private:
@@ -233,8 +255,23 @@ class StateTable {
   int index_shift_ = 0;
   size_t max_capacity_ = 0;  // 0 = unbounded
   TableCounters counters_;
-  // Keys over their limit (Protect); only kept under a memory cap, where eviction happens.
+  // Forgets the mark of an erased entry, keeping it in lapsed_new_ for Remark.
+  void Lapse(uint64_t key) {
+    if (protected_.empty() || protected_.erase(key) == 0) {
+      return;
+    }
+    if (lapsed_new_.size() >= max_capacity_ / 16) {
+      lapsed_old_ = std::move(lapsed_new_);
+      lapsed_new_.clear();
+    }
+    lapsed_new_.insert(key);
+  }
+
+  // Stored keys marked by Protect; only kept under a memory cap, where eviction happens.
   absl::flat_hash_set<uint64_t> protected_;
+  // Keys whose marked entry was erased, newer and older generation (see Remark).
+  absl::flat_hash_set<uint64_t> lapsed_new_;
+  absl::flat_hash_set<uint64_t> lapsed_old_;
 };
 
 // Returns the number of slots a table needs for `entries` keys at `load_percent`.

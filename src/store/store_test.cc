@@ -379,7 +379,8 @@ TEST(StoreTest, MemoryCapIsNeverExceeded) {
   }
   const StoreStats stats = store->GetStats();
   EXPECT_LE(stats.bytes, kCap);
-  EXPECT_GT(stats.bytes, kCap * 9 / 10);  // the cap is used, not wasted
+  // The cap is used, not wasted: the slots take all of it but the room kept for the marks.
+  EXPECT_GT(stats.bytes, kCap / (24 + store::kMarkBytesPerSlot) * 24 * 9 / 10);
   EXPECT_LE(stats.keys * 24, kCap);
   EXPECT_GT(stats.evicted, 40000u);
   EXPECT_EQ(stats.refused_full, 0u);
@@ -445,8 +446,56 @@ TEST(StoreTest, MemoryCapKeepsEstablishedKeysThroughAFloodOfOneHitKeys) {
   }
 }
 
+TEST(StoreTest, MemoryCapKeepsAnEstablishedKeysMarkIntoItsNextWindow) {
+  // Established users whose window ended come back: their first hit of the new window must be
+  // as safe from a flood as the rest, or each eviction would hand them one hit back.
+  constexpr size_t kCap = 28 * 1000;
+  auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
+  const LimitSpec user = Spec(Algorithm::kFixedWindow, 10, kSecond);
+  const LimitSpec flood = Spec(Algorithm::kFixedWindow, 10, 3600 * kSecond);
+  for (uint64_t k = 1; k <= 50; ++k) {
+    ApplyOne(*store, Check(k, user), kT0);
+    ApplyOne(*store, Check(k, user), kT0);
+  }
+  // The next window: the old states are dead (and swept as the flood comes); one hit each.
+  const int64_t next = kT0 + kSecond;
+  for (uint64_t k = 1; k <= 50; ++k) {
+    ApplyOne(*store, Check(k, user), next);
+  }
+  for (uint64_t k = 1000; k < 21000; ++k) {
+    ApplyOne(*store, Check(k, flood), next + 1);
+  }
+  EXPECT_GT(store->GetStats().evicted, 15000u);
+  for (uint64_t k = 1; k <= 50; ++k) {
+    EXPECT_EQ(Remaining(*store, k, user, next + 2), 9u) << k;
+  }
+  EXPECT_LE(store->GetStats().bytes, kCap);
+}
+
+TEST(StoreTest, MemoryCapDoesNotMarkOneHitKeysOfANewWindow) {
+  // Without an earlier mark, a key hit once is still the flood's kind: it may be evicted.
+  constexpr size_t kCap = 28 * 1000;
+  auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
+  const LimitSpec user = Spec(Algorithm::kFixedWindow, 10, kSecond);
+  const LimitSpec flood = Spec(Algorithm::kFixedWindow, 10, 3600 * kSecond);
+  for (uint64_t k = 1; k <= 50; ++k) {
+    ApplyOne(*store, Check(k, user), kT0);  // one hit: never established
+  }
+  for (uint64_t k = 1; k <= 50; ++k) {
+    ApplyOne(*store, Check(k, user), kT0 + kSecond);
+  }
+  for (uint64_t k = 1000; k < 21000; ++k) {
+    ApplyOne(*store, Check(k, flood), kT0 + kSecond + 1);
+  }
+  int kept = 0;
+  for (uint64_t k = 1; k <= 50; ++k) {
+    kept += Remaining(*store, k, user, kT0 + kSecond + 2) == 9u;
+  }
+  EXPECT_LT(kept, 50);
+}
+
 TEST(StoreTest, MemoryCapReclaimsExpiredBeforeEvicting) {
-  constexpr size_t kCap = 24 * 1000;
+  constexpr size_t kCap = 28 * 1000;  // 1000 slots
   auto store = MakeStore({.shards = 1, .max_memory_bytes = kCap});
   const LimitSpec spec = Spec(Algorithm::kFixedWindow, 10, kSecond);
   for (uint64_t k = 1; k <= 800; ++k) {
@@ -464,7 +513,7 @@ TEST(StoreTest, MemoryCapReclaimsExpiredBeforeEvicting) {
 
 TEST(StoreTest, MemoryCapRefusesWhenOnlyTheTransactionsKeysCouldGo) {
   // One shard of 8 slots holds at most 6 keys (85% load).
-  auto store = MakeStore({.shards = 1, .max_memory_bytes = 8 * 24});
+  auto store = MakeStore({.shards = 1, .max_memory_bytes = 8 * 28});
   const LimitSpec spec = Spec(Algorithm::kFixedWindow, 1, 3600 * kSecond);
   std::vector<StoreOp> ops;
   for (uint64_t k = 1; k <= 10; ++k) {
@@ -480,15 +529,16 @@ TEST(StoreTest, MemoryCapRefusesWhenOnlyTheTransactionsKeysCouldGo) {
   EXPECT_EQ(stats.keys, 6u);
   EXPECT_EQ(stats.refused_full, 4u);
   EXPECT_EQ(stats.evicted, 0u);
-  EXPECT_LE(stats.bytes, 8u * 24);
+  EXPECT_LE(stats.bytes, 8u * 28);
 }
 
 TEST(StoreTest, OptionsAreValidated) {
   EXPECT_EQ(NewShardedStore({.shards = (1 << 16) + 1}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(NewShardedStore({.shards = 16, .max_memory_bytes = 16 * 24 * 7}).status().code(),
+  // A slot costs 24 bytes plus kMarkBytesPerSlot (4); a shard needs 8.
+  EXPECT_EQ(NewShardedStore({.shards = 16, .max_memory_bytes = 16 * 28 * 8 - 1}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(NewShardedStore({.shards = 16, .max_memory_bytes = 16 * 24 * 8}).ok());
+  EXPECT_TRUE(NewShardedStore({.shards = 16, .max_memory_bytes = 16 * 28 * 8}).ok());
   EXPECT_TRUE(NewShardedStore({.shards = 3}).ok());  // rounded up to 4
   EXPECT_TRUE(NewShardedStore({}).ok());
 }
@@ -742,7 +792,7 @@ TEST(StoreReplicationTest, MergeObeysTheMemoryCap) {
   store->MergeStates(batch, kT0);
   const StoreStats stats = store->GetStats();
   EXPECT_LE(stats.bytes, kCap);
-  EXPECT_GT(stats.bytes, kCap * 9 / 10);
+  EXPECT_GT(stats.bytes, kCap / (24 + store::kMarkBytesPerSlot) * 24 * 9 / 10);
   EXPECT_GT(stats.evicted, 40000u);
 }
 
