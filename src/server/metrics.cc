@@ -117,7 +117,9 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
            metrics.grpc.bad_requests, metrics.http.bad_requests);
   Frontend(out, "floodgate_errors_total", "Requests failed by an internal error.",
            metrics.grpc.errors, metrics.http.errors);
-  Frontend(out, "floodgate_shed_total", "Requests answered at once because of overload.",
+  Frontend(out, "floodgate_shed_total",
+           "Connections closed at accept past a connection cap, and checks shed past a queue "
+           "bound (decided at once, waiting for no other node).",
            metrics.grpc.shed, metrics.http.shed);
   Header(out, "floodgate_decision_latency_seconds", "histogram",
          "Time from request parsed to decision made.");
