@@ -1,7 +1,6 @@
 // The grpc++ front end's worker pool (cluster mode): a check past the queue bound, or one that
 // waited past max_queue_delay, is shed (decided at once, without waiting for other nodes)
-// instead of queueing. A fake store stands in for the cluster: it holds unshed checks until the
-// test opens a gate, and records which ops came shed.
+// instead of queueing. GatedStore stands in for the cluster.
 
 #include "src/server/grpc_service.h"
 
@@ -18,11 +17,13 @@
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "floodgate/store.h"
 #include "testing/fake_clock.h"
+#include "testing/gated_store.h"
 
 namespace floodgate::server {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
+using ::floodgate::testing::GatedStore;
 
 constexpr char kYaml[] = R"(
 domain: api
@@ -30,49 +31,6 @@ descriptors:
   - key: user
     rate_limit: {unit: minute, requests_per_unit: 100}
 )";
-
-// Allows everything. An op that is not shed waits for the gate, as a check waiting for its
-// key's owner would; a shed op is answered at once.
-class GatedStore final : public Store {
- public:
-  bool Apply(absl::Span<const StoreOp> ops, int64_t /*now_ns*/,
-             absl::Span<Decision> decisions) override {
-    if (ops[0].shed) {
-      shed_.fetch_add(1);
-    } else {
-      waiting_.fetch_add(1);
-      gate_.WaitForNotification();
-      unshed_.fetch_add(1);
-    }
-    for (size_t i = 0; i < ops.size(); ++i) {
-      decisions[i].allowed = true;
-    }
-    return true;
-  }
-  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
-                       absl::Span<Decision> decisions, absl::Span<StateRecord>) override {
-    return Apply(ops, now_ns, decisions);
-  }
-  void MergeStates(absl::Span<const StateRecord>, int64_t) override {}
-  bool GetState(uint64_t, int64_t, StateRecord*) const override { return false; }
-  StoreStats GetStats() const override { return {}; }
-  void ReclaimExpired(int64_t) override {}
-
-  void Open() {
-    if (!gate_.HasBeenNotified()) {
-      gate_.Notify();
-    }
-  }
-  int shed() const { return shed_.load(); }
-  int unshed() const { return unshed_.load(); }
-  int waiting() const { return waiting_.load(); }
-
- private:
-  absl::Notification gate_;
-  std::atomic<int> shed_{0};
-  std::atomic<int> unshed_{0};
-  std::atomic<int> waiting_{0};
-};
 
 class WorkerQueueTest : public ::testing::Test {
  protected:

@@ -167,6 +167,7 @@ class HttpServerImpl {
         config_(config),
         metrics_(metrics),
         idle_timeout_ns_(std::max<int64_t>(absl::ToInt64Nanoseconds(options_.idle_timeout), 1)),
+        max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)),
         ioc_(std::max(options_.threads, 1)),
         strand_(asio::make_strand(ioc_)),
         acceptor_(strand_),
@@ -192,6 +193,7 @@ class HttpServerImpl {
     return timeout_ns >= kNoDeadline - now ? kNoDeadline : now + timeout_ns;  // saturate
   }
   int64_t idle_timeout_ns() const { return idle_timeout_ns_; }
+  std::chrono::nanoseconds max_queue_delay() const { return max_queue_delay_; }
   void Register(HttpSession* session);
   void Unregister(HttpSession* session);
   // Connections per client address, against max_connections_per_client.
@@ -210,6 +212,7 @@ class HttpServerImpl {
   ConfigManager* const config_;
   ServerMetrics* const metrics_;
   const int64_t idle_timeout_ns_;
+  const std::chrono::nanoseconds max_queue_delay_;
 
   std::atomic<bool> draining_{false};
   std::atomic<size_t> open_connections_{0};
@@ -354,13 +357,57 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // Answers the request just read, then every complete request the client has already
   // pipelined behind it (those bytes are in buffer_), and writes all the answers with one send.
   // Under load a pipelining client then costs one read and one write per batch, not per request.
+  //
+  // With a worker pool (cluster mode, where a check may wait for its key's owner), rate limit
+  // calls are answered on a worker, so that the io threads never block; the write is posted back
+  // to the io thread. Only this chain touches the session meanwhile. A call that finds the
+  // pool's queue full is shed and answered here at once; one that waited in the queue longer
+  // than max_queue_delay is shed on the worker. A shed check waits for no other node.
   void HandleAndWrite() {
+    cluster::WorkerPool* workers = server_->options().workers;
+    if (workers == nullptr || !Offloaded(request_.target)) {
+      HandleBatch(/*shed=*/false);
+      Write();
+      return;
+    }
+    const auto queued_at = std::chrono::steady_clock::now();
+    auto self = shared_from_this();
+    if (!workers->Submit([self, queued_at] {
+          self->HandleBatch(std::chrono::steady_clock::now() - queued_at >
+                            self->server_->max_queue_delay());
+          asio::post(self->socket_.get_executor(), [self] { self->Write(); });
+        })) {
+      HandleBatch(/*shed=*/true);
+      Write();
+    }
+  }
+
+  void HandleBatch(bool shed) {
+    shed_ = shed;
     Handle();
     while (!close_after_write_ && buffer_.size() > 0 && out_.size() < kMaxBatchBytes &&
            ParseBuffered()) {
       Handle();
     }
-    Write();
+    shed_ = false;
+  }
+
+  // Whether a request goes to the worker pool: the rate limit calls, which may wait for another
+  // node. Health, metrics and admin calls are answered on the io thread even when every worker
+  // is busy.
+  static bool Offloaded(std::string_view target) {
+    std::string_view path;
+    std::string_view query;
+    http_internal::SplitTarget(target, path, query);
+    switch (http_internal::MatchPath(path).endpoint) {
+      case Endpoint::kCheck:
+      case Endpoint::kAuth:
+      case Endpoint::kEnvoyJson:
+      case Endpoint::kRelease:
+        return true;
+      default:
+        return false;
+    }
   }
 
   // Parses one whole request from buffer_ into request_ and consumes it. Returns false, and
@@ -512,6 +559,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::string json_;  // the response body being built
   bool close_after_write_ = false;
   bool linger_after_write_ = false;
+  bool shed_ = false;  // the checks being answered are shed (see HandleAndWrite)
   size_t linger_budget_ = 0;
   // Per-connection scratch for the check paths; reused to avoid allocating per request.
   limiter::CheckRequest check_;
@@ -659,6 +707,10 @@ void HttpSession::HandleCheck(int& status, std::vector<Header>& headers) {
     ReleaseSlots(status);
     return;
   }
+  check_.shed = shed_;
+  if (shed_) {
+    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
+  }
   absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(check_);
   if (!response.ok()) {
     status = Error(http_internal::HttpStatusFor(response.status()), response.status().message());
@@ -694,6 +746,10 @@ void HttpSession::HandleEnvoyJson(int& status) {
   if (absl::Status valid = ValidateRequest(*request, server_->options().limits); !valid.ok()) {
     status = Error(400, valid.message());
     return;
+  }
+  request->shed = shed_;
+  if (shed_) {
+    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
   }
   absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(*request);
   if (!response.ok()) {
@@ -736,6 +792,14 @@ void HttpSession::ReleaseSlots(int& status) {
     status = Error(400,
                    "a release needs \"lease\": the \"lease\" value of the /v1/check response "
                    "that acquired the slots");
+    return;
+  }
+  if (shed_) {
+    // A release must reach the slots' owner, which a shed call may not wait for.
+    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
+    status = Error(503,
+                   "overloaded: the release was not applied; retry it, or the slots free "
+                   "themselves when their lease expires");
     return;
   }
   absl::Status released = server_->limiter()->Release(check_, lease);

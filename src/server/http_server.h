@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "src/cluster/worker_pool.h"
 #include "src/limiter/limiter.h"
 #include "src/server/config_manager.h"
 #include "src/server/metrics.h"
@@ -42,6 +43,13 @@ struct HttpServerOptions {
   std::function<std::string()> cluster_metrics;
   // Cluster mode: called after an admin PUT/DELETE of a domain succeeded, to spread it.
   std::function<void(const std::string& domain)> on_admin_change;
+  // Cluster mode: rate limit calls run on these workers (a check may wait for its key's owner;
+  // the io threads must not). A call that finds the pool's queue full, or that waited in it
+  // longer than max_queue_delay, is shed: decided at once, waiting for no other node
+  // (limiter::CheckRequest::shed). Null: calls are answered on the io threads. Must outlive
+  // the server.
+  cluster::WorkerPool* workers = nullptr;
+  absl::Duration max_queue_delay = absl::Milliseconds(20);
 };
 
 class HttpServer {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "floodgate/v1/check.pb.h"
 #include "src/server/http_util.h"
 #include "testing/fake_clock.h"
+#include "testing/gated_store.h"
 #include "testing/http_client.h"
 
 namespace floodgate::server {
@@ -983,6 +985,100 @@ TEST_F(HttpServerTest, ShutdownLetsTheRequestInFlightFinish) {
   EXPECT_TRUE(idle.WaitForClose());
   server_.reset();
   EXPECT_EQ(metrics_.http_connections.load(), 0u);
+}
+
+// Cluster mode: rate limit calls run on a worker pool, so that the io threads never wait for
+// another node. GatedStore stands in for the cluster: unshed checks wait at its gate.
+class HttpWorkersTest : public ::testing::Test {
+ protected:
+  void Start(size_t max_queued, absl::Duration max_queue_delay) {
+    auto domain = core::ParseDomainConfig(kApiYaml, "api.yaml");
+    ASSERT_TRUE(domain.ok()) << domain.status();
+    limiter::LimiterOptions options;
+    options.clock = &clock_;
+    limiter_ = std::make_unique<limiter::Limiter>(&store_, KeyHasher(1, 2),
+                                                  *core::BuildConfig({*domain}, 1), options);
+    workers_ = std::make_unique<cluster::WorkerPool>(1, max_queued);
+    HttpServerOptions http_options;
+    http_options.address = "127.0.0.1:0";
+    http_options.workers = workers_.get();
+    http_options.max_queue_delay = max_queue_delay;
+    server_ = std::make_unique<HttpServer>(http_options, limiter_.get(), nullptr, &metrics_);
+    ASSERT_TRUE(server_->Start().ok());
+    port_ = server_->port();
+  }
+
+  void TearDown() override {
+    store_.Open();
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(5));
+    }
+    workers_.reset();
+  }
+
+  HttpResponse Get(const std::string& target) {
+    return floodgate::testing::Request(port_, "GET", target);
+  }
+
+  floodgate::testing::FakeClock clock_;
+  floodgate::testing::GatedStore store_;
+  ServerMetrics metrics_;
+  std::unique_ptr<limiter::Limiter> limiter_;
+  std::unique_ptr<cluster::WorkerPool> workers_;
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+};
+
+TEST_F(HttpWorkersTest, ChecksPastTheQueueAreShedAndHealthIsAnsweredMeanwhile) {
+  Start(/*max_queued=*/1, /*max_queue_delay=*/absl::Hours(1));
+  std::vector<std::thread> callers;
+  callers.emplace_back([&] { EXPECT_EQ(Get("/v1/check?domain=api&user=first").status, 200); });
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (store_.waiting() < 1 && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(store_.waiting(), 1);  // the only worker waits at the gate
+  // The io threads are free: health and metrics are answered.
+  EXPECT_EQ(Get("/healthcheck").status, 200);
+  EXPECT_EQ(Get("/metrics").status, 200);
+  // Five more checks: one takes the queue's only place, four are shed and answered now.
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 5; ++i) {
+    callers.emplace_back([&, i] {
+      EXPECT_EQ(Get("/v1/check?domain=api&user=u" + std::to_string(i)).status, 200);
+      answered.fetch_add(1);
+    });
+  }
+  while (answered.load() < 4 && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(answered.load(), 4);
+  EXPECT_EQ(store_.shed(), 4);
+  EXPECT_EQ(store_.unshed(), 0);  // the gate is still shut
+  EXPECT_EQ(metrics_.http.shed.load(), 4u);
+  store_.Open();
+  for (std::thread& t : callers) {
+    t.join();
+  }
+  EXPECT_EQ(answered.load(), 5);
+  EXPECT_EQ(store_.unshed(), 2);
+}
+
+TEST_F(HttpWorkersTest, LateCallsAreShedAndAShedReleaseIsRefusedClearly) {
+  Start(/*max_queued=*/100, /*max_queue_delay=*/absl::ZeroDuration());
+  store_.Open();
+  // Every call waits some nanoseconds in the queue, which is past a zero delay.
+  HttpResponse check = Get("/v1/check?domain=api&user=late");
+  EXPECT_EQ(check.status, 200);
+  EXPECT_EQ(store_.shed(), 1);
+  EXPECT_EQ(store_.unshed(), 0);
+  HttpResponse release =
+      floodgate::testing::Request(port_, "POST", "/v1/release",
+                                  R"({"domain":"api","lease":"5","descriptors":[{"entries":)"
+                                  R"([{"key":"conc","value":"job"}]}]})");
+  EXPECT_EQ(release.status, 503);
+  EXPECT_THAT(release.body, ::testing::HasSubstr("release was not applied"));
+  EXPECT_EQ(metrics_.http.shed.load(), 2u);
 }
 
 }  // namespace

@@ -55,8 +55,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   http_options.address = options.http_address;
   http_options.threads = options.http_threads;
   if (server->cluster_ != nullptr) {
-    // A forwarded check waits for its owner on the HTTP thread: more threads keep the others busy.
-    http_options.threads = std::max(options.http_threads, 8);
+    // A forwarded check waits for its owner: rate limit calls run on workers of their own, so
+    // that the HTTP threads never block (same sizes as the gRPC front end's pool).
+    server->http_workers_ = std::make_unique<cluster::WorkerPool>(32, 1024);
+    http_options.workers = server->http_workers_.get();
     cluster::ClusterStore* cluster = server->cluster_.get();
     http_options.cluster_json = [cluster] { return ClusterJson(cluster->GetClusterStats()); };
     http_options.cluster_metrics = [cluster] {

@@ -71,6 +71,9 @@ class Server {
   std::unique_ptr<ConfigManager> config_;
   ServerMetrics metrics_;
   std::unique_ptr<HttpServer> http_;
+  // Cluster mode only. Destroyed before http_: the last queued calls then run (their writes
+  // are posted to http_'s io context, stopped by Shutdown but still alive).
+  std::unique_ptr<cluster::WorkerPool> http_workers_;
   std::unique_ptr<GrpcServer> grpc_;
   bool shut_down_ = false;
 };
