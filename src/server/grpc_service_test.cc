@@ -82,42 +82,19 @@ class WorkerQueueTest : public ::testing::Test {
 
 TEST_F(WorkerQueueTest, PastTheQueueBoundChecksAreDecidedAtOnce) {
   Start(/*max_queued=*/1, /*max_queue_delay=*/absl::Hours(1));
-  // The only worker takes the first check and waits at the gate.
-  std::vector<std::thread> callers;
-  callers.emplace_back([&] {
-    rls::RateLimitResponse response;
-    EXPECT_EQ(Call("first", &response), grpc::StatusCode::OK);
-  });
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (store_.waiting() < 1 && absl::Now() < deadline) {
-    std::this_thread::yield();
-  }
-  ASSERT_EQ(store_.waiting(), 1);
-  // Five more: one takes the queue's only place, the other four are shed and answered while
-  // the gate is still shut.
-  std::atomic<int> answered{0};
-  for (int i = 0; i < 5; ++i) {
-    callers.emplace_back([&, i] {
-      rls::RateLimitResponse response;
-      EXPECT_EQ(Call("user" + std::to_string(i), &response), grpc::StatusCode::OK);
-      EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
-      answered.fetch_add(1);
-    });
-  }
-  while (answered.load() < 4 && absl::Now() < deadline) {
-    std::this_thread::yield();
-  }
-  EXPECT_EQ(answered.load(), 4);
-  EXPECT_EQ(store_.shed(), 4);
-  EXPECT_EQ(store_.unshed(), 0);  // the gate is still shut
+  const floodgate::testing::QueueOverflow seen =
+      floodgate::testing::RunQueueOverflow(store_, [&](const std::string& user) {
+        rls::RateLimitResponse response;
+        return Call(user, &response) == grpc::StatusCode::OK &&
+               response.overall_code() == rls::RateLimitResponse::OK;
+      });
+  EXPECT_EQ(seen.first_waiting, 1);
+  EXPECT_EQ(seen.answered_while_shut, 4);  // shed, and answered while the gate is shut
+  EXPECT_EQ(seen.shed_while_shut, 4);
+  EXPECT_EQ(seen.unshed_while_shut, 0);
   EXPECT_EQ(metrics_.grpc.shed.load(), 4u);
-  store_.Open();
-  for (std::thread& t : callers) {
-    t.join();
-  }
-  EXPECT_EQ(answered.load(), 5);
-  EXPECT_EQ(store_.unshed(), 2);  // the first and the queued one, not shed
-  EXPECT_EQ(store_.shed(), 4);
+  EXPECT_EQ(seen.answered, 5);
+  EXPECT_EQ(seen.unshed, 2);  // the first and the queued one, not shed
 }
 
 TEST_F(WorkerQueueTest, ChecksThatWaitedPastTheDelayAreShed) {

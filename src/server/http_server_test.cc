@@ -1031,37 +1031,27 @@ class HttpWorkersTest : public ::testing::Test {
 
 TEST_F(HttpWorkersTest, ChecksPastTheQueueAreShedAndHealthIsAnsweredMeanwhile) {
   Start(/*max_queued=*/1, /*max_queue_delay=*/absl::Hours(1));
-  std::vector<std::thread> callers;
-  callers.emplace_back([&] { EXPECT_EQ(Get("/v1/check?domain=api&user=first").status, 200); });
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (store_.waiting() < 1 && absl::Now() < deadline) {
-    std::this_thread::yield();
-  }
-  ASSERT_EQ(store_.waiting(), 1);  // the only worker waits at the gate
-  // The io threads are free: health and metrics are answered.
-  EXPECT_EQ(Get("/healthcheck").status, 200);
-  EXPECT_EQ(Get("/metrics").status, 200);
-  // Five more checks: one takes the queue's only place, four are shed and answered now.
-  std::atomic<int> answered{0};
-  for (int i = 0; i < 5; ++i) {
-    callers.emplace_back([&, i] {
-      EXPECT_EQ(Get("/v1/check?domain=api&user=u" + std::to_string(i)).status, 200);
-      answered.fetch_add(1);
-    });
-  }
-  while (answered.load() < 4 && absl::Now() < deadline) {
-    std::this_thread::yield();
-  }
-  EXPECT_EQ(answered.load(), 4);
-  EXPECT_EQ(store_.shed(), 4);
-  EXPECT_EQ(store_.unshed(), 0);  // the gate is still shut
+  int health = 0;
+  int metrics = 0;
+  const floodgate::testing::QueueOverflow seen = floodgate::testing::RunQueueOverflow(
+      store_,
+      [&](const std::string& user) {
+        return Get("/v1/check?domain=api&user=" + user).status == 200;
+      },
+      [&] {
+        // The only worker waits at the gate; the io threads answer health and metrics.
+        health = Get("/healthcheck").status;
+        metrics = Get("/metrics").status;
+      });
+  EXPECT_EQ(seen.first_waiting, 1);
+  EXPECT_EQ(health, 200);
+  EXPECT_EQ(metrics, 200);
+  EXPECT_EQ(seen.answered_while_shut, 4);  // shed, and answered while the gate is shut
+  EXPECT_EQ(seen.shed_while_shut, 4);
+  EXPECT_EQ(seen.unshed_while_shut, 0);
   EXPECT_EQ(metrics_.http.shed.load(), 4u);
-  store_.Open();
-  for (std::thread& t : callers) {
-    t.join();
-  }
-  EXPECT_EQ(answered.load(), 5);
-  EXPECT_EQ(store_.unshed(), 2);
+  EXPECT_EQ(seen.answered, 5);
+  EXPECT_EQ(seen.unshed, 2);
 }
 
 TEST_F(HttpWorkersTest, LateCallsAreShedAndAShedReleaseIsRefusedClearly) {
