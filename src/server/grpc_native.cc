@@ -30,6 +30,7 @@
 #include "absl/synchronization/notification.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "grpc/health/v1/health.pb.h"
+#include "src/cluster/worker_pool.h"
 #include "src/server/client_caps.h"
 #include "src/server/grpc_wire.h"
 #include "src/server/http_util.h"
@@ -144,7 +145,11 @@ class ServerImpl {
         metrics_(metrics),
         idle_timeout_ns_(ToNs(options_.idle_timeout)),
         request_timeout_ns_(ToNs(options_.request_timeout)),
-        body_budget_bytes_(std::max(kMinBodyBudgetBytes, 2 * options_.max_receive_bytes + 64)) {
+        body_budget_bytes_(std::max(kMinBodyBudgetBytes, 2 * options_.max_receive_bytes + 64)),
+        max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)) {
+    if (options_.worker_threads > 0) {
+      pool_ = std::make_unique<cluster::WorkerPool>(options_.worker_threads, options_.max_queued);
+    }
     const int threads = std::max(options_.io_threads, 1);
     for (int i = 0; i < threads; ++i) {
       workers_.push_back(std::make_unique<Worker>(this));
@@ -167,6 +172,9 @@ class ServerImpl {
   int64_t request_timeout_ns() const { return request_timeout_ns_; }
   size_t body_budget_bytes() const { return body_budget_bytes_; }
   const nghttp2_session_callbacks* callbacks() const { return callbacks_; }
+  // Cluster mode: the pool rate limit calls run on (null: they run on the io thread).
+  cluster::WorkerPool* pool() const { return pool_.get(); }
+  std::chrono::nanoseconds max_queue_delay() const { return max_queue_delay_; }
   const nghttp2_option* h2_option() const { return h2_option_; }
   void SessionOpened() {
     absl::MutexLock lock(&mu_);
@@ -206,10 +214,15 @@ class ServerImpl {
   absl::Mutex mu_;
   int open_sessions_ ABSL_GUARDED_BY(mu_) = 0;
 
+  const std::chrono::nanoseconds max_queue_delay_;
+
   // Last: the workers (and the sessions their contexts own) go first.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::optional<asio::basic_socket_acceptor<tcp, Executor>> acceptor_;  // on workers_[0]
   std::optional<Timer> accept_backoff_;                                 // on workers_[0]
+  // After the workers: destroyed first, once Shutdown has stopped the io threads. Calls still
+  // queued then run, and post their answers to io contexts that are stopped but alive.
+  std::unique_ptr<cluster::WorkerPool> pool_;
 
   friend class Session;
 };
@@ -671,6 +684,10 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
       ReleaseBody(s);
+      if (server_->pool() != nullptr) {
+        Offload(s);
+        return;
+      }
       response_.Clear();
       absl::Status decided = ShouldRateLimit(server_->limiter(), server_->options().limits,
                                              server_->metrics().grpc, request_, &response_);
@@ -695,6 +712,56 @@ class Session : public std::enable_shared_from_this<Session> {
       response.set_status(server_->draining() ? health::HealthCheckResponse::NOT_SERVING
                                               : health::HealthCheckResponse::SERVING);
       RespondMessage(s, response);
+    }
+  }
+
+  // Cluster mode: decides request_ for `s` on the worker pool, since a check may wait for its
+  // key's owner and the io thread must not. The answer is posted back to this connection's
+  // thread; if the stream is gone by then (reset by the client, connection closed), it is
+  // dropped. A call that finds the pool's queue full is shed and decided here at once; one that
+  // waited in the queue longer than max_queue_delay is shed on the worker (a shed check waits
+  // for no other node).
+  struct Call {
+    rls::RateLimitRequest request;
+    rls::RateLimitResponse response;
+    absl::Status status;
+  };
+  void Offload(Stream& s) {
+    auto call = std::make_shared<Call>();
+    call->request.Swap(&request_);
+    const int32_t id = s.id;
+    const auto queued_at = std::chrono::steady_clock::now();
+    auto self = shared_from_this();
+    auto decide = [this, call](bool shed) {
+      call->status = ShouldRateLimit(server_->limiter(), server_->options().limits,
+                                     server_->metrics().grpc, call->request, &call->response, shed);
+    };
+    if (!server_->pool()->Submit([self, call, id, queued_at, decide] {
+          decide(std::chrono::steady_clock::now() - queued_at > self->server_->max_queue_delay());
+          asio::post(self->worker_->ioc, [self, call, id] { self->FinishCall(id, *call); });
+        })) {
+      decide(/*shed=*/true);
+      Answer(s, *call);
+    }
+  }
+
+  void FinishCall(int32_t id, const Call& call) {
+    if (closed_) {
+      return;
+    }
+    auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(h2_, id));
+    if (s == nullptr || s->responded) {
+      return;
+    }
+    Answer(*s, call);
+    Flush();
+  }
+
+  void Answer(Stream& s, const Call& call) {
+    if (!call.status.ok()) {
+      RespondStatus(s, call.status.code(), http_internal::StdView(call.status.message()));
+    } else {
+      RespondMessage(s, call.response);
     }
   }
 
@@ -761,10 +828,6 @@ class Session : public std::enable_shared_from_this<Session> {
 absl::Status ServerImpl::Start() {
   if (started_) {
     return absl::FailedPreconditionError("the gRPC server was already started");
-  }
-  if (options_.worker_threads != 0) {
-    return absl::InvalidArgumentError(
-        "the native gRPC server decides inline: worker_threads must be 0 (use grpcpp)");
   }
   std::string host;
   uint16_t port = 0;

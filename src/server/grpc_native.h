@@ -6,11 +6,12 @@
 // insecure channels). Wire format: grpc_wire.h; design and limits: docs/grpc.md.
 //
 // Threads: `GrpcServerOptions::io_threads` threads, each with its own io_context; connections
-// are spread across them round-robin and stay on theirs. A call is decoded, decided
-// (Limiter::Check), encoded and written on its connection's thread, with no hand-off; the
-// responses one read produced leave in one socket write. A check must therefore not block: this
-// server is for single-node mode (in cluster mode a check may wait for a peer; Server keeps the
-// grpc++ front end there).
+// are spread across them round-robin and stay on theirs. On a single node a call is decoded,
+// decided (Limiter::Check), encoded and written on its connection's thread, with no hand-off;
+// the responses one read produced leave in one socket write. With worker_threads > 0 (cluster
+// mode, where a check may wait for a peer) ShouldRateLimit calls are decided on a worker pool
+// with a bounded queue (max_queued, max_queue_delay; past them a call is shed) and their answers
+// posted back to the connection's thread; health checks stay on the io threads.
 //
 // Thread-safety: Start/Shutdown from one thread; everything else runs on the io threads.
 
@@ -27,8 +28,9 @@ namespace floodgate::server {
 class NativeGrpcServer {
  public:
   // `limiter` and `metrics` must outlive the server. Uses options.address, limits,
-  // max_receive_bytes, io_threads, max_concurrent_streams, max_connections, idle_timeout and
-  // request_timeout; worker_threads must be 0.
+  // max_receive_bytes, io_threads, max_concurrent_streams, max_connections,
+  // max_connections_per_client, idle_timeout, request_timeout, worker_threads, max_queued and
+  // max_queue_delay.
   NativeGrpcServer(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics);
   ~NativeGrpcServer();
 

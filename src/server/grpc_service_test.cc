@@ -1,6 +1,6 @@
-// The grpc++ front end's worker pool (cluster mode): a check past the queue bound, or one that
-// waited past max_queue_delay, is shed (decided at once, without waiting for other nodes)
-// instead of queueing. GatedStore stands in for the cluster.
+// The gRPC front ends' worker pool (cluster mode), for both implementations: a check past the
+// queue bound, or one that waited past max_queue_delay, is shed (decided at once, without
+// waiting for other nodes) instead of queueing. GatedStore stands in for the cluster.
 
 #include "src/server/grpc_service.h"
 
@@ -32,7 +32,7 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 100}
 )";
 
-class WorkerQueueTest : public ::testing::Test {
+class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
  protected:
   void Start(size_t max_queued, absl::Duration max_queue_delay) {
     auto domain = core::ParseDomainConfig(kYaml, "api.yaml");
@@ -42,7 +42,7 @@ class WorkerQueueTest : public ::testing::Test {
     limiter_ = std::make_unique<limiter::Limiter>(&store_, KeyHasher(1, 2),
                                                   *core::BuildConfig({*domain}, 1), options);
     GrpcServerOptions grpc_options;
-    grpc_options.impl = GrpcImpl::kGrpcpp;
+    grpc_options.impl = GetParam();
     grpc_options.address = "127.0.0.1:0";
     grpc_options.worker_threads = 1;
     grpc_options.max_queued = max_queued;
@@ -61,14 +61,15 @@ class WorkerQueueTest : public ::testing::Test {
   }
 
   // Calls ShouldRateLimit; returns the gRPC status code.
-  grpc::StatusCode Call(const std::string& user, rls::RateLimitResponse* response) {
+  grpc::StatusCode Call(const std::string& user, rls::RateLimitResponse* response,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
     rls::RateLimitRequest request;
     request.set_domain("api");
     auto* entry = request.add_descriptors()->add_entries();
     entry->set_key("user");
     entry->set_value(user);
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    context.set_deadline(std::chrono::system_clock::now() + timeout);
     return stub_->ShouldRateLimit(&context, request, response).error_code();
   }
 
@@ -80,7 +81,7 @@ class WorkerQueueTest : public ::testing::Test {
   std::unique_ptr<rls::RateLimitService::Stub> stub_;
 };
 
-TEST_F(WorkerQueueTest, PastTheQueueBoundChecksAreDecidedAtOnce) {
+TEST_P(WorkerQueueTest, PastTheQueueBoundChecksAreDecidedAtOnce) {
   Start(/*max_queued=*/1, /*max_queue_delay=*/absl::Hours(1));
   const floodgate::testing::QueueOverflow seen =
       floodgate::testing::RunQueueOverflow(store_, [&](const std::string& user) {
@@ -97,7 +98,7 @@ TEST_F(WorkerQueueTest, PastTheQueueBoundChecksAreDecidedAtOnce) {
   EXPECT_EQ(seen.unshed, 2);  // the first and the queued one, not shed
 }
 
-TEST_F(WorkerQueueTest, ChecksThatWaitedPastTheDelayAreShed) {
+TEST_P(WorkerQueueTest, ChecksThatWaitedPastTheDelayAreShed) {
   Start(/*max_queued=*/100, /*max_queue_delay=*/absl::ZeroDuration());
   store_.Open();
   // Every check waits some nanoseconds in the queue, which is past a zero delay.
@@ -109,6 +110,26 @@ TEST_F(WorkerQueueTest, ChecksThatWaitedPastTheDelayAreShed) {
   EXPECT_EQ(store_.unshed(), 0);
   EXPECT_EQ(metrics_.grpc.shed.load(), 5u);
 }
+
+// A caller that gives up while its check waits for a worker: its answer is dropped when it
+// comes, and the server keeps serving.
+TEST_P(WorkerQueueTest, AnAnswerForACallerThatLeftIsDropped) {
+  Start(/*max_queued=*/10, /*max_queue_delay=*/absl::Hours(1));
+  rls::RateLimitResponse response;
+  EXPECT_EQ(Call("gone", &response, std::chrono::milliseconds(200)),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(store_.waiting(), 1);  // still held at the gate
+  store_.Open();
+  EXPECT_EQ(Call("next", &response), grpc::StatusCode::OK);
+  EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
+  EXPECT_EQ(store_.unshed(), 2);
+}
+
+INSTANTIATE_TEST_SUITE_P(BothImplementations, WorkerQueueTest,
+                         ::testing::Values(GrpcImpl::kGrpcpp, GrpcImpl::kNative),
+                         [](const ::testing::TestParamInfo<GrpcImpl>& info) {
+                           return std::string(GrpcImplName(info.param));
+                         });
 
 }  // namespace
 }  // namespace floodgate::server

@@ -87,18 +87,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc_options.max_connections = options.max_connections;  // native gRPC only
   grpc_options.max_connections_per_client = options.max_connections_per_client;
   if (server->cluster_ != nullptr) {
-    // Forwarded checks block their thread: grpc++ with a worker pool of its own.
-    grpc_options.impl = GrpcImpl::kGrpcpp;
+    // A forwarded check waits for its owner: checks run on a worker pool, not the io threads.
     grpc_options.worker_threads = 32;
   }
   if (!options.grpc_impl.empty()) {
-    FG_ASSIGN_OR_RETURN(const GrpcImpl impl, ParseGrpcImpl(options.grpc_impl));
-    if (impl == GrpcImpl::kNative && server->cluster_ != nullptr) {
-      return absl::InvalidArgumentError(
-          "--grpc-impl native does not serve cluster mode (a check may wait for a peer); use "
-          "grpcpp or leave it unset");
-    }
-    grpc_options.impl = impl;
+    FG_ASSIGN_OR_RETURN(grpc_options.impl, ParseGrpcImpl(options.grpc_impl));
   }
   server->grpc_ =
       std::make_unique<GrpcServer>(grpc_options, server->limiter_.get(), &server->metrics_);
