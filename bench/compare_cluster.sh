@@ -2,8 +2,8 @@
 # What cluster mode costs, in ONE run on 127.0.0.1: a plain node against a 3-node cluster whose
 # load all goes to one node (the entry node), so 2/3 of the checks are forwarded to their owner.
 #   gRPC, closed loop (bench/grpc_load, 50 in flight, 100k random users of domain `bench`):
-#     1 plain node with its default (native) gRPC server, and with --grpc-impl grpcpp, the server
-#     cluster mode always uses (docs/grpc.md); 3 nodes (batches of up to 128); 3 nodes with
+#     1 plain node with its default (native) gRPC server, and with --grpc-impl grpcpp (cluster
+#     mode used it before fe43ab7; now both serve it, docs/grpc.md); 3 nodes (batches of up to 128); 3 nodes with
 #     --forward-batch-max 1 (no batching); 3 nodes with a `consistency: local` limit (decided on
 #     the entry node, no hop; its hits are only reported to the owner in the background).
 #   gRPC, open loop at half the 3-node peak (--rate): 3 nodes, and 1 plain node (grpcpp, native)
@@ -281,7 +281,7 @@ row() { # row LABEL SCENARIO
     "| forwarded share | mean batch |"
   echo "|---|---|---|---|---|---|---|"
   row "gRPC, 1 plain node (native gRPC server), 50 in flight" grpc-1n
-  row "gRPC, 1 plain node, --grpc-impl grpcpp (as in cluster mode)" grpc-1n-grpcpp
+  row "gRPC, 1 plain node, --grpc-impl grpcpp" grpc-1n-grpcpp
   row "gRPC, 3 nodes, load to one, batching (128)" grpc-3n
   row "gRPC, 3 nodes, --forward-batch-max 1" grpc-3n-nobatch
   row "gRPC, 3 nodes, consistency: local (no hop)" grpc-3n-local
