@@ -250,6 +250,25 @@ class PeerClient {
     }
   }
 
+  // Sends the reports queued so far at once and waits (at most forward_timeout) until every
+  // report sent before this call returns is acknowledged, so that a check this node then asks
+  // the owner about is decided against all of this node's earlier hits.
+  void FlushReports() {
+    absl::MutexLock lock(&mu_);
+    if (!reports_.empty()) {
+      std::vector<StoreOp> ops;
+      ops.swap(reports_);
+      ++reports_in_flight_;
+      mu_.Unlock();
+      SendReports(ops);
+      mu_.Lock();
+    }
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](PeerClient* c) { return c->stop_ || c->reports_in_flight_ == 0; }, this),
+        options_.forward_timeout);
+  }
+
   absl::StatusOr<pb::FetchResponse> Fetch(const pb::FetchRequest& request) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + options_.forward_timeout));
@@ -1128,8 +1147,15 @@ bool ClusterStore::ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t 
   if (!quorum) {
     return false;
   }
-  // This node's share is spent: ask the owner, whose state holds every node's reported hits.
+  // This node's share is spent: ask the owner, whose state holds every node's reported hits,
+  // once this node's own hits have reached it (they may still be waiting for their batch).
   local_share_refills_.fetch_add(1, std::memory_order_relaxed);
+  for (const StoreOp& op : ops) {
+    const int owner = membership_->Owner(op.key_hash, mask);
+    if (owner != membership_->self() && !op.shed) {
+      clients_[owner]->FlushReports();
+    }
+  }
   absl::InlinedVector<StoreOp, kInlineOps> exact(ops.begin(), ops.end());
   for (StoreOp& op : exact) {
     op.consistency = 0;
