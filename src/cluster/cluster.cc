@@ -256,12 +256,7 @@ class PeerClient {
   void FlushReports() {
     absl::MutexLock lock(&mu_);
     if (!reports_.empty()) {
-      std::vector<StoreOp> ops;
-      ops.swap(reports_);
-      ++reports_in_flight_;
-      mu_.Unlock();
-      SendReports(ops);
-      mu_.Lock();
+      SendQueuedReports();
     }
     mu_.AwaitWithTimeout(
         absl::Condition(
@@ -381,12 +376,7 @@ class PeerClient {
       if (!reports_.empty() && reports_in_flight_ < kMaxReplicationInFlight) {
         const absl::Time due = reports_oldest_ + options_.batch_wait;
         if (reports_.size() >= kReplicationBatch || now >= due) {
-          std::vector<StoreOp> ops;
-          ops.swap(reports_);
-          ++reports_in_flight_;
-          mu_.Unlock();
-          SendReports(ops);
-          mu_.Lock();
+          SendQueuedReports();
           sent = true;
         } else {
           wake = std::min(wake, due);
@@ -479,6 +469,16 @@ class PeerClient {
           }
           delete call;
         });
+  }
+
+  // Takes every queued report and sends them in one call (mu_ is released while sending).
+  void SendQueuedReports() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<StoreOp> ops;
+    ops.swap(reports_);
+    ++reports_in_flight_;
+    mu_.Unlock();
+    SendReports(ops);
+    mu_.Lock();
   }
 
   void SendReports(const std::vector<StoreOp>& ops) {
