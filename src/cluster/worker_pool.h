@@ -8,8 +8,10 @@
 //
 // Thread-safety: Submit may be called from any thread.
 
+#include <chrono>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -45,6 +47,19 @@ class WorkerPool {
     }
     queue_.push_back(std::move(fn));
     return true;
+  }
+
+  // A front end's shedding policy: runs fn(shed) on a worker, with shed true when the call
+  // waited in the queue longer than `max_delay`; when the queue is full, runs fn(true) here and
+  // now. A shed call must not block (it waits for no other node).
+  void SubmitOrShed(std::chrono::nanoseconds max_delay, std::function<void(bool shed)> fn) {
+    const auto queued_at = std::chrono::steady_clock::now();
+    auto shared = std::make_shared<std::function<void(bool)>>(std::move(fn));
+    if (!Submit([shared, queued_at, max_delay] {
+          (*shared)(std::chrono::steady_clock::now() - queued_at > max_delay);
+        })) {
+      (*shared)(true);
+    }
   }
 
  private:

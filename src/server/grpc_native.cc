@@ -729,20 +729,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void Offload(Stream& s) {
     auto call = std::make_shared<Call>();
     call->request.Swap(&request_);
-    const int32_t id = s.id;
-    const auto queued_at = std::chrono::steady_clock::now();
-    auto self = shared_from_this();
-    auto decide = [this, call](bool shed) {
+    server_->pool()->SubmitOrShed(server_->max_queue_delay(), [this, self = shared_from_this(),
+                                                               call, id = s.id](bool shed) {
       call->status = ShouldRateLimit(server_->limiter(), server_->options().limits,
                                      server_->metrics().grpc, call->request, &call->response, shed);
-    };
-    if (!server_->pool()->Submit([self, call, id, queued_at, decide] {
-          decide(std::chrono::steady_clock::now() - queued_at > self->server_->max_queue_delay());
-          asio::post(self->worker_->ioc, [self, call, id] { self->FinishCall(id, *call); });
-        })) {
-      decide(/*shed=*/true);
-      Answer(s, *call);
-    }
+      asio::post(worker_->ioc, [self, call, id] { self->FinishCall(id, *call); });
+    });
   }
 
   void FinishCall(int32_t id, const Call& call) {

@@ -44,15 +44,9 @@ class RlsService final : public rls::RateLimitService::CallbackService {
       reactor->Finish(Decide(*request, response, /*shed=*/false));
       return reactor;
     }
-    const auto queued_at = std::chrono::steady_clock::now();
-    if (!pool_->Submit([this, reactor, request, response, queued_at] {
-          const bool late = std::chrono::steady_clock::now() - queued_at > max_queue_delay_;
-          reactor->Finish(Decide(*request, response, late));
-        })) {
-      // The queue is full: decided here and now, which a shed check can be, as it waits for
-      // no other node.
-      reactor->Finish(Decide(*request, response, /*shed=*/true));
-    }
+    pool_->SubmitOrShed(max_queue_delay_, [this, reactor, request, response](bool shed) {
+      reactor->Finish(Decide(*request, response, shed));
+    });
     return reactor;
   }
 

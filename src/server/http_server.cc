@@ -370,16 +370,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       Write();
       return;
     }
-    const auto queued_at = std::chrono::steady_clock::now();
-    auto self = shared_from_this();
-    if (!workers->Submit([self, queued_at] {
-          self->HandleBatch(std::chrono::steady_clock::now() - queued_at >
-                            self->server_->max_queue_delay());
-          asio::post(self->socket_.get_executor(), [self] { self->Write(); });
-        })) {
-      HandleBatch(/*shed=*/true);
-      Write();
-    }
+    workers->SubmitOrShed(server_->max_queue_delay(), [self = shared_from_this()](bool shed) {
+      self->HandleBatch(shed);
+      asio::post(self->socket_.get_executor(), [self] { self->Write(); });
+    });
   }
 
   void HandleBatch(bool shed) {
