@@ -2,7 +2,9 @@
 #
 #   fg_cc_library(NAME n SRCS ... HDRS ... DEPS ...)
 #   fg_cc_test(NAME n SRCS ... DEPS ... [LABELS unit])      -> registered with ctest
+#                                                           (nothing when FG_BUILD_TESTS is off)
 #   fg_cc_benchmark(NAME n SRCS ... DEPS ...)              -> smoke-run by ctest (label bench-smoke)
+#                                                      (nothing when FG_BUILD_BENCHMARKS is off)
 
 function(fg_cc_library)
   cmake_parse_arguments(FG "" "NAME" "SRCS;HDRS;DEPS" ${ARGN})
@@ -18,6 +20,9 @@ function(fg_cc_library)
 endfunction()
 
 function(fg_cc_test)
+  if(NOT FG_BUILD_TESTS)
+    return()
+  endif()
   cmake_parse_arguments(FG "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS;ARGS" ${ARGN})
   add_executable(${FG_NAME} ${FG_SRCS})
   target_link_libraries(${FG_NAME} PRIVATE ${FG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
@@ -32,6 +37,9 @@ function(fg_cc_test)
 endfunction()
 
 function(fg_cc_benchmark)
+  if(NOT FG_BUILD_BENCHMARKS)
+    return()
+  endif()
   cmake_parse_arguments(FG "" "NAME" "SRCS;DEPS;SMOKE_ARGS" ${ARGN})
   add_executable(${FG_NAME} ${FG_SRCS})
   target_link_libraries(${FG_NAME} PRIVATE ${FG_DEPS} benchmark::benchmark)

@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "floodgate/peer/v1/peer.grpc.pb.h"
 #include "floodgate/status_macros.h"
-#include "src/cluster/worker_pool.h"
+#include "src/common/worker_pool.h"
 
 namespace floodgate::cluster {
 namespace pb = ::floodgate::peer::v1;
@@ -792,7 +792,7 @@ class PeerServer final : public pb::Peer::CallbackService {
   }
 
   ClusterStore* const store_;
-  WorkerPool pool_;
+  common::WorkerPool pool_;
   std::unique_ptr<grpc::Server> server_;
 };
 

@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "floodgate/status_macros.h"
-#include "src/server/cluster_http.h"
+#include "src/admin/cluster_http.h"
 
 namespace floodgate::server {
 
@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (server->cluster_ != nullptr) {
     // A forwarded check waits for its owner: rate limit calls run on workers of their own, so
     // that the HTTP threads never block (same sizes as the gRPC front end's pool).
-    server->http_workers_ = std::make_unique<cluster::WorkerPool>(32, 1024);
+    server->http_workers_ = std::make_unique<common::WorkerPool>(32, 1024);
     http_options.workers = server->http_workers_.get();
     cluster::ClusterStore* cluster = server->cluster_.get();
     http_options.cluster_json = [cluster] { return ClusterJson(cluster->GetClusterStats()); };

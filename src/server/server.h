@@ -11,11 +11,11 @@
 #include "floodgate/store.h"
 #include "src/cluster/cluster.h"
 #include "src/limiter/limiter.h"
-#include "src/server/cluster_config.h"
-#include "src/server/config_manager.h"
-#include "src/server/grpc_service.h"
-#include "src/server/http_server.h"
-#include "src/server/metrics.h"
+#include "src/admin/cluster_config.h"
+#include "src/admin/config_manager.h"
+#include "src/frontends/grpc/grpc_service.h"
+#include "src/frontends/http/http_server.h"
+#include "src/service/metrics.h"
 
 namespace floodgate::server {
 
@@ -73,7 +73,7 @@ class Server {
   std::unique_ptr<HttpServer> http_;
   // Cluster mode only. Destroyed before http_: the last queued calls then run (their writes
   // are posted to http_'s io context, stopped by Shutdown but still alive).
-  std::unique_ptr<cluster::WorkerPool> http_workers_;
+  std::unique_ptr<common::WorkerPool> http_workers_;
   std::unique_ptr<GrpcServer> grpc_;
   bool shut_down_ = false;
 };

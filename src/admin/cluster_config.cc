@@ -1,0 +1,103 @@
+#include "src/admin/cluster_config.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace floodgate::server {
+namespace pb = ::floodgate::peer::v1;
+pb::DomainVersion ClusterConfigSync::VersionOf(const std::string& domain) const {
+  auto it = versions_.find(domain);
+  if (it != versions_.end()) {
+    return it->second;
+  }
+  pb::DomainVersion v;
+  v.set_domain(domain);
+  return v;
+}
+
+std::vector<pb::ConfigChange> ClusterConfigSync::LocalChange(const std::string& domain) {
+  absl::MutexLock lock(&mu_);
+  pb::DomainVersion v;
+  v.set_domain(domain);
+  v.set_version(++clock_);
+  v.set_origin(self_id_);
+  const std::shared_ptr<const core::Config> config = limiter_->config();
+  const core::DomainConfig* found = config->FindDomain(domain);
+  v.set_deleted(found == nullptr);
+  versions_[domain] = v;
+  pb::ConfigChange change;
+  *change.mutable_version() = v;
+  if (found != nullptr) {
+    change.set_yaml(found->source);
+  }
+  return {change};
+}
+
+std::vector<pb::DomainVersion> ClusterConfigSync::Versions() {
+  absl::MutexLock lock(&mu_);
+  const std::shared_ptr<const core::Config> config = limiter_->config();
+  std::vector<pb::DomainVersion> out;
+  for (const auto& [name, domain] : config->domains) {
+    out.push_back(VersionOf(name));
+  }
+  for (const auto& [name, v] : versions_) {
+    if (v.deleted()) {
+      out.push_back(v);
+    }
+  }
+  return out;
+}
+
+std::vector<pb::ConfigChange> ClusterConfigSync::Get(const std::vector<std::string>& domains) {
+  absl::MutexLock lock(&mu_);
+  const std::shared_ptr<const core::Config> config = limiter_->config();
+  std::vector<pb::ConfigChange> out;
+  for (const std::string& name : domains) {
+    pb::ConfigChange change;
+    *change.mutable_version() = VersionOf(name);
+    if (const core::DomainConfig* found = config->FindDomain(name); found != nullptr) {
+      change.mutable_version()->set_deleted(false);
+      change.set_yaml(found->source);
+    } else if (!change.version().deleted()) {
+      continue;  // unknown here
+    }
+    out.push_back(std::move(change));
+  }
+  return out;
+}
+
+int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
+  absl::MutexLock lock(&mu_);
+  int applied = 0;
+  for (const pb::ConfigChange& change : changes) {
+    const pb::DomainVersion& theirs = change.version();
+    const std::string& domain = theirs.domain();
+    clock_ = std::max(clock_, theirs.version());
+    if (!cluster::IsNewerConfig(theirs, VersionOf(domain))) {
+      continue;
+    }
+    absl::Status status;
+    if (theirs.deleted()) {
+      status = config_->DeleteDomain(domain);
+      if (absl::IsNotFound(status)) {
+        status = absl::OkStatus();
+      }
+    } else {
+      status = config_->PutDomain(domain, change.yaml());
+    }
+    if (!status.ok()) {
+      // A change another node accepted can only fail here for local reasons (a read-only
+      // directory, a single-file config): say so and keep serving the old config.
+      std::fprintf(stderr, "floodgate: config change for %s from %s (version %llu) refused: %s\n",
+                   domain.c_str(), theirs.origin().c_str(),
+                   static_cast<unsigned long long>(theirs.version()),
+                   std::string(status.message()).c_str());
+      continue;
+    }
+    versions_[domain] = theirs;
+    ++applied;
+  }
+  return applied;
+}
+
+}  // namespace floodgate::server

@@ -1,0 +1,142 @@
+#include "src/admin/cluster_http.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "floodgate/clock.h"
+#include "src/common/json.h"
+
+namespace floodgate::server {
+namespace {
+
+void Counter(std::string& out, const char* name, const char* help, uint64_t value) {
+  absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n", name, " ",
+                  value, "\n");
+}
+
+}  // namespace
+
+std::string ClusterJson(const cluster::ClusterStats& stats) {
+  const int64_t now = SystemClock::Get()->NowNs();
+  std::string out = "{\"node\":";
+  common::AppendJsonString(stats.self_id, out);
+  absl::StrAppend(&out, ",\"quorum\":", stats.quorum ? "true" : "false",
+                  ",\"deaths\":", stats.deaths, ",\"failovers\":", stats.failovers,
+                  ",\"failure_mode_ops\":", stats.failure_mode_ops,
+                  ",\"shed_ops\":", stats.shed_ops, ",\"local_share_ops\":", stats.local_share_ops,
+                  ",\"local_share_refills\":", stats.local_share_refills,
+                  ",\"owned_ops\":", stats.owned_ops, ",\"warmup_fetches\":", stats.warmup_fetches,
+                  ",\"config_pushes\":", stats.config_pushes, ",\"members\":[");
+  bool first = true;
+  for (const cluster::PeerStats& p : stats.peers) {
+    absl::StrAppend(&out, first ? "" : ",", "{\"id\":");
+    first = false;
+    common::AppendJsonString(p.id, out);
+    out += ",\"address\":";
+    common::AppendJsonString(p.address, out);
+    absl::StrAppend(&out, ",\"self\":", p.self ? "true" : "false",
+                    ",\"alive\":", p.alive ? "true" : "false");
+    if (!p.self) {
+      absl::StrAppend(
+          &out, ",\"last_contact_ms_ago\":",
+          p.last_contact_ns == 0 ? -1 : (now - p.last_contact_ns) / 1'000'000,
+          ",\"replication_lag_ms\":", absl::StrFormat("%.3f", p.replication_lag_ns / 1e6),
+          ",\"forwarded\":", p.forwarded_txns, ",\"forward_batches\":", p.forward_batches,
+          ",\"forward_errors\":", p.forward_errors, ",\"replicated\":", p.replicated_states);
+    }
+    absl::StrAppend(&out, ",\"ownership_share\":", absl::StrFormat("%.4f", p.ownership_share), "}");
+  }
+  out += "]}";
+  return out;
+}
+
+std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
+  std::string out;
+  int alive = 0;
+  for (const auto& p : stats.peers) {
+    alive += p.alive;
+  }
+  absl::StrAppend(&out,
+                  "# HELP floodgate_cluster_members_alive Members this node sees alive, itself "
+                  "included.\n# TYPE floodgate_cluster_members_alive gauge\n"
+                  "floodgate_cluster_members_alive ",
+                  alive, "\n# HELP floodgate_cluster_quorum 1 when this node sees a majority.\n",
+                  "# TYPE floodgate_cluster_quorum gauge\nfloodgate_cluster_quorum ",
+                  stats.quorum ? 1 : 0, "\n");
+  Counter(out, "floodgate_cluster_member_deaths_total", "Members seen going dead.", stats.deaths);
+  Counter(out, "floodgate_cluster_failovers_total",
+          "Forwarded checks retried on another owner after the owner failed.", stats.failovers);
+  Counter(out, "floodgate_cluster_failure_mode_ops_total",
+          "Limit checks decided by the limit's failure mode (no owner reachable, or shed).",
+          stats.failure_mode_ops);
+  Counter(out, "floodgate_cluster_shed_ops_total",
+          "Limit checks a front end past its in-flight bounds had decided by failure mode "
+          "instead of waiting for the key's owner.",
+          stats.shed_ops);
+  Counter(out, "floodgate_cluster_local_share_ops_total",
+          "Limit checks decided from this node's share (consistency: local).",
+          stats.local_share_ops);
+  Counter(out, "floodgate_cluster_local_share_refills_total",
+          "consistency: local checks sent to the owner because this node's share was spent.",
+          stats.local_share_refills);
+  Counter(out, "floodgate_cluster_owned_ops_total", "Limit checks decided here as the owner.",
+          stats.owned_ops);
+  Counter(out, "floodgate_cluster_warmup_fetches_total",
+          "Keys fetched from replicas by this node after it (re)started.", stats.warmup_fetches);
+  Counter(out, "floodgate_cluster_config_pushes_total",
+          "Config changes received from peers and applied.", stats.config_pushes);
+  struct Family {
+    const char* name;
+    const char* type;
+    const char* help;
+  };
+  const Family families[] = {
+      {"floodgate_cluster_peer_alive", "gauge", "1 while the peer is alive in this node's view."},
+      {"floodgate_cluster_ownership_share", "gauge",
+       "Fraction of keys the member owns in this node's view."},
+      {"floodgate_cluster_forwarded_total", "counter", "Checks forwarded to the peer."},
+      {"floodgate_cluster_forward_batches_total", "counter",
+       "Batches (RPCs) that carried forwarded checks; forwarded/batches is the mean batch size."},
+      {"floodgate_cluster_forward_errors_total", "counter", "Forward batches that failed."},
+      {"floodgate_cluster_replicated_states_total", "counter",
+       "Key states replicated to the peer."},
+      {"floodgate_cluster_replication_lag_seconds", "gauge",
+       "Last replication batch: oldest state queued to acknowledged."},
+  };
+  for (int f = 0; f < 7; ++f) {
+    absl::StrAppend(&out, "# HELP ", families[f].name, " ", families[f].help, "\n# TYPE ",
+                    families[f].name, " ", families[f].type, "\n");
+    for (const auto& p : stats.peers) {
+      if (p.self && f != 1) {
+        continue;
+      }
+      std::string value;
+      switch (f) {
+        case 0:
+          value = p.alive ? "1" : "0";
+          break;
+        case 1:
+          value = absl::StrFormat("%.4f", p.ownership_share);
+          break;
+        case 2:
+          value = absl::StrCat(p.forwarded_txns);
+          break;
+        case 3:
+          value = absl::StrCat(p.forward_batches);
+          break;
+        case 4:
+          value = absl::StrCat(p.forward_errors);
+          break;
+        case 5:
+          value = absl::StrCat(p.replicated_states);
+          break;
+        default:
+          value = absl::StrFormat("%.6f", p.replication_lag_ns / 1e9);
+          break;
+      }
+      absl::StrAppend(&out, families[f].name, "{peer=\"", p.id, "\"} ", value, "\n");
+    }
+  }
+  return out;
+}
+
+}  // namespace floodgate::server

@@ -1,0 +1,77 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <string_view>
+
+#include "src/common/host_port.h"
+#include "src/common/json.h"
+#include "src/common/text.h"
+
+namespace floodgate::common {
+namespace {
+
+TEST(TextTest, Utf8) {
+  EXPECT_TRUE(IsValidUtf8("plain"));
+  EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+}
+
+TEST(JsonTest, StringEscaping) {
+  std::string out;
+  AppendJsonString("a\"b\\c\nd\te\x01 caf\xC3\xA9 \xF0\x9F\x98\x80", out);
+  EXPECT_EQ(out, "\"a\\\"b\\\\c\\nd\\te\\u0001 caf\xC3\xA9 \xF0\x9F\x98\x80\"");
+  out.clear();
+  // Bytes that are not UTF-8 (a lone continuation, a truncated sequence, an overlong form).
+  AppendJsonString("x\x80y\xC3z\xC0\xAF", out);
+  EXPECT_EQ(out, "\"x\xEF\xBF\xBDy\xEF\xBF\xBDz\xEF\xBF\xBD\xEF\xBF\xBD\"");
+  EXPECT_EQ(ErrorJson("bad \"x\""), "{\"error\":\"bad \\\"x\\\"\"}");
+}
+
+TEST(JsonTest, Doubles) {
+  auto print = [](double v) {
+    std::string out;
+    AppendJsonDouble(v, out);
+    return out;
+  };
+  EXPECT_EQ(print(0), "0");
+  EXPECT_EQ(print(60), "60");
+  EXPECT_EQ(print(1.5), "1.5");
+  EXPECT_EQ(print(0.1), "0.1");
+  EXPECT_EQ(print(-1), "-1");
+  EXPECT_EQ(print(0.732342062), "0.732342062");
+  EXPECT_EQ(print(1e-05), "1e-05");
+  EXPECT_EQ(print(1.0 / 3), "0.3333333333333333");
+  EXPECT_EQ(print(std::numeric_limits<double>::infinity()), "\"Infinity\"");
+  EXPECT_EQ(print(std::nan("")), "\"NaN\"");
+}
+
+TEST(SplitHostPortTest, Forms) {
+  std::string host;
+  uint16_t port = 1;
+  ASSERT_TRUE(SplitHostPort("127.0.0.1:8080", host, port).ok());
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 8080);
+  ASSERT_TRUE(SplitHostPort("[::1]:0", host, port).ok());
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 0);
+  ASSERT_TRUE(SplitHostPort(":9000", host, port).ok());
+  EXPECT_EQ(host, "");
+  EXPECT_EQ(port, 9000);
+  ASSERT_TRUE(SplitHostPort("localhost:1", host, port).ok());
+  EXPECT_EQ(host, "localhost");
+  for (std::string_view bad : {"", "127.0.0.1", "127.0.0.1:", "host:65536", "host:-1", "host:8x",
+                               "::1:80", "[::1]80", "[::1"}) {
+    EXPECT_EQ(SplitHostPort(bad, host, port).code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+}  // namespace
+}  // namespace floodgate::common

@@ -1,0 +1,51 @@
+#pragma once
+
+// The native gRPC front end: a unary gRPC server of our own on HTTP/2 (libnghttp2) and
+// Boost.Asio, serving envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit and
+// grpc.health.v1.Health/Check over h2c with prior knowledge (what gRPC clients and Envoy use on
+// insecure channels). Wire format: grpc_wire.h; design and limits: docs/grpc.md.
+//
+// Threads: `GrpcServerOptions::io_threads` threads, each with its own io_context; connections
+// are spread across them round-robin and stay on theirs. On a single node a call is decoded,
+// decided (Limiter::Check), encoded and written on its connection's thread, with no hand-off;
+// the responses one read produced leave in one socket write. With worker_threads > 0 (cluster
+// mode, where a check may wait for a peer) ShouldRateLimit calls are decided on a worker pool
+// with a bounded queue (max_queued, max_queue_delay; past them a call is shed) and their answers
+// posted back to the connection's thread; health checks stay on the io threads.
+//
+// Thread-safety: Start/Shutdown from one thread; everything else runs on the io threads.
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "src/limiter/limiter.h"
+#include "src/frontends/grpc/grpc_service.h"
+#include "src/service/metrics.h"
+
+namespace floodgate::server {
+
+class NativeGrpcServer {
+ public:
+  // `limiter` and `metrics` must outlive the server. Uses options.address, limits,
+  // max_receive_bytes, io_threads, max_concurrent_streams, max_connections,
+  // max_connections_per_client, idle_timeout, request_timeout, worker_threads, max_queued and
+  // max_queue_delay.
+  NativeGrpcServer(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics);
+  ~NativeGrpcServer();
+
+  // Binds and starts serving. InvalidArgument for a bad address or options, Unavailable when
+  // the port cannot be bound.
+  absl::Status Start();
+  // Returns the bound port (after Start).
+  int port() const;
+  // Drains: health checks answer NOT_SERVING, the listener closes, every connection gets a
+  // GOAWAY, calls in flight finish within `grace`; then connections close and threads join.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace floodgate::server

@@ -1,0 +1,312 @@
+// The native gRPC server in process, driven by a raw HTTP/2 client (testing/h2_client.h) so
+// that every framing case can be sent: good calls, bad framing, bad headers, oversized and slow
+// requests, garbage, many streams and connections, timeouts and the drain.
+
+#include "src/frontends/grpc/grpc_native.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "envoy/service/ratelimit/v3/rls.pb.h"
+#include "floodgate/store.h"
+#include "grpc/health/v1/health.pb.h"
+#include "src/admin/config_manager.h"
+#include "testing/h2_client.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace rls = ::envoy::service::ratelimit::v3;
+using floodgate::testing::ClosedByPeer;
+using floodgate::testing::GrpcFrame;
+using floodgate::testing::H2Client;
+using floodgate::testing::H2Request;
+using floodgate::testing::H2Response;
+
+constexpr char kHealthPath[] = "/grpc.health.v1.Health/Check";
+constexpr char kYaml[] = R"(domain: rl
+descriptors:
+  - key: user
+    rate_limit: {unit: day, requests_per_unit: 2}
+)";
+
+std::string CheckBody(const std::string& user, const std::string& domain = "rl") {
+  rls::RateLimitRequest request;
+  request.set_domain(domain);
+  auto* e = request.add_descriptors()->add_entries();
+  e->set_key("user");
+  e->set_value(user);
+  return GrpcFrame(request.SerializeAsString());
+}
+
+H2Request Check(const std::string& user) {
+  H2Request r;
+  r.body = CheckBody(user);
+  return r;
+}
+
+rls::RateLimitResponse Decode(const H2Response& r) {
+  rls::RateLimitResponse out;
+  EXPECT_GE(r.body.size(), 5u);
+  if (r.body.size() >= 5) {
+    EXPECT_TRUE(out.ParseFromString(r.body.substr(5)));
+  }
+  return out;
+}
+
+class NativeGrpcServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/fg-grpc-native-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    std::ofstream(dir_ + "/rl.yaml") << kYaml;
+    auto store = NewShardedStore({});
+    ASSERT_TRUE(store.ok());
+    store_ = *std::move(store);
+    limiter_ = std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 2), nullptr);
+    auto config = ConfigManager::Create(dir_, limiter_.get());
+    ASSERT_TRUE(config.ok()) << config.status();
+    config_ = *std::move(config);
+  }
+  void TearDown() override {
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(2));
+    }
+    std::filesystem::remove_all(dir_);
+  }
+
+  GrpcServerOptions Options() {
+    GrpcServerOptions options;
+    options.address = "127.0.0.1:0";
+    options.max_receive_bytes = 64 * 1024;
+    return options;
+  }
+  void StartServer(GrpcServerOptions options) {
+    server_ = std::make_unique<NativeGrpcServer>(options, limiter_.get(), &metrics_);
+    ASSERT_TRUE(server_->Start().ok());
+    port_ = server_->port();
+  }
+
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<limiter::Limiter> limiter_;
+  std::unique_ptr<ConfigManager> config_;
+  ServerMetrics metrics_;
+  std::unique_ptr<NativeGrpcServer> server_;
+  int port_ = 0;
+};
+
+TEST_F(NativeGrpcServerTest, DecidesAndAnswersHealth) {
+  StartServer(Options());
+  H2Client client(port_);
+  ASSERT_TRUE(client.connected());
+  for (int i = 0; i < 3; ++i) {
+    H2Response r = client.Call(Check("alice"));
+    ASSERT_TRUE(r.done);
+    EXPECT_EQ(r.headers[":status"], "200");
+    EXPECT_EQ(r.headers["content-type"], "application/grpc");
+    EXPECT_EQ(r.trailers["grpc-status"], "0");
+    EXPECT_EQ(Decode(r).overall_code(),
+              i < 2 ? rls::RateLimitResponse::OK : rls::RateLimitResponse::OVER_LIMIT);
+  }
+  EXPECT_EQ(metrics_.grpc.requests.load(), 3u);
+  EXPECT_EQ(metrics_.grpc.over_limit.load(), 1u);
+
+  H2Request health;
+  health.path = kHealthPath;
+  health.body = GrpcFrame("");
+  H2Response h = client.Call(health);
+  EXPECT_EQ(h.grpc_status(), 0);
+  EXPECT_EQ(h.body, GrpcFrame(std::string("\x08\x01", 2)));  // SERVING
+  grpc::health::v1::HealthCheckRequest other;
+  other.set_service("no.such.Service");
+  health.body = GrpcFrame(other.SerializeAsString());
+  EXPECT_EQ(client.Call(health).grpc_status(), 5);  // NOT_FOUND
+}
+
+TEST_F(NativeGrpcServerTest, BadCallsGetGrpcStatusesAndTheConnectionLives) {
+  StartServer(Options());
+  H2Client client(port_);
+  H2Request unknown = Check("a");
+  unknown.path = "/no.Such/Method";
+  H2Response r = client.Call(unknown);
+  EXPECT_EQ(r.grpc_status(), 12);
+  EXPECT_NE(r.grpc_message().find("/no.Such/Method"), std::string::npos);
+
+  H2Request json = Check("a");
+  json.content_type = "application/json";
+  r = client.Call(json);
+  EXPECT_EQ(r.headers[":status"], "415");
+  EXPECT_EQ(r.grpc_status(), 13);
+
+  H2Request compressed = Check("a");
+  compressed.body[0] = 1;
+  EXPECT_EQ(client.Call(compressed).grpc_status(), 12);
+
+  H2Request garbage;
+  garbage.body = GrpcFrame("\xff\xff\xff not a protobuf");
+  r = client.Call(garbage);
+  EXPECT_EQ(r.grpc_status(), 3);
+  EXPECT_NE(r.grpc_message().find("RateLimitRequest"), std::string::npos);
+
+  H2Request truncated = Check("a");
+  truncated.body.resize(truncated.body.size() - 3);
+  EXPECT_EQ(client.Call(truncated).grpc_status(), 13);
+  H2Request no_message;
+  no_message.body = "";
+  EXPECT_EQ(client.Call(no_message).grpc_status(), 13);
+  H2Request two = Check("a");
+  two.body += two.body;
+  EXPECT_EQ(client.Call(two).grpc_status(), 13);
+
+  // Oversized: refused from the prefix alone, while the client is still sending.
+  H2Request big;
+  big.body = GrpcFrame(std::string(1 << 20, 'x'));
+  r = client.Call(big);
+  EXPECT_EQ(r.grpc_status(), 8);
+  EXPECT_NE(r.grpc_message().find("larger than max"), std::string::npos);
+
+  // Validation errors keep today's messages, percent-encoded on the wire.
+  H2Request empty_domain;
+  empty_domain.body = CheckBody("a", "");
+  r = client.Call(empty_domain);
+  EXPECT_EQ(r.grpc_status(), 3);
+  EXPECT_NE(r.grpc_message().find("domain"), std::string::npos);
+
+  EXPECT_EQ(Decode(client.Call(Check("still-ok"))).overall_code(), rls::RateLimitResponse::OK);
+  EXPECT_FALSE(client.connection_closed());
+  EXPECT_GE(metrics_.grpc.bad_requests.load(), 6u);
+}
+
+TEST_F(NativeGrpcServerTest, ThousandStreamsOnOneConnectionAndManyConnections) {
+  StartServer(Options());
+  H2Client client(port_);
+  std::vector<H2Request> requests;
+  for (int i = 0; i < 1500; ++i) {  // beyond the 1000-stream limit: the client queues
+    requests.push_back(Check("u" + std::to_string(i)));
+  }
+  std::vector<int32_t> ids = client.Start(requests);
+  ASSERT_TRUE(client.Wait(ids, 30000));
+  for (int32_t id : ids) {
+    ASSERT_EQ(client.response(id).grpc_status(), 0) << id;
+  }
+
+  std::vector<std::unique_ptr<H2Client>> clients;
+  for (int i = 0; i < 200; ++i) {
+    clients.push_back(std::make_unique<H2Client>(port_));
+    ASSERT_TRUE(clients.back()->connected());
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (auto& c : clients) {
+      EXPECT_EQ(c->Call(Check("many")).grpc_status(), 0);
+    }
+  }
+}
+
+TEST_F(NativeGrpcServerTest, ConnectionsAboveThePerClientCapAreClosed) {
+  GrpcServerOptions options = Options();
+  options.max_connections_per_client = 2;
+  StartServer(options);
+  H2Client first(port_);
+  H2Client second(port_);
+  ASSERT_TRUE(first.Call(Check("cap1")).done);
+  ASSERT_TRUE(second.Call(Check("cap2")).done);
+  H2Client third(port_);
+  H2Response refused = third.Call(Check("cap3"));
+  EXPECT_FALSE(refused.done);  // closed at once, unanswered
+  EXPECT_TRUE(third.connection_closed());
+  EXPECT_GE(metrics_.grpc.shed.load(), 1u);
+  // The first two keep being served.
+  EXPECT_TRUE(second.Call(Check("cap2")).done);
+  EXPECT_TRUE(first.Call(Check("cap1")).done);
+}
+
+TEST_F(NativeGrpcServerTest, GarbageAndHttp1CloseOnlyTheirConnection) {
+  StartServer(Options());
+  H2Client good(port_);
+  for (const std::string bytes :
+       {std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), std::string(200, '\xff'),
+        std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\xff\xff\xff garbage", 37)}) {
+    const int fd = floodgate::testing::ConnectLoopback(port_);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    EXPECT_TRUE(ClosedByPeer(fd, 5000));
+    close(fd);
+  }
+  EXPECT_EQ(good.Call(Check("b")).grpc_status(), 0);
+}
+
+TEST_F(NativeGrpcServerTest, SlowRequestIsResetAndOthersAreServed) {
+  GrpcServerOptions options = Options();
+  options.request_timeout = absl::Milliseconds(300);
+  StartServer(options);
+  H2Client client(port_);
+  H2Request slow = Check("slow");
+  const std::string rest = slow.body.substr(10);
+  slow.body.resize(10);
+  slow.end_stream = false;
+  const int32_t slow_id = client.Start({slow})[0];
+  // The same connection and another one keep working meanwhile.
+  EXPECT_EQ(client.Call(Check("fast")).grpc_status(), 0);
+  H2Client other(port_);
+  EXPECT_EQ(other.Call(Check("fast")).grpc_status(), 0);
+  ASSERT_TRUE(client.Wait({slow_id}, 5000));
+  EXPECT_EQ(client.response(slow_id).reset_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+  EXPECT_EQ(client.Call(Check("after")).grpc_status(), 0);
+}
+
+TEST_F(NativeGrpcServerTest, IdleConnectionsGetGoawayAndClose) {
+  GrpcServerOptions options = Options();
+  options.idle_timeout = absl::Milliseconds(200);
+  StartServer(options);
+  H2Client client(port_);
+  EXPECT_EQ(client.Call(Check("x")).grpc_status(), 0);
+  // A connection that never even sends the preface closes too.
+  const int silent = floodgate::testing::ConnectLoopback(port_);
+  for (int i = 0; i < 250 && !client.connection_closed(); ++i) {
+    client.Pump(20);
+  }
+  EXPECT_TRUE(client.goaway_received());
+  EXPECT_TRUE(client.connection_closed());
+  EXPECT_TRUE(ClosedByPeer(silent, 5000));
+  close(silent);
+}
+
+TEST_F(NativeGrpcServerTest, ShutdownFinishesCallsInFlightWithGoawayAndNotServing) {
+  StartServer(Options());
+  H2Client client(port_);
+  EXPECT_EQ(client.Call(Check("warm")).grpc_status(), 0);
+  H2Request check = Check("in-flight");
+  const std::string check_rest = check.body.substr(8);
+  check.body.resize(8);
+  check.end_stream = false;
+  H2Request health;
+  health.path = kHealthPath;
+  health.end_stream = false;
+  std::vector<int32_t> ids = client.Start({check, health});
+  client.Pump(50);
+  std::thread stopper([&] { server_->Shutdown(absl::Seconds(5)); });
+  for (int i = 0; i < 100 && !client.goaway_received(); ++i) {
+    client.Pump(20);
+  }
+  EXPECT_TRUE(client.goaway_received());
+  client.Finish(ids[0], check_rest);
+  client.Finish(ids[1], GrpcFrame(""));
+  ASSERT_TRUE(client.Wait(ids, 5000));
+  EXPECT_EQ(Decode(client.response(ids[0])).overall_code(), rls::RateLimitResponse::OK);
+  EXPECT_EQ(client.response(ids[1]).body, GrpcFrame(std::string("\x08\x02", 2)));  // NOT_SERVING
+  stopper.join();
+  server_.reset();
+  EXPECT_TRUE(ClosedByPeer(client.fd(), 2000) || client.connection_closed());
+}
+
+}  // namespace
+}  // namespace floodgate::server

@@ -1,0 +1,168 @@
+#include "src/frontends/grpc/grpc_service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "src/common/worker_pool.h"
+#include "src/frontends/grpc/grpc_native.h"
+#include "src/common/text.h"
+#include "src/service/rls.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace rls = ::envoy::service::ratelimit::v3;
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+// Callback API: on a single node the decision is made inline on gRPC's thread, with no queue
+// of our own; in cluster mode on a worker pool (see GrpcServerOptions::worker_threads).
+class RlsService final : public rls::RateLimitService::CallbackService {
+ public:
+  RlsService(limiter::Limiter* limiter, ServerMetrics* metrics, RequestLimits limits,
+             int worker_threads, size_t max_queued, absl::Duration max_queue_delay)
+      : limiter_(limiter),
+        metrics_(metrics),
+        limits_(limits),
+        max_queue_delay_(absl::ToChronoNanoseconds(max_queue_delay)) {
+    if (worker_threads > 0) {
+      pool_ = std::make_unique<common::WorkerPool>(worker_threads, max_queued);
+    }
+  }
+
+  grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
+                                            const rls::RateLimitRequest* request,
+                                            rls::RateLimitResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (pool_ == nullptr) {
+      reactor->Finish(Decide(*request, response, /*shed=*/false));
+      return reactor;
+    }
+    pool_->SubmitOrShed(max_queue_delay_, [this, reactor, request, response](bool shed) {
+      reactor->Finish(Decide(*request, response, shed));
+    });
+    return reactor;
+  }
+
+ private:
+  grpc::Status Decide(const rls::RateLimitRequest& request, rls::RateLimitResponse* response,
+                      bool shed) {
+    return ToGrpc(
+        server::ShouldRateLimit(*limiter_, limits_, metrics_->grpc, request, response, shed));
+  }
+
+  limiter::Limiter* const limiter_;
+  ServerMetrics* const metrics_;
+  const RequestLimits limits_;
+  const std::chrono::nanoseconds max_queue_delay_;
+  std::unique_ptr<common::WorkerPool> pool_;
+};
+
+}  // namespace
+
+// Either implementation, behind one face.
+class GrpcServer::Impl {
+ public:
+  virtual ~Impl() = default;
+  virtual absl::Status Start() = 0;
+  virtual int port() const = 0;
+  virtual void Shutdown(absl::Duration grace) = 0;
+};
+
+namespace {
+
+class NativeImpl final : public GrpcServer::Impl {
+ public:
+  NativeImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
+      : server_(std::move(options), limiter, metrics) {}
+  absl::Status Start() override { return server_.Start(); }
+  int port() const override { return server_.port(); }
+  void Shutdown(absl::Duration grace) override { server_.Shutdown(grace); }
+
+ private:
+  NativeGrpcServer server_;
+};
+
+class GrpcppImpl final : public GrpcServer::Impl {
+ public:
+  GrpcppImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
+      : options_(std::move(options)),
+        service_(limiter, metrics, options_.limits, options_.worker_threads, options_.max_queued,
+                 options_.max_queue_delay) {}
+
+  ~GrpcppImpl() override { Shutdown(absl::ZeroDuration()); }
+
+  absl::Status Start() override {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_receive_bytes));
+    // Channelz bookkeeping and BDP probes cost CPU on every call and buy nothing for short
+    // unary checks. (GRPC_ARG_MINIMAL_STACK would also drop the message-size limit: not used.)
+    builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port_ == 0) {
+      return absl::UnavailableError(absl::StrCat("gRPC cannot listen on ", options_.address));
+    }
+    server_->GetHealthCheckService()->SetServingStatus(true);
+    return absl::OkStatus();
+  }
+
+  void Shutdown(absl::Duration grace) override {
+    if (server_ == nullptr) {
+      return;
+    }
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(grace));
+    server_->Wait();
+    server_.reset();
+  }
+
+  int port() const override { return port_; }
+
+ private:
+  GrpcServerOptions options_;
+  RlsService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<GrpcImpl> ParseGrpcImpl(std::string_view name) {
+  if (name == "native") {
+    return GrpcImpl::kNative;
+  }
+  if (name == "grpcpp") {
+    return GrpcImpl::kGrpcpp;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown gRPC implementation \"", common::AbslView(name), "\" (native or grpcpp)"));
+}
+
+std::string_view GrpcImplName(GrpcImpl impl) {
+  return impl == GrpcImpl::kNative ? "native" : "grpcpp";
+}
+
+GrpcServer::GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter,
+                       ServerMetrics* metrics) {
+  if (options.impl == GrpcImpl::kNative) {
+    impl_ = std::make_unique<NativeImpl>(std::move(options), limiter, metrics);
+  } else {
+    impl_ = std::make_unique<GrpcppImpl>(std::move(options), limiter, metrics);
+  }
+}
+GrpcServer::~GrpcServer() { impl_->Shutdown(absl::ZeroDuration()); }
+absl::Status GrpcServer::Start() { return impl_->Start(); }
+int GrpcServer::port() const { return impl_->port(); }
+void GrpcServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+
+}  // namespace floodgate::server

@@ -1,0 +1,76 @@
+#pragma once
+
+// The gRPC front end: envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit and the
+// standard grpc.health.v1 service, in one of two implementations: our own HTTP/2 server
+// (grpc_native.h, the default on a single node) or grpc++'s (callback API; used in cluster mode,
+// where a check may block waiting for a peer). See docs/grpc.md.
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "src/limiter/limiter.h"
+#include "src/service/metrics.h"
+#include "src/service/request_limits.h"
+
+namespace floodgate::server {
+
+enum class GrpcImpl {
+  kNative,  // grpc_native.h: nghttp2 + Boost.Asio, decides inline on the connection's thread
+  kGrpcpp,  // grpc++ callback API
+};
+
+// Parses "native" or "grpcpp". InvalidArgument otherwise.
+absl::StatusOr<GrpcImpl> ParseGrpcImpl(std::string_view name);
+std::string_view GrpcImplName(GrpcImpl impl);
+
+struct GrpcServerOptions {
+  GrpcImpl impl = GrpcImpl::kNative;
+  std::string address = "127.0.0.1:8081";  // port 0 picks a free one
+  RequestLimits limits;
+  size_t max_receive_bytes = 1 << 20;  // larger messages get RESOURCE_EXHAUSTED
+  // Cluster mode: decide on this many threads of our own instead of gRPC's (a forwarded check
+  // blocks its thread; gRPC's must stay free to answer peers). 0 decides inline.
+  int worker_threads = 0;
+  // Checks waiting for a worker. Beyond it, and for a check that waited longer than
+  // max_queue_delay, the check is shed: decided at once without waiting for other nodes (keys
+  // another node owns go by their limit's failure mode; see CheckRequest::shed).
+  size_t max_queued = 1024;
+  absl::Duration max_queue_delay = absl::Milliseconds(20);  // Envoy's default call timeout
+
+  // Native implementation only.
+  int io_threads = 2;                      // connections are spread across them
+  uint32_t max_concurrent_streams = 1000;  // per connection (HTTP/2 SETTINGS)
+  size_t max_connections = 20000;          // accepted connections beyond this are closed at once
+  // Connections one client address may hold at once; beyond it new ones are closed at once.
+  // 0: no cap.
+  size_t max_connections_per_client = 0;
+  // A connection with no call in progress for this long gets GOAWAY and is closed.
+  absl::Duration idle_timeout = absl::Minutes(5);
+  // A call whose request has not fully arrived this long after its headers is reset (CANCEL).
+  // Both are enforced with about a quarter of the smaller one's resolution (at most 1 s).
+  absl::Duration request_timeout = absl::Seconds(10);
+};
+
+// Owns the chosen implementation. Start/Shutdown from one thread; calls run on the server's
+// own threads.
+class GrpcServer {
+ public:
+  GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics);
+  ~GrpcServer();
+  absl::Status Start();
+  int port() const;
+  // Reports NOT_SERVING on the health service, then lets in-flight calls finish within `grace`.
+  // Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  class Impl;  // what each implementation provides (grpc_service.cc)
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace floodgate::server

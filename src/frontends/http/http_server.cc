@@ -1,0 +1,1080 @@
+#include "src/frontends/http/http_server.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/socket_base.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "envoy/service/ratelimit/v3/rls.pb.h"
+#include "floodgate/v1/check.pb.h"
+#include "src/net/client_caps.h"
+#include "src/common/host_port.h"
+#include "src/common/json.h"
+#include "src/frontends/http/http_util.h"
+#include "src/service/rls.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using beast::error_code;
+using http_internal::Connection;
+using http_internal::Endpoint;
+
+constexpr std::string_view kJsonType = "application/json";
+constexpr std::string_view kTextType = "text/plain; charset=utf-8";
+constexpr std::string_view kPrometheusType = "text/plain; version=0.0.4; charset=utf-8";
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// After an error response the server reads and drops what the client still sends, for at most
+// this long and this many bytes, so that closing does not reset the connection before the client
+// has read the response (nginx's lingering close).
+constexpr int64_t kLingerTimeoutNs = 2'000'000'000;
+constexpr size_t kMinLingerBytes = 1 << 20;
+// Pause before accepting again after an accept error such as EMFILE, to avoid a hot loop.
+constexpr std::chrono::milliseconds kAcceptBackoff(10);
+constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::max();
+
+// Sessions run on the io_context's own executor type: no strand (a connection has one chain of
+// operations at a time) and no type-erased executor on the hot path.
+using Executor = asio::io_context::executor_type;
+using Socket = tcp::socket::rebind_executor<Executor>::other;
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// What a request carries that the handlers read. Owned by the session and reused, so that the
+// strings keep their capacity from one request to the next.
+struct RequestData {
+  http::verb method = http::verb::unknown;
+  int version = 11;
+  std::string target;
+  std::string authorization;
+  std::string body;
+  bool expect_continue = false;
+
+  void Reset() {
+    method = http::verb::unknown;
+    version = 11;
+    target.clear();
+    authorization.clear();
+    body.clear();
+    expect_continue = false;
+  }
+};
+
+// A request parser that keeps only what RequestData holds: no header container, no allocation
+// once the connection's strings are warm. Beast parsers parse one message; the session emplaces
+// a fresh one (no heap) for every request.
+class RequestParser final : public http::basic_parser<true> {
+ public:
+  explicit RequestParser(RequestData* data) : data_(data) {}
+
+ private:
+  void on_request_impl(http::verb method, beast::string_view /*method_str*/,
+                       beast::string_view target, int version, error_code& /*ec*/) override {
+    data_->method = method;
+    data_->version = version;
+    data_->target.assign(target.data(), target.size());
+  }
+  void on_response_impl(int, beast::string_view, int, error_code& ec) override {
+    ec = http::error::bad_method;  // unreachable for a request parser
+  }
+  void on_field_impl(http::field name, beast::string_view /*name_string*/, beast::string_view value,
+                     error_code& /*ec*/) override {
+    if (name == http::field::authorization) {
+      data_->authorization.assign(value.data(), value.size());
+    } else if (name == http::field::expect) {
+      data_->expect_continue = beast::iequals(value, "100-continue");
+    }
+  }
+  void on_header_impl(error_code& /*ec*/) override {}
+  void on_body_init_impl(const boost::optional<std::uint64_t>& content_length,
+                         error_code& /*ec*/) override {
+    // The parser has already refused a length above the body limit.
+    if (content_length.has_value()) {
+      data_->body.reserve(static_cast<size_t>(*content_length));
+    }
+  }
+  size_t on_body_impl(beast::string_view body, error_code& /*ec*/) override {
+    data_->body.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_chunk_header_impl(std::uint64_t, beast::string_view, error_code&) override {}
+  size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, error_code&) override {
+    data_->body.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_finish_impl(error_code& /*ec*/) override {}
+
+  RequestData* const data_;
+};
+
+bool IsParseError(const error_code& ec) {
+  return ec.category() == beast::http::make_error_code(http::error::bad_target).category();
+}
+
+class HttpSession;
+
+// The server proper. HttpServer::Impl derives from it so that sessions can name it.
+//
+// Threads: `options.threads` threads run one io_context. The acceptor and the sweeper (idle
+// timeouts) run on one strand; every connection is an HttpSession with a single chain of
+// operations, so its own fields need no lock. Other threads touch a session only through
+// Drain/ShutdownSocket, under mu_, and those only shut its socket down, which makes its pending
+// operation fail on its own thread.
+class HttpServerImpl {
+ public:
+  HttpServerImpl(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+                 ServerMetrics* metrics)
+      : options_(std::move(options)),
+        limiter_(limiter),
+        config_(config),
+        metrics_(metrics),
+        idle_timeout_ns_(std::max<int64_t>(absl::ToInt64Nanoseconds(options_.idle_timeout), 1)),
+        max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)),
+        ioc_(std::max(options_.threads, 1)),
+        strand_(asio::make_strand(ioc_)),
+        acceptor_(strand_),
+        accept_backoff_(strand_),
+        sweep_timer_(strand_) {}
+
+  ~HttpServerImpl() { Shutdown(absl::ZeroDuration()); }
+
+  absl::Status Start();
+  int port() const { return port_; }
+  void Shutdown(absl::Duration grace);
+
+  // For sessions.
+  const HttpServerOptions& options() const { return options_; }
+  limiter::Limiter* limiter() const { return limiter_; }
+  ConfigManager* config() const { return config_; }
+  ServerMetrics* metrics() const { return metrics_; }
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  // Returns the deadline for an operation starting now (a clock the sweeper keeps, so that
+  // sessions do not read the clock for it).
+  int64_t DeadlineNs(int64_t timeout_ns) const {
+    const int64_t now = now_ns_.load(std::memory_order_relaxed);
+    return timeout_ns >= kNoDeadline - now ? kNoDeadline : now + timeout_ns;  // saturate
+  }
+  int64_t idle_timeout_ns() const { return idle_timeout_ns_; }
+  std::chrono::nanoseconds max_queue_delay() const { return max_queue_delay_; }
+  void Register(HttpSession* session);
+  void Unregister(HttpSession* session);
+  // Connections per client address, against max_connections_per_client.
+  net::ClientCaps& client_caps() { return client_caps_; }
+
+ private:
+  void Accept();
+  void OnAccept(error_code ec, Socket socket);
+  // Closes the sessions past their deadline; runs every quarter of the idle timeout (<= 1 s).
+  void Sweep();
+  // Waits up to `timeout` for every session to end; returns whether they all did.
+  bool AwaitNoSessions(absl::Duration timeout);
+
+  const HttpServerOptions options_;
+  limiter::Limiter* const limiter_;
+  ConfigManager* const config_;
+  ServerMetrics* const metrics_;
+  const int64_t idle_timeout_ns_;
+  const std::chrono::nanoseconds max_queue_delay_;
+
+  std::atomic<bool> draining_{false};
+  std::atomic<size_t> open_connections_{0};
+  std::atomic<int64_t> now_ns_{0};  // steady clock, refreshed by the sweeper
+  int port_ = 0;
+  bool started_ = false;
+  bool stopped_ = false;
+
+  absl::Mutex mu_;
+  // Every live session. A session removes itself first thing in its destructor, so a pointer
+  // read under mu_ is valid until mu_ is released.
+  absl::flat_hash_set<HttpSession*> sessions_ ABSL_GUARDED_BY(mu_);
+  net::ClientCaps client_caps_{options_.max_connections_per_client};
+
+  // Declared after the session set: the context is destroyed first, and the pending handlers it
+  // destroys (which own sessions) still find the set alive.
+  asio::io_context ioc_;
+  std::optional<asio::executor_work_guard<Executor>> work_;
+  asio::strand<Executor> strand_;
+  asio::basic_socket_acceptor<tcp, asio::strand<Executor>> acceptor_;  // on strand_
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>,
+                             asio::strand<Executor>>
+      accept_backoff_;  // on strand_
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>,
+                             asio::strand<Executor>>
+      sweep_timer_;  // on strand_
+  std::vector<std::thread> threads_;
+
+  friend class HttpSession;
+};
+
+// One connection: a chain of operations (read header, [100 Continue], read body, handle, write,
+// read header...), each started by the completion of the one before, so that its fields need no
+// lock. The chain owns the session through shared_ptr; the session ends when the chain stops.
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(Socket socket, HttpServerImpl* server, std::string client = {})
+      : socket_(std::move(socket)),
+        fd_(socket_.native_handle()),
+        server_(server),
+        client_(std::move(client)) {
+    server_->open_connections_.fetch_add(1, std::memory_order_relaxed);
+    server_->metrics()->http_connections.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  ~HttpSession() {
+    // First: after this no other thread looks at the session.
+    server_->Unregister(this);
+    server_->metrics()->http_connections.fetch_sub(1, std::memory_order_relaxed);
+    server_->open_connections_.fetch_sub(1, std::memory_order_relaxed);
+    if (!client_.empty()) {
+      server_->client_caps().Release(client_);
+    }
+  }
+
+  void Start() {
+    server_->Register(this);
+    ReadHeader();
+  }
+
+  // Thread-safe. Shuts the socket down if the connection is waiting for a request, which ends
+  // the session; a request in progress finishes and its response closes the connection.
+  void Drain() {
+    if (idle_.load(std::memory_order_acquire)) {
+      ShutdownSocket();
+    }
+  }
+
+  // Thread-safe. Shuts the socket down (both ways): the pending operation fails on its own
+  // thread and the session ends. The socket stays open until then, so `fd_` cannot be reused.
+  void ShutdownSocket() {
+    absl::MutexLock lock(&close_mu_);
+    if (!closed_) {
+      ::shutdown(fd_, SHUT_RDWR);
+    }
+  }
+
+  int64_t deadline_ns() const { return deadline_ns_.load(std::memory_order_relaxed); }
+
+ private:
+  void SetDeadline(int64_t timeout_ns) {
+    deadline_ns_.store(server_->DeadlineNs(timeout_ns), std::memory_order_relaxed);
+  }
+
+  void ReadHeader() {
+    if (server_->draining() && buffer_.size() == 0) {
+      CloseNow();
+      return;
+    }
+    request_.Reset();
+    parser_.emplace(&request_);
+    parser_->header_limit(server_->options().max_header_bytes);
+    parser_->body_limit(server_->options().limits.max_body_bytes);
+    // Idle: between requests with nothing of the next one read yet (pipelined bytes count).
+    idle_.store(buffer_.size() == 0, std::memory_order_release);
+    SetDeadline(server_->idle_timeout_ns());
+    http::async_read_header(socket_, buffer_, *parser_,
+                            beast::bind_front_handler(&HttpSession::OnHeader, shared_from_this()));
+  }
+
+  void OnHeader(error_code ec, size_t /*bytes*/) {
+    idle_.store(false, std::memory_order_release);
+    if (ec) {
+      OnReadError(ec);
+      return;
+    }
+    if (parser_->is_done()) {
+      HandleAndWrite();
+      return;
+    }
+    if (request_.expect_continue && request_.version >= 11) {
+      SetDeadline(server_->idle_timeout_ns());
+      asio::async_write(socket_, asio::buffer(kContinue.data(), kContinue.size()),
+                        [self = shared_from_this()](error_code ec, size_t) {
+                          if (ec) {
+                            self->CloseNow();
+                            return;
+                          }
+                          self->ReadBody();
+                        });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    SetDeadline(server_->idle_timeout_ns());
+    http::async_read(socket_, buffer_, *parser_,
+                     beast::bind_front_handler(&HttpSession::OnBody, shared_from_this()));
+  }
+
+  void OnBody(error_code ec, size_t /*bytes*/) {
+    if (ec) {
+      OnReadError(ec);
+      return;
+    }
+    HandleAndWrite();
+  }
+
+  // Answers the request just read, then every complete request the client has already
+  // pipelined behind it (those bytes are in buffer_), and writes all the answers with one send.
+  // Under load a pipelining client then costs one read and one write per batch, not per request.
+  //
+  // With a worker pool (cluster mode, where a check may wait for its key's owner), rate limit
+  // calls are answered on a worker, so that the io threads never block; the write is posted back
+  // to the io thread. Only this chain touches the session meanwhile. A call that finds the
+  // pool's queue full is shed and answered here at once; one that waited in the queue longer
+  // than max_queue_delay is shed on the worker. A shed check waits for no other node.
+  void HandleAndWrite() {
+    common::WorkerPool* workers = server_->options().workers;
+    if (workers == nullptr || !Offloaded(request_.target)) {
+      HandleBatch(/*shed=*/false);
+      Write();
+      return;
+    }
+    workers->SubmitOrShed(server_->max_queue_delay(), [self = shared_from_this()](bool shed) {
+      self->HandleBatch(shed);
+      asio::post(self->socket_.get_executor(), [self] { self->Write(); });
+    });
+  }
+
+  void HandleBatch(bool shed) {
+    shed_ = shed;
+    Handle();
+    while (!close_after_write_ && buffer_.size() > 0 && out_.size() < kMaxBatchBytes &&
+           ParseBuffered()) {
+      Handle();
+    }
+    shed_ = false;
+  }
+
+  // Whether a request goes to the worker pool: the rate limit calls, which may wait for another
+  // node. Health, metrics and admin calls are answered on the io thread even when every worker
+  // is busy.
+  static bool Offloaded(std::string_view target) {
+    std::string_view path;
+    std::string_view query;
+    http_internal::SplitTarget(target, path, query);
+    switch (http_internal::MatchPath(path).endpoint) {
+      case Endpoint::kCheck:
+      case Endpoint::kAuth:
+      case Endpoint::kEnvoyJson:
+      case Endpoint::kRelease:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  // Parses one whole request from buffer_ into request_ and consumes it. Returns false, and
+  // consumes nothing, when buffer_ does not hold a whole valid request: the normal read path
+  // then parses those bytes again from the start (and reports any error in order).
+  bool ParseBuffered() {
+    request_.Reset();
+    parser_.emplace(&request_);
+    parser_->header_limit(server_->options().max_header_bytes);
+    parser_->body_limit(server_->options().limits.max_body_bytes);
+    parser_->eager(true);
+    error_code ec;
+    const size_t used = parser_->put(buffer_.data(), ec);
+    if (ec || !parser_->is_done()) {
+      return false;
+    }
+    buffer_.consume(used);
+    return true;
+  }
+
+  void OnReadError(const error_code& ec) {
+    if (ec == http::error::body_limit) {
+      RespondAndClose(413, absl::StrCat("request body is larger than ",
+                                        server_->options().limits.max_body_bytes, " bytes"));
+    } else if (ec == http::error::header_limit) {
+      RespondAndClose(431, absl::StrCat("request header section is larger than ",
+                                        server_->options().max_header_bytes, " bytes"));
+    } else if (IsParseError(ec) && ec != http::error::end_of_stream &&
+               ec != http::error::partial_message) {
+      RespondAndClose(400, absl::StrCat("malformed HTTP request: ", ec.message()));
+    } else {
+      // The client went away, the connection idled out, or the server is closing it.
+      CloseNow();
+    }
+  }
+
+  // Answers a request that could not be read and closes the connection after lingering.
+  void RespondAndClose(int status, std::string_view message) {
+    ServerMetrics* metrics = server_->metrics();
+    metrics->http.requests.fetch_add(1, std::memory_order_relaxed);
+    metrics->http.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    http_internal::FormatResponse(status, kJsonType, {}, common::ErrorJson(message),
+                                  Connection::kClose, out_);
+    close_after_write_ = true;
+    linger_after_write_ = true;
+    Write();
+  }
+
+  // Answers request_: appends its response to out_.
+  void Handle();
+  void HandleEnvoyJson(int& status);
+  void HandleCheck(int& status, std::vector<Header>& headers);
+  void HandleRelease(int& status);
+  // Releases check_'s concurrency slots with native_request_'s lease token (400 without one)
+  // and sets the response.
+  void ReleaseSlots(int& status);
+  void HandleConfigGet();
+  void HandleConfigChange(std::string_view raw_domain, int& status);
+  // Sets the response for a Check result: status 200 or 429, RateLimit headers, native JSON.
+  void RespondCheck(const limiter::CheckResponse& response, int& status,
+                    std::vector<Header>& headers);
+  // Sets json_ to {"error": message} and returns `status`.
+  int Error(int status, absl::string_view message) {
+    json_ = common::ErrorJson(common::StdView(message));
+    return status;
+  }
+
+  void Write() {
+    SetDeadline(server_->idle_timeout_ns());
+    asio::async_write(socket_, asio::buffer(out_),
+                      beast::bind_front_handler(&HttpSession::OnWrite, shared_from_this()));
+  }
+
+  void OnWrite(error_code ec, size_t /*bytes*/) {
+    if (ec) {
+      CloseNow();
+      return;
+    }
+    if (linger_after_write_) {
+      LingeringClose();
+      return;
+    }
+    if (close_after_write_) {
+      error_code ignored;
+      socket_.shutdown(tcp::socket::shutdown_send, ignored);
+      CloseNow();
+      return;
+    }
+    // A large answer (/metrics) must not pin its memory for the life of the connection.
+    if (out_.capacity() > kMaxRetainedBytes) {
+      std::string().swap(out_);
+      std::string().swap(json_);
+    }
+    out_.clear();
+    ReadHeader();
+  }
+
+  void LingeringClose() {
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    buffer_.consume(buffer_.size());
+    linger_budget_ = std::max(kMinLingerBytes, 2 * server_->options().limits.max_body_bytes);
+    SetDeadline(std::min(kLingerTimeoutNs, server_->idle_timeout_ns()));
+    DiscardInput();
+  }
+
+  void DiscardInput() {
+    socket_.async_read_some(buffer_.prepare(16 * 1024),
+                            [self = shared_from_this()](error_code ec, size_t bytes) {
+                              if (ec || bytes >= self->linger_budget_) {
+                                self->CloseNow();
+                                return;
+                              }
+                              self->linger_budget_ -= bytes;
+                              self->DiscardInput();
+                            });
+  }
+
+  void CloseNow() {
+    absl::MutexLock lock(&close_mu_);
+    if (closed_) {
+      return;
+    }
+    closed_ = true;
+    deadline_ns_.store(kNoDeadline, std::memory_order_relaxed);
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  static constexpr size_t kMaxRetainedBytes = 256 * 1024;
+  // Pipelined requests are answered together until their answers reach this size.
+  static constexpr size_t kMaxBatchBytes = 64 * 1024;
+
+  Socket socket_;
+  const int fd_;
+  HttpServerImpl* const server_;
+  // The client's address when connections per client are capped; "" otherwise.
+  const std::string client_;
+  absl::Mutex close_mu_;
+  bool closed_ ABSL_GUARDED_BY(close_mu_) = false;
+  std::atomic<bool> idle_{false};
+  std::atomic<int64_t> deadline_ns_{kNoDeadline};
+
+  beast::flat_buffer buffer_;
+  RequestData request_;
+  std::optional<RequestParser> parser_;
+  std::string out_;   // the serialized responses not yet written
+  std::string json_;  // the response body being built
+  bool close_after_write_ = false;
+  bool linger_after_write_ = false;
+  bool shed_ = false;  // the checks being answered are shed (see HandleAndWrite)
+  size_t linger_budget_ = 0;
+  // Per-connection scratch for the check paths; reused to avoid allocating per request.
+  limiter::CheckRequest check_;
+  floodgate::v1::CheckResponse native_response_;
+  floodgate::v1::CheckRequest native_request_;
+  envoy::service::ratelimit::v3::RateLimitRequest envoy_request_;
+};
+
+void HttpSession::Handle() {
+  const auto start = std::chrono::steady_clock::now();
+  // The read's deadline no longer applies; the write sets its own.
+  deadline_ns_.store(kNoDeadline, std::memory_order_relaxed);
+  ServerMetrics* metrics = server_->metrics();
+  metrics->http.requests.fetch_add(1, std::memory_order_relaxed);
+
+  const bool keep_alive = parser_->keep_alive() && !server_->draining();
+  const Connection connection = !keep_alive             ? Connection::kClose
+                                : request_.version < 11 ? Connection::kKeepAlive
+                                                        : Connection::kDefault;
+  close_after_write_ = !keep_alive;
+
+  std::string_view path;
+  std::string_view query;
+  http_internal::SplitTarget(request_.target, path, query);
+  const http_internal::Route route = http_internal::MatchPath(path);
+
+  int status = 200;
+  std::string_view content_type = kJsonType;
+  std::vector<Header> headers;
+  json_.clear();
+  bool timed = false;       // latency is recorded for the rate limit calls only
+  bool over_limit = false;  // a refusal answered with another status than 429
+  if (route.endpoint == Endpoint::kNotFound) {
+    status = Error(404, absl::StrCat("no such endpoint: ", common::AbslView(path)));
+  } else if (!http_internal::MethodAllowed(route.endpoint, request_.method)) {
+    status = Error(
+        405, absl::StrCat("method not allowed; use ",
+                          common::AbslView(http_internal::AllowedMethods(route.endpoint))));
+    headers.emplace_back("Allow", std::string(http_internal::AllowedMethods(route.endpoint)));
+  } else {
+    switch (route.endpoint) {
+      case Endpoint::kCheck:
+      case Endpoint::kAuth:
+        timed = true;
+        if (request_.method == http::verb::get) {
+          // The hot path: no JSON parsing; the query is decoded into reused storage.
+          absl::Status parsed =
+              http_internal::ParseCheckQuery(query, server_->options().limits, check_);
+          if (!parsed.ok()) {
+            status = Error(400, parsed.message());
+            break;
+          }
+        }
+        HandleCheck(status, headers);
+        // nginx's auth_request passes on 2xx and denies on 401/403 (other codes are errors).
+        if (route.endpoint == Endpoint::kAuth && status == 429) {
+          status = 403;
+          over_limit = true;
+        }
+        break;
+      case Endpoint::kEnvoyJson:
+        timed = true;
+        HandleEnvoyJson(status);
+        break;
+      case Endpoint::kRelease:
+        timed = true;
+        HandleRelease(status);
+        break;
+      case Endpoint::kHealthcheck:
+        content_type = kTextType;
+        if (server_->draining()) {
+          status = 503;
+          json_ = "DRAINING";
+        } else {
+          json_ = "OK";
+        }
+        break;
+      case Endpoint::kMetrics: {
+        content_type = kPrometheusType;
+        ConfigStats stats;
+        if (server_->config() != nullptr) {
+          stats = server_->config()->stats();
+        } else {
+          stats.version = server_->limiter()->GetStats().config_version;
+        }
+        json_ = RenderPrometheus(*server_->limiter(), *metrics, stats);
+        if (server_->options().cluster_metrics) {
+          json_ += server_->options().cluster_metrics();
+        }
+        break;
+      }
+      case Endpoint::kCluster:
+        if (server_->options().cluster_json) {
+          json_ = server_->options().cluster_json();
+        } else {
+          status = Error(404, "not in cluster mode (start with --node-id and --peers)");
+        }
+        break;
+      case Endpoint::kConfig:
+        HandleConfigGet();
+        break;
+      case Endpoint::kConfigDomain:
+        HandleConfigChange(route.domain, status);
+        break;
+      case Endpoint::kNotFound:
+        break;
+    }
+  }
+
+  if (status == 429 || over_limit) {
+    metrics->http.over_limit.fetch_add(1, std::memory_order_relaxed);
+  } else if (status >= 400 && status < 500) {
+    metrics->http.bad_requests.fetch_add(1, std::memory_order_relaxed);
+  } else if (status >= 500 && route.endpoint != Endpoint::kHealthcheck) {
+    metrics->http.errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  http_internal::FormatResponse(status, content_type, headers, json_, connection, out_);
+  if (timed) {
+    metrics->http.latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now() - start)
+                                     .count());
+  }
+}
+
+void HttpSession::HandleCheck(int& status, std::vector<Header>& headers) {
+  const RequestLimits& limits = server_->options().limits;
+  bool release = false;
+  if (request_.method == http::verb::post) {
+    google::protobuf::util::JsonParseOptions options;
+    auto parsed =
+        google::protobuf::util::JsonStringToMessage(request_.body, &native_request_, options);
+    if (!parsed.ok()) {
+      status =
+          Error(400, absl::StrCat("invalid JSON CheckRequest: ", parsed.message().as_string()));
+      return;
+    }
+    check_ = FromNative(native_request_);
+    release = native_request_.release();
+  }
+  if (absl::Status valid = ValidateRequest(check_, limits); !valid.ok()) {
+    status = Error(400, valid.message());
+    return;
+  }
+  if (release) {
+    ReleaseSlots(status);
+    return;
+  }
+  check_.shed = shed_;
+  if (shed_) {
+    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
+  }
+  absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(check_);
+  if (!response.ok()) {
+    status = Error(http_internal::HttpStatusFor(response.status()), response.status().message());
+    return;
+  }
+  RespondCheck(*response, status, headers);
+}
+
+void HttpSession::RespondCheck(const limiter::CheckResponse& response, int& status,
+                               std::vector<Header>& headers) {
+  native_response_.Clear();
+  ToNative(response, &native_response_);
+  json_.clear();
+  http_internal::AppendCheckResponseJson(native_response_, json_);
+  headers = RateLimitHeaders(response);
+  status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
+}
+
+void HttpSession::HandleEnvoyJson(int& status) {
+  google::protobuf::util::JsonParseOptions options;
+  auto parsed =
+      google::protobuf::util::JsonStringToMessage(request_.body, &envoy_request_, options);
+  if (!parsed.ok()) {
+    status =
+        Error(400, absl::StrCat("invalid JSON RateLimitRequest: ", parsed.message().as_string()));
+    return;
+  }
+  absl::StatusOr<limiter::CheckRequest> request = FromEnvoy(envoy_request_);
+  if (!request.ok()) {
+    status = Error(http_internal::HttpStatusFor(request.status()), request.status().message());
+    return;
+  }
+  if (absl::Status valid = ValidateRequest(*request, server_->options().limits); !valid.ok()) {
+    status = Error(400, valid.message());
+    return;
+  }
+  request->shed = shed_;
+  if (shed_) {
+    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
+  }
+  absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(*request);
+  if (!response.ok()) {
+    status = Error(http_internal::HttpStatusFor(response.status()), response.status().message());
+    return;
+  }
+  envoy::service::ratelimit::v3::RateLimitResponse out;
+  ToEnvoy(*response, &out);
+  json_.clear();
+  auto printed = google::protobuf::util::MessageToJsonString(out, &json_);
+  if (!printed.ok()) {
+    status = Error(500, absl::StrCat("cannot print response: ", printed.message().as_string()));
+    return;
+  }
+  status = out.overall_code() == envoy::service::ratelimit::v3::RateLimitResponse::OVER_LIMIT ? 429
+                                                                                              : 200;
+}
+
+void HttpSession::HandleRelease(int& status) {
+  google::protobuf::util::JsonParseOptions options;
+  auto parsed =
+      google::protobuf::util::JsonStringToMessage(request_.body, &native_request_, options);
+  if (!parsed.ok()) {
+    status = Error(400, absl::StrCat("invalid JSON CheckRequest: ", parsed.message().as_string()));
+    return;
+  }
+  check_ = FromNative(native_request_);
+  if (absl::Status valid = ValidateRequest(check_, server_->options().limits); !valid.ok()) {
+    status = Error(400, valid.message());
+    return;
+  }
+  ReleaseSlots(status);
+}
+
+void HttpSession::ReleaseSlots(int& status) {
+  // Without the token the store cannot tell which lease epoch the slots belong to, and an
+  // anonymous release would either over-admit or never age leaks out (docs/algorithms.md).
+  const int64_t lease = native_request_.lease();
+  if (lease == 0) {
+    status = Error(400,
+                   "a release needs \"lease\": the \"lease\" value of the /v1/check response "
+                   "that acquired the slots");
+    return;
+  }
+  if (shed_) {
+    // A release must reach the slots' owner, which a shed call may not wait for.
+    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
+    status = Error(503,
+                   "overloaded: the release was not applied; retry it, or the slots free "
+                   "themselves when their lease expires");
+    return;
+  }
+  absl::Status released = server_->limiter()->Release(check_, lease);
+  if (!released.ok()) {
+    status = Error(http_internal::HttpStatusFor(released), released.message());
+    return;
+  }
+  json_ = "{}";
+}
+
+void HttpSession::HandleConfigGet() {
+  std::shared_ptr<const core::Config> config = server_->limiter()->config();
+  json_ = "{\"version\":";
+  absl::StrAppend(&json_, config != nullptr ? config->version : 0, ",\"domains\":{");
+  if (config != nullptr) {
+    bool first = true;
+    for (const auto& [name, domain] : config->domains) {
+      if (!first) {
+        json_.push_back(',');
+      }
+      first = false;
+      common::AppendJsonString(name, json_);
+      json_.push_back(':');
+      common::AppendJsonString(domain != nullptr ? domain->source : "", json_);
+    }
+  }
+  json_.append("}}");
+}
+
+void HttpSession::HandleConfigChange(std::string_view raw_domain, int& status) {
+  const std::string& token = server_->options().admin_token;
+  if (!token.empty() && !http_internal::BearerTokenMatches(request_.authorization, token)) {
+    status = Error(401, "admin calls need the header `Authorization: Bearer <admin token>`");
+    return;
+  }
+  if (token.empty()) {
+    // Without a token, only callers on this machine may change limits: a server listening on a
+    // public address must not hand its config to anyone who can reach the port.
+    boost::system::error_code ec;
+    const tcp::endpoint peer = socket_.remote_endpoint(ec);
+    asio::ip::address address = peer.address();
+    if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+      address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    }
+    if (ec || !address.is_loopback()) {
+      status = Error(403, "admin calls from other hosts need --admin-token");
+      return;
+    }
+  }
+  ConfigManager* config = server_->config();
+  if (config == nullptr) {
+    status = Error(501, "this server has no config manager");
+    return;
+  }
+  std::string domain;
+  if (!http_internal::PercentDecode(raw_domain, false, domain) || !common::IsValidUtf8(domain)) {
+    status = Error(400, "the domain in the path is not valid percent-encoded UTF-8");
+    return;
+  }
+  absl::Status changed = request_.method == http::verb::put
+                             ? config->PutDomain(domain, request_.body)
+                             : config->DeleteDomain(domain);
+  if (!changed.ok()) {
+    status = Error(http_internal::HttpStatusFor(changed), changed.message());
+    return;
+  }
+  if (server_->options().on_admin_change) {
+    server_->options().on_admin_change(domain);
+  }
+  std::shared_ptr<const core::Config> now = server_->limiter()->config();
+  json_ = "{\"domain\":";
+  common::AppendJsonString(domain, json_);
+  absl::StrAppend(&json_, ",\"version\":", now != nullptr ? now->version : 0, "}");
+}
+
+absl::Status HttpServerImpl::Start() {
+  if (started_) {
+    return absl::FailedPreconditionError("the HTTP server was already started");
+  }
+  std::string host;
+  uint16_t port = 0;
+  absl::Status split = common::SplitHostPort(options_.address, host, port);
+  if (!split.ok()) {
+    return split;
+  }
+  error_code ec;
+  tcp::endpoint endpoint;
+  if (host.empty()) {
+    endpoint = tcp::endpoint(tcp::v4(), port);
+  } else {
+    asio::ip::address address = asio::ip::make_address(host, ec);
+    if (!ec) {
+      endpoint = tcp::endpoint(address, port);
+    } else {
+      tcp::resolver resolver(ioc_);
+      auto results = resolver.resolve(host, std::to_string(port), ec);
+      if (ec || results.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot resolve HTTP listen host \"", host, "\": ", ec.message()));
+      }
+      endpoint = results.begin()->endpoint();
+    }
+  }
+  const auto unavailable = [&](std::string_view what) {
+    return absl::UnavailableError(absl::StrCat("HTTP server cannot ", common::AbslView(what),
+                                               " ", options_.address, ": ", ec.message()));
+  };
+  acceptor_.open(endpoint.protocol(), ec);
+  if (ec) {
+    return unavailable("open a socket for");
+  }
+  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (ec) {
+    return unavailable("set SO_REUSEADDR for");
+  }
+  acceptor_.bind(endpoint, ec);
+  if (ec) {
+    return unavailable("bind");
+  }
+  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return unavailable("listen on");
+  }
+  port_ = acceptor_.local_endpoint(ec).port();
+  if (ec) {
+    return unavailable("read the bound port of");
+  }
+
+  started_ = true;
+  work_.emplace(ioc_.get_executor());
+  now_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
+  // No thread runs the context yet, so the strand's objects may be used directly.
+  Accept();
+  Sweep();
+  const int threads = std::max(options_.threads, 1);
+  threads_.reserve(threads);
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] { ioc_.run(); });
+  }
+  return absl::OkStatus();
+}
+
+void HttpServerImpl::Accept() {
+  acceptor_.async_accept(ioc_.get_executor(),
+                         beast::bind_front_handler(&HttpServerImpl::OnAccept, this));
+}
+
+void HttpServerImpl::OnAccept(error_code ec, Socket socket) {
+  if (!acceptor_.is_open() || draining()) {
+    return;  // shutting down; `socket` closes as it goes out of scope
+  }
+  if (ec) {
+    // EMFILE and the like: try again shortly rather than spin.
+    accept_backoff_.expires_after(kAcceptBackoff);
+    accept_backoff_.async_wait([this](error_code wait_ec) {
+      if (!wait_ec && acceptor_.is_open()) {
+        Accept();
+      }
+    });
+    return;
+  }
+  std::string client;
+  if (options_.max_connections_per_client > 0) {
+    const tcp::endpoint remote = socket.remote_endpoint(ec);
+    client = ec ? "?" : remote.address().to_string();
+  }
+  if (open_connections_.load(std::memory_order_relaxed) >= options_.max_connections ||
+      (!client.empty() && !client_caps_.Admit(client))) {
+    metrics_->http.shed.fetch_add(1, std::memory_order_relaxed);
+    socket.close(ec);
+  } else {
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<HttpSession>(std::move(socket), this, std::move(client))->Start();
+  }
+  Accept();
+}
+
+void HttpServerImpl::Sweep() {
+  const int64_t now = SteadyNowNs();
+  now_ns_.store(now, std::memory_order_relaxed);
+  {
+    absl::MutexLock lock(&mu_);
+    for (HttpSession* session : sessions_) {
+      if (session->deadline_ns() <= now) {
+        session->ShutdownSocket();
+      }
+    }
+  }
+  if (!acceptor_.is_open()) {
+    return;
+  }
+  const int64_t interval_ns = std::clamp<int64_t>(idle_timeout_ns_ / 4, 10'000'000, 1'000'000'000);
+  sweep_timer_.expires_after(std::chrono::nanoseconds(interval_ns));
+  sweep_timer_.async_wait([this](error_code ec) {
+    if (!ec) {
+      Sweep();
+    }
+  });
+}
+
+void HttpServerImpl::Register(HttpSession* session) {
+  absl::MutexLock lock(&mu_);
+  sessions_.insert(session);
+}
+
+void HttpServerImpl::Unregister(HttpSession* session) {
+  absl::MutexLock lock(&mu_);
+  sessions_.erase(session);
+}
+
+bool HttpServerImpl::AwaitNoSessions(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](absl::flat_hash_set<HttpSession*>* sessions) { return sessions->empty(); },
+          &sessions_),
+      timeout);
+}
+
+void HttpServerImpl::Shutdown(absl::Duration grace) {
+  if (!started_ || stopped_) {
+    return;
+  }
+  stopped_ = true;
+  draining_.store(true, std::memory_order_release);
+
+  // Stop accepting and sweeping, on the strand (the acceptor and timers are not thread-safe).
+  absl::Notification closed;
+  asio::post(strand_, [this, &closed] {
+    error_code ignored;
+    acceptor_.close(ignored);
+    accept_backoff_.cancel();
+    sweep_timer_.cancel();
+    closed.Notify();
+  });
+  closed.WaitForNotification();
+
+  // Idle connections close now; busy ones answer their request with `Connection: close`.
+  {
+    absl::MutexLock lock(&mu_);
+    for (HttpSession* session : sessions_) {
+      session->Drain();
+    }
+  }
+  if (!AwaitNoSessions(grace)) {
+    {
+      absl::MutexLock lock(&mu_);
+      for (HttpSession* session : sessions_) {
+        session->ShutdownSocket();
+      }
+    }
+    AwaitNoSessions(absl::Seconds(1));
+  }
+  work_.reset();
+  ioc_.stop();
+  for (std::thread& thread : threads_) {
+    thread.join();
+  }
+  threads_.clear();
+}
+
+}  // namespace
+
+// The pimpl of the public class; the server lives in HttpServerImpl, which sessions can name.
+class HttpServer::Impl : public HttpServerImpl {
+ public:
+  using HttpServerImpl::HttpServerImpl;
+};
+
+HttpServer::HttpServer(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+                       ServerMetrics* metrics)
+    : impl_(std::make_unique<Impl>(std::move(options), limiter, config, metrics)) {}
+
+HttpServer::~HttpServer() = default;
+
+absl::Status HttpServer::Start() { return impl_->Start(); }
+
+int HttpServer::port() const { return impl_->port(); }
+
+void HttpServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+
+}  // namespace floodgate::server

@@ -1,0 +1,76 @@
+#pragma once
+
+// The HTTP front end (Boost.Beast): envoyproxy/ratelimit's POST /json, the native check
+// (POST /v1/check, GET /v1/check?domain=D&KEY=VALUE...), POST /v1/release, /healthcheck,
+// /metrics, GET /v1/config, PUT/DELETE /v1/config/{domain}. Keep-alive; many connections.
+// See docs/http_api.md.
+//
+// Thread-safety: Start/Shutdown from one thread; handlers run on the server's own threads.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "src/common/worker_pool.h"
+#include "src/limiter/limiter.h"
+#include "src/admin/config_manager.h"
+#include "src/service/metrics.h"
+#include "src/service/request_limits.h"
+
+namespace floodgate::server {
+
+struct HttpServerOptions {
+  std::string address = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+  int threads = 2;
+  // When set, admin calls (PUT/DELETE /v1/config/...) need `Authorization: Bearer <token>`.
+  std::string admin_token;
+  RequestLimits limits;
+  size_t max_connections = 20000;  // accepted connections beyond this are closed at once
+  // Connections one client address may hold at once; beyond it new ones are closed at once.
+  // 0: no cap. (Behind a proxy every client shares the proxy's address: size it for that.)
+  size_t max_connections_per_client = 0;
+  // A connection is closed when reading one request (or waiting for it) or writing one response
+  // takes longer than this. Enforced with about a quarter of this resolution.
+  absl::Duration idle_timeout = absl::Seconds(60);
+  // Request line plus headers above this are answered 431 and the connection is closed.
+  uint32_t max_header_bytes = 8 * 1024;
+  // Cluster mode: GET /v1/cluster answers cluster_json(); /metrics appends cluster_metrics().
+  // Unset on a single node (/v1/cluster answers 404).
+  std::function<std::string()> cluster_json;
+  std::function<std::string()> cluster_metrics;
+  // Cluster mode: called after an admin PUT/DELETE of a domain succeeded, to spread it.
+  std::function<void(const std::string& domain)> on_admin_change;
+  // Cluster mode: rate limit calls run on these workers (a check may wait for its key's owner;
+  // the io threads must not). A call that finds the pool's queue full, or that waited in it
+  // longer than max_queue_delay, is shed: decided at once, waiting for no other node
+  // (limiter::CheckRequest::shed). Null: calls are answered on the io threads. Must outlive
+  // the server.
+  common::WorkerPool* workers = nullptr;
+  absl::Duration max_queue_delay = absl::Milliseconds(20);
+};
+
+class HttpServer {
+ public:
+  // All pointers must outlive the server.
+  HttpServer(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+             ServerMetrics* metrics);
+  ~HttpServer();
+
+  // Binds and starts serving on the server's threads. InvalidArgument for a bad address,
+  // Unavailable when the port cannot be bound.
+  absl::Status Start();
+  // Returns the bound port (after Start).
+  int port() const;
+  // Marks the server draining (healthcheck answers 503), stops accepting, lets in-flight
+  // requests finish (bounded by `grace`), closes connections and joins the threads.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace floodgate::server

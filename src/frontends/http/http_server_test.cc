@@ -1,0 +1,1024 @@
+#include "src/frontends/http/http_server.h"
+
+#include <gmock/gmock.h>
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_replace.h"
+#include "envoy/service/ratelimit/v3/rls.pb.h"
+#include "floodgate/store.h"
+#include "floodgate/v1/check.pb.h"
+#include "src/frontends/http/http_util.h"
+#include "testing/fake_clock.h"
+#include "testing/gated_store.h"
+#include "testing/http_client.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace http = boost::beast::http;
+using floodgate::testing::HttpClient;
+using floodgate::testing::HttpResponse;
+using http_internal::Endpoint;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers.
+
+TEST(SplitTargetTest, PathQueryAndFragment) {
+  std::string_view path;
+  std::string_view query;
+  http_internal::SplitTarget("/v1/check?domain=a&k=v", path, query);
+  EXPECT_EQ(path, "/v1/check");
+  EXPECT_EQ(query, "domain=a&k=v");
+  http_internal::SplitTarget("/healthcheck", path, query);
+  EXPECT_EQ(path, "/healthcheck");
+  EXPECT_EQ(query, "");
+  http_internal::SplitTarget("/v1/check?a=b#frag", path, query);
+  EXPECT_EQ(path, "/v1/check");
+  EXPECT_EQ(query, "a=b");
+  http_internal::SplitTarget("http://host:8080/metrics?x", path, query);
+  EXPECT_EQ(path, "/metrics");
+  EXPECT_EQ(query, "x");
+  http_internal::SplitTarget("http://host", path, query);
+  EXPECT_EQ(path, "/");
+}
+
+TEST(PercentDecodeTest, DecodesEscapesAndPlus) {
+  std::string out;
+  EXPECT_TRUE(http_internal::PercentDecode("a%20b+c%2B%2fd", true, out));
+  EXPECT_EQ(out, "a b c+/d");
+  out.clear();
+  EXPECT_TRUE(http_internal::PercentDecode("a+b", false, out));
+  EXPECT_EQ(out, "a+b");
+  out.clear();
+  EXPECT_TRUE(http_internal::PercentDecode("caf%C3%A9", true, out));
+  EXPECT_EQ(out, "caf\xC3\xA9");
+  out.clear();
+  EXPECT_TRUE(http_internal::PercentDecode("", true, out));
+  EXPECT_EQ(out, "");
+}
+
+TEST(PercentDecodeTest, RefusesMalformedEscapes) {
+  for (std::string_view bad : {"%", "%4", "a%zz", "%g0", "abc%"}) {
+    std::string out;
+    EXPECT_FALSE(http_internal::PercentDecode(bad, true, out)) << bad;
+  }
+}
+
+TEST(ParseCheckQueryTest, OneDescriptorInQueryOrder) {
+  limiter::CheckRequest request;
+  RequestLimits limits;
+  ASSERT_TRUE(http_internal::ParseCheckQuery("user=alice&domain=api&path=%2Flogin&hits=3&bare",
+                                             limits, request)
+                  .ok());
+  EXPECT_EQ(request.domain, "api");
+  ASSERT_EQ(request.descriptors.size(), 1u);
+  const auto& d = request.descriptors[0];
+  ASSERT_TRUE(d.hits_addend.has_value());
+  EXPECT_EQ(*d.hits_addend, 3u);
+  ASSERT_EQ(d.entries.size(), 3u);
+  EXPECT_EQ(d.entries[0].key, "user");
+  EXPECT_EQ(d.entries[0].value, "alice");
+  EXPECT_EQ(d.entries[1].key, "path");
+  EXPECT_EQ(d.entries[1].value, "/login");
+  EXPECT_EQ(d.entries[2].key, "bare");
+  EXPECT_EQ(d.entries[2].value, "");
+}
+
+TEST(ParseCheckQueryTest, PlusIsSpaceAndEmptyParametersAreSkipped) {
+  limiter::CheckRequest request;
+  ASSERT_TRUE(
+      http_internal::ParseCheckQuery("&&domain=my+app&&user%20id=bob+smith&", {}, request).ok());
+  EXPECT_EQ(request.domain, "my app");
+  ASSERT_EQ(request.descriptors[0].entries.size(), 1u);
+  EXPECT_EQ(request.descriptors[0].entries[0].key, "user id");
+  EXPECT_EQ(request.descriptors[0].entries[0].value, "bob smith");
+  EXPECT_FALSE(request.descriptors[0].hits_addend.has_value());
+}
+
+TEST(ParseCheckQueryTest, ReusesStorageAcrossShapes) {
+  limiter::CheckRequest request;
+  ASSERT_TRUE(
+      http_internal::ParseCheckQuery("domain=a&k1=v1&k2=v2&k3=v3&hits=2", {}, request).ok());
+  ASSERT_EQ(request.descriptors[0].entries.size(), 3u);
+  ASSERT_TRUE(http_internal::ParseCheckQuery("domain=b&only=one", {}, request).ok());
+  EXPECT_EQ(request.domain, "b");
+  ASSERT_EQ(request.descriptors.size(), 1u);
+  ASSERT_EQ(request.descriptors[0].entries.size(), 1u);
+  EXPECT_EQ(request.descriptors[0].entries[0].key, "only");
+  EXPECT_EQ(request.descriptors[0].entries[0].value, "one");
+  EXPECT_FALSE(request.descriptors[0].hits_addend.has_value());
+}
+
+TEST(ParseCheckQueryTest, Errors) {
+  RequestLimits limits;
+  limits.max_entries = 2;
+  struct Case {
+    const char* query;
+    const char* error;
+  };
+  for (const Case& c : {
+           Case{"user=alice", "missing query parameter `domain`"},
+           Case{"domain=api", "at least one KEY=VALUE"},
+           Case{"domain=api&hits=2", "at least one KEY=VALUE"},
+           Case{"domain=a&domain=b&k=v", "more than once"},
+           Case{"domain=a&hits=1&hits=2&k=v", "more than once"},
+           Case{"domain=a&hits=-1&k=v", "non-negative integer"},
+           Case{"domain=a&hits=&k=v", "non-negative integer"},
+           Case{"domain=a&hits=99999999999999999999999&k=v", "non-negative integer"},
+           Case{"domain=a&k=%zz", "malformed percent-escape"},
+           Case{"domain=a&k=%FF", "not valid UTF-8"},
+           Case{"domain=a&%C0%AF=v", "not valid UTF-8"},
+           Case{"domain=%ED%A0%80&k=v", "not valid UTF-8"},
+           Case{"domain=a&k1=v&k2=v&k3=v", "too many"},
+       }) {
+    limiter::CheckRequest request;
+    absl::Status status = http_internal::ParseCheckQuery(c.query, limits, request);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.query;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(c.error)) << c.query;
+  }
+}
+
+TEST(RoutingTest, MatchPath) {
+  EXPECT_EQ(http_internal::MatchPath("/json").endpoint, Endpoint::kEnvoyJson);
+  EXPECT_EQ(http_internal::MatchPath("/v1/check").endpoint, Endpoint::kCheck);
+  EXPECT_EQ(http_internal::MatchPath("/v1/auth").endpoint, Endpoint::kAuth);
+  EXPECT_EQ(http_internal::MatchPath("/v1/release").endpoint, Endpoint::kRelease);
+  EXPECT_EQ(http_internal::MatchPath("/healthcheck").endpoint, Endpoint::kHealthcheck);
+  EXPECT_EQ(http_internal::MatchPath("/metrics").endpoint, Endpoint::kMetrics);
+  EXPECT_EQ(http_internal::MatchPath("/v1/config").endpoint, Endpoint::kConfig);
+  http_internal::Route route = http_internal::MatchPath("/v1/config/my%20domain");
+  EXPECT_EQ(route.endpoint, Endpoint::kConfigDomain);
+  EXPECT_EQ(route.domain, "my%20domain");
+  for (std::string_view path : {"", "/", "/v1/check/", "/v1/checks", "/V1/check", "/v1/config/",
+                                "/v1/config/a/b", "/healthcheck/x", "*"}) {
+    EXPECT_EQ(http_internal::MatchPath(path).endpoint, Endpoint::kNotFound) << path;
+  }
+}
+
+TEST(RoutingTest, MethodAllowed) {
+  using http_internal::MethodAllowed;
+  EXPECT_TRUE(MethodAllowed(Endpoint::kCheck, http::verb::get));
+  EXPECT_TRUE(MethodAllowed(Endpoint::kCheck, http::verb::post));
+  EXPECT_FALSE(MethodAllowed(Endpoint::kCheck, http::verb::put));
+  EXPECT_TRUE(MethodAllowed(Endpoint::kEnvoyJson, http::verb::post));
+  EXPECT_FALSE(MethodAllowed(Endpoint::kEnvoyJson, http::verb::get));
+  EXPECT_TRUE(MethodAllowed(Endpoint::kRelease, http::verb::post));
+  EXPECT_FALSE(MethodAllowed(Endpoint::kHealthcheck, http::verb::post));
+  EXPECT_TRUE(MethodAllowed(Endpoint::kConfig, http::verb::get));
+  EXPECT_FALSE(MethodAllowed(Endpoint::kConfig, http::verb::put));
+  EXPECT_TRUE(MethodAllowed(Endpoint::kConfigDomain, http::verb::put));
+  EXPECT_TRUE(MethodAllowed(Endpoint::kConfigDomain, http::verb::delete_));
+  EXPECT_FALSE(MethodAllowed(Endpoint::kConfigDomain, http::verb::get));
+  EXPECT_FALSE(MethodAllowed(Endpoint::kNotFound, http::verb::get));
+  EXPECT_EQ(http_internal::AllowedMethods(Endpoint::kCheck), "GET, POST");
+}
+
+TEST(HttpStatusForTest, MapsCodes) {
+  EXPECT_EQ(http_internal::HttpStatusFor(absl::InvalidArgumentError("x")), 400);
+  EXPECT_EQ(http_internal::HttpStatusFor(absl::NotFoundError("x")), 404);
+  EXPECT_EQ(http_internal::HttpStatusFor(absl::FailedPreconditionError("x")), 409);
+  EXPECT_EQ(http_internal::HttpStatusFor(absl::UnavailableError("x")), 503);
+  EXPECT_EQ(http_internal::HttpStatusFor(absl::InternalError("x")), 500);
+  EXPECT_EQ(http_internal::HttpStatusFor(absl::UnknownError("x")), 500);
+}
+
+TEST(FormatResponseTest, ExactBytes) {
+  std::string out = "earlier|";  // appended to, as pipelined answers are
+  std::vector<Header> headers = {{"RateLimit", "\"a\";r=1;t=2"}, {"X-Bad", "a\r\nInjected: 1"}};
+  http_internal::FormatResponse(429, "application/json", headers, "{}",
+                                http_internal::Connection::kClose, out);
+  EXPECT_EQ(out,
+            "earlier|"
+            "HTTP/1.1 429 Too Many Requests\r\n"
+            "Content-Type: application/json\r\n"
+            "Content-Length: 2\r\n"
+            "Connection: close\r\n"
+            "RateLimit: \"a\";r=1;t=2\r\n"
+            "X-Bad: a  Injected: 1\r\n"
+            "\r\n"
+            "{}");
+  out.clear();
+  http_internal::FormatResponse(200, "", {}, "", http_internal::Connection::kKeepAlive, out);
+  EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
+}
+
+floodgate::v1::CheckResponse SampleResponse() {
+  floodgate::v1::CheckResponse response;
+  response.set_allowed(false);
+  response.set_code("OVER_LIMIT");
+  response.set_retry_after_seconds(17);
+  response.set_lease(-1'700'000'000'123'456'789);  // any int64, quoted in proto3 JSON
+  auto* d = response.add_descriptors();
+  d->set_code("OVER_LIMIT");
+  auto* l = d->add_limits();
+  l->set_name("per \"user\"");
+  l->set_algorithm("fixed_window");
+  l->set_allowed(false);
+  l->set_limit(100);
+  l->set_remaining(0);
+  l->set_window_seconds(60);
+  l->set_reset_after_seconds(16.5);
+  l->set_retry_after_seconds(1.0 / 3);
+  auto* l2 = d->add_limits();
+  l2->set_name("burst");
+  l2->set_algorithm("token_bucket");
+  l2->set_allowed(true);
+  l2->set_shadow(true);
+  l2->set_limit(18446744073709551615ull);
+  l2->set_remaining(12345678901234ull);
+  l2->set_window_seconds(0.001);
+  l2->set_delay_seconds(-1);
+  auto* d2 = response.add_descriptors();
+  d2->set_code("OK");
+  d2->set_unlimited(true);
+  return response;
+}
+
+TEST(JsonTest, CheckResponseMatchesProtobufJson) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  for (const floodgate::v1::CheckResponse& response :
+       {SampleResponse(), floodgate::v1::CheckResponse()}) {
+    std::string mine;
+    http_internal::AppendCheckResponseJson(response, mine);
+    std::string theirs;
+    ASSERT_TRUE(google::protobuf::util::MessageToJsonString(response, &theirs, options).ok());
+    // Byte for byte, but for doubles that need 17 digits in protobuf's form (1/3 here).
+    EXPECT_EQ(mine, absl::StrReplaceAll(theirs, {{"0.33333333333333331", "0.3333333333333333"}}));
+    floodgate::v1::CheckResponse parsed;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(mine, &parsed).ok()) << mine;
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, response)) << mine;
+  }
+}
+
+TEST(BearerTokenTest, Matches) {
+  EXPECT_TRUE(http_internal::BearerTokenMatches("Bearer s3cret", "s3cret"));
+  EXPECT_TRUE(http_internal::BearerTokenMatches("bearer  s3cret ", "s3cret"));
+  EXPECT_FALSE(http_internal::BearerTokenMatches("Bearer s3cre", "s3cret"));
+  EXPECT_FALSE(http_internal::BearerTokenMatches("Bearer s3cretx", "s3cret"));
+  EXPECT_FALSE(http_internal::BearerTokenMatches("Basic s3cret", "s3cret"));
+  EXPECT_FALSE(http_internal::BearerTokenMatches("", "s3cret"));
+  EXPECT_FALSE(http_internal::BearerTokenMatches("Bearer ", ""));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server, in process, with a real limiter and config manager.
+
+constexpr int64_t kSecond = 1'000'000'000;
+constexpr char kToken[] = "t0ken";
+
+constexpr char kApiYaml[] = R"(domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 2, name: per_user}
+  - key: conc
+    rate_limit: {algorithm: concurrency, unit: minute, requests_per_unit: 1}
+)";
+
+constexpr char kWebYaml[] = R"(domain: web
+descriptors:
+  - key: ip
+    rate_limit: {unit: second, requests_per_unit: 1}
+)";
+
+floodgate::v1::CheckResponse ParseNative(const std::string& json) {
+  floodgate::v1::CheckResponse response;
+  auto status = google::protobuf::util::JsonStringToMessage(json, &response);
+  EXPECT_TRUE(status.ok()) << status.ToString() << " in " << json;
+  return response;
+}
+
+std::vector<std::pair<std::string, std::string>> Auth(const std::string& token) {
+  return {{"Authorization", "Bearer " + token}};
+}
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/fg-http-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    std::ofstream(dir_ + "/api.yaml") << kApiYaml;
+
+    StoreOptions store_options;
+    store_options.shards = 4;
+    auto store = NewShardedStore(store_options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    clock_.Set(1'700'000'040LL * kSecond);  // the start of a minute
+    limiter::LimiterOptions limiter_options;
+    limiter_options.clock = &clock_;
+    auto empty = core::BuildConfig({}, 0);
+    ASSERT_TRUE(empty.ok());
+    limiter_ =
+        std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 2), *empty, limiter_options);
+    auto config = ConfigManager::Create(dir_, limiter_.get());
+    ASSERT_TRUE(config.ok()) << config.status();
+    config_ = *std::move(config);
+    StartServer(BaseOptions());
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(5));
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  HttpServerOptions BaseOptions() {
+    HttpServerOptions options;
+    options.address = "127.0.0.1:0";
+    options.threads = 2;
+    options.admin_token = kToken;
+    options.limits.max_body_bytes = 4096;
+    options.limits.max_descriptors = 8;
+    return options;
+  }
+
+  void StartServer(HttpServerOptions options) {
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(5));
+    }
+    server_ = std::make_unique<HttpServer>(options, limiter_.get(), config_.get(), &metrics_);
+    absl::Status started = server_->Start();
+    ASSERT_TRUE(started.ok()) << started;
+    port_ = server_->port();
+    ASSERT_GT(port_, 0);
+  }
+
+  HttpResponse Get(const std::string& target) {
+    return floodgate::testing::Request(port_, "GET", target);
+  }
+  HttpResponse Post(const std::string& target, const std::string& body) {
+    return floodgate::testing::Request(port_, "POST", target, body,
+                                       {{"Content-Type", "application/json"}});
+  }
+
+  std::string dir_;
+  floodgate::testing::FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<limiter::Limiter> limiter_;
+  std::unique_ptr<ConfigManager> config_;
+  ServerMetrics metrics_;
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+};
+
+TEST_F(HttpServerTest, Healthcheck) {
+  HttpResponse r = Get("/healthcheck");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "OK");
+  EXPECT_THAT(r.Header("Content-Type"), StartsWith("text/plain"));
+}
+
+TEST_F(HttpServerTest, GetCheckCountsAndRefusesWithHeadersOnOneConnection) {
+  HttpClient client(port_);
+  HttpResponse first = client.Request("GET", "/v1/check?domain=api&user=alice");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.Header("Content-Type"), "application/json");
+  EXPECT_THAT(first.Header("RateLimit-Policy"), HasSubstr("q=2"));
+  EXPECT_THAT(first.Header("RateLimit"), HasSubstr("r=1"));
+  EXPECT_FALSE(first.HasHeader("Retry-After"));
+  floodgate::v1::CheckResponse body = ParseNative(first.body);
+  EXPECT_TRUE(body.allowed());
+  EXPECT_EQ(body.code(), "OK");
+  ASSERT_EQ(body.descriptors_size(), 1);
+  ASSERT_EQ(body.descriptors(0).limits_size(), 1);
+  EXPECT_EQ(body.descriptors(0).limits(0).limit(), 2u);
+  EXPECT_EQ(body.descriptors(0).limits(0).remaining(), 1u);
+  EXPECT_THAT(first.body, HasSubstr("\"allowed\":true"));
+
+  EXPECT_EQ(client.Request("GET", "/v1/check?domain=api&user=alice").status, 200);
+  HttpResponse refused = client.Request("GET", "/v1/check?domain=api&user=alice");
+  ASSERT_EQ(refused.status, 429) << refused.body;
+  EXPECT_FALSE(refused.Header("Retry-After").empty());
+  EXPECT_THAT(refused.Header("RateLimit"), HasSubstr("r=0"));
+  body = ParseNative(refused.body);
+  EXPECT_FALSE(body.allowed());
+  EXPECT_EQ(body.code(), "OVER_LIMIT");
+  EXPECT_GT(body.retry_after_seconds(), 0);
+  EXPECT_THAT(refused.body, HasSubstr("\"allowed\":false"));
+
+  // Another user has their own counter; everything went over one keep-alive connection.
+  EXPECT_EQ(client.Request("GET", "/v1/check?domain=api&user=bob").status, 200);
+  EXPECT_EQ(client.connects(), 1);
+  EXPECT_GE(metrics_.http.over_limit.load(), 1u);
+  EXPECT_GE(metrics_.http.requests.load(), 4u);
+}
+
+TEST_F(HttpServerTest, GetCheckHitsAndReadOnlyPeek) {
+  HttpResponse r = Get("/v1/check?domain=api&user=carol&hits=2");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(ParseNative(r.body).descriptors(0).limits(0).remaining(), 0u);
+  // hits=0 only reads.
+  r = Get("/v1/check?domain=api&user=dan&hits=0");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(ParseNative(r.body).descriptors(0).limits(0).remaining(), 2u);
+  r = Get("/v1/check?domain=api&user=carol&hits=1");
+  EXPECT_EQ(r.status, 429);
+}
+
+TEST_F(HttpServerTest, GetCheckDecodesQuery) {
+  // "bob%20smith" and "bob+smith" are the same user.
+  EXPECT_EQ(Get("/v1/check?domain=api&user=bob%20smith").status, 200);
+  EXPECT_EQ(Get("/v1/check?domain=%61pi&user=bob+smith").status, 200);
+  EXPECT_EQ(Get("/v1/check?domain=api&user=bob+smith").status, 429);
+}
+
+TEST_F(HttpServerTest, GetCheckBadQueries) {
+  for (const char* target : {
+           "/v1/check?domain=api&user=%FF",  // not UTF-8 after decoding
+           "/v1/check?domain=api&user=%zz",  // bad escape
+           "/v1/check?user=alice",           // no domain
+           "/v1/check?domain=api",           // no entries
+           "/v1/check?domain=api&user=a&hits=x",
+           "/v1/check",
+       }) {
+    HttpResponse r = Get(target);
+    EXPECT_EQ(r.status, 400) << target;
+    EXPECT_THAT(r.body, StartsWith("{\"error\":")) << target;
+  }
+  EXPECT_GE(metrics_.http.bad_requests.load(), 6u);
+}
+
+TEST_F(HttpServerTest, AuthAnswers403WhenRefused) {
+  EXPECT_EQ(Get("/v1/auth?domain=api&user=erin&hits=2").status, 200);
+  HttpResponse r = Get("/v1/auth?domain=api&user=erin");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_FALSE(r.Header("Retry-After").empty());
+  EXPECT_FALSE(r.Header("RateLimit").empty());
+}
+
+TEST_F(HttpServerTest, PostCheckMatchesGetCheck) {
+  const std::string json =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"frank"}]}]})";
+  HttpResponse post = Post("/v1/check", json);
+  ASSERT_EQ(post.status, 200) << post.body;
+  EXPECT_FALSE(post.Header("RateLimit-Policy").empty());
+  floodgate::v1::CheckResponse from_post = ParseNative(post.body);
+  EXPECT_EQ(from_post.descriptors(0).limits(0).remaining(), 1u);
+  HttpResponse get = Get("/v1/check?domain=api&user=frank");
+  ASSERT_EQ(get.status, 200);
+  EXPECT_EQ(ParseNative(get.body).descriptors(0).limits(0).remaining(), 0u);
+  EXPECT_EQ(Post("/v1/check", json).status, 429);
+}
+
+TEST_F(HttpServerTest, PostCheckErrors) {
+  HttpResponse r = Post("/v1/check", "{not json");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("invalid JSON"));
+  r = Post("/v1/check", R"({"domain":"api","descriptors":[]})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("descriptor"));
+  r = Post("/v1/check", R"({"domain":"api","unknownField":1})");
+  EXPECT_EQ(r.status, 400);
+}
+
+TEST_F(HttpServerTest, EnvoyJson) {
+  const std::string json =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"gina"}]}],)"
+      R"("hitsAddend":2})";
+  HttpResponse r = Post("/json", json);
+  ASSERT_EQ(r.status, 200) << r.body;
+  envoy::service::ratelimit::v3::RateLimitResponse response;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.body, &response).ok()) << r.body;
+  EXPECT_EQ(response.overall_code(), envoy::service::ratelimit::v3::RateLimitResponse::OK);
+  ASSERT_EQ(response.statuses_size(), 1);
+  EXPECT_EQ(response.statuses(0).current_limit().requests_per_unit(), 2u);
+  EXPECT_EQ(response.statuses(0).limit_remaining(), 0u);
+
+  r = Post("/json", json);
+  ASSERT_EQ(r.status, 429) << r.body;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.body, &response).ok()) << r.body;
+  EXPECT_EQ(response.overall_code(), envoy::service::ratelimit::v3::RateLimitResponse::OVER_LIMIT);
+  EXPECT_THAT(r.body, HasSubstr("\"overallCode\":\"OVER_LIMIT\""));
+}
+
+TEST_F(HttpServerTest, EnvoyJsonErrors) {
+  HttpResponse r = Post("/json", "[1,2");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("invalid JSON"));
+  // More descriptors than limits.max_descriptors (8).
+  std::string json = R"({"domain":"api","descriptors":[)";
+  for (int i = 0; i < 9; ++i) {
+    json += std::string(i > 0 ? "," : "") + R"({"entries":[{"key":"user","value":"u)" +
+            std::to_string(i) + R"("}]})";
+  }
+  json += "]}";
+  r = Post("/json", json);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("too many descriptors"));
+  r = Post("/json", R"({"domain":"","descriptors":[{"entries":[{"key":"a","value":"b"}]}]})");
+  EXPECT_EQ(r.status, 400);
+}
+
+// Returns the "lease" of a /v1/check response body (proto3 JSON writes int64 as a string), or ""
+// if there is none.
+std::string LeaseOf(std::string_view body) {
+  const std::string_view field = "\"lease\":\"";
+  const size_t at = body.find(field);
+  if (at == std::string_view::npos) {
+    return "";
+  }
+  const size_t start = at + field.size();
+  return std::string(body.substr(start, body.find('"', start) - start));
+}
+
+TEST_F(HttpServerTest, ReleaseFreesAConcurrencySlot) {
+  const std::string json =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"conc","value":"job"}]}]})";
+  const auto with = [&](const std::string& fields) {
+    return json.substr(0, json.size() - 1) + "," + fields + "}";
+  };
+  HttpResponse acquired = Post("/v1/check", json);
+  EXPECT_EQ(acquired.status, 200);
+  const std::string lease = LeaseOf(acquired.body);
+  EXPECT_EQ(lease, absl::StrCat(clock_.NowNs())) << acquired.body;
+  EXPECT_EQ(Post("/v1/check", json).status, 429);
+  // The lease token is required: without it the slot's epoch is unknown.
+  for (const std::string& body : {json, with(R"("lease":0)"), with(R"("lease":"0")")}) {
+    HttpResponse missing = Post("/v1/release", body);
+    EXPECT_EQ(missing.status, 400) << body;
+    EXPECT_THAT(missing.body, HasSubstr("needs \\\"lease\\\"")) << missing.body;
+  }
+  EXPECT_EQ(Post("/v1/check", json).status, 429) << "a refused release frees nothing";
+  HttpResponse released = Post("/v1/release", with(absl::StrCat("\"lease\":\"", lease, "\"")));
+  EXPECT_EQ(released.status, 200) << released.body;
+  EXPECT_EQ(released.body, "{}");
+  acquired = Post("/v1/check", json);
+  EXPECT_EQ(acquired.status, 200);
+  // The `release` field of /v1/check does the same, and needs the lease too (here as a number).
+  EXPECT_EQ(Post("/v1/check", with(R"("release":true)")).status, 400);
+  EXPECT_EQ(
+      Post("/v1/check", with(absl::StrCat(R"("release":true,"lease":)", LeaseOf(acquired.body))))
+          .status,
+      200);
+  EXPECT_EQ(Post("/v1/check", json).status, 200);
+  EXPECT_EQ(Post("/v1/release", "nope").status, 400);
+}
+
+TEST_F(HttpServerTest, Metrics) {
+  Get("/v1/check?domain=api&user=hal");
+  HttpResponse r = Get("/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_THAT(r.Header("Content-Type"), HasSubstr("version=0.0.4"));
+  EXPECT_THAT(r.body, HasSubstr("floodgate_http_connections"));
+  EXPECT_THAT(r.body, HasSubstr("frontend=\"http\""));
+}
+
+TEST_F(HttpServerTest, GetConfig) {
+  HttpResponse r = Get("/v1/config");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, HasSubstr("\"version\":1"));
+  EXPECT_THAT(r.body, HasSubstr("\"api\":\"domain: api\\ndescriptors:"));
+}
+
+TEST_F(HttpServerTest, AdminPutAndDelete) {
+  // No token, a wrong token: 401.
+  HttpResponse r = floodgate::testing::Request(port_, "PUT", "/v1/config/web", kWebYaml);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_THAT(r.body, HasSubstr("Authorization"));
+  r = floodgate::testing::Request(port_, "PUT", "/v1/config/web", kWebYaml, Auth("wrong"));
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(Get("/v1/check?domain=web&ip=1").status, 200);  // no such domain yet: no limit
+  EXPECT_EQ(Get("/v1/check?domain=web&ip=1").status, 200);
+
+  r = floodgate::testing::Request(port_, "PUT", "/v1/config/web", kWebYaml, Auth(kToken));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("\"version\":2"));
+  EXPECT_EQ(Get("/v1/check?domain=web&ip=2").status, 200);
+  EXPECT_EQ(Get("/v1/check?domain=web&ip=2").status, 429);
+  EXPECT_THAT(Get("/v1/config").body, HasSubstr("\"web\":"));
+
+  // Bad YAML: 400 with the reason; the old config keeps serving.
+  r = floodgate::testing::Request(port_, "PUT", "/v1/config/web",
+                                  "domain: web\ndescriptors: [{key: ip, rate_limit: {unit: "
+                                  "fortnight, requests_per_unit: 1}}]\n",
+                                  Auth(kToken));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("error"));
+  r = floodgate::testing::Request(port_, "PUT", "/v1/config/web", "{{{", Auth(kToken));
+  EXPECT_EQ(r.status, 400);
+  r = floodgate::testing::Request(port_, "PUT", "/v1/config/other", kWebYaml, Auth(kToken));
+  EXPECT_EQ(r.status, 400);  // the body's domain is not the path's
+  EXPECT_THAT(Get("/v1/config").body, HasSubstr("\"version\":2"));
+  EXPECT_EQ(Get("/v1/check?domain=web&ip=2").status, 429);
+
+  r = floodgate::testing::Request(port_, "DELETE", "/v1/config/web", "", Auth(kToken));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Get("/v1/check?domain=web&ip=2").status, 200);
+  r = floodgate::testing::Request(port_, "DELETE", "/v1/config/web", "", Auth(kToken));
+  EXPECT_EQ(r.status, 404);
+  r = floodgate::testing::Request(port_, "DELETE", "/v1/config/web", "");
+  EXPECT_EQ(r.status, 401);
+  // GET /v1/config is not an admin call.
+  EXPECT_EQ(Get("/v1/config").status, 200);
+}
+
+TEST_F(HttpServerTest, NotFoundAndMethodNotAllowed) {
+  HttpResponse r = Get("/nope");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_THAT(r.body, HasSubstr("/nope"));
+  r = Post("/healthcheck", "");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.Header("Allow"), "GET");
+  r = Get("/json");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.Header("Allow"), "POST");
+  r = floodgate::testing::Request(port_, "PATCH", "/v1/check", "");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.Header("Allow"), "GET, POST");
+}
+
+TEST_F(HttpServerTest, BodyTooLargeIs413AndCloses) {
+  HttpClient client(port_);
+  const std::string big(64 * 1024, 'x');  // limit is 4096
+  HttpResponse r = client.Request("POST", "/v1/check", big);
+  EXPECT_EQ(r.status, 413);
+  EXPECT_THAT(r.body, HasSubstr("larger than 4096 bytes"));
+  EXPECT_EQ(r.Header("Connection"), "close");
+  EXPECT_FALSE(client.connected());
+  // A declared length over the limit is refused before the body is sent.
+  HttpClient declared(port_);
+  r = declared.SendRaw("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+  EXPECT_EQ(r.status, 413);
+  // A chunked body over the limit as well.
+  HttpClient chunked(port_);
+  std::string request = "POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 3; ++i) {
+    request += "800\r\n" + std::string(0x800, 'y') + "\r\n";
+  }
+  request += "0\r\n\r\n";
+  r = chunked.SendRaw(request);
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(Get("/healthcheck").status, 200);
+}
+
+TEST_F(HttpServerTest, ChunkedBodyIsAccepted) {
+  HttpClient client(port_);
+  const std::string json =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"ivy"}]}]})";
+  char size[16];
+  std::snprintf(size, sizeof(size), "%zx", json.size());
+  HttpResponse r =
+      client.SendRaw("POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                     std::string(size) + "\r\n" + json + "\r\n0\r\n\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+}
+
+TEST_F(HttpServerTest, GarbageIs400AndTheServerKeepsServing) {
+  for (std::string_view garbage :
+       {std::string_view("\x01\x02\x03garbage\r\n\r\n"), std::string_view("GET\r\n\r\n"),
+        std::string_view("GET / HTTP/9.9\r\n\r\n"),
+        std::string_view("GET / HTTP/1.1\r\nBad\r\n\r\n"),
+        std::string_view("POST /v1/check HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+        std::string_view("\0\0\0\0\r\n\r\n", 8)}) {
+    HttpClient client(port_);
+    HttpResponse r = client.SendRaw(garbage);
+    EXPECT_EQ(r.status, 400) << garbage;
+    EXPECT_THAT(r.body, HasSubstr("malformed HTTP request")) << garbage;
+    EXPECT_TRUE(client.WaitForClose()) << garbage;
+  }
+  // A client that sends half a request and goes away.
+  {
+    HttpClient client(port_);
+    ASSERT_TRUE(client.Send("GET /v1/check?domain=api&user="));
+  }
+  HttpClient other(port_);
+  EXPECT_EQ(other.Request("GET", "/healthcheck").status, 200);
+  EXPECT_EQ(other.Request("GET", "/v1/check?domain=api&user=jo").status, 200);
+}
+
+TEST_F(HttpServerTest, HugeHeaderIs431) {
+  HttpClient client(port_);
+  HttpResponse r = client.Request("GET", "/healthcheck", "", {{"X-Big", std::string(10000, 'a')}});
+  EXPECT_EQ(r.status, 431);
+  EXPECT_EQ(Get("/healthcheck").status, 200);
+}
+
+TEST_F(HttpServerTest, PipelinedRequests) {
+  HttpClient client(port_);
+  ASSERT_TRUE(
+      client.Send("GET /v1/check?domain=api&user=kim HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /v1/check?domain=api&user=kim HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /v1/check?domain=api&user=kim HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(client.ReadResponse().status, 200);
+  EXPECT_EQ(client.ReadResponse().status, 200);
+  EXPECT_EQ(client.ReadResponse().status, 429);
+  EXPECT_EQ(client.connects(), 1);
+}
+
+// Pipelined requests are answered together (one send per batch); the answers must still come
+// in order, whatever mix of requests, bodies, errors and partial requests the batch holds.
+TEST_F(HttpServerTest, PipelinedBatchKeepsOrderAcrossBodiesAndPartialRequests) {
+  HttpClient client(port_);
+  const std::string post_body =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"lee"}]}]})";
+  // A GET, a POST with a body, an unknown path, and the first half of a fourth request.
+  ASSERT_TRUE(
+      client.Send("GET /v1/check?domain=api&user=lee HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                  std::to_string(post_body.size()) + "\r\n\r\n" + post_body +
+                  "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /v1/check?domain=api&us"));
+  HttpResponse first = client.ReadResponse();
+  EXPECT_EQ(first.status, 200);
+  EXPECT_THAT(first.Header("RateLimit"), HasSubstr("r=1"));
+  HttpResponse second = client.ReadResponse();
+  EXPECT_EQ(second.status, 200);
+  EXPECT_THAT(second.Header("RateLimit"), HasSubstr("r=0"));
+  EXPECT_EQ(client.ReadResponse().status, 404);
+  // The rest of the fourth request, and a fifth with a body split across two sends.
+  ASSERT_TRUE(
+      client.Send("er=lee HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/check HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Length: " +
+                  std::to_string(post_body.size()) + "\r\n\r\n" + post_body.substr(0, 10)));
+  EXPECT_EQ(client.ReadResponse().status, 429);
+  ASSERT_TRUE(client.Send(post_body.substr(10)));
+  EXPECT_EQ(client.ReadResponse().status, 429);
+  EXPECT_EQ(client.connects(), 1);
+}
+
+TEST_F(HttpServerTest, PipelinedBatchStopsAtCloseAndAtGarbage) {
+  {
+    HttpClient client(port_);
+    ASSERT_TRUE(client.Send(
+        "GET /v1/check?domain=api&user=ada HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /v1/check?domain=api&user=ada HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /v1/check?domain=api&user=ada HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(client.ReadResponse().status, 200);
+    HttpResponse closing = client.ReadResponse();
+    EXPECT_EQ(closing.status, 200);
+    EXPECT_EQ(closing.Header("Connection"), "close");
+    EXPECT_EQ(client.ReadResponse().status, 0);  // nothing after the close
+  }
+  // The third request was never answered, so it did not count: ada still has no hits left
+  // after two, and the next check is refused.
+  EXPECT_EQ(Get("/v1/check?domain=api&user=ada").status, 429);
+  {
+    HttpClient client(port_);
+    ASSERT_TRUE(
+        client.Send("GET /v1/check?domain=api&user=bo HTTP/1.1\r\nHost: x\r\n\r\n"
+                    "NOT HTTP AT ALL\r\n\r\n"
+                    "GET /v1/check?domain=api&user=bo HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(client.ReadResponse().status, 200);
+    EXPECT_EQ(client.ReadResponse().status, 400);
+    EXPECT_EQ(client.ReadResponse().status, 0);
+  }
+  // bo's third request came after the garbage and was dropped: one hit was counted.
+  HttpResponse r = Get("/v1/check?domain=api&user=bo");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_THAT(r.Header("RateLimit"), HasSubstr("r=0"));
+}
+
+TEST_F(HttpServerTest, Http10ClosesUnlessKeepAlive) {
+  HttpClient client(port_);
+  HttpResponse r = client.SendRaw("GET /healthcheck HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("Connection"), "close");
+  EXPECT_FALSE(client.connected());
+  r = client.SendRaw("GET /healthcheck HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("Connection"), "keep-alive");
+  EXPECT_TRUE(client.connected());
+  r = client.Request("GET", "/healthcheck", "", {{"Connection", "close"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("Connection"), "close");
+  EXPECT_FALSE(client.connected());
+}
+
+TEST_F(HttpServerTest, ConnectionsAboveTheLimitAreClosed) {
+  HttpServerOptions options = BaseOptions();
+  options.max_connections = 1;
+  StartServer(options);
+  HttpClient first(port_);
+  ASSERT_EQ(first.Request("GET", "/healthcheck").status, 200);  // its session now exists
+  HttpClient second(port_);
+  HttpResponse r = second.Request("GET", "/healthcheck");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_GE(metrics_.http.shed.load(), 1u);
+  EXPECT_EQ(first.Request("GET", "/healthcheck").status, 200);
+  EXPECT_EQ(first.connects(), 1);
+}
+
+TEST_F(HttpServerTest, ConnectionsAboveThePerClientCapAreClosed) {
+  HttpServerOptions options = BaseOptions();
+  options.max_connections_per_client = 2;
+  StartServer(options);
+  HttpClient first(port_);
+  HttpClient second(port_);
+  ASSERT_EQ(first.Request("GET", "/healthcheck").status, 200);
+  ASSERT_EQ(second.Request("GET", "/healthcheck").status, 200);
+  HttpClient third(port_);
+  EXPECT_EQ(third.Request("GET", "/healthcheck").status, 0);  // closed at once
+  EXPECT_GE(metrics_.http.shed.load(), 1u);
+  // The first two keep being served; once one leaves, the client may connect again (the
+  // server frees the slot when it sees the close, so poll for it, bounded).
+  EXPECT_EQ(second.Request("GET", "/healthcheck").status, 200);
+  first.Close();
+  int status = 0;
+  for (int attempt = 0; attempt < 500 && status != 200; ++attempt) {
+    HttpClient again(port_);
+    status = again.Request("GET", "/healthcheck").status;
+    if (status != 200) {
+      absl::SleepFor(absl::Milliseconds(10));  // waiting for the server to see the close
+    }
+  }
+  EXPECT_EQ(status, 200);
+}
+
+TEST_F(HttpServerTest, IdleAndSlowConnectionsTimeOut) {
+  HttpServerOptions options = BaseOptions();
+  options.idle_timeout = absl::Milliseconds(200);
+  StartServer(options);
+  HttpClient silent(port_);
+  ASSERT_TRUE(silent.Send(""));  // connects, sends nothing
+  HttpClient slow(port_);
+  ASSERT_TRUE(slow.Send("GET /healthcheck HTTP/1.1\r\nHost: x\r\n"));  // never ends the header
+  HttpClient idle(port_);
+  ASSERT_EQ(idle.Request("GET", "/healthcheck").status, 200);
+  // The server closes each of them (the client's own timeout is 10 s).
+  EXPECT_TRUE(silent.WaitForClose());
+  EXPECT_TRUE(slow.WaitForClose());
+  EXPECT_TRUE(idle.WaitForClose());
+  EXPECT_EQ(Get("/healthcheck").status, 200);
+}
+
+TEST_F(HttpServerTest, NoIdleTimeout) {
+  HttpServerOptions options = BaseOptions();
+  options.idle_timeout = absl::InfiniteDuration();  // deadlines saturate instead of overflowing
+  StartServer(options);
+  HttpClient client(port_);
+  EXPECT_EQ(client.Request("GET", "/healthcheck").status, 200);
+  EXPECT_EQ(client.Request("GET", "/healthcheck").status, 200);
+}
+
+TEST_F(HttpServerTest, BadAddresses) {
+  ServerMetrics metrics;
+  HttpServerOptions options = BaseOptions();
+  options.address = "127.0.0.1";
+  HttpServer no_port(options, limiter_.get(), config_.get(), &metrics);
+  EXPECT_EQ(no_port.Start().code(), absl::StatusCode::kInvalidArgument);
+  options.address = "127.0.0.1:" + std::to_string(port_);  // taken
+  HttpServer taken(options, limiter_.get(), config_.get(), &metrics);
+  EXPECT_EQ(taken.Start().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(HttpServerTest, Ipv6AndHostnames) {
+  ServerMetrics metrics;
+  HttpServerOptions options = BaseOptions();
+  options.address = "localhost:0";
+  HttpServer by_name(options, limiter_.get(), config_.get(), &metrics);
+  ASSERT_TRUE(by_name.Start().ok());
+  EXPECT_GT(by_name.port(), 0);
+  by_name.Shutdown(absl::Seconds(1));
+  options.address = "[::1]:0";
+  HttpServer v6(options, limiter_.get(), config_.get(), &metrics);
+  absl::Status started = v6.Start();
+  // Hosts without IPv6 loopback cannot bind it; anything else must work.
+  if (started.ok()) {
+    EXPECT_GT(v6.port(), 0);
+    v6.Shutdown(absl::Seconds(1));
+  } else {
+    EXPECT_EQ(started.code(), absl::StatusCode::kUnavailable) << started;
+  }
+}
+
+TEST_F(HttpServerTest, ShutdownLetsTheRequestInFlightFinish) {
+  HttpClient idle(port_);
+  ASSERT_EQ(idle.Request("GET", "/healthcheck").status, 200);
+
+  // A request in flight: its header is in (the server said 100 Continue), its body is not.
+  const std::string json =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"lee"}]}]})";
+  HttpClient busy(port_);
+  ASSERT_TRUE(
+      busy.Send("POST /v1/check HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                "Content-Length: " +
+                std::to_string(json.size()) + "\r\n\r\n"));
+  ASSERT_EQ(busy.ReadResponse().status, 100);
+
+  // Another one, to the healthcheck (a GET may carry a body).
+  HttpClient health(port_);
+  ASSERT_TRUE(health.Send(
+      "GET /healthcheck HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"));
+  ASSERT_EQ(health.ReadResponse().status, 100);
+
+  std::thread shutdown([this] { server_->Shutdown(absl::Seconds(30)); });
+  // Once the server refuses new connections it is draining.
+  while (Get("/healthcheck").status == 200) {
+  }
+  ASSERT_TRUE(busy.Send(json));
+  HttpResponse r = busy.ReadResponse();
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.Header("Connection"), "close");
+  ASSERT_TRUE(health.Send("hi"));
+  r = health.ReadResponse();
+  EXPECT_EQ(r.status, 503) << r.error;
+  EXPECT_EQ(r.body, "DRAINING");
+  shutdown.join();
+  EXPECT_TRUE(idle.WaitForClose());
+  server_.reset();
+  EXPECT_EQ(metrics_.http_connections.load(), 0u);
+}
+
+// Cluster mode: rate limit calls run on a worker pool, so that the io threads never wait for
+// another node. GatedStore stands in for the cluster: unshed checks wait at its gate.
+class HttpWorkersTest : public ::testing::Test {
+ protected:
+  void Start(size_t max_queued, absl::Duration max_queue_delay) {
+    auto domain = core::ParseDomainConfig(kApiYaml, "api.yaml");
+    ASSERT_TRUE(domain.ok()) << domain.status();
+    limiter::LimiterOptions options;
+    options.clock = &clock_;
+    limiter_ = std::make_unique<limiter::Limiter>(&store_, KeyHasher(1, 2),
+                                                  *core::BuildConfig({*domain}, 1), options);
+    workers_ = std::make_unique<common::WorkerPool>(1, max_queued);
+    HttpServerOptions http_options;
+    http_options.address = "127.0.0.1:0";
+    http_options.workers = workers_.get();
+    http_options.max_queue_delay = max_queue_delay;
+    server_ = std::make_unique<HttpServer>(http_options, limiter_.get(), nullptr, &metrics_);
+    ASSERT_TRUE(server_->Start().ok());
+    port_ = server_->port();
+  }
+
+  void TearDown() override {
+    store_.Open();
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(5));
+    }
+    workers_.reset();
+  }
+
+  HttpResponse Get(const std::string& target) {
+    return floodgate::testing::Request(port_, "GET", target);
+  }
+
+  floodgate::testing::FakeClock clock_;
+  floodgate::testing::GatedStore store_;
+  ServerMetrics metrics_;
+  std::unique_ptr<limiter::Limiter> limiter_;
+  std::unique_ptr<common::WorkerPool> workers_;
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+};
+
+TEST_F(HttpWorkersTest, ChecksPastTheQueueAreShedAndHealthIsAnsweredMeanwhile) {
+  Start(/*max_queued=*/1, /*max_queue_delay=*/absl::Hours(1));
+  int health = 0;
+  int metrics = 0;
+  const floodgate::testing::QueueOverflow seen = floodgate::testing::RunQueueOverflow(
+      store_,
+      [&](const std::string& user) {
+        return Get("/v1/check?domain=api&user=" + user).status == 200;
+      },
+      [&] {
+        // The only worker waits at the gate; the io threads answer health and metrics.
+        health = Get("/healthcheck").status;
+        metrics = Get("/metrics").status;
+      });
+  EXPECT_EQ(seen.first_waiting, 1);
+  EXPECT_EQ(health, 200);
+  EXPECT_EQ(metrics, 200);
+  EXPECT_EQ(seen.answered_while_shut, 4);  // shed, and answered while the gate is shut
+  EXPECT_EQ(seen.shed_while_shut, 4);
+  EXPECT_EQ(seen.unshed_while_shut, 0);
+  EXPECT_EQ(metrics_.http.shed.load(), 4u);
+  EXPECT_EQ(seen.answered, 5);
+  EXPECT_EQ(seen.unshed, 2);
+}
+
+TEST_F(HttpWorkersTest, LateCallsAreShedAndAShedReleaseIsRefusedClearly) {
+  Start(/*max_queued=*/100, /*max_queue_delay=*/absl::ZeroDuration());
+  store_.Open();
+  // Every call waits some nanoseconds in the queue, which is past a zero delay.
+  HttpResponse check = Get("/v1/check?domain=api&user=late");
+  EXPECT_EQ(check.status, 200);
+  EXPECT_EQ(store_.shed(), 1);
+  EXPECT_EQ(store_.unshed(), 0);
+  HttpResponse release =
+      floodgate::testing::Request(port_, "POST", "/v1/release",
+                                  R"({"domain":"api","lease":"5","descriptors":[{"entries":)"
+                                  R"([{"key":"conc","value":"job"}]}]})");
+  EXPECT_EQ(release.status, 503);
+  EXPECT_THAT(release.body, ::testing::HasSubstr("release was not applied"));
+  EXPECT_EQ(metrics_.http.shed.load(), 2u);
+}
+
+}  // namespace
+}  // namespace floodgate::server

@@ -1,0 +1,103 @@
+#pragma once
+
+// Pure helpers of the HTTP front end, exposed so that tests can reach them: request-target
+// splitting, percent-decoding, the GET /v1/check query, routing, response framing and the small
+// JSON writers of the hot path. Not an API for other modules; see http_server.h.
+//
+// Thread-safety: every function is pure (or writes only to its arguments).
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <boost/beast/http/verb.hpp>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "floodgate/v1/check.pb.h"
+#include "src/common/json.h"
+#include "src/common/text.h"
+#include "src/limiter/limiter.h"
+#include "src/service/request_limits.h"
+#include "src/service/rls.h"
+
+namespace floodgate::server::http_internal {
+
+// Splits a request-target into its path and its query (without the '?'); drops a '#fragment'.
+void SplitTarget(std::string_view target, std::string_view& path, std::string_view& query);
+
+// Appends the percent-decoding of `in` to `out`; with `plus_is_space`, '+' decodes to ' ' (the
+// form encoding of query strings). Returns false on a malformed escape ('%' not followed by two
+// hex digits); `out` then holds a partial result.
+bool PercentDecode(std::string_view in, bool plus_is_space, std::string& out);
+
+// Fills `request` from the query of GET /v1/check: `domain=D`, optional `hits=N`, and one
+// descriptor whose entries are every other parameter in query order (`KEY=VALUE`; a bare `KEY`
+// has an empty value). Keys and values are percent-decoded ('+' is a space). Reuses the storage
+// already in `request` so that a connection allocates nothing in the steady state.
+// Returns InvalidArgument for a malformed escape, text that is not UTF-8 after decoding, a
+// repeated `domain` or `hits`, a `hits` that is not a number, no entries, or more entries than
+// `limits.max_entries`. The other limits are left to ValidateRequest.
+absl::Status ParseCheckQuery(std::string_view query, const RequestLimits& limits,
+                             limiter::CheckRequest& request);
+
+enum class Endpoint : uint8_t {
+  kNotFound,
+  kEnvoyJson,     // POST /json
+  kCheck,         // GET, POST /v1/check
+  kAuth,          // GET /v1/auth: GET /v1/check for nginx auth_request (403 when refused)
+  kRelease,       // POST /v1/release
+  kHealthcheck,   // GET /healthcheck
+  kMetrics,       // GET /metrics
+  kConfig,        // GET /v1/config
+  kConfigDomain,  // PUT, DELETE /v1/config/{domain}
+  kCluster,       // GET /v1/cluster
+};
+
+struct Route {
+  Endpoint endpoint = Endpoint::kNotFound;
+  // kConfigDomain: the {domain} path segment, still percent-encoded.
+  std::string_view domain;
+};
+
+// Returns the endpoint for a path (without query). Paths match exactly; no trailing slash.
+Route MatchPath(std::string_view path);
+
+// Returns whether `endpoint` answers `method`.
+bool MethodAllowed(Endpoint endpoint, boost::beast::http::verb method);
+
+// Returns the value of the Allow header for `endpoint` ("GET, POST", ...).
+std::string_view AllowedMethods(Endpoint endpoint);
+
+// Returns the reason phrase for a status code ("OK", "Too Many Requests", ...).
+std::string_view StatusReason(int status);
+
+// Returns the HTTP status for a failed call: InvalidArgument 400, NotFound 404,
+// FailedPrecondition and AlreadyExists 409, Unauthenticated 401, PermissionDenied 403,
+// ResourceExhausted and Unavailable 503 (429 is kept for rate limit decisions), else 500.
+int HttpStatusFor(const absl::Status& status);
+
+// How a response tells the client about the connection.
+enum class Connection : uint8_t {
+  kDefault,    // HTTP/1.1 keep-alive: no header
+  kKeepAlive,  // an HTTP/1.0 client that asked for keep-alive
+  kClose,      // the server closes after this response
+};
+
+// Appends to `out` a complete HTTP/1.1 response: status line, Content-Type (omitted when
+// empty), Content-Length, Connection when needed, `headers`, then `body`. CR and LF in header
+// values are replaced with spaces so that no value can split the header.
+void FormatResponse(int status, std::string_view content_type, absl::Span<const Header> headers,
+                    std::string_view body, Connection connection, std::string& out);
+
+// Appends the proto3 JSON form of `response` with every field printed: the same JSON as
+// MessageToJsonString with always_print_primitive_fields (lowerCamelCase names, 64-bit integers
+// as strings, fields in proto order), except that doubles use the shortest exact form. Several
+// times faster than MessageToJsonString.
+void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::string& out);
+
+// Returns whether `authorization` is exactly "Bearer <token>" (constant time in the token).
+bool BearerTokenMatches(std::string_view authorization, std::string_view token);
+
+}  // namespace floodgate::server::http_internal

@@ -1,0 +1,28 @@
+#pragma once
+
+// Size limits on what a caller may send, shared by every front end, each with a clear error.
+
+#include <cstddef>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "src/common/text.h"
+#include "src/limiter/limiter.h"
+
+namespace floodgate::server {
+
+struct RequestLimits {
+  size_t max_body_bytes = 64 * 1024;
+  size_t max_descriptors = 64;
+  size_t max_entries = 16;  // per descriptor
+  size_t max_key_bytes = 128;
+  size_t max_value_bytes = 512;
+  size_t max_domain_bytes = 128;
+  uint64_t max_hits = 1'000'000'000;
+};
+
+// Returns InvalidArgument naming the first field that breaks a limit or is not valid UTF-8.
+absl::Status ValidateRequest(const limiter::CheckRequest& request, const RequestLimits& limits);
+
+
+}  // namespace floodgate::server

@@ -1,0 +1,250 @@
+#include "src/service/rls.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "floodgate/limit.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace rls = ::envoy::service::ratelimit::v3;
+constexpr int64_t kNsPerSecond = 1'000'000'000;
+
+uint32_t SaturateU32(uint64_t v) {
+  return static_cast<uint32_t>(std::min<uint64_t>(v, std::numeric_limits<uint32_t>::max()));
+}
+
+int64_t CeilSeconds(int64_t ns) { return ns <= 0 ? 0 : (ns + kNsPerSecond - 1) / kNsPerSecond; }
+
+// An sf-string (RFC 8941): printable ASCII with '"' and '\' escaped; anything else becomes '_'.
+std::string SfString(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (c >= 0x20 && c <= 0x7e) {
+      out.push_back(c);
+    } else {
+      out.push_back('_');
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string PolicyName(const core::RateLimitRule& rule) {
+  return rule.name.empty() ? rule.stats_key : rule.name;
+}
+
+bool Refused(const limiter::LimitResult& r) { return !r.decision.allowed && !r.shadow; }
+
+// The most constraining limit of the whole response: a refusing one first, else least remaining.
+const limiter::LimitResult* Tightest(const limiter::CheckResponse& response) {
+  const limiter::LimitResult* best = nullptr;
+  for (const limiter::DescriptorStatus& d : response.descriptors) {
+    for (const limiter::LimitResult& r : d.limits) {
+      if (best == nullptr || (Refused(r) && !Refused(*best)) ||
+          (Refused(r) == Refused(*best) && r.decision.remaining < best->decision.remaining)) {
+        best = &r;
+      }
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+absl::StatusOr<limiter::CheckRequest> FromEnvoy(const rls::RateLimitRequest& request) {
+  limiter::CheckRequest out;
+  out.domain = request.domain();
+  out.hits_addend = request.hits_addend();
+  out.descriptors.reserve(request.descriptors_size());
+  for (const auto& d : request.descriptors()) {
+    limiter::DescriptorRequest desc;
+    desc.entries.reserve(d.entries_size());
+    for (const auto& e : d.entries()) {
+      desc.entries.push_back(core::DescriptorEntry{e.key(), e.value()});
+    }
+    if (d.has_limit()) {
+      const int unit = d.limit().unit();
+      if (unit < 1 || unit > 7) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("descriptor limit override has an unknown unit (", unit, ")"));
+      }
+      desc.limit =
+          limiter::LimitOverride{d.limit().requests_per_unit(), static_cast<core::TimeUnit>(unit)};
+    }
+    if (d.has_hits_addend()) {
+      desc.hits_addend = d.hits_addend().value();
+    }
+    out.descriptors.push_back(std::move(desc));
+  }
+  return out;
+}
+
+void ToEnvoy(const limiter::CheckResponse& response, rls::RateLimitResponse* out) {
+  out->set_overall_code(response.overall == limiter::Code::kOk
+                            ? rls::RateLimitResponse::OK
+                            : rls::RateLimitResponse::OVER_LIMIT);
+  for (const limiter::DescriptorStatus& d : response.descriptors) {
+    rls::RateLimitResponse::DescriptorStatus* status = out->add_statuses();
+    status->set_code(d.code == limiter::Code::kOk ? rls::RateLimitResponse::OK
+                                                  : rls::RateLimitResponse::OVER_LIMIT);
+    if (d.primary < 0) {
+      if (d.unlimited) {
+        status->set_limit_remaining(std::numeric_limits<uint32_t>::max());
+      }
+      continue;
+    }
+    const limiter::LimitResult& r = d.limits[d.primary];
+    auto* limit = status->mutable_current_limit();
+    limit->set_requests_per_unit(SaturateU32(r.rule->requests_per_unit != 0
+                                                 ? r.rule->requests_per_unit
+                                                 : r.rule->spec.requests_per_period));
+    limit->set_unit(static_cast<rls::RateLimitResponse::RateLimit::Unit>(r.rule->unit));
+    limit->set_name(r.rule->name);
+    status->set_limit_remaining(SaturateU32(r.decision.remaining));
+    const int64_t reset = std::max<int64_t>(0, r.decision.reset_after_ns);
+    status->mutable_duration_until_reset()->set_seconds(reset / kNsPerSecond);
+    status->mutable_duration_until_reset()->set_nanos(static_cast<int32_t>(reset % kNsPerSecond));
+  }
+  for (const Header& h : RateLimitHeaders(response)) {
+    auto* header = out->add_response_headers_to_add();
+    header->set_key(h.first);
+    header->set_value(h.second);
+  }
+}
+
+limiter::CheckRequest FromNative(const floodgate::v1::CheckRequest& request) {
+  limiter::CheckRequest out;
+  out.domain = request.domain();
+  out.hits_addend = request.hits();
+  for (const auto& d : request.descriptors()) {
+    limiter::DescriptorRequest desc;
+    for (const auto& e : d.entries()) {
+      desc.entries.push_back(core::DescriptorEntry{e.key(), e.value()});
+    }
+    if (d.has_hits()) {
+      desc.hits_addend = d.hits();
+    }
+    out.descriptors.push_back(std::move(desc));
+  }
+  return out;
+}
+
+void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckResponse* out) {
+  const bool ok = response.overall == limiter::Code::kOk;
+  out->set_allowed(ok);
+  out->set_code(ok ? "OK" : "OVER_LIMIT");
+  for (const limiter::DescriptorStatus& d : response.descriptors) {
+    auto* status = out->add_descriptors();
+    status->set_code(d.code == limiter::Code::kOk ? "OK" : "OVER_LIMIT");
+    status->set_unlimited(d.unlimited);
+    for (const limiter::LimitResult& r : d.limits) {
+      auto* l = status->add_limits();
+      l->set_name(PolicyName(*r.rule));
+      l->set_algorithm(std::string(AlgorithmName(r.rule->spec.algorithm)));
+      l->set_allowed(r.decision.allowed);
+      l->set_shadow(r.shadow);
+      l->set_limit(r.decision.limit);
+      l->set_remaining(r.decision.remaining);
+      l->set_window_seconds(static_cast<double>(r.rule->spec.period_ns) / kNsPerSecond);
+      l->set_reset_after_seconds(static_cast<double>(r.decision.reset_after_ns) / kNsPerSecond);
+      l->set_retry_after_seconds(r.decision.retry_after_ns < 0
+                                     ? -1.0
+                                     : static_cast<double>(r.decision.retry_after_ns) /
+                                           kNsPerSecond);
+      l->set_delay_seconds(static_cast<double>(r.decision.delay_ns) / kNsPerSecond);
+    }
+  }
+  out->set_retry_after_seconds(static_cast<double>(RetryAfterSeconds(response)));
+  out->set_lease(response.decided_at_ns);
+}
+
+int64_t RetryAfterSeconds(const limiter::CheckResponse& response) {
+  if (response.overall == limiter::Code::kOk) {
+    return 0;
+  }
+  int64_t wait_ns = 0;
+  for (const limiter::DescriptorStatus& d : response.descriptors) {
+    for (const limiter::LimitResult& r : d.limits) {
+      if (!Refused(r)) {
+        continue;
+      }
+      // "Never" (more hits than the limit holds): tell the caller to come back after a window.
+      const int64_t ns = r.decision.retry_after_ns == Decision::kNever
+                             ? std::max(r.decision.reset_after_ns, r.rule->spec.period_ns)
+                             : r.decision.retry_after_ns;
+      wait_ns = std::max(wait_ns, ns);
+    }
+  }
+  return std::max<int64_t>(1, CeilSeconds(wait_ns));
+}
+
+std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response) {
+  std::vector<Header> headers;
+  std::string policy;
+  for (const limiter::DescriptorStatus& d : response.descriptors) {
+    for (const limiter::LimitResult& r : d.limits) {
+      if (!policy.empty()) {
+        policy.append(", ");
+      }
+      absl::StrAppend(&policy, SfString(PolicyName(*r.rule)), ";q=", r.decision.limit,
+                      ";w=", std::max<int64_t>(1, CeilSeconds(r.rule->spec.period_ns)));
+    }
+  }
+  const limiter::LimitResult* tightest = Tightest(response);
+  if (tightest == nullptr) {
+    return headers;
+  }
+  headers.emplace_back("RateLimit-Policy", std::move(policy));
+  headers.emplace_back("RateLimit", absl::StrCat(SfString(PolicyName(*tightest->rule)),
+                                                 ";r=", tightest->decision.remaining, ";t=",
+                                                 CeilSeconds(tightest->decision.reset_after_ns)));
+  if (response.overall != limiter::Code::kOk) {
+    headers.emplace_back("Retry-After", absl::StrCat(RetryAfterSeconds(response)));
+  }
+  return headers;
+}
+
+absl::Status ShouldRateLimit(limiter::Limiter& limiter, const RequestLimits& limits,
+                             FrontendMetrics& metrics, const rls::RateLimitRequest& request,
+                             rls::RateLimitResponse* response, bool shed) {
+  const auto start = std::chrono::steady_clock::now();
+  metrics.requests.fetch_add(1, std::memory_order_relaxed);
+  absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
+  absl::Status status = check.status();
+  if (status.ok()) {
+    status = ValidateRequest(*check, limits);
+  }
+  if (status.ok() && shed) {
+    check->shed = true;
+    metrics.shed.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (!status.ok()) {
+    metrics.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    return status;
+  }
+  absl::StatusOr<limiter::CheckResponse> decided = limiter.Check(*check);
+  if (!decided.ok()) {
+    (decided.status().code() == absl::StatusCode::kInvalidArgument ? metrics.bad_requests
+                                                                   : metrics.errors)
+        .fetch_add(1, std::memory_order_relaxed);
+    return decided.status();
+  }
+  ToEnvoy(*decided, response);
+  if (decided->overall == limiter::Code::kOverLimit) {
+    metrics.over_limit.fetch_add(1, std::memory_order_relaxed);
+  }
+  metrics.latency.Record(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count());
+  return absl::OkStatus();
+}
+
+}  // namespace floodgate::server
