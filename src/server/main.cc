@@ -1,14 +1,19 @@
 // floodgate: the command line. Thin by design: parse flags, call the library, wait for a signal.
 //
 //   floodgate serve --config PATH [--http ADDR] [--grpc ADDR] [--admin-token T]
-//                   [--http-threads N] [--max-memory BYTES] [--grpc-impl native|grpcpp]
-//                   [--grpc-threads N]
+//                   [--http-threads N] [--max-connections N] [--max-connections-per-client N]
+//                   [--max-memory BYTES] [--grpc-impl native|grpcpp] [--grpc-threads N]
+//                   [--node-id ID --peers ID=HOST:PORT,... [--peer ADDR] [--cluster-key K]
+//                    [--replicas N] [--forward-batch-max N]]
 //   floodgate validate PATH
 //   floodgate check --config PATH --domain D [--hits N] KEY=VALUE...
 //
-// Every serve flag can also come from the environment: FLOODGATE_CONFIG, FLOODGATE_HTTP,
-// FLOODGATE_GRPC, FLOODGATE_ADMIN_TOKEN, FLOODGATE_HTTP_THREADS, FLOODGATE_MAX_MEMORY,
-// FLOODGATE_GRPC_IMPL, FLOODGATE_GRPC_THREADS.
+// Every flag can also come from the environment, as FLOODGATE_ and its name in capitals with
+// '_' for '-': FLOODGATE_CONFIG, FLOODGATE_HTTP, FLOODGATE_GRPC, FLOODGATE_ADMIN_TOKEN,
+// FLOODGATE_HTTP_THREADS, FLOODGATE_MAX_CONNECTIONS, FLOODGATE_MAX_CONNECTIONS_PER_CLIENT,
+// FLOODGATE_MAX_MEMORY, FLOODGATE_GRPC_IMPL, FLOODGATE_GRPC_THREADS, FLOODGATE_NODE_ID,
+// FLOODGATE_PEERS, FLOODGATE_PEER, FLOODGATE_CLUSTER_KEY, FLOODGATE_REPLICAS,
+// FLOODGATE_FORWARD_BATCH_MAX, and for check FLOODGATE_DOMAIN and FLOODGATE_HITS.
 // A flag on the command line wins over the environment.
 
 #include <sys/resource.h>

@@ -27,9 +27,8 @@ struct ServerOptions {
   std::string grpc_address = "127.0.0.1:8081";
   std::string admin_token;
   int http_threads = 2;
-  // "native" (our HTTP/2 server), "grpcpp", or empty: native on a single node, grpcpp in
-  // cluster mode (a check may wait for a peer there, which the native server's inline decisions
-  // must not do; asking for native in cluster mode is an error).
+  // "native" (our HTTP/2 server) or "grpcpp"; empty means native. In cluster mode, where a
+  // check may wait for a peer, either decides rate limit calls on a worker pool.
   std::string grpc_impl;
   int grpc_threads = 2;  // the native server's io threads
   // Connections at once, and per client address (0: no cap), on the HTTP and native gRPC front

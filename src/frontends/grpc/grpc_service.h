@@ -2,8 +2,9 @@
 
 // The gRPC front end: envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit and the
 // standard grpc.health.v1 service, in one of two implementations: our own HTTP/2 server
-// (grpc_native.h, the default on a single node) or grpc++'s (callback API; used in cluster mode,
-// where a check may block waiting for a peer). See docs/grpc.md.
+// (grpc_native.h, the default) or grpc++'s (callback API). Both call the rate limit service
+// (src/service/rate_limit_service.h); in cluster mode, where a check may wait for a peer, both
+// decide on a worker pool of their own (GrpcServerOptions::worker_threads). See docs/grpc.md.
 
 #include <memory>
 #include <string>
