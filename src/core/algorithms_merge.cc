@@ -44,7 +44,6 @@ using internal::InBounds;
 using internal::Int128;
 using internal::IsFresh;
 using internal::kLow32;
-using internal::kMaxTime;
 using internal::kMinTime;
 using internal::ReadSlots;
 using internal::SatAdd;

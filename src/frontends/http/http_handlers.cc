@@ -27,8 +27,8 @@ HttpReply Error(const absl::Status& status) {
 }
 
 // Decodes a JSON body into `message`; InvalidArgument naming the message type otherwise.
-absl::Status ParseJson(std::string_view body, google::protobuf::Message& message,
-                       std::string_view type) {
+absl::Status DecodeJson(std::string_view body, google::protobuf::Message& message,
+                        std::string_view type) {
   google::protobuf::util::JsonParseOptions options;
   auto parsed = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(body.data(), body.size()), &message, options);
@@ -44,6 +44,11 @@ absl::Status ParseJson(std::string_view body, google::protobuf::Message& message
 HttpHandlers::HttpHandlers(std::string admin_token, RateLimitService* service, AdminApi* admin,
                            FrontendMetrics* metrics)
     : admin_token_(std::move(admin_token)), service_(service), admin_(admin), metrics_(metrics) {}
+
+HttpReply HttpHandlers::Malformed(const absl::Status& status) const {
+  service_->CountMalformed(Frontend::kHttp);
+  return Error(400, common::StdView(status.message()));
+}
 
 bool HttpHandlers::IsRateLimitCall(std::string_view target) {
   std::string_view path;
@@ -133,14 +138,12 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
     if (absl::Status parsed =
             http_internal::ParseCheckQuery(query, service_->limits(), scratch.check);
         !parsed.ok()) {
-      service_->CountMalformed(Frontend::kHttp);
-      return Error(400, common::StdView(parsed.message()));
+      return Malformed(parsed);
     }
   } else {
-    if (absl::Status parsed = ParseJson(request.body, scratch.native_request, "CheckRequest");
+    if (absl::Status parsed = DecodeJson(request.body, scratch.native_request, "CheckRequest");
         !parsed.ok()) {
-      service_->CountMalformed(Frontend::kHttp);
-      return Error(400, common::StdView(parsed.message()));
+      return Malformed(parsed);
     }
     scratch.check = FromNative(scratch.native_request);
     release = scratch.native_request.release();
@@ -173,10 +176,9 @@ HttpReply HttpHandlers::CheckReply(const limiter::CheckResponse& response,
 }
 
 HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status parsed = ParseJson(request.body, scratch.envoy_request, "RateLimitRequest");
+  if (absl::Status parsed = DecodeJson(request.body, scratch.envoy_request, "RateLimitRequest");
       !parsed.ok()) {
-    service_->CountMalformed(Frontend::kHttp);
-    return Error(400, common::StdView(parsed.message()));
+    return Malformed(parsed);
   }
   envoy::service::ratelimit::v3::RateLimitResponse out;
   if (absl::Status decided = service_->ShouldRateLimit(CallContext{Frontend::kHttp, request.shed},
@@ -196,10 +198,9 @@ HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scrat
 }
 
 HttpReply HttpHandlers::Release(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status parsed = ParseJson(request.body, scratch.native_request, "CheckRequest");
+  if (absl::Status parsed = DecodeJson(request.body, scratch.native_request, "CheckRequest");
       !parsed.ok()) {
-    service_->CountMalformed(Frontend::kHttp);
-    return Error(400, common::StdView(parsed.message()));
+    return Malformed(parsed);
   }
   scratch.check = FromNative(scratch.native_request);
   return ReleaseSlots(request, scratch);

@@ -89,6 +89,8 @@ class HttpHandlers {
   HttpReply Cluster() const;
   HttpReply ConfigView() const;
   HttpReply ConfigChange(const HttpRequest& request, std::string_view raw_domain) const;
+  // Counts a rate limit call whose input did not decode, and answers it 400.
+  HttpReply Malformed(const absl::Status& status) const;
   // Counts a reply that the pipeline did not count.
   void Count(const HttpReply& reply, bool healthcheck) const;
 
