@@ -9,7 +9,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -17,8 +16,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/socket_base.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/core/error.hpp>
@@ -29,16 +26,14 @@
 #include <boost/beast/http/read.hpp>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "src/common/host_port.h"
 #include "src/common/json.h"
 #include "src/frontends/http/http_handlers.h"
 #include "src/frontends/http/http_util.h"
-#include "src/net/client_caps.h"
+#include "src/net/listener.h"
 
 namespace floodgate::server {
 namespace {
@@ -58,20 +53,11 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // has read the response (nginx's lingering close).
 constexpr int64_t kLingerTimeoutNs = 2'000'000'000;
 constexpr size_t kMinLingerBytes = 1 << 20;
-// Pause before accepting again after an accept error such as EMFILE, to avoid a hot loop.
-constexpr std::chrono::milliseconds kAcceptBackoff(10);
-constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::max();
+constexpr int64_t kNoDeadline = net::kNoDeadline;
 
 // Sessions run on the io_context's own executor type: no strand (a connection has one chain of
 // operations at a time) and no type-erased executor on the hot path.
-using Executor = asio::io_context::executor_type;
-using Socket = tcp::socket::rebind_executor<Executor>::other;
-
-int64_t SteadyNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+using Socket = net::Socket;
 
 // What a request carries that the handlers read. Owned by the session and reused, so that the
 // strings keep their capacity from one request to the next.
@@ -148,11 +134,11 @@ class HttpSession;
 
 // The server proper. HttpServer::Impl derives from it so that sessions can name it.
 //
-// Threads: `options.threads` threads run one io_context. The acceptor and the sweeper (idle
-// timeouts) run on one strand; every connection is an HttpSession with a single chain of
-// operations, so its own fields need no lock. Other threads touch a session only through
-// Drain/ShutdownSocket, under mu_, and those only shut its socket down, which makes its pending
-// operation fail on its own thread.
+// Threads: `options.threads` threads run one io_context (net::IoModel::kShared); the listener
+// (net/listener.h) accepts, caps, sweeps idle timeouts and drains. Every connection is an
+// HttpSession with a single chain of operations, so its own fields need no lock. Other threads
+// touch a session only through its net::Connection methods, under the listener's registry lock,
+// and those only shut its socket down, which makes its pending operation fail on its own thread.
 class HttpServerImpl {
  public:
   HttpServerImpl(HttpServerOptions options, RateLimitService* service, AdminApi* admin,
@@ -163,44 +149,35 @@ class HttpServerImpl {
         metrics_(metrics),
         idle_timeout_ns_(std::max<int64_t>(absl::ToInt64Nanoseconds(options_.idle_timeout), 1)),
         max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)),
-        ioc_(std::max(options_.threads, 1)),
-        strand_(asio::make_strand(ioc_)),
-        acceptor_(strand_),
-        accept_backoff_(strand_),
-        sweep_timer_(strand_) {}
+        listener_(MakeListenerOptions(options_, metrics_),
+                  [this](net::Accepted accepted) { OnAccept(std::move(accepted)); }) {}
 
   ~HttpServerImpl() { Shutdown(absl::ZeroDuration()); }
 
   absl::Status Start();
-  int port() const { return port_; }
-  void Shutdown(absl::Duration grace);
+  int port() const { return listener_.port(); }
+  void Shutdown(absl::Duration grace) { listener_.Shutdown(grace); }
 
   // For sessions.
   const HttpServerOptions& options() const { return options_; }
   const HttpHandlers& handlers() const { return handlers_; }
   const RequestLimits& limits() const { return service_->limits(); }
   ServerMetrics* metrics() const { return metrics_; }
-  bool draining() const { return draining_.load(std::memory_order_acquire); }
-  // Returns the deadline for an operation starting now (a clock the sweeper keeps, so that
-  // sessions do not read the clock for it).
+  bool draining() const { return listener_.draining(); }
+  // Returns the deadline for an operation starting now (the listener's sweeper keeps the clock,
+  // so that sessions do not read it for this).
   int64_t DeadlineNs(int64_t timeout_ns) const {
-    const int64_t now = now_ns_.load(std::memory_order_relaxed);
+    const int64_t now = listener_.now_ns();
     return timeout_ns >= kNoDeadline - now ? kNoDeadline : now + timeout_ns;  // saturate
   }
   int64_t idle_timeout_ns() const { return idle_timeout_ns_; }
   std::chrono::nanoseconds max_queue_delay() const { return max_queue_delay_; }
-  void Register(HttpSession* session);
-  void Unregister(HttpSession* session);
-  // Connections per client address, against max_connections_per_client.
-  net::ClientCaps& client_caps() { return client_caps_; }
 
  private:
-  void Accept();
-  void OnAccept(error_code ec, Socket socket);
-  // Closes the sessions past their deadline; runs every quarter of the idle timeout (<= 1 s).
-  void Sweep();
-  // Waits up to `timeout` for every session to end; returns whether they all did.
-  bool AwaitNoSessions(absl::Duration timeout);
+  static net::ListenerOptions MakeListenerOptions(const HttpServerOptions& options,
+                                                  ServerMetrics* metrics);
+  // Starts a session for an admitted connection (on the listener's strand).
+  void OnAccept(net::Accepted accepted);
 
   const HttpServerOptions options_;
   RateLimitService* const service_;
@@ -208,71 +185,41 @@ class HttpServerImpl {
   ServerMetrics* const metrics_;
   const int64_t idle_timeout_ns_;
   const std::chrono::nanoseconds max_queue_delay_;
-
-  std::atomic<bool> draining_{false};
-  std::atomic<size_t> open_connections_{0};
-  std::atomic<int64_t> now_ns_{0};  // steady clock, refreshed by the sweeper
-  int port_ = 0;
   bool started_ = false;
-  bool stopped_ = false;
-
-  absl::Mutex mu_;
-  // Every live session. A session removes itself first thing in its destructor, so a pointer
-  // read under mu_ is valid until mu_ is released.
-  absl::flat_hash_set<HttpSession*> sessions_ ABSL_GUARDED_BY(mu_);
-  net::ClientCaps client_caps_{options_.max_connections_per_client};
-
-  // Declared after the session set: the context is destroyed first, and the pending handlers it
-  // destroys (which own sessions) still find the set alive.
-  asio::io_context ioc_;
-  std::optional<asio::executor_work_guard<Executor>> work_;
-  asio::strand<Executor> strand_;
-  asio::basic_socket_acceptor<tcp, asio::strand<Executor>> acceptor_;  // on strand_
-  asio::basic_waitable_timer<std::chrono::steady_clock,
-                             asio::wait_traits<std::chrono::steady_clock>,
-                             asio::strand<Executor>>
-      accept_backoff_;  // on strand_
-  asio::basic_waitable_timer<std::chrono::steady_clock,
-                             asio::wait_traits<std::chrono::steady_clock>,
-                             asio::strand<Executor>>
-      sweep_timer_;  // on strand_
-  std::vector<std::thread> threads_;
-
-  friend class HttpSession;
+  // Last: its io threads (and the sessions their context owns) go first.
+  net::Listener listener_;
 };
 
 // One connection: a chain of operations (read header, [100 Continue], read body, handle, write,
 // read header...), each started by the completion of the one before, so that its fields need no
 // lock. The chain owns the session through shared_ptr; the session ends when the chain stops.
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+class HttpSession : public net::Connection, public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(Socket socket, HttpServerImpl* server, std::string client = {})
+  // In this class `Connection` is the response's Connection header, not the base class.
+  using Connection = http_internal::Connection;
+
+  HttpSession(Socket socket, HttpServerImpl* server, net::ConnectionSlot slot)
       : socket_(std::move(socket)),
         fd_(socket_.native_handle()),
         server_(server),
-        client_(std::move(client)) {
-    server_->open_connections_.fetch_add(1, std::memory_order_relaxed);
+        slot_(std::move(slot)) {
     server_->metrics()->http_connections.fetch_add(1, std::memory_order_relaxed);
   }
 
-  ~HttpSession() {
+  ~HttpSession() override {
     // First: after this no other thread looks at the session.
-    server_->Unregister(this);
+    slot_.Release();
     server_->metrics()->http_connections.fetch_sub(1, std::memory_order_relaxed);
-    server_->open_connections_.fetch_sub(1, std::memory_order_relaxed);
-    if (!client_.empty()) {
-      server_->client_caps().Release(client_);
-    }
   }
 
   void Start() {
-    server_->Register(this);
+    slot_.Register(this);
     ReadHeader();
   }
 
   // Thread-safe. Shuts the socket down if the connection is waiting for a request, which ends
   // the session; a request in progress finishes and its response closes the connection.
-  void Drain() {
+  void Drain() override {
     if (idle_.load(std::memory_order_acquire)) {
       ShutdownSocket();
     }
@@ -280,14 +227,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // Thread-safe. Shuts the socket down (both ways): the pending operation fails on its own
   // thread and the session ends. The socket stays open until then, so `fd_` cannot be reused.
-  void ShutdownSocket() {
+  void ShutdownSocket() override {
     absl::MutexLock lock(&close_mu_);
     if (!closed_) {
       ::shutdown(fd_, SHUT_RDWR);
     }
   }
 
-  int64_t deadline_ns() const { return deadline_ns_.load(std::memory_order_relaxed); }
+  int64_t deadline_ns() const override { return deadline_ns_.load(std::memory_order_relaxed); }
 
  private:
   void SetDeadline(int64_t timeout_ns) {
@@ -501,8 +448,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   Socket socket_;
   const int fd_;
   HttpServerImpl* const server_;
-  // The client's address when connections per client are capped; "" otherwise.
-  const std::string client_;
+  // Its place in the listener (registration, caps); released first in the destructor.
+  net::ConnectionSlot slot_;
   absl::Mutex close_mu_;
   bool closed_ ABSL_GUARDED_BY(close_mu_) = false;
   std::atomic<bool> idle_{false};
@@ -527,11 +474,13 @@ void HttpSession::Handle() {
                                 : request_.version < 11 ? Connection::kKeepAlive
                                                         : Connection::kDefault;
   close_after_write_ = !keep_alive;
+  // Named: the FunctionRef in the request refers to it, so it must outlive the call.
+  const auto from_loopback = [this] { return FromLoopback(); };
   const HttpRequest request{.method = request_.method,
                             .target = request_.target,
                             .authorization = request_.authorization,
                             .body = request_.body,
-                            .from_loopback = [this] { return FromLoopback(); },
+                            .from_loopback = from_loopback,
                             .shed = shed_,
                             .draining = server_->draining()};
   const HttpReply reply = server_->handlers().Handle(request, scratch_);
@@ -549,190 +498,35 @@ bool HttpSession::FromLoopback() {
   return !ec && address.is_loopback();
 }
 
+net::ListenerOptions HttpServerImpl::MakeListenerOptions(const HttpServerOptions& options,
+                                                         ServerMetrics* metrics) {
+  net::ListenerOptions listener;
+  listener.address = options.address;
+  listener.name = "HTTP server";
+  listener.protocol = "HTTP";
+  listener.io_model = net::IoModel::kShared;
+  listener.io_threads = options.threads;
+  listener.max_connections = options.max_connections;
+  listener.max_connections_per_client = options.max_connections_per_client;
+  listener.sweep_interval = net::SweepInterval(options.idle_timeout);
+  listener.refused = &metrics->http.shed;
+  return listener;
+}
+
 absl::Status HttpServerImpl::Start() {
   if (started_) {
     return absl::FailedPreconditionError("the HTTP server was already started");
   }
-  std::string host;
-  uint16_t port = 0;
-  absl::Status split = common::SplitHostPort(options_.address, host, port);
-  if (!split.ok()) {
-    return split;
-  }
+  absl::Status started = listener_.Start();
+  started_ = started.ok();
+  return started;
+}
+
+void HttpServerImpl::OnAccept(net::Accepted accepted) {
   error_code ec;
-  tcp::endpoint endpoint;
-  if (host.empty()) {
-    endpoint = tcp::endpoint(tcp::v4(), port);
-  } else {
-    asio::ip::address address = asio::ip::make_address(host, ec);
-    if (!ec) {
-      endpoint = tcp::endpoint(address, port);
-    } else {
-      tcp::resolver resolver(ioc_);
-      auto results = resolver.resolve(host, std::to_string(port), ec);
-      if (ec || results.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("cannot resolve HTTP listen host \"", host, "\": ", ec.message()));
-      }
-      endpoint = results.begin()->endpoint();
-    }
-  }
-  const auto unavailable = [&](std::string_view what) {
-    return absl::UnavailableError(absl::StrCat("HTTP server cannot ", common::AbslView(what), " ",
-                                               options_.address, ": ", ec.message()));
-  };
-  acceptor_.open(endpoint.protocol(), ec);
-  if (ec) {
-    return unavailable("open a socket for");
-  }
-  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (ec) {
-    return unavailable("set SO_REUSEADDR for");
-  }
-  acceptor_.bind(endpoint, ec);
-  if (ec) {
-    return unavailable("bind");
-  }
-  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return unavailable("listen on");
-  }
-  port_ = acceptor_.local_endpoint(ec).port();
-  if (ec) {
-    return unavailable("read the bound port of");
-  }
-
-  started_ = true;
-  work_.emplace(ioc_.get_executor());
-  now_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
-  // No thread runs the context yet, so the strand's objects may be used directly.
-  Accept();
-  Sweep();
-  const int threads = std::max(options_.threads, 1);
-  threads_.reserve(threads);
-  for (int i = 0; i < threads; ++i) {
-    threads_.emplace_back([this] { ioc_.run(); });
-  }
-  return absl::OkStatus();
-}
-
-void HttpServerImpl::Accept() {
-  acceptor_.async_accept(ioc_.get_executor(),
-                         beast::bind_front_handler(&HttpServerImpl::OnAccept, this));
-}
-
-void HttpServerImpl::OnAccept(error_code ec, Socket socket) {
-  if (!acceptor_.is_open() || draining()) {
-    return;  // shutting down; `socket` closes as it goes out of scope
-  }
-  if (ec) {
-    // EMFILE and the like: try again shortly rather than spin.
-    accept_backoff_.expires_after(kAcceptBackoff);
-    accept_backoff_.async_wait([this](error_code wait_ec) {
-      if (!wait_ec && acceptor_.is_open()) {
-        Accept();
-      }
-    });
-    return;
-  }
-  std::string client;
-  if (options_.max_connections_per_client > 0) {
-    const tcp::endpoint remote = socket.remote_endpoint(ec);
-    client = ec ? "?" : remote.address().to_string();
-  }
-  if (open_connections_.load(std::memory_order_relaxed) >= options_.max_connections ||
-      (!client.empty() && !client_caps_.Admit(client))) {
-    metrics_->http.shed.fetch_add(1, std::memory_order_relaxed);
-    socket.close(ec);
-  } else {
-    socket.set_option(tcp::no_delay(true), ec);
-    std::make_shared<HttpSession>(std::move(socket), this, std::move(client))->Start();
-  }
-  Accept();
-}
-
-void HttpServerImpl::Sweep() {
-  const int64_t now = SteadyNowNs();
-  now_ns_.store(now, std::memory_order_relaxed);
-  {
-    absl::MutexLock lock(&mu_);
-    for (HttpSession* session : sessions_) {
-      if (session->deadline_ns() <= now) {
-        session->ShutdownSocket();
-      }
-    }
-  }
-  if (!acceptor_.is_open()) {
-    return;
-  }
-  const int64_t interval_ns = std::clamp<int64_t>(idle_timeout_ns_ / 4, 10'000'000, 1'000'000'000);
-  sweep_timer_.expires_after(std::chrono::nanoseconds(interval_ns));
-  sweep_timer_.async_wait([this](error_code ec) {
-    if (!ec) {
-      Sweep();
-    }
-  });
-}
-
-void HttpServerImpl::Register(HttpSession* session) {
-  absl::MutexLock lock(&mu_);
-  sessions_.insert(session);
-}
-
-void HttpServerImpl::Unregister(HttpSession* session) {
-  absl::MutexLock lock(&mu_);
-  sessions_.erase(session);
-}
-
-bool HttpServerImpl::AwaitNoSessions(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](absl::flat_hash_set<HttpSession*>* sessions) { return sessions->empty(); },
-          &sessions_),
-      timeout);
-}
-
-void HttpServerImpl::Shutdown(absl::Duration grace) {
-  if (!started_ || stopped_) {
-    return;
-  }
-  stopped_ = true;
-  draining_.store(true, std::memory_order_release);
-
-  // Stop accepting and sweeping, on the strand (the acceptor and timers are not thread-safe).
-  absl::Notification closed;
-  asio::post(strand_, [this, &closed] {
-    error_code ignored;
-    acceptor_.close(ignored);
-    accept_backoff_.cancel();
-    sweep_timer_.cancel();
-    closed.Notify();
-  });
-  closed.WaitForNotification();
-
-  // Idle connections close now; busy ones answer their request with `Connection: close`.
-  {
-    absl::MutexLock lock(&mu_);
-    for (HttpSession* session : sessions_) {
-      session->Drain();
-    }
-  }
-  if (!AwaitNoSessions(grace)) {
-    {
-      absl::MutexLock lock(&mu_);
-      for (HttpSession* session : sessions_) {
-        session->ShutdownSocket();
-      }
-    }
-    AwaitNoSessions(absl::Seconds(1));
-  }
-  work_.reset();
-  ioc_.stop();
-  for (std::thread& thread : threads_) {
-    thread.join();
-  }
-  threads_.clear();
+  accepted.socket.set_option(tcp::no_delay(true), ec);
+  std::make_shared<HttpSession>(std::move(accepted.socket), this, std::move(accepted.slot))
+      ->Start();
 }
 
 }  // namespace

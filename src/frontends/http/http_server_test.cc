@@ -635,6 +635,19 @@ TEST_F(HttpServerTest, AdminPutAndDelete) {
   EXPECT_EQ(Get("/v1/config").status, 200);
 }
 
+TEST_F(HttpServerTest, AdminWithoutATokenIsForThisMachineOnly) {
+  HttpServerOptions options = BaseOptions();
+  options.admin_token.clear();
+  StartServer(options);
+  // From 127.0.0.1 an admin call needs no token (the client's address is read for it).
+  HttpResponse r = floodgate::testing::Request(port_, "PUT", "/v1/config/web", kWebYaml);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Get("/v1/check?domain=web&ip=3").status, 200);
+  EXPECT_EQ(Get("/v1/check?domain=web&ip=3").status, 429);
+  r = floodgate::testing::Request(port_, "DELETE", "/v1/config/web", "");
+  EXPECT_EQ(r.status, 200) << r.body;
+}
+
 TEST_F(HttpServerTest, NotFoundAndMethodNotAllowed) {
   HttpResponse r = Get("/nope");
   EXPECT_EQ(r.status, 404);

@@ -1,0 +1,196 @@
+#pragma once
+
+// The native gRPC server's HTTP/2 connection plumbing (libnghttp2 over Boost.Asio), apart from
+// request handling: the read loop, the write path, the nghttp2 callbacks, the streams of a
+// connection, its timeouts and its drain. NativeGrpcServer's session (grpc_native.cc) derives
+// from H2Session and answers the calls. Internal to the gRPC front end.
+//
+// Threads: a session runs on one io thread (net::IoModel::kPerThread) and is touched only
+// there, so it takes no lock; the listener's calls (net::Connection) come on that thread too.
+
+#include <nghttp2/nghttp2.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/io_context.hpp>
+
+#include "src/net/connection.h"
+#include "src/net/listener.h"
+
+namespace floodgate::server::grpc_internal {
+
+inline constexpr std::string_view kShouldRateLimitPath =
+    "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+inline constexpr std::string_view kHealthCheckPath = "/grpc.health.v1.Health/Check";
+
+// Bounds per connection. Request headers above kMaxHeaderBytes reset their stream; request
+// bodies buffered at once (calls whose message has not fully arrived) above the budget get
+// RESOURCE_EXHAUSTED; one write carries at most kMaxWriteBytes, and reading pauses while a
+// write is pending, so a client that does not read cannot grow our buffers.
+inline constexpr size_t kMaxHeaderBytes = 16 * 1024;
+inline constexpr size_t kMinBodyBudgetBytes = 4 << 20;
+inline constexpr size_t kMaxWriteBytes = 256 * 1024;
+// Read at most this much from one connection per turn, so that one busy connection cannot
+// starve the others on its thread.
+inline constexpr size_t kMaxReadPerTurn = 256 * 1024;
+inline constexpr size_t kReadBufferBytes = 64 * 1024;
+// The connection's receive window: large enough that flow control never waits on a round trip
+// for small calls (streams keep the default 64 KiB each).
+inline constexpr int32_t kConnectionWindowBytes = 1 << 20;
+// A connection told to close (GOAWAY sent) whose peer does not read gets this long.
+inline constexpr int64_t kCloseGraceNs = 2'000'000'000;
+
+int64_t SteadyNowNs();
+
+inline nghttp2_nv StaticHeader(std::string_view name, std::string_view value) {
+  return nghttp2_nv{const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(name.data())),
+                    const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(value.data())),
+                    name.size(), value.size(),
+                    NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+}
+
+// A header whose value nghttp2 copies (the name is a literal).
+inline nghttp2_nv CopiedHeader(std::string_view name, std::string_view value) {
+  nghttp2_nv nv = StaticHeader(name, value);
+  nv.flags = NGHTTP2_NV_FLAG_NO_COPY_NAME;
+  return nv;
+}
+
+enum class Method { kUnknown, kShouldRateLimit, kHealthCheck };
+
+// One call. Lives from its HEADERS until nghttp2 closes the stream; linked into its session's
+// list, oldest first, for the request timeout.
+struct Stream {
+  int32_t id = 0;
+  int64_t opened_ns = 0;
+  Method method = Method::kUnknown;
+  bool post = false;
+  bool grpc_content_type = false;
+  bool headers_done = false;
+  bool request_done = false;          // END_STREAM received
+  bool responded = false;             // a response was submitted; later request bytes are dropped
+  bool reset_after_response = false;  // RST_STREAM(NO_ERROR) once the response is sent
+  size_t header_bytes = 0;
+  std::string path;
+  std::string body;      // the request as received: prefix + message
+  std::string response;  // prefix + message, read by nghttp2 through ReadResponse
+  size_t response_offset = 0;
+  Stream* prev = nullptr;
+  Stream* next = nullptr;
+};
+
+// One io thread's share: its context, a clock refreshed every read turn, and a read buffer its
+// connections share (reads are synchronous within a turn, so one buffer serves all).
+struct Worker {
+  explicit Worker(boost::asio::io_context& context) : ioc(context) {}
+
+  boost::asio::io_context& ioc;
+  int64_t now_ns = 0;
+  std::array<uint8_t, kReadBufferBytes> read_buffer{};
+};
+
+// What every session of one server shares. The callbacks and option outlive the sessions'
+// use of them (nghttp2_session_del needs neither).
+struct H2Config {
+  uint32_t max_concurrent_streams = 1000;
+  int64_t idle_timeout_ns = 0;
+  int64_t request_timeout_ns = 0;
+  const nghttp2_session_callbacks* callbacks = nullptr;  // NewCallbacks()
+  const nghttp2_option* option = nullptr;
+};
+
+// One HTTP/2 connection, driven on its worker's thread only: a wait for readability (then
+// non-blocking reads into the worker's buffer, fed to nghttp2), at most one write in flight
+// (what nghttp2 produced, gathered into out_), and the listener's sweeper. Handlers own the
+// session through shared_ptr; closing the socket fails them and the session goes.
+class H2Session : public net::Connection, public std::enable_shared_from_this<H2Session> {
+ public:
+  H2Session(net::Socket socket, Worker* worker, net::ConnectionSlot slot, const H2Config* config);
+  ~H2Session() override;
+
+  // Returns the callbacks every session uses (delete with nghttp2_session_callbacks_del).
+  static nghttp2_session_callbacks* NewCallbacks();
+
+  // Registers with the listener, sends SETTINGS (and GOAWAY when `draining`), starts reading.
+  void Start(bool draining);
+
+  // Drain, first step: tells the client to open no more streams (GOAWAY with the largest id).
+  void ShutdownNotice();
+  // Drain, second step: GOAWAY with the last stream seen; the calls up to it finish, then the
+  // connection closes.
+  void GoAway();
+  // Enforces the timeouts: a request not received in full within request_timeout has its
+  // stream reset (a header block still arriving then closes the connection: CONTINUATION frames
+  // block every other stream); a connection with no call for idle_timeout gets GOAWAY; one
+  // that does not take its GOAWAY within kCloseGraceNs is closed.
+  void Sweep(int64_t now_ns);
+  void Close();
+
+  // net::Connection, on this session's thread.
+  void DrainNotice() override { ShutdownNotice(); }
+  void Drain() override { GoAway(); }
+  void ShutdownSocket() override { Close(); }
+  // The earliest time Sweep may have something to do.
+  int64_t deadline_ns() const override;
+  void OnDeadline(int64_t now_ns) override;
+
+  // The response's DATA: the prefixed message, then trailers with grpc-status 0.
+  static ssize_t ReadResponse(nghttp2_session* h2, int32_t stream_id, uint8_t* buf, size_t length,
+                              uint32_t* data_flags, nghttp2_data_source* source, void* user);
+
+ protected:
+  // Request handling, in the derived session. CheckHeaders runs once a request's headers are
+  // in, AppendBody for each DATA chunk of a stream not yet answered, HandleRequest at its end.
+  virtual void CheckHeaders(Stream& s) = 0;
+  virtual void AppendBody(Stream& s, const uint8_t* data, size_t len) = 0;
+  virtual void HandleRequest(Stream& s) = 0;
+
+  // Gathers what nghttp2 has to send and writes it: directly if the socket takes it all, else
+  // with one asynchronous write (reading waits meanwhile; see kMaxWriteBytes).
+  void Flush();
+  void ReleaseBody(Stream& s);
+
+  net::Socket socket_;
+  Worker* const worker_;
+  nghttp2_session* h2_ = nullptr;
+  bool closed_ = false;
+  size_t body_bytes_ = 0;  // sum of the streams' buffered request bodies
+
+ private:
+  static int OnBeginHeaders(nghttp2_session* h2, const nghttp2_frame* frame, void* user);
+  static int OnHeader(nghttp2_session* h2, const nghttp2_frame* frame, const uint8_t* name,
+                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
+                      void* user);
+  static int OnFrameRecv(nghttp2_session* h2, const nghttp2_frame* frame, void* user);
+  static int OnDataChunk(nghttp2_session* h2, uint8_t flags, int32_t stream_id, const uint8_t* data,
+                         size_t len, void* user);
+  static int OnFrameSend(nghttp2_session* h2, const nghttp2_frame* frame, void* user);
+  static int OnStreamClose(nghttp2_session* h2, int32_t stream_id, uint32_t error_code, void* user);
+
+  bool draining_streams() const { return head_ != nullptr; }
+  void ResumeReading();
+  void WaitReadable();
+  void OnReadable();
+  void MaybeClose();
+  void OpenStream(int32_t id);
+  void CloseStream(Stream* s);
+
+  net::ConnectionSlot slot_;
+  const H2Config* const config_;
+  bool writing_ = false;
+  bool waiting_read_ = false;
+  bool close_after_write_ = false;
+  bool goaway_sent_ = false;
+  int64_t close_deadline_ns_ = 0;
+  int64_t last_read_ns_ = 0;
+  Stream* head_ = nullptr;
+  Stream* tail_ = nullptr;
+  std::string out_;
+};
+
+}  // namespace floodgate::server::grpc_internal
