@@ -799,11 +799,11 @@ class PeerServer final : public pb::Peer::CallbackService {
 // ---------------------------------------------------------------------------------------------
 // ClusterStore
 
-ClusterStore::ClusterStore(ClusterOptions options, Store* local)
+ClusterStore::ClusterStore(ClusterOptions options, LocalStore* local)
     : options_(std::move(options)), local_(local), started_at_ns_(options_.clock->NowNs()) {}
 
 absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions options,
-                                                                  Store* local) {
+                                                                  LocalStore* local) {
   int self = -1;
   for (size_t i = 0; i < options.members.size(); ++i) {
     if (options.members[i].id == options.self_id) {
@@ -1008,7 +1008,7 @@ constexpr int kRouteFailureMode = -2;
 }  // namespace
 
 int ClusterStore::Route(const StoreOp& op, uint64_t mask) const {
-  if (op.consistency == 1) {
+  if (op.consistency == Consistency::kLocal) {
     return kRouteLocalShare;
   }
   if (!Membership::HasQuorum(mask, membership_->size())) {
@@ -1158,7 +1158,7 @@ bool ClusterStore::ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t 
   }
   absl::InlinedVector<StoreOp, kInlineOps> exact(ops.begin(), ops.end());
   for (StoreOp& op : exact) {
-    op.consistency = 0;
+    op.consistency = Consistency::kExact;
   }
   return Apply(exact, now_ns, decisions);
 }
@@ -1169,14 +1169,14 @@ void ClusterStore::ApplyFailureMode(absl::Span<const StoreOp> ops, int64_t now_n
   absl::InlinedVector<size_t, kInlineOps> index;
   for (size_t i = 0; i < ops.size(); ++i) {
     const StoreOp& op = ops[i];
-    const int mode = local_consistency ? 0 : op.failure_mode;
+    const FailureMode mode = local_consistency ? FailureMode::kLocal : op.failure_mode;
     Decision& d = decisions[i];
-    if (mode == 1) {  // open
+    if (mode == FailureMode::kOpen) {
       d = Decision{};
       d.allowed = true;
       d.limit = op.spec.requests_per_period;
       d.remaining = op.spec.requests_per_period;
-    } else if (mode == 2) {  // closed
+    } else if (mode == FailureMode::kClosed) {
       d = Decision{};
       d.allowed = false;
       d.limit = op.spec.requests_per_period;
@@ -1273,19 +1273,6 @@ bool ClusterStore::ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns,
     }
   }
   return committed;
-}
-
-bool ClusterStore::ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
-                                   absl::Span<Decision> decisions, absl::Span<StateRecord> after) {
-  return local_->ApplyAndCapture(ops, now_ns, decisions, after);
-}
-
-void ClusterStore::MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) {
-  local_->MergeStates(records, now_ns);
-}
-
-bool ClusterStore::GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const {
-  return local_->GetState(key_hash, now_ns, out);
 }
 
 StoreStats ClusterStore::GetStats() const { return local_->GetStats(); }

@@ -107,16 +107,13 @@ class PeerServer;
 class ClusterStore final : public Store {
  public:
   // Starts the peer listener and heartbeats. `local` must outlive the store.
-  static absl::StatusOr<std::unique_ptr<ClusterStore>> Start(ClusterOptions options, Store* local);
+  static absl::StatusOr<std::unique_ptr<ClusterStore>> Start(ClusterOptions options,
+                                                             LocalStore* local);
   ~ClusterStore() override;
 
   // Store
   bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
              absl::Span<Decision> decisions) override;
-  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
-                       absl::Span<Decision> decisions, absl::Span<StateRecord> after) override;
-  void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) override;
-  bool GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const override;
   StoreStats GetStats() const override;
   void ReclaimExpired(int64_t now_ns) override;
 
@@ -137,7 +134,7 @@ class ClusterStore final : public Store {
 
  private:
   friend class PeerServer;
-  ClusterStore(ClusterOptions options, Store* local);
+  ClusterStore(ClusterOptions options, LocalStore* local);
 
   // consistency: local: decides from this node's share and reports the hits to the owners;
   // once the share is spent, asks the owner (exact against every node's reported hits).
@@ -158,7 +155,7 @@ class ClusterStore final : public Store {
   void PingAll();
 
   const ClusterOptions options_;
-  Store* const local_;
+  LocalStore* const local_;
   std::unique_ptr<Membership> membership_;
   std::vector<std::unique_ptr<PeerClient>> clients_;  // by member index; null for self
   std::unique_ptr<PeerServer> server_;

@@ -33,7 +33,8 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-StoreOp Op(uint64_t key, uint64_t limit, uint8_t failure_mode = 0, uint8_t consistency = 0) {
+StoreOp Op(uint64_t key, uint64_t limit, FailureMode failure_mode = FailureMode::kLocal,
+           Consistency consistency = Consistency::kExact) {
   StoreOp op;
   op.key_hash = key;
   op.spec.algorithm = Algorithm::kFixedWindow;
@@ -88,7 +89,7 @@ class ClusterStoreTest : public ::testing::Test {
   }
 
   testing::FakeClock clock_;
-  std::vector<std::unique_ptr<Store>> locals_;
+  std::vector<std::unique_ptr<LocalStore>> locals_;
   std::vector<std::unique_ptr<ClusterStore>> nodes_;
 };
 
@@ -124,9 +125,9 @@ TEST_F(ClusterStoreTest, WithoutAMajorityEachLimitFollowsItsFailureMode) {
   int closed = 0;
   int local = 0;
   for (int n = 0; n < 30; ++n) {
-    open += Check(0, Op(1, 10, /*failure_mode=*/1));
-    closed += Check(0, Op(2, 10, /*failure_mode=*/2));
-    local += Check(0, Op(3, 10, /*failure_mode=*/0));
+    open += Check(0, Op(1, 10, FailureMode::kOpen));
+    closed += Check(0, Op(2, 10, FailureMode::kClosed));
+    local += Check(0, Op(3, 10, FailureMode::kLocal));
   }
   EXPECT_EQ(open, 30);
   EXPECT_EQ(closed, 0);
@@ -140,7 +141,7 @@ TEST_F(ClusterStoreTest, LocalConsistencyUsesTheShareThenTheOwner) {
   // All traffic on one node: 3 from its share, the rest of the 9 from the owner's count.
   int allowed = 0;
   for (int n = 0; n < 30; ++n) {
-    allowed += Check(0, Op(77, 9, 0, /*consistency=*/1));
+    allowed += Check(0, Op(77, 9, FailureMode::kLocal, Consistency::kLocal));
   }
   EXPECT_GE(allowed, 9);
   EXPECT_LE(allowed, 9 + 3);  // hits still being reported when the owner's count filled
@@ -159,8 +160,8 @@ TEST_F(ClusterStoreTest, ShedChecksDecideOwnedKeysExactlyAndOthersByFailureMode)
   int owned_elsewhere = 0;
   for (uint64_t key = 1; key <= 30; ++key) {
     const uint64_t hash = key * 0x9E3779B97F4A7C15ULL;
-    for (uint8_t mode : {uint8_t{1}, uint8_t{2}}) {  // open, closed
-      StoreOp op = Op(hash + mode, 5, mode);
+    for (FailureMode mode : {FailureMode::kOpen, FailureMode::kClosed}) {
+      StoreOp op = Op(hash + static_cast<uint64_t>(mode), 5, mode);
       op.shed = true;
       int allowed = 0;
       for (int n = 0; n < 12; ++n) {
@@ -171,7 +172,7 @@ TEST_F(ClusterStoreTest, ShedChecksDecideOwnedKeysExactlyAndOthersByFailureMode)
       if (owner_here) {
         EXPECT_EQ(allowed, 5) << key;
       } else {
-        EXPECT_EQ(allowed, mode == 1 ? 12 : 0) << key;
+        EXPECT_EQ(allowed, mode == FailureMode::kOpen ? 12 : 0) << key;
       }
       (owner_here ? owned_here : owned_elsewhere) += 1;
     }
@@ -183,7 +184,7 @@ TEST_F(ClusterStoreTest, ShedChecksDecideOwnedKeysExactlyAndOthersByFailureMode)
   EXPECT_EQ(stats.failure_mode_ops, stats.shed_ops);
   // The same keys, not shed, go to their owners, which counted none of the shed checks above.
   for (uint64_t key = 1; key <= 30; ++key) {
-    StoreOp op = Op(key * 0x9E3779B97F4A7C15ULL + 1, 5, 1);
+    StoreOp op = Op(key * 0x9E3779B97F4A7C15ULL + 1, 5, FailureMode::kOpen);
     const bool owner_here =
         membership.Owner(op.key_hash, membership.alive_mask()) == membership.self();
     if (!owner_here) {

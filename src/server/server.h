@@ -9,12 +9,12 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "floodgate/store.h"
-#include "src/cluster/cluster.h"
-#include "src/limiter/limiter.h"
 #include "src/admin/cluster_config.h"
 #include "src/admin/config_manager.h"
+#include "src/cluster/cluster.h"
 #include "src/frontends/grpc/grpc_service.h"
 #include "src/frontends/http/http_server.h"
+#include "src/limiter/limiter.h"
 #include "src/service/metrics.h"
 
 namespace floodgate::server {
@@ -64,7 +64,7 @@ class Server {
  private:
   Server() = default;
 
-  std::unique_ptr<Store> store_;
+  std::unique_ptr<LocalStore> store_;
   std::unique_ptr<ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
   std::unique_ptr<cluster::ClusterStore> cluster_;
   std::unique_ptr<limiter::Limiter> limiter_;
