@@ -1,6 +1,6 @@
 // ClusterStore with real peers in one process (loopback gRPC), a fake clock for decisions.
 
-#include "src/cluster/cluster.h"
+#include "src/cluster/cluster_store.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>

@@ -11,7 +11,7 @@
 #include "floodgate/store.h"
 #include "src/admin/cluster_config.h"
 #include "src/admin/config_manager.h"
-#include "src/cluster/cluster.h"
+#include "src/cluster/cluster_store.h"
 #include "src/frontends/grpc/grpc_service.h"
 #include "src/frontends/http/http_server.h"
 #include "src/limiter/limiter.h"
