@@ -22,6 +22,8 @@
 set -euo pipefail
 build=$(realpath "${1:-build}")
 here=$(cd "$(dirname "$0")/.." && pwd)
+# fg_listening_port, kv, median.
+. "$here/bench/lib.sh"
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
@@ -112,8 +114,8 @@ wait_listening() {
     sleep 0.1
   done
   [ -n "$line" ] || die "node $name printed no listening line within 30 s"
-  node_http[$name]=$(sed -n 's/.*http=\([0-9]*\).*/\1/p' <<<"$line")
-  node_grpc[$name]=$(sed -n 's/.*grpc=\([0-9]*\).*/\1/p' <<<"$line")
+  node_http[$name]=$(fg_listening_port http "$line")
+  node_grpc[$name]=$(fg_listening_port grpc "$line")
 }
 # check_alive WHAT: fails clearly if a running node died (or was killed) during WHAT.
 check_alive() {
@@ -169,7 +171,6 @@ forward_counters() {
     awk -F: '$1 == "\"forwarded\"" { f += $2 } $1 == "\"forward_batches\"" { b += $2 }
              END { printf "%d %d\n", f, b }'
 }
-kv() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" "$2"; }
 to_ms() { # to_ms 850.00us|1.20ms|1.02s
   awk -v v="$1" 'BEGIN { if (sub(/us$/, "", v)) printf "%.3f", v / 1000
                          else if (sub(/ms$/, "", v)) printf "%.3f", v
@@ -198,8 +199,9 @@ run_load() {
   read -r fw1 ba1 <<<"$(forward_counters)"
   check_alive "$scenario rep $rep"
   if [ "$kind" = grpc ]; then
-    checks=$(kv requests "$f") rps=$(kv rps "$f") p50=$(kv p50_ms "$f") p99=$(kv p99_ms "$f")
-    failed=$(kv failed "$f")
+    summary=$(cat "$f")
+    checks=$(kv "$summary" requests) rps=$(kv "$summary" rps) p50=$(kv "$summary" p50_ms)
+    p99=$(kv "$summary" p99_ms) failed=$(kv "$summary" failed)
   else
     checks=$(awk '/requests in/ { print $1 }' "$f")
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$f")
@@ -215,14 +217,14 @@ run_load() {
   echo "$scenario,$rep,$checks,$rps,$p50,$p99,$entry_us,$all_us,$share,$batch,${failed:-0}" |
     tee -a "$csv"
 }
-median() { # median SCENARIO COLUMN [PRINTF_FORMAT]: "-" if there is no value
-  awk -F, -v s="$1" -v col="$2" -v fmt="${3:-%s}" '
+# column SCENARIO COLUMN [PRINTF_FORMAT]: the median of COLUMN over SCENARIO's rows of the CSV,
+# "-" if there is no value.
+column() {
+  local m
+  m=$(awk -F, -v s="$1" -v col="$2" '
     NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
-    $1 == s && $c != "" { v[n++] = $c + 0 }
-    END { if (!n) { print "-"; exit }
-          for (i = 0; i < n; i++)
-            for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-          printf fmt "\n", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2 }' "$csv"
+    $1 == s && $c != "" { print $c + 0 }' "$csv" | median)
+  if [ -z "$m" ]; then echo "-"; else awk -v m="$m" -v f="${3:-%s}" 'BEGIN { printf f "\n", m }'; fi
 }
 
 echo "== compare_cluster: REPS=$REPS DURATION=${DURATION}s; $(nproc) cores shared by every node" \
@@ -252,7 +254,7 @@ for rep in $(seq "$REPS"); do
 done
 # Open loop at half the 3-node peak (its median closed-loop rate): latency a caller sees there,
 # with the plain node (both gRPC servers) at the same rate for reference.
-half=$(awk -v p="$(median grpc-3n rps)" 'BEGIN { printf "%d", p / 2 }')
+half=$(awk -v p="$(column grpc-3n rps)" 'BEGIN { printf "%d", p / 2 }')
 for rep in $(seq "$REPS"); do
   start_cluster
   run_load grpc-3n-open grpc --concurrency 1000 --rate "$half"
@@ -268,10 +270,10 @@ finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 row() { # row LABEL SCENARIO
   printf '| %s | %s | %s / %s | %s | %s | %s | %s |\n' "$1" \
-    "$(median "$2" rps %d | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')" \
-    "$(median "$2" p50_ms %.2f)" "$(median "$2" p99_ms %.2f)" "$(median "$2" entry_cpu_us %.1f)" \
-    "$(median "$2" all_cpu_us %.1f)" "$(median "$2" forwarded_share %.2f)" \
-    "$(median "$2" batch_mean %.1f)"
+    "$(column "$2" rps %d | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')" \
+    "$(column "$2" p50_ms %.2f)" "$(column "$2" p99_ms %.2f)" "$(column "$2" entry_cpu_us %.1f)" \
+    "$(column "$2" all_cpu_us %.1f)" "$(column "$2" forwarded_share %.2f)" \
+    "$(column "$2" batch_mean %.1f)"
 }
 {
   echo "Run $started - $finished, REPS=$REPS, DURATION=${DURATION}s, medians;" \

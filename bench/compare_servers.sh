@@ -35,12 +35,8 @@ RAW="$out/raw"; mkdir -p "$RAW"; CSV="$out/http.csv"; echo "$WRK_CSV_HEADER" > "
 export RAW CSV
 
 start_floodgate() {
-  exec 3< <(exec "$build/floodgate" serve --config "$here/bench/config" --http 127.0.0.1:0 \
-              --grpc 127.0.0.1:0 2>"$RAW/floodgate.err")
-  fg_pid=$!
-  read -r -t 30 line <&3
-  fg_http=$(sed -n 's/.*http=\([0-9]*\).*/\1/p' <<<"$line")
-  fg_grpc=$(sed -n 's/.*grpc=\([0-9]*\).*/\1/p' <<<"$line")
+  fg_start_node "$RAW/floodgate.err" "$build/floodgate" serve --config "$here/bench/config" \
+    --http 127.0.0.1:0 --grpc 127.0.0.1:0 || true
 }
 
 # ---- HTTP: nginx limit_req, 1 worker, then Floodgate, same wrk and user count.

@@ -28,6 +28,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(realpath "${1:-build}")
+# fg_start_node, kv, median.
+. "$here/bench/lib.sh"
 scenarios=${SCENARIOS:-hot overload crowd flood}
 reps=${REPS:-3}
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -119,13 +121,13 @@ wait_quiet() {
 
 # start_server NAME [serve flags...]: sets fg_pid and fg_port.
 start_server() {
-  local name=$1 line
+  local name=$1
   shift
-  exec 3< <(exec $server_cpu "$build/floodgate" serve --config "$here/bench/overload/config" \
-              --http 127.0.0.1:0 --grpc 127.0.0.1:0 "$@" 2>"$out/floodgate-$name.err")
-  fg_pid=$!
-  read -r -t 30 line <&3
-  fg_port=$(sed -n 's/.*http=\([0-9]*\).*/\1/p' <<<"$line")
+  # $server_cpu is a command prefix (e.g. "taskset -c 0"): split on purpose.
+  # shellcheck disable=SC2086
+  fg_start_node "$out/floodgate-$name.err" $server_cpu "$build/floodgate" serve \
+    --config "$here/bench/overload/config" --http 127.0.0.1:0 --grpc 127.0.0.1:0 "$@" || true
+  fg_port=$fg_http
 }
 
 # Returns 0 when the server is still up and answers its health check.
@@ -138,14 +140,6 @@ stop_server() {
   kill "$fg_pid" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$fg_pid" 2>/dev/null || break; sleep 0.1; done
   fg_pid=""
-}
-
-# kv LINE KEY: the value of KEY=... in LINE.
-kv() { sed -n "s/.*\<$2=\([^ ]*\).*/\1/p" <<<"$1" | head -1; }
-# median: the median of the numbers on stdin, one per line or separated by spaces.
-median() {
-  tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1}
-    END{if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
 # run_load NAME ARGS...: runs the driver against the current server, keeps its output and series.

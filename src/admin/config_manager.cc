@@ -4,81 +4,24 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "floodgate/status_macros.h"
+#include "src/admin/config_source.h"
 
 namespace floodgate::server {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct SourceFile {
-  std::string path;
-  std::string content;
-};
-
-bool IsYaml(const fs::path& p) {
-  const std::string ext = p.extension().string();
-  return ext == ".yaml" || ext == ".yml";
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot be read"));
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-absl::StatusOr<std::vector<SourceFile>> ReadSource(const std::string& path) {
-  std::error_code ec;
-  std::vector<SourceFile> files;
-  if (fs::is_directory(path, ec)) {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(path, ec)) {
-      // Editors' temporary files (".x.yaml.swp", ".tmp-...") are not config.
-      if (entry.is_regular_file(ec) && IsYaml(entry.path()) &&
-          entry.path().filename().string()[0] != '.') {
-        names.push_back(entry.path().string());
-      }
-    }
-    if (ec) {
-      return absl::UnavailableError(absl::StrCat(path, ": ", ec.message()));
-    }
-    std::sort(names.begin(), names.end());
-    for (const std::string& name : names) {
-      FG_ASSIGN_OR_RETURN(std::string content, ReadFile(name));
-      files.push_back({name, std::move(content)});
-    }
-    return files;
-  }
-  FG_ASSIGN_OR_RETURN(std::string content, ReadFile(path));
-  files.push_back({path, std::move(content)});
-  return files;
-}
-
-std::string Fingerprint(const std::vector<SourceFile>& files) {
+std::string Fingerprint(const std::vector<ConfigFile>& files) {
   std::string out;
-  for (const SourceFile& f : files) {
-    absl::StrAppend(&out, f.path, "\n", f.content.size(), "\n", f.content, "\n");
+  for (const ConfigFile& f : files) {
+    absl::StrAppend(&out, f.path, "\n", f.text.size(), "\n", f.text, "\n");
   }
   return out;
-}
-
-absl::StatusOr<std::shared_ptr<const core::Config>> Build(const std::vector<SourceFile>& files,
-                                                          uint64_t version) {
-  std::vector<std::shared_ptr<const core::DomainConfig>> domains;
-  for (const SourceFile& f : files) {
-    FG_ASSIGN_OR_RETURN(auto domain, core::ParseDomainConfig(f.content, f.path));
-    domains.push_back(std::move(domain));
-  }
-  return core::BuildConfig(std::move(domains), version);
 }
 
 bool IsSafeDomainName(std::string_view name) {
@@ -142,14 +85,15 @@ void ConfigManager::Apply(std::shared_ptr<const core::Config> config, std::strin
 }
 
 absl::StatusOr<bool> ConfigManager::ReloadLocked() {
-  absl::StatusOr<std::vector<SourceFile>> files = ReadSource(path_);
+  absl::StatusOr<std::vector<ConfigFile>> files = ReadConfigSource(path_);
   absl::Status status = files.status();
   if (status.ok()) {
     std::string fingerprint = Fingerprint(*files);
     if (fingerprint == fingerprint_ && version_ != 0) {
       return false;
     }
-    absl::StatusOr<std::shared_ptr<const core::Config>> config = Build(*files, version_ + 1);
+    absl::StatusOr<std::shared_ptr<const core::Config>> config =
+        ParseConfigFiles(*files, version_ + 1);
     if (config.ok()) {
       Apply(*std::move(config), std::move(fingerprint));
       return true;
@@ -181,7 +125,7 @@ absl::Status ConfigManager::PutDomain(const std::string& domain, std::string_vie
     return absl::InvalidArgumentError(
         "domain names used over the API may contain only letters, digits, '_', '-' and '.'");
   }
-  FG_ASSIGN_OR_RETURN(std::vector<SourceFile> files, ReadSource(path_));
+  FG_ASSIGN_OR_RETURN(std::vector<ConfigFile> files, ReadConfigSource(path_));
   // The domain keeps its file if it has one; a new domain gets <domain>.yaml.
   std::string target = (fs::path(path_) / absl::StrCat(domain, ".yaml")).string();
   const std::shared_ptr<const core::Config> current = limiter_->config();
@@ -195,16 +139,16 @@ absl::Status ConfigManager::PutDomain(const std::string& domain, std::string_vie
                                                    "' does not match the path's '", domain, "'"));
   }
   auto it = std::find_if(files.begin(), files.end(),
-                         [&](const SourceFile& f) { return f.path == target; });
+                         [&](const ConfigFile& f) { return f.path == target; });
   if (it == files.end()) {
     files.push_back({target, std::string(yaml)});
     std::sort(files.begin(), files.end(),
-              [](const SourceFile& a, const SourceFile& b) { return a.path < b.path; });
+              [](const ConfigFile& a, const ConfigFile& b) { return a.path < b.path; });
   } else {
-    it->content = std::string(yaml);
+    it->text = std::string(yaml);
   }
   // Validate the whole result (e.g. a duplicate domain in another file) before touching disk.
-  FG_ASSIGN_OR_RETURN(auto config, Build(files, version_ + 1));
+  FG_ASSIGN_OR_RETURN(auto config, ParseConfigFiles(files, version_ + 1));
   FG_RETURN_IF_ERROR(WriteFileAtomically(target, yaml));
   Apply(std::move(config), Fingerprint(files));
   return absl::OkStatus();
@@ -223,11 +167,11 @@ absl::Status ConfigManager::DeleteDomain(const std::string& domain) {
     return absl::NotFoundError(absl::StrCat("no domain '", domain, "'"));
   }
   const std::string file = existing->file;
-  FG_ASSIGN_OR_RETURN(std::vector<SourceFile> files, ReadSource(path_));
+  FG_ASSIGN_OR_RETURN(std::vector<ConfigFile> files, ReadConfigSource(path_));
   files.erase(std::remove_if(files.begin(), files.end(),
-                             [&](const SourceFile& f) { return f.path == file; }),
+                             [&](const ConfigFile& f) { return f.path == file; }),
               files.end());
-  FG_ASSIGN_OR_RETURN(auto config, Build(files, version_ + 1));
+  FG_ASSIGN_OR_RETURN(auto config, ParseConfigFiles(files, version_ + 1));
   if (!fs::remove(file, ec) || ec) {
     return absl::UnavailableError(absl::StrCat(file, ": cannot be removed: ", ec.message()));
   }

@@ -67,9 +67,7 @@ TEST(SplitHostPortTest, Forms) {
   EXPECT_EQ(host, "localhost");
   for (std::string_view bad : {"", "127.0.0.1", "127.0.0.1:", "host:65536", "host:-1", "host:8x",
                                "::1:80", "[::1]80", "[::1"}) {
-    EXPECT_EQ(SplitHostPort(bad, host, port).code(),
-              absl::StatusCode::kInvalidArgument)
-        << bad;
+    EXPECT_EQ(SplitHostPort(bad, host, port).code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
 

@@ -4,14 +4,9 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <initializer_list>
 #include <limits>
-#include <sstream>
-#include <system_error>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -22,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "floodgate/status_macros.h"
+#include "src/core/yaml_reader.h"
 
 namespace floodgate::core {
 
@@ -57,153 +53,28 @@ const std::initializer_list<absl::string_view> kRateLimitFields = {
     "burst", "block_duration",    "consistency", "failure_mode"};
 const std::initializer_list<absl::string_view> kReplacesFields = {"name"};
 
-// Debian's abseil is built with its own string_view, distinct from std::string_view.
-absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+constexpr int64_t kSecondNs = 1'000'000'000LL;
+constexpr int64_t kDayNs = 86400 * kSecondNs;
 
 constexpr absl::string_view kAlgorithmNames =
     "fixed_window, sliding_window, token_bucket, gcra, leaky_bucket, concurrency";
 
-constexpr int64_t kSecondNs = 1'000'000'000LL;
-constexpr int64_t kDayNs = 86400 * kSecondNs;
-
-// The fields of one YAML mapping, checked against the allowed names.
-class Fields {
- public:
-  struct Field {
-    absl::string_view name;
-    const yaml_node_t* key = nullptr;
-    const yaml_node_t* value = nullptr;  // nullptr when the value is null (same as absent)
-  };
-
-  void Add(Field field) { fields_.push_back(field); }
-  const Field* Find(absl::string_view name) const {
-    for (const Field& field : fields_) {
-      if (field.name == name) {
-        return &field;
-      }
-    }
-    return nullptr;
-  }
-  // Returns the value node, or nullptr when absent or null.
-  const yaml_node_t* Value(absl::string_view name) const {
-    const Field* field = Find(name);
-    return field == nullptr ? nullptr : field->value;
-  }
-
- private:
-  std::vector<Field> fields_;
-};
-
-absl::string_view ScalarText(const yaml_node_t* node) {
-  return absl::string_view(reinterpret_cast<const char*>(node->data.scalar.value),
-                           node->data.scalar.length);
-}
-
-bool IsPlainScalar(const yaml_node_t* node) {
-  return node->type == YAML_SCALAR_NODE && node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-}
-
-// YAML 1.1 nulls, as yaml.v2 resolves them (an empty value is one).
-bool IsNull(const yaml_node_t* node) {
-  if (!IsPlainScalar(node)) {
-    return false;
-  }
-  absl::string_view text = ScalarText(node);
-  return text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL";
-}
-
-constexpr char kMalformedDuration[] =
-    "must be whole numbers with units (ms, s, m, h, d, w), like 500ms, 30s or 1h30m";
-
-// Parses "500ms", "30s", "5m", "2h", "1d", "1w" and sums like "1h30m". Returns false with
-// `error` set when malformed or longer than kMaxPeriodNs.
-bool ParseDuration(absl::string_view text, int64_t* out_ns, std::string* error) {
-  if (text == "0") {
-    *out_ns = 0;
-    return true;
-  }
-  if (text.empty()) {
-    *error = "is empty";
-    return false;
-  }
-  if (text.front() == '-') {
-    *error = "must not be negative";
-    return false;
-  }
-  int64_t total_ns = 0;
-  size_t i = 0;
-  while (i < text.size()) {
-    uint64_t count = 0;
-    size_t digits = 0;
-    while (i < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[i]))) {
-      if (count > static_cast<uint64_t>(kMaxPeriodNs) / 10) {
-        *error = "is too long (at most 100 years)";
-        return false;
-      }
-      count = count * 10 + static_cast<uint64_t>(text[i] - '0');
-      ++i;
-      ++digits;
-    }
-    if (digits == 0) {
-      *error = kMalformedDuration;
-      return false;
-    }
-    size_t unit_start = i;
-    while (i < text.size() && absl::ascii_isalpha(static_cast<unsigned char>(text[i]))) {
-      ++i;
-    }
-    absl::string_view unit = text.substr(unit_start, i - unit_start);
-    int64_t unit_ns = 0;
-    if (unit == "ms") {
-      unit_ns = 1'000'000LL;
-    } else if (unit == "s") {
-      unit_ns = kSecondNs;
-    } else if (unit == "m") {
-      unit_ns = 60 * kSecondNs;
-    } else if (unit == "h") {
-      unit_ns = 3600 * kSecondNs;
-    } else if (unit == "d") {
-      unit_ns = kDayNs;
-    } else if (unit == "w") {
-      unit_ns = 7 * kDayNs;
-    } else {
-      if (!unit.empty()) {
-        *error = absl::StrCat("has an unknown unit '", unit, "' (allowed: ms, s, m, h, d, w)");
-      } else if (i == text.size()) {
-        *error = "needs a unit (ms, s, m, h, d, w), e.g. 30s";
-      } else {
-        *error = kMalformedDuration;
-      }
-      return false;
-    }
-    // count <= kMaxPeriodNs + 9 and total_ns <= kMaxPeriodNs: check before multiplying.
-    if (count > static_cast<uint64_t>((kMaxPeriodNs - total_ns) / unit_ns)) {
-      *error = "is too long (at most 100 years)";
-      return false;
-    }
-    total_ns += static_cast<int64_t>(count) * unit_ns;
-  }
-  *out_ns = total_ns;
-  return true;
-}
-
 // Walks one parsed YAML document and builds a DomainConfig. Single use.
-class DocumentLoader {
+class DocumentLoader : private YamlReader {
  public:
   DocumentLoader(yaml_document_t* document, absl::string_view file)
-      : document_(document),
-        file_(file),
-        label_(file.empty() ? std::string(kInlineLabel) : std::string(file)) {}
+      : YamlReader(document, file.empty() ? std::string(kInlineLabel) : std::string(file)),
+        file_(file) {}
 
   absl::Status Load(DomainConfig* out) {
-    const yaml_node_t* root = yaml_document_get_root_node(document_);
+    const yaml_node_t* root = Root();
     if (root == nullptr || IsNull(root)) {
       return ErrorAtLine(1, "missing 'domain' (the file is empty)");
     }
     if (root->type != YAML_MAPPING_NODE) {
       return Error(root, "the top level must be a mapping with 'domain' and 'descriptors'");
     }
-    FG_ASSIGN_OR_RETURN(Fields fields, ReadMapping(root, kRootFields, "the top level"));
+    FG_ASSIGN_OR_RETURN(YamlFields fields, ReadMapping(root, kRootFields, "the top level"));
     const yaml_node_t* domain = fields.Value("domain");
     if (domain == nullptr) {
       return Error(root, "missing 'domain'");
@@ -220,136 +91,6 @@ class DocumentLoader {
   }
 
  private:
-  static int Line(const yaml_node_t* node) { return static_cast<int>(node->start_mark.line) + 1; }
-
-  absl::Status ErrorAtLine(int line, absl::string_view reason) const {
-    return absl::InvalidArgumentError(absl::StrCat(label_, ":", line, ": ", reason));
-  }
-  absl::Status Error(const yaml_node_t* node, absl::string_view reason) const {
-    return ErrorAtLine(Line(node), reason);
-  }
-
-  const yaml_node_t* Node(int index) const { return yaml_document_get_node(document_, index); }
-
-  // Checks a mapping's field names (strings, allowed here, each once) and returns them.
-  absl::StatusOr<Fields> ReadMapping(const yaml_node_t* node,
-                                     std::initializer_list<absl::string_view> allowed,
-                                     absl::string_view where) const {
-    if (node->type != YAML_MAPPING_NODE) {
-      return Error(node, absl::StrCat(where, " must be a mapping"));
-    }
-    Fields fields;
-    for (const yaml_node_pair_t* pair = node->data.mapping.pairs.start;
-         pair < node->data.mapping.pairs.top; ++pair) {
-      const yaml_node_t* key = Node(pair->key);
-      const yaml_node_t* value = Node(pair->value);
-      if (key->type != YAML_SCALAR_NODE) {
-        return Error(key, absl::StrCat("field names in ", where, " must be strings"));
-      }
-      absl::string_view name = ScalarText(key);
-      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-        return Error(key, absl::StrCat("unknown field '", name, "' in ", where,
-                                       " (allowed: ", absl::StrJoin(allowed, ", "), ")"));
-      }
-      if (const Fields::Field* first = fields.Find(name); first != nullptr) {
-        return Error(key, absl::StrCat("duplicate field '", name, "' (first at line ",
-                                       Line(first->key), ")"));
-      }
-      fields.Add({name, key, IsNull(value) ? nullptr : value});
-    }
-    return fields;
-  }
-
-  absl::StatusOr<std::string> String(const yaml_node_t* node, absl::string_view what) const {
-    if (node->type != YAML_SCALAR_NODE) {
-      return Error(node, absl::StrCat("'", what, "' must be a string"));
-    }
-    return std::string(ScalarText(node));
-  }
-
-  absl::StatusOr<bool> Bool(const yaml_node_t* node, absl::string_view what) const {
-    if (IsPlainScalar(node)) {
-      absl::string_view text = ScalarText(node);
-      for (absl::string_view word :
-           {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}) {
-        if (text == word) {
-          return true;
-        }
-      }
-      for (absl::string_view word :
-           {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "n", "N"}) {
-        if (text == word) {
-          return false;
-        }
-      }
-    }
-    return Error(node, absl::StrCat("'", what, "' must be true or false"));
-  }
-
-  // A plain decimal integer in [0, max] ("1_000" allowed, as YAML 1.1 does).
-  absl::StatusOr<uint64_t> Uint(const yaml_node_t* node, absl::string_view what,
-                                uint64_t max) const {
-    std::string bad = absl::StrCat("'", what, "' must be a non-negative integer");
-    if (!IsPlainScalar(node)) {
-      return Error(node, bad);
-    }
-    absl::string_view text = ScalarText(node);
-    absl::ConsumePrefix(&text, "+");
-    uint64_t value = 0;
-    size_t digits = 0;
-    for (char c : text) {
-      if (c == '_') {
-        continue;
-      }
-      if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
-        return Error(node, absl::StrCat(bad, ", got '", ScalarText(node), "'"));
-      }
-      if (value > (std::numeric_limits<uint64_t>::max() - 9) / 10) {
-        return Error(node, absl::StrCat("'", what, "' is too large (at most ", max, ")"));
-      }
-      value = value * 10 + static_cast<uint64_t>(c - '0');
-      ++digits;
-    }
-    if (digits == 0) {
-      return Error(node, absl::StrCat(bad, ", got '", ScalarText(node), "'"));
-    }
-    if (digits > 1 && text.front() == '0') {
-      return Error(node, absl::StrCat("'", what, "' has a leading zero (YAML 1.1 reads '",
-                                      ScalarText(node), "' as octal); write it without"));
-    }
-    if (value > max) {
-      return Error(node, absl::StrCat("'", what, "' is too large (at most ", max, ")"));
-    }
-    return value;
-  }
-
-  absl::StatusOr<int64_t> Duration(const yaml_node_t* node, absl::string_view what) const {
-    FG_ASSIGN_OR_RETURN(std::string text, String(node, what));
-    int64_t ns = 0;
-    std::string error;
-    if (!ParseDuration(text, &ns, &error)) {
-      return Error(node, absl::StrCat("'", what, "' ", error, ", got '", text, "'"));
-    }
-    return ns;
-  }
-
-  // Returns the items of a list (empty for nullptr, i.e. an absent or null field).
-  absl::StatusOr<std::vector<const yaml_node_t*>> List(const yaml_node_t* node,
-                                                       absl::string_view what) const {
-    std::vector<const yaml_node_t*> items;
-    if (node == nullptr) {
-      return items;
-    }
-    if (node->type != YAML_SEQUENCE_NODE) {
-      return Error(node, absl::StrCat("'", what, "' must be a list"));
-    }
-    for (const yaml_node_item_t* item = node->data.sequence.items.start;
-         item < node->data.sequence.items.top; ++item) {
-      items.push_back(Node(*item));
-    }
-    return items;
-  }
-
   absl::Status LoadDescriptors(const yaml_node_t* list, const std::string& parent_stats_key,
                                int depth, DescriptorNode* parent) {
     FG_ASSIGN_OR_RETURN(std::vector<const yaml_node_t*> items, List(list, "descriptors"));
@@ -368,7 +109,7 @@ class DocumentLoader {
       if (item->type != YAML_MAPPING_NODE) {
         return Error(item, "each entry of 'descriptors' must be a mapping with 'key'");
       }
-      FG_ASSIGN_OR_RETURN(Fields fields, ReadMapping(item, kDescriptorFields, "a descriptor"));
+      FG_ASSIGN_OR_RETURN(YamlFields fields, ReadMapping(item, kDescriptorFields, "a descriptor"));
       DescriptorNode node;
       node.line = Line(item);
       const yaml_node_t* key = fields.Value("key");
@@ -396,10 +137,10 @@ class DocumentLoader {
       }
       std::string stats_key = absl::StrCat(parent_stats_key, ".", composite);
 
-      const Fields::Field* one = fields.Find("rate_limit");
-      const Fields::Field* many = fields.Find("rate_limits");
+      const YamlFields::Field* one = fields.Find("rate_limit");
+      const YamlFields::Field* many = fields.Find("rate_limits");
       if (one != nullptr && many != nullptr) {
-        const Fields::Field* later = Line(one->key) > Line(many->key) ? one : many;
+        const YamlFields::Field* later = Line(one->key) > Line(many->key) ? one : many;
         return Error(later->key, "give either 'rate_limit' or 'rate_limits', not both");
       }
       if (one != nullptr && one->value != nullptr) {
@@ -456,7 +197,7 @@ class DocumentLoader {
   absl::StatusOr<RateLimitRule> LoadRateLimit(const yaml_node_t* map, int line,
                                               const DescriptorNode& descriptor,
                                               const std::string& stats_key) const {
-    FG_ASSIGN_OR_RETURN(Fields fields, ReadMapping(map, kRateLimitFields, "a rate limit"));
+    FG_ASSIGN_OR_RETURN(YamlFields fields, ReadMapping(map, kRateLimitFields, "a rate limit"));
     RateLimitRule rule;
     rule.file = file_;
     rule.line = line;
@@ -480,7 +221,21 @@ class DocumentLoader {
       rule.spec.algorithm = *algorithm;
     }
 
-    // The window: Envoy's `unit` or our `window`.
+    FG_RETURN_IF_ERROR(LoadWindow(fields, line, rule));
+    FG_RETURN_IF_ERROR(LoadCounts(fields, line, rule));
+    FG_RETURN_IF_ERROR(LoadBehaviour(fields, rule));
+    FG_RETURN_IF_ERROR(LoadReplaces(fields.Value("replaces"), rule));
+
+    if (!rule.unlimited) {
+      if (absl::Status status = ValidateLimitSpec(rule.spec); !status.ok()) {
+        return ErrorAtLine(line, status.message());
+      }
+    }
+    return rule;
+  }
+
+  // The window: Envoy's `unit` or our `window` (neither for an unlimited rule).
+  absl::Status LoadWindow(const YamlFields& fields, int line, RateLimitRule& rule) const {
     const yaml_node_t* unit = fields.Value("unit");
     const yaml_node_t* window = fields.Value("window");
     if (unit != nullptr) {
@@ -519,7 +274,11 @@ class DocumentLoader {
     if (!rule.unlimited && unit == nullptr && window == nullptr) {
       return ErrorAtLine(line, "rate limit needs a 'unit' (or a 'window')");
     }
+    return absl::OkStatus();
+  }
 
+  // requests_per_unit (required unless unlimited) and burst (buckets only).
+  absl::Status LoadCounts(const YamlFields& fields, int line, RateLimitRule& rule) const {
     if (const yaml_node_t* v = fields.Value("requests_per_unit"); v != nullptr) {
       FG_ASSIGN_OR_RETURN(rule.requests_per_unit,
                           Uint(v, "requests_per_unit", kMaxRequestsPerPeriod));
@@ -536,6 +295,11 @@ class DocumentLoader {
                                      AbslView(AlgorithmName(rule.spec.algorithm))));
       }
     }
+    return absl::OkStatus();
+  }
+
+  // Our extensions: block_duration, consistency and failure_mode.
+  absl::Status LoadBehaviour(const YamlFields& fields, RateLimitRule& rule) const {
     if (const yaml_node_t* v = fields.Value("block_duration"); v != nullptr) {
       FG_ASSIGN_OR_RETURN(rule.block_duration_ns, Duration(v, "block_duration"));
     }
@@ -564,14 +328,17 @@ class DocumentLoader {
             v, absl::StrCat("invalid failure_mode '", text, "' (allowed: open, closed, local)"));
       }
     }
+    return absl::OkStatus();
+  }
 
-    FG_ASSIGN_OR_RETURN(std::vector<const yaml_node_t*> replaces,
-                        List(fields.Value("replaces"), "replaces"));
+  // `replaces: [{name: ...}]`: names of other limits, never the rule's own.
+  absl::Status LoadReplaces(const yaml_node_t* list, RateLimitRule& rule) const {
+    FG_ASSIGN_OR_RETURN(std::vector<const yaml_node_t*> replaces, List(list, "replaces"));
     for (const yaml_node_t* entry : replaces) {
       if (entry->type != YAML_MAPPING_NODE) {
         return Error(entry, "each entry of 'replaces' must be a mapping with 'name'");
       }
-      FG_ASSIGN_OR_RETURN(Fields entry_fields, ReadMapping(entry, kReplacesFields, "replaces"));
+      FG_ASSIGN_OR_RETURN(YamlFields entry_fields, ReadMapping(entry, kReplacesFields, "replaces"));
       std::string name;
       if (const yaml_node_t* v = entry_fields.Value("name"); v != nullptr) {
         FG_ASSIGN_OR_RETURN(name, String(v, "name"));
@@ -584,114 +351,14 @@ class DocumentLoader {
       }
       rule.replaces.push_back(std::move(name));
     }
-
-    if (!rule.unlimited) {
-      if (absl::Status status = ValidateLimitSpec(rule.spec); !status.ok()) {
-        return ErrorAtLine(line, status.message());
-      }
-    }
-    return rule;
+    return absl::OkStatus();
   }
 
-  yaml_document_t* document_;
   std::string file_;
-  std::string label_;
   size_t descriptor_count_ = 0;
 };
 
 // Owns a yaml_parser_t and the documents it loads.
-class YamlParser {
- public:
-  explicit YamlParser(absl::string_view text) {
-    ok_ = yaml_parser_initialize(&parser_) != 0;
-    if (ok_) {
-      yaml_parser_set_input_string(&parser_, reinterpret_cast<const unsigned char*>(text.data()),
-                                   text.size());
-    }
-  }
-  ~YamlParser() {
-    if (ok_) {
-      yaml_parser_delete(&parser_);
-    }
-  }
-  YamlParser(const YamlParser&) = delete;
-  YamlParser& operator=(const YamlParser&) = delete;
-
-  bool initialized() const { return ok_; }
-  yaml_parser_t* get() { return &parser_; }
-
- private:
-  yaml_parser_t parser_;
-  bool ok_ = false;
-};
-
-class YamlDocument {
- public:
-  YamlDocument() = default;
-  ~YamlDocument() {
-    if (loaded_) {
-      yaml_document_delete(&document_);
-    }
-  }
-  YamlDocument(const YamlDocument&) = delete;
-  YamlDocument& operator=(const YamlDocument&) = delete;
-
-  // Loads the next document; false on a syntax error (see the parser's problem fields).
-  bool Load(yaml_parser_t* parser) {
-    loaded_ = yaml_parser_load(parser, &document_) != 0;
-    return loaded_;
-  }
-  yaml_document_t* get() { return &document_; }
-
- private:
-  yaml_document_t document_;
-  bool loaded_ = false;
-};
-
-absl::Status SyntaxError(const yaml_parser_t& parser, absl::string_view label,
-                         absl::string_view text) {
-  size_t line = parser.problem_mark.line + 1;
-  if (parser.error == YAML_READER_ERROR) {
-    // Reader errors (bad encoding) carry a byte offset rather than a mark.
-    size_t end = std::min(parser.problem_offset, text.size());
-    line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + end, '\n'));
-  }
-  std::string reason = parser.problem != nullptr ? parser.problem : "unknown error";
-  if (parser.context != nullptr) {
-    reason =
-        absl::StrCat(reason, " (", parser.context, " at line ", parser.context_mark.line + 1, ")");
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat(label, ":", line, ": YAML syntax error: ", reason));
-}
-
-// FNV-1a: stable across processes and machines, unlike absl::Hash.
-uint64_t Fingerprint(uint64_t hash, absl::string_view bytes) {
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= 1099511628211ULL;
-  }
-  return hash;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in.is_open()) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open"));
-  }
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot read"));
-  }
-  return contents.str();
-}
-
-bool IsConfigFileName(const std::string& name) {
-  return !name.empty() && name.front() != '.' &&
-         (absl::EndsWith(name, ".yaml") || absl::EndsWith(name, ".yml"));
-}
-
 }  // namespace
 
 int64_t TimeUnitNs(TimeUnit unit) {
@@ -817,13 +484,13 @@ absl::StatusOr<std::shared_ptr<const DomainConfig>> ParseDomainConfig(std::strin
   }
   YamlDocument document;
   if (!document.Load(parser.get())) {
-    return SyntaxError(*parser.get(), label, yaml);
+    return YamlSyntaxError(*parser.get(), label, yaml);
   }
   // yaml.v2 would silently read only the first document; a second one is surely a mistake.
   {
     YamlDocument next;
     if (!next.Load(parser.get())) {
-      return SyntaxError(*parser.get(), label, yaml);
+      return YamlSyntaxError(*parser.get(), label, yaml);
     }
     if (const yaml_node_t* extra = yaml_document_get_root_node(next.get()); extra != nullptr) {
       return absl::InvalidArgumentError(
@@ -856,57 +523,6 @@ absl::StatusOr<std::shared_ptr<const Config>> BuildConfig(
     }
   }
   return std::shared_ptr<const Config>(std::move(config));
-}
-
-absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code error;
-  fs::file_status status = fs::status(path, error);
-  if (error) {
-    return absl::ErrnoToStatus(error.value(), path);
-  }
-  std::vector<std::string> files;
-  if (fs::is_directory(status)) {
-    fs::directory_iterator it(path, error);
-    for (; !error && it != fs::directory_iterator(); it.increment(error)) {
-      std::string name = it->path().filename().string();
-      std::error_code type_error;
-      if (IsConfigFileName(name) && it->is_regular_file(type_error)) {
-        files.push_back(it->path().string());
-      }
-    }
-    if (error) {
-      return absl::ErrnoToStatus(error.value(), path);
-    }
-    std::sort(files.begin(), files.end());
-  } else {
-    files.push_back(path);
-  }
-
-  std::vector<std::shared_ptr<const DomainConfig>> domains;
-  for (const std::string& file : files) {
-    FG_ASSIGN_OR_RETURN(std::string text, ReadFile(file));
-    FG_ASSIGN_OR_RETURN(std::shared_ptr<const DomainConfig> domain, ParseDomainConfig(text, file));
-    domains.push_back(std::move(domain));
-  }
-  // The version is a fingerprint of the content, so every node that loads the same files agrees.
-  std::vector<const DomainConfig*> sorted;
-  for (const auto& domain : domains) {
-    sorted.push_back(domain.get());
-  }
-  std::sort(sorted.begin(), sorted.end(),
-            [](const DomainConfig* a, const DomainConfig* b) { return a->domain < b->domain; });
-  uint64_t version = 14695981039346656037ULL;
-  for (const DomainConfig* domain : sorted) {
-    version = Fingerprint(version, domain->domain);
-    version = Fingerprint(version, absl::string_view("\0", 1));
-    version = Fingerprint(version, domain->source);
-    version = Fingerprint(version, absl::string_view("\0", 1));
-  }
-  if (version == 0) {
-    version = 1;
-  }
-  return BuildConfig(std::move(domains), version);
 }
 
 }  // namespace floodgate::core

@@ -1,6 +1,7 @@
 #pragma once
 
-// The limit model and its loader: envoyproxy/ratelimit's YAML, unchanged, plus our extensions.
+// The limit model and its parser: envoyproxy/ratelimit's YAML, unchanged, plus our extensions.
+// Pure: parses text, reads no files (src/admin/config_source.h reads the source).
 //
 // A Config is parsed and validated once, then immutable; the limiter holds it through a
 // shared_ptr<const Config> and swaps the whole pointer on reload. Everything here is safe to
@@ -115,14 +116,6 @@ struct Config {
 // duplicate keys or descriptors, impossible values, bad YAML); `file` "" is shown as "<inline>".
 absl::StatusOr<std::shared_ptr<const DomainConfig>> ParseDomainConfig(std::string_view yaml,
                                                                       std::string_view file);
-
-// Loads a YAML file or a directory of *.yaml / *.yml files (one domain each; two files with the
-// same domain are an error). Nothing is returned unless everything is valid.
-// A directory is read non-recursively, in sorted order, skipping hidden files. The version is a
-// fingerprint of the domains' sources (the same files give the same version on every node);
-// rebuild with BuildConfig to number reloads instead. Errors: NotFound (or the errno's code) when
-// `path` cannot be read, InvalidArgument "file:line: reason" for a bad file.
-absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path);
 
 // Builds a Config from parsed domains; InvalidArgument on duplicate domains.
 absl::StatusOr<std::shared_ptr<const Config>> BuildConfig(

@@ -162,6 +162,78 @@ void ForEachRule(const core::DescriptorNode& node, Fn&& fn) {
   }
 }
 
+// Checks what every request needs: a domain, and descriptors whose entries all have keys.
+absl::Status ValidateRequest(const CheckRequest& request) {
+  if (request.domain.empty()) {
+    return absl::InvalidArgumentError("rate limit domain must not be empty");
+  }
+  if (request.descriptors.empty()) {
+    return absl::InvalidArgumentError("rate limit descriptor list must not be empty");
+  }
+  for (size_t i = 0; i < request.descriptors.size(); ++i) {
+    const DescriptorRequest& desc = request.descriptors[i];
+    if (desc.entries.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("descriptor ", i, " has no entries"));
+    }
+    for (const core::DescriptorEntry& entry : desc.entries) {
+      if (entry.key.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("descriptor ", i, " has an entry with no key"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The config node each descriptor matched (nullptr: none, or the caller gave its own limit).
+using MatchedNodes = absl::InlinedVector<const core::DescriptorNode*, kInlineDescriptors>;
+
+// Matches every descriptor first, since `replaces` works across the whole request, and collects
+// the names replaced. `replaced` stays empty (and unallocated) unless some matched rule replaces
+// another.
+void MatchDescriptors(const CheckRequest& request, const core::DomainConfig* domain,
+                      MatchedNodes& matched, absl::flat_hash_set<std::string_view>& replaced) {
+  for (size_t i = 0; i < request.descriptors.size(); ++i) {
+    const DescriptorRequest& desc = request.descriptors[i];
+    if (desc.limit.has_value()) {
+      continue;  // the caller's override wins over the config
+    }
+    if (domain == nullptr) {
+      continue;
+    }
+    matched[i] = domain->Match(desc.entries);
+    if (matched[i] == nullptr) {
+      continue;
+    }
+    for (const core::RateLimitRule& rule : matched[i]->limits) {
+      for (const std::string& name : rule.replaces) {
+        replaced.insert(name);
+      }
+    }
+  }
+}
+
+// Builds the rule of a descriptor's own limit (a fixed window, as Envoy's override), owned by
+// `response`. InvalidArgument when the limit is out of bounds.
+absl::StatusOr<const core::RateLimitRule*> AddOverrideRule(std::string_view domain,
+                                                           const DescriptorRequest& desc,
+                                                           CheckResponse& response) {
+  auto rule = std::make_unique<core::RateLimitRule>();
+  rule->spec.algorithm = Algorithm::kFixedWindow;
+  rule->spec.requests_per_period = desc.limit->requests_per_unit;
+  rule->spec.period_ns = core::TimeUnitNs(desc.limit->unit);
+  rule->unit = desc.limit->unit;
+  rule->requests_per_unit = desc.limit->requests_per_unit;
+  rule->stats_key = std::string(domain);
+  for (const core::DescriptorEntry& entry : desc.entries) {
+    absl::StrAppend(&rule->stats_key, ".", entry.key, "_", entry.value);
+  }
+  FG_RETURN_IF_ERROR(ValidateLimitSpec(rule->spec));
+  const core::RateLimitRule* added = rule.get();
+  response.override_rules.push_back(std::move(rule));
+  return added;
+}
+
 }  // namespace
 
 std::string StateKey(std::string_view domain, absl::Span<const core::DescriptorEntry> entries,
@@ -277,50 +349,15 @@ RuleCounters* Limiter::CountersForRule(const Snapshot& snap, const core::RateLim
 
 absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
                            std::string& key_buffer, CheckResponse& response, Batch& batch) const {
-  if (request.domain.empty()) {
-    return absl::InvalidArgumentError("rate limit domain must not be empty");
-  }
-  if (request.descriptors.empty()) {
-    return absl::InvalidArgumentError("rate limit descriptor list must not be empty");
-  }
-  for (size_t i = 0; i < request.descriptors.size(); ++i) {
-    const DescriptorRequest& desc = request.descriptors[i];
-    if (desc.entries.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("descriptor ", i, " has no entries"));
-    }
-    for (const core::DescriptorEntry& entry : desc.entries) {
-      if (entry.key.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("descriptor ", i, " has an entry with no key"));
-      }
-    }
-  }
+  FG_RETURN_IF_ERROR(ValidateRequest(request));
   response.descriptors.resize(request.descriptors.size());
   const core::DomainConfig* domain = snap.FindDomain(request.domain);
 
   // Match every descriptor first: `replaces` works across the whole request. The set stays
   // empty (and unallocated) unless some matched rule replaces another.
-  absl::InlinedVector<const core::DescriptorNode*, kInlineDescriptors> matched(
-      request.descriptors.size(), nullptr);
+  MatchedNodes matched(request.descriptors.size(), nullptr);
   absl::flat_hash_set<std::string_view> replaced;
-  for (size_t i = 0; i < request.descriptors.size(); ++i) {
-    const DescriptorRequest& desc = request.descriptors[i];
-    if (desc.limit.has_value()) {
-      continue;  // the caller's override wins over the config
-    }
-    if (domain == nullptr) {
-      continue;
-    }
-    matched[i] = domain->Match(desc.entries);
-    if (matched[i] == nullptr) {
-      continue;
-    }
-    for (const core::RateLimitRule& rule : matched[i]->limits) {
-      for (const std::string& name : rule.replaces) {
-        replaced.insert(name);
-      }
-    }
-  }
+  MatchDescriptors(request, domain, matched, replaced);
 
   const uint64_t request_hits = request.hits_addend == 0 ? 1 : request.hits_addend;
   for (size_t i = 0; i < request.descriptors.size(); ++i) {
@@ -358,20 +395,9 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       return absl::OkStatus();
     };
     if (desc.limit.has_value()) {
-      auto rule = std::make_unique<core::RateLimitRule>();
-      rule->spec.algorithm = Algorithm::kFixedWindow;
-      rule->spec.requests_per_period = desc.limit->requests_per_unit;
-      rule->spec.period_ns = core::TimeUnitNs(desc.limit->unit);
-      rule->unit = desc.limit->unit;
-      rule->requests_per_unit = desc.limit->requests_per_unit;
-      rule->stats_key = request.domain;
-      for (const core::DescriptorEntry& entry : desc.entries) {
-        absl::StrAppend(&rule->stats_key, ".", entry.key, "_", entry.value);
-      }
-      FG_RETURN_IF_ERROR(ValidateLimitSpec(rule->spec));
-      const core::RateLimitRule& added = *rule;
-      response.override_rules.push_back(std::move(rule));
-      FG_RETURN_IF_ERROR(add_op(added));
+      FG_ASSIGN_OR_RETURN(const core::RateLimitRule* added,
+                          AddOverrideRule(request.domain, desc, response));
+      FG_RETURN_IF_ERROR(add_op(*added));
       continue;
     }
     for (const core::RateLimitRule& rule : matched[i]->limits) {

@@ -9,15 +9,12 @@
 
 #include "src/limiter/limiter.h"
 #include "testing/fake_clock.h"
+#include "testing/limiter_helpers.h"
 
 namespace floodgate::limiter {
 namespace {
 
-std::shared_ptr<const core::Config> MakeConfig(const char* yaml) {
-  auto domain = core::ParseDomainConfig(yaml, "test.yaml");
-  EXPECT_TRUE(domain.ok()) << domain.status();
-  return *core::BuildConfig({*domain}, 1);
-}
+using testing::MakeConfig;
 
 struct Params {
   const char* algorithm;

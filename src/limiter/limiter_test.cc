@@ -4,12 +4,17 @@
 #include <gtest/gtest.h>
 
 #include "testing/fake_clock.h"
+#include "testing/limiter_helpers.h"
 
 namespace floodgate::limiter {
 namespace {
 
-constexpr int64_t kSecond = 1'000'000'000;
-constexpr int64_t kMinute = 60 * kSecond;
+using testing::CheckOk;
+using testing::kMinute;
+using testing::kMinuteStartNs;
+using testing::kSecond;
+using testing::MakeConfig;
+using testing::MakeRequest;
 
 constexpr char kYaml[] = R"(
 domain: api
@@ -40,24 +45,8 @@ descriptors:
         rate_limit: {unit: minute, requests_per_unit: 1}
 )";
 
-std::shared_ptr<const core::Config> MakeConfig(const char* yaml, uint64_t version = 1) {
-  auto domain = core::ParseDomainConfig(yaml, "test.yaml");
-  EXPECT_TRUE(domain.ok()) << domain.status();
-  auto config = core::BuildConfig({*domain}, version);
-  EXPECT_TRUE(config.ok()) << config.status();
-  return *config;
-}
-
 CheckRequest Req(std::vector<std::vector<core::DescriptorEntry>> descriptors, uint64_t hits = 0) {
-  CheckRequest request;
-  request.domain = "api";
-  request.hits_addend = hits;
-  for (auto& entries : descriptors) {
-    DescriptorRequest d;
-    d.entries = std::move(entries);
-    request.descriptors.push_back(std::move(d));
-  }
-  return request;
+  return MakeRequest("api", std::move(descriptors), hits);
 }
 
 class LimiterTest : public ::testing::Test {
@@ -69,15 +58,11 @@ class LimiterTest : public ::testing::Test {
     LimiterOptions lo;
     lo.clock = &clock_;
     // Start at the beginning of a minute so window arithmetic below is simple.
-    clock_.Set(1'700'000'040LL * kSecond);
+    clock_.Set(kMinuteStartNs);
     limiter_ = std::make_unique<Limiter>(store_.get(), KeyHasher(1, 2), MakeConfig(kYaml), lo);
   }
 
-  CheckResponse Check(const CheckRequest& request) {
-    auto response = limiter_->Check(request);
-    EXPECT_TRUE(response.ok()) << response.status();
-    return std::move(*response);
-  }
+  CheckResponse Check(const CheckRequest& request) { return CheckOk(*limiter_, request); }
 
   testing::FakeClock clock_;
   std::unique_ptr<Store> store_;

@@ -7,12 +7,17 @@
 
 #include "src/limiter/limiter.h"
 #include "testing/fake_clock.h"
+#include "testing/limiter_helpers.h"
 
 namespace floodgate::limiter {
 namespace {
 
-constexpr int64_t kSecond = 1'000'000'000;
-constexpr int64_t kMinute = 60 * kSecond;
+using testing::CheckOk;
+using testing::kMinute;
+using testing::kMinuteStartNs;
+using testing::kSecond;
+using testing::MakeConfig;
+using testing::MakeRequest;
 
 constexpr char kYaml[] = R"(
 domain: api
@@ -36,21 +41,8 @@ descriptors:
     rate_limit: {algorithm: concurrency, unit: minute, requests_per_unit: 1}
 )";
 
-std::shared_ptr<const core::Config> MakeConfig(const char* yaml, uint64_t version = 1) {
-  auto domain = core::ParseDomainConfig(yaml, "test.yaml");
-  EXPECT_TRUE(domain.ok()) << domain.status();
-  auto config = core::BuildConfig({*domain}, version);
-  EXPECT_TRUE(config.ok()) << config.status();
-  return *config;
-}
-
 CheckRequest Req(const std::string& key, const std::string& value) {
-  CheckRequest request;
-  request.domain = "api";
-  DescriptorRequest d;
-  d.entries.push_back({key, value});
-  request.descriptors.push_back(std::move(d));
-  return request;
+  return MakeRequest("api", {{{key, value}}});
 }
 
 // A store that counts the transactions it is asked to apply.
@@ -73,17 +65,13 @@ class CountingStore final : public Store {
 class OverloadTest : public ::testing::Test {
  protected:
   OverloadTest() : store_(*NewShardedStore({})), counting_(store_.get()) {
-    clock_.Set(1'700'000'040LL * kSecond);  // the start of a minute
+    clock_.Set(kMinuteStartNs);
     LimiterOptions options;
     options.clock = &clock_;
     limiter_ = std::make_unique<Limiter>(&counting_, KeyHasher(1, 2), MakeConfig(kYaml), options);
   }
 
-  CheckResponse Check(const CheckRequest& request) {
-    auto response = limiter_->Check(request);
-    EXPECT_TRUE(response.ok()) << response.status();
-    return std::move(*response);
-  }
+  CheckResponse Check(const CheckRequest& request) { return CheckOk(*limiter_, request); }
 
   testing::FakeClock clock_;
   std::unique_ptr<Store> store_;

@@ -23,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "src/admin/config_source.h"
 #include "src/core/config.h"
 #include "src/limiter/limiter.h"
 #include "src/server/server.h"
@@ -90,7 +91,7 @@ int Validate(const Flags& flags) {
   if (flags.positional.size() != 1) {
     return Fail(absl::StrCat("validate takes one PATH\n", kUsage));
   }
-  auto config = floodgate::core::LoadConfig(flags.positional[0]);
+  auto config = floodgate::server::LoadConfigSource(flags.positional[0]);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return 1;
@@ -103,7 +104,7 @@ int Validate(const Flags& flags) {
 
 int Check(const Flags& flags) {
   const std::string path = Get(flags, "config", "FLOODGATE_CONFIG", "");
-  auto config = floodgate::core::LoadConfig(path);
+  auto config = floodgate::server::LoadConfigSource(path);
   if (!config.ok()) {
     return Fail(std::string(config.status().message()));
   }

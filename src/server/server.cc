@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "floodgate/status_macros.h"
-#include "src/admin/cluster_http.h"
 
 namespace floodgate::server {
 
@@ -59,30 +58,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     // that the HTTP threads never block (same sizes as the gRPC front end's pool).
     server->http_workers_ = std::make_unique<common::WorkerPool>(32, 1024);
     http_options.workers = server->http_workers_.get();
-    cluster::ClusterStore* cluster = server->cluster_.get();
-    http_options.cluster_json = [cluster] { return ClusterJson(cluster->GetClusterStats()); };
-    http_options.cluster_metrics = [cluster] {
-      return ClusterPrometheus(cluster->GetClusterStats());
-    };
     server->config_sync_ = std::make_unique<ClusterConfigSync>(
         options.node_id, server->config_.get(), server->limiter_.get());
-    ClusterConfigSync* sync = server->config_sync_.get();
-    cluster->SetConfigSync(sync);
-    http_options.on_admin_change = [cluster, sync](const std::string& domain) {
-      cluster->BroadcastConfig(sync->LocalChange(domain));
-    };
+    server->cluster_->SetConfigSync(server->config_sync_.get());
   }
+  server->service_ = NewRateLimitService(server->limiter_.get(), options.limits, &server->metrics_);
+  server->admin_ =
+      std::make_unique<NodeAdmin>(server->config_.get(), server->limiter_.get(), &server->metrics_,
+                                  server->cluster_.get(), server->config_sync_.get());
   http_options.admin_token = options.admin_token;
   http_options.max_connections = options.max_connections;
   http_options.max_connections_per_client = options.max_connections_per_client;
-  http_options.limits = options.limits;
-  server->http_ = std::make_unique<HttpServer>(http_options, server->limiter_.get(),
-                                               server->config_.get(), &server->metrics_);
+  server->http_ = std::make_unique<HttpServer>(http_options, server->service_.get(),
+                                               server->admin_.get(), &server->metrics_);
   FG_RETURN_IF_ERROR(server->http_->Start());
 
   GrpcServerOptions grpc_options;
   grpc_options.address = options.grpc_address;
-  grpc_options.limits = options.limits;
   grpc_options.io_threads = options.grpc_threads;
   grpc_options.max_connections = options.max_connections;  // native gRPC only
   grpc_options.max_connections_per_client = options.max_connections_per_client;
@@ -94,7 +86,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     FG_ASSIGN_OR_RETURN(grpc_options.impl, ParseGrpcImpl(options.grpc_impl));
   }
   server->grpc_ =
-      std::make_unique<GrpcServer>(grpc_options, server->limiter_.get(), &server->metrics_);
+      std::make_unique<GrpcServer>(grpc_options, server->service_.get(), &server->metrics_);
   FG_RETURN_IF_ERROR(server->grpc_->Start());
 
   server->config_->StartWatching(options.config_poll);

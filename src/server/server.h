@@ -11,11 +11,13 @@
 #include "floodgate/store.h"
 #include "src/admin/cluster_config.h"
 #include "src/admin/config_manager.h"
+#include "src/admin/node_admin.h"
 #include "src/cluster/cluster_store.h"
 #include "src/frontends/grpc/grpc_service.h"
 #include "src/frontends/http/http_server.h"
 #include "src/limiter/limiter.h"
 #include "src/service/metrics.h"
+#include "src/service/rate_limit_service.h"
 
 namespace floodgate::server {
 
@@ -70,6 +72,8 @@ class Server {
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<ConfigManager> config_;
   ServerMetrics metrics_;
+  std::unique_ptr<RateLimitService> service_;
+  std::unique_ptr<NodeAdmin> admin_;
   std::unique_ptr<HttpServer> http_;
   // Cluster mode only. Destroyed before http_: the last queued calls then run (their writes
   // are posted to http_'s io context, stopped by Shutdown but still alive).

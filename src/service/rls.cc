@@ -1,7 +1,6 @@
 #include "src/service/rls.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -210,41 +209,6 @@ std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response) {
     headers.emplace_back("Retry-After", absl::StrCat(RetryAfterSeconds(response)));
   }
   return headers;
-}
-
-absl::Status ShouldRateLimit(limiter::Limiter& limiter, const RequestLimits& limits,
-                             FrontendMetrics& metrics, const rls::RateLimitRequest& request,
-                             rls::RateLimitResponse* response, bool shed) {
-  const auto start = std::chrono::steady_clock::now();
-  metrics.requests.fetch_add(1, std::memory_order_relaxed);
-  absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
-  absl::Status status = check.status();
-  if (status.ok()) {
-    status = ValidateRequest(*check, limits);
-  }
-  if (status.ok() && shed) {
-    check->shed = true;
-    metrics.shed.fetch_add(1, std::memory_order_relaxed);
-  }
-  if (!status.ok()) {
-    metrics.bad_requests.fetch_add(1, std::memory_order_relaxed);
-    return status;
-  }
-  absl::StatusOr<limiter::CheckResponse> decided = limiter.Check(*check);
-  if (!decided.ok()) {
-    (decided.status().code() == absl::StatusCode::kInvalidArgument ? metrics.bad_requests
-                                                                   : metrics.errors)
-        .fetch_add(1, std::memory_order_relaxed);
-    return decided.status();
-  }
-  ToEnvoy(*decided, response);
-  if (decided->overall == limiter::Code::kOverLimit) {
-    metrics.over_limit.fetch_add(1, std::memory_order_relaxed);
-  }
-  metrics.latency.Record(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
-          .count());
-  return absl::OkStatus();
 }
 
 }  // namespace floodgate::server

@@ -1,7 +1,8 @@
 #pragma once
 
 // Conversions between Envoy's RLS v3 messages / our native check messages and the limiter's
-// types, and the IETF RateLimit headers. Shared by the gRPC and HTTP front ends.
+// types, and the IETF RateLimit headers: the "convert" step of the check pipeline
+// (rate_limit_service.h), and the response side that front ends render.
 
 #include <string>
 #include <utility>
@@ -11,8 +12,6 @@
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "floodgate/v1/check.pb.h"
 #include "src/limiter/limiter.h"
-#include "src/service/metrics.h"
-#include "src/service/request_limits.h"
 
 namespace floodgate::server {
 
@@ -27,18 +26,6 @@ absl::StatusOr<limiter::CheckRequest> FromEnvoy(
 // RateLimit / Retry-After headers in response_headers_to_add.
 void ToEnvoy(const limiter::CheckResponse& response,
              envoy::service::ratelimit::v3::RateLimitResponse* out);
-
-// Decides one ShouldRateLimit call for a gRPC front end: converts, validates against `limits`,
-// checks, fills `response`, and counts the call in `metrics` (requests, bad_requests, errors,
-// over_limit, latency). Returns the status to answer with: InvalidArgument for bad input, the
-// limiter's error otherwise. Thread-safe as Limiter::Check is. With `shed` (the front end is past
-// its in-flight bounds) the check does not wait for other nodes (CheckRequest::shed) and counts
-// in metrics.shed.
-absl::Status ShouldRateLimit(limiter::Limiter& limiter, const RequestLimits& limits,
-                             FrontendMetrics& metrics,
-                             const envoy::service::ratelimit::v3::RateLimitRequest& request,
-                             envoy::service::ratelimit::v3::RateLimitResponse* response,
-                             bool shed = false);
 
 // Converts a native request. Its `lease` (a release's token) is not part of limiter::CheckRequest:
 // callers pass request.lease() to Limiter::Release themselves.

@@ -88,6 +88,23 @@ Decision UnconsumedDecision(const StoreOp& op, const core::KeyState& stored, int
   return d;
 }
 
+// What a transaction reads for `key` (see the invariants above): where it is in the table, and
+// its stored state when live, else fresh (KeyState{}).
+struct LiveLookup {
+  StateTable::Probe probe;
+  core::KeyState state;
+  bool live = false;
+};
+
+LiveLookup FindLive(const StateTable& table, uint64_t key, int64_t now_ns) {
+  LiveLookup found{.probe = table.Find(key)};
+  if (found.probe.found && !store::IsDead(table.StateAt(found.probe.slot), now_ns)) {
+    found.state = table.StateAt(found.probe.slot);
+    found.live = true;
+  }
+  return found;
+}
+
 // Writes `state` (the key's state once the transaction is over) to `record` for ApplyAndCapture,
 // with KeyState{} for a state that is dead at now_ns, as the store would hold it.
 void Capture(const StoreOp& op, const core::KeyState& state, int64_t now_ns, StateRecord& record) {
@@ -160,14 +177,11 @@ class ShardedStore final : public LocalStore {
       Shard& shard = ShardFor(key);
       absl::MutexLock lock(&shard.mu);
       StateTable& table = shard.table;
-      const StateTable::Probe probe = table.Find(key);
-      core::KeyState stored;
-      if (probe.found && !store::IsDead(table.StateAt(probe.slot), now_ns)) {
-        stored = table.StateAt(probe.slot);
-      }
+      const LiveLookup stored = FindLive(table, key, now_ns);
       // Commit writes only when the result differs, and erases a found-but-dead entry if the
       // result is dead too. No other key of this call is pinned: records are independent.
-      table.Commit(key, probe, core::Merge(record.spec, stored, incoming, now_ns), now_ns, {});
+      table.Commit(key, stored.probe, core::Merge(record.spec, stored.state, incoming, now_ns),
+                   now_ns, {});
       table.Tick(now_ns);
     }
   }
@@ -176,14 +190,13 @@ class ShardedStore final : public LocalStore {
     const uint64_t key = store::MixKey(key_hash);
     Shard& shard = ShardFor(key);
     absl::ReaderMutexLock lock(&shard.mu);
-    const StateTable::Probe probe = shard.table.Find(key);
-    if (!probe.found || store::IsDead(shard.table.StateAt(probe.slot), now_ns)) {
+    const LiveLookup found = FindLive(shard.table, key, now_ns);
+    if (!found.live) {
       return false;
     }
-    const core::KeyState& state = shard.table.StateAt(probe.slot);
     out->key_hash = key_hash;
-    out->expiry_ns = state.expiry_ns;
-    out->data = state.data;
+    out->expiry_ns = found.state.expiry_ns;
+    out->data = found.state.data;
     return true;
   }
 
@@ -224,11 +237,9 @@ class ShardedStore final : public LocalStore {
     Shard& shard = ShardFor(key);
     absl::MutexLock lock(&shard.mu);
     StateTable& table = shard.table;
-    const StateTable::Probe probe = table.Find(key);
-    core::KeyState state;
-    if (probe.found && !store::IsDead(table.StateAt(probe.slot), now_ns)) {
-      state = table.StateAt(probe.slot);
-    }
+    const LiveLookup found = FindLive(table, key, now_ns);
+    const StateTable::Probe& probe = found.probe;
+    const core::KeyState& state = found.state;
     const core::Outcome out = Evaluate(op, state, now_ns);
     decision = out.decision;
     const bool commit = !Blocks(op, out.decision);
@@ -292,12 +303,7 @@ class ShardedStore final : public LocalStore {
     bool commit = true;
     for (size_t g = 0; g < n;) {
       const uint64_t key = refs[g].key;
-      const StateTable& table = ShardFor(key).table;
-      const StateTable::Probe probe = table.Find(key);
-      core::KeyState stored;
-      if (probe.found && !store::IsDead(table.StateAt(probe.slot), now_ns)) {
-        stored = table.StateAt(probe.slot);
-      }
+      const core::KeyState stored = FindLive(ShardFor(key).table, key, now_ns).state;
       core::KeyState state = stored;
       size_t end = g;
       for (; end < n && refs[end].key == key; ++end) {

@@ -30,12 +30,12 @@
 #include "absl/synchronization/notification.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "grpc/health/v1/health.pb.h"
-#include "src/common/worker_pool.h"
-#include "src/net/client_caps.h"
-#include "src/frontends/grpc/grpc_wire.h"
 #include "src/common/host_port.h"
 #include "src/common/text.h"
-#include "src/service/rls.h"
+#include "src/common/worker_pool.h"
+#include "src/frontends/grpc/grpc_wire.h"
+#include "src/net/client_caps.h"
+#include "src/service/rate_limit_service.h"
 
 namespace floodgate::server {
 namespace {
@@ -140,9 +140,9 @@ struct Worker {
 
 class ServerImpl {
  public:
-  ServerImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
+  ServerImpl(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics)
       : options_(std::move(options)),
-        limiter_(limiter),
+        service_(service),
         metrics_(metrics),
         idle_timeout_ns_(ToNs(options_.idle_timeout)),
         request_timeout_ns_(ToNs(options_.request_timeout)),
@@ -166,7 +166,7 @@ class ServerImpl {
 
   // For sessions.
   const GrpcServerOptions& options() const { return options_; }
-  limiter::Limiter& limiter() const { return *limiter_; }
+  RateLimitService& service() const { return *service_; }
   ServerMetrics& metrics() const { return *metrics_; }
   bool draining() const { return draining_.load(std::memory_order_acquire); }
   int64_t idle_timeout_ns() const { return idle_timeout_ns_; }
@@ -196,7 +196,7 @@ class ServerImpl {
   bool AwaitNoSessions(absl::Duration timeout);
 
   const GrpcServerOptions options_;
-  limiter::Limiter* const limiter_;
+  RateLimitService* const service_;
   ServerMetrics* const metrics_;
   const int64_t idle_timeout_ns_;
   const int64_t request_timeout_ns_;
@@ -659,9 +659,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void CountBadRequest(const Stream& s) {
     if (s.method == Method::kShouldRateLimit) {
-      FrontendMetrics& m = server_->metrics().grpc;
-      m.requests.fetch_add(1, std::memory_order_relaxed);
-      m.bad_requests.fetch_add(1, std::memory_order_relaxed);
+      server_->service().CountMalformed(Frontend::kGrpc);
     }
   }
 
@@ -690,8 +688,8 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
       response_.Clear();
-      absl::Status decided = ShouldRateLimit(server_->limiter(), server_->options().limits,
-                                             server_->metrics().grpc, request_, &response_);
+      absl::Status decided =
+          server_->service().ShouldRateLimit(CallContext{Frontend::kGrpc}, request_, &response_);
       if (!decided.ok()) {
         RespondStatus(s, decided.code(), common::StdView(decided.message()));
         return;
@@ -730,12 +728,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void Offload(Stream& s) {
     auto call = std::make_shared<Call>();
     call->request.Swap(&request_);
-    server_->pool()->SubmitOrShed(server_->max_queue_delay(), [this, self = shared_from_this(),
-                                                               call, id = s.id](bool shed) {
-      call->status = ShouldRateLimit(server_->limiter(), server_->options().limits,
-                                     server_->metrics().grpc, call->request, &call->response, shed);
-      asio::post(worker_->ioc, [self, call, id] { self->FinishCall(id, *call); });
-    });
+    server_->pool()->SubmitOrShed(
+        server_->max_queue_delay(), [this, self = shared_from_this(), call, id = s.id](bool shed) {
+          call->status = server_->service().ShouldRateLimit(CallContext{Frontend::kGrpc, shed},
+                                                            call->request, &call->response);
+          asio::post(worker_->ioc, [self, call, id] { self->FinishCall(id, *call); });
+        });
   }
 
   void FinishCall(int32_t id, const Call& call) {
@@ -824,8 +822,7 @@ absl::Status ServerImpl::Start() {
   }
   std::string host;
   uint16_t port = 0;
-  if (absl::Status split = common::SplitHostPort(options_.address, host, port);
-      !split.ok()) {
+  if (absl::Status split = common::SplitHostPort(options_.address, host, port); !split.ok()) {
     return split;
   }
   error_code ec;
@@ -1042,9 +1039,9 @@ class NativeGrpcServer::Impl : public ServerImpl {
   using ServerImpl::ServerImpl;
 };
 
-NativeGrpcServer::NativeGrpcServer(GrpcServerOptions options, limiter::Limiter* limiter,
+NativeGrpcServer::NativeGrpcServer(GrpcServerOptions options, RateLimitService* service,
                                    ServerMetrics* metrics)
-    : impl_(std::make_unique<Impl>(std::move(options), limiter, metrics)) {}
+    : impl_(std::make_unique<Impl>(std::move(options), service, metrics)) {}
 NativeGrpcServer::~NativeGrpcServer() = default;
 absl::Status NativeGrpcServer::Start() { return impl_->Start(); }
 int NativeGrpcServer::port() const { return impl_->port(); }

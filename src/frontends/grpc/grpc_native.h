@@ -19,19 +19,19 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "src/limiter/limiter.h"
 #include "src/frontends/grpc/grpc_service.h"
 #include "src/service/metrics.h"
+#include "src/service/rate_limit_service.h"
 
 namespace floodgate::server {
 
 class NativeGrpcServer {
  public:
-  // `limiter` and `metrics` must outlive the server. Uses options.address, limits,
+  // `service` and `metrics` must outlive the server. Uses options.address,
   // max_receive_bytes, io_threads, max_concurrent_streams, max_connections,
   // max_connections_per_client, idle_timeout, request_timeout, worker_threads, max_queued and
   // max_queue_delay.
-  NativeGrpcServer(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics);
+  NativeGrpcServer(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics);
   ~NativeGrpcServer();
 
   // Binds and starts serving. InvalidArgument for a bad address or options, Unavailable when

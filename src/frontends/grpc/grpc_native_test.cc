@@ -90,7 +90,8 @@ class NativeGrpcServerTest : public ::testing::Test {
     return options;
   }
   void StartServer(GrpcServerOptions options) {
-    server_ = std::make_unique<NativeGrpcServer>(options, limiter_.get(), &metrics_);
+    service_ = NewRateLimitService(limiter_.get(), RequestLimits(), &metrics_);
+    server_ = std::make_unique<NativeGrpcServer>(options, service_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     port_ = server_->port();
   }
@@ -100,6 +101,7 @@ class NativeGrpcServerTest : public ::testing::Test {
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<ConfigManager> config_;
   ServerMetrics metrics_;
+  std::unique_ptr<RateLimitService> service_;
   std::unique_ptr<NativeGrpcServer> server_;
   int port_ = 0;
 };

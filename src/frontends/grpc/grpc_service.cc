@@ -7,10 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "src/common/text.h"
 #include "src/common/worker_pool.h"
 #include "src/frontends/grpc/grpc_native.h"
-#include "src/common/text.h"
-#include "src/service/rls.h"
+#include "src/service/rate_limit_service.h"
 
 namespace floodgate::server {
 namespace {
@@ -25,12 +25,9 @@ grpc::Status ToGrpc(const absl::Status& status) {
 // of our own; in cluster mode on a worker pool (see GrpcServerOptions::worker_threads).
 class RlsService final : public rls::RateLimitService::CallbackService {
  public:
-  RlsService(limiter::Limiter* limiter, ServerMetrics* metrics, RequestLimits limits,
-             int worker_threads, size_t max_queued, absl::Duration max_queue_delay)
-      : limiter_(limiter),
-        metrics_(metrics),
-        limits_(limits),
-        max_queue_delay_(absl::ToChronoNanoseconds(max_queue_delay)) {
+  RlsService(RateLimitService* service, int worker_threads, size_t max_queued,
+             absl::Duration max_queue_delay)
+      : service_(service), max_queue_delay_(absl::ToChronoNanoseconds(max_queue_delay)) {
     if (worker_threads > 0) {
       pool_ = std::make_unique<common::WorkerPool>(worker_threads, max_queued);
     }
@@ -53,13 +50,10 @@ class RlsService final : public rls::RateLimitService::CallbackService {
  private:
   grpc::Status Decide(const rls::RateLimitRequest& request, rls::RateLimitResponse* response,
                       bool shed) {
-    return ToGrpc(
-        server::ShouldRateLimit(*limiter_, limits_, metrics_->grpc, request, response, shed));
+    return ToGrpc(service_->ShouldRateLimit(CallContext{Frontend::kGrpc, shed}, request, response));
   }
 
-  limiter::Limiter* const limiter_;
-  ServerMetrics* const metrics_;
-  const RequestLimits limits_;
+  RateLimitService* const service_;
   const std::chrono::nanoseconds max_queue_delay_;
   std::unique_ptr<common::WorkerPool> pool_;
 };
@@ -79,8 +73,8 @@ namespace {
 
 class NativeImpl final : public GrpcServer::Impl {
  public:
-  NativeImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
-      : server_(std::move(options), limiter, metrics) {}
+  NativeImpl(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics)
+      : server_(std::move(options), service, metrics) {}
   absl::Status Start() override { return server_.Start(); }
   int port() const override { return server_.port(); }
   void Shutdown(absl::Duration grace) override { server_.Shutdown(grace); }
@@ -91,10 +85,9 @@ class NativeImpl final : public GrpcServer::Impl {
 
 class GrpcppImpl final : public GrpcServer::Impl {
  public:
-  GrpcppImpl(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics)
+  GrpcppImpl(GrpcServerOptions options, RateLimitService* service)
       : options_(std::move(options)),
-        service_(limiter, metrics, options_.limits, options_.worker_threads, options_.max_queued,
-                 options_.max_queue_delay) {}
+        service_(service, options_.worker_threads, options_.max_queued, options_.max_queue_delay) {}
 
   ~GrpcppImpl() override { Shutdown(absl::ZeroDuration()); }
 
@@ -144,20 +137,20 @@ absl::StatusOr<GrpcImpl> ParseGrpcImpl(std::string_view name) {
   if (name == "grpcpp") {
     return GrpcImpl::kGrpcpp;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown gRPC implementation \"", common::AbslView(name), "\" (native or grpcpp)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown gRPC implementation \"",
+                                                 common::AbslView(name), "\" (native or grpcpp)"));
 }
 
 std::string_view GrpcImplName(GrpcImpl impl) {
   return impl == GrpcImpl::kNative ? "native" : "grpcpp";
 }
 
-GrpcServer::GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter,
+GrpcServer::GrpcServer(GrpcServerOptions options, RateLimitService* service,
                        ServerMetrics* metrics) {
   if (options.impl == GrpcImpl::kNative) {
-    impl_ = std::make_unique<NativeImpl>(std::move(options), limiter, metrics);
+    impl_ = std::make_unique<NativeImpl>(std::move(options), service, metrics);
   } else {
-    impl_ = std::make_unique<GrpcppImpl>(std::move(options), limiter, metrics);
+    impl_ = std::make_unique<GrpcppImpl>(std::move(options), service);
   }
 }
 GrpcServer::~GrpcServer() { impl_->Shutdown(absl::ZeroDuration()); }

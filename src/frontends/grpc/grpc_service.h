@@ -12,9 +12,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "src/limiter/limiter.h"
 #include "src/service/metrics.h"
-#include "src/service/request_limits.h"
+#include "src/service/rate_limit_service.h"
 
 namespace floodgate::server {
 
@@ -30,8 +29,7 @@ std::string_view GrpcImplName(GrpcImpl impl);
 struct GrpcServerOptions {
   GrpcImpl impl = GrpcImpl::kNative;
   std::string address = "127.0.0.1:8081";  // port 0 picks a free one
-  RequestLimits limits;
-  size_t max_receive_bytes = 1 << 20;  // larger messages get RESOURCE_EXHAUSTED
+  size_t max_receive_bytes = 1 << 20;      // larger messages get RESOURCE_EXHAUSTED
   // Cluster mode: decide on this many threads of our own instead of gRPC's (a forwarded check
   // blocks its thread; gRPC's must stay free to answer peers). 0 decides inline.
   int worker_threads = 0;
@@ -59,7 +57,8 @@ struct GrpcServerOptions {
 // own threads.
 class GrpcServer {
  public:
-  GrpcServer(GrpcServerOptions options, limiter::Limiter* limiter, ServerMetrics* metrics);
+  // `service` and `metrics` must outlive the server.
+  GrpcServer(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics);
   ~GrpcServer();
   absl::Status Start();
   int port() const;

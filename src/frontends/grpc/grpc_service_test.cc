@@ -47,7 +47,8 @@ class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
     grpc_options.worker_threads = 1;
     grpc_options.max_queued = max_queued;
     grpc_options.max_queue_delay = max_queue_delay;
-    server_ = std::make_unique<GrpcServer>(grpc_options, limiter_.get(), &metrics_);
+    service_ = NewRateLimitService(limiter_.get(), RequestLimits(), &metrics_);
+    server_ = std::make_unique<GrpcServer>(grpc_options, service_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     stub_ = rls::RateLimitService::NewStub(grpc::CreateChannel(
         "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
@@ -76,6 +77,7 @@ class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
   testing::FakeClock clock_;
   GatedStore store_;
   ServerMetrics metrics_;
+  std::unique_ptr<RateLimitService> service_;
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<GrpcServer> server_;
   std::unique_ptr<rls::RateLimitService::Stub> stub_;

@@ -13,8 +13,6 @@
 #include <utility>
 #include <vector>
 
-#include <google/protobuf/util/json_util.h>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -36,13 +34,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "envoy/service/ratelimit/v3/rls.pb.h"
-#include "floodgate/v1/check.pb.h"
-#include "src/net/client_caps.h"
 #include "src/common/host_port.h"
 #include "src/common/json.h"
+#include "src/frontends/http/http_handlers.h"
 #include "src/frontends/http/http_util.h"
-#include "src/service/rls.h"
+#include "src/net/client_caps.h"
 
 namespace floodgate::server {
 namespace {
@@ -55,9 +51,6 @@ using beast::error_code;
 using http_internal::Connection;
 using http_internal::Endpoint;
 
-constexpr std::string_view kJsonType = "application/json";
-constexpr std::string_view kTextType = "text/plain; charset=utf-8";
-constexpr std::string_view kPrometheusType = "text/plain; version=0.0.4; charset=utf-8";
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 // After an error response the server reads and drops what the client still sends, for at most
@@ -162,11 +155,11 @@ class HttpSession;
 // operation fail on its own thread.
 class HttpServerImpl {
  public:
-  HttpServerImpl(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+  HttpServerImpl(HttpServerOptions options, RateLimitService* service, AdminApi* admin,
                  ServerMetrics* metrics)
       : options_(std::move(options)),
-        limiter_(limiter),
-        config_(config),
+        service_(service),
+        handlers_(options_.admin_token, service, admin, &metrics->http),
         metrics_(metrics),
         idle_timeout_ns_(std::max<int64_t>(absl::ToInt64Nanoseconds(options_.idle_timeout), 1)),
         max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)),
@@ -184,8 +177,8 @@ class HttpServerImpl {
 
   // For sessions.
   const HttpServerOptions& options() const { return options_; }
-  limiter::Limiter* limiter() const { return limiter_; }
-  ConfigManager* config() const { return config_; }
+  const HttpHandlers& handlers() const { return handlers_; }
+  const RequestLimits& limits() const { return service_->limits(); }
   ServerMetrics* metrics() const { return metrics_; }
   bool draining() const { return draining_.load(std::memory_order_acquire); }
   // Returns the deadline for an operation starting now (a clock the sweeper keeps, so that
@@ -210,8 +203,8 @@ class HttpServerImpl {
   bool AwaitNoSessions(absl::Duration timeout);
 
   const HttpServerOptions options_;
-  limiter::Limiter* const limiter_;
-  ConfigManager* const config_;
+  RateLimitService* const service_;
+  const HttpHandlers handlers_;
   ServerMetrics* const metrics_;
   const int64_t idle_timeout_ns_;
   const std::chrono::nanoseconds max_queue_delay_;
@@ -309,7 +302,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     request_.Reset();
     parser_.emplace(&request_);
     parser_->header_limit(server_->options().max_header_bytes);
-    parser_->body_limit(server_->options().limits.max_body_bytes);
+    parser_->body_limit(server_->limits().max_body_bytes);
     // Idle: between requests with nothing of the next one read yet (pipelined bytes count).
     idle_.store(buffer_.size() == 0, std::memory_order_release);
     SetDeadline(server_->idle_timeout_ns());
@@ -367,7 +360,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // than max_queue_delay is shed on the worker. A shed check waits for no other node.
   void HandleAndWrite() {
     common::WorkerPool* workers = server_->options().workers;
-    if (workers == nullptr || !Offloaded(request_.target)) {
+    if (workers == nullptr || !HttpHandlers::IsRateLimitCall(request_.target)) {
       HandleBatch(/*shed=*/false);
       Write();
       return;
@@ -388,24 +381,6 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     shed_ = false;
   }
 
-  // Whether a request goes to the worker pool: the rate limit calls, which may wait for another
-  // node. Health, metrics and admin calls are answered on the io thread even when every worker
-  // is busy.
-  static bool Offloaded(std::string_view target) {
-    std::string_view path;
-    std::string_view query;
-    http_internal::SplitTarget(target, path, query);
-    switch (http_internal::MatchPath(path).endpoint) {
-      case Endpoint::kCheck:
-      case Endpoint::kAuth:
-      case Endpoint::kEnvoyJson:
-      case Endpoint::kRelease:
-        return true;
-      default:
-        return false;
-    }
-  }
-
   // Parses one whole request from buffer_ into request_ and consumes it. Returns false, and
   // consumes nothing, when buffer_ does not hold a whole valid request: the normal read path
   // then parses those bytes again from the start (and reports any error in order).
@@ -413,7 +388,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     request_.Reset();
     parser_.emplace(&request_);
     parser_->header_limit(server_->options().max_header_bytes);
-    parser_->body_limit(server_->options().limits.max_body_bytes);
+    parser_->body_limit(server_->limits().max_body_bytes);
     parser_->eager(true);
     error_code ec;
     const size_t used = parser_->put(buffer_.data(), ec);
@@ -427,7 +402,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void OnReadError(const error_code& ec) {
     if (ec == http::error::body_limit) {
       RespondAndClose(413, absl::StrCat("request body is larger than ",
-                                        server_->options().limits.max_body_bytes, " bytes"));
+                                        server_->limits().max_body_bytes, " bytes"));
     } else if (ec == http::error::header_limit) {
       RespondAndClose(431, absl::StrCat("request header section is larger than ",
                                         server_->options().max_header_bytes, " bytes"));
@@ -454,22 +429,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // Answers request_: appends its response to out_.
   void Handle();
-  void HandleEnvoyJson(int& status);
-  void HandleCheck(int& status, std::vector<Header>& headers);
-  void HandleRelease(int& status);
-  // Releases check_'s concurrency slots with native_request_'s lease token (400 without one)
-  // and sets the response.
-  void ReleaseSlots(int& status);
-  void HandleConfigGet();
-  void HandleConfigChange(std::string_view raw_domain, int& status);
-  // Sets the response for a Check result: status 200 or 429, RateLimit headers, native JSON.
-  void RespondCheck(const limiter::CheckResponse& response, int& status,
-                    std::vector<Header>& headers);
-  // Sets json_ to {"error": message} and returns `status`.
-  int Error(int status, absl::string_view message) {
-    json_ = common::ErrorJson(common::StdView(message));
-    return status;
-  }
+  // Returns whether the client is on this machine.
+  bool FromLoopback();
 
   void Write() {
     SetDeadline(server_->idle_timeout_ns());
@@ -495,7 +456,6 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // A large answer (/metrics) must not pin its memory for the life of the connection.
     if (out_.capacity() > kMaxRetainedBytes) {
       std::string().swap(out_);
-      std::string().swap(json_);
     }
     out_.clear();
     ReadHeader();
@@ -505,7 +465,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     buffer_.consume(buffer_.size());
-    linger_budget_ = std::max(kMinLingerBytes, 2 * server_->options().limits.max_body_bytes);
+    linger_budget_ = std::max(kMinLingerBytes, 2 * server_->limits().max_body_bytes);
     SetDeadline(std::min(kLingerTimeoutNs, server_->idle_timeout_ns()));
     DiscardInput();
   }
@@ -551,324 +511,42 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::flat_buffer buffer_;
   RequestData request_;
   std::optional<RequestParser> parser_;
-  std::string out_;   // the serialized responses not yet written
-  std::string json_;  // the response body being built
+  std::string out_;  // the serialized responses not yet written
   bool close_after_write_ = false;
   bool linger_after_write_ = false;
   bool shed_ = false;  // the checks being answered are shed (see HandleAndWrite)
   size_t linger_budget_ = 0;
-  // Per-connection scratch for the check paths; reused to avoid allocating per request.
-  limiter::CheckRequest check_;
-  floodgate::v1::CheckResponse native_response_;
-  floodgate::v1::CheckRequest native_request_;
-  envoy::service::ratelimit::v3::RateLimitRequest envoy_request_;
+  HttpScratch scratch_;  // per-connection storage for the handlers, reused across requests
 };
 
 void HttpSession::Handle() {
-  const auto start = std::chrono::steady_clock::now();
   // The read's deadline no longer applies; the write sets its own.
   deadline_ns_.store(kNoDeadline, std::memory_order_relaxed);
-  ServerMetrics* metrics = server_->metrics();
-  metrics->http.requests.fetch_add(1, std::memory_order_relaxed);
-
   const bool keep_alive = parser_->keep_alive() && !server_->draining();
   const Connection connection = !keep_alive             ? Connection::kClose
                                 : request_.version < 11 ? Connection::kKeepAlive
                                                         : Connection::kDefault;
   close_after_write_ = !keep_alive;
-
-  std::string_view path;
-  std::string_view query;
-  http_internal::SplitTarget(request_.target, path, query);
-  const http_internal::Route route = http_internal::MatchPath(path);
-
-  int status = 200;
-  std::string_view content_type = kJsonType;
-  std::vector<Header> headers;
-  json_.clear();
-  bool timed = false;       // latency is recorded for the rate limit calls only
-  bool over_limit = false;  // a refusal answered with another status than 429
-  if (route.endpoint == Endpoint::kNotFound) {
-    status = Error(404, absl::StrCat("no such endpoint: ", common::AbslView(path)));
-  } else if (!http_internal::MethodAllowed(route.endpoint, request_.method)) {
-    status = Error(
-        405, absl::StrCat("method not allowed; use ",
-                          common::AbslView(http_internal::AllowedMethods(route.endpoint))));
-    headers.emplace_back("Allow", std::string(http_internal::AllowedMethods(route.endpoint)));
-  } else {
-    switch (route.endpoint) {
-      case Endpoint::kCheck:
-      case Endpoint::kAuth:
-        timed = true;
-        if (request_.method == http::verb::get) {
-          // The hot path: no JSON parsing; the query is decoded into reused storage.
-          absl::Status parsed =
-              http_internal::ParseCheckQuery(query, server_->options().limits, check_);
-          if (!parsed.ok()) {
-            status = Error(400, parsed.message());
-            break;
-          }
-        }
-        HandleCheck(status, headers);
-        // nginx's auth_request passes on 2xx and denies on 401/403 (other codes are errors).
-        if (route.endpoint == Endpoint::kAuth && status == 429) {
-          status = 403;
-          over_limit = true;
-        }
-        break;
-      case Endpoint::kEnvoyJson:
-        timed = true;
-        HandleEnvoyJson(status);
-        break;
-      case Endpoint::kRelease:
-        timed = true;
-        HandleRelease(status);
-        break;
-      case Endpoint::kHealthcheck:
-        content_type = kTextType;
-        if (server_->draining()) {
-          status = 503;
-          json_ = "DRAINING";
-        } else {
-          json_ = "OK";
-        }
-        break;
-      case Endpoint::kMetrics: {
-        content_type = kPrometheusType;
-        ConfigStats stats;
-        if (server_->config() != nullptr) {
-          stats = server_->config()->stats();
-        } else {
-          stats.version = server_->limiter()->GetStats().config_version;
-        }
-        json_ = RenderPrometheus(*server_->limiter(), *metrics, stats);
-        if (server_->options().cluster_metrics) {
-          json_ += server_->options().cluster_metrics();
-        }
-        break;
-      }
-      case Endpoint::kCluster:
-        if (server_->options().cluster_json) {
-          json_ = server_->options().cluster_json();
-        } else {
-          status = Error(404, "not in cluster mode (start with --node-id and --peers)");
-        }
-        break;
-      case Endpoint::kConfig:
-        HandleConfigGet();
-        break;
-      case Endpoint::kConfigDomain:
-        HandleConfigChange(route.domain, status);
-        break;
-      case Endpoint::kNotFound:
-        break;
-    }
-  }
-
-  if (status == 429 || over_limit) {
-    metrics->http.over_limit.fetch_add(1, std::memory_order_relaxed);
-  } else if (status >= 400 && status < 500) {
-    metrics->http.bad_requests.fetch_add(1, std::memory_order_relaxed);
-  } else if (status >= 500 && route.endpoint != Endpoint::kHealthcheck) {
-    metrics->http.errors.fetch_add(1, std::memory_order_relaxed);
-  }
-  http_internal::FormatResponse(status, content_type, headers, json_, connection, out_);
-  if (timed) {
-    metrics->http.latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                     std::chrono::steady_clock::now() - start)
-                                     .count());
-  }
+  const HttpRequest request{.method = request_.method,
+                            .target = request_.target,
+                            .authorization = request_.authorization,
+                            .body = request_.body,
+                            .from_loopback = [this] { return FromLoopback(); },
+                            .shed = shed_,
+                            .draining = server_->draining()};
+  const HttpReply reply = server_->handlers().Handle(request, scratch_);
+  http_internal::FormatResponse(reply.status, reply.content_type, reply.headers, reply.body,
+                                connection, out_);
 }
 
-void HttpSession::HandleCheck(int& status, std::vector<Header>& headers) {
-  const RequestLimits& limits = server_->options().limits;
-  bool release = false;
-  if (request_.method == http::verb::post) {
-    google::protobuf::util::JsonParseOptions options;
-    auto parsed =
-        google::protobuf::util::JsonStringToMessage(request_.body, &native_request_, options);
-    if (!parsed.ok()) {
-      status =
-          Error(400, absl::StrCat("invalid JSON CheckRequest: ", parsed.message().as_string()));
-      return;
-    }
-    check_ = FromNative(native_request_);
-    release = native_request_.release();
+bool HttpSession::FromLoopback() {
+  boost::system::error_code ec;
+  const tcp::endpoint peer = socket_.remote_endpoint(ec);
+  asio::ip::address address = peer.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
   }
-  if (absl::Status valid = ValidateRequest(check_, limits); !valid.ok()) {
-    status = Error(400, valid.message());
-    return;
-  }
-  if (release) {
-    ReleaseSlots(status);
-    return;
-  }
-  check_.shed = shed_;
-  if (shed_) {
-    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
-  }
-  absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(check_);
-  if (!response.ok()) {
-    status = Error(http_internal::HttpStatusFor(response.status()), response.status().message());
-    return;
-  }
-  RespondCheck(*response, status, headers);
-}
-
-void HttpSession::RespondCheck(const limiter::CheckResponse& response, int& status,
-                               std::vector<Header>& headers) {
-  native_response_.Clear();
-  ToNative(response, &native_response_);
-  json_.clear();
-  http_internal::AppendCheckResponseJson(native_response_, json_);
-  headers = RateLimitHeaders(response);
-  status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
-}
-
-void HttpSession::HandleEnvoyJson(int& status) {
-  google::protobuf::util::JsonParseOptions options;
-  auto parsed =
-      google::protobuf::util::JsonStringToMessage(request_.body, &envoy_request_, options);
-  if (!parsed.ok()) {
-    status =
-        Error(400, absl::StrCat("invalid JSON RateLimitRequest: ", parsed.message().as_string()));
-    return;
-  }
-  absl::StatusOr<limiter::CheckRequest> request = FromEnvoy(envoy_request_);
-  if (!request.ok()) {
-    status = Error(http_internal::HttpStatusFor(request.status()), request.status().message());
-    return;
-  }
-  if (absl::Status valid = ValidateRequest(*request, server_->options().limits); !valid.ok()) {
-    status = Error(400, valid.message());
-    return;
-  }
-  request->shed = shed_;
-  if (shed_) {
-    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
-  }
-  absl::StatusOr<limiter::CheckResponse> response = server_->limiter()->Check(*request);
-  if (!response.ok()) {
-    status = Error(http_internal::HttpStatusFor(response.status()), response.status().message());
-    return;
-  }
-  envoy::service::ratelimit::v3::RateLimitResponse out;
-  ToEnvoy(*response, &out);
-  json_.clear();
-  auto printed = google::protobuf::util::MessageToJsonString(out, &json_);
-  if (!printed.ok()) {
-    status = Error(500, absl::StrCat("cannot print response: ", printed.message().as_string()));
-    return;
-  }
-  status = out.overall_code() == envoy::service::ratelimit::v3::RateLimitResponse::OVER_LIMIT ? 429
-                                                                                              : 200;
-}
-
-void HttpSession::HandleRelease(int& status) {
-  google::protobuf::util::JsonParseOptions options;
-  auto parsed =
-      google::protobuf::util::JsonStringToMessage(request_.body, &native_request_, options);
-  if (!parsed.ok()) {
-    status = Error(400, absl::StrCat("invalid JSON CheckRequest: ", parsed.message().as_string()));
-    return;
-  }
-  check_ = FromNative(native_request_);
-  if (absl::Status valid = ValidateRequest(check_, server_->options().limits); !valid.ok()) {
-    status = Error(400, valid.message());
-    return;
-  }
-  ReleaseSlots(status);
-}
-
-void HttpSession::ReleaseSlots(int& status) {
-  // Without the token the store cannot tell which lease epoch the slots belong to, and an
-  // anonymous release would either over-admit or never age leaks out (docs/algorithms.md).
-  const int64_t lease = native_request_.lease();
-  if (lease == 0) {
-    status = Error(400,
-                   "a release needs \"lease\": the \"lease\" value of the /v1/check response "
-                   "that acquired the slots");
-    return;
-  }
-  if (shed_) {
-    // A release must reach the slots' owner, which a shed call may not wait for.
-    server_->metrics()->http.shed.fetch_add(1, std::memory_order_relaxed);
-    status = Error(503,
-                   "overloaded: the release was not applied; retry it, or the slots free "
-                   "themselves when their lease expires");
-    return;
-  }
-  absl::Status released = server_->limiter()->Release(check_, lease);
-  if (!released.ok()) {
-    status = Error(http_internal::HttpStatusFor(released), released.message());
-    return;
-  }
-  json_ = "{}";
-}
-
-void HttpSession::HandleConfigGet() {
-  std::shared_ptr<const core::Config> config = server_->limiter()->config();
-  json_ = "{\"version\":";
-  absl::StrAppend(&json_, config != nullptr ? config->version : 0, ",\"domains\":{");
-  if (config != nullptr) {
-    bool first = true;
-    for (const auto& [name, domain] : config->domains) {
-      if (!first) {
-        json_.push_back(',');
-      }
-      first = false;
-      common::AppendJsonString(name, json_);
-      json_.push_back(':');
-      common::AppendJsonString(domain != nullptr ? domain->source : "", json_);
-    }
-  }
-  json_.append("}}");
-}
-
-void HttpSession::HandleConfigChange(std::string_view raw_domain, int& status) {
-  const std::string& token = server_->options().admin_token;
-  if (!token.empty() && !http_internal::BearerTokenMatches(request_.authorization, token)) {
-    status = Error(401, "admin calls need the header `Authorization: Bearer <admin token>`");
-    return;
-  }
-  if (token.empty()) {
-    // Without a token, only callers on this machine may change limits: a server listening on a
-    // public address must not hand its config to anyone who can reach the port.
-    boost::system::error_code ec;
-    const tcp::endpoint peer = socket_.remote_endpoint(ec);
-    asio::ip::address address = peer.address();
-    if (address.is_v6() && address.to_v6().is_v4_mapped()) {
-      address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
-    }
-    if (ec || !address.is_loopback()) {
-      status = Error(403, "admin calls from other hosts need --admin-token");
-      return;
-    }
-  }
-  ConfigManager* config = server_->config();
-  if (config == nullptr) {
-    status = Error(501, "this server has no config manager");
-    return;
-  }
-  std::string domain;
-  if (!http_internal::PercentDecode(raw_domain, false, domain) || !common::IsValidUtf8(domain)) {
-    status = Error(400, "the domain in the path is not valid percent-encoded UTF-8");
-    return;
-  }
-  absl::Status changed = request_.method == http::verb::put
-                             ? config->PutDomain(domain, request_.body)
-                             : config->DeleteDomain(domain);
-  if (!changed.ok()) {
-    status = Error(http_internal::HttpStatusFor(changed), changed.message());
-    return;
-  }
-  if (server_->options().on_admin_change) {
-    server_->options().on_admin_change(domain);
-  }
-  std::shared_ptr<const core::Config> now = server_->limiter()->config();
-  json_ = "{\"domain\":";
-  common::AppendJsonString(domain, json_);
-  absl::StrAppend(&json_, ",\"version\":", now != nullptr ? now->version : 0, "}");
+  return !ec && address.is_loopback();
 }
 
 absl::Status HttpServerImpl::Start() {
@@ -900,8 +578,8 @@ absl::Status HttpServerImpl::Start() {
     }
   }
   const auto unavailable = [&](std::string_view what) {
-    return absl::UnavailableError(absl::StrCat("HTTP server cannot ", common::AbslView(what),
-                                               " ", options_.address, ": ", ec.message()));
+    return absl::UnavailableError(absl::StrCat("HTTP server cannot ", common::AbslView(what), " ",
+                                               options_.address, ": ", ec.message()));
   };
   acceptor_.open(endpoint.protocol(), ec);
   if (ec) {
@@ -1065,9 +743,9 @@ class HttpServer::Impl : public HttpServerImpl {
   using HttpServerImpl::HttpServerImpl;
 };
 
-HttpServer::HttpServer(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+HttpServer::HttpServer(HttpServerOptions options, RateLimitService* service, AdminApi* admin,
                        ServerMetrics* metrics)
-    : impl_(std::make_unique<Impl>(std::move(options), limiter, config, metrics)) {}
+    : impl_(std::make_unique<Impl>(std::move(options), service, admin, metrics)) {}
 
 HttpServer::~HttpServer() = default;
 

@@ -15,10 +15,9 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "src/common/worker_pool.h"
-#include "src/limiter/limiter.h"
-#include "src/admin/config_manager.h"
+#include "src/service/admin_api.h"
 #include "src/service/metrics.h"
-#include "src/service/request_limits.h"
+#include "src/service/rate_limit_service.h"
 
 namespace floodgate::server {
 
@@ -27,7 +26,6 @@ struct HttpServerOptions {
   int threads = 2;
   // When set, admin calls (PUT/DELETE /v1/config/...) need `Authorization: Bearer <token>`.
   std::string admin_token;
-  RequestLimits limits;
   size_t max_connections = 20000;  // accepted connections beyond this are closed at once
   // Connections one client address may hold at once; beyond it new ones are closed at once.
   // 0: no cap. (Behind a proxy every client shares the proxy's address: size it for that.)
@@ -37,12 +35,6 @@ struct HttpServerOptions {
   absl::Duration idle_timeout = absl::Seconds(60);
   // Request line plus headers above this are answered 431 and the connection is closed.
   uint32_t max_header_bytes = 8 * 1024;
-  // Cluster mode: GET /v1/cluster answers cluster_json(); /metrics appends cluster_metrics().
-  // Unset on a single node (/v1/cluster answers 404).
-  std::function<std::string()> cluster_json;
-  std::function<std::string()> cluster_metrics;
-  // Cluster mode: called after an admin PUT/DELETE of a domain succeeded, to spread it.
-  std::function<void(const std::string& domain)> on_admin_change;
   // Cluster mode: rate limit calls run on these workers (a check may wait for its key's owner;
   // the io threads must not). A call that finds the pool's queue full, or that waited in it
   // longer than max_queue_delay, is shed: decided at once, waiting for no other node
@@ -54,8 +46,10 @@ struct HttpServerOptions {
 
 class HttpServer {
  public:
-  // All pointers must outlive the server.
-  HttpServer(HttpServerOptions options, limiter::Limiter* limiter, ConfigManager* config,
+  // Rate limit calls go to `service`, admin calls to `admin`; the server counts its connections
+  // and the calls it answers itself in `metrics`. All pointers must outlive the server. Request
+  // bodies are capped at service->limits().max_body_bytes.
+  HttpServer(HttpServerOptions options, RateLimitService* service, AdminApi* admin,
              ServerMetrics* metrics);
   ~HttpServer();
 

@@ -18,6 +18,7 @@
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "floodgate/store.h"
 #include "floodgate/v1/check.pb.h"
+#include "src/admin/node_admin.h"
 #include "src/frontends/http/http_util.h"
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
@@ -344,8 +345,6 @@ class HttpServerTest : public ::testing::Test {
     options.address = "127.0.0.1:0";
     options.threads = 2;
     options.admin_token = kToken;
-    options.limits.max_body_bytes = 4096;
-    options.limits.max_descriptors = 8;
     return options;
   }
 
@@ -353,7 +352,12 @@ class HttpServerTest : public ::testing::Test {
     if (server_ != nullptr) {
       server_->Shutdown(absl::Seconds(5));
     }
-    server_ = std::make_unique<HttpServer>(options, limiter_.get(), config_.get(), &metrics_);
+    RequestLimits limits;
+    limits.max_body_bytes = 4096;
+    limits.max_descriptors = 8;
+    service_ = NewRateLimitService(limiter_.get(), limits, &metrics_);
+    admin_ = std::make_unique<NodeAdmin>(config_.get(), limiter_.get(), &metrics_);
+    server_ = std::make_unique<HttpServer>(options, service_.get(), admin_.get(), &metrics_);
     absl::Status started = server_->Start();
     ASSERT_TRUE(started.ok()) << started;
     port_ = server_->port();
@@ -374,6 +378,8 @@ class HttpServerTest : public ::testing::Test {
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<ConfigManager> config_;
   ServerMetrics metrics_;
+  std::unique_ptr<RateLimitService> service_;
+  std::unique_ptr<NodeAdmin> admin_;
   std::unique_ptr<HttpServer> server_;
   int port_ = 0;
 };
@@ -871,10 +877,10 @@ TEST_F(HttpServerTest, BadAddresses) {
   ServerMetrics metrics;
   HttpServerOptions options = BaseOptions();
   options.address = "127.0.0.1";
-  HttpServer no_port(options, limiter_.get(), config_.get(), &metrics);
+  HttpServer no_port(options, service_.get(), admin_.get(), &metrics);
   EXPECT_EQ(no_port.Start().code(), absl::StatusCode::kInvalidArgument);
   options.address = "127.0.0.1:" + std::to_string(port_);  // taken
-  HttpServer taken(options, limiter_.get(), config_.get(), &metrics);
+  HttpServer taken(options, service_.get(), admin_.get(), &metrics);
   EXPECT_EQ(taken.Start().code(), absl::StatusCode::kUnavailable);
 }
 
@@ -882,12 +888,12 @@ TEST_F(HttpServerTest, Ipv6AndHostnames) {
   ServerMetrics metrics;
   HttpServerOptions options = BaseOptions();
   options.address = "localhost:0";
-  HttpServer by_name(options, limiter_.get(), config_.get(), &metrics);
+  HttpServer by_name(options, service_.get(), admin_.get(), &metrics);
   ASSERT_TRUE(by_name.Start().ok());
   EXPECT_GT(by_name.port(), 0);
   by_name.Shutdown(absl::Seconds(1));
   options.address = "[::1]:0";
-  HttpServer v6(options, limiter_.get(), config_.get(), &metrics);
+  HttpServer v6(options, service_.get(), admin_.get(), &metrics);
   absl::Status started = v6.Start();
   // Hosts without IPv6 loopback cannot bind it; anything else must work.
   if (started.ok()) {
@@ -952,7 +958,9 @@ class HttpWorkersTest : public ::testing::Test {
     http_options.address = "127.0.0.1:0";
     http_options.workers = workers_.get();
     http_options.max_queue_delay = max_queue_delay;
-    server_ = std::make_unique<HttpServer>(http_options, limiter_.get(), nullptr, &metrics_);
+    service_ = NewRateLimitService(limiter_.get(), RequestLimits(), &metrics_);
+    admin_ = std::make_unique<NodeAdmin>(nullptr, limiter_.get(), &metrics_);
+    server_ = std::make_unique<HttpServer>(http_options, service_.get(), admin_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     port_ = server_->port();
   }
@@ -972,6 +980,8 @@ class HttpWorkersTest : public ::testing::Test {
   floodgate::testing::FakeClock clock_;
   floodgate::testing::GatedStore store_;
   ServerMetrics metrics_;
+  std::unique_ptr<RateLimitService> service_;
+  std::unique_ptr<NodeAdmin> admin_;
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<common::WorkerPool> workers_;
   std::unique_ptr<HttpServer> server_;

@@ -347,6 +347,8 @@ int HttpStatusFor(const absl::Status& status) {
     case absl::StatusCode::kResourceExhausted:
     case absl::StatusCode::kUnavailable:
       return 503;
+    case absl::StatusCode::kUnimplemented:
+      return 501;
     default:
       return 500;
   }

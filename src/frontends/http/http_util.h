@@ -75,7 +75,8 @@ std::string_view StatusReason(int status);
 
 // Returns the HTTP status for a failed call: InvalidArgument 400, NotFound 404,
 // FailedPrecondition and AlreadyExists 409, Unauthenticated 401, PermissionDenied 403,
-// ResourceExhausted and Unavailable 503 (429 is kept for rate limit decisions), else 500.
+// ResourceExhausted and Unavailable 503 (429 is kept for rate limit decisions), Unimplemented
+// 501, else 500.
 int HttpStatusFor(const absl::Status& status);
 
 // How a response tells the client about the connection.

@@ -1,0 +1,45 @@
+#pragma once
+
+// The node's admin API (service/admin_api.h) over the config manager, the metrics and, in a
+// cluster, the cluster store and its config sync.
+//
+// Thread-safety: as AdminApi.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "src/admin/cluster_config.h"
+#include "src/admin/config_manager.h"
+#include "src/cluster/cluster_store.h"
+#include "src/limiter/limiter.h"
+#include "src/service/admin_api.h"
+#include "src/service/metrics.h"
+
+namespace floodgate::server {
+
+class NodeAdmin final : public AdminApi {
+ public:
+  // Every pointer must outlive the admin. `config` may be null: admin changes then fail with
+  // Unimplemented. `cluster` and `sync` are null on a single node.
+  NodeAdmin(ConfigManager* config, limiter::Limiter* limiter, const ServerMetrics* metrics,
+            cluster::ClusterStore* cluster = nullptr, ClusterConfigSync* sync = nullptr)
+      : config_(config), limiter_(limiter), metrics_(metrics), cluster_(cluster), sync_(sync) {}
+
+  absl::StatusOr<uint64_t> PutDomain(const std::string& domain, std::string_view yaml) override;
+  absl::StatusOr<uint64_t> DeleteDomain(const std::string& domain) override;
+  std::string PrometheusText() override;
+  absl::StatusOr<std::string> ClusterJson() override;
+
+ private:
+  // After a successful change: spreads it over the cluster; returns the version in force.
+  uint64_t Changed(const std::string& domain);
+
+  ConfigManager* const config_;
+  limiter::Limiter* const limiter_;
+  const ServerMetrics* const metrics_;
+  cluster::ClusterStore* const cluster_;
+  ClusterConfigSync* const sync_;
+};
+
+}  // namespace floodgate::server

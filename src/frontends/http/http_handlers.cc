@@ -1,0 +1,286 @@
+#include "src/frontends/http/http_handlers.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "src/common/json.h"
+#include "src/common/text.h"
+#include "src/frontends/http/http_util.h"
+
+namespace floodgate::server {
+namespace {
+
+namespace http = boost::beast::http;
+using http_internal::Endpoint;
+
+HttpReply Error(int status, std::string_view message) {
+  HttpReply reply;
+  reply.status = status;
+  reply.body = common::ErrorJson(message);
+  return reply;
+}
+
+HttpReply Error(const absl::Status& status) {
+  return Error(http_internal::HttpStatusFor(status), common::StdView(status.message()));
+}
+
+// Decodes a JSON body into `message`; InvalidArgument naming the message type otherwise.
+absl::Status ParseJson(std::string_view body, google::protobuf::Message& message,
+                       std::string_view type) {
+  google::protobuf::util::JsonParseOptions options;
+  auto parsed = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(body.data(), body.size()), &message, options);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid JSON ", common::AbslView(type), ": ", parsed.message().as_string()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+HttpHandlers::HttpHandlers(std::string admin_token, RateLimitService* service, AdminApi* admin,
+                           FrontendMetrics* metrics)
+    : admin_token_(std::move(admin_token)), service_(service), admin_(admin), metrics_(metrics) {}
+
+bool HttpHandlers::IsRateLimitCall(std::string_view target) {
+  std::string_view path;
+  std::string_view query;
+  http_internal::SplitTarget(target, path, query);
+  switch (http_internal::MatchPath(path).endpoint) {
+    case Endpoint::kCheck:
+    case Endpoint::kAuth:
+    case Endpoint::kEnvoyJson:
+    case Endpoint::kRelease:
+      return true;
+    default:
+      return false;
+  }
+}
+
+HttpReply HttpHandlers::Handle(const HttpRequest& request, HttpScratch& scratch) const {
+  std::string_view path;
+  std::string_view query;
+  http_internal::SplitTarget(request.target, path, query);
+  const http_internal::Route route = http_internal::MatchPath(path);
+
+  HttpReply reply;
+  bool counted = false;  // rate limit calls are counted by the service's pipeline
+  if (route.endpoint == Endpoint::kNotFound) {
+    reply = Error(404, absl::StrCat("no such endpoint: ", common::AbslView(path)));
+  } else if (!http_internal::MethodAllowed(route.endpoint, request.method)) {
+    const std::string_view allowed = http_internal::AllowedMethods(route.endpoint);
+    reply = Error(405, absl::StrCat("method not allowed; use ", common::AbslView(allowed)));
+    reply.headers.emplace_back("Allow", std::string(allowed));
+  } else {
+    switch (route.endpoint) {
+      case Endpoint::kCheck:
+      case Endpoint::kAuth:
+        counted = true;
+        reply = Check(request, query, route.endpoint == Endpoint::kAuth, scratch);
+        break;
+      case Endpoint::kEnvoyJson:
+        counted = true;
+        reply = EnvoyJson(request, scratch);
+        break;
+      case Endpoint::kRelease:
+        counted = true;
+        reply = Release(request, scratch);
+        break;
+      case Endpoint::kHealthcheck:
+        reply.content_type = kTextType;
+        reply.status = request.draining ? 503 : 200;
+        reply.body = request.draining ? "DRAINING" : "OK";
+        break;
+      case Endpoint::kMetrics:
+        reply = Metrics();
+        break;
+      case Endpoint::kCluster:
+        reply = Cluster();
+        break;
+      case Endpoint::kConfig:
+        reply = ConfigView();
+        break;
+      case Endpoint::kConfigDomain:
+        reply = ConfigChange(request, route.domain);
+        break;
+      case Endpoint::kNotFound:
+        break;
+    }
+  }
+  if (!counted) {
+    Count(reply, route.endpoint == Endpoint::kHealthcheck);
+  }
+  return reply;
+}
+
+void HttpHandlers::Count(const HttpReply& reply, bool healthcheck) const {
+  metrics_->requests.fetch_add(1, std::memory_order_relaxed);
+  if (reply.status >= 400 && reply.status < 500) {
+    metrics_->bad_requests.fetch_add(1, std::memory_order_relaxed);
+  } else if (reply.status >= 500 && !healthcheck) {
+    metrics_->errors.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query, bool auth,
+                              HttpScratch& scratch) const {
+  bool release = false;
+  if (request.method == http::verb::get) {
+    // The hot path: no JSON parsing; the query is decoded into reused storage.
+    if (absl::Status parsed =
+            http_internal::ParseCheckQuery(query, service_->limits(), scratch.check);
+        !parsed.ok()) {
+      service_->CountMalformed(Frontend::kHttp);
+      return Error(400, common::StdView(parsed.message()));
+    }
+  } else {
+    if (absl::Status parsed = ParseJson(request.body, scratch.native_request, "CheckRequest");
+        !parsed.ok()) {
+      service_->CountMalformed(Frontend::kHttp);
+      return Error(400, common::StdView(parsed.message()));
+    }
+    scratch.check = FromNative(scratch.native_request);
+    release = scratch.native_request.release();
+  }
+  if (release) {
+    return ReleaseSlots(request, scratch);
+  }
+  absl::StatusOr<limiter::CheckResponse> response =
+      service_->Check(CallContext{Frontend::kHttp, request.shed}, scratch.check);
+  if (!response.ok()) {
+    return Error(response.status());
+  }
+  HttpReply reply = CheckReply(*response, scratch);
+  // nginx's auth_request passes on 2xx and denies on 401/403 (other codes are errors).
+  if (auth && reply.status == 429) {
+    reply.status = 403;
+  }
+  return reply;
+}
+
+HttpReply HttpHandlers::CheckReply(const limiter::CheckResponse& response,
+                                   HttpScratch& scratch) const {
+  scratch.native_response.Clear();
+  ToNative(response, &scratch.native_response);
+  HttpReply reply;
+  http_internal::AppendCheckResponseJson(scratch.native_response, reply.body);
+  reply.headers = RateLimitHeaders(response);
+  reply.status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
+  return reply;
+}
+
+HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scratch) const {
+  if (absl::Status parsed = ParseJson(request.body, scratch.envoy_request, "RateLimitRequest");
+      !parsed.ok()) {
+    service_->CountMalformed(Frontend::kHttp);
+    return Error(400, common::StdView(parsed.message()));
+  }
+  envoy::service::ratelimit::v3::RateLimitResponse out;
+  if (absl::Status decided = service_->ShouldRateLimit(CallContext{Frontend::kHttp, request.shed},
+                                                       scratch.envoy_request, &out);
+      !decided.ok()) {
+    return Error(decided);
+  }
+  HttpReply reply;
+  auto printed = google::protobuf::util::MessageToJsonString(out, &reply.body);
+  if (!printed.ok()) {
+    return Error(500, absl::StrCat("cannot print response: ", printed.message().as_string()));
+  }
+  reply.status = out.overall_code() == envoy::service::ratelimit::v3::RateLimitResponse::OVER_LIMIT
+                     ? 429
+                     : 200;
+  return reply;
+}
+
+HttpReply HttpHandlers::Release(const HttpRequest& request, HttpScratch& scratch) const {
+  if (absl::Status parsed = ParseJson(request.body, scratch.native_request, "CheckRequest");
+      !parsed.ok()) {
+    service_->CountMalformed(Frontend::kHttp);
+    return Error(400, common::StdView(parsed.message()));
+  }
+  scratch.check = FromNative(scratch.native_request);
+  return ReleaseSlots(request, scratch);
+}
+
+HttpReply HttpHandlers::ReleaseSlots(const HttpRequest& request, HttpScratch& scratch) const {
+  if (absl::Status released = service_->Release(CallContext{Frontend::kHttp, request.shed},
+                                                scratch.check, scratch.native_request.lease());
+      !released.ok()) {
+    return Error(released);
+  }
+  HttpReply reply;
+  reply.body = "{}";
+  return reply;
+}
+
+HttpReply HttpHandlers::Metrics() const {
+  HttpReply reply;
+  reply.content_type = kPrometheusType;
+  reply.body = admin_->PrometheusText();
+  return reply;
+}
+
+HttpReply HttpHandlers::Cluster() const {
+  absl::StatusOr<std::string> json = admin_->ClusterJson();
+  if (!json.ok()) {
+    return Error(json.status());
+  }
+  HttpReply reply;
+  reply.body = *std::move(json);
+  return reply;
+}
+
+HttpReply HttpHandlers::ConfigView() const {
+  std::shared_ptr<const core::Config> config = service_->config();
+  HttpReply reply;
+  std::string& json = reply.body;
+  json = "{\"version\":";
+  absl::StrAppend(&json, config != nullptr ? config->version : 0, ",\"domains\":{");
+  if (config != nullptr) {
+    bool first = true;
+    for (const auto& [name, domain] : config->domains) {
+      if (!first) {
+        json.push_back(',');
+      }
+      first = false;
+      common::AppendJsonString(name, json);
+      json.push_back(':');
+      common::AppendJsonString(domain != nullptr ? domain->source : "", json);
+    }
+  }
+  json.append("}}");
+  return reply;
+}
+
+HttpReply HttpHandlers::ConfigChange(const HttpRequest& request,
+                                     std::string_view raw_domain) const {
+  if (!admin_token_.empty() &&
+      !http_internal::BearerTokenMatches(request.authorization, admin_token_)) {
+    return Error(401, "admin calls need the header `Authorization: Bearer <admin token>`");
+  }
+  // Without a token, only callers on this machine may change limits: a server listening on a
+  // public address must not hand its config to anyone who can reach the port.
+  if (admin_token_.empty() && !request.from_loopback()) {
+    return Error(403, "admin calls from other hosts need --admin-token");
+  }
+  std::string domain;
+  if (!http_internal::PercentDecode(raw_domain, false, domain) || !common::IsValidUtf8(domain)) {
+    return Error(400, "the domain in the path is not valid percent-encoded UTF-8");
+  }
+  absl::StatusOr<uint64_t> version = request.method == http::verb::put
+                                         ? admin_->PutDomain(domain, request.body)
+                                         : admin_->DeleteDomain(domain);
+  if (!version.ok()) {
+    return Error(version.status());
+  }
+  HttpReply reply;
+  reply.body = "{\"domain\":";
+  common::AppendJsonString(domain, reply.body);
+  absl::StrAppend(&reply.body, ",\"version\":", *version, "}");
+  return reply;
+}
+
+}  // namespace floodgate::server

@@ -1,0 +1,101 @@
+#pragma once
+
+// The HTTP endpoints: what each request is answered, as a value. The session (http_server.cc)
+// reads a request off the socket, calls HttpHandlers::Handle and writes the reply; the handlers
+// know nothing of sockets, and reach the node only through the rate limit service and the
+// admin API. Endpoints: docs/http_api.md.
+//
+// Thread-safety: Handle may be called from any number of threads at once, each with its own
+// HttpScratch.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/beast/http/verb.hpp>
+
+#include "absl/functional/function_ref.h"
+#include "envoy/service/ratelimit/v3/rls.pb.h"
+#include "floodgate/v1/check.pb.h"
+#include "src/limiter/limiter.h"
+#include "src/service/admin_api.h"
+#include "src/service/metrics.h"
+#include "src/service/rate_limit_service.h"
+#include "src/service/rls.h"
+
+namespace floodgate::server {
+
+inline constexpr std::string_view kJsonType = "application/json";
+inline constexpr std::string_view kTextType = "text/plain; charset=utf-8";
+inline constexpr std::string_view kPrometheusType = "text/plain; version=0.0.4; charset=utf-8";
+
+// A request as the handlers see it: parsed, its body complete. Views into the session's buffers.
+struct HttpRequest {
+  boost::beast::http::verb method = boost::beast::http::verb::unknown;
+  std::string_view target;
+  std::string_view authorization;
+  std::string_view body;
+  // Returns whether the client is on this machine (admin calls without a token need it). Asked
+  // only for such calls.
+  absl::FunctionRef<bool()> from_loopback;
+  // The front end is past its in-flight bounds (see CallContext::shed).
+  bool shed = false;
+  // The server is draining (the healthcheck answers 503).
+  bool draining = false;
+};
+
+// What a request is answered: the session frames it.
+struct HttpReply {
+  int status = 200;
+  std::string_view content_type = kJsonType;
+  std::vector<Header> headers;
+  std::string body;
+};
+
+// Per-connection scratch for the check paths, reused so that the steady state allocates
+// little.
+struct HttpScratch {
+  limiter::CheckRequest check;
+  floodgate::v1::CheckRequest native_request;
+  floodgate::v1::CheckResponse native_response;
+  envoy::service::ratelimit::v3::RateLimitRequest envoy_request;
+};
+
+class HttpHandlers {
+ public:
+  // When `admin_token` is set, admin calls (PUT/DELETE /v1/config/...) need
+  // `Authorization: Bearer <token>`; without it only clients on this machine may make them.
+  // `service`, `admin` and `metrics` must outlive the handlers.
+  HttpHandlers(std::string admin_token, RateLimitService* service, AdminApi* admin,
+               FrontendMetrics* metrics);
+
+  // Answers one request, and counts it in the HTTP metrics (rate limit calls are counted by the
+  // service's pipeline; the rest here).
+  HttpReply Handle(const HttpRequest& request, HttpScratch& scratch) const;
+
+  // Returns whether `target` is a rate limit call (check, auth, Envoy JSON, release): the calls
+  // that may wait for another node. Health, metrics and admin calls are not.
+  static bool IsRateLimitCall(std::string_view target);
+
+ private:
+  HttpReply Check(const HttpRequest& request, std::string_view query, bool auth,
+                  HttpScratch& scratch) const;
+  HttpReply EnvoyJson(const HttpRequest& request, HttpScratch& scratch) const;
+  HttpReply Release(const HttpRequest& request, HttpScratch& scratch) const;
+  HttpReply ReleaseSlots(const HttpRequest& request, HttpScratch& scratch) const;
+  HttpReply CheckReply(const limiter::CheckResponse& response, HttpScratch& scratch) const;
+  HttpReply Metrics() const;
+  HttpReply Cluster() const;
+  HttpReply ConfigView() const;
+  HttpReply ConfigChange(const HttpRequest& request, std::string_view raw_domain) const;
+  // Counts a reply that the pipeline did not count.
+  void Count(const HttpReply& reply, bool healthcheck) const;
+
+  const std::string admin_token_;
+  RateLimitService* const service_;
+  AdminApi* const admin_;
+  FrontendMetrics* const metrics_;
+};
+
+}  // namespace floodgate::server
