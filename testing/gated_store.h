@@ -35,12 +35,6 @@ class GatedStore final : public Store {
     }
     return true;
   }
-  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
-                       absl::Span<Decision> decisions, absl::Span<StateRecord>) override {
-    return Apply(ops, now_ns, decisions);
-  }
-  void MergeStates(absl::Span<const StateRecord>, int64_t) override {}
-  bool GetState(uint64_t, int64_t, StateRecord*) const override { return false; }
   StoreStats GetStats() const override { return {}; }
   void ReclaimExpired(int64_t) override {}
 

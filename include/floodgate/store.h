@@ -9,6 +9,7 @@
 #include "absl/types/span.h"
 #include "floodgate/decision.h"
 #include "floodgate/limit.h"
+#include "floodgate/routing.h"
 
 namespace floodgate {
 
@@ -26,8 +27,8 @@ struct StoreOp {
   // the transaction.
   bool shadow = false;
   // Cluster routing, from the limit's rule; a single node's store ignores them (docs/cluster.md).
-  uint8_t consistency = 0;   // core::Consistency: 0 exact, 1 local
-  uint8_t failure_mode = 0;  // core::FailureMode: 0 local, 1 open, 2 closed
+  Consistency consistency = Consistency::kExact;
+  FailureMode failure_mode = FailureMode::kLocal;
   // Set when the front end is past its in-flight bounds: a key another node owns is decided
   // here by failure_mode at once instead of waiting for the owner; a key this node owns is
   // still decided exactly. A single node's store ignores it.
@@ -59,22 +60,36 @@ struct StoreStats {
   }
 };
 
-// A concurrent map from key hash to algorithm state, applying decisions atomically.
+// What the limiter decides against: applies transactions atomically, wherever the state lives
+// (this process's ShardedStore, or a cluster that decides each key on its owner node).
 //
 // Apply() evaluates every op at `now_ns`. If every non-shadow kCheck op is allowed, all states
 // are committed; otherwise no state changes (a request under several limits consumes from none
 // when one refuses). decisions[i] receives op i's decision; in a refused transaction the ops that
 // would have passed report allowed == true with nothing consumed. Returns whether the
-// transaction committed.
+// transaction committed. (A cluster only promises this per owner: see docs/cluster.md.)
 //
-// Thread-safety: every method may be called from any number of threads at once. Ops touching
-// different shards run in parallel; a transaction locks its shards in a fixed order.
-// Memory: state that is back to fresh (expiry_ns <= now) is reclaimed, so idle keys cost nothing.
+// Thread-safety: every method may be called from any number of threads at once.
 class Store {
  public:
   virtual ~Store() = default;
   virtual bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
                      absl::Span<Decision> decisions) = 0;
+  // Returns the sum of every shard's stats (of this process's tables).
+  virtual StoreStats GetStats() const = 0;
+  // Drops every expired entry now (the store also does this incrementally on its own).
+  virtual void ReclaimExpired(int64_t now_ns) = 0;
+};
+
+// A concurrent map from key hash to algorithm state held in this process, applying decisions
+// atomically (Store), whose raw states can also be captured, merged and read: what cluster nodes
+// use to replicate keys and hand them over.
+//
+// Thread-safety: every method may be called from any number of threads at once. Ops touching
+// different shards run in parallel; a transaction locks its shards in a fixed order.
+// Memory: state that is back to fresh (expiry_ns <= now) is reclaimed, so idle keys cost nothing.
+class LocalStore : public Store {
+ public:
   // Apply, with the same atomicity and locking, and also writes to after[i] the state of
   // ops[i]'s key once the transaction is over, taken under the same locks: the committed state
   // (even if the memory cap kept the store from holding it), or the unchanged one when refused;
@@ -96,10 +111,6 @@ class Store {
   // and out->data and sets out->key_hash (out->spec is left as is: the store does not keep it).
   // A read under the key's shard lock; never writes.
   virtual bool GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const = 0;
-  // Returns the sum of every shard's stats.
-  virtual StoreStats GetStats() const = 0;
-  // Drops every expired entry now (the store also does this incrementally on its own).
-  virtual void ReclaimExpired(int64_t now_ns) = 0;
 };
 
 struct StoreOptions {
@@ -112,7 +123,7 @@ struct StoreOptions {
 };
 
 // Returns a sharded in-memory store, or InvalidArgument for impossible options.
-absl::StatusOr<std::unique_ptr<Store>> NewShardedStore(const StoreOptions& options);
+absl::StatusOr<std::unique_ptr<LocalStore>> NewShardedStore(const StoreOptions& options);
 
 // Hashes limit keys with a secret seed (SipHash-1-3), so that an attacker who picks descriptor
 // values cannot aim collisions at one slot or one shard. Immutable and thread-safe.

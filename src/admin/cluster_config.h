@@ -19,7 +19,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "floodgate/peer/v1/peer.pb.h"
-#include "src/cluster/cluster.h"
+#include "src/cluster/gossip.h"
 #include "src/limiter/limiter.h"
 #include "src/admin/config_manager.h"
 

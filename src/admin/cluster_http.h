@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "src/cluster/cluster.h"
+#include "src/cluster/cluster_store.h"
 
 namespace floodgate::server {
 

@@ -11,7 +11,7 @@
 
 #include "src/admin/cluster_config.h"
 #include "src/admin/config_manager.h"
-#include "src/cluster/cluster.h"
+#include "src/cluster/cluster_store.h"
 #include "src/limiter/limiter.h"
 #include "src/service/admin_api.h"
 #include "src/service/metrics.h"

@@ -1,39 +1,27 @@
-// ClusterStore with real peers in one process (loopback gRPC), a fake clock for decisions.
+// ClusterStore over an in-process fake transport (no sockets, fake clock, heartbeats run by the
+// test), and one test of the real grpc++ transport on port 0.
 
-#include "src/cluster/cluster.h"
+#include "src/cluster/cluster_store.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <bit>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "src/cluster/grpc_peer_transport.h"
 #include "testing/fake_clock.h"
+#include "testing/fake_peer_transport.h"
 
 namespace floodgate::cluster {
 namespace {
 
 constexpr int64_t kSecond = 1'000'000'000;
 
-// Returns a free TCP port on 127.0.0.1 (bound, read and released).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-StoreOp Op(uint64_t key, uint64_t limit, uint8_t failure_mode = 0, uint8_t consistency = 0) {
+StoreOp Op(uint64_t key, uint64_t limit, FailureMode failure_mode = FailureMode::kLocal,
+           Consistency consistency = Consistency::kExact) {
   StoreOp op;
   op.key_hash = key;
   op.spec.algorithm = Algorithm::kFixedWindow;
@@ -44,39 +32,47 @@ StoreOp Op(uint64_t key, uint64_t limit, uint8_t failure_mode = 0, uint8_t consi
   return op;
 }
 
+uint64_t Key(uint64_t i) { return i * 0x9E3779B97F4A7C15ULL; }
+
 class ClusterStoreTest : public ::testing::Test {
  protected:
-  // Starts nodes `running` of an `n`-member cluster.
-  void StartCluster(int n, std::vector<int> running) {
-    std::string spec;
-    for (int i = 0; i < n; ++i) {
-      absl::StrAppend(&spec, i ? "," : "", "n", i, "=127.0.0.1:", FreePort());
-    }
-    auto members = ParsePeers(spec);
-    ASSERT_TRUE(members.ok()) << members.status();
-    locals_.resize(n);
-    nodes_.resize(n);
-    for (int i : running) {
-      locals_[i] = *NewShardedStore({});
-      ClusterOptions options;
-      options.self_id = absl::StrCat("n", i);
-      options.members = *members;
-      options.clock = &clock_;
-      options.heartbeat = absl::Milliseconds(50);
-      options.dead_after = absl::Milliseconds(300);
-      auto store = ClusterStore::Start(options, locals_[i].get());
-      ASSERT_TRUE(store.ok()) << store.status();
-      nodes_[i] = std::move(*store);
-    }
+  static constexpr int kMembers = 3;
+
+  ClusterStoreTest() : network_(kMembers, &clock_) {
+    clock_.Advance(100 * kSecond);
+    auto members = ParsePeers("n0=127.0.0.1:1,n1=127.0.0.1:2,n2=127.0.0.1:3");
+    EXPECT_TRUE(members.ok()) << members.status();
+    members_ = *members;
+    locals_.resize(kMembers);
+    nodes_.resize(kMembers);
   }
 
-  // Waits (bounded) until every running node sees `alive` members.
-  void AwaitAlive(int alive) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  // Starts (or restarts, with an empty store) node i.
+  void StartNode(int i) {
+    nodes_[i].reset();
+    locals_[i] = *NewShardedStore({});
+    ClusterOptions options;
+    options.self_id = absl::StrCat("n", i);
+    options.members = members_;
+    options.clock = &clock_;
+    options.heartbeat_thread = false;
+    auto store = ClusterStore::Start(options, locals_[i].get(), network_.TransportFor(i));
+    ASSERT_TRUE(store.ok()) << store.status();
+    nodes_[i] = std::move(*store);
+  }
+
+  // Starts every node and runs a heartbeat round on each: every node sees every other alive.
+  void StartAll() {
+    for (int i = 0; i < kMembers; ++i) {
+      StartNode(i);
+    }
+    Heartbeats();
+  }
+
+  void Heartbeats() {
     for (auto& node : nodes_) {
-      while (node != nullptr && std::popcount(node->membership().alive_mask()) != alive &&
-             absl::Now() < deadline) {
-        absl::SleepFor(absl::Milliseconds(10));  // heartbeats run on real time
+      if (node != nullptr) {
+        node->HeartbeatRound();
       }
     }
   }
@@ -87,26 +83,53 @@ class ClusterStoreTest : public ::testing::Test {
     return d.allowed;
   }
 
+  int Checks(int node, const StoreOp& op, int n) {
+    int allowed = 0;
+    for (int i = 0; i < n; ++i) {
+      allowed += Check(node, op);
+    }
+    return allowed;
+  }
+
+  // Returns the owner of `key` in node 0's view.
+  int OwnerOf(uint64_t key) const {
+    const Membership& m = nodes_[0]->membership();
+    return m.Owner(key, m.alive_mask());
+  }
+
+  // Returns a key that a node other than node 0 owns.
+  uint64_t KeyOwnedElsewhere() const {
+    for (uint64_t i = 1;; ++i) {
+      if (OwnerOf(Key(i)) != 0) {
+        return Key(i);
+      }
+    }
+  }
+
   testing::FakeClock clock_;
-  std::vector<std::unique_ptr<Store>> locals_;
+  testing::FakePeerNetwork network_;
+  std::vector<Member> members_;
+  std::vector<std::unique_ptr<LocalStore>> locals_;
   std::vector<std::unique_ptr<ClusterStore>> nodes_;
 };
 
 TEST_F(ClusterStoreTest, EveryNodeSharesOneCountPerKey) {
-  StartCluster(3, {0, 1, 2});
-  AwaitAlive(3);
+  StartAll();
   for (uint64_t key = 1; key <= 20; ++key) {
-    int allowed = 0;
-    for (int n = 0; n < 30; ++n) {
-      allowed += Check(n % 3, Op(key * 0x9E3779B97F4A7C15ULL, 10));
-    }
-    EXPECT_EQ(allowed, 10) << key;
+    EXPECT_EQ(Checks(0, Op(Key(key), 10), 10) + Checks(1, Op(Key(key), 10), 10) +
+                  Checks(2, Op(Key(key), 10), 10),
+              10)
+        << key;
+    // Decided on its owner: the owner's store holds the key's state.
+    StateRecord held;
+    EXPECT_TRUE(locals_[OwnerOf(Key(key))]->GetState(Key(key), clock_.NowNs(), &held)) << key;
   }
   // The keys were spread over owners, and states were replicated.
   uint64_t owned = 0;
   uint64_t replicated = 0;
   for (auto& node : nodes_) {
     const ClusterStats stats = node->GetClusterStats();
+    EXPECT_TRUE(stats.quorum);
     owned += stats.owned_ops;
     EXPECT_GT(stats.owned_ops, 0u);
     for (const PeerStats& peer : stats.peers) {
@@ -117,33 +140,45 @@ TEST_F(ClusterStoreTest, EveryNodeSharesOneCountPerKey) {
   EXPECT_GT(replicated, 0u);
 }
 
+TEST_F(ClusterStoreTest, FailsOverToTheNextOwnerWhenTheOwnerIsDead) {
+  StartAll();
+  const uint64_t key = KeyOwnedElsewhere();
+  const int owner = OwnerOf(key);
+  EXPECT_EQ(Checks(0, Op(key, 10), 4), 4);
+  network_.SetUnreachable(owner, true);
+  // The next owner was the key's replica: it goes on from the owner's count.
+  EXPECT_EQ(Checks(0, Op(key, 10), 10), 6);
+  const ClusterStats stats = nodes_[0]->GetClusterStats();
+  EXPECT_GE(stats.failovers, 1u);
+  EXPECT_FALSE((nodes_[0]->membership().alive_mask() >> owner) & 1);
+  EXPECT_EQ(stats.failure_mode_ops, 0u);
+}
+
+TEST_F(ClusterStoreTest, FailsOverWhenTheOwnerTimesOut) {
+  StartAll();
+  const uint64_t key = KeyOwnedElsewhere();
+  const int owner = OwnerOf(key);
+  EXPECT_EQ(Checks(0, Op(key, 10), 3), 3);
+  network_.SetSlowFail(owner, true);
+  EXPECT_EQ(Checks(0, Op(key, 10), 10), 7);
+  EXPECT_GE(nodes_[0]->GetClusterStats().failovers, 1u);
+}
+
 TEST_F(ClusterStoreTest, WithoutAMajorityEachLimitFollowsItsFailureMode) {
-  StartCluster(3, {0});  // the others never come up
+  StartNode(0);  // the others never come up
+  Heartbeats();
   EXPECT_FALSE(nodes_[0]->GetClusterStats().quorum);
-  int open = 0;
-  int closed = 0;
-  int local = 0;
-  for (int n = 0; n < 30; ++n) {
-    open += Check(0, Op(1, 10, /*failure_mode=*/1));
-    closed += Check(0, Op(2, 10, /*failure_mode=*/2));
-    local += Check(0, Op(3, 10, /*failure_mode=*/0));
-  }
-  EXPECT_EQ(open, 30);
-  EXPECT_EQ(closed, 0);
-  EXPECT_EQ(local, 3);  // 10 / 3 members
+  EXPECT_EQ(Checks(0, Op(1, 10, FailureMode::kOpen), 30), 30);
+  EXPECT_EQ(Checks(0, Op(2, 10, FailureMode::kClosed), 30), 0);
+  EXPECT_EQ(Checks(0, Op(3, 10, FailureMode::kLocal), 30), 3);  // 10 / 3 members
   EXPECT_EQ(nodes_[0]->GetClusterStats().failure_mode_ops, 90u);
 }
 
 TEST_F(ClusterStoreTest, LocalConsistencyUsesTheShareThenTheOwner) {
-  StartCluster(3, {0, 1, 2});
-  AwaitAlive(3);
-  // All traffic on one node: 3 from its share, the rest of the 9 from the owner's count.
-  int allowed = 0;
-  for (int n = 0; n < 30; ++n) {
-    allowed += Check(0, Op(77, 9, 0, /*consistency=*/1));
-  }
-  EXPECT_GE(allowed, 9);
-  EXPECT_LE(allowed, 9 + 3);  // hits still being reported when the owner's count filled
+  StartAll();
+  // All traffic on one node: 3 from its share, the rest of the 9 from the owner's count (the
+  // fake delivers each share hit's report before the next check).
+  EXPECT_EQ(Checks(0, Op(77, 9, FailureMode::kLocal, Consistency::kLocal), 30), 9);
   const ClusterStats stats = nodes_[0]->GetClusterStats();
   EXPECT_EQ(stats.local_share_ops, 30u);
   EXPECT_GT(stats.local_share_refills, 0u);
@@ -152,26 +187,21 @@ TEST_F(ClusterStoreTest, LocalConsistencyUsesTheShareThenTheOwner) {
 // A check a front end sheds (past its in-flight bounds) never waits for another node: a key
 // another node owns goes by its failure mode, a key this node owns is still decided exactly.
 TEST_F(ClusterStoreTest, ShedChecksDecideOwnedKeysExactlyAndOthersByFailureMode) {
-  StartCluster(3, {0, 1, 2});
-  AwaitAlive(3);
+  StartAll();
   const Membership& membership = nodes_[0]->membership();
   int owned_here = 0;
   int owned_elsewhere = 0;
   for (uint64_t key = 1; key <= 30; ++key) {
-    const uint64_t hash = key * 0x9E3779B97F4A7C15ULL;
-    for (uint8_t mode : {uint8_t{1}, uint8_t{2}}) {  // open, closed
-      StoreOp op = Op(hash + mode, 5, mode);
+    for (FailureMode mode : {FailureMode::kOpen, FailureMode::kClosed}) {
+      StoreOp op = Op(Key(key) + static_cast<uint64_t>(mode), 5, mode);
       op.shed = true;
-      int allowed = 0;
-      for (int n = 0; n < 12; ++n) {
-        allowed += Check(0, op);
-      }
+      const int allowed = Checks(0, op, 12);
       const bool owner_here =
           membership.Owner(op.key_hash, membership.alive_mask()) == membership.self();
       if (owner_here) {
         EXPECT_EQ(allowed, 5) << key;
       } else {
-        EXPECT_EQ(allowed, mode == 1 ? 12 : 0) << key;
+        EXPECT_EQ(allowed, mode == FailureMode::kOpen ? 12 : 0) << key;
       }
       (owner_here ? owned_here : owned_elsewhere) += 1;
     }
@@ -183,13 +213,131 @@ TEST_F(ClusterStoreTest, ShedChecksDecideOwnedKeysExactlyAndOthersByFailureMode)
   EXPECT_EQ(stats.failure_mode_ops, stats.shed_ops);
   // The same keys, not shed, go to their owners, which counted none of the shed checks above.
   for (uint64_t key = 1; key <= 30; ++key) {
-    StoreOp op = Op(key * 0x9E3779B97F4A7C15ULL + 1, 5, 1);
+    StoreOp op = Op(Key(key) + 1, 5, FailureMode::kOpen);
     const bool owner_here =
         membership.Owner(op.key_hash, membership.alive_mask()) == membership.self();
     if (!owner_here) {
       EXPECT_TRUE(Check(0, op)) << key;
     }
   }
+}
+
+// An owner that restarts into a running cluster fetches the state of keys it lacks from their
+// replicas before deciding them.
+TEST_F(ClusterStoreTest, RestartedOwnerFetchesStateFromReplicas) {
+  StartAll();
+  const uint64_t key = KeyOwnedElsewhere();
+  const int owner = OwnerOf(key);
+  EXPECT_EQ(Checks(0, Op(key, 10), 6), 6);
+  clock_.Advance(kSecond);  // the others started well before the restart
+  StartNode(owner);                  // an empty store
+  nodes_[owner]->HeartbeatRound();
+  EXPECT_EQ(Checks(owner, Op(key, 10), 10), 4);
+  EXPECT_GT(nodes_[owner]->GetClusterStats().warmup_fetches, 0u);
+}
+
+// The real grpc++ transport: servers listen on port 0 and report the port they got; a Forward,
+// a Fetch and a Ping go from one to the other.
+class RecordingHandler final : public PeerHandler {
+ public:
+  explicit RecordingHandler(std::string id) : id_(std::move(id)) {}
+  void RecordContact(int member) override {
+    absl::MutexLock lock(&mu_);
+    contacts_.push_back(member);
+  }
+  bool HandleForward(absl::Span<const StoreOp> ops, int64_t,
+                     absl::Span<Decision> decisions) override {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      decisions[i].allowed = true;
+      decisions[i].limit = ops[i].spec.requests_per_period;
+    }
+    return true;
+  }
+  std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord>, int64_t) override {
+    return {};
+  }
+  void HandleCorrections(absl::Span<const StateRecord>) override {}
+  std::vector<StateRecord> HandleFetch(absl::Span<const uint64_t> keys, int64_t) override {
+    std::vector<StateRecord> held;
+    for (uint64_t key : keys) {
+      held.push_back(StateRecord{key, {}, 123, 456});
+    }
+    return held;
+  }
+  PingInfo HandlePing() override { return PingInfo{id_, 42, {}}; }
+  void HandlePushConfig(const std::vector<peer::v1::ConfigChange>&) override {}
+  std::vector<peer::v1::ConfigChange> HandleGetConfig(const std::vector<std::string>&) override {
+    return {};
+  }
+  std::vector<int> contacts() {
+    absl::MutexLock lock(&mu_);
+    return contacts_;
+  }
+
+ private:
+  const std::string id_;
+  absl::Mutex mu_;
+  std::vector<int> contacts_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST(GrpcPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
+  GrpcPeerTransportOptions a_options;
+  a_options.self_id = "a";
+  a_options.self = 0;
+  a_options.members = {Member{"a", "127.0.0.1:0", 1}, Member{"b", "127.0.0.1:0", 2}};
+  a_options.listen_address = "127.0.0.1:0";
+  RecordingHandler a_handler("a");
+  std::unique_ptr<PeerTransport> a = NewGrpcPeerTransport(a_options);
+  ASSERT_TRUE(a->Start(&a_handler).ok());
+  ASSERT_GT(a->port(), 0);
+
+  GrpcPeerTransportOptions b_options = a_options;
+  b_options.self_id = "b";
+  b_options.self = 1;
+  b_options.members[0].address = absl::StrCat("127.0.0.1:", a->port());
+  RecordingHandler b_handler("b");
+  std::unique_ptr<PeerTransport> b = NewGrpcPeerTransport(b_options);
+  ASSERT_TRUE(b->Start(&b_handler).ok());
+  ASSERT_GT(b->port(), 0);
+  EXPECT_NE(b->port(), a->port());
+
+  const StoreOp op = Op(7, 11);
+  Decision d;
+  bool committed = false;
+  ASSERT_TRUE(b->Forward(0, absl::MakeConstSpan(&op, 1), absl::MakeSpan(&d, 1), &committed).ok());
+  EXPECT_TRUE(committed);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.limit, 11u);
+  EXPECT_EQ(a_handler.contacts(), std::vector<int>{1});  // a knows b sent it
+
+  const uint64_t keys[] = {5};
+  absl::StatusOr<std::vector<StateRecord>> fetched = b->Fetch(0, keys);
+  ASSERT_TRUE(fetched.ok()) << fetched.status();
+  ASSERT_EQ(fetched->size(), 1u);
+  EXPECT_EQ((*fetched)[0].key_hash, 5u);
+  EXPECT_EQ((*fetched)[0].data, 456u);
+
+  absl::Notification pinged;
+  absl::StatusOr<PingInfo> answer;
+  b->Ping(0, PingInfo{}, [&](absl::StatusOr<PingInfo> got) {
+    answer = std::move(got);
+    pinged.Notify();
+  });
+  ASSERT_TRUE(pinged.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->node_id, "a");
+  EXPECT_EQ(answer->started_at_ns, 42);
+}
+
+TEST(GrpcPeerTransportTest, ClusterStoreReportsThePortItGot) {
+  auto local = *NewShardedStore({});
+  ClusterOptions options;
+  options.self_id = "a";
+  options.members = {Member{"a", "127.0.0.1:0", 1}};
+  auto store = ClusterStore::Start(options, local.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_GT((*store)->peer_port(), 0);
+  EXPECT_TRUE((*store)->GetClusterStats().quorum);
 }
 
 }  // namespace

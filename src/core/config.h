@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "floodgate/limit.h"
+#include "floodgate/routing.h"
 
 namespace floodgate::core {
 
@@ -37,9 +38,10 @@ enum class TimeUnit : uint8_t {
 int64_t TimeUnitNs(TimeUnit unit);
 std::string_view TimeUnitName(TimeUnit unit);  // "second", ..., "" for kUnknown
 
-// Failure handling and consistency, used by the cluster (see docs/cluster.md).
-enum class Consistency : uint8_t { kExact = 0, kLocal = 1 };
-enum class FailureMode : uint8_t { kLocal = 0, kOpen = 1, kClosed = 2 };
+// Failure handling and consistency, used by the cluster: the public routing enums
+// (floodgate/routing.h, docs/cluster.md).
+using ::floodgate::Consistency;
+using ::floodgate::FailureMode;
 
 // One limit from the file.
 struct RateLimitRule {

@@ -378,8 +378,8 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       op.spec = rule.spec;
       op.hits = hits;
       op.shadow = rule.shadow_mode;
-      op.consistency = static_cast<uint8_t>(rule.consistency);
-      op.failure_mode = static_cast<uint8_t>(rule.failure_mode);
+      op.consistency = rule.consistency;
+      op.failure_mode = rule.failure_mode;
       op.shed = request.shed;
       batch.planned.push_back(Planned{i, &rule, hits});
       if (rule.block_duration_ns > 0) {

@@ -54,17 +54,6 @@ class CountingStore final : public Store {
     applies.fetch_add(1);
     return inner_->Apply(ops, now_ns, decisions);
   }
-  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
-                       absl::Span<Decision> decisions, absl::Span<StateRecord> after) override {
-    applies.fetch_add(1);
-    return inner_->ApplyAndCapture(ops, now_ns, decisions, after);
-  }
-  void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) override {
-    inner_->MergeStates(records, now_ns);
-  }
-  bool GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const override {
-    return inner_->GetState(key_hash, now_ns, out);
-  }
   StoreStats GetStats() const override { return inner_->GetStats(); }
   void ReclaimExpired(int64_t now_ns) override { inner_->ReclaimExpired(now_ns); }
   std::atomic<int> applies{0};

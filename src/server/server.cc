@@ -42,8 +42,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
       key = absl::StrCat("floodgate-cluster:", absl::StrJoin(ids, ","));
     }
     hasher = KeyHasher(cluster::NodeSeed(key + "/k0"), cluster::NodeSeed(key + "/k1"));
-    FG_ASSIGN_OR_RETURN(server->cluster_,
-                        cluster::ClusterStore::Start(std::move(cluster_options), store));
+    FG_ASSIGN_OR_RETURN(server->cluster_, cluster::ClusterStore::Start(std::move(cluster_options),
+                                                                       server->store_.get()));
     store = server->cluster_.get();
   }
   server->limiter_ = std::make_unique<limiter::Limiter>(store, hasher, nullptr);

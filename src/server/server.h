@@ -12,7 +12,7 @@
 #include "src/admin/cluster_config.h"
 #include "src/admin/config_manager.h"
 #include "src/admin/node_admin.h"
-#include "src/cluster/cluster.h"
+#include "src/cluster/cluster_store.h"
 #include "src/frontends/grpc/grpc_service.h"
 #include "src/frontends/http/http_server.h"
 #include "src/limiter/limiter.h"
@@ -65,7 +65,7 @@ class Server {
  private:
   Server() = default;
 
-  std::unique_ptr<Store> store_;
+  std::unique_ptr<LocalStore> store_;
   std::unique_ptr<ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
   std::unique_ptr<cluster::ClusterStore> cluster_;
   std::unique_ptr<limiter::Limiter> limiter_;

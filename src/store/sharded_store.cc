@@ -115,7 +115,7 @@ void Capture(const StoreOp& op, const core::KeyState& state, int64_t now_ns, Sta
   record.data = dead ? 0 : state.data;
 }
 
-class ShardedStore final : public Store {
+class ShardedStore final : public LocalStore {
  public:
   ShardedStore(int shard_bits, size_t max_capacity_per_shard)
       : shard_bits_(shard_bits), shards_(new Shard[size_t{1} << shard_bits]) {
@@ -384,7 +384,7 @@ class ShardedStore final : public Store {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> NewShardedStore(const StoreOptions& options) {
+absl::StatusOr<std::unique_ptr<LocalStore>> NewShardedStore(const StoreOptions& options) {
   size_t shards = options.shards;
   if (shards == 0) {
     const size_t threads = std::max(1u, std::thread::hardware_concurrency());
@@ -425,7 +425,7 @@ absl::StatusOr<std::unique_ptr<Store>> NewShardedStore(const StoreOptions& optio
     return absl::ResourceExhaustedError(absl::StrCat(
         "cannot allocate tables for StoreOptions.initial_capacity ", options.initial_capacity));
   }
-  return std::unique_ptr<Store>(std::move(result));
+  return std::unique_ptr<LocalStore>(std::move(result));
 }
 
 }  // namespace floodgate

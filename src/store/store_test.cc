@@ -41,8 +41,8 @@ using core::KeyState;
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kT0 = 1'000'000 * kSecond;  // fake time: an arbitrary, window-aligned instant
 
-std::unique_ptr<Store> MakeStore(StoreOptions options = {}) {
-  absl::StatusOr<std::unique_ptr<Store>> store = NewShardedStore(options);
+std::unique_ptr<LocalStore> MakeStore(StoreOptions options = {}) {
+  absl::StatusOr<std::unique_ptr<LocalStore>> store = NewShardedStore(options);
   EXPECT_TRUE(store.ok()) << store.status();
   return *std::move(store);
 }
@@ -577,7 +577,7 @@ TEST(StoreTest, EmptyTransactionCommits) {
 // Replication: ApplyAndCapture, MergeStates, GetState.
 
 // Returns the state of `key` at now_ns as GetState reports it, KeyState{} when there is none.
-KeyState Held(const Store& store, uint64_t key, int64_t now_ns) {
+KeyState Held(const LocalStore& store, uint64_t key, int64_t now_ns) {
   StateRecord record;
   if (!store.GetState(key, now_ns, &record)) {
     return KeyState{};

@@ -4,46 +4,37 @@
 //
 // ClusterStore sits between the limiter and the local ShardedStore. For each op it picks the
 // key's owner among the live members (membership.h): its own keys it applies locally and
-// replicates to the next R-1 members; other keys it forwards to their owner in batches and
-// returns the owner's decisions. A call to a dead owner is retried on the next one. Limits with
+// replicates to the next R-1 members; other keys it forwards to their owner and returns the
+// owner's decisions. A call to a dead owner is retried on the next one. Limits with
 // `consistency: local`, and every limit while this node cannot see a majority or reach an owner,
 // are decided by the limit's failure mode (open, closed, or local: limit / N on this node).
 //
-// PeerService answers the other nodes (Forward, Replicate, Fetch, Ping, config exchange). A
-// background thread sends heartbeats and marks silent members dead.
+// The network is behind PeerTransport (peer_transport.h): Start() uses grpc++
+// (grpc_peer_transport.h), tests an in-process fake. ClusterStore answers the other members as
+// the transport's PeerHandler; Gossip (gossip.h) sends heartbeats and spreads config.
 //
 // Thread-safety: all public methods are thread-safe.
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "floodgate/clock.h"
 #include "floodgate/store.h"
+#include "src/cluster/gossip.h"
 #include "src/cluster/membership.h"
-
-namespace floodgate::peer::v1 {
-class DomainVersion;
-class ConfigChange;
-}  // namespace floodgate::peer::v1
+#include "src/cluster/peer_transport.h"
 
 namespace floodgate::cluster {
-
-inline constexpr uint32_t kProtocolVersion = 1;
 
 struct ClusterOptions {
   std::string self_id;
   std::vector<Member> members;  // every member, self included (ParsePeers)
-  std::string listen_address;   // this node's peer listener, host:port
+  std::string listen_address;   // this node's peer listener, host:port (port 0: a free one)
   int replicas = 2;             // R: owner + R-1 replicas
   absl::Duration heartbeat = absl::Milliseconds(200);
   absl::Duration dead_after = absl::Seconds(1);
@@ -53,6 +44,9 @@ struct ClusterOptions {
   int max_in_flight = 4;                                // batches in flight per peer
   // Test hook: when false, forwarded checks are sent one per RPC (to measure what batching buys).
   bool batching = true;
+  // Test hook: when false, no heartbeat thread runs and Start does not wait for a majority; the
+  // test runs rounds with HeartbeatRound().
+  bool heartbeat_thread = true;
   const Clock* clock = SystemClock::Get();
 };
 
@@ -85,64 +79,63 @@ struct ClusterStats {
   std::vector<PeerStats> peers;
 };
 
-// How config changes travel (implemented by the server's config layer).
-class ConfigSync {
+class ClusterStore final : public Store, private PeerHandler {
  public:
-  virtual ~ConfigSync() = default;
-  // This node's domain versions.
-  virtual std::vector<peer::v1::DomainVersion> Versions() = 0;
-  // Returns the given domains' current YAML and versions.
-  virtual std::vector<peer::v1::ConfigChange> Get(const std::vector<std::string>& domains) = 0;
-  // Applies changes that are newer than what this node has. Returns how many were applied.
-  virtual int Apply(const std::vector<peer::v1::ConfigChange>& changes) = 0;
-};
-
-// Whether config version `a` wins over `b`: the higher Lamport version, then the higher origin
-// id, so that every node resolves concurrent changes the same way.
-bool IsNewerConfig(const peer::v1::DomainVersion& a, const peer::v1::DomainVersion& b);
-
-class PeerClient;
-class PeerServer;
-
-class ClusterStore final : public Store {
- public:
-  // Starts the peer listener and heartbeats. `local` must outlive the store.
-  static absl::StatusOr<std::unique_ptr<ClusterStore>> Start(ClusterOptions options, Store* local);
+  // Starts the peer listener (grpc++) and heartbeats. `local` must outlive the store.
+  static absl::StatusOr<std::unique_ptr<ClusterStore>> Start(ClusterOptions options,
+                                                             LocalStore* local);
+  // Same, over `transport` (built for this node's index in the sorted members).
+  static absl::StatusOr<std::unique_ptr<ClusterStore>> Start(
+      ClusterOptions options, LocalStore* local, std::unique_ptr<PeerTransport> transport);
   ~ClusterStore() override;
 
-  // Store
+  // Store: Apply decides each op on its key's owner (or by failure mode); GetStats and
+  // ReclaimExpired are about this node's own tables.
   bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
              absl::Span<Decision> decisions) override;
-  bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
-                       absl::Span<Decision> decisions, absl::Span<StateRecord> after) override;
-  void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) override;
-  bool GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const override;
   StoreStats GetStats() const override;
   void ReclaimExpired(int64_t now_ns) override;
-
-  // Applies a transaction on keys this node owns (called for forwarded work too): fetches state
-  // from replicas for keys it lacks while warming up, decides, and replicates what changed.
-  bool ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns, absl::Span<Decision> decisions);
 
   // Sets how config changes are exchanged; call before traffic. May be null.
   void SetConfigSync(ConfigSync* sync);
   // Sends a local admin change to every live member now (others catch up through heartbeats).
   void BroadcastConfig(const std::vector<peer::v1::ConfigChange>& changes);
+  // Runs one heartbeat round now (see Gossip::RunRound); for tests without the thread.
+  void HeartbeatRound();
 
   ClusterStats GetClusterStats() const;
   const Membership& membership() const { return *membership_; }
-  int peer_port() const { return peer_port_; }
+  // The port the peer listener is bound to (the one picked when asked for port 0).
+  int peer_port() const { return transport_->port(); }
   // Stops heartbeats and the listener; later checks are decided locally by failure mode.
   void Shutdown();
 
  private:
-  friend class PeerServer;
-  ClusterStore(ClusterOptions options, Store* local);
+  ClusterStore(ClusterOptions options, LocalStore* local, int self);
 
+  // PeerHandler
+  void RecordContact(int member) override;
+  bool HandleForward(absl::Span<const StoreOp> ops, int64_t now_ns,
+                     absl::Span<Decision> decisions) override;
+  std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord> records,
+                                           int64_t sender_now_ns) override;
+  void HandleCorrections(absl::Span<const StateRecord> corrections) override;
+  std::vector<StateRecord> HandleFetch(absl::Span<const uint64_t> key_hashes,
+                                       int64_t now_ns) override;
+  PingInfo HandlePing() override;
+  void HandlePushConfig(const std::vector<peer::v1::ConfigChange>& changes) override;
+  std::vector<peer::v1::ConfigChange> HandleGetConfig(
+      const std::vector<std::string>& domains) override;
+
+  // Applies a transaction on keys this node owns (forwarded work too): fetches state from
+  // replicas for keys it lacks while warming up, decides, and replicates what changed.
+  bool ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns, absl::Span<Decision> decisions);
   // consistency: local: decides from this node's share and reports the hits to the owners;
   // once the share is spent, asks the owner (exact against every node's reported hits).
   bool ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t now_ns,
                              absl::Span<Decision> decisions);
+  // Reports hits admitted from this node's shares to each key's owner.
+  void ReportShareHits(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask);
   // Decides ops that could not be sent to an owner, by each op's failure mode.
   void ApplyFailureMode(absl::Span<const StoreOp> ops, int64_t now_ns,
                         absl::Span<Decision> decisions, bool local_consistency);
@@ -152,30 +145,22 @@ class ClusterStore final : public Store {
   // Apply for ops that all have the same route.
   bool ApplyRouted(int target, absl::Span<const StoreOp> ops, int64_t now_ns,
                    absl::Span<Decision> decisions);
+  // Apply for ops with different routes: each route's part on its own.
+  bool ApplySplit(absl::Span<const StoreOp> ops, int64_t now_ns, absl::Span<Decision> decisions,
+                  uint64_t mask);
   int Route(const StoreOp& op, uint64_t mask) const;
   void WarmUp(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask);
-  void HeartbeatLoop();
-  void PingAll();
+  // Sends committed states to the keys' replicas.
+  void ReplicateStates(absl::Span<const StateRecord> after, uint64_t mask);
 
   const ClusterOptions options_;
-  Store* const local_;
-  std::unique_ptr<Membership> membership_;
-  std::vector<std::unique_ptr<PeerClient>> clients_;  // by member index; null for self
-  std::unique_ptr<PeerServer> server_;
-  int peer_port_ = 0;
+  LocalStore* const local_;
   const int64_t started_at_ns_;
+  std::unique_ptr<Membership> membership_;
+  std::unique_ptr<PeerTransport> transport_;
+  std::unique_ptr<Gossip> gossip_;
 
-  std::atomic<ConfigSync*> config_sync_{nullptr};
-  // Whether this node joined a running cluster and so fetches state it lacks (see WarmUp); on
-  // until the first heartbeat round tells.
-  std::atomic<bool> warming_up_{true};
-  std::atomic<bool> first_round_done_{false};
-  absl::Notification quorum_seen_;
-
-  absl::Mutex stop_mu_;
-  bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
-  std::thread heartbeat_;
-
+  std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> failovers_{0};
   std::atomic<uint64_t> failure_mode_ops_{0};
   std::atomic<uint64_t> shed_ops_{0};
@@ -183,7 +168,6 @@ class ClusterStore final : public Store {
   std::atomic<uint64_t> local_share_refills_{0};
   std::atomic<uint64_t> owned_ops_{0};
   std::atomic<uint64_t> warmup_fetches_{0};
-  std::atomic<uint64_t> config_pushes_{0};
 };
 
 }  // namespace floodgate::cluster

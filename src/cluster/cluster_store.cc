@@ -1,0 +1,540 @@
+#include "src/cluster/cluster_store.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/str_cat.h"
+#include "floodgate/status_macros.h"
+#include "src/cluster/grpc_peer_transport.h"
+
+namespace floodgate::cluster {
+
+namespace {
+
+constexpr int kInlineOps = 4;
+// Limits of this node's own share (consistency: local, failure mode local) live under a salted
+// key, apart from the owner's state of the same limit.
+constexpr uint64_t kLocalShareSalt = 0x6C6F63616C736872ULL;
+// A restarted owner asks replicas for the state of keys it lacks for at most this long (the
+// replicas' corrections cover the rest: see ReplicateResponse).
+constexpr int64_t kMaxWarmUpNs = 30'000'000'000LL;
+
+// The longest a key's state can matter after its last change.
+int64_t StateLifetimeNs(const LimitSpec& spec) {
+  const uint64_t capacity = spec.Capacity();
+  const uint64_t rpp = std::max<uint64_t>(spec.requests_per_period, 1);
+  const uint64_t periods = std::min<uint64_t>(capacity / rpp + 2, 1000);
+  const int64_t max = std::numeric_limits<int64_t>::max() / 2;
+  return spec.period_ns > max / static_cast<int64_t>(periods)
+             ? max
+             : spec.period_ns * static_cast<int64_t>(periods);
+}
+
+// The share of a limit one of `members` nodes enforces on its own.
+LimitSpec ShareOf(const LimitSpec& spec, int members) {
+  LimitSpec share = spec;
+  const uint64_t n = static_cast<uint64_t>(std::max(members, 1));
+  share.requests_per_period = spec.requests_per_period / n;
+  if (spec.burst != 0) {
+    share.burst = std::max<uint64_t>(spec.burst / n, share.requests_per_period == 0 ? 0 : 1);
+  }
+  return share;
+}
+
+// Whether a transaction decided into `decisions` passes: every op allowed, or shadow.
+bool Passed(absl::Span<const StoreOp> ops, absl::Span<const Decision> decisions) {
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (!decisions[i].allowed && !ops[i].shadow) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Start and stop
+
+ClusterStore::ClusterStore(ClusterOptions options, LocalStore* local, int self)
+    : options_(std::move(options)),
+      local_(local),
+      started_at_ns_(options_.clock->NowNs()),
+      membership_(std::make_unique<Membership>(options_.members, self, options_.clock,
+                                               absl::ToInt64Nanoseconds(options_.dead_after))) {}
+
+absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions options,
+                                                                  LocalStore* local) {
+  GrpcPeerTransportOptions transport;
+  transport.self_id = options.self_id;
+  transport.members = options.members;
+  for (size_t i = 0; i < options.members.size(); ++i) {
+    if (options.members[i].id == options.self_id) {
+      transport.self = static_cast<int>(i);
+    }
+  }
+  transport.listen_address = options.listen_address;
+  if (transport.listen_address.empty() && !options.members.empty()) {
+    transport.listen_address = options.members[transport.self].address;
+  }
+  transport.heartbeat = options.heartbeat;
+  transport.forward_timeout = options.forward_timeout;
+  transport.batch_wait = options.batch_wait;
+  transport.batch_max = options.batch_max;
+  transport.max_in_flight = options.max_in_flight;
+  transport.batching = options.batching;
+  transport.clock = options.clock;
+  return Start(std::move(options), local, NewGrpcPeerTransport(std::move(transport)));
+}
+
+absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(
+    ClusterOptions options, LocalStore* local, std::unique_ptr<PeerTransport> transport) {
+  int self = -1;
+  for (size_t i = 0; i < options.members.size(); ++i) {
+    if (options.members[i].id == options.self_id) {
+      self = static_cast<int>(i);
+    }
+  }
+  if (self < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--node-id ", options.self_id, " is not in --peers"));
+  }
+  if (options.replicas < 1) {
+    return absl::InvalidArgumentError("--replicas must be at least 1");
+  }
+  std::unique_ptr<ClusterStore> store(new ClusterStore(std::move(options), local, self));
+  store->transport_ = std::move(transport);
+  GossipOptions gossip;
+  gossip.self_id = store->options_.self_id;
+  gossip.started_at_ns = store->started_at_ns_;
+  gossip.heartbeat = store->options_.heartbeat;
+  store->gossip_ =
+      std::make_unique<Gossip>(gossip, store->membership_.get(), store->transport_.get());
+  FG_RETURN_IF_ERROR(store->transport_->Start(store.get()));
+  if (store->options_.heartbeat_thread) {
+    store->gossip_->Start();
+    // Serve once a majority answers (bounded): a node that has not heard from its peers would
+    // otherwise decide every key by failure mode for its first heartbeat.
+    store->gossip_->WaitForQuorum(store->options_.dead_after * 2);
+  }
+  return store;
+}
+
+ClusterStore::~ClusterStore() {
+  Shutdown();
+  // The transport first: its destructor waits for calls in flight, which use this store.
+  transport_.reset();
+}
+
+void ClusterStore::Shutdown() {
+  if (stopping_.exchange(true)) {
+    return;
+  }
+  gossip_->Stop();
+  transport_->Shutdown();
+}
+
+void ClusterStore::SetConfigSync(ConfigSync* sync) { gossip_->SetConfigSync(sync); }
+
+void ClusterStore::BroadcastConfig(const std::vector<peer::v1::ConfigChange>& changes) {
+  gossip_->BroadcastConfig(changes);
+}
+
+void ClusterStore::HeartbeatRound() { gossip_->RunRound(); }
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+// Route targets other than a member index.
+namespace {
+constexpr int kRouteLocalShare = -1;
+constexpr int kRouteFailureMode = -2;
+}  // namespace
+
+int ClusterStore::Route(const StoreOp& op, uint64_t mask) const {
+  if (op.consistency == Consistency::kLocal) {
+    return kRouteLocalShare;
+  }
+  if (!Membership::HasQuorum(mask, membership_->size())) {
+    return kRouteFailureMode;
+  }
+  const int owner = membership_->Owner(op.key_hash, mask);
+  if (op.shed && owner != membership_->self()) {
+    return kRouteFailureMode;
+  }
+  return owner;
+}
+
+bool ClusterStore::Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
+                         absl::Span<Decision> decisions) {
+  const uint64_t mask = membership_->alive_mask();
+  const int first = Route(ops[0], mask);
+  bool same = true;
+  for (size_t i = 1; i < ops.size() && same; ++i) {
+    same = Route(ops[i], mask) == first;
+  }
+  if (same) {
+    return ApplyRouted(first, ops, now_ns, decisions);
+  }
+  return ApplySplit(ops, now_ns, decisions, mask);
+}
+
+bool ClusterStore::ApplySplit(absl::Span<const StoreOp> ops, int64_t now_ns,
+                              absl::Span<Decision> decisions, uint64_t mask) {
+  // Ops with different owners: each owner's part is atomic on its own (docs/cluster.md).
+  bool committed = true;
+  absl::InlinedVector<int, kInlineOps> routes(ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    routes[i] = Route(ops[i], mask);
+  }
+  absl::InlinedVector<bool, kInlineOps> done(ops.size(), false);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (done[i]) {
+      continue;
+    }
+    absl::InlinedVector<StoreOp, kInlineOps> group;
+    absl::InlinedVector<size_t, kInlineOps> index;
+    for (size_t j = i; j < ops.size(); ++j) {
+      if (!done[j] && routes[j] == routes[i]) {
+        group.push_back(ops[j]);
+        index.push_back(j);
+        done[j] = true;
+      }
+    }
+    absl::InlinedVector<Decision, kInlineOps> out(group.size());
+    committed &= ApplyRouted(routes[i], group, now_ns, absl::MakeSpan(out));
+    for (size_t k = 0; k < index.size(); ++k) {
+      decisions[index[k]] = out[k];
+    }
+  }
+  return committed;
+}
+
+bool ClusterStore::ApplyRouted(int target, absl::Span<const StoreOp> ops, int64_t now_ns,
+                               absl::Span<Decision> decisions) {
+  if (target == kRouteLocalShare) {
+    return ApplyLocalConsistency(ops, now_ns, decisions);
+  }
+  if (target == kRouteFailureMode) {
+    failure_mode_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
+    if (ops[0].shed) {
+      shed_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
+    }
+    ApplyFailureMode(ops, now_ns, decisions, false);
+    return Passed(ops, decisions);
+  }
+  if (target == membership_->self()) {
+    return ApplyOwned(ops, now_ns, decisions);
+  }
+  return ForwardOrFail(target, ops, now_ns, decisions);
+}
+
+bool ClusterStore::ForwardOrFail(int owner, absl::Span<const StoreOp> ops, int64_t now_ns,
+                                 absl::Span<Decision> decisions) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    bool committed = false;
+    const absl::Status status = transport_->Forward(owner, ops, decisions, &committed);
+    if (status.ok()) {
+      return committed;
+    }
+    // The owner did not answer: treat it as dead and retry where its keys went (its replica,
+    // which holds their state). Other errors (a version mismatch, a malformed batch) are not
+    // the owner's death: decide by failure mode.
+    if (status.code() != absl::StatusCode::kUnavailable &&
+        status.code() != absl::StatusCode::kDeadlineExceeded) {
+      break;
+    }
+    membership_->RecordFailure(owner);
+    failovers_.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t mask = membership_->alive_mask();
+    int next = Route(ops[0], mask);
+    for (size_t i = 1; i < ops.size(); ++i) {
+      if (Route(ops[i], mask) != next) {
+        return Apply(ops, now_ns, decisions);  // split across owners now
+      }
+    }
+    if (next < 0 || next == membership_->self()) {
+      return ApplyRouted(next, ops, now_ns, decisions);
+    }
+    owner = next;
+  }
+  return ApplyRouted(kRouteFailureMode, ops, now_ns, decisions);
+}
+
+bool ClusterStore::ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t now_ns,
+                                         absl::Span<Decision> decisions) {
+  local_share_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
+  ApplyFailureMode(ops, now_ns, decisions, /*local_consistency=*/true);
+  const bool committed = Passed(ops, decisions);
+  const bool concurrency = std::any_of(ops.begin(), ops.end(), [](const StoreOp& op) {
+    return op.spec.algorithm == Algorithm::kConcurrency;
+  });
+  // Concurrency slots are released where they were taken: a share only.
+  if (concurrency) {
+    return committed;
+  }
+  const uint64_t mask = membership_->alive_mask();
+  const bool quorum = Membership::HasQuorum(mask, membership_->size());
+  if (committed) {
+    if (quorum) {
+      ReportShareHits(ops, now_ns, mask);
+    }
+    return true;
+  }
+  if (!quorum) {
+    return false;
+  }
+  // This node's share is spent: ask the owner, whose state holds every node's reported hits,
+  // once this node's own hits have reached it (they may still be waiting for their batch).
+  local_share_refills_.fetch_add(1, std::memory_order_relaxed);
+  for (const StoreOp& op : ops) {
+    const int owner = membership_->Owner(op.key_hash, mask);
+    if (owner != membership_->self() && !op.shed) {
+      transport_->FlushReports(owner);
+    }
+  }
+  absl::InlinedVector<StoreOp, kInlineOps> exact(ops.begin(), ops.end());
+  for (StoreOp& op : exact) {
+    op.consistency = Consistency::kExact;
+  }
+  return Apply(exact, now_ns, decisions);
+}
+
+void ClusterStore::ReportShareHits(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask) {
+  // Tell each key's owner, in the background, so its state counts every node's hits.
+  for (const StoreOp& op : ops) {
+    if (op.kind != StoreOp::Kind::kCheck || op.hits == 0) {
+      continue;
+    }
+    const int owner = membership_->Owner(op.key_hash, mask);
+    if (owner == membership_->self()) {
+      Decision ignored;
+      ApplyOwned(absl::MakeConstSpan(&op, 1), now_ns, absl::MakeSpan(&ignored, 1));
+    } else {
+      transport_->Report(owner, op);
+    }
+  }
+}
+
+void ClusterStore::ApplyFailureMode(absl::Span<const StoreOp> ops, int64_t now_ns,
+                                    absl::Span<Decision> decisions, bool local_consistency) {
+  absl::InlinedVector<StoreOp, kInlineOps> shares;
+  absl::InlinedVector<size_t, kInlineOps> index;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const StoreOp& op = ops[i];
+    const FailureMode mode = local_consistency ? FailureMode::kLocal : op.failure_mode;
+    Decision& d = decisions[i];
+    if (mode == FailureMode::kOpen) {
+      d = Decision{};
+      d.allowed = true;
+      d.limit = op.spec.requests_per_period;
+      d.remaining = op.spec.requests_per_period;
+    } else if (mode == FailureMode::kClosed) {
+      d = Decision{};
+      d.allowed = false;
+      d.limit = op.spec.requests_per_period;
+      d.remaining = 0;
+      d.retry_after_ns = absl::ToInt64Nanoseconds(options_.dead_after);
+    } else {  // local: this node's share of the limit
+      StoreOp share = op;
+      share.spec = ShareOf(op.spec, membership_->size());
+      share.key_hash = op.key_hash ^ kLocalShareSalt;
+      if (share.key_hash == 0) {
+        share.key_hash = kLocalShareSalt;
+      }
+      shares.push_back(share);
+      index.push_back(i);
+    }
+  }
+  if (!shares.empty()) {
+    absl::InlinedVector<Decision, kInlineOps> out(shares.size());
+    local_->Apply(shares, now_ns, absl::MakeSpan(out));
+    for (size_t k = 0; k < index.size(); ++k) {
+      decisions[index[k]] = out[k];
+    }
+  }
+}
+
+void ClusterStore::WarmUp(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask) {
+  const int64_t age = now_ns - started_at_ns_;
+  absl::flat_hash_map<int, std::vector<size_t>> by_peer;
+  int ranks[kMaxMembers];
+  const int want = std::min(options_.replicas + 1, membership_->size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (age >= std::min(StateLifetimeNs(ops[i].spec), kMaxWarmUpNs)) {
+      continue;
+    }
+    StateRecord held;
+    if (local_->GetState(ops[i].key_hash, now_ns, &held)) {
+      continue;
+    }
+    const int n = membership_->Rank(ops[i].key_hash, mask, absl::MakeSpan(ranks, want));
+    for (int r = 0; r < n; ++r) {
+      if (ranks[r] != membership_->self()) {
+        by_peer[ranks[r]].push_back(i);
+      }
+    }
+  }
+  for (const auto& [peer, indexes] : by_peer) {
+    std::vector<uint64_t> keys;
+    for (size_t i : indexes) {
+      keys.push_back(ops[i].key_hash);
+    }
+    absl::StatusOr<std::vector<StateRecord>> fetched = transport_->Fetch(peer, keys);
+    if (!fetched.ok()) {
+      continue;
+    }
+    std::vector<StateRecord> records;
+    for (const StateRecord& state : *fetched) {
+      for (size_t i : indexes) {
+        if (ops[i].key_hash == state.key_hash) {
+          records.push_back(StateRecord{state.key_hash, ops[i].spec, state.expiry_ns, state.data});
+          break;
+        }
+      }
+    }
+    warmup_fetches_.fetch_add(indexes.size(), std::memory_order_relaxed);
+    local_->MergeStates(records, now_ns);
+  }
+}
+
+bool ClusterStore::ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns,
+                              absl::Span<Decision> decisions) {
+  owned_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
+  const uint64_t mask = membership_->alive_mask();
+  // A shed check must not wait, so it does not fetch state while warming up.
+  if (now_ns - started_at_ns_ < kMaxWarmUpNs && gossip_->warming_up() && !ops[0].shed) {
+    WarmUp(ops, now_ns, mask);
+  }
+  absl::InlinedVector<StateRecord, kInlineOps> after(ops.size());
+  const bool committed = local_->ApplyAndCapture(ops, now_ns, decisions, absl::MakeSpan(after));
+  if (committed && options_.replicas >= 2) {
+    ReplicateStates(after, mask);
+  }
+  return committed;
+}
+
+void ClusterStore::ReplicateStates(absl::Span<const StateRecord> after, uint64_t mask) {
+  int ranks[kMaxMembers];
+  const int want = std::min(options_.replicas, membership_->size());
+  for (const StateRecord& record : after) {
+    const int n = membership_->Rank(record.key_hash, mask, absl::MakeSpan(ranks, want));
+    for (int r = 0; r < n; ++r) {
+      if (ranks[r] != membership_->self()) {
+        transport_->Replicate(ranks[r], record);
+      }
+    }
+  }
+}
+
+StoreStats ClusterStore::GetStats() const { return local_->GetStats(); }
+
+void ClusterStore::ReclaimExpired(int64_t now_ns) { local_->ReclaimExpired(now_ns); }
+
+// ---------------------------------------------------------------------------------------------
+// PeerHandler: what the other members ask of this node
+
+void ClusterStore::RecordContact(int member) { membership_->RecordContact(member); }
+
+bool ClusterStore::HandleForward(absl::Span<const StoreOp> ops, int64_t now_ns,
+                                 absl::Span<Decision> decisions) {
+  return ApplyOwned(ops, now_ns, decisions);
+}
+
+std::vector<StateRecord> ClusterStore::HandleReplicate(absl::Span<const StateRecord> records,
+                                                       int64_t sender_now_ns) {
+  const int64_t now = std::max(options_.clock->NowNs(), sender_now_ns);
+  local_->MergeStates(records, now);
+  // Tell the sender where this copy admits less than what it sent.
+  std::vector<StateRecord> corrections;
+  for (const StateRecord& sent : records) {
+    StateRecord held;
+    if (local_->GetState(sent.key_hash, now, &held) &&
+        (held.expiry_ns != sent.expiry_ns || held.data != sent.data)) {
+      held.spec = sent.spec;
+      corrections.push_back(held);
+    }
+  }
+  return corrections;
+}
+
+void ClusterStore::HandleCorrections(absl::Span<const StateRecord> corrections) {
+  local_->MergeStates(corrections, options_.clock->NowNs());
+}
+
+std::vector<StateRecord> ClusterStore::HandleFetch(absl::Span<const uint64_t> key_hashes,
+                                                   int64_t now_ns) {
+  std::vector<StateRecord> held;
+  for (uint64_t key : key_hashes) {
+    StateRecord state;
+    if (local_->GetState(key, now_ns, &state)) {
+      state.key_hash = key;
+      held.push_back(state);
+    }
+  }
+  return held;
+}
+
+PingInfo ClusterStore::HandlePing() { return gossip_->OurPing(); }
+
+void ClusterStore::HandlePushConfig(const std::vector<peer::v1::ConfigChange>& changes) {
+  gossip_->ApplyPushed(changes);
+}
+
+std::vector<peer::v1::ConfigChange> ClusterStore::HandleGetConfig(
+    const std::vector<std::string>& domains) {
+  return gossip_->GetConfig(domains);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stats
+
+ClusterStats ClusterStore::GetClusterStats() const {
+  ClusterStats stats;
+  stats.self_id = options_.self_id;
+  const uint64_t mask = membership_->alive_mask();
+  stats.quorum = Membership::HasQuorum(mask, membership_->size());
+  stats.deaths = membership_->deaths();
+  stats.failovers = failovers_.load(std::memory_order_relaxed);
+  stats.failure_mode_ops = failure_mode_ops_.load(std::memory_order_relaxed);
+  stats.shed_ops = shed_ops_.load(std::memory_order_relaxed);
+  stats.local_share_ops = local_share_ops_.load(std::memory_order_relaxed);
+  stats.local_share_refills = local_share_refills_.load(std::memory_order_relaxed);
+  stats.owned_ops = owned_ops_.load(std::memory_order_relaxed);
+  stats.warmup_fetches = warmup_fetches_.load(std::memory_order_relaxed);
+  stats.config_pushes = gossip_->config_pushes();
+  // Ownership share in this node's view, from a fixed sample of the hash space.
+  constexpr int kSamples = 4096;
+  std::vector<int> owned(membership_->size(), 0);
+  for (int s = 0; s < kSamples; ++s) {
+    const uint64_t key = (static_cast<uint64_t>(s) + 1) * 0x9E3779B97F4A7C15ULL;
+    const int owner = membership_->Owner(key, mask);
+    if (owner >= 0) {
+      ++owned[owner];
+    }
+  }
+  for (int i = 0; i < membership_->size(); ++i) {
+    PeerStats peer;
+    peer.id = membership_->members()[i].id;
+    peer.address = membership_->members()[i].address;
+    peer.self = i == membership_->self();
+    peer.alive = ((mask >> i) & 1) != 0;
+    peer.last_contact_ns = membership_->last_contact_ns(i);
+    peer.ownership_share = static_cast<double>(owned[i]) / kSamples;
+    if (!peer.self) {
+      const PeerLinkStats link = transport_->GetLinkStats(i);
+      peer.replication_lag_ns = link.replication_lag_ns;
+      peer.forwarded_txns = link.forwarded_txns;
+      peer.forward_batches = link.forward_batches;
+      peer.forward_errors = link.forward_errors;
+      peer.replicated_states = link.replicated_states;
+    }
+    stats.peers.push_back(std::move(peer));
+  }
+  return stats;
+}
+
+}  // namespace floodgate::cluster

@@ -1,0 +1,189 @@
+#include "src/cluster/gossip.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+
+namespace floodgate::cluster {
+namespace pb = ::floodgate::peer::v1;
+
+namespace {
+// Peers started within this of each other started together (a fresh cluster: nothing to fetch).
+constexpr int64_t kJoinSlackNs = 250'000'000LL;
+}  // namespace
+
+bool IsNewerConfig(const pb::DomainVersion& a, const pb::DomainVersion& b) {
+  if (a.version() != b.version()) {
+    return a.version() > b.version();
+  }
+  return a.origin() > b.origin();
+}
+
+Gossip::Gossip(GossipOptions options, Membership* membership, PeerTransport* transport)
+    : options_(std::move(options)), membership_(membership), transport_(transport) {}
+
+Gossip::~Gossip() { Stop(); }
+
+void Gossip::Start() {
+  heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+void Gossip::Stop() {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    stopping_ = true;
+  }
+  if (heartbeat_.joinable()) {
+    heartbeat_.join();
+  }
+}
+
+bool Gossip::WaitForQuorum(absl::Duration timeout) {
+  return quorum_seen_.WaitForNotificationWithTimeout(timeout);
+}
+
+void Gossip::HeartbeatLoop() {
+  absl::MutexLock lock(&stop_mu_);
+  while (!stopping_) {
+    stop_mu_.Unlock();
+    RunRound();
+    stop_mu_.Lock();
+    stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.heartbeat);
+  }
+}
+
+void Gossip::RunRound() {
+  PingInfo ours;
+  ours.started_at_ns = options_.started_at_ns;
+  ConfigSync* sync = config_sync_.load();
+  if (sync != nullptr) {
+    ours.config = sync->Versions();
+  }
+  const Answers answers = PingAll(ours);
+  NoteRound(answers);
+  if (sync != nullptr) {
+    PullNewerConfig(sync, answers, std::move(ours.config));
+  }
+  membership_->Tick();
+}
+
+Gossip::Answers Gossip::PingAll(const PingInfo& ours) {
+  struct Round {
+    absl::Mutex mu;
+    int pending = 0;
+    Answers answers;
+  };
+  auto round = std::make_shared<Round>();
+  for (int i = 0; i < membership_->size(); ++i) {
+    if (i == membership_->self()) {
+      continue;
+    }
+    {
+      absl::MutexLock lock(&round->mu);
+      ++round->pending;
+    }
+    transport_->Ping(i, ours, [this, round, i](absl::StatusOr<PingInfo> answer) {
+      if (answer.ok()) {
+        membership_->RecordContact(i);
+      }
+      absl::MutexLock lock(&round->mu);
+      if (answer.ok()) {
+        round->answers.emplace_back(i, *std::move(answer));
+      }
+      --round->pending;
+    });
+  }
+  absl::MutexLock lock(&round->mu);
+  round->mu.AwaitWithTimeout(absl::Condition(
+                                 +[](int* pending) { return *pending == 0; }, &round->pending),
+                             options_.heartbeat * 2 + absl::Milliseconds(100));
+  return round->answers;
+}
+
+void Gossip::NoteRound(const Answers& answers) {
+  if (!quorum_seen_.HasBeenNotified() &&
+      Membership::HasQuorum(membership_->alive_mask(), membership_->size())) {
+    quorum_seen_.Notify();
+  }
+  // Warm-up is for a node that (re)joins a running cluster: it is on until the first round of
+  // pings that some peer answers shows whether any peer was already running before this node.
+  if (!answers.empty() && !first_round_done_.exchange(true)) {
+    bool joined_running = false;
+    for (const auto& [peer, answer] : answers) {
+      joined_running |= answer.started_at_ns < options_.started_at_ns - kJoinSlackNs;
+    }
+    warming_up_.store(joined_running, std::memory_order_relaxed);
+  }
+}
+
+void Gossip::PullNewerConfig(ConfigSync* sync, const Answers& answers,
+                             std::vector<pb::DomainVersion> ours) {
+  for (const auto& [peer, answer] : answers) {
+    std::vector<std::string> domains;
+    for (const pb::DomainVersion& theirs : answer.config) {
+      if (theirs.version() == 0) {
+        continue;  // read from that node's files, never changed over the API: not spread
+      }
+      auto it = std::find_if(ours.begin(), ours.end(), [&](const pb::DomainVersion& v) {
+        return v.domain() == theirs.domain();
+      });
+      if (it == ours.end() || IsNewerConfig(theirs, *it)) {
+        domains.push_back(theirs.domain());
+      }
+    }
+    if (domains.empty()) {
+      continue;
+    }
+    absl::StatusOr<std::vector<pb::ConfigChange>> changes = transport_->GetConfig(peer, domains);
+    if (changes.ok()) {
+      config_pushes_.fetch_add(sync->Apply(*changes), std::memory_order_relaxed);
+      ours = sync->Versions();
+    }
+  }
+}
+
+void Gossip::BroadcastConfig(const std::vector<pb::ConfigChange>& changes) {
+  const uint64_t mask = membership_->alive_mask();
+  std::vector<std::thread> pushes;
+  for (int i = 0; i < membership_->size(); ++i) {
+    if (i != membership_->self() && ((mask >> i) & 1)) {
+      pushes.emplace_back([this, i, &changes] {
+        const absl::Status status = transport_->PushConfig(i, changes);
+        if (!status.ok()) {
+          std::fprintf(stderr,
+                       "floodgate: config push to %s failed: %s (it catches up through "
+                       "heartbeats)\n",
+                       membership_->members()[i].id.c_str(), std::string(status.message()).c_str());
+        }
+      });
+    }
+  }
+  for (auto& t : pushes) {
+    t.join();
+  }
+}
+
+PingInfo Gossip::OurPing() const {
+  PingInfo ours;
+  ours.node_id = options_.self_id;
+  ours.started_at_ns = options_.started_at_ns;
+  if (ConfigSync* sync = config_sync_.load(); sync != nullptr) {
+    ours.config = sync->Versions();
+  }
+  return ours;
+}
+
+void Gossip::ApplyPushed(const std::vector<pb::ConfigChange>& changes) {
+  if (ConfigSync* sync = config_sync_.load(); sync != nullptr) {
+    config_pushes_.fetch_add(sync->Apply(changes), std::memory_order_relaxed);
+  }
+}
+
+std::vector<pb::ConfigChange> Gossip::GetConfig(const std::vector<std::string>& domains) {
+  if (ConfigSync* sync = config_sync_.load(); sync != nullptr) {
+    return sync->Get(domains);
+  }
+  return {};
+}
+
+}  // namespace floodgate::cluster

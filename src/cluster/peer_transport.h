@@ -1,0 +1,120 @@
+#pragma once
+
+// The seam between the cluster's logic and the network: what ClusterStore and Gossip need from
+// the other members (PeerTransport), and what the network needs from this node to answer them
+// (PeerHandler). grpc_peer_transport.h implements it over grpc++ (peer.proto);
+// testing/fake_peer_transport.h implements it in process for tests.
+//
+// Members are named by their index in the sorted member list (Membership::members()); the
+// transport is built for one node (`self`) and never calls itself.
+//
+// Errors: a member that cannot be reached, or did not answer in time, gives kUnavailable or
+// kDeadlineExceeded (the caller may treat it as dead and fail over); anything else (a protocol
+// version mismatch, a malformed answer) is not its death.
+//
+// Thread-safety: every PeerTransport method may be called from any number of threads at once.
+// The transport calls PeerHandler methods from its own threads, several at once.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "floodgate/decision.h"
+#include "floodgate/peer/v1/peer.pb.h"
+#include "floodgate/store.h"
+
+namespace floodgate::cluster {
+
+// A heartbeat: what a node tells about itself, both in a ping and in its answer.
+struct PingInfo {
+  std::string node_id;                          // set in answers
+  int64_t started_at_ns = 0;                    // when the node started (its clock)
+  std::vector<peer::v1::DomainVersion> config;  // its config domains' versions
+};
+
+// How the link to one member is doing, for /v1/cluster and metrics.
+struct PeerLinkStats {
+  int64_t replication_lag_ns = 0;  // last batch: oldest state queued to acknowledged
+  uint64_t forwarded_txns = 0;
+  uint64_t forward_batches = 0;
+  uint64_t forward_errors = 0;
+  uint64_t replicated_states = 0;
+};
+
+// This node's side of the peer protocol: the transport calls it for what other members ask, and
+// for what their answers tell. Implemented by ClusterStore (which hands config to Gossip).
+class PeerHandler {
+ public:
+  virtual ~PeerHandler() = default;
+  // Member `member` was heard from (a valid request from it, or a forward it answered).
+  virtual void RecordContact(int member) = 0;
+  // Decides a transaction forwarded to this node as the keys' owner at `now_ns` (or, for hits
+  // another node admitted from its local share, counts them: the answer is then ignored).
+  // Returns whether it committed.
+  virtual bool HandleForward(absl::Span<const StoreOp> ops, int64_t now_ns,
+                             absl::Span<Decision> decisions) = 0;
+  // Merges states an owner replicated here, at max(this node's now, `sender_now_ns`). Returns
+  // the records where this copy admits less than what was sent (the sender merges them back).
+  virtual std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord> records,
+                                                   int64_t sender_now_ns) = 0;
+  // Merges a replica's corrections to states this node replicated.
+  virtual void HandleCorrections(absl::Span<const StateRecord> corrections) = 0;
+  // Returns the live states held here of the given keys at `now_ns` (spec left default: the
+  // asker knows it).
+  virtual std::vector<StateRecord> HandleFetch(absl::Span<const uint64_t> key_hashes,
+                                               int64_t now_ns) = 0;
+  // Returns this node's heartbeat answer.
+  virtual PingInfo HandlePing() = 0;
+  // Applies config changes pushed by another member.
+  virtual void HandlePushConfig(const std::vector<peer::v1::ConfigChange>& changes) = 0;
+  // Returns the given domains' config here.
+  virtual std::vector<peer::v1::ConfigChange> HandleGetConfig(
+      const std::vector<std::string>& domains) = 0;
+};
+
+// This node's calls to the other members. The transport owns its connections and threads;
+// Shutdown() stops the listener, destruction waits for calls still in flight.
+class PeerTransport {
+ public:
+  virtual ~PeerTransport() = default;
+
+  // Starts answering the other members through `handler`, which must outlive the transport.
+  virtual absl::Status Start(PeerHandler* handler) = 0;
+  // The port this node listens on for peers (the bound one when asked for port 0), 0 if none.
+  virtual int port() const = 0;
+  // Stops answering; calls to others fail from then on or soon after.
+  virtual void Shutdown() = 0;
+
+  // Sends one transaction to `member` (its keys' owner) and waits for its decisions: writes them
+  // and sets *committed. The transport may batch it with other calls.
+  virtual absl::Status Forward(int member, absl::Span<const StoreOp> ops,
+                               absl::Span<Decision> decisions, bool* committed) = 0;
+  // Queues a state for `member` to merge (a replica). The latest state of a key wins; the
+  // member's corrections come back through PeerHandler::HandleCorrections.
+  virtual void Replicate(int member, const StateRecord& record) = 0;
+  // Queues hits admitted here from a local share, for `member` (the key's owner) to count.
+  virtual void Report(int member, const StoreOp& op) = 0;
+  // Sends the reports queued for `member` and waits (bounded) until every report queued before
+  // the call is acknowledged.
+  virtual void FlushReports(int member) = 0;
+  // Returns `member`'s live states of the given keys (spec left default).
+  virtual absl::StatusOr<std::vector<StateRecord>> Fetch(int member,
+                                                         absl::Span<const uint64_t> key_hashes) = 0;
+  // Sends a heartbeat; `done` gets the member's answer or an error, maybe on another thread,
+  // maybe before Ping returns.
+  virtual void Ping(int member, const PingInfo& ours,
+                    std::function<void(absl::StatusOr<PingInfo>)> done) = 0;
+  // Returns the given domains' config on `member`.
+  virtual absl::StatusOr<std::vector<peer::v1::ConfigChange>> GetConfig(
+      int member, const std::vector<std::string>& domains) = 0;
+  // Pushes config changes to `member`.
+  virtual absl::Status PushConfig(int member,
+                                  const std::vector<peer::v1::ConfigChange>& changes) = 0;
+  virtual PeerLinkStats GetLinkStats(int member) const = 0;
+};
+
+}  // namespace floodgate::cluster

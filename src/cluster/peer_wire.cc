@@ -1,0 +1,82 @@
+#include "src/cluster/peer_wire.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "floodgate/status_macros.h"
+
+namespace floodgate::cluster {
+namespace pb = ::floodgate::peer::v1;
+
+void ToProto(const LimitSpec& spec, pb::Limit* out) {
+  out->set_algorithm(static_cast<uint32_t>(spec.algorithm));
+  out->set_requests_per_period(spec.requests_per_period);
+  out->set_period_ns(spec.period_ns);
+  out->set_burst(spec.burst);
+}
+
+absl::StatusOr<LimitSpec> FromProto(const pb::Limit& limit) {
+  if (limit.algorithm() > static_cast<uint32_t>(Algorithm::kConcurrency)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown algorithm ", limit.algorithm()));
+  }
+  LimitSpec spec;
+  spec.algorithm = static_cast<Algorithm>(limit.algorithm());
+  spec.requests_per_period = limit.requests_per_period();
+  spec.period_ns = limit.period_ns();
+  spec.burst = limit.burst();
+  FG_RETURN_IF_ERROR(ValidateLimitSpec(spec));
+  return spec;
+}
+
+void ToProto(const StoreOp& op, pb::Op* out) {
+  out->set_key_hash(op.key_hash);
+  ToProto(op.spec, out->mutable_limit());
+  out->set_hits(op.hits);
+  out->set_release(op.kind == StoreOp::Kind::kRelease);
+  out->set_acquired_at_ns(op.acquired_at_ns);
+  out->set_shadow(op.shadow);
+}
+
+absl::StatusOr<StoreOp> FromProto(const pb::Op& op) {
+  StoreOp out;
+  out.key_hash = op.key_hash();
+  FG_ASSIGN_OR_RETURN(out.spec, FromProto(op.limit()));
+  out.hits = op.hits();
+  out.kind = op.release() ? StoreOp::Kind::kRelease : StoreOp::Kind::kCheck;
+  out.acquired_at_ns = op.acquired_at_ns();
+  out.shadow = op.shadow();
+  return out;
+}
+
+void ToProto(const Decision& d, pb::Decision* out) {
+  out->set_allowed(d.allowed);
+  out->set_limit(d.limit);
+  out->set_remaining(d.remaining);
+  out->set_retry_after_ns(d.retry_after_ns);
+  out->set_reset_after_ns(d.reset_after_ns);
+  out->set_delay_ns(d.delay_ns);
+}
+
+Decision FromProto(const pb::Decision& d) {
+  Decision out;
+  out.allowed = d.allowed();
+  out.limit = d.limit();
+  out.remaining = d.remaining();
+  out.retry_after_ns = d.retry_after_ns();
+  out.reset_after_ns = d.reset_after_ns();
+  out.delay_ns = d.delay_ns();
+  return out;
+}
+
+void ToProto(const StateRecord& r, pb::State* out) {
+  out->set_key_hash(r.key_hash);
+  ToProto(r.spec, out->mutable_limit());
+  out->set_expiry_ns(r.expiry_ns);
+  out->set_data(r.data);
+}
+
+absl::StatusOr<StateRecord> FromProto(const pb::State& state) {
+  FG_ASSIGN_OR_RETURN(LimitSpec spec, FromProto(state.limit()));
+  return StateRecord{state.key_hash(), spec, state.expiry_ns(), state.data()};
+}
+
+}  // namespace floodgate::cluster

@@ -1,0 +1,210 @@
+#pragma once
+
+// An in-process PeerTransport for cluster tests without sockets: a FakePeerNetwork maps member
+// index -> the PeerHandler of the node started there, and each node's FakePeerTransport calls
+// the target's handler directly, on the caller's thread (so forwarding, replication, reports and
+// heartbeats all complete before the call returns: tests need no waiting). Switches make a
+// member unreachable (calls to and from it fail with kUnavailable, as a dead or partitioned
+// node) or slow-failing (calls to it fail with kDeadlineExceeded, as a timed-out forward).
+//
+// Thread-safety: the network's switches and the calls may be used from any thread; a node must
+// not be started or destroyed while calls to it run.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "floodgate/clock.h"
+#include "src/cluster/peer_transport.h"
+
+namespace floodgate::testing {
+
+class FakePeerNetwork {
+ public:
+  // `clock` (shared by every node of the test) stamps the calls a receiver decides.
+  FakePeerNetwork(int members, const Clock* clock)
+      : clock_(clock),
+        handlers_(members, nullptr),
+        unreachable_(members, false),
+        slow_fail_(members, false),
+        links_(members * members) {}
+
+  // Returns the transport of member `self` (index in the sorted member list).
+  std::unique_ptr<cluster::PeerTransport> TransportFor(int self);
+
+  // Calls to and from `member` fail with kUnavailable while set.
+  void SetUnreachable(int member, bool unreachable) {
+    absl::MutexLock lock(&mu_);
+    unreachable_[member] = unreachable;
+  }
+  // Calls to `member` fail with kDeadlineExceeded while set.
+  void SetSlowFail(int member, bool slow_fail) {
+    absl::MutexLock lock(&mu_);
+    slow_fail_[member] = slow_fail;
+  }
+
+ private:
+  friend class FakePeerTransport;
+
+  void Register(int member, cluster::PeerHandler* handler) {
+    absl::MutexLock lock(&mu_);
+    handlers_[member] = handler;
+  }
+  // Returns the handler `to` for a call from `from` (noting the contact, as a real server
+  // does), or the error the call gets.
+  absl::StatusOr<cluster::PeerHandler*> Reach(int from, int to) {
+    cluster::PeerHandler* handler = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (unreachable_[from] || unreachable_[to] || handlers_[to] == nullptr ||
+          handlers_[from] == nullptr) {
+        return absl::UnavailableError(absl::StrCat("member ", to, " unreachable"));
+      }
+      if (slow_fail_[to]) {
+        return absl::DeadlineExceededError(absl::StrCat("no answer from member ", to));
+      }
+      handler = handlers_[to];
+    }
+    handler->RecordContact(from);
+    return handler;
+  }
+  cluster::PeerLinkStats& Link(int from, int to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return links_[from * static_cast<int>(handlers_.size()) + to];
+  }
+
+  const Clock* const clock_;
+  absl::Mutex mu_;
+  std::vector<cluster::PeerHandler*> handlers_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> unreachable_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> slow_fail_ ABSL_GUARDED_BY(mu_);
+  std::vector<cluster::PeerLinkStats> links_ ABSL_GUARDED_BY(mu_);
+};
+
+class FakePeerTransport final : public cluster::PeerTransport {
+ public:
+  FakePeerTransport(FakePeerNetwork* network, int self) : network_(network), self_(self) {}
+  ~FakePeerTransport() override { Shutdown(); }
+
+  absl::Status Start(cluster::PeerHandler* handler) override {
+    handler_ = handler;
+    network_->Register(self_, handler);
+    return absl::OkStatus();
+  }
+  int port() const override { return 0; }
+  void Shutdown() override { network_->Register(self_, nullptr); }
+
+  absl::Status Forward(int member, absl::Span<const StoreOp> ops, absl::Span<Decision> decisions,
+                       bool* committed) override {
+    absl::StatusOr<cluster::PeerHandler*> to = network_->Reach(self_, member);
+    {
+      absl::MutexLock lock(&network_->mu_);
+      cluster::PeerLinkStats& link = network_->Link(self_, member);
+      ++link.forward_batches;
+      ++link.forwarded_txns;
+      link.forward_errors += to.ok() ? 0 : 1;
+    }
+    if (!to.ok()) {
+      return to.status();
+    }
+    // As on the wire: routing fields do not travel.
+    std::vector<StoreOp> sent(ops.begin(), ops.end());
+    for (StoreOp& op : sent) {
+      op.consistency = Consistency::kExact;
+      op.failure_mode = FailureMode::kLocal;
+      op.shed = false;
+    }
+    *committed = (*to)->HandleForward(sent, now_ns(), decisions);
+    handler_->RecordContact(member);
+    return absl::OkStatus();
+  }
+
+  void Replicate(int member, const StateRecord& record) override {
+    absl::StatusOr<cluster::PeerHandler*> to = network_->Reach(self_, member);
+    if (!to.ok()) {
+      return;
+    }
+    const std::vector<StateRecord> corrections =
+        (*to)->HandleReplicate(absl::MakeConstSpan(&record, 1), now_ns());
+    {
+      absl::MutexLock lock(&network_->mu_);
+      ++network_->Link(self_, member).replicated_states;
+    }
+    if (!corrections.empty()) {
+      handler_->HandleCorrections(corrections);
+    }
+  }
+
+  void Report(int member, const StoreOp& op) override {
+    Decision ignored;
+    bool committed = false;
+    Forward(member, absl::MakeConstSpan(&op, 1), absl::MakeSpan(&ignored, 1), &committed)
+        .IgnoreError();
+  }
+  void FlushReports(int /*member*/) override {}  // reports are delivered at once
+
+  absl::StatusOr<std::vector<StateRecord>> Fetch(int member,
+                                                 absl::Span<const uint64_t> key_hashes) override {
+    absl::StatusOr<cluster::PeerHandler*> to = network_->Reach(self_, member);
+    if (!to.ok()) {
+      return to.status();
+    }
+    std::vector<StateRecord> states = (*to)->HandleFetch(key_hashes, now_ns());
+    for (StateRecord& state : states) {
+      state.spec = LimitSpec{};  // as on the wire: the asker knows the spec
+    }
+    return states;
+  }
+
+  void Ping(int member, const cluster::PingInfo& /*ours*/,
+            std::function<void(absl::StatusOr<cluster::PingInfo>)> done) override {
+    absl::StatusOr<cluster::PeerHandler*> to = network_->Reach(self_, member);
+    if (!to.ok()) {
+      done(to.status());
+      return;
+    }
+    done((*to)->HandlePing());
+  }
+
+  absl::StatusOr<std::vector<peer::v1::ConfigChange>> GetConfig(
+      int member, const std::vector<std::string>& domains) override {
+    absl::StatusOr<cluster::PeerHandler*> to = network_->Reach(self_, member);
+    if (!to.ok()) {
+      return to.status();
+    }
+    return (*to)->HandleGetConfig(domains);
+  }
+
+  absl::Status PushConfig(int member, const std::vector<peer::v1::ConfigChange>& changes) override {
+    absl::StatusOr<cluster::PeerHandler*> to = network_->Reach(self_, member);
+    if (!to.ok()) {
+      return to.status();
+    }
+    (*to)->HandlePushConfig(changes);
+    return absl::OkStatus();
+  }
+
+  cluster::PeerLinkStats GetLinkStats(int member) const override {
+    absl::MutexLock lock(&network_->mu_);
+    return network_->Link(self_, member);
+  }
+
+ private:
+  int64_t now_ns() const { return network_->clock_->NowNs(); }
+
+  FakePeerNetwork* const network_;
+  const int self_;
+  cluster::PeerHandler* handler_ = nullptr;
+};
+
+inline std::unique_ptr<cluster::PeerTransport> FakePeerNetwork::TransportFor(int self) {
+  return std::make_unique<FakePeerTransport>(this, self);
+}
+
+}  // namespace floodgate::testing
