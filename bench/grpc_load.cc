@@ -11,14 +11,12 @@
 // server's CPU time (utime+stime from /proc) per answered call.
 
 #include <grpcpp/grpcpp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
@@ -28,11 +26,13 @@
 #include <vector>
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "proc_stats.h"
 
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
 using Clock = std::chrono::steady_clock;
+using ::floodgate::bench::CpuSeconds;
 
 struct Options {
   std::string target = "127.0.0.1:8081";
@@ -46,24 +46,6 @@ struct Options {
   int server_pid = 0;
   int channels = 1;
 };
-
-double CpuSeconds(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = s.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::vector<std::string> fields;
-  size_t pos = close + 2;
-  while (pos < s.size()) {
-    size_t next = s.find(' ', pos);
-    if (next == std::string::npos) next = s.size();
-    fields.push_back(s.substr(pos, next - pos));
-    pos = next + 1;
-  }
-  // After ')': state(0) ... utime is field 14 overall -> index 11 here, stime index 12.
-  if (fields.size() < 13) return 0;
-  return (std::stod(fields[11]) + std::stod(fields[12])) / sysconf(_SC_CLK_TCK);
-}
 
 struct Call {
   grpc::ClientContext context;

@@ -19,31 +19,19 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "proc_stats.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double CpuSeconds(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t pos = s.rfind(')');
-  if (pos == std::string::npos) return 0;
-  std::vector<std::string> f;
-  for (pos += 2; pos < s.size();) {
-    size_t next = s.find(' ', pos);
-    if (next == std::string::npos) next = s.size();
-    f.push_back(s.substr(pos, next - pos));
-    pos = next + 1;
-  }
-  return f.size() < 13 ? 0 : (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
-}
+using ::floodgate::bench::CpuSeconds;
 
 struct Options {
   int port = 0, connections = 50, server_pid = 0;

@@ -48,7 +48,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <random>
 #include <string>
@@ -58,67 +57,18 @@
 #include <vector>
 
 #include "overload_client.h"
+#include "proc_stats.h"
 
 namespace floodgate::overload {
 namespace {
 
+using ::floodgate::bench::CpuSeconds;
+using ::floodgate::bench::MachineBusySeconds;
+using ::floodgate::bench::StatusKb;
+
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 Clock::duration FromSeconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-}
-
-// Returns the fields of /proc/PID/stat after the command name.
-std::vector<std::string> StatFields(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::string> f;
-  size_t pos = s.rfind(')');
-  if (pos == std::string::npos) {
-    return f;
-  }
-  for (pos += 2; pos < s.size();) {
-    size_t next = s.find(' ', pos);
-    if (next == std::string::npos) {
-      next = s.size();
-    }
-    f.push_back(s.substr(pos, next - pos));
-    pos = next + 1;
-  }
-  return f;
-}
-
-double CpuSeconds(int pid) {
-  const std::vector<std::string> f = StatFields(pid);
-  return f.size() < 13 ? 0 : (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
-}
-
-// Returns the seconds every CPU of the machine spent busy (not idle or waiting for I/O).
-double MachineBusySeconds() {
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  double v[10] = {};
-  in >> cpu;
-  for (double& x : v) {
-    in >> x;
-  }
-  double busy = 0;
-  for (int i = 0; i < 8; ++i) {  // user nice system idle iowait irq softirq steal
-    busy += (i == 3 || i == 4) ? 0 : v[i];
-  }
-  return busy / sysconf(_SC_CLK_TCK);
-}
-
-// Returns the value in kB of a /proc/PID/status line such as VmRSS or VmHWM (0 if absent).
-long StatusKb(int pid, const char* field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  const size_t n = std::strlen(field);
-  while (std::getline(in, line)) {
-    if (line.compare(0, n, field) == 0 && line.size() > n && line[n] == ':') {
-      return std::atol(line.c_str() + n + 1);
-    }
-  }
-  return 0;
 }
 
 double Percentile(std::vector<uint32_t>& v, double p) {
