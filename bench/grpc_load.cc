@@ -11,26 +11,28 @@
 // server's CPU time (utime+stime from /proc) per answered call.
 
 #include <grpcpp/grpcpp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "proc_stats.h"
 
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
 using Clock = std::chrono::steady_clock;
+using ::floodgate::bench::CpuSeconds;
 
 struct Options {
   std::string target = "127.0.0.1:8081";
@@ -45,24 +47,6 @@ struct Options {
   int channels = 1;
 };
 
-double CpuSeconds(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = s.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::vector<std::string> fields;
-  size_t pos = close + 2;
-  while (pos < s.size()) {
-    size_t next = s.find(' ', pos);
-    if (next == std::string::npos) next = s.size();
-    fields.push_back(s.substr(pos, next - pos));
-    pos = next + 1;
-  }
-  // After ')': state(0) ... utime is field 14 overall -> index 11 here, stime index 12.
-  if (fields.size() < 13) return 0;
-  return (std::stod(fields[11]) + std::stod(fields[12])) / sysconf(_SC_CLK_TCK);
-}
-
 struct Call {
   grpc::ClientContext context;
   rls::RateLimitRequest request;
@@ -72,37 +56,40 @@ struct Call {
   Clock::time_point start;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Options o;
+// Parses the command line into `o`. Returns false, after printing why, on an unknown flag.
+bool ParseFlags(int argc, char** argv, Options* o) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--target")
-      o.target = value;
-    else if (flag == "--concurrency")
-      o.concurrency = std::stoi(value);
-    else if (flag == "--seconds")
-      o.seconds = std::stod(value);
-    else if (flag == "--max-requests")
-      o.max_requests = std::stoull(value);
-    else if (flag == "--users")
-      o.users = std::stoull(value);
-    else if (flag == "--domain")
-      o.domain = value;
-    else if (flag == "--key")
-      o.key = value;
-    else if (flag == "--rate")
-      o.rate = std::stod(value);
-    else if (flag == "--server-pid")
-      o.server_pid = std::stoi(value);
-    else if (flag == "--channels")
-      o.channels = std::stoi(value);
-    else {
+    if (flag == "--target") {
+      o->target = value;
+    } else if (flag == "--concurrency") {
+      o->concurrency = std::stoi(value);
+    } else if (flag == "--seconds") {
+      o->seconds = std::stod(value);
+    } else if (flag == "--max-requests") {
+      o->max_requests = std::stoull(value);
+    } else if (flag == "--users") {
+      o->users = std::stoull(value);
+    } else if (flag == "--domain") {
+      o->domain = value;
+    } else if (flag == "--key") {
+      o->key = value;
+    } else if (flag == "--rate") {
+      o->rate = std::stod(value);
+    } else if (flag == "--server-pid") {
+      o->server_pid = std::stoi(value);
+    } else if (flag == "--channels") {
+      o->channels = std::stoi(value);
+    } else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
-      return 2;
+      return false;
     }
   }
+  return true;
+}
+
+// Returns one stub per --channels, each on a channel of its own (so a connection of its own).
+std::vector<std::unique_ptr<rls::RateLimitService::Stub>> NewStubs(const Options& o) {
   std::vector<std::unique_ptr<rls::RateLimitService::Stub>> stubs;
   for (int c = 0; c < o.channels; ++c) {
     grpc::ChannelArguments args;
@@ -110,76 +97,132 @@ int main(int argc, char** argv) {
     stubs.push_back(rls::RateLimitService::NewStub(
         grpc::CreateCustomChannel(o.target, grpc::InsecureChannelCredentials(), args)));
   }
-  grpc::CompletionQueue cq;
-  std::mt19937_64 rng(42);
-  std::uniform_int_distribution<uint64_t> user(1, std::max<uint64_t>(1, o.users));
+  return stubs;
+}
+
+struct Results {
+  uint64_t done = 0, ok = 0, over = 0, failed = 0;
   std::vector<uint32_t> latencies_us;
-  latencies_us.reserve(1 << 20);
-  uint64_t started = 0, done = 0, ok = 0, over = 0, failed = 0;
-  int in_flight = 0;
+  double seconds = 0;
+  double server_cpu_s = 0;  // with --server-pid
+};
 
-  const double cpu0 = o.server_pid ? CpuSeconds(o.server_pid) : 0;
-  const Clock::time_point t0 = Clock::now();
-  const Clock::time_point end =
-      t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
-  const double interval_s = o.rate > 0 ? 1.0 / o.rate : 0;
-
-  auto start_call = [&](Clock::time_point scheduled) {
-    Call* call = new Call();
-    call->request.set_domain(o.domain);
-    auto* e = call->request.add_descriptors()->add_entries();
-    e->set_key(o.key);
-    e->set_value(std::to_string(user(rng)));
-    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    call->start = scheduled;
-    call->reader =
-        stubs[started % stubs.size()]->AsyncShouldRateLimit(&call->context, call->request, &cq);
-    call->reader->Finish(&call->response, &call->status, call);
-    ++started;
-    ++in_flight;
-  };
-
-  if (o.rate <= 0) {
-    for (int i = 0; i < o.concurrency && started < o.max_requests; ++i) start_call(Clock::now());
+// One run of the load: calls ShouldRateLimit over the stubs, closed or open loop, until the time
+// or the request count is up and every call has finished.
+class LoadRun {
+ public:
+  explicit LoadRun(const Options& o) : o_(o), stubs_(NewStubs(o)) {
+    results_.latencies_us.reserve(1 << 20);
   }
-  Clock::time_point next_due = t0;
+
+  // Runs the load and returns what it measured.
+  Results Run();
+
+ private:
+  void StartCall(Clock::time_point scheduled);
+  // Open loop: starts the calls due by `now`, as far as `concurrency` allows.
+  void StartDue(Clock::time_point now);
+  void Finish(Call* call);
+
+  const Options& o_;
+  std::vector<std::unique_ptr<rls::RateLimitService::Stub>> stubs_;
+  grpc::CompletionQueue cq_;
+  std::mt19937_64 rng_{42};
+  std::uniform_int_distribution<uint64_t> user_{1, std::max<uint64_t>(1, o_.users)};
+  uint64_t started_ = 0;
+  int in_flight_ = 0;
+  Clock::time_point end_, next_due_;
+  Results results_;
+};
+
+void LoadRun::StartCall(Clock::time_point scheduled) {
+  Call* call = new Call();
+  call->request.set_domain(o_.domain);
+  auto* e = call->request.add_descriptors()->add_entries();
+  e->set_key(o_.key);
+  e->set_value(std::to_string(user_(rng_)));
+  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  call->start = scheduled;
+  call->reader =
+      stubs_[started_ % stubs_.size()]->AsyncShouldRateLimit(&call->context, call->request, &cq_);
+  call->reader->Finish(&call->response, &call->status, call);
+  ++started_;
+  ++in_flight_;
+}
+
+void LoadRun::StartDue(Clock::time_point now) {
+  const double interval_s = 1.0 / o_.rate;
+  while (next_due_ <= now && in_flight_ < o_.concurrency && started_ < o_.max_requests) {
+    StartCall(next_due_);  // latency counts from when the call was due
+    next_due_ +=
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s));
+  }
+}
+
+void LoadRun::Finish(Call* call) {
+  --in_flight_;
+  ++results_.done;
+  results_.latencies_us.push_back(static_cast<uint32_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - call->start).count()));
+  if (!call->status.ok()) {
+    ++results_.failed;
+  } else if (call->response.overall_code() == rls::RateLimitResponse::OK) {
+    ++results_.ok;
+  } else {
+    ++results_.over;
+  }
+  delete call;
+}
+
+Results LoadRun::Run() {
+  const double cpu0 = o_.server_pid ? CpuSeconds(o_.server_pid) : 0;
+  const Clock::time_point t0 = Clock::now();
+  end_ =
+      t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.seconds));
+  if (o_.rate <= 0) {
+    for (int i = 0; i < o_.concurrency && started_ < o_.max_requests; ++i) {
+      StartCall(Clock::now());
+    }
+  }
+  next_due_ = t0;
   while (true) {
     const Clock::time_point now = Clock::now();
-    const bool time_left = now < end && started < o.max_requests;
-    if (o.rate > 0 && time_left) {
-      while (next_due <= now && in_flight < o.concurrency && started < o.max_requests) {
-        start_call(next_due);  // latency counts from when the call was due
-        next_due +=
-            std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s));
-      }
+    const bool time_left = now < end_ && started_ < o_.max_requests;
+    if (o_.rate > 0 && time_left) {
+      StartDue(now);
     }
-    if (in_flight == 0 && !time_left) break;
+    if (in_flight_ == 0 && !time_left) {
+      break;
+    }
     void* tag;
     bool got;
-    const auto wait_until = o.rate > 0 ? std::min(next_due, now + std::chrono::milliseconds(5))
-                                       : now + std::chrono::milliseconds(100);
-    auto status = cq.AsyncNext(&tag, &got, std::chrono::system_clock::now() + (wait_until - now));
-    if (status != grpc::CompletionQueue::GOT_EVENT) continue;
-    Call* call = static_cast<Call*>(tag);
-    --in_flight;
-    ++done;
-    latencies_us.push_back(static_cast<uint32_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - call->start).count()));
-    if (!call->status.ok()) {
-      ++failed;
-    } else if (call->response.overall_code() == rls::RateLimitResponse::OK) {
-      ++ok;
-    } else {
-      ++over;
+    const auto wait_until = o_.rate > 0 ? std::min(next_due_, now + std::chrono::milliseconds(5))
+                                        : now + std::chrono::milliseconds(100);
+    auto status = cq_.AsyncNext(&tag, &got, std::chrono::system_clock::now() + (wait_until - now));
+    if (status != grpc::CompletionQueue::GOT_EVENT) {
+      continue;
     }
-    delete call;
-    if (o.rate <= 0 && Clock::now() < end && started < o.max_requests) start_call(Clock::now());
+    Finish(static_cast<Call*>(tag));
+    if (o_.rate <= 0 && Clock::now() < end_ && started_ < o_.max_requests) {
+      StartCall(Clock::now());
+    }
   }
-  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  const double cpu1 = o.server_pid ? CpuSeconds(o.server_pid) : 0;
+  results_.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double cpu1 = o_.server_pid ? CpuSeconds(o_.server_pid) : 0;
+  results_.server_cpu_s = cpu1 - cpu0;
+  cq_.Shutdown();
+  return std::move(results_);
+}
+
+// Prints the key=value line.
+void PrintResults(const Options& o, Results& r) {
+  std::vector<uint32_t>& latencies_us = r.latencies_us;
+  const uint64_t done = r.done;
   std::sort(latencies_us.begin(), latencies_us.end());
   auto pct = [&](double p) -> double {
-    if (latencies_us.empty()) return 0;
+    if (latencies_us.empty()) {
+      return 0;
+    }
     return latencies_us[std::min(latencies_us.size() - 1,
                                  static_cast<size_t>(p * latencies_us.size()))] /
            1000.0;
@@ -187,13 +230,25 @@ int main(int argc, char** argv) {
   std::printf(
       "requests=%llu seconds=%.2f rps=%.0f ok=%llu over_limit=%llu failed=%llu "
       "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f",
-      static_cast<unsigned long long>(done), secs, done / secs, static_cast<unsigned long long>(ok),
-      static_cast<unsigned long long>(over), static_cast<unsigned long long>(failed), pct(0.5),
-      pct(0.9), pct(0.99), latencies_us.empty() ? 0.0 : latencies_us.back() / 1000.0);
+      static_cast<unsigned long long>(done), r.seconds, done / r.seconds,
+      static_cast<unsigned long long>(r.ok), static_cast<unsigned long long>(r.over),
+      static_cast<unsigned long long>(r.failed), pct(0.5), pct(0.9), pct(0.99),
+      latencies_us.empty() ? 0.0 : latencies_us.back() / 1000.0);
   if (o.server_pid) {
-    std::printf(" server_cpu_us_per_req=%.2f", done ? (cpu1 - cpu0) * 1e6 / done : 0.0);
+    std::printf(" server_cpu_us_per_req=%.2f", done ? r.server_cpu_s * 1e6 / done : 0.0);
   }
   std::printf("\n");
-  cq.Shutdown();
-  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (!ParseFlags(argc, argv, &o)) {
+    return 2;
+  }
+  LoadRun run(o);
+  Results results = run.Run();
+  PrintResults(o, results);
+  return results.failed == 0 ? 0 : 1;
 }

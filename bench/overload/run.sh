@@ -11,11 +11,12 @@
 #             no crash, tracked users admitted exactly their limit in every window.
 #   flood     FLOOD_KEYS new keys as fast as the driver goes (closed loop) against
 #             --max-memory FLOOD_CAP: RSS under the cap, tracked users exact.
-# Load: bench/overload/overload_load.cc, built here into BUILD_DIR/bench/. The driver, the
-# server and whatever else runs share the machine's cores. Before each measurement the script
-# waits until no other load generator runs (up to 10 minutes, then it notes this and goes on).
-# It also waits up to 60 s for the rest of the machine to calm down. It records what ran
-# meanwhile in noise.txt, and runs a measurement again once if a load generator ran during it.
+# Load: bench/overload/overload_load.cc, overload_client.{h,cc} and bench/proc_stats.{h,cc}, built
+# here into BUILD_DIR/bench/. The driver, the server and whatever else runs share the machine's
+# cores. Before each measurement the script waits until no other load generator runs (up to 10
+# minutes, then it notes this and goes on). It also waits up to 60 s for the rest of the machine
+# to calm down. It records what ran meanwhile in noise.txt, and runs a measurement again once if
+# a load generator ran during it.
 #
 # Usage: bench/overload/run.sh [BUILD_DIR]       (about 6 minutes on the 2-core machine)
 # Env: SCENARIOS ("hot overload crowd flood"), REPS (3: repetitions of the closed-loop runs),
@@ -37,10 +38,16 @@ out="$here/bench/results/overload-$stamp"
 mkdir -p "$out"
 summary="$out/summary.txt"
 driver="$build/bench/overload_load"
-src="$here/bench/overload/overload_load.cc"
-if [ ! -x "$driver" ] || [ "$src" -nt "$driver" ]; then
+srcs=("$here/bench/overload/overload_load.cc" "$here/bench/overload/overload_client.cc"
+  "$here/bench/proc_stats.cc")
+stale=0
+[ -x "$driver" ] || stale=1
+for f in "${srcs[@]}" "$here/bench/overload/overload_client.h" "$here/bench/proc_stats.h"; do
+  if [ "$f" -nt "$driver" ]; then stale=1; fi
+done
+if [ $stale = 1 ]; then
   mkdir -p "$build/bench"
-  ${CXX:-c++} -O2 -std=c++20 -Wall -o "$driver" "$src"
+  ${CXX:-c++} -O2 -std=c++20 -Wall -I "$here/bench" -o "$driver" "${srcs[@]}"
 fi
 
 fg_pid=""
