@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
-#include "proc_stats.h"
+#include "bench/proc_stats.h"
 
 namespace {
 

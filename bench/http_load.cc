@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "proc_stats.h"
+#include "bench/proc_stats.h"
 
 namespace {
 

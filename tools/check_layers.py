@@ -33,7 +33,7 @@ ALLOWED = {
     "grpc": {"public", "grpc", "service", "net", "common", "proto", "limiter-types"},
     "server": {"public", "core", "store", "limiter", "cluster", "service", "admin", "net",
                "http", "grpc", "server", "common", "proto", "limiter-types"},
-    "bench": {"public", "proto", "common"},
+    "bench": {"public", "proto", "common", "bench"},
 }
 
 # Folder prefix -> layer; the longest prefix wins.

@@ -1,4 +1,4 @@
-#include "overload_client.h"
+#include "bench/overload/overload_client.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

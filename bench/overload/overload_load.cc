@@ -56,8 +56,8 @@
 #include <utility>
 #include <vector>
 
-#include "overload_client.h"
-#include "proc_stats.h"
+#include "bench/overload/overload_client.h"
+#include "bench/proc_stats.h"
 
 namespace floodgate::overload {
 namespace {

@@ -47,7 +47,7 @@ for f in "${srcs[@]}" "$here/bench/overload/overload_client.h" "$here/bench/proc
 done
 if [ $stale = 1 ]; then
   mkdir -p "$build/bench"
-  ${CXX:-c++} -O2 -std=c++20 -Wall -I "$here/bench" -o "$driver" "${srcs[@]}"
+  ${CXX:-c++} -O2 -std=c++20 -Wall -I "$here" -o "$driver" "${srcs[@]}"
 fi
 
 fg_pid=""
