@@ -22,6 +22,7 @@ cp -r "$peers_src" "$work/peers"; chmod -R u+w "$work/peers"
 export RUN_DIR="$work/run" RESULTS_DIR="$out" REPS=${REPS:-3} DURATION=${DURATION:-10}
 export NGINX_PORT=${NGINX_PORT:-18188} REDIS_PORT=${REDIS_PORT:-18190}
 . "$work/peers/common.sh"
+. "$here/bench/lib.sh"
 fg_pid=""
 cleanup() {
   [ -n "$fg_pid" ] && kill "$fg_pid" 2>/dev/null || true

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
-namespace floodgate::server {
+namespace floodgate::admin {
 namespace pb = ::floodgate::peer::v1;
 pb::DomainVersion ClusterConfigSync::VersionOf(const std::string& domain) const {
   auto it = versions_.find(domain);
@@ -100,4 +100,4 @@ int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
   return applied;
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

@@ -19,11 +19,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "floodgate/peer/v1/peer.pb.h"
+#include "src/admin/config_manager.h"
 #include "src/cluster/gossip.h"
 #include "src/limiter/limiter.h"
-#include "src/admin/config_manager.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 
 class ClusterConfigSync final : public cluster::ConfigSync {
  public:
@@ -50,4 +50,4 @@ class ClusterConfigSync final : public cluster::ConfigSync {
   uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

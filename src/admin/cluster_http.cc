@@ -5,7 +5,7 @@
 #include "floodgate/clock.h"
 #include "src/common/json.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 namespace {
 
 void Counter(std::string& out, const char* name, const char* help, uint64_t value) {
@@ -139,4 +139,4 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
   return out;
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

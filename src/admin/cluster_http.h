@@ -7,7 +7,7 @@
 
 #include "src/cluster/cluster_store.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 
 // {"node":..., "quorum":..., "members":[{"id","address","self","alive","last_contact_ms_ago",
 //  "ownership_share","replication_lag_ms","forwarded","forward_batches","forward_errors",
@@ -17,4 +17,4 @@ std::string ClusterJson(const cluster::ClusterStats& stats);
 // Prometheus text for the floodgate_cluster_* families.
 std::string ClusterPrometheus(const cluster::ClusterStats& stats);
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

@@ -11,7 +11,7 @@
 #include "floodgate/status_macros.h"
 #include "src/admin/config_source.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 namespace {
 
 namespace fs = std::filesystem;
@@ -196,9 +196,9 @@ void ConfigManager::Stop() {
   }
 }
 
-ConfigStats ConfigManager::stats() const {
+service::ConfigStats ConfigManager::stats() const {
   absl::MutexLock lock(&mu_);
-  return ConfigStats{version_, reload_success_, reload_failure_, last_error_};
+  return service::ConfigStats{version_, reload_success_, reload_failure_, last_error_};
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

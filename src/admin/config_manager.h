@@ -22,7 +22,7 @@
 #include "src/limiter/limiter.h"
 #include "src/service/metrics.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 
 class ConfigManager {
  public:
@@ -46,7 +46,7 @@ class ConfigManager {
   void StartWatching(absl::Duration interval);
   void Stop();
 
-  ConfigStats stats() const;
+  service::ConfigStats stats() const;
   const std::string& path() const { return path_; }
 
  private:
@@ -69,4 +69,4 @@ class ConfigManager {
   std::thread watcher_;
 };
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-namespace floodgate::server {
+namespace floodgate::admin {
 namespace {
 
 namespace fs = std::filesystem;
@@ -69,7 +69,7 @@ TEST_F(ConfigManagerTest, BadEditIsRefusedCountedAndOldConfigServes) {
   ASSERT_FALSE(reloaded.ok());
   EXPECT_NE(reloaded.status().message().find("api.yaml:4"), std::string::npos) << reloaded.status();
   EXPECT_EQ(UserLimit(), 5u);
-  ConfigStats stats = (*manager)->stats();
+  service::ConfigStats stats = (*manager)->stats();
   EXPECT_EQ(stats.reload_failure, 1u);
   EXPECT_EQ(stats.version, 1u);
   EXPECT_FALSE(stats.last_error.empty());
@@ -114,4 +114,4 @@ TEST_F(ConfigManagerTest, SingleFileSourceRefusesAdminEdits) {
 }
 
 }  // namespace
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

@@ -11,7 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "floodgate/status_macros.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 namespace {
 
 namespace fs = std::filesystem;
@@ -111,4 +111,4 @@ absl::StatusOr<std::shared_ptr<const core::Config>> LoadConfigSource(const std::
   return std::shared_ptr<const core::Config>(std::move(config));
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

@@ -16,7 +16,7 @@
 #include "absl/status/statusor.h"
 #include "src/core/config.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 
 // One file of the source: its path (as it names the domain's file in errors and in
 // DomainConfig::file) and its text.
@@ -47,4 +47,4 @@ uint64_t ContentVersion(const core::Config& config);
 // numbers its reloads instead.
 absl::StatusOr<std::shared_ptr<const core::Config>> LoadConfigSource(const std::string& path);
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 namespace {
 
 using core::Config;
@@ -198,4 +198,4 @@ TEST(ConfigSourceTest, ShippedExamples) {
 }
 
 }  // namespace
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

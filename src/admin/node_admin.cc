@@ -2,7 +2,7 @@
 
 #include "src/admin/cluster_http.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 
 absl::StatusOr<uint64_t> NodeAdmin::PutDomain(const std::string& domain, std::string_view yaml) {
   if (config_ == nullptr) {
@@ -33,13 +33,13 @@ uint64_t NodeAdmin::Changed(const std::string& domain) {
 }
 
 std::string NodeAdmin::PrometheusText() {
-  ConfigStats stats;
+  service::ConfigStats stats;
   if (config_ != nullptr) {
     stats = config_->stats();
   } else {
     stats.version = limiter_->GetStats().config_version;
   }
-  std::string text = RenderPrometheus(*limiter_, *metrics_, stats);
+  std::string text = service::RenderPrometheus(*limiter_, *metrics_, stats);
   if (cluster_ != nullptr) {
     text += ClusterPrometheus(cluster_->GetClusterStats());
   }
@@ -50,7 +50,7 @@ absl::StatusOr<std::string> NodeAdmin::ClusterJson() {
   if (cluster_ == nullptr) {
     return absl::NotFoundError("not in cluster mode (start with --node-id and --peers)");
   }
-  return server::ClusterJson(cluster_->GetClusterStats());
+  return admin::ClusterJson(cluster_->GetClusterStats());
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

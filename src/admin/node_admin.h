@@ -16,13 +16,13 @@
 #include "src/service/admin_api.h"
 #include "src/service/metrics.h"
 
-namespace floodgate::server {
+namespace floodgate::admin {
 
-class NodeAdmin final : public AdminApi {
+class NodeAdmin final : public service::AdminApi {
  public:
   // Every pointer must outlive the admin. `config` may be null: admin changes then fail with
   // Unimplemented. `cluster` and `sync` are null on a single node.
-  NodeAdmin(ConfigManager* config, limiter::Limiter* limiter, const ServerMetrics* metrics,
+  NodeAdmin(ConfigManager* config, limiter::Limiter* limiter, const service::ServerMetrics* metrics,
             cluster::ClusterStore* cluster = nullptr, ClusterConfigSync* sync = nullptr)
       : config_(config), limiter_(limiter), metrics_(metrics), cluster_(cluster), sync_(sync) {}
 
@@ -37,9 +37,9 @@ class NodeAdmin final : public AdminApi {
 
   ConfigManager* const config_;
   limiter::Limiter* const limiter_;
-  const ServerMetrics* const metrics_;
+  const service::ServerMetrics* const metrics_;
   cluster::ClusterStore* const cluster_;
   ClusterConfigSync* const sync_;
 };
 
-}  // namespace floodgate::server
+}  // namespace floodgate::admin

@@ -96,7 +96,7 @@ int Validate(const Flags& flags) {
   if (flags.positional.size() != 1) {
     return Fail(absl::StrCat("validate takes one PATH\n", kUsage));
   }
-  auto config = floodgate::server::LoadConfigSource(flags.positional[0]);
+  auto config = floodgate::admin::LoadConfigSource(flags.positional[0]);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return 1;
@@ -109,7 +109,7 @@ int Validate(const Flags& flags) {
 
 int Check(const Flags& flags) {
   const std::string path = Get(flags, "config", "FLOODGATE_CONFIG", "");
-  auto config = floodgate::server::LoadConfigSource(path);
+  auto config = floodgate::admin::LoadConfigSource(path);
   if (!config.ok()) {
     return Fail(std::string(config.status().message()));
   }
@@ -146,8 +146,8 @@ int Check(const Flags& flags) {
   return response->overall == floodgate::limiter::Code::kOk ? 0 : 1;
 }
 
-int Serve(const Flags& flags) {
-  ServerOptions options;
+// Fills `options` from the serve flags; returns the exit code of a refusal (0 when they are good).
+int ParseServeFlags(const Flags& flags, ServerOptions& options) {
   options.config_path = Get(flags, "config", "FLOODGATE_CONFIG", "");
   if (options.config_path.empty()) {
     return Fail(absl::StrCat("serve needs --config PATH\n", kUsage));
@@ -200,6 +200,14 @@ int Serve(const Flags& flags) {
   }
   if (options.peers.empty() && (!options.node_id.empty() || !options.peer_address.empty())) {
     return Fail("--node-id and --peer need --peers (the cluster's members)");
+  }
+  return 0;
+}
+
+int Serve(const Flags& flags) {
+  ServerOptions options;
+  if (int refused = ParseServeFlags(flags, options); refused != 0) {
+    return refused;
   }
 
   // Thousands of client connections need thousands of descriptors: raise the soft limit to

@@ -37,7 +37,7 @@ struct ServerOptions {
   size_t max_connections_per_client = 0;
   size_t max_memory_bytes = 0;  // process memory budget (tables get all but a headroom); 0 = none
   absl::Duration config_poll = absl::Milliseconds(200);
-  RequestLimits limits;
+  service::RequestLimits limits;
   // Cluster mode (docs/cluster.md), on when `peers` is set.
   std::string node_id;       // this node's id in `peers`
   std::string peer_address;  // where to listen for peers; default: this node's entry in `peers`
@@ -64,20 +64,22 @@ class Server {
 
  private:
   Server() = default;
+  // Starts the HTTP and gRPC front ends over service_ and admin_.
+  absl::Status StartFrontends(const ServerOptions& options);
 
   std::unique_ptr<LocalStore> store_;
-  std::unique_ptr<ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
+  std::unique_ptr<admin::ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
   std::unique_ptr<cluster::ClusterStore> cluster_;
   std::unique_ptr<limiter::Limiter> limiter_;
-  std::unique_ptr<ConfigManager> config_;
-  ServerMetrics metrics_;
-  std::unique_ptr<RateLimitService> service_;
-  std::unique_ptr<NodeAdmin> admin_;
-  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<admin::ConfigManager> config_;
+  service::ServerMetrics metrics_;
+  std::unique_ptr<service::RateLimitService> service_;
+  std::unique_ptr<admin::NodeAdmin> admin_;
+  std::unique_ptr<frontends::HttpServer> http_;
   // Cluster mode only. Destroyed before http_: the last queued calls then run (their writes
   // are posted to http_'s io context, stopped by Shutdown but still alive).
   std::unique_ptr<common::WorkerPool> http_workers_;
-  std::unique_ptr<GrpcServer> grpc_;
+  std::unique_ptr<frontends::GrpcServer> grpc_;
   bool shut_down_ = false;
 };
 

@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 
 class AdminApi {
  public:
@@ -34,4 +34,4 @@ class AdminApi {
   virtual absl::StatusOr<std::string> ClusterJson() = 0;
 };
 
-}  // namespace floodgate::server
+}  // namespace floodgate::service

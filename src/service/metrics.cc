@@ -4,7 +4,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 namespace {
 
 std::string EscapeLabel(absl::string_view value) {
@@ -151,4 +151,4 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
   return out;
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::service

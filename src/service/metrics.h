@@ -12,7 +12,7 @@
 #include "floodgate/store.h"
 #include "src/limiter/limiter.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 
 // A fixed-bucket latency histogram. Thread-safe, lock-free.
 class LatencyHistogram {
@@ -58,4 +58,4 @@ struct ServerMetrics {
 std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetrics& metrics,
                              const ConfigStats& config);
 
-}  // namespace floodgate::server
+}  // namespace floodgate::service

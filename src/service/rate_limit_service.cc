@@ -5,7 +5,7 @@
 
 #include "src/service/rls.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
@@ -156,4 +156,4 @@ std::unique_ptr<RateLimitService> NewRateLimitService(limiter::Limiter* limiter,
   return std::make_unique<Pipeline>(limiter, limits, metrics);
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::service

@@ -30,7 +30,7 @@
 #include "src/service/metrics.h"
 #include "src/service/request_limits.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 
 // The front end a call came through: which metrics it counts in.
 enum class Frontend : uint8_t { kGrpc, kHttp };
@@ -80,4 +80,4 @@ class RateLimitService {
 std::unique_ptr<RateLimitService> NewRateLimitService(limiter::Limiter* limiter,
                                                       RequestLimits limits, ServerMetrics* metrics);
 
-}  // namespace floodgate::server
+}  // namespace floodgate::service

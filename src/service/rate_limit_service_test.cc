@@ -10,7 +10,7 @@
 #include "testing/fake_clock.h"
 #include "testing/limiter_helpers.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
@@ -67,8 +67,7 @@ TEST_F(RateLimitServiceTest, BadInputIsInvalidArgumentAndABadRequest) {
       MakeRequest("api", {{{"user", "a"}}, {{"user", "b"}}, {{"user", "c"}}});
   auto refused = service_->Check(CallContext{Frontend::kGrpc}, too_many);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.status().message().find("descriptors"), std::string::npos)
-      << refused.status();
+  EXPECT_NE(refused.status().message().find("descriptors"), std::string::npos) << refused.status();
 
   rls::RateLimitRequest envoy;
   envoy.set_domain("api");
@@ -122,15 +121,14 @@ TEST_F(RateLimitServiceTest, ReleaseNeedsALeaseAndIsNotShed) {
 
   EXPECT_EQ(service_->Release(CallContext{Frontend::kHttp}, request, 0).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(service_->Release(CallContext{Frontend::kHttp, /*shed=*/true}, request,
-                              held->decided_at_ns)
-                .code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(
+      service_->Release(CallContext{Frontend::kHttp, /*shed=*/true}, request, held->decided_at_ns)
+          .code(),
+      absl::StatusCode::kUnavailable);
   // Neither freed the slot.
   EXPECT_EQ(service_->Check(CallContext{Frontend::kHttp}, request)->overall,
             limiter::Code::kOverLimit);
-  ASSERT_TRUE(
-      service_->Release(CallContext{Frontend::kHttp}, request, held->decided_at_ns).ok());
+  ASSERT_TRUE(service_->Release(CallContext{Frontend::kHttp}, request, held->decided_at_ns).ok());
   EXPECT_EQ(service_->Check(CallContext{Frontend::kHttp}, request)->overall, limiter::Code::kOk);
 
   EXPECT_EQ(metrics_.http.shed.load(), 1u);
@@ -139,4 +137,4 @@ TEST_F(RateLimitServiceTest, ReleaseNeedsALeaseAndIsNotShed) {
 }
 
 }  // namespace
-}  // namespace floodgate::server
+}  // namespace floodgate::service

@@ -2,8 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace floodgate::server {
-
+namespace floodgate::service {
 
 absl::Status ValidateRequest(const limiter::CheckRequest& request, const RequestLimits& limits) {
   if (request.domain.empty()) {
@@ -66,4 +65,4 @@ absl::Status ValidateRequest(const limiter::CheckRequest& request, const Request
   return absl::OkStatus();
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::service

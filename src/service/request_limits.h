@@ -9,7 +9,7 @@
 #include "src/common/text.h"
 #include "src/limiter/limiter.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 
 struct RequestLimits {
   size_t max_body_bytes = 64 * 1024;
@@ -24,5 +24,4 @@ struct RequestLimits {
 // Returns InvalidArgument naming the first field that breaks a limit or is not valid UTF-8.
 absl::Status ValidateRequest(const limiter::CheckRequest& request, const RequestLimits& limits);
 
-
-}  // namespace floodgate::server
+}  // namespace floodgate::service

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-namespace floodgate::server {
+namespace floodgate::service {
 namespace {
 
 limiter::CheckRequest Valid() {
@@ -71,4 +71,4 @@ TEST(RequestLimitsTest, Utf8) {
 }
 
 }  // namespace
-}  // namespace floodgate::server
+}  // namespace floodgate::service

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "floodgate/limit.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
@@ -211,4 +211,4 @@ std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response) {
   return headers;
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::service

@@ -13,7 +13,7 @@
 #include "floodgate/v1/check.pb.h"
 #include "src/limiter/limiter.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 
 using Header = std::pair<std::string, std::string>;
 
@@ -42,4 +42,4 @@ std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response);
 // Returns the seconds a refused caller should wait (rounded up, at least 1), or 0 if allowed.
 int64_t RetryAfterSeconds(const limiter::CheckResponse& response);
 
-}  // namespace floodgate::server
+}  // namespace floodgate::service

@@ -5,7 +5,7 @@
 
 #include "testing/fake_clock.h"
 
-namespace floodgate::server {
+namespace floodgate::service {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
@@ -147,4 +147,4 @@ TEST_F(RlsTest, NativeResponseListsEveryLimit) {
 }
 
 }  // namespace
-}  // namespace floodgate::server
+}  // namespace floodgate::service

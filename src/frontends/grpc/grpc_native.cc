@@ -23,7 +23,7 @@
 #include "src/net/listener.h"
 #include "src/service/rate_limit_service.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 namespace {
 
 namespace asio = boost::asio;
@@ -47,7 +47,8 @@ int64_t ToNs(absl::Duration d) { return std::max<int64_t>(absl::ToInt64Nanosecon
 // each connection is a Session on the thread the listener placed it on.
 class ServerImpl {
  public:
-  ServerImpl(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics);
+  ServerImpl(GrpcServerOptions options, service::RateLimitService* service,
+             service::ServerMetrics* metrics);
   ~ServerImpl() { Shutdown(absl::ZeroDuration()); }
 
   absl::Status Start();
@@ -56,8 +57,8 @@ class ServerImpl {
 
   // For sessions.
   const GrpcServerOptions& options() const { return options_; }
-  RateLimitService& service() const { return *service_; }
-  ServerMetrics& metrics() const { return *metrics_; }
+  service::RateLimitService& service() const { return *service_; }
+  service::ServerMetrics& metrics() const { return *metrics_; }
   bool draining() const { return listener_.draining(); }
   size_t body_budget_bytes() const { return body_budget_bytes_; }
   // Cluster mode: the pool rate limit calls run on (null: they run on the io thread).
@@ -68,8 +69,8 @@ class ServerImpl {
   void OnAccept(net::Accepted accepted);
 
   const GrpcServerOptions options_;
-  RateLimitService* const service_;
-  ServerMetrics* const metrics_;
+  service::RateLimitService* const service_;
+  service::ServerMetrics* const metrics_;
   const size_t body_budget_bytes_;
   const std::chrono::nanoseconds max_queue_delay_;
   grpc_internal::H2Config h2_config_;
@@ -138,7 +139,7 @@ class Session : public H2Session {
 
   void CountBadRequest(const Stream& s) {
     if (s.method == Method::kShouldRateLimit) {
-      server_->service().CountMalformed(Frontend::kGrpc);
+      server_->service().CountMalformed(service::Frontend::kGrpc);
     }
   }
 
@@ -167,8 +168,8 @@ class Session : public H2Session {
         return;
       }
       response_.Clear();
-      absl::Status decided =
-          server_->service().ShouldRateLimit(CallContext{Frontend::kGrpc}, request_, &response_);
+      absl::Status decided = server_->service().ShouldRateLimit(
+          service::CallContext{service::Frontend::kGrpc}, request_, &response_);
       if (!decided.ok()) {
         RespondStatus(s, decided.code(), common::StdView(decided.message()));
         return;
@@ -209,8 +210,8 @@ class Session : public H2Session {
     call->request.Swap(&request_);
     server_->pool()->SubmitOrShed(
         server_->max_queue_delay(), [this, self = shared_from_this(), call, id = s.id](bool shed) {
-          call->status = server_->service().ShouldRateLimit(CallContext{Frontend::kGrpc, shed},
-                                                            call->request, &call->response);
+          call->status = server_->service().ShouldRateLimit(
+              service::CallContext{service::Frontend::kGrpc, shed}, call->request, &call->response);
           asio::post(worker_->ioc, [self, call, id] { self->FinishCall(id, *call); });
         });
   }
@@ -279,7 +280,8 @@ class Session : public H2Session {
   rls::RateLimitResponse response_;
 };
 
-ServerImpl::ServerImpl(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics)
+ServerImpl::ServerImpl(GrpcServerOptions options, service::RateLimitService* service,
+                       service::ServerMetrics* metrics)
     : options_(std::move(options)),
       service_(service),
       metrics_(metrics),
@@ -361,12 +363,12 @@ class NativeGrpcServer::Impl : public ServerImpl {
   using ServerImpl::ServerImpl;
 };
 
-NativeGrpcServer::NativeGrpcServer(GrpcServerOptions options, RateLimitService* service,
-                                   ServerMetrics* metrics)
+NativeGrpcServer::NativeGrpcServer(GrpcServerOptions options, service::RateLimitService* service,
+                                   service::ServerMetrics* metrics)
     : impl_(std::make_unique<Impl>(std::move(options), service, metrics)) {}
 NativeGrpcServer::~NativeGrpcServer() = default;
 absl::Status NativeGrpcServer::Start() { return impl_->Start(); }
 int NativeGrpcServer::port() const { return impl_->port(); }
 void NativeGrpcServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

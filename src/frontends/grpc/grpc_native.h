@@ -23,7 +23,7 @@
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 
 class NativeGrpcServer {
  public:
@@ -31,7 +31,8 @@ class NativeGrpcServer {
   // max_receive_bytes, io_threads, max_concurrent_streams, max_connections,
   // max_connections_per_client, idle_timeout, request_timeout, worker_threads, max_queued and
   // max_queue_delay.
-  NativeGrpcServer(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics);
+  NativeGrpcServer(GrpcServerOptions options, service::RateLimitService* service,
+                   service::ServerMetrics* metrics);
   ~NativeGrpcServer();
 
   // Binds and starts serving. InvalidArgument for a bad address or options, Unavailable when
@@ -48,4 +49,4 @@ class NativeGrpcServer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

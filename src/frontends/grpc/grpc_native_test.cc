@@ -20,7 +20,7 @@
 #include "src/admin/config_manager.h"
 #include "testing/h2_client.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
@@ -72,7 +72,7 @@ class NativeGrpcServerTest : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     store_ = *std::move(store);
     limiter_ = std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 2), nullptr);
-    auto config = ConfigManager::Create(dir_, limiter_.get());
+    auto config = admin::ConfigManager::Create(dir_, limiter_.get());
     ASSERT_TRUE(config.ok()) << config.status();
     config_ = *std::move(config);
   }
@@ -90,7 +90,7 @@ class NativeGrpcServerTest : public ::testing::Test {
     return options;
   }
   void StartServer(GrpcServerOptions options) {
-    service_ = NewRateLimitService(limiter_.get(), RequestLimits(), &metrics_);
+    service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
     server_ = std::make_unique<NativeGrpcServer>(options, service_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     port_ = server_->port();
@@ -99,9 +99,9 @@ class NativeGrpcServerTest : public ::testing::Test {
   std::string dir_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<limiter::Limiter> limiter_;
-  std::unique_ptr<ConfigManager> config_;
-  ServerMetrics metrics_;
-  std::unique_ptr<RateLimitService> service_;
+  std::unique_ptr<admin::ConfigManager> config_;
+  service::ServerMetrics metrics_;
+  std::unique_ptr<service::RateLimitService> service_;
   std::unique_ptr<NativeGrpcServer> server_;
   int port_ = 0;
 };
@@ -311,4 +311,4 @@ TEST_F(NativeGrpcServerTest, ShutdownFinishesCallsInFlightWithGoawayAndNotServin
 }
 
 }  // namespace
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

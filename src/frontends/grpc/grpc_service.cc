@@ -12,7 +12,7 @@
 #include "src/frontends/grpc/grpc_native.h"
 #include "src/service/rate_limit_service.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
@@ -25,7 +25,7 @@ grpc::Status ToGrpc(const absl::Status& status) {
 // of our own; in cluster mode on a worker pool (see GrpcServerOptions::worker_threads).
 class RlsService final : public rls::RateLimitService::CallbackService {
  public:
-  RlsService(RateLimitService* service, int worker_threads, size_t max_queued,
+  RlsService(service::RateLimitService* service, int worker_threads, size_t max_queued,
              absl::Duration max_queue_delay)
       : service_(service), max_queue_delay_(absl::ToChronoNanoseconds(max_queue_delay)) {
     if (worker_threads > 0) {
@@ -50,10 +50,11 @@ class RlsService final : public rls::RateLimitService::CallbackService {
  private:
   grpc::Status Decide(const rls::RateLimitRequest& request, rls::RateLimitResponse* response,
                       bool shed) {
-    return ToGrpc(service_->ShouldRateLimit(CallContext{Frontend::kGrpc, shed}, request, response));
+    return ToGrpc(service_->ShouldRateLimit(service::CallContext{service::Frontend::kGrpc, shed},
+                                            request, response));
   }
 
-  RateLimitService* const service_;
+  service::RateLimitService* const service_;
   const std::chrono::nanoseconds max_queue_delay_;
   std::unique_ptr<common::WorkerPool> pool_;
 };
@@ -73,7 +74,8 @@ namespace {
 
 class NativeImpl final : public GrpcServer::Impl {
  public:
-  NativeImpl(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics)
+  NativeImpl(GrpcServerOptions options, service::RateLimitService* service,
+             service::ServerMetrics* metrics)
       : server_(std::move(options), service, metrics) {}
   absl::Status Start() override { return server_.Start(); }
   int port() const override { return server_.port(); }
@@ -85,7 +87,7 @@ class NativeImpl final : public GrpcServer::Impl {
 
 class GrpcppImpl final : public GrpcServer::Impl {
  public:
-  GrpcppImpl(GrpcServerOptions options, RateLimitService* service)
+  GrpcppImpl(GrpcServerOptions options, service::RateLimitService* service)
       : options_(std::move(options)),
         service_(service, options_.worker_threads, options_.max_queued, options_.max_queue_delay) {}
 
@@ -145,8 +147,8 @@ std::string_view GrpcImplName(GrpcImpl impl) {
   return impl == GrpcImpl::kNative ? "native" : "grpcpp";
 }
 
-GrpcServer::GrpcServer(GrpcServerOptions options, RateLimitService* service,
-                       ServerMetrics* metrics) {
+GrpcServer::GrpcServer(GrpcServerOptions options, service::RateLimitService* service,
+                       service::ServerMetrics* metrics) {
   if (options.impl == GrpcImpl::kNative) {
     impl_ = std::make_unique<NativeImpl>(std::move(options), service, metrics);
   } else {
@@ -158,4 +160,4 @@ absl::Status GrpcServer::Start() { return impl_->Start(); }
 int GrpcServer::port() const { return impl_->port(); }
 void GrpcServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

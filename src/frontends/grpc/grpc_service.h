@@ -16,7 +16,7 @@
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 
 enum class GrpcImpl {
   kNative,  // grpc_native.h: nghttp2 + Boost.Asio, decides inline on the connection's thread
@@ -59,7 +59,8 @@ struct GrpcServerOptions {
 class GrpcServer {
  public:
   // `service` and `metrics` must outlive the server.
-  GrpcServer(GrpcServerOptions options, RateLimitService* service, ServerMetrics* metrics);
+  GrpcServer(GrpcServerOptions options, service::RateLimitService* service,
+             service::ServerMetrics* metrics);
   ~GrpcServer();
   absl::Status Start();
   int port() const;
@@ -73,4 +74,4 @@ class GrpcServer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

@@ -19,7 +19,7 @@
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
@@ -47,7 +47,7 @@ class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
     grpc_options.worker_threads = 1;
     grpc_options.max_queued = max_queued;
     grpc_options.max_queue_delay = max_queue_delay;
-    service_ = NewRateLimitService(limiter_.get(), RequestLimits(), &metrics_);
+    service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
     server_ = std::make_unique<GrpcServer>(grpc_options, service_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     stub_ = rls::RateLimitService::NewStub(grpc::CreateChannel(
@@ -76,8 +76,8 @@ class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
 
   testing::FakeClock clock_;
   GatedStore store_;
-  ServerMetrics metrics_;
-  std::unique_ptr<RateLimitService> service_;
+  service::ServerMetrics metrics_;
+  std::unique_ptr<service::RateLimitService> service_;
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<GrpcServer> server_;
   std::unique_ptr<rls::RateLimitService::Stub> stub_;
@@ -134,4 +134,4 @@ INSTANTIATE_TEST_SUITE_P(BothImplementations, WorkerQueueTest,
                          });
 
 }  // namespace
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

@@ -5,7 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
-namespace floodgate::server::grpc_wire {
+namespace floodgate::frontends::grpc_wire {
 
 std::optional<uint32_t> DeclaredLength(std::string_view body) {
   if (body.size() < kPrefixBytes) {
@@ -92,4 +92,4 @@ std::string TooLargeMessage(uint64_t length, size_t max_bytes) {
   return absl::StrCat("Received message larger than max (", length, " vs. ", max_bytes, ")");
 }
 
-}  // namespace floodgate::server::grpc_wire
+}  // namespace floodgate::frontends::grpc_wire

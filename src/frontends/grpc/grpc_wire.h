@@ -16,7 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace floodgate::server::grpc_wire {
+namespace floodgate::frontends::grpc_wire {
 
 inline constexpr size_t kPrefixBytes = 5;
 
@@ -49,4 +49,4 @@ std::string PercentEncode(std::string_view message);
 // words it ("Received message larger than max (N vs. M)").
 std::string TooLargeMessage(uint64_t length, size_t max_bytes);
 
-}  // namespace floodgate::server::grpc_wire
+}  // namespace floodgate::frontends::grpc_wire

@@ -4,7 +4,7 @@
 
 #include <string>
 
-namespace floodgate::server::grpc_wire {
+namespace floodgate::frontends::grpc_wire {
 namespace {
 
 std::string Frame(std::string_view message, char flag = 0) {
@@ -92,4 +92,4 @@ TEST(GrpcWireTest, PercentEncodesGrpcMessage) {
 }
 
 }  // namespace
-}  // namespace floodgate::server::grpc_wire
+}  // namespace floodgate::frontends::grpc_wire

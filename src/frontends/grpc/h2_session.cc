@@ -13,7 +13,7 @@
 
 #include "src/frontends/grpc/grpc_wire.h"
 
-namespace floodgate::server::grpc_internal {
+namespace floodgate::frontends::grpc_internal {
 namespace {
 
 namespace asio = boost::asio;
@@ -425,4 +425,4 @@ void H2Session::ReleaseBody(Stream& s) {
   std::string().swap(s.body);
 }
 
-}  // namespace floodgate::server::grpc_internal
+}  // namespace floodgate::frontends::grpc_internal

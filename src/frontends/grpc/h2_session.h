@@ -22,7 +22,7 @@
 #include "src/net/connection.h"
 #include "src/net/listener.h"
 
-namespace floodgate::server::grpc_internal {
+namespace floodgate::frontends::grpc_internal {
 
 inline constexpr std::string_view kShouldRateLimitPath =
     "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
@@ -193,4 +193,4 @@ class H2Session : public net::Connection, public std::enable_shared_from_this<H2
   std::string out_;
 };
 
-}  // namespace floodgate::server::grpc_internal
+}  // namespace floodgate::frontends::grpc_internal

@@ -9,7 +9,7 @@
 #include "src/common/text.h"
 #include "src/frontends/http/http_util.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 namespace {
 
 namespace http = boost::beast::http;
@@ -41,12 +41,12 @@ absl::Status DecodeJson(std::string_view body, google::protobuf::Message& messag
 
 }  // namespace
 
-HttpHandlers::HttpHandlers(std::string admin_token, RateLimitService* service, AdminApi* admin,
-                           FrontendMetrics* metrics)
+HttpHandlers::HttpHandlers(std::string admin_token, service::RateLimitService* service,
+                           service::AdminApi* admin, service::FrontendMetrics* metrics)
     : admin_token_(std::move(admin_token)), service_(service), admin_(admin), metrics_(metrics) {}
 
 HttpReply HttpHandlers::Malformed(const absl::Status& status) const {
-  service_->CountMalformed(Frontend::kHttp);
+  service_->CountMalformed(service::Frontend::kHttp);
   return Error(400, common::StdView(status.message()));
 }
 
@@ -145,14 +145,14 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
         !parsed.ok()) {
       return Malformed(parsed);
     }
-    scratch.check = FromNative(scratch.native_request);
+    scratch.check = service::FromNative(scratch.native_request);
     release = scratch.native_request.release();
   }
   if (release) {
     return ReleaseSlots(request, scratch);
   }
   absl::StatusOr<limiter::CheckResponse> response =
-      service_->Check(CallContext{Frontend::kHttp, request.shed}, scratch.check);
+      service_->Check(service::CallContext{service::Frontend::kHttp, request.shed}, scratch.check);
   if (!response.ok()) {
     return Error(response.status());
   }
@@ -167,10 +167,10 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
 HttpReply HttpHandlers::CheckReply(const limiter::CheckResponse& response,
                                    HttpScratch& scratch) const {
   scratch.native_response.Clear();
-  ToNative(response, &scratch.native_response);
+  service::ToNative(response, &scratch.native_response);
   HttpReply reply;
   http_internal::AppendCheckResponseJson(scratch.native_response, reply.body);
-  reply.headers = RateLimitHeaders(response);
+  reply.headers = service::RateLimitHeaders(response);
   reply.status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
   return reply;
 }
@@ -181,8 +181,9 @@ HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scrat
     return Malformed(parsed);
   }
   envoy::service::ratelimit::v3::RateLimitResponse out;
-  if (absl::Status decided = service_->ShouldRateLimit(CallContext{Frontend::kHttp, request.shed},
-                                                       scratch.envoy_request, &out);
+  if (absl::Status decided =
+          service_->ShouldRateLimit(service::CallContext{service::Frontend::kHttp, request.shed},
+                                    scratch.envoy_request, &out);
       !decided.ok()) {
     return Error(decided);
   }
@@ -202,13 +203,14 @@ HttpReply HttpHandlers::Release(const HttpRequest& request, HttpScratch& scratch
       !parsed.ok()) {
     return Malformed(parsed);
   }
-  scratch.check = FromNative(scratch.native_request);
+  scratch.check = service::FromNative(scratch.native_request);
   return ReleaseSlots(request, scratch);
 }
 
 HttpReply HttpHandlers::ReleaseSlots(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status released = service_->Release(CallContext{Frontend::kHttp, request.shed},
-                                                scratch.check, scratch.native_request.lease());
+  if (absl::Status released =
+          service_->Release(service::CallContext{service::Frontend::kHttp, request.shed},
+                            scratch.check, scratch.native_request.lease());
       !released.ok()) {
     return Error(released);
   }
@@ -284,4 +286,4 @@ HttpReply HttpHandlers::ConfigChange(const HttpRequest& request,
   return reply;
 }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

@@ -24,7 +24,7 @@
 #include "src/service/rate_limit_service.h"
 #include "src/service/rls.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 
 inline constexpr std::string_view kJsonType = "application/json";
 inline constexpr std::string_view kTextType = "text/plain; charset=utf-8";
@@ -49,7 +49,7 @@ struct HttpRequest {
 struct HttpReply {
   int status = 200;
   std::string_view content_type = kJsonType;
-  std::vector<Header> headers;
+  std::vector<service::Header> headers;
   std::string body;
 };
 
@@ -67,8 +67,8 @@ class HttpHandlers {
   // When `admin_token` is set, admin calls (PUT/DELETE /v1/config/...) need
   // `Authorization: Bearer <token>`; without it only clients on this machine may make them.
   // `service`, `admin` and `metrics` must outlive the handlers.
-  HttpHandlers(std::string admin_token, RateLimitService* service, AdminApi* admin,
-               FrontendMetrics* metrics);
+  HttpHandlers(std::string admin_token, service::RateLimitService* service,
+               service::AdminApi* admin, service::FrontendMetrics* metrics);
 
   // Answers one request, and counts it in the HTTP metrics (rate limit calls are counted by the
   // service's pipeline; the rest here).
@@ -95,9 +95,9 @@ class HttpHandlers {
   void Count(const HttpReply& reply, bool healthcheck) const;
 
   const std::string admin_token_;
-  RateLimitService* const service_;
-  AdminApi* const admin_;
-  FrontendMetrics* const metrics_;
+  service::RateLimitService* const service_;
+  service::AdminApi* const admin_;
+  service::FrontendMetrics* const metrics_;
 };
 
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

@@ -35,7 +35,7 @@
 #include "src/frontends/http/http_util.h"
 #include "src/net/listener.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 namespace {
 
 namespace asio = boost::asio;
@@ -141,8 +141,8 @@ class HttpSession;
 // and those only shut its socket down, which makes its pending operation fail on its own thread.
 class HttpServerImpl {
  public:
-  HttpServerImpl(HttpServerOptions options, RateLimitService* service, AdminApi* admin,
-                 ServerMetrics* metrics)
+  HttpServerImpl(HttpServerOptions options, service::RateLimitService* service,
+                 service::AdminApi* admin, service::ServerMetrics* metrics)
       : options_(std::move(options)),
         service_(service),
         handlers_(options_.admin_token, service, admin, &metrics->http),
@@ -161,8 +161,8 @@ class HttpServerImpl {
   // For sessions.
   const HttpServerOptions& options() const { return options_; }
   const HttpHandlers& handlers() const { return handlers_; }
-  const RequestLimits& limits() const { return service_->limits(); }
-  ServerMetrics* metrics() const { return metrics_; }
+  const service::RequestLimits& limits() const { return service_->limits(); }
+  service::ServerMetrics* metrics() const { return metrics_; }
   bool draining() const { return listener_.draining(); }
   // Returns the deadline for an operation starting now (the listener's sweeper keeps the clock,
   // so that sessions do not read it for this).
@@ -175,14 +175,14 @@ class HttpServerImpl {
 
  private:
   static net::ListenerOptions MakeListenerOptions(const HttpServerOptions& options,
-                                                  ServerMetrics* metrics);
+                                                  service::ServerMetrics* metrics);
   // Starts a session for an admitted connection (on the listener's strand).
   void OnAccept(net::Accepted accepted);
 
   const HttpServerOptions options_;
-  RateLimitService* const service_;
+  service::RateLimitService* const service_;
   const HttpHandlers handlers_;
-  ServerMetrics* const metrics_;
+  service::ServerMetrics* const metrics_;
   const int64_t idle_timeout_ns_;
   const std::chrono::nanoseconds max_queue_delay_;
   bool started_ = false;
@@ -364,7 +364,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
 
   // Answers a request that could not be read and closes the connection after lingering.
   void RespondAndClose(int status, std::string_view message) {
-    ServerMetrics* metrics = server_->metrics();
+    service::ServerMetrics* metrics = server_->metrics();
     metrics->http.requests.fetch_add(1, std::memory_order_relaxed);
     metrics->http.bad_requests.fetch_add(1, std::memory_order_relaxed);
     http_internal::FormatResponse(status, kJsonType, {}, common::ErrorJson(message),
@@ -499,7 +499,7 @@ bool HttpSession::FromLoopback() {
 }
 
 net::ListenerOptions HttpServerImpl::MakeListenerOptions(const HttpServerOptions& options,
-                                                         ServerMetrics* metrics) {
+                                                         service::ServerMetrics* metrics) {
   net::ListenerOptions listener;
   listener.address = options.address;
   listener.name = "HTTP server";
@@ -537,8 +537,8 @@ class HttpServer::Impl : public HttpServerImpl {
   using HttpServerImpl::HttpServerImpl;
 };
 
-HttpServer::HttpServer(HttpServerOptions options, RateLimitService* service, AdminApi* admin,
-                       ServerMetrics* metrics)
+HttpServer::HttpServer(HttpServerOptions options, service::RateLimitService* service,
+                       service::AdminApi* admin, service::ServerMetrics* metrics)
     : impl_(std::make_unique<Impl>(std::move(options), service, admin, metrics)) {}
 
 HttpServer::~HttpServer() = default;
@@ -549,4 +549,4 @@ int HttpServer::port() const { return impl_->port(); }
 
 void HttpServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
 
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

@@ -19,7 +19,7 @@
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 
 struct HttpServerOptions {
   std::string address = "127.0.0.1:8080";  // host:port; port 0 picks a free one
@@ -49,8 +49,8 @@ class HttpServer {
   // Rate limit calls go to `service`, admin calls to `admin`; the server counts its connections
   // and the calls it answers itself in `metrics`. All pointers must outlive the server. Request
   // bodies are capped at service->limits().max_body_bytes.
-  HttpServer(HttpServerOptions options, RateLimitService* service, AdminApi* admin,
-             ServerMetrics* metrics);
+  HttpServer(HttpServerOptions options, service::RateLimitService* service,
+             service::AdminApi* admin, service::ServerMetrics* metrics);
   ~HttpServer();
 
   // Binds and starts serving on the server's threads. InvalidArgument for a bad address,
@@ -67,4 +67,4 @@ class HttpServer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

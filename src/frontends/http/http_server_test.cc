@@ -24,7 +24,7 @@
 #include "testing/gated_store.h"
 #include "testing/http_client.h"
 
-namespace floodgate::server {
+namespace floodgate::frontends {
 namespace {
 
 namespace http = boost::beast::http;
@@ -80,7 +80,7 @@ TEST(PercentDecodeTest, RefusesMalformedEscapes) {
 
 TEST(ParseCheckQueryTest, OneDescriptorInQueryOrder) {
   limiter::CheckRequest request;
-  RequestLimits limits;
+  service::RequestLimits limits;
   ASSERT_TRUE(http_internal::ParseCheckQuery("user=alice&domain=api&path=%2Flogin&hits=3&bare",
                                              limits, request)
                   .ok());
@@ -124,7 +124,7 @@ TEST(ParseCheckQueryTest, ReusesStorageAcrossShapes) {
 }
 
 TEST(ParseCheckQueryTest, Errors) {
-  RequestLimits limits;
+  service::RequestLimits limits;
   limits.max_entries = 2;
   struct Case {
     const char* query;
@@ -198,7 +198,8 @@ TEST(HttpStatusForTest, MapsCodes) {
 
 TEST(FormatResponseTest, ExactBytes) {
   std::string out = "earlier|";  // appended to, as pipelined answers are
-  std::vector<Header> headers = {{"RateLimit", "\"a\";r=1;t=2"}, {"X-Bad", "a\r\nInjected: 1"}};
+  std::vector<service::Header> headers = {{"RateLimit", "\"a\";r=1;t=2"},
+                                          {"X-Bad", "a\r\nInjected: 1"}};
   http_internal::FormatResponse(429, "application/json", headers, "{}",
                                 http_internal::Connection::kClose, out);
   EXPECT_EQ(out,
@@ -326,7 +327,7 @@ class HttpServerTest : public ::testing::Test {
     ASSERT_TRUE(empty.ok());
     limiter_ =
         std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 2), *empty, limiter_options);
-    auto config = ConfigManager::Create(dir_, limiter_.get());
+    auto config = admin::ConfigManager::Create(dir_, limiter_.get());
     ASSERT_TRUE(config.ok()) << config.status();
     config_ = *std::move(config);
     StartServer(BaseOptions());
@@ -352,11 +353,11 @@ class HttpServerTest : public ::testing::Test {
     if (server_ != nullptr) {
       server_->Shutdown(absl::Seconds(5));
     }
-    RequestLimits limits;
+    service::RequestLimits limits;
     limits.max_body_bytes = 4096;
     limits.max_descriptors = 8;
-    service_ = NewRateLimitService(limiter_.get(), limits, &metrics_);
-    admin_ = std::make_unique<NodeAdmin>(config_.get(), limiter_.get(), &metrics_);
+    service_ = service::NewRateLimitService(limiter_.get(), limits, &metrics_);
+    admin_ = std::make_unique<admin::NodeAdmin>(config_.get(), limiter_.get(), &metrics_);
     server_ = std::make_unique<HttpServer>(options, service_.get(), admin_.get(), &metrics_);
     absl::Status started = server_->Start();
     ASSERT_TRUE(started.ok()) << started;
@@ -376,10 +377,10 @@ class HttpServerTest : public ::testing::Test {
   floodgate::testing::FakeClock clock_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<limiter::Limiter> limiter_;
-  std::unique_ptr<ConfigManager> config_;
-  ServerMetrics metrics_;
-  std::unique_ptr<RateLimitService> service_;
-  std::unique_ptr<NodeAdmin> admin_;
+  std::unique_ptr<admin::ConfigManager> config_;
+  service::ServerMetrics metrics_;
+  std::unique_ptr<service::RateLimitService> service_;
+  std::unique_ptr<admin::NodeAdmin> admin_;
   std::unique_ptr<HttpServer> server_;
   int port_ = 0;
 };
@@ -887,7 +888,7 @@ TEST_F(HttpServerTest, NoIdleTimeout) {
 }
 
 TEST_F(HttpServerTest, BadAddresses) {
-  ServerMetrics metrics;
+  service::ServerMetrics metrics;
   HttpServerOptions options = BaseOptions();
   options.address = "127.0.0.1";
   HttpServer no_port(options, service_.get(), admin_.get(), &metrics);
@@ -898,7 +899,7 @@ TEST_F(HttpServerTest, BadAddresses) {
 }
 
 TEST_F(HttpServerTest, Ipv6AndHostnames) {
-  ServerMetrics metrics;
+  service::ServerMetrics metrics;
   HttpServerOptions options = BaseOptions();
   options.address = "localhost:0";
   HttpServer by_name(options, service_.get(), admin_.get(), &metrics);
@@ -971,8 +972,8 @@ class HttpWorkersTest : public ::testing::Test {
     http_options.address = "127.0.0.1:0";
     http_options.workers = workers_.get();
     http_options.max_queue_delay = max_queue_delay;
-    service_ = NewRateLimitService(limiter_.get(), RequestLimits(), &metrics_);
-    admin_ = std::make_unique<NodeAdmin>(nullptr, limiter_.get(), &metrics_);
+    service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
+    admin_ = std::make_unique<admin::NodeAdmin>(nullptr, limiter_.get(), &metrics_);
     server_ = std::make_unique<HttpServer>(http_options, service_.get(), admin_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     port_ = server_->port();
@@ -992,9 +993,9 @@ class HttpWorkersTest : public ::testing::Test {
 
   floodgate::testing::FakeClock clock_;
   floodgate::testing::GatedStore store_;
-  ServerMetrics metrics_;
-  std::unique_ptr<RateLimitService> service_;
-  std::unique_ptr<NodeAdmin> admin_;
+  service::ServerMetrics metrics_;
+  std::unique_ptr<service::RateLimitService> service_;
+  std::unique_ptr<admin::NodeAdmin> admin_;
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<common::WorkerPool> workers_;
   std::unique_ptr<HttpServer> server_;
@@ -1044,4 +1045,4 @@ TEST_F(HttpWorkersTest, LateCallsAreShedAndAShedReleaseIsRefusedClearly) {
 }
 
 }  // namespace
-}  // namespace floodgate::server
+}  // namespace floodgate::frontends

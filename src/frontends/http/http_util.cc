@@ -8,7 +8,7 @@
 #include "src/common/json.h"
 #include "src/common/text.h"
 
-namespace floodgate::server::http_internal {
+namespace floodgate::frontends::http_internal {
 namespace {
 
 using common::AbslView;
@@ -134,7 +134,7 @@ bool PercentDecode(std::string_view in, bool plus_is_space, std::string& out) {
   return true;
 }
 
-absl::Status ParseCheckQuery(std::string_view query, const RequestLimits& limits,
+absl::Status ParseCheckQuery(std::string_view query, const service::RequestLimits& limits,
                              limiter::CheckRequest& request) {
   request.domain.clear();
   request.hits_addend = 0;
@@ -354,8 +354,9 @@ int HttpStatusFor(const absl::Status& status) {
   }
 }
 
-void FormatResponse(int status, std::string_view content_type, absl::Span<const Header> headers,
-                    std::string_view body, Connection connection, std::string& out) {
+void FormatResponse(int status, std::string_view content_type,
+                    absl::Span<const service::Header> headers, std::string_view body,
+                    Connection connection, std::string& out) {
   out.append("HTTP/1.1 ");
   AppendInt(status, out);
   out.push_back(' ');
@@ -374,7 +375,7 @@ void FormatResponse(int status, std::string_view content_type, absl::Span<const 
   } else if (connection == Connection::kKeepAlive) {
     out.append("Connection: keep-alive\r\n");
   }
-  for (const Header& header : headers) {
+  for (const service::Header& header : headers) {
     AppendHeaderValue(header.first, out);
     out.append(": ");
     AppendHeaderValue(header.second, out);
@@ -383,9 +384,6 @@ void FormatResponse(int status, std::string_view content_type, absl::Span<const 
   out.append("\r\n");
   out.append(body);
 }
-
-
-
 
 void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::string& out) {
   out.append("{\"allowed\":");
@@ -418,7 +416,6 @@ void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::
   out.push_back('}');
 }
 
-
 bool BearerTokenMatches(std::string_view authorization, std::string_view token) {
   constexpr std::string_view kScheme = "Bearer ";
   if (token.empty() || !absl::StartsWithIgnoreCase(AbslView(authorization), AbslView(kScheme))) {
@@ -441,4 +438,4 @@ bool BearerTokenMatches(std::string_view authorization, std::string_view token) 
   return diff == 0;
 }
 
-}  // namespace floodgate::server::http_internal
+}  // namespace floodgate::frontends::http_internal

@@ -22,7 +22,7 @@
 #include "src/service/request_limits.h"
 #include "src/service/rls.h"
 
-namespace floodgate::server::http_internal {
+namespace floodgate::frontends::http_internal {
 
 // Splits a request-target into its path and its query (without the '?'); drops a '#fragment'.
 void SplitTarget(std::string_view target, std::string_view& path, std::string_view& query);
@@ -39,7 +39,7 @@ bool PercentDecode(std::string_view in, bool plus_is_space, std::string& out);
 // Returns InvalidArgument for a malformed escape, text that is not UTF-8 after decoding, a
 // repeated `domain` or `hits`, a `hits` that is not a number, no entries, or more entries than
 // `limits.max_entries`. The other limits are left to ValidateRequest.
-absl::Status ParseCheckQuery(std::string_view query, const RequestLimits& limits,
+absl::Status ParseCheckQuery(std::string_view query, const service::RequestLimits& limits,
                              limiter::CheckRequest& request);
 
 enum class Endpoint : uint8_t {
@@ -89,8 +89,9 @@ enum class Connection : uint8_t {
 // Appends to `out` a complete HTTP/1.1 response: status line, Content-Type (omitted when
 // empty), Content-Length, Connection when needed, `headers`, then `body`. CR and LF in header
 // values are replaced with spaces so that no value can split the header.
-void FormatResponse(int status, std::string_view content_type, absl::Span<const Header> headers,
-                    std::string_view body, Connection connection, std::string& out);
+void FormatResponse(int status, std::string_view content_type,
+                    absl::Span<const service::Header> headers, std::string_view body,
+                    Connection connection, std::string& out);
 
 // Appends the proto3 JSON form of `response` with every field printed: the same JSON as
 // MessageToJsonString with always_print_primitive_fields (lowerCamelCase names, 64-bit integers
@@ -101,4 +102,4 @@ void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::
 // Returns whether `authorization` is exactly "Bearer <token>" (constant time in the token).
 bool BearerTokenMatches(std::string_view authorization, std::string_view token);
 
-}  // namespace floodgate::server::http_internal
+}  // namespace floodgate::frontends::http_internal
