@@ -1,7 +1,7 @@
 // Cluster tests: real multi-node clusters of the floodgate binary (docs/cluster.md).
 //
 // Every check a test sends is recorded (node, key, time, allowed) and the history is checked by
-// tools/history against the limit's bound. Clients that get no answer from a node retry on the
+// testing/history against the limit's bound. Clients that get no answer from a node retry on the
 // next one, as a load balancer would; a check counts as failed only when no node answered.
 // Waits on the cluster (a node seen dead, a config change seen) poll its own HTTP API with a
 // deadline; nothing sleeps to synchronise.
