@@ -104,10 +104,9 @@ absl::Status Server::StartFrontends(const ServerOptions& options) {
     http_options.workers = http_workers_.get();
     grpc_options.worker_threads = 32;
   }
-  http_ = std::make_unique<frontends::HttpServer>(http_options, service_.get(), admin_.get(),
-                                                  &metrics_);
+  http_ = frontends::NewHttpServer(http_options, service_.get(), admin_.get(), &metrics_);
   FG_RETURN_IF_ERROR(http_->Start());
-  grpc_ = std::make_unique<frontends::GrpcServer>(grpc_options, service_.get(), &metrics_);
+  grpc_ = frontends::NewGrpcServer(grpc_options, service_.get(), &metrics_);
   return grpc_->Start();
 }
 

@@ -75,11 +75,11 @@ class Server {
   service::ServerMetrics metrics_;
   std::unique_ptr<service::RateLimitService> service_;
   std::unique_ptr<admin::NodeAdmin> admin_;
-  std::unique_ptr<frontends::HttpServer> http_;
+  std::unique_ptr<net::Server> http_;
   // Cluster mode only. Destroyed before http_: the last queued calls then run (their writes
   // are posted to http_'s io context, stopped by Shutdown but still alive).
   std::unique_ptr<common::WorkerPool> http_workers_;
-  std::unique_ptr<frontends::GrpcServer> grpc_;
+  std::unique_ptr<net::Server> grpc_;
   bool shut_down_ = false;
 };
 

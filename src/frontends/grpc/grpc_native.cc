@@ -45,15 +45,15 @@ int64_t ToNs(absl::Duration d) { return std::max<int64_t>(absl::ToInt64Nanosecon
 
 // The server: a net::Listener with one io_context per io thread (net::IoModel::kPerThread);
 // each connection is a Session on the thread the listener placed it on.
-class ServerImpl {
+class ServerImpl final : public net::Server {
  public:
   ServerImpl(GrpcServerOptions options, service::RateLimitService* service,
              service::ServerMetrics* metrics);
-  ~ServerImpl() { Shutdown(absl::ZeroDuration()); }
+  ~ServerImpl() override { Shutdown(absl::ZeroDuration()); }
 
-  absl::Status Start();
-  int port() const { return listener_.port(); }
-  void Shutdown(absl::Duration grace);
+  absl::Status Start() override;
+  int port() const override { return listener_.port(); }
+  void Shutdown(absl::Duration grace) override;
 
   // For sessions.
   const GrpcServerOptions& options() const { return options_; }
@@ -358,17 +358,10 @@ void ServerImpl::Shutdown(absl::Duration grace) {
 
 }  // namespace
 
-class NativeGrpcServer::Impl : public ServerImpl {
- public:
-  using ServerImpl::ServerImpl;
-};
-
-NativeGrpcServer::NativeGrpcServer(GrpcServerOptions options, service::RateLimitService* service,
-                                   service::ServerMetrics* metrics)
-    : impl_(std::make_unique<Impl>(std::move(options), service, metrics)) {}
-NativeGrpcServer::~NativeGrpcServer() = default;
-absl::Status NativeGrpcServer::Start() { return impl_->Start(); }
-int NativeGrpcServer::port() const { return impl_->port(); }
-void NativeGrpcServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+std::unique_ptr<net::Server> NewNativeGrpcServer(GrpcServerOptions options,
+                                                 service::RateLimitService* service,
+                                                 service::ServerMetrics* metrics) {
+  return std::make_unique<ServerImpl>(std::move(options), service, metrics);
+}
 
 }  // namespace floodgate::frontends

@@ -20,33 +20,18 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "src/frontends/grpc/grpc_service.h"
+#include "src/net/server.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 
 namespace floodgate::frontends {
 
-class NativeGrpcServer {
- public:
-  // `service` and `metrics` must outlive the server. Uses options.address,
-  // max_receive_bytes, io_threads, max_concurrent_streams, max_connections,
-  // max_connections_per_client, idle_timeout, request_timeout, worker_threads, max_queued and
-  // max_queue_delay.
-  NativeGrpcServer(GrpcServerOptions options, service::RateLimitService* service,
-                   service::ServerMetrics* metrics);
-  ~NativeGrpcServer();
-
-  // Binds and starts serving. InvalidArgument for a bad address or options, Unavailable when
-  // the port cannot be bound.
-  absl::Status Start();
-  // Returns the bound port (after Start).
-  int port() const;
-  // Drains: health checks answer NOT_SERVING, the listener closes, every connection gets a
-  // GOAWAY, calls in flight finish within `grace`; then connections close and threads join.
-  void Shutdown(absl::Duration grace);
-
- private:
-  class Impl;
-  std::unique_ptr<Impl> impl_;
-};
+// Returns the native gRPC server (not started). `service` and `metrics` must outlive it. Uses
+// options.address, max_receive_bytes, io_threads, max_concurrent_streams, max_connections,
+// max_connections_per_client, idle_timeout, request_timeout, worker_threads, max_queued and
+// max_queue_delay. Its drain also sends every connection a GOAWAY.
+std::unique_ptr<net::Server> NewNativeGrpcServer(GrpcServerOptions options,
+                                                 service::RateLimitService* service,
+                                                 service::ServerMetrics* metrics);
 
 }  // namespace floodgate::frontends

@@ -91,7 +91,7 @@ class NativeGrpcServerTest : public ::testing::Test {
   }
   void StartServer(GrpcServerOptions options) {
     service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
-    server_ = std::make_unique<NativeGrpcServer>(options, service_.get(), &metrics_);
+    server_ = NewNativeGrpcServer(options, service_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     port_ = server_->port();
   }
@@ -102,7 +102,7 @@ class NativeGrpcServerTest : public ::testing::Test {
   std::unique_ptr<admin::ConfigManager> config_;
   service::ServerMetrics metrics_;
   std::unique_ptr<service::RateLimitService> service_;
-  std::unique_ptr<NativeGrpcServer> server_;
+  std::unique_ptr<net::Server> server_;
   int port_ = 0;
 };
 

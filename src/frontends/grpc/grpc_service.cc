@@ -59,33 +59,8 @@ class RlsService final : public rls::RateLimitService::CallbackService {
   std::unique_ptr<common::WorkerPool> pool_;
 };
 
-}  // namespace
-
-// Either implementation, behind one face.
-class GrpcServer::Impl {
- public:
-  virtual ~Impl() = default;
-  virtual absl::Status Start() = 0;
-  virtual int port() const = 0;
-  virtual void Shutdown(absl::Duration grace) = 0;
-};
-
-namespace {
-
-class NativeImpl final : public GrpcServer::Impl {
- public:
-  NativeImpl(GrpcServerOptions options, service::RateLimitService* service,
-             service::ServerMetrics* metrics)
-      : server_(std::move(options), service, metrics) {}
-  absl::Status Start() override { return server_.Start(); }
-  int port() const override { return server_.port(); }
-  void Shutdown(absl::Duration grace) override { server_.Shutdown(grace); }
-
- private:
-  NativeGrpcServer server_;
-};
-
-class GrpcppImpl final : public GrpcServer::Impl {
+// grpc++'s callback API behind the same face as our native server.
+class GrpcppImpl final : public net::Server {
  public:
   GrpcppImpl(GrpcServerOptions options, service::RateLimitService* service)
       : options_(std::move(options)),
@@ -147,17 +122,13 @@ std::string_view GrpcImplName(GrpcImpl impl) {
   return impl == GrpcImpl::kNative ? "native" : "grpcpp";
 }
 
-GrpcServer::GrpcServer(GrpcServerOptions options, service::RateLimitService* service,
-                       service::ServerMetrics* metrics) {
+std::unique_ptr<net::Server> NewGrpcServer(GrpcServerOptions options,
+                                           service::RateLimitService* service,
+                                           service::ServerMetrics* metrics) {
   if (options.impl == GrpcImpl::kNative) {
-    impl_ = std::make_unique<NativeImpl>(std::move(options), service, metrics);
-  } else {
-    impl_ = std::make_unique<GrpcppImpl>(std::move(options), service);
+    return NewNativeGrpcServer(std::move(options), service, metrics);
   }
+  return std::make_unique<GrpcppImpl>(std::move(options), service);
 }
-GrpcServer::~GrpcServer() { impl_->Shutdown(absl::ZeroDuration()); }
-absl::Status GrpcServer::Start() { return impl_->Start(); }
-int GrpcServer::port() const { return impl_->port(); }
-void GrpcServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
 
 }  // namespace floodgate::frontends

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "src/net/server.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 
@@ -54,24 +55,10 @@ struct GrpcServerOptions {
   absl::Duration request_timeout = absl::Seconds(10);
 };
 
-// Owns the chosen implementation. Start/Shutdown from one thread; calls run on the server's
-// own threads.
-class GrpcServer {
- public:
-  // `service` and `metrics` must outlive the server.
-  GrpcServer(GrpcServerOptions options, service::RateLimitService* service,
-             service::ServerMetrics* metrics);
-  ~GrpcServer();
-  absl::Status Start();
-  int port() const;
-  // Reports NOT_SERVING on the health service, then lets in-flight calls finish within `grace`.
-  // Idempotent.
-  void Shutdown(absl::Duration grace);
-
-  class Impl;  // what each implementation provides (grpc_service.cc)
-
- private:
-  std::unique_ptr<Impl> impl_;
-};
+// Returns the gRPC server of options.impl (not started). `service` and `metrics` must outlive
+// it. Its drain reports NOT_SERVING on the health service first.
+std::unique_ptr<net::Server> NewGrpcServer(GrpcServerOptions options,
+                                           service::RateLimitService* service,
+                                           service::ServerMetrics* metrics);
 
 }  // namespace floodgate::frontends

@@ -48,7 +48,7 @@ class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
     grpc_options.max_queued = max_queued;
     grpc_options.max_queue_delay = max_queue_delay;
     service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
-    server_ = std::make_unique<GrpcServer>(grpc_options, service_.get(), &metrics_);
+    server_ = NewGrpcServer(grpc_options, service_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     stub_ = rls::RateLimitService::NewStub(grpc::CreateChannel(
         "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
@@ -79,7 +79,7 @@ class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
   service::ServerMetrics metrics_;
   std::unique_ptr<service::RateLimitService> service_;
   std::unique_ptr<limiter::Limiter> limiter_;
-  std::unique_ptr<GrpcServer> server_;
+  std::unique_ptr<net::Server> server_;
   std::unique_ptr<rls::RateLimitService::Stub> stub_;
 };
 

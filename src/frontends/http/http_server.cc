@@ -132,14 +132,14 @@ bool IsParseError(const error_code& ec) {
 
 class HttpSession;
 
-// The server proper. HttpServer::Impl derives from it so that sessions can name it.
+// The server (NewHttpServer returns one).
 //
 // Threads: `options.threads` threads run one io_context (net::IoModel::kShared); the listener
 // (net/listener.h) accepts, caps, sweeps idle timeouts and drains. Every connection is an
 // HttpSession with a single chain of operations, so its own fields need no lock. Other threads
 // touch a session only through its net::Connection methods, under the listener's registry lock,
 // and those only shut its socket down, which makes its pending operation fail on its own thread.
-class HttpServerImpl {
+class HttpServerImpl final : public net::Server {
  public:
   HttpServerImpl(HttpServerOptions options, service::RateLimitService* service,
                  service::AdminApi* admin, service::ServerMetrics* metrics)
@@ -152,11 +152,11 @@ class HttpServerImpl {
         listener_(MakeListenerOptions(options_, metrics_),
                   [this](net::Accepted accepted) { OnAccept(std::move(accepted)); }) {}
 
-  ~HttpServerImpl() { Shutdown(absl::ZeroDuration()); }
+  ~HttpServerImpl() override { Shutdown(absl::ZeroDuration()); }
 
-  absl::Status Start();
-  int port() const { return listener_.port(); }
-  void Shutdown(absl::Duration grace) { listener_.Shutdown(grace); }
+  absl::Status Start() override;
+  int port() const override { return listener_.port(); }
+  void Shutdown(absl::Duration grace) override { listener_.Shutdown(grace); }
 
   // For sessions.
   const HttpServerOptions& options() const { return options_; }
@@ -531,22 +531,11 @@ void HttpServerImpl::OnAccept(net::Accepted accepted) {
 
 }  // namespace
 
-// The pimpl of the public class; the server lives in HttpServerImpl, which sessions can name.
-class HttpServer::Impl : public HttpServerImpl {
- public:
-  using HttpServerImpl::HttpServerImpl;
-};
-
-HttpServer::HttpServer(HttpServerOptions options, service::RateLimitService* service,
-                       service::AdminApi* admin, service::ServerMetrics* metrics)
-    : impl_(std::make_unique<Impl>(std::move(options), service, admin, metrics)) {}
-
-HttpServer::~HttpServer() = default;
-
-absl::Status HttpServer::Start() { return impl_->Start(); }
-
-int HttpServer::port() const { return impl_->port(); }
-
-void HttpServer::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+std::unique_ptr<net::Server> NewHttpServer(HttpServerOptions options,
+                                           service::RateLimitService* service,
+                                           service::AdminApi* admin,
+                                           service::ServerMetrics* metrics) {
+  return std::make_unique<HttpServerImpl>(std::move(options), service, admin, metrics);
+}
 
 }  // namespace floodgate::frontends

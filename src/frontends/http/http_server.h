@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "src/common/worker_pool.h"
+#include "src/net/server.h"
 #include "src/service/admin_api.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
@@ -44,27 +45,13 @@ struct HttpServerOptions {
   absl::Duration max_queue_delay = absl::Milliseconds(20);
 };
 
-class HttpServer {
- public:
-  // Rate limit calls go to `service`, admin calls to `admin`; the server counts its connections
-  // and the calls it answers itself in `metrics`. All pointers must outlive the server. Request
-  // bodies are capped at service->limits().max_body_bytes.
-  HttpServer(HttpServerOptions options, service::RateLimitService* service,
-             service::AdminApi* admin, service::ServerMetrics* metrics);
-  ~HttpServer();
-
-  // Binds and starts serving on the server's threads. InvalidArgument for a bad address,
-  // Unavailable when the port cannot be bound.
-  absl::Status Start();
-  // Returns the bound port (after Start).
-  int port() const;
-  // Marks the server draining (healthcheck answers 503), stops accepting, lets in-flight
-  // requests finish (bounded by `grace`), closes connections and joins the threads.
-  void Shutdown(absl::Duration grace);
-
- private:
-  class Impl;
-  std::unique_ptr<Impl> impl_;
-};
+// Returns the HTTP server (not started). Rate limit calls go to `service`, admin calls to
+// `admin`; the server counts its connections and the calls it answers itself in `metrics`. All
+// pointers must outlive the server. Request bodies are capped at
+// service->limits().max_body_bytes. While it drains, the healthcheck answers 503.
+std::unique_ptr<net::Server> NewHttpServer(HttpServerOptions options,
+                                           service::RateLimitService* service,
+                                           service::AdminApi* admin,
+                                           service::ServerMetrics* metrics);
 
 }  // namespace floodgate::frontends

@@ -358,7 +358,7 @@ class HttpServerTest : public ::testing::Test {
     limits.max_descriptors = 8;
     service_ = service::NewRateLimitService(limiter_.get(), limits, &metrics_);
     admin_ = std::make_unique<admin::NodeAdmin>(config_.get(), limiter_.get(), &metrics_);
-    server_ = std::make_unique<HttpServer>(options, service_.get(), admin_.get(), &metrics_);
+    server_ = NewHttpServer(options, service_.get(), admin_.get(), &metrics_);
     absl::Status started = server_->Start();
     ASSERT_TRUE(started.ok()) << started;
     port_ = server_->port();
@@ -381,7 +381,7 @@ class HttpServerTest : public ::testing::Test {
   service::ServerMetrics metrics_;
   std::unique_ptr<service::RateLimitService> service_;
   std::unique_ptr<admin::NodeAdmin> admin_;
-  std::unique_ptr<HttpServer> server_;
+  std::unique_ptr<net::Server> server_;
   int port_ = 0;
 };
 
@@ -891,28 +891,28 @@ TEST_F(HttpServerTest, BadAddresses) {
   service::ServerMetrics metrics;
   HttpServerOptions options = BaseOptions();
   options.address = "127.0.0.1";
-  HttpServer no_port(options, service_.get(), admin_.get(), &metrics);
-  EXPECT_EQ(no_port.Start().code(), absl::StatusCode::kInvalidArgument);
+  auto no_port = NewHttpServer(options, service_.get(), admin_.get(), &metrics);
+  EXPECT_EQ(no_port->Start().code(), absl::StatusCode::kInvalidArgument);
   options.address = "127.0.0.1:" + std::to_string(port_);  // taken
-  HttpServer taken(options, service_.get(), admin_.get(), &metrics);
-  EXPECT_EQ(taken.Start().code(), absl::StatusCode::kUnavailable);
+  auto taken = NewHttpServer(options, service_.get(), admin_.get(), &metrics);
+  EXPECT_EQ(taken->Start().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST_F(HttpServerTest, Ipv6AndHostnames) {
   service::ServerMetrics metrics;
   HttpServerOptions options = BaseOptions();
   options.address = "localhost:0";
-  HttpServer by_name(options, service_.get(), admin_.get(), &metrics);
-  ASSERT_TRUE(by_name.Start().ok());
-  EXPECT_GT(by_name.port(), 0);
-  by_name.Shutdown(absl::Seconds(1));
+  auto by_name = NewHttpServer(options, service_.get(), admin_.get(), &metrics);
+  ASSERT_TRUE(by_name->Start().ok());
+  EXPECT_GT(by_name->port(), 0);
+  by_name->Shutdown(absl::Seconds(1));
   options.address = "[::1]:0";
-  HttpServer v6(options, service_.get(), admin_.get(), &metrics);
-  absl::Status started = v6.Start();
+  auto v6 = NewHttpServer(options, service_.get(), admin_.get(), &metrics);
+  absl::Status started = v6->Start();
   // Hosts without IPv6 loopback cannot bind it; anything else must work.
   if (started.ok()) {
-    EXPECT_GT(v6.port(), 0);
-    v6.Shutdown(absl::Seconds(1));
+    EXPECT_GT(v6->port(), 0);
+    v6->Shutdown(absl::Seconds(1));
   } else {
     EXPECT_EQ(started.code(), absl::StatusCode::kUnavailable) << started;
   }
@@ -974,7 +974,7 @@ class HttpWorkersTest : public ::testing::Test {
     http_options.max_queue_delay = max_queue_delay;
     service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
     admin_ = std::make_unique<admin::NodeAdmin>(nullptr, limiter_.get(), &metrics_);
-    server_ = std::make_unique<HttpServer>(http_options, service_.get(), admin_.get(), &metrics_);
+    server_ = NewHttpServer(http_options, service_.get(), admin_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
     port_ = server_->port();
   }
@@ -998,7 +998,7 @@ class HttpWorkersTest : public ::testing::Test {
   std::unique_ptr<admin::NodeAdmin> admin_;
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<common::WorkerPool> workers_;
-  std::unique_ptr<HttpServer> server_;
+  std::unique_ptr<net::Server> server_;
   int port_ = 0;
 };
 
