@@ -525,12 +525,7 @@ ClusterStats ClusterStore::GetClusterStats() const {
     peer.last_contact_ns = membership_->last_contact_ns(i);
     peer.ownership_share = static_cast<double>(owned[i]) / kSamples;
     if (!peer.self) {
-      const PeerLinkStats link = transport_->GetLinkStats(i);
-      peer.replication_lag_ns = link.replication_lag_ns;
-      peer.forwarded_txns = link.forwarded_txns;
-      peer.forward_batches = link.forward_batches;
-      peer.forward_errors = link.forward_errors;
-      peer.replicated_states = link.replicated_states;
+      static_cast<PeerLinkStats&>(peer) = transport_->GetLinkStats(i);
     }
     stats.peers.push_back(std::move(peer));
   }

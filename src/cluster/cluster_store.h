@@ -50,18 +50,14 @@ struct ClusterOptions {
   const Clock* clock = SystemClock::Get();
 };
 
-struct PeerStats {
+// One member as this node sees it: the link's counters (peer_transport.h) and its liveness.
+struct PeerStats : PeerLinkStats {
   std::string id;
   std::string address;
   bool alive = false;
   bool self = false;
   int64_t last_contact_ns = 0;
-  double ownership_share = 0;      // fraction of the hash space it owns in this node's view
-  int64_t replication_lag_ns = 0;  // last batch: oldest state queued to acknowledged
-  uint64_t forwarded_txns = 0;
-  uint64_t forward_batches = 0;
-  uint64_t forward_errors = 0;
-  uint64_t replicated_states = 0;
+  double ownership_share = 0;  // fraction of the hash space it owns in this node's view
 };
 
 struct ClusterStats {

@@ -14,41 +14,39 @@
 namespace floodgate {
 namespace {
 
-// Fills `buf` from getrandom(2), falling back to /dev/urandom on kernels without the syscall.
-// Returns false only when neither source works.
-bool FillRandom(void* buf, size_t len) {
-  auto* out = static_cast<unsigned char*>(buf);
+// Reads `len` bytes into `out` with `read_some` (getrandom or read), retrying after EINTR and
+// short reads. Returns whether all of them arrived.
+template <typename ReadSome>
+bool ReadFully(unsigned char* out, size_t len, ReadSome read_some) {
   size_t done = 0;
   while (done < len) {
-    const ssize_t n = getrandom(out + done, len - done, 0);
+    const ssize_t n = read_some(out + done, len - done);
     if (n > 0) {
       done += static_cast<size_t>(n);
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else {
-      break;
+      return false;
     }
   }
-  if (done == len) {
+  return true;
+}
+
+// Fills `buf` from getrandom(2), falling back to /dev/urandom on kernels without the syscall.
+// Returns false only when neither source works.
+bool FillRandom(void* buf, size_t len) {
+  auto* out = static_cast<unsigned char*>(buf);
+  if (ReadFully(out, len, [](unsigned char* p, size_t n) { return getrandom(p, n, 0); })) {
     return true;
   }
   const int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return false;
   }
-  done = 0;
-  while (done < len) {
-    const ssize_t n = read(fd, out + done, len - done);
-    if (n > 0) {
-      done += static_cast<size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else {
-      break;
-    }
-  }
+  const bool filled =
+      ReadFully(out, len, [fd](unsigned char* p, size_t n) { return read(fd, p, n); });
   close(fd);
-  return done == len;
+  return filled;
 }
 
 }  // namespace
