@@ -290,13 +290,24 @@ class PeerClient {
     return true;
   }
 
-  bool SendDueReplication(absl::Time now, absl::Time* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (replication_.empty() || repl_in_flight_ >= kMaxReplicationInFlight) {
+  // Whether a queue of `size` states, the oldest queued at `oldest`, leaves now: when it is full
+  // or has waited batch_wait, and fewer than the most batches are in flight. Otherwise lowers
+  // *wake to when it is due.
+  bool BatchDue(size_t size, int in_flight, absl::Time oldest, absl::Time now,
+                absl::Time* wake) const {
+    if (size == 0 || in_flight >= kMaxReplicationInFlight) {
       return false;
     }
-    const absl::Time due = replication_oldest_ + options_.batch_wait;
-    if (replication_.size() < kReplicationBatch && now < due) {
+    const absl::Time due = oldest + options_.batch_wait;
+    if (size < kReplicationBatch && now < due) {
       *wake = std::min(*wake, due);
+      return false;
+    }
+    return true;
+  }
+
+  bool SendDueReplication(absl::Time now, absl::Time* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!BatchDue(replication_.size(), repl_in_flight_, replication_oldest_, now, wake)) {
       return false;
     }
     absl::flat_hash_map<uint64_t, StateRecord> states;
@@ -310,12 +321,7 @@ class PeerClient {
   }
 
   bool SendDueReports(absl::Time now, absl::Time* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (reports_.empty() || reports_in_flight_ >= kMaxReplicationInFlight) {
-      return false;
-    }
-    const absl::Time due = reports_oldest_ + options_.batch_wait;
-    if (reports_.size() < kReplicationBatch && now < due) {
-      *wake = std::min(*wake, due);
+    if (!BatchDue(reports_.size(), reports_in_flight_, reports_oldest_, now, wake)) {
       return false;
     }
     SendQueuedReports();
