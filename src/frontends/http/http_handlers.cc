@@ -73,7 +73,19 @@ HttpReply HttpHandlers::Handle(const HttpRequest& request, HttpScratch& scratch)
 
   HttpReply reply;
   bool counted = false;  // rate limit calls are counted by the service's pipeline
-  if (route.endpoint == Endpoint::kNotFound) {
+  if (!http_internal::MethodImplemented(request.method)) {
+    // No endpoint takes it (RFC 9110 15.6.2); Allow still says what this path takes.
+    reply = Error(501,
+                  "method not implemented; this server answers GET, HEAD, POST, PUT and "
+                  "DELETE");
+    if (route.endpoint != Endpoint::kNotFound) {
+      reply.headers.emplace_back("Allow",
+                                 std::string(http_internal::AllowedMethods(route.endpoint)));
+    }
+  } else if (!http_internal::IsServedTargetForm(request.target)) {
+    reply =
+        Error(400, "the request target must be a path (/v1/check?...) or an absolute http:// URL");
+  } else if (route.endpoint == Endpoint::kNotFound) {
     reply = Error(404, absl::StrCat("no such endpoint: ", common::AbslView(path)));
   } else if (!http_internal::MethodAllowed(route.endpoint, request.method)) {
     const std::string_view allowed = http_internal::AllowedMethods(route.endpoint);
@@ -133,7 +145,7 @@ void HttpHandlers::Count(const HttpReply& reply, bool healthcheck) const {
 HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query, bool auth,
                               HttpScratch& scratch) const {
   bool release = false;
-  if (request.method == http::verb::get) {
+  if (request.method != http::verb::post) {  // GET or HEAD
     // The hot path: no JSON parsing; the query is decoded into reused storage.
     if (absl::Status parsed =
             http_internal::ParseCheckQuery(query, service_->limits(), scratch.check);

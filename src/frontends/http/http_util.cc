@@ -247,7 +247,23 @@ Route MatchPath(std::string_view path) {
   return route;
 }
 
+bool MethodImplemented(http::verb method) {
+  switch (method) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::post:
+    case http::verb::put:
+    case http::verb::delete_:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool MethodAllowed(Endpoint endpoint, http::verb method) {
+  if (method == http::verb::head) {
+    method = http::verb::get;
+  }
   switch (endpoint) {
     case Endpoint::kCheck:
       return method == http::verb::get || method == http::verb::post;
@@ -271,7 +287,7 @@ bool MethodAllowed(Endpoint endpoint, http::verb method) {
 std::string_view AllowedMethods(Endpoint endpoint) {
   switch (endpoint) {
     case Endpoint::kCheck:
-      return "GET, POST";
+      return "GET, HEAD, POST";
     case Endpoint::kEnvoyJson:
     case Endpoint::kRelease:
       return "POST";
@@ -280,13 +296,60 @@ std::string_view AllowedMethods(Endpoint endpoint) {
     case Endpoint::kMetrics:
     case Endpoint::kConfig:
     case Endpoint::kCluster:
-      return "GET";
+      return "GET, HEAD";
     case Endpoint::kConfigDomain:
       return "PUT, DELETE";
     case Endpoint::kNotFound:
       return "";
   }
   return "";
+}
+
+bool IsServedTargetForm(std::string_view target) {
+  return target.starts_with('/') || absl::StartsWithIgnoreCase(AbslView(target), "http://") ||
+         absl::StartsWithIgnoreCase(AbslView(target), "https://");
+}
+
+bool IsValidHost(std::string_view value) {
+  for (char c : value) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("-._~!$&'()*+,;=:[]%").find(c) != std::string_view::npos;
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status CheckTransferEncoding(std::string_view value) {
+  // The codings, in order; the last one must be chunked.
+  size_t codings = 0;
+  std::string_view last;
+  while (!value.empty()) {
+    const size_t comma = value.find(',');
+    std::string_view coding = value.substr(0, comma);
+    value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+    while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) {
+      coding.remove_prefix(1);
+    }
+    while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) {
+      coding.remove_suffix(1);
+    }
+    if (!coding.empty()) {
+      ++codings;
+      last = coding;
+    }
+  }
+  if (!absl::EqualsIgnoreCase(AbslView(last), "chunked")) {
+    return absl::InvalidArgumentError(
+        "Transfer-Encoding must end with chunked (the length of the body cannot be known "
+        "otherwise)");
+  }
+  if (codings > 1) {
+    return absl::UnimplementedError(
+        "Transfer-Encoding: only chunked is supported, with no other coding");
+  }
+  return absl::OkStatus();
 }
 
 std::string_view StatusReason(int status) {
@@ -356,7 +419,7 @@ int HttpStatusFor(const absl::Status& status) {
 
 void FormatResponse(int status, std::string_view content_type,
                     absl::Span<const service::Header> headers, std::string_view body,
-                    Connection connection, std::string& out) {
+                    Connection connection, std::string& out, bool head_request) {
   out.append("HTTP/1.1 ");
   AppendInt(status, out);
   out.push_back(' ');
@@ -382,7 +445,9 @@ void FormatResponse(int status, std::string_view content_type,
     out.append("\r\n");
   }
   out.append("\r\n");
-  out.append(body);
+  if (!head_request) {
+    out.append(body);
+  }
 }
 
 void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::string& out) {

@@ -64,11 +64,32 @@ struct Route {
 // Returns the endpoint for a path (without query). Paths match exactly; no trailing slash.
 Route MatchPath(std::string_view path);
 
-// Returns whether `endpoint` answers `method`.
+// Returns whether some endpoint answers `method`: GET, HEAD, POST, PUT and DELETE. Any other
+// method (OPTIONS, TRACE, CONNECT, PATCH, one Beast does not know) is answered 501.
+bool MethodImplemented(boost::beast::http::verb method);
+
+// Returns whether `endpoint` answers `method`. HEAD is answered wherever GET is.
 bool MethodAllowed(Endpoint endpoint, boost::beast::http::verb method);
 
-// Returns the value of the Allow header for `endpoint` ("GET, POST", ...).
+// Returns the value of the Allow header for `endpoint` ("GET, HEAD, POST", ...).
 std::string_view AllowedMethods(Endpoint endpoint);
+
+// Returns whether `target` is in a request-target form this server answers (RFC 9112 3.2):
+// origin-form ("/path?query") or absolute-form ("http://host/path"). The asterisk form ("*")
+// and the authority form ("host:port") belong to OPTIONS and CONNECT, which are not
+// implemented.
+bool IsServedTargetForm(std::string_view target);
+
+// Returns whether `value` is a valid Host header value (RFC 9110 7.2): empty, or a host name,
+// IPv4 address or bracketed IPv6 literal, with an optional ":port". Only the characters are
+// checked, not the structure.
+bool IsValidHost(std::string_view value);
+
+// Checks the Transfer-Encoding of a request (every Transfer-Encoding line, joined with ", ").
+// OK for "chunked" alone (any case); InvalidArgument when chunked is not the last coding (the
+// body's length cannot be known: RFC 9112 6.3 says 400 and close); Unimplemented when other
+// codings come before chunked (this server decodes none of them: 501).
+absl::Status CheckTransferEncoding(std::string_view value);
 
 // Returns the reason phrase for a status code ("OK", "Too Many Requests", ...).
 std::string_view StatusReason(int status);
@@ -88,10 +109,12 @@ enum class Connection : uint8_t {
 
 // Appends to `out` a complete HTTP/1.1 response: status line, Content-Type (omitted when
 // empty), Content-Length, Connection when needed, `headers`, then `body`. CR and LF in header
-// values are replaced with spaces so that no value can split the header.
+// values are replaced with spaces so that no value can split the header. With `head_request`
+// (the answer to HEAD) the body is left out, but Content-Length still gives its size, as the
+// answer to GET would.
 void FormatResponse(int status, std::string_view content_type,
                     absl::Span<const service::Header> headers, std::string_view body,
-                    Connection connection, std::string& out);
+                    Connection connection, std::string& out, bool head_request = false);
 
 // Appends the proto3 JSON form of `response` with every field printed: the same JSON as
 // MessageToJsonString with always_print_primitive_fields (lowerCamelCase names, 64-bit integers
