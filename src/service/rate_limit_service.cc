@@ -50,6 +50,7 @@ class CallCounter {
   }
   void Shed() { metrics_.shed.fetch_add(1, std::memory_order_relaxed); }
   void OverLimit() { metrics_.over_limit.fetch_add(1, std::memory_order_relaxed); }
+  void UnknownDomain() { metrics_.unknown_domain.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   FrontendMetrics& metrics_;
@@ -139,6 +140,9 @@ class Pipeline final : public RateLimitService {
     }
     if (decided->overall == limiter::Code::kOverLimit) {
       counter.OverLimit();
+    }
+    if (decided->unknown_domain) {
+      counter.UnknownDomain();
     }
     return decided;
   }

@@ -183,6 +183,11 @@ HttpReply HttpHandlers::CheckReply(const limiter::CheckResponse& response,
   HttpReply reply;
   http_internal::AppendCheckResponseJson(scratch.native_response, reply.body);
   reply.headers = service::RateLimitHeaders(response);
+  if (response.unknown_domain) {
+    // No configured limit applied: say so where a proxy or a person will see it.
+    reply.headers.emplace_back("Floodgate-Warning",
+                               "unknown domain: the config has no such domain, no limit applied");
+  }
   reply.status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
   return reply;
 }

@@ -32,6 +32,7 @@ using floodgate::testing::HttpClient;
 using floodgate::testing::HttpResponse;
 using http_internal::Endpoint;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // ---------------------------------------------------------------------------------------------
@@ -285,6 +286,7 @@ floodgate::v1::CheckResponse SampleResponse() {
   auto* d2 = response.add_descriptors();
   d2->set_code("OK");
   d2->set_unlimited(true);
+  response.set_unknown_domain(true);
   return response;
 }
 
@@ -499,6 +501,32 @@ TEST_F(HttpServerTest, GetCheckBadQueries) {
     EXPECT_THAT(r.body, StartsWith("{\"error\":")) << target;
   }
   EXPECT_GE(metrics_.http.bad_requests.load(), 6u);
+}
+
+// A check of a domain the config does not define (a typo) passes, as no limit applies, but its
+// answer says so (in the JSON and a header) and /metrics counts it: never a silent fail-open.
+TEST_F(HttpServerTest, UnknownDomainIsNamedInTheAnswerAndCounted) {
+  HttpResponse known = Get("/v1/check?domain=api&user=uma");
+  ASSERT_EQ(known.status, 200);
+  EXPECT_THAT(known.body, HasSubstr("\"unknownDomain\":false"));
+  EXPECT_FALSE(known.HasHeader("Floodgate-Warning"));
+  for (HttpResponse r :
+       {Get("/v1/check?domain=apii&user=uma"), Get("/v1/auth?domain=apii&user=uma"),
+        Post("/v1/check",
+             R"({"domain":"apii","descriptors":[{"entries":[{"key":"user","value":"uma"}]}]})")}) {
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_THAT(r.body, HasSubstr("\"unknownDomain\":true"));
+    EXPECT_TRUE(ParseNative(r.body).unknown_domain());
+    EXPECT_THAT(r.Header("Floodgate-Warning"), HasSubstr("unknown domain"));
+  }
+  // Envoy's /json answer stays Envoy's, but the check is counted too.
+  HttpResponse envoy = Post(
+      "/json", R"({"domain":"apii","descriptors":[{"entries":[{"key":"user","value":"uma"}]}]})");
+  EXPECT_EQ(envoy.status, 200);
+  EXPECT_THAT(envoy.body, Not(HasSubstr("nknown")));
+  HttpResponse metrics = Get("/metrics");
+  EXPECT_THAT(metrics.body, HasSubstr("floodgate_unknown_domain_total{frontend=\"http\"} 4\n"));
+  EXPECT_THAT(metrics.body, HasSubstr("floodgate_unknown_domain_total{frontend=\"grpc\"} 0\n"));
 }
 
 TEST_F(HttpServerTest, AuthAnswers403WhenRefused) {

@@ -478,6 +478,8 @@ void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::
   AppendJsonDouble(response.retry_after_seconds(), out);
   out.append(",\"lease\":");
   AppendQuotedInt(response.lease(), out);
+  out.append(",\"unknownDomain\":");
+  AppendBool(response.unknown_domain(), out);
   out.push_back('}');
 }
 
