@@ -26,15 +26,20 @@ HttpReply Error(const absl::Status& status) {
   return Error(http_internal::HttpStatusFor(status), common::StdView(status.message()));
 }
 
-// Decodes a JSON body into `message`; InvalidArgument naming the message type otherwise.
+// Decodes a JSON body into `message`; InvalidArgument in the caller's terms otherwise (see
+// JsonErrorInOurTerms): protobuf's own messages name its types, not our fields.
 absl::Status DecodeJson(std::string_view body, google::protobuf::Message& message,
-                        std::string_view type) {
+                        uint64_t max_hits) {
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+    return absl::InvalidArgumentError("the body is empty; it must be a JSON object");
+  }
   google::protobuf::util::JsonParseOptions options;
   auto parsed = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(body.data(), body.size()), &message, options);
   if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid JSON ", common::AbslView(type), ": ", parsed.message().as_string()));
+    const google::protobuf::StringPiece error = parsed.message();
+    return absl::InvalidArgumentError(http_internal::JsonErrorInOurTerms(
+        std::string_view(error.data(), error.size()), *message.GetDescriptor(), max_hits));
   }
   return absl::OkStatus();
 }
@@ -153,7 +158,8 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
       return Malformed(parsed);
     }
   } else {
-    if (absl::Status parsed = DecodeJson(request.body, scratch.native_request, "CheckRequest");
+    if (absl::Status parsed =
+            DecodeJson(request.body, scratch.native_request, service_->limits().max_hits);
         !parsed.ok()) {
       return Malformed(parsed);
     }
@@ -163,8 +169,11 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
   if (release) {
     return ReleaseSlots(request, scratch);
   }
-  absl::StatusOr<limiter::CheckResponse> response =
-      service_->Check(service::CallContext{service::Frontend::kHttp, request.shed}, scratch.check);
+  const service::FieldNames names = request.method == http::verb::post
+                                        ? service::FieldNames::kNative
+                                        : service::FieldNames::kQuery;
+  absl::StatusOr<limiter::CheckResponse> response = service_->Check(
+      service::CallContext{service::Frontend::kHttp, request.shed, names}, scratch.check);
   if (!response.ok()) {
     return Error(response.status());
   }
@@ -193,7 +202,8 @@ HttpReply HttpHandlers::CheckReply(const limiter::CheckResponse& response,
 }
 
 HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status parsed = DecodeJson(request.body, scratch.envoy_request, "RateLimitRequest");
+  if (absl::Status parsed =
+          DecodeJson(request.body, scratch.envoy_request, service_->limits().max_hits);
       !parsed.ok()) {
     return Malformed(parsed);
   }
@@ -216,7 +226,8 @@ HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scrat
 }
 
 HttpReply HttpHandlers::Release(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status parsed = DecodeJson(request.body, scratch.native_request, "CheckRequest");
+  if (absl::Status parsed =
+          DecodeJson(request.body, scratch.native_request, service_->limits().max_hits);
       !parsed.ok()) {
     return Malformed(parsed);
   }

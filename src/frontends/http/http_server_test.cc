@@ -19,6 +19,7 @@
 #include "floodgate/store.h"
 #include "floodgate/v1/check.pb.h"
 #include "src/admin/node_admin.h"
+#include "src/common/json.h"
 #include "src/frontends/http/http_util.h"
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
@@ -137,9 +138,10 @@ TEST(ParseCheckQueryTest, Errors) {
            Case{"domain=api&hits=2", "at least one KEY=VALUE"},
            Case{"domain=a&domain=b&k=v", "more than once"},
            Case{"domain=a&hits=1&hits=2&k=v", "more than once"},
-           Case{"domain=a&hits=-1&k=v", "non-negative integer"},
-           Case{"domain=a&hits=&k=v", "non-negative integer"},
-           Case{"domain=a&hits=99999999999999999999999&k=v", "non-negative integer"},
+           Case{"domain=a&hits=-1&k=v",
+                "`hits` must be a whole number from 0 to 1000000000, got \"-1\""},
+           Case{"domain=a&hits=&k=v", "whole number"},
+           Case{"domain=a&hits=99999999999999999999999&k=v", "whole number"},
            Case{"domain=a&k=%zz", "malformed percent-escape"},
            Case{"domain=a&k=%FF", "not valid UTF-8"},
            Case{"domain=a&%C0%AF=v", "not valid UTF-8"},
@@ -551,15 +553,64 @@ TEST_F(HttpServerTest, PostCheckMatchesGetCheck) {
   EXPECT_EQ(Post("/v1/check", json).status, 429);
 }
 
+// Body errors are in the caller's terms: our field names as the JSON writes them, the value
+// given, what is allowed; never protobuf's type names or our internal names.
 TEST_F(HttpServerTest, PostCheckErrors) {
-  HttpResponse r = Post("/v1/check", "{not json");
+  struct Case {
+    std::string_view target;
+    std::string_view body;
+    std::string_view error;
+  };
+  for (
+      const Case& c : std::initializer_list<Case>{
+          {"/v1/check", "{not json",
+           "the body is not valid JSON: Expected : between key:value pair"},
+          {"/v1/check", "", "the body is empty; it must be a JSON object"},
+          {"/v1/check", "[1]", "the body must be a JSON object"},
+          {"/v1/check", R"("api")", "the body must be a JSON object"},
+          {"/v1/check", R"({"domain":"api","descriptors":[]})",
+           "`descriptors` must not be empty: give at least one descriptor"},
+          {"/v1/check", R"({"domain":"api","unknownField":1})",
+           "unknown field `unknownField`; the fields are `domain`, `descriptors`, `hits`, "
+           "`release`, `lease`"},
+          {"/v1/check", R"({"domain":"api","descriptors":[{"entries":[{"kee":"a"}]}]})",
+           "unknown field `kee` in `descriptors[0].entries[0]`; the fields are `key`, `value`"},
+          {"/v1/check", R"({"domain":"api","hits":-1})",
+           "`hits` must be a whole number from 0 to 1000000000, got -1"},
+          {"/v1/check", R"({"domain":"api","descriptors":[{"hits":1.5}]})",
+           "`descriptors[0].hits` must be a whole number from 0 to 1000000000, got 1.5"},
+          {"/v1/check", R"({"domain":5})", "`domain` must be a string, got 5"},
+          {"/v1/check", R"({"descriptors":[5]})", "`descriptors[0]` must be a JSON object, got 5"},
+          {"/v1/check",
+           R"({"domain":"api","hits":5000000000,"descriptors":[{"entries":[{"key":"u","value":"v"}]}]})",
+           "`hits` must be a whole number from 0 to 1000000000, got 5000000000"},
+          {"/v1/release", R"({"lease":"soon"})",
+           "`lease` must be a whole number from -9223372036854775808 to 9223372036854775807, "
+           "got \"soon\""},
+          {"/json", R"({"domain":"api","hitsAddend":-1})",
+           "`hitsAddend` must be a whole number from 0 to 1000000000, got -1"},
+          {"/json", R"({"domain":"api","descriptors":[{"limit":{"unit":"FORTNIGHT"}}]})",
+           "`descriptors[0].limit.unit` must be one of UNKNOWN, SECOND, MINUTE, HOUR, DAY, "
+           "MONTH, YEAR, WEEK, got \"FORTNIGHT\""},
+          {"/json",
+           R"({"domain":"api","hitsAddend":2000000000,"descriptors":[{"entries":[{"key":"u","value":"v"}]}]})",
+           "`hits_addend` must be a whole number from 0 to 1000000000, got 2000000000"},
+      }) {
+    HttpResponse r = Post(std::string(c.target), std::string(c.body));
+    EXPECT_EQ(r.status, 400) << c.body;
+    EXPECT_EQ(r.body, common::ErrorJson(c.error)) << c.body;
+    for (std::string_view leak : {"TYPE_", "Root element", "hits_addend is", "type.googleapis"}) {
+      EXPECT_THAT(r.body, Not(HasSubstr(leak))) << c.body;
+    }
+  }
+  // A GET query names its parameters.
+  HttpResponse r = Get("/v1/check?domain=api&user=" + std::string(600, 'x'));
   EXPECT_EQ(r.status, 400);
-  EXPECT_THAT(r.body, HasSubstr("invalid JSON"));
-  r = Post("/v1/check", R"({"domain":"api","descriptors":[]})");
-  EXPECT_EQ(r.status, 400);
-  EXPECT_THAT(r.body, HasSubstr("descriptor"));
-  r = Post("/v1/check", R"({"domain":"api","unknownField":1})");
-  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body, common::ErrorJson("query parameter `user`: its value is 600 bytes long; at "
+                                      "most 512 are allowed"));
+  r = Get("/v1/check?domain=api&user=a&hits=1000000001");
+  EXPECT_EQ(r.body, common::ErrorJson("query parameter `hits` must be a whole number from 0 to "
+                                      "1000000000, got 1000000001"));
 }
 
 TEST_F(HttpServerTest, EnvoyJson) {
@@ -585,7 +636,7 @@ TEST_F(HttpServerTest, EnvoyJson) {
 TEST_F(HttpServerTest, EnvoyJsonErrors) {
   HttpResponse r = Post("/json", "[1,2");
   EXPECT_EQ(r.status, 400);
-  EXPECT_THAT(r.body, HasSubstr("invalid JSON"));
+  EXPECT_THAT(r.body, HasSubstr("the body is not valid JSON: Unexpected end of string"));
   // More descriptors than limits.max_descriptors (8).
   std::string json = R"({"domain":"api","descriptors":[)";
   for (int i = 0; i < 9; ++i) {
@@ -595,7 +646,8 @@ TEST_F(HttpServerTest, EnvoyJsonErrors) {
   json += "]}";
   r = Post("/json", json);
   EXPECT_EQ(r.status, 400);
-  EXPECT_THAT(r.body, HasSubstr("too many descriptors"));
+  EXPECT_THAT(r.body,
+              HasSubstr("too many descriptors: `descriptors` has 9; at most 8 are allowed"));
   r = Post("/json", R"({"domain":"","descriptors":[{"entries":[{"key":"a","value":"b"}]}]})");
   EXPECT_EQ(r.status, 400);
 }

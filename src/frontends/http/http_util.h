@@ -16,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "floodgate/v1/check.pb.h"
+#include "google/protobuf/descriptor.h"
 #include "src/common/json.h"
 #include "src/common/text.h"
 #include "src/limiter/limiter.h"
@@ -121,6 +122,15 @@ void FormatResponse(int status, std::string_view content_type,
 // as strings, fields in proto order), except that doubles use the shortest exact form. Several
 // times faster than MessageToJsonString.
 void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::string& out);
+
+// Returns the error of protobuf's JSON parser (JsonStringToMessage's message) for a body that
+// was to be a `root` message, in the caller's terms: fields named as the JSON writes them
+// (`hits`, `descriptors[0].entries[1].key`), what each takes ("a whole number from 0 to
+// `max_hits`" for hits), the value given, and no protobuf type names. "Root element must be a
+// message." becomes "the body must be a JSON object"; an unknown field lists the fields there;
+// a syntax error keeps its first line behind "the body is not valid JSON: ".
+std::string JsonErrorInOurTerms(std::string_view error, const google::protobuf::Descriptor& root,
+                                uint64_t max_hits);
 
 // Returns whether `authorization` is exactly "Bearer <token>" (constant time in the token).
 bool BearerTokenMatches(std::string_view authorization, std::string_view token);
