@@ -86,10 +86,11 @@ class HttpClient {
     request.append("\r\n").append(body);
 
     const bool reused = fd_ >= 0;
-    HttpResponse response = Exchange(request);
+    const bool head = method == "HEAD";
+    HttpResponse response = Exchange(request, head);
     if (response.status == 0 && reused && !partial_) {
       Close();
-      response = Exchange(request);
+      response = Exchange(request, head);
     }
     return response;
   }
@@ -105,8 +106,9 @@ class HttpClient {
     return WriteAll(bytes);
   }
 
-  // Reads one response from the connection.
-  HttpResponse ReadResponse() {
+  // Reads one response from the connection. With `head_request` (the answer to a HEAD request) the
+  // response has no body, whatever its Content-Length says.
+  HttpResponse ReadResponse(bool head_request = false) {
     HttpResponse response;
     partial_ = false;
     if (fd_ < 0) {
@@ -148,7 +150,9 @@ class HttpClient {
       response.headers.emplace_back(line.substr(0, colon), line.substr(value_start));
     }
     const std::string length = response.Header("Content-Length");
-    if (!length.empty()) {
+    if (head_request) {
+      // No body follows the header of an answer to HEAD.
+    } else if (!length.empty()) {
       const size_t want = std::strtoull(length.c_str(), nullptr, 10);
       while (buffer_.size() < want) {
         if (!ReadMore(response)) {
@@ -204,7 +208,7 @@ class HttpClient {
   }
 
  private:
-  HttpResponse Exchange(std::string_view bytes) {
+  HttpResponse Exchange(std::string_view bytes, bool head = false) {
     HttpResponse response;
     partial_ = false;
     if (fd_ < 0 && !Connect()) {
@@ -213,7 +217,7 @@ class HttpClient {
     }
     // A failed write is not final: the server may have answered (413, 400) and stopped reading.
     WriteAll(bytes);
-    return ReadResponse();
+    return ReadResponse(head);
   }
 
   bool Connect() {

@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -183,6 +184,57 @@ TEST_F(HttpIntegrationTest, BadInputGetsClearErrorsAndServerKeepsServing) {
   EXPECT_TRUE(garbage.status == 400 || garbage.status == 0);
   EXPECT_EQ(Do("GET", "/nope").status, 404);
   EXPECT_EQ(Do("GET", "/v1/check?domain=web&user=fine").status, 200);
+}
+
+// Runs curl with `args` and returns what it printed (its stdout).
+std::string Curl(const std::string& args) {
+  std::string out;
+  FILE* pipe = ::popen(("curl --silent --show-error --max-time 10 " + args + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) {
+    return "popen failed";
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) {
+    out.append(buf, n);
+  }
+  ::pclose(pipe);
+  return out;
+}
+
+// A load balancer's probe: curl's HEAD gets GET's status and length with no body, and the
+// connection is reused for the next HEAD (curl would drop it on excess bytes).
+TEST_F(HttpIntegrationTest, HeadProbesWithCurlKeepTheConnection) {
+  const std::string base = "http://127.0.0.1:" + std::to_string(server_->http_port());
+  // Each URL's output to /dev/null; --write-out prints one line per URL.
+  auto urls = [&](std::initializer_list<std::string_view> paths) {
+    std::string args;
+    for (std::string_view path : paths) {
+      args += " --output /dev/null " + base + std::string(path);
+    }
+    return args;
+  };
+  EXPECT_EQ(Curl("--head --write-out '%{http_code} %{num_connects} %{size_download}\\n'" +
+                 urls({"/healthcheck", "/healthcheck", "/v1/config"})),
+            "200 1 0\n200 0 0\n200 0 0\n");
+  EXPECT_THAT(Curl("--head " + base + "/healthcheck"), HasSubstr("Content-Length: 2"));
+  // A method no endpoint takes: 501, and the connection is still reused.
+  EXPECT_EQ(Curl("--request OPTIONS --write-out '%{http_code} %{num_connects}\\n'" +
+                 urls({"/v1/check", "/healthcheck"})),
+            "501 1\n501 0\n");
+}
+
+// A typo in the domain passes (no limit applies) but is named in the answer and counted.
+TEST_F(HttpIntegrationTest, UnknownDomainIsNamedAndCounted) {
+  const std::string base = "http://127.0.0.1:" + std::to_string(server_->http_port());
+  const std::string out = Curl("--include '" + base + "/v1/check?domain=wbe&user=alice'");
+  EXPECT_THAT(out, HasSubstr("HTTP/1.1 200 OK"));
+  EXPECT_THAT(out, HasSubstr("Floodgate-Warning: unknown domain"));
+  EXPECT_THAT(out, HasSubstr("\"unknownDomain\":true"));
+  EXPECT_THAT(Curl("'" + base + "/v1/check?domain=web&user=alice'"),
+              HasSubstr("\"unknownDomain\":false"));
+  EXPECT_THAT(Curl(base + "/metrics"),
+              HasSubstr("floodgate_unknown_domain_total{frontend=\"http\"} 1\n"));
 }
 
 TEST_F(HttpIntegrationTest, ThousandsOfConnectionsAreServed) {

@@ -352,6 +352,7 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
   FG_RETURN_IF_ERROR(ValidateRequest(request));
   response.descriptors.resize(request.descriptors.size());
   const core::DomainConfig* domain = snap.FindDomain(request.domain);
+  response.unknown_domain = domain == nullptr;
 
   // Match every descriptor first: `replaces` works across the whole request. The set stays
   // empty (and unallocated) unless some matched rule replaces another.

@@ -92,6 +92,9 @@ struct CheckResponse {
   // The clock reading the store decided at: the lease token to pass to Release for the
   // concurrency slots this check acquired (set on every successful Check, with or without limits).
   int64_t decided_at_ns = 0;
+  // The request's domain is not in the config: no configured limit applied (limits the caller
+  // gave, LimitOverride, still did). Front ends say so, so that a typo does not pass silently.
+  bool unknown_domain = false;
   // Keep the rules that LimitResult points to alive.
   std::shared_ptr<const core::Config> config;
   std::vector<std::unique_ptr<core::RateLimitRule>> override_rules;
@@ -122,7 +125,8 @@ class Limiter {
           LimiterOptions options = {});
 
   // Decides a request. InvalidArgument for an empty domain, no descriptors, an empty entry key
-  // or too many limits. An unknown domain or unmatched descriptor is OK with no limit.
+  // or too many limits. An unknown domain (flagged in CheckResponse::unknown_domain) or an
+  // unmatched descriptor is OK with no limit.
   absl::StatusOr<CheckResponse> Check(const CheckRequest& request);
 
   // Releases concurrency slots held by an earlier allowed Check of the same request

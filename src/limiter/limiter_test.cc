@@ -69,6 +69,17 @@ class LimiterTest : public ::testing::Test {
   std::unique_ptr<Limiter> limiter_;
 };
 
+// A domain the config does not define (a typo) applies no limit, and says so; a known domain
+// does not, whether or not a descriptor matched.
+TEST_F(LimiterTest, UnknownDomainIsFlagged) {
+  CheckResponse unknown = Check(MakeRequest("apii", {{{"user", "alice"}}}));
+  EXPECT_EQ(unknown.overall, Code::kOk);
+  EXPECT_TRUE(unknown.unknown_domain);
+  EXPECT_TRUE(unknown.descriptors[0].limits.empty());
+  EXPECT_FALSE(Check(Req({{{"user", "alice"}}})).unknown_domain);
+  EXPECT_FALSE(Check(Req({{{"nomatch", "x"}}})).unknown_domain);
+}
+
 TEST_F(LimiterTest, PerUserLimitRefusesAfterLimitAndResetsNextWindow) {
   for (int i = 0; i < 3; ++i) {
     CheckResponse r = Check(Req({{{"user", "alice"}}}));

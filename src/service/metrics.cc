@@ -121,6 +121,10 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
            "Connections closed at accept past a connection cap, and checks shed past a queue "
            "bound (decided at once, waiting for no other node).",
            metrics.grpc.shed, metrics.http.shed);
+  Frontend(out, "floodgate_unknown_domain_total",
+           "Checks of a domain the config does not define (a typo?), answered with no "
+           "configured limit.",
+           metrics.grpc.unknown_domain, metrics.http.unknown_domain);
   Header(out, "floodgate_decision_latency_seconds", "histogram",
          "Time from request parsed to decision made.");
   metrics.grpc.latency.Render("floodgate_decision_latency_seconds", "frontend=\"grpc\"", out);

@@ -38,6 +38,8 @@ struct FrontendMetrics {
   std::atomic<uint64_t> bad_requests{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> shed{0};  // refused at once because the server was over its bounds
+  // Checks of a domain the config does not define (answered with no configured limit).
+  std::atomic<uint64_t> unknown_domain{0};
   LatencyHistogram latency;
 };
 

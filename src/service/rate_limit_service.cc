@@ -50,6 +50,7 @@ class CallCounter {
   }
   void Shed() { metrics_.shed.fetch_add(1, std::memory_order_relaxed); }
   void OverLimit() { metrics_.over_limit.fetch_add(1, std::memory_order_relaxed); }
+  void UnknownDomain() { metrics_.unknown_domain.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   FrontendMetrics& metrics_;
@@ -68,7 +69,8 @@ class Pipeline final : public RateLimitService {
     if (!check.ok()) {
       return counter.Failed(check.status());
     }
-    absl::StatusOr<limiter::CheckResponse> decided = Decide(call, *check, counter);
+    absl::StatusOr<limiter::CheckResponse> decided =
+        Decide(call, FieldNames::kEnvoy, *check, counter);
     if (!decided.ok()) {
       return decided.status();
     }
@@ -79,13 +81,13 @@ class Pipeline final : public RateLimitService {
   absl::StatusOr<limiter::CheckResponse> Check(const CallContext& call,
                                                limiter::CheckRequest& request) override {
     CallCounter counter(MetricsOf(call.frontend));
-    return Decide(call, request, counter);
+    return Decide(call, call.names, request, counter);
   }
 
   absl::Status Release(const CallContext& call, const limiter::CheckRequest& request,
                        int64_t lease) override {
     CallCounter counter(MetricsOf(call.frontend));
-    if (absl::Status valid = ValidateRequest(request, limits_); !valid.ok()) {
+    if (absl::Status valid = ValidateRequest(request, limits_, call.names); !valid.ok()) {
       return counter.Failed(std::move(valid));
     }
     // Without the token the store cannot tell which lease epoch the slots belong to, and an
@@ -123,10 +125,10 @@ class Pipeline final : public RateLimitService {
   }
 
   // Validate, shed, decide: the steps every check shares after conversion.
-  absl::StatusOr<limiter::CheckResponse> Decide(const CallContext& call,
+  absl::StatusOr<limiter::CheckResponse> Decide(const CallContext& call, FieldNames names,
                                                 limiter::CheckRequest& request,
                                                 CallCounter& counter) {
-    if (absl::Status valid = ValidateRequest(request, limits_); !valid.ok()) {
+    if (absl::Status valid = ValidateRequest(request, limits_, names); !valid.ok()) {
       return counter.Failed(std::move(valid));
     }
     request.shed = call.shed;
@@ -139,6 +141,9 @@ class Pipeline final : public RateLimitService {
     }
     if (decided->overall == limiter::Code::kOverLimit) {
       counter.OverLimit();
+    }
+    if (decided->unknown_domain) {
+      counter.UnknownDomain();
     }
     return decided;
   }

@@ -41,6 +41,9 @@ struct CallContext {
   // The front end is past its in-flight bounds: decide at once, waiting for no other node (keys
   // another node owns go by their limit's failure mode; see limiter::CheckRequest::shed).
   bool shed = false;
+  // How the caller wrote a native check or release (JSON or a query), so that errors name its
+  // fields as it wrote them. Envoy calls (ShouldRateLimit) always use Envoy's names.
+  FieldNames names = FieldNames::kNative;
 };
 
 class RateLimitService {

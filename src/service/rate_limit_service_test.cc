@@ -103,6 +103,30 @@ TEST_F(RateLimitServiceTest, EnvoyCallsAreConvertedDecidedAndAnswered) {
   EXPECT_EQ(metrics_.grpc.requests.load(), 2u);
 }
 
+// Checks of a domain the config does not define are answered (no limit applies) and counted
+// per front end, whichever protocol they came in; Envoy's answer itself is unchanged.
+TEST_F(RateLimitServiceTest, UnknownDomainsAreCounted) {
+  limiter::CheckRequest typo = MakeRequest("apii", {{{"user", "erin"}}});
+  auto decided = service_->Check(CallContext{Frontend::kHttp}, typo);
+  ASSERT_TRUE(decided.ok()) << decided.status();
+  EXPECT_TRUE(decided->unknown_domain);
+  limiter::CheckRequest known = MakeRequest("api", {{{"user", "erin"}}});
+  ASSERT_TRUE(service_->Check(CallContext{Frontend::kHttp}, known).ok());
+  EXPECT_EQ(metrics_.http.unknown_domain.load(), 1u);
+
+  rls::RateLimitRequest envoy;
+  envoy.set_domain("apii");
+  auto* entry = envoy.add_descriptors()->add_entries();
+  entry->set_key("user");
+  entry->set_value("erin");
+  rls::RateLimitResponse response;
+  ASSERT_TRUE(service_->ShouldRateLimit(CallContext{Frontend::kGrpc}, envoy, &response).ok());
+  EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
+  EXPECT_EQ(response.response_headers_to_add_size(), 0);
+  EXPECT_EQ(metrics_.grpc.unknown_domain.load(), 1u);
+  EXPECT_EQ(metrics_.http.unknown_domain.load(), 1u);
+}
+
 TEST_F(RateLimitServiceTest, ShedCallsAreMarkedAndCounted) {
   limiter::CheckRequest request = MakeRequest("api", {{{"user", "dave"}}});
   auto decided = service_->Check(CallContext{Frontend::kGrpc, /*shed=*/true}, request);

@@ -3,6 +3,7 @@
 // Size limits on what a caller may send, shared by every front end, each with a clear error.
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -21,7 +22,16 @@ struct RequestLimits {
   uint64_t max_hits = 1'000'000'000;
 };
 
-// Returns InvalidArgument naming the first field that breaks a limit or is not valid UTF-8.
-absl::Status ValidateRequest(const limiter::CheckRequest& request, const RequestLimits& limits);
+// How the caller wrote the request, so that errors name the fields it wrote.
+enum class FieldNames : uint8_t {
+  kNative,  // the JSON of POST /v1/check: `hits`, `descriptors[0].entries[1].value`
+  kQuery,   // GET /v1/check's query: query parameter `hits`, query parameter `user`
+  kEnvoy,   // Envoy's RateLimitRequest: `hits_addend`, `descriptors[0].entries[1].value`
+};
+
+// Returns InvalidArgument naming the first field that breaks a limit or is not valid UTF-8, in
+// the caller's terms (`names`), with the value's size and what is allowed.
+absl::Status ValidateRequest(const limiter::CheckRequest& request, const RequestLimits& limits,
+                             FieldNames names = FieldNames::kNative);
 
 }  // namespace floodgate::service

@@ -63,7 +63,8 @@ absl::StatusOr<limiter::CheckRequest> FromEnvoy(const rls::RateLimitRequest& req
   out.domain = request.domain();
   out.hits_addend = request.hits_addend();
   out.descriptors.reserve(request.descriptors_size());
-  for (const auto& d : request.descriptors()) {
+  for (int i = 0; i < request.descriptors_size(); ++i) {
+    const auto& d = request.descriptors(i);
     limiter::DescriptorRequest desc;
     desc.entries.reserve(d.entries_size());
     for (const auto& e : d.entries()) {
@@ -73,7 +74,10 @@ absl::StatusOr<limiter::CheckRequest> FromEnvoy(const rls::RateLimitRequest& req
       const int unit = d.limit().unit();
       if (unit < 1 || unit > 7) {
         return absl::InvalidArgumentError(
-            absl::StrCat("descriptor limit override has an unknown unit (", unit, ")"));
+            absl::StrCat("`descriptors[", i,
+                         "].limit.unit` must be one of SECOND, MINUTE, HOUR, "
+                         "DAY, MONTH, YEAR, WEEK (1 to 7), got ",
+                         unit));
       }
       desc.limit =
           limiter::LimitOverride{d.limit().requests_per_unit(), static_cast<core::TimeUnit>(unit)};
@@ -163,6 +167,7 @@ void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckRespon
   }
   out->set_retry_after_seconds(static_cast<double>(RetryAfterSeconds(response)));
   out->set_lease(response.decided_at_ns);
+  out->set_unknown_domain(response.unknown_domain);
 }
 
 int64_t RetryAfterSeconds(const limiter::CheckResponse& response) {

@@ -124,6 +124,9 @@ TEST_F(RlsTest, ConvertsOverridesAndHits) {
 
   d->mutable_limit()->set_unit(envoy::type::v3::UNKNOWN);
   EXPECT_EQ(FromEnvoy(request).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FromEnvoy(request).status().message(),
+            "`descriptors[0].limit.unit` must be one of SECOND, MINUTE, HOUR, DAY, MONTH, YEAR, "
+            "WEEK (1 to 7), got 0");
 }
 
 TEST_F(RlsTest, NativeResponseListsEveryLimit) {

@@ -26,15 +26,20 @@ HttpReply Error(const absl::Status& status) {
   return Error(http_internal::HttpStatusFor(status), common::StdView(status.message()));
 }
 
-// Decodes a JSON body into `message`; InvalidArgument naming the message type otherwise.
+// Decodes a JSON body into `message`; InvalidArgument in the caller's terms otherwise (see
+// JsonErrorInOurTerms): protobuf's own messages name its types, not our fields.
 absl::Status DecodeJson(std::string_view body, google::protobuf::Message& message,
-                        std::string_view type) {
+                        uint64_t max_hits) {
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+    return absl::InvalidArgumentError("the body is empty; it must be a JSON object");
+  }
   google::protobuf::util::JsonParseOptions options;
   auto parsed = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(body.data(), body.size()), &message, options);
   if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid JSON ", common::AbslView(type), ": ", parsed.message().as_string()));
+    const google::protobuf::StringPiece error = parsed.message();
+    return absl::InvalidArgumentError(http_internal::JsonErrorInOurTerms(
+        std::string_view(error.data(), error.size()), *message.GetDescriptor(), max_hits));
   }
   return absl::OkStatus();
 }
@@ -73,7 +78,19 @@ HttpReply HttpHandlers::Handle(const HttpRequest& request, HttpScratch& scratch)
 
   HttpReply reply;
   bool counted = false;  // rate limit calls are counted by the service's pipeline
-  if (route.endpoint == Endpoint::kNotFound) {
+  if (!http_internal::MethodImplemented(request.method)) {
+    // No endpoint takes it (RFC 9110 15.6.2); Allow still says what this path takes.
+    reply = Error(501,
+                  "method not implemented; this server answers GET, HEAD, POST, PUT and "
+                  "DELETE");
+    if (route.endpoint != Endpoint::kNotFound) {
+      reply.headers.emplace_back("Allow",
+                                 std::string(http_internal::AllowedMethods(route.endpoint)));
+    }
+  } else if (!http_internal::IsServedTargetForm(request.target)) {
+    reply =
+        Error(400, "the request target must be a path (/v1/check?...) or an absolute http:// URL");
+  } else if (route.endpoint == Endpoint::kNotFound) {
     reply = Error(404, absl::StrCat("no such endpoint: ", common::AbslView(path)));
   } else if (!http_internal::MethodAllowed(route.endpoint, request.method)) {
     const std::string_view allowed = http_internal::AllowedMethods(route.endpoint);
@@ -133,7 +150,7 @@ void HttpHandlers::Count(const HttpReply& reply, bool healthcheck) const {
 HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query, bool auth,
                               HttpScratch& scratch) const {
   bool release = false;
-  if (request.method == http::verb::get) {
+  if (request.method != http::verb::post) {  // GET or HEAD
     // The hot path: no JSON parsing; the query is decoded into reused storage.
     if (absl::Status parsed =
             http_internal::ParseCheckQuery(query, service_->limits(), scratch.check);
@@ -141,7 +158,8 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
       return Malformed(parsed);
     }
   } else {
-    if (absl::Status parsed = DecodeJson(request.body, scratch.native_request, "CheckRequest");
+    if (absl::Status parsed =
+            DecodeJson(request.body, scratch.native_request, service_->limits().max_hits);
         !parsed.ok()) {
       return Malformed(parsed);
     }
@@ -151,8 +169,11 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
   if (release) {
     return ReleaseSlots(request, scratch);
   }
-  absl::StatusOr<limiter::CheckResponse> response =
-      service_->Check(service::CallContext{service::Frontend::kHttp, request.shed}, scratch.check);
+  const service::FieldNames names = request.method == http::verb::post
+                                        ? service::FieldNames::kNative
+                                        : service::FieldNames::kQuery;
+  absl::StatusOr<limiter::CheckResponse> response = service_->Check(
+      service::CallContext{service::Frontend::kHttp, request.shed, names}, scratch.check);
   if (!response.ok()) {
     return Error(response.status());
   }
@@ -171,12 +192,18 @@ HttpReply HttpHandlers::CheckReply(const limiter::CheckResponse& response,
   HttpReply reply;
   http_internal::AppendCheckResponseJson(scratch.native_response, reply.body);
   reply.headers = service::RateLimitHeaders(response);
+  if (response.unknown_domain) {
+    // No configured limit applied: say so where a proxy or a person will see it.
+    reply.headers.emplace_back("Floodgate-Warning",
+                               "unknown domain: the config has no such domain, no limit applied");
+  }
   reply.status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
   return reply;
 }
 
 HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status parsed = DecodeJson(request.body, scratch.envoy_request, "RateLimitRequest");
+  if (absl::Status parsed =
+          DecodeJson(request.body, scratch.envoy_request, service_->limits().max_hits);
       !parsed.ok()) {
     return Malformed(parsed);
   }
@@ -199,7 +226,8 @@ HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scrat
 }
 
 HttpReply HttpHandlers::Release(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status parsed = DecodeJson(request.body, scratch.native_request, "CheckRequest");
+  if (absl::Status parsed =
+          DecodeJson(request.body, scratch.native_request, service_->limits().max_hits);
       !parsed.ok()) {
     return Malformed(parsed);
   }

@@ -71,7 +71,9 @@ class HttpHandlers {
                service::AdminApi* admin, service::FrontendMetrics* metrics);
 
   // Answers one request, and counts it in the HTTP metrics (rate limit calls are counted by the
-  // service's pipeline; the rest here).
+  // service's pipeline; the rest here). HEAD is answered as GET: the session leaves the body
+  // out. Methods no endpoint takes are 501, a method the path does not take 405 (both with
+  // Allow when the path exists), targets that are not a path or an absolute URL 400.
   HttpReply Handle(const HttpRequest& request, HttpScratch& scratch) const;
 
   // Returns whether `target` is a rate limit call (check, auth, Envoy JSON, release): the calls

@@ -26,11 +26,13 @@
 #include <boost/beast/http/read.hpp>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "src/common/host_port.h"
 #include "src/common/json.h"
+#include "src/common/text.h"
 #include "src/frontends/http/http_handlers.h"
 #include "src/frontends/http/http_util.h"
 #include "src/net/listener.h"
@@ -68,6 +70,14 @@ struct RequestData {
   std::string authorization;
   std::string body;
   bool expect_continue = false;
+  // Framing checks that Beast leaves to us (RFC 9112): Host lines seen, whether one was not a
+  // host, every Transfer-Encoding line joined, whether a header line was folded.
+  int host_lines = 0;
+  bool bad_host = false;
+  std::string transfer_encoding;
+  bool obs_fold = false;
+  // Why the header section was refused (set with a parse error): answered with its status.
+  absl::Status refusal;
 
   void Reset() {
     method = http::verb::unknown;
@@ -76,8 +86,39 @@ struct RequestData {
     authorization.clear();
     body.clear();
     expect_continue = false;
+    host_lines = 0;
+    bad_host = false;
+    transfer_encoding.clear();
+    obs_fold = false;
+    refusal = absl::OkStatus();
   }
 };
+
+// Returns why a parsed header section must be refused, or OK. Beast already refuses a bad or
+// conflicting Content-Length and Content-Length with chunked; these are the rest of RFC 9112's
+// musts a proxy in front relies on.
+absl::Status CheckHeaderSection(const RequestData& data) {
+  if (data.obs_fold) {
+    return absl::InvalidArgumentError(
+        "a header line is continued on the next line (obs-fold); send each header on one line");
+  }
+  if (data.host_lines > 1) {
+    return absl::InvalidArgumentError("more than one Host header");
+  }
+  if (data.host_lines == 0 && data.version >= 11) {
+    return absl::InvalidArgumentError("an HTTP/1.1 request needs a Host header");
+  }
+  if (data.bad_host) {
+    return absl::InvalidArgumentError("the Host header is not a host name or address");
+  }
+  if (!data.transfer_encoding.empty()) {
+    if (data.version < 11) {
+      return absl::InvalidArgumentError("Transfer-Encoding is not allowed in an HTTP/1.0 request");
+    }
+    return http_internal::CheckTransferEncoding(data.transfer_encoding);
+  }
+  return absl::OkStatus();
+}
 
 // A request parser that keeps only what RequestData holds: no header container, no allocation
 // once the connection's strings are warm. Beast parsers parse one message; the session emplaces
@@ -96,15 +137,42 @@ class RequestParser final : public http::basic_parser<true> {
   void on_response_impl(int, beast::string_view, int, error_code& ec) override {
     ec = http::error::bad_method;  // unreachable for a request parser
   }
-  void on_field_impl(http::field name, beast::string_view /*name_string*/, beast::string_view value,
+  void on_field_impl(http::field name, beast::string_view name_string, beast::string_view value,
                      error_code& /*ec*/) override {
     if (name == http::field::authorization) {
       data_->authorization.assign(value.data(), value.size());
     } else if (name == http::field::expect) {
       data_->expect_continue = beast::iequals(value, "100-continue");
+    } else if (name == http::field::host) {
+      ++data_->host_lines;
+      data_->bad_host =
+          data_->bad_host || !http_internal::IsValidHost({value.data(), value.size()});
+    } else if (name == http::field::transfer_encoding) {
+      if (!data_->transfer_encoding.empty()) {
+        data_->transfer_encoding.append(", ");
+      }
+      data_->transfer_encoding.append(value.data(), value.size());
+    }
+    data_->obs_fold = data_->obs_fold || IsFolded(name_string);
+  }
+  void on_header_impl(error_code& ec) override {
+    data_->refusal = CheckHeaderSection(*data_);
+    if (!data_->refusal.ok()) {
+      ec = http::error::bad_value;
     }
   }
-  void on_header_impl(error_code& /*ec*/) override {}
+  // Returns whether the field line that starts with `name` goes on past its first line. Beast
+  // replaces an obs-fold with a space (allowed too), so the raw bytes are looked at: Beast
+  // parses fields only once the whole header section, which ends with CRLF CRLF, is in one
+  // buffer, and `name` points into it; so the scan to the line's LF stays in the buffer, and
+  // one byte follows that LF.
+  static bool IsFolded(beast::string_view name) {
+    const char* p = name.data() + name.size();
+    while (*p != '\n') {
+      ++p;
+    }
+    return p[1] == ' ' || p[1] == '\t';
+  }
   void on_body_init_impl(const boost::optional<std::uint64_t>& content_length,
                          error_code& /*ec*/) override {
     // The parser has already refused a length above the body limit.
@@ -347,7 +415,10 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   }
 
   void OnReadError(const error_code& ec) {
-    if (ec == http::error::body_limit) {
+    if (!request_.refusal.ok()) {
+      RespondAndClose(http_internal::HttpStatusFor(request_.refusal),
+                      common::StdView(request_.refusal.message()));
+    } else if (ec == http::error::body_limit) {
       RespondAndClose(413, absl::StrCat("request body is larger than ",
                                         server_->limits().max_body_bytes, " bytes"));
     } else if (ec == http::error::header_limit) {
@@ -368,7 +439,8 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     metrics->http.requests.fetch_add(1, std::memory_order_relaxed);
     metrics->http.bad_requests.fetch_add(1, std::memory_order_relaxed);
     http_internal::FormatResponse(status, kJsonType, {}, common::ErrorJson(message),
-                                  Connection::kClose, out_);
+                                  Connection::kClose, out_,
+                                  /*head_request=*/request_.method == http::verb::head);
     close_after_write_ = true;
     linger_after_write_ = true;
     Write();
@@ -485,7 +557,8 @@ void HttpSession::Handle() {
                             .draining = server_->draining()};
   const HttpReply reply = server_->handlers().Handle(request, scratch_);
   http_internal::FormatResponse(reply.status, reply.content_type, reply.headers, reply.body,
-                                connection, out_);
+                                connection, out_,
+                                /*head_request=*/request_.method == http::verb::head);
 }
 
 bool HttpSession::FromLoopback() {

@@ -19,6 +19,7 @@
 #include "floodgate/store.h"
 #include "floodgate/v1/check.pb.h"
 #include "src/admin/node_admin.h"
+#include "src/common/json.h"
 #include "src/frontends/http/http_util.h"
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
@@ -32,6 +33,7 @@ using floodgate::testing::HttpClient;
 using floodgate::testing::HttpResponse;
 using http_internal::Endpoint;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // ---------------------------------------------------------------------------------------------
@@ -136,9 +138,10 @@ TEST(ParseCheckQueryTest, Errors) {
            Case{"domain=api&hits=2", "at least one KEY=VALUE"},
            Case{"domain=a&domain=b&k=v", "more than once"},
            Case{"domain=a&hits=1&hits=2&k=v", "more than once"},
-           Case{"domain=a&hits=-1&k=v", "non-negative integer"},
-           Case{"domain=a&hits=&k=v", "non-negative integer"},
-           Case{"domain=a&hits=99999999999999999999999&k=v", "non-negative integer"},
+           Case{"domain=a&hits=-1&k=v",
+                "`hits` must be a whole number from 0 to 1000000000, got \"-1\""},
+           Case{"domain=a&hits=&k=v", "whole number"},
+           Case{"domain=a&hits=99999999999999999999999&k=v", "whole number"},
            Case{"domain=a&k=%zz", "malformed percent-escape"},
            Case{"domain=a&k=%FF", "not valid UTF-8"},
            Case{"domain=a&%C0%AF=v", "not valid UTF-8"},
@@ -172,6 +175,10 @@ TEST(RoutingTest, MatchPath) {
 TEST(RoutingTest, MethodAllowed) {
   using http_internal::MethodAllowed;
   EXPECT_TRUE(MethodAllowed(Endpoint::kCheck, http::verb::get));
+  EXPECT_TRUE(MethodAllowed(Endpoint::kCheck, http::verb::head));
+  EXPECT_TRUE(MethodAllowed(Endpoint::kHealthcheck, http::verb::head));
+  EXPECT_FALSE(MethodAllowed(Endpoint::kEnvoyJson, http::verb::head));
+  EXPECT_FALSE(MethodAllowed(Endpoint::kConfigDomain, http::verb::head));
   EXPECT_TRUE(MethodAllowed(Endpoint::kCheck, http::verb::post));
   EXPECT_FALSE(MethodAllowed(Endpoint::kCheck, http::verb::put));
   EXPECT_TRUE(MethodAllowed(Endpoint::kEnvoyJson, http::verb::post));
@@ -184,7 +191,12 @@ TEST(RoutingTest, MethodAllowed) {
   EXPECT_TRUE(MethodAllowed(Endpoint::kConfigDomain, http::verb::delete_));
   EXPECT_FALSE(MethodAllowed(Endpoint::kConfigDomain, http::verb::get));
   EXPECT_FALSE(MethodAllowed(Endpoint::kNotFound, http::verb::get));
-  EXPECT_EQ(http_internal::AllowedMethods(Endpoint::kCheck), "GET, POST");
+  EXPECT_EQ(http_internal::AllowedMethods(Endpoint::kCheck), "GET, HEAD, POST");
+  EXPECT_EQ(http_internal::AllowedMethods(Endpoint::kMetrics), "GET, HEAD");
+  EXPECT_TRUE(http_internal::MethodImplemented(http::verb::head));
+  EXPECT_TRUE(http_internal::MethodImplemented(http::verb::delete_));
+  EXPECT_FALSE(http_internal::MethodImplemented(http::verb::options));
+  EXPECT_FALSE(http_internal::MethodImplemented(http::verb::unknown));
 }
 
 TEST(HttpStatusForTest, MapsCodes) {
@@ -215,6 +227,36 @@ TEST(FormatResponseTest, ExactBytes) {
   out.clear();
   http_internal::FormatResponse(200, "", {}, "", http_internal::Connection::kKeepAlive, out);
   EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
+  // The answer to HEAD: GET's Content-Length, no body.
+  out.clear();
+  http_internal::FormatResponse(200, "text/plain", {}, "OK", http_internal::Connection::kDefault,
+                                out, /*head_request=*/true);
+  EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n");
+}
+
+TEST(FramingTest, TransferEncodingHostAndTargetForms) {
+  using http_internal::CheckTransferEncoding;
+  EXPECT_TRUE(CheckTransferEncoding("chunked").ok());
+  EXPECT_TRUE(CheckTransferEncoding(" CHUNKED ").ok());
+  EXPECT_TRUE(CheckTransferEncoding("chunked,").ok());  // empty list elements are ignored
+  for (std::string_view te : {"gzip", "chunked, gzip", "identity", ",", "chunked;x"}) {
+    EXPECT_EQ(CheckTransferEncoding(te).code(), absl::StatusCode::kInvalidArgument) << te;
+  }
+  for (std::string_view te : {"gzip, chunked", "chunked, chunked", "x,\tchunked"}) {
+    EXPECT_EQ(CheckTransferEncoding(te).code(), absl::StatusCode::kUnimplemented) << te;
+  }
+  for (std::string_view host : {"", "x", "example.com:8080", "127.0.0.1", "[::1]:80", "a%20b"}) {
+    EXPECT_TRUE(http_internal::IsValidHost(host)) << host;
+  }
+  for (std::string_view host : {"a b", "a/b", "a@b", "a?b", "a#b", "\x01", "\xc3\xa9"}) {
+    EXPECT_FALSE(http_internal::IsValidHost(host)) << host;
+  }
+  for (std::string_view target : {"/", "/v1/check?x=1", "http://h/x", "HTTPS://h"}) {
+    EXPECT_TRUE(http_internal::IsServedTargetForm(target)) << target;
+  }
+  for (std::string_view target : {"", "*", "h:80", "v1/check", "ftp://h/x"}) {
+    EXPECT_FALSE(http_internal::IsServedTargetForm(target)) << target;
+  }
 }
 
 floodgate::v1::CheckResponse SampleResponse() {
@@ -246,6 +288,7 @@ floodgate::v1::CheckResponse SampleResponse() {
   auto* d2 = response.add_descriptors();
   d2->set_code("OK");
   d2->set_unlimited(true);
+  response.set_unknown_domain(true);
   return response;
 }
 
@@ -462,6 +505,32 @@ TEST_F(HttpServerTest, GetCheckBadQueries) {
   EXPECT_GE(metrics_.http.bad_requests.load(), 6u);
 }
 
+// A check of a domain the config does not define (a typo) passes, as no limit applies, but its
+// answer says so (in the JSON and a header) and /metrics counts it: never a silent fail-open.
+TEST_F(HttpServerTest, UnknownDomainIsNamedInTheAnswerAndCounted) {
+  HttpResponse known = Get("/v1/check?domain=api&user=uma");
+  ASSERT_EQ(known.status, 200);
+  EXPECT_THAT(known.body, HasSubstr("\"unknownDomain\":false"));
+  EXPECT_FALSE(known.HasHeader("Floodgate-Warning"));
+  for (HttpResponse r :
+       {Get("/v1/check?domain=apii&user=uma"), Get("/v1/auth?domain=apii&user=uma"),
+        Post("/v1/check",
+             R"({"domain":"apii","descriptors":[{"entries":[{"key":"user","value":"uma"}]}]})")}) {
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_THAT(r.body, HasSubstr("\"unknownDomain\":true"));
+    EXPECT_TRUE(ParseNative(r.body).unknown_domain());
+    EXPECT_THAT(r.Header("Floodgate-Warning"), HasSubstr("unknown domain"));
+  }
+  // Envoy's /json answer stays Envoy's, but the check is counted too.
+  HttpResponse envoy = Post(
+      "/json", R"({"domain":"apii","descriptors":[{"entries":[{"key":"user","value":"uma"}]}]})");
+  EXPECT_EQ(envoy.status, 200);
+  EXPECT_THAT(envoy.body, Not(HasSubstr("nknown")));
+  HttpResponse metrics = Get("/metrics");
+  EXPECT_THAT(metrics.body, HasSubstr("floodgate_unknown_domain_total{frontend=\"http\"} 4\n"));
+  EXPECT_THAT(metrics.body, HasSubstr("floodgate_unknown_domain_total{frontend=\"grpc\"} 0\n"));
+}
+
 TEST_F(HttpServerTest, AuthAnswers403WhenRefused) {
   EXPECT_EQ(Get("/v1/auth?domain=api&user=erin&hits=2").status, 200);
   HttpResponse r = Get("/v1/auth?domain=api&user=erin");
@@ -484,15 +553,64 @@ TEST_F(HttpServerTest, PostCheckMatchesGetCheck) {
   EXPECT_EQ(Post("/v1/check", json).status, 429);
 }
 
+// Body errors are in the caller's terms: our field names as the JSON writes them, the value
+// given, what is allowed; never protobuf's type names or our internal names.
 TEST_F(HttpServerTest, PostCheckErrors) {
-  HttpResponse r = Post("/v1/check", "{not json");
+  struct Case {
+    std::string_view target;
+    std::string_view body;
+    std::string_view error;
+  };
+  for (
+      const Case& c : std::initializer_list<Case>{
+          {"/v1/check", "{not json",
+           "the body is not valid JSON: Expected : between key:value pair"},
+          {"/v1/check", "", "the body is empty; it must be a JSON object"},
+          {"/v1/check", "[1]", "the body must be a JSON object"},
+          {"/v1/check", R"("api")", "the body must be a JSON object"},
+          {"/v1/check", R"({"domain":"api","descriptors":[]})",
+           "`descriptors` must not be empty: give at least one descriptor"},
+          {"/v1/check", R"({"domain":"api","unknownField":1})",
+           "unknown field `unknownField`; the fields are `domain`, `descriptors`, `hits`, "
+           "`release`, `lease`"},
+          {"/v1/check", R"({"domain":"api","descriptors":[{"entries":[{"kee":"a"}]}]})",
+           "unknown field `kee` in `descriptors[0].entries[0]`; the fields are `key`, `value`"},
+          {"/v1/check", R"({"domain":"api","hits":-1})",
+           "`hits` must be a whole number from 0 to 1000000000, got -1"},
+          {"/v1/check", R"({"domain":"api","descriptors":[{"hits":1.5}]})",
+           "`descriptors[0].hits` must be a whole number from 0 to 1000000000, got 1.5"},
+          {"/v1/check", R"({"domain":5})", "`domain` must be a string, got 5"},
+          {"/v1/check", R"({"descriptors":[5]})", "`descriptors[0]` must be a JSON object, got 5"},
+          {"/v1/check",
+           R"({"domain":"api","hits":5000000000,"descriptors":[{"entries":[{"key":"u","value":"v"}]}]})",
+           "`hits` must be a whole number from 0 to 1000000000, got 5000000000"},
+          {"/v1/release", R"({"lease":"soon"})",
+           "`lease` must be a whole number from -9223372036854775808 to 9223372036854775807, "
+           "got \"soon\""},
+          {"/json", R"({"domain":"api","hitsAddend":-1})",
+           "`hitsAddend` must be a whole number from 0 to 1000000000, got -1"},
+          {"/json", R"({"domain":"api","descriptors":[{"limit":{"unit":"FORTNIGHT"}}]})",
+           "`descriptors[0].limit.unit` must be one of UNKNOWN, SECOND, MINUTE, HOUR, DAY, "
+           "MONTH, YEAR, WEEK, got \"FORTNIGHT\""},
+          {"/json",
+           R"({"domain":"api","hitsAddend":2000000000,"descriptors":[{"entries":[{"key":"u","value":"v"}]}]})",
+           "`hits_addend` must be a whole number from 0 to 1000000000, got 2000000000"},
+      }) {
+    HttpResponse r = Post(std::string(c.target), std::string(c.body));
+    EXPECT_EQ(r.status, 400) << c.body;
+    EXPECT_EQ(r.body, common::ErrorJson(c.error)) << c.body;
+    for (std::string_view leak : {"TYPE_", "Root element", "hits_addend is", "type.googleapis"}) {
+      EXPECT_THAT(r.body, Not(HasSubstr(leak))) << c.body;
+    }
+  }
+  // A GET query names its parameters.
+  HttpResponse r = Get("/v1/check?domain=api&user=" + std::string(600, 'x'));
   EXPECT_EQ(r.status, 400);
-  EXPECT_THAT(r.body, HasSubstr("invalid JSON"));
-  r = Post("/v1/check", R"({"domain":"api","descriptors":[]})");
-  EXPECT_EQ(r.status, 400);
-  EXPECT_THAT(r.body, HasSubstr("descriptor"));
-  r = Post("/v1/check", R"({"domain":"api","unknownField":1})");
-  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body, common::ErrorJson("query parameter `user`: its value is 600 bytes long; at "
+                                      "most 512 are allowed"));
+  r = Get("/v1/check?domain=api&user=a&hits=1000000001");
+  EXPECT_EQ(r.body, common::ErrorJson("query parameter `hits` must be a whole number from 0 to "
+                                      "1000000000, got 1000000001"));
 }
 
 TEST_F(HttpServerTest, EnvoyJson) {
@@ -518,7 +636,7 @@ TEST_F(HttpServerTest, EnvoyJson) {
 TEST_F(HttpServerTest, EnvoyJsonErrors) {
   HttpResponse r = Post("/json", "[1,2");
   EXPECT_EQ(r.status, 400);
-  EXPECT_THAT(r.body, HasSubstr("invalid JSON"));
+  EXPECT_THAT(r.body, HasSubstr("the body is not valid JSON: Unexpected end of string"));
   // More descriptors than limits.max_descriptors (8).
   std::string json = R"({"domain":"api","descriptors":[)";
   for (int i = 0; i < 9; ++i) {
@@ -528,7 +646,8 @@ TEST_F(HttpServerTest, EnvoyJsonErrors) {
   json += "]}";
   r = Post("/json", json);
   EXPECT_EQ(r.status, 400);
-  EXPECT_THAT(r.body, HasSubstr("too many descriptors"));
+  EXPECT_THAT(r.body,
+              HasSubstr("too many descriptors: `descriptors` has 9; at most 8 are allowed"));
   r = Post("/json", R"({"domain":"","descriptors":[{"entries":[{"key":"a","value":"b"}]}]})");
   EXPECT_EQ(r.status, 400);
 }
@@ -655,13 +774,14 @@ TEST_F(HttpServerTest, NotFoundAndMethodNotAllowed) {
   EXPECT_THAT(r.body, HasSubstr("/nope"));
   r = Post("/healthcheck", "");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(r.Header("Allow"), "GET");
+  EXPECT_EQ(r.Header("Allow"), "GET, HEAD");
   r = Get("/json");
   EXPECT_EQ(r.status, 405);
   EXPECT_EQ(r.Header("Allow"), "POST");
+  // No endpoint takes PATCH: 501, with the methods this path takes.
   r = floodgate::testing::Request(port_, "PATCH", "/v1/check", "");
-  EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(r.Header("Allow"), "GET, POST");
+  EXPECT_EQ(r.status, 501);
+  EXPECT_EQ(r.Header("Allow"), "GET, HEAD, POST");
 }
 
 TEST_F(HttpServerTest, BodyTooLargeIs413AndCloses) {
@@ -819,6 +939,219 @@ TEST_F(HttpServerTest, Http10ClosesUnlessKeepAlive) {
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.Header("Connection"), "close");
   EXPECT_FALSE(client.connected());
+}
+
+// HEAD is answered like GET without a body on every GET route: the same status and headers,
+// Content-Length as GET sends it, and no body bytes, so the next answer on the connection is
+// read correctly (a body after a HEAD answer would be taken for the next response).
+TEST_F(HttpServerTest, HeadIsGetWithoutABody) {
+  HttpClient client(port_);
+  for (std::string_view target : {"/healthcheck", "/v1/config", "/v1/cluster"}) {
+    HttpResponse get = client.Request("GET", target);
+    HttpResponse head = client.Request("HEAD", target);
+    EXPECT_EQ(head.status, get.status) << target;
+    EXPECT_EQ(head.Header("Content-Type"), get.Header("Content-Type")) << target;
+    EXPECT_EQ(head.Header("Content-Length"), std::to_string(get.body.size())) << target;
+    EXPECT_EQ(head.body, "") << target;
+  }
+  HttpResponse head = client.Request("HEAD", "/metrics");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_GT(std::stoul(head.Header("Content-Length")), 100u);
+  // HEAD /v1/check and /v1/auth decide like GET (they count the hits) and carry the headers.
+  head = client.Request("HEAD", "/v1/check?domain=api&user=hana");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_THAT(head.Header("RateLimit"), HasSubstr("r=1"));
+  EXPECT_GT(std::stoul(head.Header("Content-Length")), 10u);
+  head = client.Request("HEAD", "/v1/auth?domain=api&user=hana");
+  EXPECT_EQ(head.status, 200);
+  head = client.Request("HEAD", "/v1/auth?domain=api&user=hana");
+  EXPECT_EQ(head.status, 403);
+  // Errors to HEAD have no body either: a POST-only route, an unknown path, a bad query.
+  head = client.Request("HEAD", "/json");
+  EXPECT_EQ(head.status, 405);
+  EXPECT_EQ(head.Header("Allow"), "POST");
+  head = client.Request("HEAD", "/nope");
+  EXPECT_EQ(head.status, 404);
+  head = client.Request("HEAD", "/v1/check?user=x");
+  EXPECT_EQ(head.status, 400);
+  EXPECT_NE(head.Header("Content-Length"), "0");
+  EXPECT_EQ(client.Request("GET", "/healthcheck").body, "OK");
+  EXPECT_EQ(client.connects(), 1);
+
+  // Pipelined, in raw bytes: the answer to HEAD ends at its header.
+  HttpClient raw(port_);
+  ASSERT_TRUE(
+      raw.Send("HEAD /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n"
+               "HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n"));
+  HttpResponse first = raw.ReadResponse(/*head=*/true);
+  EXPECT_EQ(first.status, 200);
+  EXPECT_EQ(first.Header("Content-Length"), "2");
+  EXPECT_EQ(raw.ReadResponse(/*head=*/true).status, 404);
+  HttpResponse last = raw.ReadResponse();
+  EXPECT_EQ(last.status, 200);
+  EXPECT_EQ(last.body, "OK");
+  EXPECT_EQ(raw.connects(), 1);
+}
+
+// One answer per request whatever the method: a method no endpoint serves is 501 (with Allow
+// on a known path), a served method on a path that does not take it is 405 with Allow; the
+// connection stays open either way.
+TEST_F(HttpServerTest, EveryMethodGetsExactlyOneAnswer) {
+  HttpClient client(port_);
+  struct Case {
+    std::string_view request;
+    int status;
+    std::string_view allow;
+  };
+  for (const Case& c : std::initializer_list<Case>{
+           {"OPTIONS /v1/check HTTP/1.1\r\nHost: x\r\n\r\n", 501, "GET, HEAD, POST"},
+           {"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 501, ""},
+           {"TRACE /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n", 501, "GET, HEAD"},
+           {"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n", 501, ""},
+           {"PATCH /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 501,
+            "GET, HEAD, POST"},
+           {"BREW /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n", 501, "GET, HEAD"},
+           {"PUT /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 405,
+            "GET, HEAD, POST"},
+           {"DELETE /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n", 405, "GET, HEAD"},
+           {"GET /v1/config/api HTTP/1.1\r\nHost: x\r\n\r\n", 405, "PUT, DELETE"},
+       }) {
+    // The request, then a healthcheck on the same connection: exactly two answers.
+    ASSERT_TRUE(
+        client.Send(std::string(c.request) + "GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n"))
+        << c.request;
+    HttpResponse r = client.ReadResponse();
+    EXPECT_EQ(r.status, c.status) << c.request;
+    EXPECT_EQ(r.Header("Allow"), c.allow) << c.request;
+    EXPECT_THAT(r.body, HasSubstr("error")) << c.request;
+    HttpResponse next = client.ReadResponse();
+    EXPECT_EQ(next.status, 200) << c.request;
+    EXPECT_EQ(next.body, "OK") << c.request;
+  }
+  EXPECT_EQ(client.connects(), 1);
+}
+
+// RFC 9112's framing rules that a proxy or load balancer in front relies on: each of these
+// requests is refused with one well-framed answer, and the connection is closed (its framing
+// cannot be trusted, so nothing after it on the connection may be read as a request).
+TEST_F(HttpServerTest, AmbiguousFramingIsRefusedAndCloses) {
+  struct Case {
+    std::string_view request;
+    int status;
+    std::string_view error;
+  };
+  const std::string body =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"u","value":"v"}]}]})";
+  const std::string length = std::to_string(body.size());
+  for (const Case& c : std::initializer_list<Case>{
+           // Transfer-Encoding with Content-Length, in either order.
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Length: 5\r\n\r\n0\r\n\r\n",
+            400, "Content-Length"},
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400, "Transfer-Encoding"},
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+            "Content-Length: 5\r\n\r\nhello",
+            400, "Transfer-Encoding"},
+           // Transfer codings other than chunked alone.
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400,
+            "chunked"},
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400,
+            "chunked"},
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            "0\r\n\r\n",
+            501, "only chunked"},
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            501, "only chunked"},
+           {"POST /v1/check HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
+            "HTTP/1.0"},
+           // Bad Content-Length values.
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400,
+            "Content-Length"},
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n", 400,
+            "Content-Length"},
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400, "Content-Length"},
+           {"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            400, "Content-Length"},
+           // Host: missing in HTTP/1.1, repeated, or not a host.
+           {"GET /healthcheck HTTP/1.1\r\n\r\n", 400, "Host"},
+           {"GET /healthcheck HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "Host"},
+           {"GET /healthcheck HTTP/1.1\r\nHost: a b/c\r\n\r\n", 400, "Host"},
+           // A header line continued on the next (obs-fold), and whitespace before the colon.
+           {"GET /healthcheck HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400, "fold"},
+           {"GET /healthcheck HTTP/1.1\r\nHost: x\r\nX-A:\r\n\tb\r\n\r\n", 400, "fold"},
+           {"GET /healthcheck HTTP/1.1\r\nHost : x\r\n\r\n", 400, "malformed"},
+       }) {
+    HttpClient client(port_);
+    // A second request after it must not be answered.
+    ASSERT_TRUE(
+        client.Send(std::string(c.request) + "GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n"));
+    HttpResponse r = client.ReadResponse();
+    EXPECT_EQ(r.status, c.status) << c.request;
+    EXPECT_THAT(r.body, HasSubstr(c.error)) << c.request;
+    EXPECT_EQ(r.Header("Connection"), "close") << c.request;
+    EXPECT_EQ(client.ReadResponse().status, 0) << c.request;  // closed, nothing else
+  }
+  // What is allowed: HTTP/1.0 without Host, an empty Host, Content-Length repeated with one
+  // value, chunked in any case.
+  for (std::string_view request :
+       {"GET /healthcheck HTTP/1.0\r\n\r\n", "GET /healthcheck HTTP/1.1\r\nHost:\r\n\r\n",
+        "GET /healthcheck HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"}) {
+    HttpClient client(port_);
+    EXPECT_EQ(client.SendRaw(request).status, 200) << request;
+  }
+  HttpClient client(port_);
+  HttpResponse r =
+      client.SendRaw("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + ", " +
+                     length + "\r\n\r\n" + body);
+  EXPECT_EQ(r.status, 200) << r.body;
+  char size[16];
+  std::snprintf(size, sizeof(size), "%zx", body.size());
+  r = client.SendRaw("POST /v1/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n" +
+                     std::string(size) + "\r\n" + body + "\r\n0\r\n\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(client.connects(), 1);
+}
+
+// Request-target forms: origin-form and absolute-form are served; anything else is 400 (the
+// asterisk and authority forms belong to OPTIONS and CONNECT, which are not implemented).
+TEST_F(HttpServerTest, RequestTargetForms) {
+  HttpClient client(port_);
+  HttpResponse r = client.SendRaw("GET http://example.com/healthcheck HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "OK");
+  r = client.SendRaw(
+      "GET HTTP://example.com:80/v1/check?domain=api&user=tia HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  for (std::string_view target : {"*", "healthcheck", "example.com:80"}) {
+    r = client.SendRaw("GET " + std::string(target) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(r.status, 400) << target;
+    EXPECT_THAT(r.body, HasSubstr("request target")) << target;
+  }
+  EXPECT_EQ(client.Request("GET", "/healthcheck").status, 200);
+  EXPECT_EQ(client.connects(), 1);
+}
+
+// `Connection: close` is honoured (the answer says so and nothing more is read); HTTP/1.1
+// stays open by default; HTTP/1.0 stays open only when it asks.
+TEST_F(HttpServerTest, ConnectionCloseIsHonoured) {
+  HttpClient client(port_);
+  ASSERT_TRUE(
+      client.Send("GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  "GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n"));
+  HttpResponse r = client.ReadResponse();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("Connection"), "close");
+  EXPECT_EQ(client.ReadResponse().status, 0);
+  HttpClient other(port_);
+  ASSERT_TRUE(
+      other.Send("GET /healthcheck HTTP/1.0\r\n\r\nGET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(other.ReadResponse().Header("Connection"), "close");
+  EXPECT_EQ(other.ReadResponse().status, 0);
 }
 
 TEST_F(HttpServerTest, ConnectionsAboveTheLimitAreClosed) {

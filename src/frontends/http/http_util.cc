@@ -2,9 +2,12 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "src/common/json.h"
 #include "src/common/text.h"
 
@@ -43,6 +46,12 @@ void AppendHeaderValue(std::string_view value, std::string& out) {
   for (char c : value) {
     out.push_back(c == '\r' || c == '\n' || c == '\0' ? ' ' : c);
   }
+}
+
+// Returns `text` cut to at most `max` bytes (with "..." when cut), for echoing a caller's value.
+std::string Shorten(std::string_view text, size_t max = 64) {
+  return text.size() <= max ? std::string(text)
+                            : absl::StrCat(AbslView(text.substr(0, max)), "...");
 }
 
 void AppendBool(bool value, std::string& out) { out.append(value ? "true" : "false"); }
@@ -196,7 +205,9 @@ absl::Status ParseCheckQuery(std::string_view query, const service::RequestLimit
       auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), hits);
       if (v.empty() || ec != std::errc() || end != v.data() + v.size()) {
         entries.resize(count);
-        return absl::InvalidArgumentError("query parameter `hits` must be a non-negative integer");
+        return absl::InvalidArgumentError(
+            absl::StrCat("query parameter `hits` must be a whole number from 0 to ",
+                         limits.max_hits, ", got \"", Shorten(v), "\""));
       }
       descriptor.hits_addend = hits;
       continue;
@@ -247,7 +258,23 @@ Route MatchPath(std::string_view path) {
   return route;
 }
 
+bool MethodImplemented(http::verb method) {
+  switch (method) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::post:
+    case http::verb::put:
+    case http::verb::delete_:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool MethodAllowed(Endpoint endpoint, http::verb method) {
+  if (method == http::verb::head) {
+    method = http::verb::get;
+  }
   switch (endpoint) {
     case Endpoint::kCheck:
       return method == http::verb::get || method == http::verb::post;
@@ -271,7 +298,7 @@ bool MethodAllowed(Endpoint endpoint, http::verb method) {
 std::string_view AllowedMethods(Endpoint endpoint) {
   switch (endpoint) {
     case Endpoint::kCheck:
-      return "GET, POST";
+      return "GET, HEAD, POST";
     case Endpoint::kEnvoyJson:
     case Endpoint::kRelease:
       return "POST";
@@ -280,13 +307,60 @@ std::string_view AllowedMethods(Endpoint endpoint) {
     case Endpoint::kMetrics:
     case Endpoint::kConfig:
     case Endpoint::kCluster:
-      return "GET";
+      return "GET, HEAD";
     case Endpoint::kConfigDomain:
       return "PUT, DELETE";
     case Endpoint::kNotFound:
       return "";
   }
   return "";
+}
+
+bool IsServedTargetForm(std::string_view target) {
+  return target.starts_with('/') || absl::StartsWithIgnoreCase(AbslView(target), "http://") ||
+         absl::StartsWithIgnoreCase(AbslView(target), "https://");
+}
+
+bool IsValidHost(std::string_view value) {
+  for (char c : value) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("-._~!$&'()*+,;=:[]%").find(c) != std::string_view::npos;
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status CheckTransferEncoding(std::string_view value) {
+  // The codings, in order; the last one must be chunked.
+  size_t codings = 0;
+  std::string_view last;
+  while (!value.empty()) {
+    const size_t comma = value.find(',');
+    std::string_view coding = value.substr(0, comma);
+    value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+    while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) {
+      coding.remove_prefix(1);
+    }
+    while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) {
+      coding.remove_suffix(1);
+    }
+    if (!coding.empty()) {
+      ++codings;
+      last = coding;
+    }
+  }
+  if (!absl::EqualsIgnoreCase(AbslView(last), "chunked")) {
+    return absl::InvalidArgumentError(
+        "Transfer-Encoding must end with chunked (the length of the body cannot be known "
+        "otherwise)");
+  }
+  if (codings > 1) {
+    return absl::UnimplementedError(
+        "Transfer-Encoding: only chunked is supported, with no other coding");
+  }
+  return absl::OkStatus();
 }
 
 std::string_view StatusReason(int status) {
@@ -356,7 +430,7 @@ int HttpStatusFor(const absl::Status& status) {
 
 void FormatResponse(int status, std::string_view content_type,
                     absl::Span<const service::Header> headers, std::string_view body,
-                    Connection connection, std::string& out) {
+                    Connection connection, std::string& out, bool head_request) {
   out.append("HTTP/1.1 ");
   AppendInt(status, out);
   out.push_back(' ');
@@ -382,7 +456,9 @@ void FormatResponse(int status, std::string_view content_type,
     out.append("\r\n");
   }
   out.append("\r\n");
-  out.append(body);
+  if (!head_request) {
+    out.append(body);
+  }
 }
 
 void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::string& out) {
@@ -413,7 +489,158 @@ void AppendCheckResponseJson(const floodgate::v1::CheckResponse& response, std::
   AppendJsonDouble(response.retry_after_seconds(), out);
   out.append(",\"lease\":");
   AppendQuotedInt(response.lease(), out);
+  out.append(",\"unknownDomain\":");
+  AppendBool(response.unknown_domain(), out);
   out.push_back('}');
+}
+
+namespace {
+
+using google::protobuf::FieldDescriptor;
+
+// A field path as protobuf's JSON parser reports it ("descriptors[0].entries[1].key", proto
+// names), resolved against the message types.
+struct ResolvedPath {
+  std::string json;                        // the same path with JSON names
+  const FieldDescriptor* field = nullptr;  // the last field; null when it did not resolve
+  bool indexed = false;                    // the last segment names one element ("[3]")
+};
+
+ResolvedPath ResolvePath(std::string_view path, const google::protobuf::Descriptor& root) {
+  ResolvedPath out;
+  const google::protobuf::Descriptor* message = &root;
+  while (!path.empty()) {
+    const size_t dot = path.find('.');
+    std::string_view segment = path.substr(0, dot);
+    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
+    std::string_view index;
+    if (const size_t bracket = segment.find('['); bracket != std::string_view::npos) {
+      index = segment.substr(bracket);
+      segment = segment.substr(0, bracket);
+    }
+    const FieldDescriptor* field =
+        message == nullptr ? nullptr : message->FindFieldByName(std::string(segment));
+    if (field == nullptr) {
+      return ResolvedPath{};
+    }
+    absl::StrAppend(&out.json, out.json.empty() ? "" : ".", field->json_name(), AbslView(index));
+    out.field = field;
+    out.indexed = !index.empty();
+    message = field->message_type();
+  }
+  return out;
+}
+
+// Returns what a JSON value for `field` must be ("a whole number from 0 to 100", "a string").
+std::string WhatFieldTakes(const FieldDescriptor& field, bool indexed, uint64_t max_hits) {
+  if (field.is_repeated() && !indexed) {
+    return "a JSON array";
+  }
+  // hits, hits_addend, and the wrapper Envoy uses for a descriptor's hits_addend.
+  const bool hits = field.name() == "hits" || field.name() == "hits_addend" ||
+                    (field.name() == "value" &&
+                     field.containing_type()->full_name() == "google.protobuf.UInt64Value");
+  switch (field.cpp_type()) {
+    case FieldDescriptor::CPPTYPE_UINT32:
+    case FieldDescriptor::CPPTYPE_UINT64: {
+      const uint64_t max = field.cpp_type() == FieldDescriptor::CPPTYPE_UINT32
+                               ? std::numeric_limits<uint32_t>::max()
+                               : std::numeric_limits<uint64_t>::max();
+      return absl::StrCat("a whole number from 0 to ", hits ? std::min(max, max_hits) : max);
+    }
+    case FieldDescriptor::CPPTYPE_INT32:
+      return absl::StrCat("a whole number from ", std::numeric_limits<int32_t>::min(), " to ",
+                          std::numeric_limits<int32_t>::max());
+    case FieldDescriptor::CPPTYPE_INT64:
+      return absl::StrCat("a whole number from ", std::numeric_limits<int64_t>::min(), " to ",
+                          std::numeric_limits<int64_t>::max());
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return "a number";
+    case FieldDescriptor::CPPTYPE_BOOL:
+      return "true or false";
+    case FieldDescriptor::CPPTYPE_STRING:
+      return "a string";
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      std::vector<std::string> names;
+      for (int i = 0; i < field.enum_type()->value_count(); ++i) {
+        names.push_back(field.enum_type()->value(i)->name());
+      }
+      return absl::StrCat("one of ", absl::StrJoin(names, ", "));
+    }
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      // Wrappers (google.protobuf.UInt64Value) are written as their value.
+      if (field.message_type()->full_name() == "google.protobuf.UInt64Value") {
+        return absl::StrCat("a whole number from 0 to ",
+                            hits || field.name() == "hits_addend"
+                                ? max_hits
+                                : std::numeric_limits<uint64_t>::max());
+      }
+      return "a JSON object";
+  }
+  return "something else";
+}
+
+// Returns the JSON names of the fields of `message`, quoted: "`domain`, `descriptors`, ...".
+std::string FieldList(const google::protobuf::Descriptor& message) {
+  std::vector<std::string> names;
+  for (int i = 0; i < message.field_count(); ++i) {
+    names.push_back(absl::StrCat("`", message.field(i)->json_name(), "`"));
+  }
+  return absl::StrJoin(names, ", ");
+}
+
+}  // namespace
+
+std::string JsonErrorInOurTerms(std::string_view error, const google::protobuf::Descriptor& root,
+                                uint64_t max_hits) {
+  constexpr std::string_view kNotObject = "Root element must be a message.";
+  constexpr std::string_view kInvalidValue = "): invalid value ";
+  constexpr std::string_view kForType = " for type ";
+  constexpr std::string_view kNoField = ": Cannot find field.";
+  if (error.find(kNotObject) != std::string_view::npos) {
+    return "the body must be a JSON object";
+  }
+  // "(descriptors[0].hits): invalid value -1 for type TYPE_UINT64"
+  if (const size_t at = error.find(kInvalidValue);
+      error.starts_with('(') && at != std::string_view::npos) {
+    const size_t type = error.rfind(kForType);
+    const std::string_view value =
+        type != std::string_view::npos && type > at + kInvalidValue.size()
+            ? error.substr(at + kInvalidValue.size(), type - at - kInvalidValue.size())
+            : std::string_view();
+    const ResolvedPath path = ResolvePath(error.substr(1, at - 1), root);
+    if (path.field != nullptr) {
+      return absl::StrCat("`", path.json, "` must be ",
+                          WhatFieldTakes(*path.field, path.indexed, max_hits), ", got ",
+                          Shorten(value));
+    }
+  }
+  // "unknownField: Cannot find field." or "(descriptors[0].entries[0]) kee: Cannot find field."
+  if (error.ends_with(kNoField)) {
+    std::string_view rest = error.substr(0, error.size() - kNoField.size());
+    const google::protobuf::Descriptor* message = &root;
+    std::string where;
+    if (rest.starts_with('(')) {
+      const size_t close = rest.find(") ");
+      if (close != std::string_view::npos) {
+        const ResolvedPath path = ResolvePath(rest.substr(1, close - 1), root);
+        message = path.field != nullptr ? path.field->message_type() : nullptr;
+        where = absl::StrCat(" in `", path.json, "`");
+        rest = rest.substr(close + 2);
+      }
+    }
+    if (message != nullptr) {
+      return absl::StrCat("unknown field `", Shorten(rest), "`", where, "; the fields are ",
+                          FieldList(*message));
+    }
+  }
+  // A syntax error: its first line ("Expected : between key:value pair.").
+  std::string_view first = error.substr(0, error.find('\n'));
+  if (first.ends_with('.')) {
+    first.remove_suffix(1);
+  }
+  return absl::StrCat("the body is not valid JSON: ", Shorten(first, 200));
 }
 
 bool BearerTokenMatches(std::string_view authorization, std::string_view token) {
