@@ -162,7 +162,7 @@ void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckRespon
     }
   }
   out->set_retry_after_seconds(static_cast<double>(RetryAfterSeconds(response)));
-  out->set_lease(response.decided_at_ns);
+  out->set_lease(response.lease);
 }
 
 int64_t RetryAfterSeconds(const limiter::CheckResponse& response) {
