@@ -91,7 +91,13 @@ TEST_F(HttpIntegrationTest, PostCheckEnvoyJsonAndRelease) {
   EXPECT_EQ(Do("POST", "/v1/check", check).status, 429);  // one slot, held
   EXPECT_EQ(Do("POST", "/v1/release", check).status, 400) << "the lease is required";
   const std::string release = check.substr(0, check.size() - 1) + ",\"lease\":\"" + lease + "\"}";
+  const std::string forged =
+      check.substr(0, check.size() - 1) + R"(,"lease":"9000000000000000000"})";
+  const HttpResponse refused = Do("POST", "/v1/release", forged);
+  EXPECT_EQ(refused.status, 409) << "a made-up lease frees nothing";
+  EXPECT_THAT(refused.body, HasSubstr("the lease is unknown, already released or expired"));
   EXPECT_EQ(Do("POST", "/v1/release", release).status, 200);
+  EXPECT_EQ(Do("POST", "/v1/release", release).status, 409) << "replayed";
   EXPECT_EQ(Do("POST", "/v1/check", check).status, 200);
 
   const std::string envoy =

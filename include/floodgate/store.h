@@ -20,9 +20,12 @@ struct StoreOp {
   LimitSpec spec;
   uint64_t hits = 1;
   Kind kind = Kind::kCheck;
-  // kRelease only: the lease token, the `now_ns` of the Apply whose kCheck acquired the slots
-  // being released (see core::Release).
-  int64_t acquired_at_ns = 0;
+  // Concurrency only: the lease token. On a kCheck that acquires slots (hits > 0), the store
+  // records them under it (0: no lease, the slots can only age out); a kRelease frees the slots
+  // recorded under it on this key, once, and frees nothing for a token that is unknown,
+  // already released or expired, which its decision reports as allowed == false.
+  // See core::LeaseBook.
+  uint64_t lease = 0;
   // A shadow-mode op is evaluated and consumed when it passes, but its refusal does not abort
   // the transaction.
   bool shadow = false;

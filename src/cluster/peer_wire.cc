@@ -32,7 +32,7 @@ void ToProto(const StoreOp& op, pb::Op* out) {
   ToProto(op.spec, out->mutable_limit());
   out->set_hits(op.hits);
   out->set_release(op.kind == StoreOp::Kind::kRelease);
-  out->set_acquired_at_ns(op.acquired_at_ns);
+  out->set_lease(op.lease);
   out->set_shadow(op.shadow);
 }
 
@@ -42,7 +42,7 @@ absl::StatusOr<StoreOp> FromProto(const pb::Op& op) {
   FG_ASSIGN_OR_RETURN(out.spec, FromProto(op.limit()));
   out.hits = op.hits();
   out.kind = op.release() ? StoreOp::Kind::kRelease : StoreOp::Kind::kCheck;
-  out.acquired_at_ns = op.acquired_at_ns();
+  out.lease = op.lease();
   out.shadow = op.shadow();
   return out;
 }

@@ -48,8 +48,9 @@ struct Outcome {
 Outcome Decide(const LimitSpec& spec, const KeyState& state, int64_t now_ns, uint64_t hits);
 
 // Concurrency only: returns the state after releasing `count` slots acquired at
-// `acquired_at_ns` (the lease token: the `now_ns` of the Decide that admitted them). Takes them
-// from the lease epoch of acquired_at_ns (epochs of spec.period_ns aligned to the Unix epoch):
+// `acquired_at_ns` (any instant of the lease epoch they were counted in; callers release a
+// lease of the key's LeaseBook through ReleaseLease, src/core/leases.h, which passes it). Takes
+// them from the lease epoch of acquired_at_ns (epochs of spec.period_ns aligned to the Unix epoch):
 // the current one (or later: clamped to it), the previous one, or, if older, nothing, since
 // slots are dropped once their epoch is two epochs old (between period_ns and 2 * period_ns after
 // the acquire, whatever the traffic). Never below zero; never extends a lease; returns KeyState{}

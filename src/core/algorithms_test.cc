@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "floodgate/decision.h"
 #include "floodgate/limit.h"
+#include "src/core/leases.h"
 
 namespace floodgate::core {
 
@@ -877,6 +878,109 @@ TEST(ConcurrencyTest, ReleaseWithATokenOlderThanThePreviousEpochChangesNothing) 
   // The boundary: lease epoch 1 starts at T0 + L.
   key.Free(kT0 + 2 * lease + 2 * kSec, kT0 + lease, 1);
   EXPECT_EQ(key.state(), (KeyState{.expiry_ns = kT0 + 4 * lease, .data = uint64_t{1} << 32 | 1}));
+}
+
+// A concurrency key as the store keeps it with leases: the state and its LeaseBook.
+class LeasedKey {
+ public:
+  explicit LeasedKey(LimitSpec spec) : spec_(spec) {}
+  // Acquires `hits` slots under `token`; returns whether admitted.
+  bool Acquire(int64_t now_ns, uint64_t token, uint64_t hits = 1) {
+    const Outcome out = Decide(spec_, state_, now_ns, hits);
+    if (out.decision.allowed) {
+      state_ = out.next;
+      book_.Add(token, hits, out.next.expiry_ns, now_ns);
+    }
+    return out.decision.allowed;
+  }
+  // Releases lease `token`; returns whether it freed anything.
+  bool Free(int64_t now_ns, uint64_t token) {
+    const Lease* lease = book_.Find(token, now_ns);
+    if (lease == nullptr) {
+      return false;
+    }
+    state_ = ReleaseLease(spec_, state_, now_ns, *lease);
+    book_.Remove(token);
+    return true;
+  }
+  uint64_t InFlight(int64_t now_ns) const {
+    return spec_.requests_per_period - Decide(spec_, state_, now_ns, 0).decision.remaining;
+  }
+  const LeaseBook& book() const { return book_; }
+
+ private:
+  LimitSpec spec_;
+  KeyState state_;
+  LeaseBook book_;
+};
+
+// Issue 11: with the acquire time as the token, anyone could free a held slot with a made-up
+// token, and a replayed release freed another holder's slot. A lease frees its own slots, once.
+TEST(LeaseTest, ALeaseFreesExactlyItsOwnSlotsOnce) {
+  const int64_t period = 10 * kSec;
+  LeasedKey key(Spec(Algorithm::kConcurrency, 5, period));
+  ASSERT_TRUE(key.Acquire(kT0 + kSec, /*token=*/0xA, 2));
+  ASSERT_TRUE(key.Acquire(kT0 + kSec, /*token=*/0xB, 1));
+  EXPECT_EQ(key.InFlight(kT0 + kSec), 3u);
+  // Forged: unknown tokens, including the acquire's time (the old token) and 0.
+  for (uint64_t forged : {uint64_t{0xC}, static_cast<uint64_t>(kT0 + kSec), uint64_t{0}}) {
+    EXPECT_FALSE(key.Free(kT0 + 2 * kSec, forged));
+  }
+  EXPECT_EQ(key.InFlight(kT0 + 2 * kSec), 3u);
+  EXPECT_TRUE(key.Free(kT0 + 2 * kSec, 0xA));
+  EXPECT_EQ(key.InFlight(kT0 + 2 * kSec), 1u) << "exactly lease A's two slots";
+  EXPECT_FALSE(key.Free(kT0 + 3 * kSec, 0xA)) << "replayed";
+  EXPECT_EQ(key.InFlight(kT0 + 3 * kSec), 1u) << "lease B keeps its slot";
+  // In the next epoch lease B's slot is prev; its release still finds it.
+  ASSERT_TRUE(key.Acquire(kT0 + period + kSec, /*token=*/0xD));
+  EXPECT_TRUE(key.Free(kT0 + period + 2 * kSec, 0xB));
+  EXPECT_EQ(key.InFlight(kT0 + period + 2 * kSec), 1u) << "lease D's slot is untouched";
+  EXPECT_EQ(key.book().size(), 1u);
+}
+
+TEST(LeaseTest, AnExpiredLeaseFreesNothing) {
+  const int64_t period = 10 * kSec;
+  LeasedKey key(Spec(Algorithm::kConcurrency, 2, period));
+  ASSERT_TRUE(key.Acquire(kT0 + kSec, /*token=*/1, 2));  // aged out at kT0 + 2 * period
+  EXPECT_TRUE(key.book().Find(1, kT0 + 2 * period - 1) != nullptr);
+  ASSERT_TRUE(key.Acquire(kT0 + 2 * period, /*token=*/2, 2));
+  EXPECT_FALSE(key.Free(kT0 + 2 * period + 1, 1)) << "expired";
+  EXPECT_EQ(key.InFlight(kT0 + 2 * period + 1), 2u) << "the new holder keeps both slots";
+  EXPECT_EQ(key.book().size(), 1u) << "the expired lease was pruned by the acquire";
+}
+
+TEST(LeaseTest, ASlotCountedInALaterEpochIsReleasedThere) {
+  // The clock steps back into the previous epoch: Decide counts the slot in the recorded epoch
+  // (I3). With the acquire time as the token, its release named the earlier epoch and missed;
+  // the lease names the epoch the slot was counted in.
+  const int64_t period = 10 * kSec;
+  LeasedKey key(Spec(Algorithm::kConcurrency, 3, period));
+  ASSERT_TRUE(key.Acquire(kT0 + period + kSec, /*token=*/1));
+  ASSERT_TRUE(key.Acquire(kT0 + period - kSec, /*token=*/2));  // stepped back one epoch
+  EXPECT_TRUE(key.Free(kT0 + period + 2 * kSec, 2));
+  EXPECT_EQ(key.InFlight(kT0 + period + 2 * kSec), 1u);
+}
+
+TEST(LeaseTest, TheBookHoldsNoMoreLeasesThanTheLimit) {
+  const int64_t period = kSec;
+  const uint64_t limit = 4;
+  LeasedKey key(Spec(Algorithm::kConcurrency, limit, period));
+  std::mt19937_64 rng(11);
+  uint64_t token = 1;
+  std::vector<uint64_t> held;
+  for (int64_t now = kT0; now < kT0 + 20 * period; now += kSec / 50) {
+    if (key.Acquire(now, token)) {
+      held.push_back(token);
+    }
+    ++token;
+    if (!held.empty() && rng() % 3 == 0) {
+      const size_t i = rng() % held.size();
+      key.Free(now, held[i]);  // some releases miss (aged out): that is fine
+      held.erase(held.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+    ASSERT_LE(key.book().size(), limit);
+    ASSERT_LE(key.InFlight(now), limit);
+  }
 }
 
 TEST(ConcurrencyTest, LeakedSlotsComeBackAfterAtMostTwoLeases) {

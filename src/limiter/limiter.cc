@@ -433,10 +433,21 @@ absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& respons
   // Aliases the thread's own owner of the snapshot (see CurrentSnapshot).
   response.config = std::shared_ptr<const core::Config>(local.snapshot, snap.config.get());
   checks_.fetch_add(1, std::memory_order_relaxed);
-  // One reading for the store and the response: it is the lease token of the slots acquired.
+  // One reading for the store and the response.
   response.decided_at_ns = options_.clock->NowNs();
   if (batch.ops.empty()) {
     return absl::OkStatus();
+  }
+  // Concurrency slots are acquired under a lease token that only this response carries.
+  int64_t lease = 0;
+  for (StoreOp& op : batch.ops) {
+    if (op.spec.algorithm == Algorithm::kConcurrency && op.kind == StoreOp::Kind::kCheck &&
+        op.hits > 0) {
+      if (lease == 0) {
+        lease = MintLease();
+      }
+      op.lease = static_cast<uint64_t>(lease);
+    }
   }
 
   const absl::Span<const StoreOp> ops = batch.ops;
@@ -446,6 +457,7 @@ absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& respons
   bool committed = false;
   if (!FastRefuse(batch, now, absl::MakeSpan(decisions))) {
     committed = store_->Apply(ops, now, absl::MakeSpan(decisions));
+    response.lease = committed ? lease : 0;
     AfterDecision(batch, now, cache_generation, absl::MakeSpan(decisions));
   } else {
     fast_refusals_.fetch_add(1, std::memory_order_relaxed);
@@ -580,7 +592,17 @@ void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_g
   }
 }
 
-absl::Status Limiter::Release(const CheckRequest& request, int64_t acquired_at_ns) {
+int64_t Limiter::MintLease() {
+  const uint64_t n = leases_minted_.fetch_add(1, std::memory_order_relaxed);
+  char bytes[sizeof(n)];
+  std::memcpy(bytes, &n, sizeof(n));
+  // 63 bits of SipHash output under a random key: JSON and proto int64 carry it as is.
+  const int64_t lease =
+      static_cast<int64_t>(lease_hasher_.Hash(std::string_view(bytes, sizeof(bytes))) >> 1);
+  return lease != 0 ? lease : 1;
+}
+
+absl::Status Limiter::Release(const CheckRequest& request, int64_t lease) {
   ThreadState& local = Local();
   const Snapshot& snap = CurrentSnapshot(local);
   CheckResponse response;
@@ -590,15 +612,21 @@ absl::Status Limiter::Release(const CheckRequest& request, int64_t acquired_at_n
   for (StoreOp& op : batch.ops) {
     if (op.spec.algorithm == Algorithm::kConcurrency) {
       op.kind = StoreOp::Kind::kRelease;
-      op.acquired_at_ns = acquired_at_ns;
+      op.lease = static_cast<uint64_t>(lease);
       releases.push_back(op);
     }
   }
   if (releases.empty()) {
-    return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        "nothing to release: the request matches no concurrency limit");
   }
   absl::InlinedVector<Decision, kInlineOps> decisions(releases.size());
   store_->Apply(releases, options_.clock->NowNs(), absl::MakeSpan(decisions));
+  // A release's decision is allowed when it found the lease on its key and freed its slots.
+  if (std::none_of(decisions.begin(), decisions.end(),
+                   [](const Decision& d) { return d.allowed; })) {
+    return absl::FailedPreconditionError("the lease is unknown, already released or expired");
+  }
   return absl::OkStatus();
 }
 

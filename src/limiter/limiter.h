@@ -89,12 +89,15 @@ struct CheckResponse {
   Code overall = Code::kOk;
   // One per request descriptor, in order (inline storage for one: no allocation).
   absl::InlinedVector<DescriptorStatus, 1> descriptors;
-  // The clock reading the store decided at: the lease token to pass to Release for the
-  // concurrency slots this check acquired (set on every successful Check, with or without limits).
+  // The clock reading the store decided at (set on every successful Check, with or without
+  // limits).
   int64_t decided_at_ns = 0;
   // The request's domain is not in the config: no configured limit applied (limits the caller
   // gave, LimitOverride, still did). Front ends say so, so that a typo does not pass silently.
   bool unknown_domain = false;
+  // The lease token of the concurrency slots this check acquired, to pass to Release: a random,
+  // unguessable positive value; 0 when the check acquired no slots.
+  int64_t lease = 0;
   // Keep the rules that LimitResult points to alive.
   std::shared_ptr<const core::Config> config;
   std::vector<std::unique_ptr<core::RateLimitRule>> override_rules;
@@ -129,12 +132,13 @@ class Limiter {
   // unmatched descriptor is OK with no limit.
   absl::StatusOr<CheckResponse> Check(const CheckRequest& request);
 
-  // Releases concurrency slots held by an earlier allowed Check of the same request
-  // (other algorithms are untouched). `acquired_at_ns` is that Check's
-  // CheckResponse::decided_at_ns, the lease token: slots are released from the lease epoch they
-  // were acquired in, and a token more than two lease periods old releases nothing (those slots
-  // have already been dropped as leaked; see core::Release).
-  absl::Status Release(const CheckRequest& request, int64_t acquired_at_ns);
+  // Releases the concurrency slots that an earlier allowed Check of the same request acquired
+  // (other algorithms are untouched). `lease` is that Check's CheckResponse::lease: each
+  // concurrency limit of the request frees exactly the slots that lease holds on it, once.
+  // FailedPrecondition when nothing was freed: the lease is unknown (made up, or from another
+  // request), already released, or expired (its slots aged out, at the latest two lease periods
+  // after the check), or the request matches no concurrency limit.
+  absl::Status Release(const CheckRequest& request, int64_t lease);
 
   // Swaps in a new config; unchanged rules keep their counters and store state.
   void SetConfig(std::shared_ptr<const core::Config> config);
@@ -161,6 +165,8 @@ class Limiter {
   const Snapshot& CurrentSnapshot(ThreadState& local) const;
   // Returns the current snapshot under snapshot_mu_ (for the cold paths).
   std::shared_ptr<const Snapshot> snapshot() const;
+  // Returns a new lease token: positive, never 0.
+  int64_t MintLease();
   // Check's work, filling a response built in place.
   absl::Status Decide(const CheckRequest& request, CheckResponse& response);
   absl::Status Plan(const CheckRequest& request, const Snapshot& snap, std::string& key_buffer,
@@ -179,6 +185,10 @@ class Limiter {
   Store* const store_;
   const KeyHasher hasher_;
   const LimiterOptions options_;
+  // Lease tokens: a keyed hash (secret random key) of a counter, so unique in the process and
+  // unguessable outside it (see MintLease).
+  const KeyHasher lease_hasher_ = KeyHasher::Random();
+  std::atomic<uint64_t> leases_minted_{0};
 
   mutable absl::Mutex snapshot_mu_;
   std::shared_ptr<const Snapshot> snapshot_ ABSL_GUARDED_BY(snapshot_mu_);

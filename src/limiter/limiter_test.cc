@@ -228,16 +228,58 @@ TEST_F(LimiterTest, ConcurrencySlotsAreReleased) {
   CheckRequest request = Req({{{"conc", "job"}}});
   const CheckResponse first = Check(request);
   EXPECT_EQ(first.overall, Code::kOk);
-  EXPECT_EQ(first.decided_at_ns, clock_.NowNs()) << "the lease token is the store's now";
+  EXPECT_GT(first.lease, 0);
+  EXPECT_NE(first.lease, first.decided_at_ns) << "the token is not the check's time";
   clock_.Advance(kSecond);
   EXPECT_EQ(Check(request).overall, Code::kOk);
   EXPECT_EQ(Check(request).overall, Code::kOverLimit);
-  ASSERT_TRUE(limiter_->Release(request, first.decided_at_ns).ok());
+  ASSERT_TRUE(limiter_->Release(request, first.lease).ok());
   EXPECT_EQ(Check(request).overall, Code::kOk);
   EXPECT_EQ(Check(request).overall, Code::kOverLimit);
-  // A token older than the previous lease epoch releases nothing: those slots were dropped.
-  ASSERT_TRUE(limiter_->Release(request, first.decided_at_ns - 3 * kMinute).ok());
-  EXPECT_EQ(Check(request).overall, Code::kOverLimit);
+  // Checks that acquired nothing carry no lease.
+  EXPECT_EQ(Check(request).lease, 0) << "refused";
+  EXPECT_EQ(Check(Req({{{"user", "nobody"}}})).lease, 0) << "no concurrency limit";
+}
+
+// Issue 11: a made-up token freed a held slot, and a replayed release freed another caller's.
+TEST_F(LimiterTest, ForgedReplayedAndExpiredLeasesFreeNothing) {
+  CheckRequest request = Req({{{"conc", "job"}}});
+  const CheckResponse a = Check(request);
+  const CheckResponse b = Check(request);
+  ASSERT_EQ(a.overall, Code::kOk);
+  ASSERT_EQ(b.overall, Code::kOk);
+  EXPECT_NE(a.lease, b.lease);
+  ASSERT_EQ(Check(request).overall, Code::kOverLimit);
+  // Forged: a made-up token, and the old kind of token (the check's time).
+  for (int64_t forged : {int64_t{9000000000000000000}, a.decided_at_ns, a.lease ^ 1}) {
+    const absl::Status released = limiter_->Release(request, forged);
+    EXPECT_EQ(released.code(), absl::StatusCode::kFailedPrecondition) << forged;
+    EXPECT_EQ(released.message(), "the lease is unknown, already released or expired");
+  }
+  EXPECT_EQ(Check(request).overall, Code::kOverLimit) << "both slots still held";
+  // Another descriptor's lease does not free this one's slots.
+  const CheckResponse other = Check(Req({{{"conc", "other"}}}));
+  ASSERT_EQ(other.overall, Code::kOk);
+  EXPECT_EQ(limiter_->Release(request, other.lease).code(), absl::StatusCode::kFailedPrecondition);
+  // Real: frees exactly its slot, once.
+  ASSERT_TRUE(limiter_->Release(request, a.lease).ok());
+  EXPECT_EQ(limiter_->Release(request, a.lease).code(), absl::StatusCode::kFailedPrecondition)
+      << "replayed";
+  const CheckResponse c = Check(request);
+  EXPECT_EQ(c.overall, Code::kOk) << "a's slot was freed";
+  EXPECT_EQ(Check(request).overall, Code::kOverLimit) << "the replay did not free b's slot";
+  // Expired: b's slot ages out within two lease periods (1 minute); its release then frees
+  // nothing, and certainly not the slot of the check that took its place.
+  clock_.Advance(2 * kMinute);
+  const CheckResponse d = Check(request);
+  ASSERT_EQ(d.overall, Code::kOk);
+  EXPECT_EQ(limiter_->Release(request, b.lease).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(Check(request).overall, Code::kOk);
+  EXPECT_EQ(Check(request).overall, Code::kOverLimit) << "d and the last check hold both slots";
+  EXPECT_TRUE(limiter_->Release(request, d.lease).ok());
+  // A request without a concurrency limit has nothing to release.
+  EXPECT_EQ(limiter_->Release(Req({{{"user", "nobody"}}}), d.lease).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(LimiterTest, ReloadKeepsCountersOfUnchangedLimits) {

@@ -127,7 +127,7 @@ TEST_F(OverloadTest, ConcurrencyRefusalsAreNotCached) {
   ASSERT_EQ(first->overall, Code::kOk);
   ASSERT_EQ(Check(Req("conc", "job")).overall, Code::kOverLimit);
   // A release frees the slot before any retry_after: the next check must see it.
-  ASSERT_TRUE(limiter_->Release(Req("conc", "job"), first->decided_at_ns).ok());
+  ASSERT_TRUE(limiter_->Release(Req("conc", "job"), first->lease).ok());
   EXPECT_EQ(Check(Req("conc", "job")).overall, Code::kOk);
 }
 

@@ -90,8 +90,8 @@ class Pipeline final : public RateLimitService {
     if (absl::Status valid = ValidateRequest(request, limits_, call.names); !valid.ok()) {
       return counter.Failed(std::move(valid));
     }
-    // Without the token the store cannot tell which lease epoch the slots belong to, and an
-    // anonymous release would either over-admit or never age leaks out (docs/algorithms.md).
+    // The token names the slots to free: without one, nothing can be released (a made-up,
+    // replayed or expired one is refused by the limiter: FailedPrecondition, HTTP 409).
     if (lease == 0) {
       return counter.Failed(absl::InvalidArgumentError(
           "a release needs \"lease\": the \"lease\" value of the /v1/check response that "

@@ -62,8 +62,9 @@ class RateLimitService {
                                                        limiter::CheckRequest& request) = 0;
 
   // Releases the concurrency slots that the check answered with `lease` acquired: validates,
-  // releases, counts. InvalidArgument without a lease; Unavailable when the call is shed (a
-  // release must reach the slots' owner, which a shed call may not wait for).
+  // releases, counts. InvalidArgument without a lease; FailedPrecondition when it freed nothing
+  // (the lease is unknown, already released or expired; see Limiter::Release); Unavailable when
+  // the call is shed (a release must reach the slots' owner, which a shed call may not wait for).
   virtual absl::Status Release(const CallContext& call, const limiter::CheckRequest& request,
                                int64_t lease) = 0;
 

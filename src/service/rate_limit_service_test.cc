@@ -146,18 +146,39 @@ TEST_F(RateLimitServiceTest, ReleaseNeedsALeaseAndIsNotShed) {
   EXPECT_EQ(service_->Release(CallContext{Frontend::kHttp}, request, 0).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(
-      service_->Release(CallContext{Frontend::kHttp, /*shed=*/true}, request, held->decided_at_ns)
-          .code(),
+      service_->Release(CallContext{Frontend::kHttp, /*shed=*/true}, request, held->lease).code(),
       absl::StatusCode::kUnavailable);
   // Neither freed the slot.
   EXPECT_EQ(service_->Check(CallContext{Frontend::kHttp}, request)->overall,
             limiter::Code::kOverLimit);
-  ASSERT_TRUE(service_->Release(CallContext{Frontend::kHttp}, request, held->decided_at_ns).ok());
+  ASSERT_TRUE(service_->Release(CallContext{Frontend::kHttp}, request, held->lease).ok());
   EXPECT_EQ(service_->Check(CallContext{Frontend::kHttp}, request)->overall, limiter::Code::kOk);
 
   EXPECT_EQ(metrics_.http.shed.load(), 1u);
   EXPECT_EQ(metrics_.http.bad_requests.load(), 1u);
   EXPECT_EQ(metrics_.http.errors.load(), 1u);  // the shed release: ours, not the caller's
+}
+
+// Issue 11: a made-up or replayed lease answered OK (and freed a held slot); now it frees
+// nothing and says so, as the caller's error.
+TEST_F(RateLimitServiceTest, ForgedAndReplayedLeasesAreRefused) {
+  limiter::CheckRequest request = MakeRequest("api", {{{"slot", "s"}}});
+  auto held = service_->Check(CallContext{Frontend::kHttp}, request);
+  ASSERT_TRUE(held.ok());
+  ASSERT_EQ(held->overall, limiter::Code::kOk);
+  const absl::Status forged =
+      service_->Release(CallContext{Frontend::kHttp}, request, 9000000000000000000);
+  EXPECT_EQ(forged.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(forged.message(), "the lease is unknown, already released or expired");
+  EXPECT_EQ(service_->Check(CallContext{Frontend::kHttp}, request)->overall,
+            limiter::Code::kOverLimit)
+      << "the forged release freed nothing";
+  ASSERT_TRUE(service_->Release(CallContext{Frontend::kHttp}, request, held->lease).ok());
+  EXPECT_EQ(service_->Release(CallContext{Frontend::kHttp}, request, held->lease).code(),
+            absl::StatusCode::kFailedPrecondition)
+      << "replayed";
+  EXPECT_EQ(metrics_.http.bad_requests.load(), 2u);
+  EXPECT_EQ(metrics_.http.errors.load(), 0u);
 }
 
 }  // namespace

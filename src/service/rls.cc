@@ -166,7 +166,7 @@ void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckRespon
     }
   }
   out->set_retry_after_seconds(static_cast<double>(RetryAfterSeconds(response)));
-  out->set_lease(response.decided_at_ns);
+  out->set_lease(response.lease);
   out->set_unknown_domain(response.unknown_domain);
 }
 

@@ -30,7 +30,7 @@ void ToEnvoy(const limiter::CheckResponse& response,
 // Converts a native request. Its `lease` (a release's token) is not part of limiter::CheckRequest:
 // callers pass request.lease() to Limiter::Release themselves.
 limiter::CheckRequest FromNative(const floodgate::v1::CheckRequest& request);
-// Fills a native response; its `lease` is response.decided_at_ns.
+// Fills a native response; its `lease` is response.lease.
 void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckResponse* out);
 
 // Returns the response headers for a decision, as the IETF httpapi RateLimit headers draft

@@ -57,13 +57,16 @@ struct alignas(64) Shard {
 };
 
 // Evaluates one op against `state`, returning the decision and the tentative next state.
-// kRelease ops always pass; their decision reads the state after the release.
-core::Outcome Evaluate(const StoreOp& op, const core::KeyState& state, int64_t now_ns) {
+// A kRelease frees the slots of `lease`, the live lease its token names on this key (nullptr:
+// unknown, already released or expired, so nothing is freed and the decision is not allowed);
+// its decision reads the state after the release. kRelease ops never block a transaction.
+core::Outcome Evaluate(const StoreOp& op, const core::KeyState& state, int64_t now_ns,
+                       const core::Lease* lease) {
   if (op.kind == StoreOp::Kind::kRelease) {
     core::Outcome out;
-    out.next = core::Release(op.spec, state, now_ns, op.hits, op.acquired_at_ns);
+    out.next = lease != nullptr ? core::ReleaseLease(op.spec, state, now_ns, *lease) : state;
     out.decision = core::Decide(op.spec, out.next, now_ns, 0).decision;
-    out.decision.allowed = true;
+    out.decision.allowed = lease != nullptr;
     out.decision.retry_after_ns = 0;
     return out;
   }
@@ -72,6 +75,18 @@ core::Outcome Evaluate(const StoreOp& op, const core::KeyState& state, int64_t n
     out.next = state;  // a read never writes (see the invariants above)
   }
   return out;
+}
+
+// Returns whether `op`, decided `d` and committed, acquired concurrency slots under a lease.
+bool AcquiresLease(const StoreOp& op, const Decision& d) {
+  return op.kind == StoreOp::Kind::kCheck && op.lease != 0 && op.hits > 0 && d.allowed &&
+         op.spec.algorithm == Algorithm::kConcurrency;
+}
+
+// Returns the live lease a kRelease op names on `key` (nullptr for other ops).
+const core::Lease* LeaseOf(const StateTable& table, uint64_t key, const StoreOp& op,
+                           int64_t now_ns) {
+  return op.kind == StoreOp::Kind::kRelease ? table.FindLease(key, op.lease, now_ns) : nullptr;
 }
 
 // Returns whether a refusal of `op` aborts the transaction.
@@ -240,12 +255,13 @@ class ShardedStore final : public LocalStore {
     const LiveLookup found = FindLive(table, key, now_ns);
     const StateTable::Probe& probe = found.probe;
     const core::KeyState& state = found.state;
-    const core::Outcome out = Evaluate(op, state, now_ns);
+    const core::Outcome out = Evaluate(op, state, now_ns, LeaseOf(table, key, op, now_ns));
     decision = out.decision;
     const bool commit = !Blocks(op, out.decision);
     if (commit) {
       // A found-but-dead entry is erased here when the result is dead too.
       table.Commit(key, probe, out.next, now_ns, {});
+      CommitLease(table, key, op, out, now_ns);
       if (table.capped() && op.hits > 0) {
         if (state == core::KeyState{}) {
           table.Remark(key);  // the first hit of a key that was established before
@@ -299,16 +315,25 @@ class ShardedStore final : public LocalStore {
       ShardFor(refs[i].key).table.Prefetch(refs[i].key);
     }
 
-    // Evaluate, one key group at a time.
+    // Evaluate, one key group at a time. A lease is released by at most one op of a group
+    // (the same token twice on one key frees it once).
     bool commit = true;
     for (size_t g = 0; g < n;) {
       const uint64_t key = refs[g].key;
-      const core::KeyState stored = FindLive(ShardFor(key).table, key, now_ns).state;
+      const StateTable& table = ShardFor(key).table;
+      const core::KeyState stored = FindLive(table, key, now_ns).state;
       core::KeyState state = stored;
       size_t end = g;
       for (; end < n && refs[end].key == key; ++end) {
         const uint32_t i = refs[end].index;
-        const core::Outcome out = Evaluate(ops[i], state, now_ns);
+        const core::Lease* lease = LeaseOf(table, key, ops[i], now_ns);
+        for (size_t j = g; j < end && lease != nullptr; ++j) {
+          const StoreOp& earlier = ops[refs[j].index];
+          if (earlier.kind == StoreOp::Kind::kRelease && earlier.lease == ops[i].lease) {
+            lease = nullptr;  // already taken by an earlier op of this transaction
+          }
+        }
+        const core::Outcome out = Evaluate(ops[i], state, now_ns, lease);
         decisions[i] = out.decision;
         base[i] = stored;
         next[i] = out.next;
@@ -337,6 +362,12 @@ class ShardedStore final : public LocalStore {
             table.Protect(refs[g].key);  // hit again while live: established (see ApplyOne)
           }
         }
+      }
+      // Then the lease books, now that every key holds its final state.
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t key = store::MixKey(ops[i].key_hash);
+        CommitLease(ShardFor(key).table, key, ops[i],
+                    core::Outcome{.decision = decisions[i], .next = next[i]}, now_ns);
       }
     } else {
       for (size_t i = 0; i < n; ++i) {
@@ -376,6 +407,20 @@ class ShardedStore final : public LocalStore {
       (*it)->mu.Unlock();
     }
     return commit;
+  }
+
+  // After `op` committed with outcome `out` on `key`: forgets the lease a release freed, records
+  // the lease an acquire took. Only for a key the table holds: a state the memory cap kept out
+  // has no slots to name (its acquire then gets no lease; the slots age out).
+  static void CommitLease(StateTable& table, uint64_t key, const StoreOp& op,
+                          const core::Outcome& out, int64_t now_ns) {
+    if (op.kind == StoreOp::Kind::kRelease) {
+      if (out.decision.allowed) {
+        table.RemoveLease(key, op.lease);
+      }
+    } else if (AcquiresLease(op, out.decision) && table.Find(key).found) {
+      table.AddLease(key, op.lease, op.hits, out.next.expiry_ns, now_ns);
+    }
   }
 
   const int shard_bits_;

@@ -153,6 +153,9 @@ void StateTable::SweepAll(int64_t now_ns) {
         continue;
       }
       if (IsDead(slot.state, now_ns)) {
+        if (!leases_.empty()) {
+          leases_.erase(slot.key);
+        }
         slot = Entry{};
         --size_;
         ++counters_.reclaimed;
@@ -175,12 +178,44 @@ void StateTable::SweepAll(int64_t now_ns) {
     min_expiry_ = min_expiry;
     cursor_ = 0;
   }
+  // Live keys' books may still list leases that have aged out (released never, or by a key that
+  // has not been touched since): drop them, and the books left empty.
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    it->second.Prune(now_ns);
+    if (it->second.empty()) {
+      leases_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  if (leases_.empty() && leases_.capacity() != 0) {
+    leases_ = {};  // frees the table: no key holds leases
+  }
   MaybeShrink(now_ns);
+}
+
+size_t StateTable::leases() const {
+  size_t n = 0;
+  for (const auto& [key, book] : leases_) {
+    n += book.size();
+  }
+  return n;
+}
+
+size_t StateTable::bytes() const {
+  size_t lease_bytes = leases_.capacity() * (sizeof(uint64_t) + sizeof(core::LeaseBook) + 1);
+  for (const auto& [key, book] : leases_) {
+    lease_bytes += book.heap_bytes();
+  }
+  return capacity_ * sizeof(Entry) +
+         (protected_.capacity() + lapsed_new_.capacity() + lapsed_old_.capacity()) * 9 +
+         lease_bytes;
 }
 
 void StateTable::MaybeShrink(int64_t now_ns) {
   if (size_ == 0) {
     SetCapacity(nullptr, 0);
+    leases_ = {};
     min_expiry_ = std::numeric_limits<int64_t>::max();
     return;
   }
@@ -196,6 +231,7 @@ void StateTable::MaybeShrink(int64_t now_ns) {
 bool StateTable::Rehash(size_t new_capacity, int64_t now_ns) {
   if (new_capacity == 0) {
     SetCapacity(nullptr, 0);
+    leases_ = {};
     size_ = 0;
     return true;
   }

@@ -15,14 +15,21 @@
 //   are dropped when touched, by the incremental sweep, by full sweeps and by rehashing.
 // - min_expiry_ is a lower bound on the expiry_ns of every stored state (exact after a full
 //   sweep or rehash, lowered by every write), so a sweep at now < min_expiry_ can be skipped.
+// - leases_ holds a LeaseBook only for stored keys (concurrency keys whose slots were acquired
+//   with a lease token): every erase of an entry (EraseAt, sweeps, rehashing, eviction) drops
+//   its book, so a book never outlives the state counting its slots. A book's leases are live
+//   no longer than the state (a lease's expiry is at most its key's), so dropping a dead key's
+//   book loses nothing; SweepAll also prunes dead leases from live keys' books.
 
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/types/span.h"
 #include "src/core/algorithms.h"
+#include "src/core/leases.h"
 
 namespace floodgate::store {
 
@@ -207,13 +214,34 @@ class StateTable {
     }
   }
 
+  // Returns the live lease `token` of `key` (nullptr when unknown, released or expired).
+  // Valid until the table next changes.
+  const core::Lease* FindLease(uint64_t key, uint64_t token, int64_t now_ns) const {
+    if (leases_.empty()) {
+      return nullptr;
+    }
+    const auto it = leases_.find(key);
+    return it == leases_.end() ? nullptr : it->second.Find(token, now_ns);
+  }
+  // Records a lease on `key`, which must be stored (see core::LeaseBook::Add).
+  void AddLease(uint64_t key, uint64_t token, uint64_t count, int64_t expiry_ns, int64_t now_ns) {
+    leases_[key].Add(token, count, expiry_ns, now_ns);
+  }
+  // Forgets lease `token` of `key` (released).
+  void RemoveLease(uint64_t key, uint64_t token) {
+    const auto it = leases_.find(key);
+    if (it != leases_.end() && it->second.Remove(token) && it->second.empty()) {
+      leases_.erase(it);
+    }
+  }
+  // Returns the number of leases held (live or not yet pruned).
+  size_t leases() const;
+
   size_t size() const { return size_; }
   size_t capacity() const { return capacity_; }
-  // The slots, plus the eviction marks' sets (a slot of 8 bytes and a control byte each).
-  size_t bytes() const {
-    return capacity_ * sizeof(Entry) +
-           (protected_.capacity() + lapsed_new_.capacity() + lapsed_old_.capacity()) * 9;
-  }
+  // The slots, the eviction marks' sets (a slot of 8 bytes and a control byte each) and the
+  // lease books (a slot of 8 + 32 bytes and a control byte per key, plus spilled leases).
+  size_t bytes() const;
   const TableCounters& counters() const { return counters_; }
 
  private:
@@ -255,8 +283,12 @@ class StateTable {
   int index_shift_ = 0;
   size_t max_capacity_ = 0;  // 0 = unbounded
   TableCounters counters_;
-  // Forgets the mark of an erased entry, keeping it in lapsed_new_ for Remark.
+  // Forgets the mark and the leases of an erased entry, keeping the mark in lapsed_new_ for
+  // Remark.
   void Lapse(uint64_t key) {
+    if (!leases_.empty()) {
+      leases_.erase(key);
+    }
     if (protected_.empty() || protected_.erase(key) == 0) {
       return;
     }
@@ -272,6 +304,8 @@ class StateTable {
   // Keys whose marked entry was erased, newer and older generation (see Remark).
   absl::flat_hash_set<uint64_t> lapsed_new_;
   absl::flat_hash_set<uint64_t> lapsed_old_;
+  // The lease books of stored concurrency keys (see the invariants above).
+  absl::flat_hash_map<uint64_t, core::LeaseBook> leases_;
 };
 
 // Returns the number of slots a table needs for `entries` keys at `load_percent`.

@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "floodgate/limit.h"
 #include "floodgate/store.h"
 #include "src/core/algorithms.h"
+#include "src/core/leases.h"
 #include "src/store/state_table.h"
 
 // Counts heap allocations (plain operator new, which is what containers use), to check that
@@ -65,11 +67,18 @@ StoreOp Check(uint64_t key, const LimitSpec& spec, uint64_t hits = 1, bool shado
   return op;
 }
 
-// Releases `count` slots acquired at `acquired_at_ns` (the lease token).
-StoreOp ReleaseOp(uint64_t key, const LimitSpec& spec, int64_t acquired_at_ns, uint64_t count = 1) {
-  StoreOp op = Check(key, spec, count);
+// Acquires `hits` concurrency slots under lease `token`.
+StoreOp Acquire(uint64_t key, const LimitSpec& spec, uint64_t token, uint64_t hits = 1) {
+  StoreOp op = Check(key, spec, hits);
+  op.lease = token;
+  return op;
+}
+
+// Releases the slots acquired under lease `token`.
+StoreOp ReleaseOp(uint64_t key, const LimitSpec& spec, uint64_t token) {
+  StoreOp op = Check(key, spec, 1);
   op.kind = StoreOp::Kind::kRelease;
-  op.acquired_at_ns = acquired_at_ns;
+  op.lease = token;
   return op;
 }
 
@@ -166,21 +175,85 @@ INSTANTIATE_TEST_SUITE_P(AllAlgorithms, PerAlgorithmTest, testing::ValuesIn(kAll
 TEST(StoreTest, ConcurrencyAcquireAndRelease) {
   auto store = MakeStore();
   const LimitSpec spec = Spec(Algorithm::kConcurrency, 3, 30 * kSecond);
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_TRUE(ApplyOne(*store, Check(7, spec), kT0).allowed);
-  }
-  EXPECT_FALSE(ApplyOne(*store, Check(7, spec), kT0).allowed);
-  const Decision released = ApplyOne(*store, ReleaseOp(7, spec, kT0), kT0 + 1);
+  EXPECT_TRUE(ApplyOne(*store, Acquire(7, spec, /*token=*/11), kT0).allowed);
+  EXPECT_TRUE(ApplyOne(*store, Acquire(7, spec, /*token=*/12, 2), kT0).allowed);
+  EXPECT_FALSE(ApplyOne(*store, Acquire(7, spec, /*token=*/13), kT0).allowed);
+  const Decision released = ApplyOne(*store, ReleaseOp(7, spec, 11), kT0 + 1);
   EXPECT_TRUE(released.allowed);
   EXPECT_EQ(released.remaining, 1u);
-  EXPECT_TRUE(ApplyOne(*store, Check(7, spec), kT0 + 2).allowed);
-  // Releasing everything makes the state fresh: the entry is dropped at once.
-  ApplyOne(*store, ReleaseOp(7, spec, kT0 + 2, 1), kT0 + 3);
+  EXPECT_TRUE(ApplyOne(*store, Acquire(7, spec, /*token=*/14), kT0 + 2).allowed);
+  // Releasing everything makes the state fresh: the entry and its leases are dropped at once.
+  EXPECT_TRUE(ApplyOne(*store, ReleaseOp(7, spec, 14), kT0 + 3).allowed);
   EXPECT_EQ(store->GetStats().keys, 1u);
-  ApplyOne(*store, ReleaseOp(7, spec, kT0, 2), kT0 + 3);
+  const Decision last = ApplyOne(*store, ReleaseOp(7, spec, 12), kT0 + 3);
+  EXPECT_TRUE(last.allowed);
+  EXPECT_EQ(last.remaining, 3u) << "lease 12 held two slots: both freed";
   const StoreStats stats = store->GetStats();
   EXPECT_EQ(stats.keys, 0u);
   EXPECT_EQ(stats.reclaimed, 1u);
+}
+
+// Issue 11: a release used to free a slot of whoever held one, for any token, as often as it
+// was sent. Now only a live lease of the key frees anything, and only its own slots, once.
+TEST(StoreTest, ReleaseFreesOnlyItsOwnLeaseOnce) {
+  auto store = MakeStore();
+  const int64_t period = 30 * kSecond;
+  const LimitSpec spec = Spec(Algorithm::kConcurrency, 3, period);
+  ASSERT_TRUE(ApplyOne(*store, Acquire(7, spec, /*token=*/21, 2), kT0).allowed);
+  ASSERT_TRUE(ApplyOne(*store, Acquire(7, spec, /*token=*/22), kT0).allowed);
+  // Forged: a token nobody was given, and the old kind of token (the acquire's time).
+  for (uint64_t forged : {uint64_t{23}, static_cast<uint64_t>(kT0), uint64_t{0}}) {
+    const Decision d = ApplyOne(*store, ReleaseOp(7, spec, forged), kT0 + 1);
+    EXPECT_FALSE(d.allowed) << forged;
+    EXPECT_EQ(d.remaining, 0u) << "nothing freed by " << forged;
+  }
+  // Another key's token does not work here either.
+  ASSERT_TRUE(ApplyOne(*store, Acquire(8, spec, /*token=*/31), kT0).allowed);
+  EXPECT_FALSE(ApplyOne(*store, ReleaseOp(7, spec, 31), kT0 + 1).allowed);
+  // The real lease frees exactly its two slots; replayed, it frees nothing.
+  Decision d = ApplyOne(*store, ReleaseOp(7, spec, 21), kT0 + 2);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 2u);
+  d = ApplyOne(*store, ReleaseOp(7, spec, 21), kT0 + 3);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.remaining, 2u) << "lease 22 still holds its slot";
+  // Two releases of one lease in one transaction free it once.
+  ASSERT_TRUE(ApplyOne(*store, Acquire(7, spec, /*token=*/24), kT0 + 4).allowed);
+  const StoreOp twice[] = {ReleaseOp(7, spec, 24), ReleaseOp(7, spec, 24)};
+  Decision ds[2];
+  EXPECT_TRUE(store->Apply(twice, kT0 + 5, ds));
+  EXPECT_TRUE(ds[0].allowed);
+  EXPECT_FALSE(ds[1].allowed);
+  EXPECT_EQ(ds[1].remaining, 2u);
+  // Expired: lease 22's slot aged out at the end of the next epoch (kT0 is an epoch start);
+  // a new holder's slot is not paid for by the late release.
+  ASSERT_TRUE(ApplyOne(*store, Acquire(7, spec, /*token=*/25), kT0 + 2 * period).allowed);
+  d = ApplyOne(*store, ReleaseOp(7, spec, 22), kT0 + 2 * period + 1);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.remaining, 2u);
+  EXPECT_TRUE(ApplyOne(*store, ReleaseOp(7, spec, 25), kT0 + 2 * period + 2).allowed);
+}
+
+TEST(StoreTest, LeaseBooksStayWithinTheLimitAndGoWithTheirKeys) {
+  auto store = MakeStore();
+  const int64_t period = 10 * kSecond;
+  const LimitSpec spec = Spec(Algorithm::kConcurrency, 4, period);
+  const uint64_t empty_bytes = store->GetStats().bytes;
+  // Churn: many acquires and releases, and leaks, on one key.
+  uint64_t token = 1;
+  for (int i = 0; i < 1000; ++i) {
+    const int64_t now = kT0 + i * (kSecond / 10);
+    const Decision d = ApplyOne(*store, Acquire(7, spec, token), now);
+    if (d.allowed && i % 7 != 0) {
+      EXPECT_TRUE(ApplyOne(*store, ReleaseOp(7, spec, token), now + 1).allowed);
+    }
+    ++token;
+  }
+  EXPECT_GT(store->GetStats().bytes, empty_bytes) << "leaked leases are held";
+  // Once every slot has aged out the key and its book are gone.
+  store->ReclaimExpired(kT0 + 1000 * (kSecond / 10) + 2 * period);
+  EXPECT_EQ(store->GetStats().keys, 0u);
+  EXPECT_EQ(store->GetStats().bytes, empty_bytes);
 }
 
 TEST(StoreTest, ReadsDoNotStoreAnything) {
@@ -679,8 +752,8 @@ TEST(StoreReplicationTest, CaptureOfAFreshStateIsZero) {
   const StoreOp read = Check(5, spec, 0);  // a read of a missing key
   EXPECT_TRUE(store->ApplyAndCapture({&read, 1}, kT0, {&d, 1}, {&after, 1}));
   EXPECT_EQ(StateOf(after), KeyState{});
-  ASSERT_TRUE(ApplyOne(*store, Check(5, spec, 1), kT0).allowed);
-  const StoreOp release = ReleaseOp(5, spec, kT0);  // back to nothing held
+  ASSERT_TRUE(ApplyOne(*store, Acquire(5, spec, /*token=*/9), kT0).allowed);
+  const StoreOp release = ReleaseOp(5, spec, 9);  // back to nothing held
   EXPECT_TRUE(store->ApplyAndCapture({&release, 1}, kT0 + 1, {&d, 1}, {&after, 1}));
   EXPECT_EQ(StateOf(after), KeyState{});
   EXPECT_EQ(store->GetStats().keys, 0u);
@@ -929,6 +1002,8 @@ class ModelStore {
  public:
   bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns, absl::Span<Decision> decisions) {
     std::map<uint64_t, KeyState> tentative;
+    std::set<std::pair<uint64_t, uint64_t>> taken;  // (key, token) released by this txn
+    std::vector<std::pair<uint64_t, core::Lease>> acquired;
     bool commit = true;
     for (size_t i = 0; i < ops.size(); ++i) {
       const StoreOp& op = ops[i];
@@ -936,9 +1011,22 @@ class ModelStore {
       const KeyState state = it != tentative.end() ? it->second : Stored(op.key_hash, now_ns);
       KeyState next;
       if (op.kind == StoreOp::Kind::kRelease) {
-        next = core::Release(op.spec, state, now_ns, op.hits, op.acquired_at_ns);
+        // The lease its token names, if live and not taken by an earlier op of this txn.
+        const core::Lease* lease = nullptr;
+        auto book = leases_.find(op.key_hash);
+        if (book != leases_.end()) {
+          auto found = book->second.find(op.lease);
+          if (found != book->second.end() && found->second.expiry_ns > now_ns &&
+              !taken.contains({op.key_hash, op.lease})) {
+            lease = &found->second;
+          }
+        }
+        next = lease != nullptr ? core::ReleaseLease(op.spec, state, now_ns, *lease) : state;
+        if (lease != nullptr) {
+          taken.insert({op.key_hash, op.lease});
+        }
         decisions[i] = core::Decide(op.spec, next, now_ns, 0).decision;
-        decisions[i].allowed = true;
+        decisions[i].allowed = lease != nullptr;
         decisions[i].retry_after_ns = 0;
       } else {
         const core::Outcome out = core::Decide(op.spec, state, now_ns, op.hits);
@@ -947,13 +1035,32 @@ class ModelStore {
         if (!out.decision.allowed && !op.shadow) {
           commit = false;
         }
+        if (out.decision.allowed && op.hits > 0 && op.lease != 0 &&
+            op.spec.algorithm == Algorithm::kConcurrency) {
+          acquired.push_back(
+              {op.key_hash,
+               core::Lease{.token = op.lease, .expiry_ns = out.next.expiry_ns, .count = op.hits}});
+        }
       }
       tentative[op.key_hash] = next;
     }
     if (commit) {
+      for (const auto& [key, token] : taken) {
+        leases_[key].erase(token);
+      }
+      for (const auto& [key, lease] : acquired) {
+        core::Lease& held = leases_[key][lease.token];
+        if (held.expiry_ns <= now_ns) {
+          held = core::Lease{};  // an expired lease of the same token is gone (pruned)
+        }
+        held.token = lease.token;
+        held.count += lease.count;
+        held.expiry_ns = std::max(held.expiry_ns, lease.expiry_ns);
+      }
       for (const auto& [key, state] : tentative) {
         if (store::IsDead(state, now_ns)) {
           states_.erase(key);
+          leases_.erase(key);  // nothing is held: no lease can free anything
         } else {
           states_[key] = state;
         }
@@ -1017,6 +1124,8 @@ class ModelStore {
 
  private:
   std::map<uint64_t, KeyState> states_;
+  // Per key, the leases by token (expired ones are kept: a lookup checks expiry_ns).
+  std::map<uint64_t, std::map<uint64_t, core::Lease>> leases_;
 };
 
 TEST(StoreModelTest, RandomTransactionsMatchTheModel) {
@@ -1042,8 +1151,9 @@ TEST(StoreModelTest, RandomTransactionsMatchTheModel) {
       const uint64_t key = 1 + rng() % kKeys;
       const LimitSpec& spec = specs[key % 5];
       StoreOp op = Check(key, spec, rng() % 4, rng() % 10 == 0);
+      op.lease = 1 + rng() % 8;  // a few tokens per key: replays and reuse happen
       if (spec.algorithm == Algorithm::kConcurrency && rng() % 3 == 0) {
-        op = ReleaseOp(key, spec, now - static_cast<int64_t>(rng() % 12000), 1 + rng() % 2);
+        op = ReleaseOp(key, spec, 1 + rng() % 8);
       }
       ops.push_back(op);
     }
@@ -1102,8 +1212,10 @@ TEST(StoreModelTest, CaptureMergeAndGetMatchTheModel) {
         const uint64_t key = 1 + rng() % kKeys;
         const LimitSpec& spec = specs[key % 5];
         StoreOp op = Check(key, spec, rng() % 4, rng() % 10 == 0);
+        op.lease = 1 + rng() % 8;  // a few tokens per key: replays and reuse happen
+        op.lease = 1 + rng() % 8;  // a few tokens per key: replays and reuse happen
         if (spec.algorithm == Algorithm::kConcurrency && rng() % 3 == 0) {
-          op = ReleaseOp(key, spec, now - static_cast<int64_t>(rng() % 12000), 1 + rng() % 2);
+          op = ReleaseOp(key, spec, 1 + rng() % 8);
         }
         ops.push_back(op);
       }

@@ -673,7 +673,8 @@ TEST_F(HttpServerTest, ReleaseFreesAConcurrencySlot) {
   HttpResponse acquired = Post("/v1/check", json);
   EXPECT_EQ(acquired.status, 200);
   const std::string lease = LeaseOf(acquired.body);
-  EXPECT_EQ(lease, absl::StrCat(clock_.NowNs())) << acquired.body;
+  EXPECT_NE(lease, "") << acquired.body;
+  EXPECT_NE(lease, absl::StrCat(clock_.NowNs())) << "not the check's time: " << acquired.body;
   EXPECT_EQ(Post("/v1/check", json).status, 429);
   // The lease token is required: without it the slot's epoch is unknown.
   for (const std::string& body : {json, with(R"("lease":0)"), with(R"("lease":"0")")}) {
@@ -695,6 +696,33 @@ TEST_F(HttpServerTest, ReleaseFreesAConcurrencySlot) {
       200);
   EXPECT_EQ(Post("/v1/check", json).status, 200);
   EXPECT_EQ(Post("/v1/release", "nope").status, 400);
+}
+
+// Issue 11: `POST /v1/release` with a made-up lease freed a held slot and answered 200 {}, and
+// the same real lease released twice freed another caller's slot. Both now free nothing: 409.
+TEST_F(HttpServerTest, ForgedOrReplayedLeaseIsAConflict) {
+  const std::string json =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"conc","value":"job"}]}]})";
+  const auto release = [&](const std::string& lease) {
+    return Post("/v1/release", json.substr(0, json.size() - 1) + R"(,"lease":")" + lease + R"("})");
+  };
+  HttpResponse held = Post("/v1/check", json);
+  ASSERT_EQ(held.status, 200);
+  const std::string lease = LeaseOf(held.body);
+  for (const std::string& forged :
+       {std::string("9000000000000000000"), absl::StrCat(clock_.NowNs())}) {
+    HttpResponse r = release(forged);
+    EXPECT_EQ(r.status, 409) << forged << ": " << r.body;
+    EXPECT_THAT(r.body, HasSubstr("the lease is unknown, already released or expired"));
+  }
+  EXPECT_EQ(Post("/v1/check", json).status, 429) << "the slot is still held";
+  EXPECT_EQ(release(lease).status, 200);
+  HttpResponse again = Post("/v1/check", json);
+  ASSERT_EQ(again.status, 200) << "the real lease freed the slot";
+  HttpResponse replayed = release(lease);
+  EXPECT_EQ(replayed.status, 409) << replayed.body;
+  EXPECT_EQ(Post("/v1/check", json).status, 429) << "the replay did not free the new holder's";
+  EXPECT_EQ(release(LeaseOf(again.body)).status, 200);
 }
 
 TEST_F(HttpServerTest, Metrics) {
