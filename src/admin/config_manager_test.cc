@@ -209,5 +209,26 @@ TEST_F(ConfigManagerTest, EmptySourceIsServedOnlyWhenAllowed) {
   EXPECT_EQ(UserLimit(), 5u);
 }
 
+// Issue 11, point 8: the same bounds hold for a body that arrives over the admin API (and so
+// from a peer, which applies changes through PutDomain), and stats() is not held up meanwhile.
+TEST_F(ConfigManagerTest, AdminBodyIsBoundedOnceAliasesAreExpanded) {
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
+  ASSERT_TRUE(manager.ok());
+  std::string below =
+      "[{key: " + std::string(5000, 'k') + ", rate_limit: {unit: second, requests_per_unit: 1}}]";
+  for (int level = 1; level <= 30; ++level) {
+    below = "[{key: l" + std::to_string(level) + ", value: a, descriptors: &l" +
+            std::to_string(level) + " " + below + "}, {key: l" + std::to_string(level) +
+            ", value: b, descriptors: *l" + std::to_string(level) + "}]";
+  }
+  const absl::Status status =
+      (*manager)->PutDomain("bomb", "domain: bomb\ndescriptors: " + below + "\n");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("bomb.yaml:2: the YAML here expands to"), std::string::npos)
+      << status;
+  EXPECT_EQ(limiter_->config()->FindDomain("bomb"), nullptr);
+  EXPECT_FALSE(fs::exists(dir_ / ".floodgate-state" / "bomb.yaml"));
+}
+
 }  // namespace
 }  // namespace floodgate::admin
