@@ -9,7 +9,8 @@
 // always the source overlaid with the state folder: a state file replaces the source's domain of
 // the same name, a tombstone removes it. Both are read again on start and on every reload, so
 // admin changes survive restarts and edits of the source files; removing a state file undoes the
-// admin change. docs/config.md, "Admin changes", says the same for operators.
+// admin change. docs/config.md ("The server: reloads, admin changes and the state folder") says
+// the same for operators.
 //
 // A change is read, parsed and validated completely before it is swapped into the limiter; a bad
 // change is refused with file:line, logged (rate-limited), counted, and the old config keeps

@@ -1,7 +1,8 @@
 #pragma once
 
 // The admin state folder: where admin PUT/DELETE changes live, apart from the operator's config
-// files (ConfigManager's comment and docs/config.md, "Admin changes").
+// files (ConfigManager's comment and docs/config.md, "The server: reloads, admin changes and the
+// state folder").
 //
 // The folder holds one file per changed domain, `<domain>.yaml`: either the YAML the admin API
 // accepted for it, or a tombstone (a comment line starting with kTombstonePrefix) for a deleted
