@@ -143,7 +143,9 @@ TEST_F(HttpIntegrationTest, AdminEditsNeedTheTokenAndPersist) {
   EXPECT_EQ(bad.status, 400);
   EXPECT_THAT(bad.body, HasSubstr(":2"));  // file:line in the error
   ASSERT_EQ(Do("PUT", "/v1/config/api", api, auth).status, 200);
-  EXPECT_TRUE(fs::exists(fs::path(dir_) / "api.yaml"));
+  // Admin changes go to the state folder, never into the operator's config folder.
+  EXPECT_TRUE(fs::exists(fs::path(dir_) / ".floodgate-state" / "api.yaml"));
+  EXPECT_FALSE(fs::exists(fs::path(dir_) / "api.yaml"));
   EXPECT_EQ(Do("GET", "/v1/check?domain=api&k=v").status, 200);
   EXPECT_EQ(Do("GET", "/v1/check?domain=api&k=v").status, 429);
   EXPECT_EQ(Do("DELETE", "/v1/config/api", "", auth).status, 200);

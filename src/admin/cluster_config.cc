@@ -1,10 +1,14 @@
 #include "src/admin/cluster_config.h"
 
 #include <algorithm>
-#include <cstdio>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "src/common/rate_limited_log.h"
 
 namespace floodgate::admin {
 namespace pb = ::floodgate::peer::v1;
+
 pb::DomainVersion ClusterConfigSync::VersionOf(const std::string& domain) const {
   auto it = versions_.find(domain);
   if (it != versions_.end()) {
@@ -15,8 +19,20 @@ pb::DomainVersion ClusterConfigSync::VersionOf(const std::string& domain) const 
   return v;
 }
 
-std::vector<pb::ConfigChange> ClusterConfigSync::LocalChange(const std::string& domain) {
+absl::StatusOr<std::vector<pb::ConfigChange>> ClusterConfigSync::LocalChange(
+    const std::string& domain, std::optional<std::string_view> yaml) {
   absl::MutexLock lock(&mu_);
+  // Apply never takes a version above the cap, and neither do we: clock_ + 1 cannot wrap.
+  static_assert(kMaxConfigVersion < std::numeric_limits<uint64_t>::max());
+  if (clock_ >= kMaxConfigVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("config versions are exhausted (", clock_, "); restart the whole cluster"));
+  }
+  if (absl::Status changed =
+          yaml.has_value() ? config_->PutDomain(domain, *yaml) : config_->DeleteDomain(domain);
+      !changed.ok()) {
+    return changed;
+  }
   pb::DomainVersion v;
   v.set_domain(domain);
   v.set_version(++clock_);
@@ -30,7 +46,7 @@ std::vector<pb::ConfigChange> ClusterConfigSync::LocalChange(const std::string& 
   if (found != nullptr) {
     change.set_yaml(found->source);
   }
-  return {change};
+  return std::vector<pb::ConfigChange>{change};
 }
 
 std::vector<pb::DomainVersion> ClusterConfigSync::Versions() {
@@ -72,6 +88,13 @@ int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
   for (const pb::ConfigChange& change : changes) {
     const pb::DomainVersion& theirs = change.version();
     const std::string& domain = theirs.domain();
+    const uint64_t most = std::min(kMaxConfigVersion, clock_ + kMaxVersionLead);
+    if (theirs.version() > most) {
+      common::RateLimitedLog::Default().Log(absl::StrCat(
+          "floodgate: config change for ", domain, " from ", theirs.origin(), " refused: version ",
+          theirs.version(), " is from the future (at most ", most, " here)"));
+      continue;
+    }
     clock_ = std::max(clock_, theirs.version());
     if (!cluster::IsNewerConfig(theirs, VersionOf(domain))) {
       continue;
@@ -88,10 +111,9 @@ int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
     if (!status.ok()) {
       // A change another node accepted can only fail here for local reasons (a read-only
       // directory, a single-file config): say so and keep serving the old config.
-      std::fprintf(stderr, "floodgate: config change for %s from %s (version %llu) refused: %s\n",
-                   domain.c_str(), theirs.origin().c_str(),
-                   static_cast<unsigned long long>(theirs.version()),
-                   std::string(status.message()).c_str());
+      common::RateLimitedLog::Default().Log(
+          absl::StrCat("floodgate: config change for ", domain, " from ", theirs.origin(),
+                       " (version ", theirs.version(), ") refused: ", status.message()));
       continue;
     }
     versions_[domain] = theirs;

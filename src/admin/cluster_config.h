@@ -9,14 +9,24 @@
 // was down or missed a push pulls what is newer when it is back. Domains read from files at start
 // have version 0. Deleted domains are remembered (a tombstone) so a delete also spreads.
 //
+// Versions never wrap: a change whose version is more than kMaxVersionLead ahead of this node's
+// clock (a peer's bug, or a forged message: honest clocks differ by the changes a node missed)
+// or above kMaxConfigVersion is refused and leaves the clock alone. Local versions stop at
+// kMaxConfigVersion (an admin change is then refused, never answered 200 and lost); 2^62 changes
+// would take 146,000 years at a million a second. An admin change is applied and versioned under
+// one lock, so the content pushed is the content the admin sent.
+//
 // Thread-safe.
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "floodgate/peer/v1/peer.pb.h"
 #include "src/admin/config_manager.h"
@@ -31,8 +41,14 @@ class ClusterConfigSync final : public cluster::ConfigSync {
   ClusterConfigSync(std::string self_id, ConfigManager* config, limiter::Limiter* limiter)
       : self_id_(std::move(self_id)), config_(config), limiter_(limiter) {}
 
-  // An admin change to `domain` was applied here: versions it and returns the change to push.
-  std::vector<peer::v1::ConfigChange> LocalChange(const std::string& domain);
+  // The largest version taken or accepted, and how far ahead of ours a peer's may be.
+  static constexpr uint64_t kMaxConfigVersion = uint64_t{1} << 62;
+  static constexpr uint64_t kMaxVersionLead = uint64_t{1} << 32;
+
+  // Applies an admin PUT (ConfigManager::PutDomain) or DELETE (`yaml` nullopt) here and versions
+  // it; returns the change to push to every node, or the manager's error (nothing changed).
+  absl::StatusOr<std::vector<peer::v1::ConfigChange>> LocalChange(
+      const std::string& domain, std::optional<std::string_view> yaml);
 
   std::vector<peer::v1::DomainVersion> Versions() override;
   std::vector<peer::v1::ConfigChange> Get(const std::vector<std::string>& domains) override;
@@ -47,7 +63,7 @@ class ClusterConfigSync final : public cluster::ConfigSync {
   limiter::Limiter* const limiter_;
   absl::Mutex mu_;  // serializes changes, so versions and the applied config agree
   absl::flat_hash_map<std::string, peer::v1::DomainVersion> versions_ ABSL_GUARDED_BY(mu_);
-  uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;  // at most kMaxConfigVersion
 };
 
 }  // namespace floodgate::admin

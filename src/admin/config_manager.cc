@@ -1,25 +1,36 @@
 #include "src/admin/config_manager.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <system_error>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "floodgate/status_macros.h"
 #include "src/admin/config_source.h"
+#include "src/admin/config_state.h"
+#include "src/common/rate_limited_log.h"
 
 namespace floodgate::admin {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string Fingerprint(const std::vector<ConfigFile>& files) {
+// The files a config is made of: the operator's source and our state folder.
+struct Files {
+  std::vector<ConfigFile> source;
+  std::vector<ConfigFile> state;
+};
+
+std::string Fingerprint(const Files& files) {
   std::string out;
-  for (const ConfigFile& f : files) {
-    absl::StrAppend(&out, f.path, "\n", f.text.size(), "\n", f.text, "\n");
+  for (const auto* list : {&files.source, &files.state}) {
+    for (const ConfigFile& f : *list) {
+      absl::StrAppend(&out, f.path, "\n", f.text.size(), "\n", f.text, "\n");
+    }
+    out += "\n--\n";
   }
   return out;
 }
@@ -36,12 +47,20 @@ bool IsSafeDomainName(std::string_view name) {
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view content) {
   const fs::path target(path);
+  std::error_code ec;
+  fs::create_directories(target.parent_path(), ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat(
+        target.parent_path().string(), ": the state folder cannot be created: ", ec.message(),
+        " (choose one with --state-dir)"));
+  }
   const std::string tmp =
       (target.parent_path() / absl::StrCat(".tmp-", target.filename().string())).string();
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) {
-      return absl::UnavailableError(absl::StrCat(tmp, ": cannot be written"));
+      return absl::UnavailableError(
+          absl::StrCat(tmp, ": cannot be written (choose the state folder with --state-dir)"));
     }
     out.write(content.data(), static_cast<std::streamsize>(content.size()));
     out.flush();
@@ -49,7 +68,6 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
       return absl::UnavailableError(absl::StrCat(tmp, ": write failed"));
     }
   }
-  std::error_code ec;
   fs::rename(tmp, target, ec);
   if (ec) {
     fs::remove(tmp, ec);
@@ -58,17 +76,69 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   return absl::OkStatus();
 }
 
+// Reads the source and the state folder. An empty source is refused unless allowed: an emptied
+// folder would otherwise drop every limit without a word.
+absl::StatusOr<Files> ReadFiles(const std::string& path, const std::string& state_dir,
+                                bool allow_empty) {
+  Files files;
+  FG_ASSIGN_OR_RETURN(files.source, ReadConfigSource(path));
+  if (files.source.empty() && !allow_empty) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path,
+                     ": holds no config files (*.yaml, *.yml); refusing to serve no limits "
+                     "(start with --allow-empty-config to allow it)"));
+  }
+  FG_ASSIGN_OR_RETURN(files.state, ReadStateFolder(state_dir));
+  return files;
+}
+
+// Replaces, adds (keeping the list sorted) or removes `path` in `files`.
+void SetFile(std::vector<ConfigFile>& files, const std::string& path,
+             std::optional<std::string_view> text) {
+  auto it =
+      std::find_if(files.begin(), files.end(), [&](const ConfigFile& f) { return f.path == path; });
+  if (!text.has_value()) {
+    if (it != files.end()) {
+      files.erase(it);
+    }
+    return;
+  }
+  if (it != files.end()) {
+    it->text = std::string(*text);
+    return;
+  }
+  files.push_back({path, std::string(*text)});
+  std::sort(files.begin(), files.end(),
+            [](const ConfigFile& a, const ConfigFile& b) { return a.path < b.path; });
+}
+
 }  // namespace
 
-ConfigManager::ConfigManager(std::string path, limiter::Limiter* limiter)
-    : path_(std::move(path)), limiter_(limiter) {}
+ConfigManager::ConfigManager(std::string path, ConfigManagerOptions options,
+                             limiter::Limiter* limiter)
+    : path_(std::move(path)),
+      state_dir_(options.state_dir.empty() ? DefaultStateDir(path_) : options.state_dir),
+      allow_empty_(options.allow_empty),
+      limiter_(limiter) {}
 
 ConfigManager::~ConfigManager() { Stop(); }
 
+std::string ConfigManager::DefaultStateDir(const std::string& path) {
+  std::error_code ec;
+  const fs::path source(path);
+  if (fs::is_directory(source, ec)) {
+    return (source / ".floodgate-state").string();
+  }
+  return (source.parent_path() / absl::StrCat(".floodgate-state-", source.filename().string()))
+      .string();
+}
+
 absl::StatusOr<std::unique_ptr<ConfigManager>> ConfigManager::Create(std::string path,
-                                                                     limiter::Limiter* limiter) {
-  std::unique_ptr<ConfigManager> manager(new ConfigManager(std::move(path), limiter));
-  absl::MutexLock lock(&manager->mu_);
+                                                                     limiter::Limiter* limiter,
+                                                                     ConfigManagerOptions options) {
+  std::unique_ptr<ConfigManager> manager(
+      new ConfigManager(std::move(path), std::move(options), limiter));
+  absl::MutexLock lock(&manager->change_mu_);
   absl::StatusOr<bool> loaded = manager->ReloadLocked();
   if (!loaded.ok()) {
     return loaded.status();
@@ -76,106 +146,125 @@ absl::StatusOr<std::unique_ptr<ConfigManager>> ConfigManager::Create(std::string
   return manager;
 }
 
+uint64_t ConfigManager::next_version() const {
+  absl::MutexLock lock(&mu_);
+  return version_ + 1;
+}
+
 void ConfigManager::Apply(std::shared_ptr<const core::Config> config, std::string fingerprint) {
-  version_ = config->version;
   fingerprint_ = std::move(fingerprint);
-  ++reload_success_;
-  last_error_.clear();
+  {
+    absl::MutexLock lock(&mu_);
+    version_ = config->version;
+    ++reload_success_;
+    last_error_.clear();
+  }
   limiter_->SetConfig(std::move(config));
 }
 
-absl::StatusOr<bool> ConfigManager::ReloadLocked() {
-  absl::StatusOr<std::vector<ConfigFile>> files = ReadConfigSource(path_);
-  absl::Status status = files.status();
-  if (status.ok()) {
-    std::string fingerprint = Fingerprint(*files);
-    if (fingerprint == fingerprint_ && version_ != 0) {
-      return false;
-    }
-    absl::StatusOr<std::shared_ptr<const core::Config>> config =
-        ParseConfigFiles(*files, version_ + 1);
-    if (config.ok()) {
-      Apply(*std::move(config), std::move(fingerprint));
-      return true;
-    }
-    status = config.status();
-    // Remember the bad content so an unchanged bad file is reported once, not every poll.
-    fingerprint_ = std::move(fingerprint);
+absl::Status ConfigManager::Refused(absl::Status status) {
+  uint64_t version = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    ++reload_failure_;
+    last_error_ = std::string(status.message());
+    version = version_;
   }
-  ++reload_failure_;
-  last_error_ = std::string(status.message());
-  std::fprintf(stderr, "floodgate: config change refused, still serving version %llu: %s\n",
-               static_cast<unsigned long long>(version_), last_error_.c_str());
+  common::RateLimitedLog::Default().Log(
+      version == 0 ? absl::StrCat("floodgate: config refused: ", status.message())
+                   : absl::StrCat("floodgate: config change refused, still serving version ",
+                                  version, ": ", status.message()));
   return status;
 }
 
+absl::StatusOr<bool> ConfigManager::ReloadLocked() {
+  absl::StatusOr<Files> files = ReadFiles(path_, state_dir_, allow_empty_);
+  if (!files.ok()) {
+    // A source that vanished or was emptied is counted and logged once, not on every poll.
+    std::string fingerprint = absl::StrCat("unreadable\n", files.status().message());
+    if (fingerprint == fingerprint_) {
+      return files.status();
+    }
+    fingerprint_ = std::move(fingerprint);
+    return Refused(files.status());
+  }
+  std::string fingerprint = Fingerprint(*files);
+  if (fingerprint == fingerprint_) {
+    return false;
+  }
+  absl::StatusOr<EffectiveConfig> config =
+      ParseEffectiveConfig(files->source, files->state, next_version());
+  // Remember even bad content, so an unchanged bad file is reported once, not every poll.
+  if (!config.ok()) {
+    fingerprint_ = std::move(fingerprint);
+    return Refused(config.status());
+  }
+  Apply(std::move(config->config), std::move(fingerprint));
+  return true;
+}
+
 absl::StatusOr<bool> ConfigManager::ReloadIfChanged() {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&change_mu_);
   return ReloadLocked();
 }
 
 absl::Status ConfigManager::PutDomain(const std::string& domain, std::string_view yaml) {
-  absl::MutexLock lock(&mu_);
-  std::error_code ec;
-  if (!fs::is_directory(path_, ec)) {
-    return absl::FailedPreconditionError(
-        "the config is a single file; serve a directory to change domains over the API");
-  }
   if (!IsSafeDomainName(domain)) {
     return absl::InvalidArgumentError(
-        "domain names used over the API may contain only letters, digits, '_', '-' and '.'");
+        "domain names used over the API may contain only letters, digits, '_', '-' and '.' "
+        "(at most 128, not starting with '.')");
   }
-  FG_ASSIGN_OR_RETURN(std::vector<ConfigFile> files, ReadConfigSource(path_));
-  // The domain keeps its file if it has one; a new domain gets <domain>.yaml.
-  std::string target = (fs::path(path_) / absl::StrCat(domain, ".yaml")).string();
-  const std::shared_ptr<const core::Config> current = limiter_->config();
-  if (const core::DomainConfig* existing = current->FindDomain(domain);
-      existing != nullptr && !existing->file.empty()) {
-    target = existing->file;
+  if (IsTombstone(yaml)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a config may not start with the line '",
+                     absl::string_view(kTombstonePrefix.data(), kTombstonePrefix.size()), "...'"));
   }
+  absl::MutexLock lock(&change_mu_);
+  const std::string target = StateFilePath(state_dir_, domain);
   FG_ASSIGN_OR_RETURN(auto parsed, core::ParseDomainConfig(yaml, target));
   if (parsed->domain != domain) {
     return absl::InvalidArgumentError(absl::StrCat("the body's domain '", parsed->domain,
                                                    "' does not match the path's '", domain, "'"));
   }
-  auto it = std::find_if(files.begin(), files.end(),
-                         [&](const ConfigFile& f) { return f.path == target; });
-  if (it == files.end()) {
-    files.push_back({target, std::string(yaml)});
-    std::sort(files.begin(), files.end(),
-              [](const ConfigFile& a, const ConfigFile& b) { return a.path < b.path; });
-  } else {
-    it->text = std::string(yaml);
-  }
-  // Validate the whole result (e.g. a duplicate domain in another file) before touching disk.
-  FG_ASSIGN_OR_RETURN(auto config, ParseConfigFiles(files, version_ + 1));
+  FG_ASSIGN_OR_RETURN(Files files, ReadFiles(path_, state_dir_, allow_empty_));
+  SetFile(files.state, target, yaml);
+  // Validate the whole result before touching disk.
+  FG_ASSIGN_OR_RETURN(EffectiveConfig config,
+                      ParseEffectiveConfig(files.source, files.state, next_version()));
   FG_RETURN_IF_ERROR(WriteFileAtomically(target, yaml));
-  Apply(std::move(config), Fingerprint(files));
+  Apply(std::move(config.config), Fingerprint(files));
   return absl::OkStatus();
 }
 
 absl::Status ConfigManager::DeleteDomain(const std::string& domain) {
-  absl::MutexLock lock(&mu_);
-  std::error_code ec;
-  if (!fs::is_directory(path_, ec)) {
-    return absl::FailedPreconditionError(
-        "the config is a single file; serve a directory to change domains over the API");
+  absl::MutexLock lock(&change_mu_);
+  if (!IsSafeDomainName(domain)) {
+    return absl::InvalidArgumentError(
+        "domain names used over the API may contain only letters, digits, '_', '-' and '.' "
+        "(at most 128, not starting with '.')");
   }
-  const std::shared_ptr<const core::Config> current = limiter_->config();
-  const core::DomainConfig* existing = current->FindDomain(domain);
-  if (existing == nullptr || existing->file.empty()) {
+  if (limiter_->config()->FindDomain(domain) == nullptr) {
     return absl::NotFoundError(absl::StrCat("no domain '", domain, "'"));
   }
-  const std::string file = existing->file;
-  FG_ASSIGN_OR_RETURN(std::vector<ConfigFile> files, ReadConfigSource(path_));
-  files.erase(std::remove_if(files.begin(), files.end(),
-                             [&](const ConfigFile& f) { return f.path == file; }),
-              files.end());
-  FG_ASSIGN_OR_RETURN(auto config, ParseConfigFiles(files, version_ + 1));
-  if (!fs::remove(file, ec) || ec) {
-    return absl::UnavailableError(absl::StrCat(file, ": cannot be removed: ", ec.message()));
+  const std::string target = StateFilePath(state_dir_, domain);
+  FG_ASSIGN_OR_RETURN(Files files, ReadFiles(path_, state_dir_, allow_empty_));
+  // Parse the source to learn whether it defines the domain: then a tombstone hides it,
+  // otherwise the domain came from the state folder alone and its file goes.
+  SetFile(files.state, target, std::nullopt);
+  FG_ASSIGN_OR_RETURN(EffectiveConfig without,
+                      ParseEffectiveConfig(files.source, files.state, next_version()));
+  if (without.source_domains.count(domain) > 0) {
+    const std::string tombstone = TombstoneText(domain);
+    SetFile(files.state, target, tombstone);
+    FG_ASSIGN_OR_RETURN(without, ParseEffectiveConfig(files.source, files.state, next_version()));
+    FG_RETURN_IF_ERROR(WriteFileAtomically(target, tombstone));
+  } else {
+    std::error_code ec;
+    if (!fs::remove(target, ec) && ec) {
+      return absl::UnavailableError(absl::StrCat(target, ": cannot be removed: ", ec.message()));
+    }
   }
-  Apply(std::move(config), Fingerprint(files));
+  Apply(std::move(without.config), Fingerprint(files));
   return absl::OkStatus();
 }
 

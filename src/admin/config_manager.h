@@ -2,11 +2,24 @@
 
 // Owns the config source: loads it, watches it for edits, and applies admin changes.
 //
-// The source is a YAML file or a directory of them (one domain each). A change is parsed and
-// validated completely before it is swapped into the limiter; a bad change is refused with
-// file:line, counted, and the old config keeps serving. Admin PUT/DELETE write the domain's file
-// (atomically, by rename) so changes survive restarts; the watcher then sees the same content
-// and does nothing. Thread-safe.
+// The source is the operator's: a YAML file or a directory of them (one domain each), never
+// written by us. Admin PUT/DELETE go to a state folder of our own (ConfigManagerOptions::
+// state_dir, by default DefaultStateDir(source)): a PUT writes `<state>/<domain>.yaml` (atomically,
+// by rename), a DELETE writes a tombstone file there under the same name. The config served is
+// always the source overlaid with the state folder: a state file replaces the source's domain of
+// the same name, a tombstone removes it. Both are read again on start and on every reload, so
+// admin changes survive restarts and edits of the source files; removing a state file undoes the
+// admin change. docs/config.md ("The server: reloads, admin changes and the state folder") says
+// the same for operators.
+//
+// A change is read, parsed and validated completely before it is swapped into the limiter; a bad
+// change is refused with file:line, logged (rate-limited), counted, and the old config keeps
+// serving. A source with no config files (an emptied folder) is refused the same way unless
+// `allow_empty` is set, so that a mistake cannot silently drop every limit.
+//
+// Thread-safe. Changes (reloads, PUT, DELETE) are serialized on their own mutex, held while the
+// files are read and parsed; checks never take it (the limiter swaps its config pointer under its
+// own short lock) and neither does stats(), so a slow parse delays only other changes.
 
 #include <atomic>
 #include <memory>
@@ -24,22 +37,35 @@
 
 namespace floodgate::admin {
 
+struct ConfigManagerOptions {
+  // Where admin changes are written; "" for DefaultStateDir(path). Created on the first change.
+  std::string state_dir;
+  // Accept a source with no config files (serving no limits) instead of refusing it.
+  bool allow_empty = false;
+};
+
 class ConfigManager {
  public:
-  // Loads `path` and installs it in `limiter` (which must outlive the manager). Fails if the
-  // initial config is invalid.
+  // Loads `path` overlaid with the state folder and installs it in `limiter` (which must outlive
+  // the manager). Fails if the initial config is invalid, or empty and not allowed.
   static absl::StatusOr<std::unique_ptr<ConfigManager>> Create(std::string path,
-                                                               limiter::Limiter* limiter);
+                                                               limiter::Limiter* limiter,
+                                                               ConfigManagerOptions options = {});
   ~ConfigManager();
 
-  // Re-reads the source; applies it when its content changed. Returns whether a new config was
-  // applied, or the validation error (old config kept, failure counted).
+  // Returns the state folder used when none is given: `<path>/.floodgate-state` for a
+  // directory, `<folder>/.floodgate-state-<file name>` beside a single file.
+  static std::string DefaultStateDir(const std::string& path);
+
+  // Re-reads the source and the state folder; applies them when their content changed. Returns
+  // whether a new config was applied, or the error (old config kept, failure counted).
   absl::StatusOr<bool> ReloadIfChanged();
 
-  // Validates `yaml` (its `domain:` must equal `domain`), applies it and persists it.
-  // FailedPrecondition when the source is a single file.
+  // Validates `yaml` (its `domain:` must equal `domain`), applies it and writes it to the state
+  // folder. InvalidArgument for a bad body, Unavailable when the state folder cannot be written.
   absl::Status PutDomain(const std::string& domain, std::string_view yaml);
-  // Removes a domain and its file. NotFound when it does not exist.
+  // Removes a domain: a tombstone in the state folder when a source file defines it, else the
+  // domain's state file is removed. NotFound when it is not served.
   absl::Status DeleteDomain(const std::string& domain);
 
   // Polls the source every `interval` on a background thread until Stop() or destruction.
@@ -48,18 +74,27 @@ class ConfigManager {
 
   service::ConfigStats stats() const;
   const std::string& path() const { return path_; }
+  const std::string& state_dir() const { return state_dir_; }
 
  private:
-  ConfigManager(std::string path, limiter::Limiter* limiter);
-  absl::StatusOr<bool> ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ConfigManager(std::string path, ConfigManagerOptions options, limiter::Limiter* limiter);
+  absl::StatusOr<bool> ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
+  // Counts and logs a refused change; returns `status`.
+  absl::Status Refused(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
   void Apply(std::shared_ptr<const core::Config> config, std::string fingerprint)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
+  uint64_t next_version() const;
 
   const std::string path_;
+  const std::string state_dir_;
+  const bool allow_empty_;
   limiter::Limiter* const limiter_;
 
-  mutable absl::Mutex mu_;
-  std::string fingerprint_ ABSL_GUARDED_BY(mu_);  // content of every file, to detect changes
+  // Serializes changes; held while reading and parsing (never needed by checks or stats()).
+  absl::Mutex change_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::string fingerprint_ ABSL_GUARDED_BY(change_mu_);  // content of every file read
+
+  mutable absl::Mutex mu_;  // the counters below, taken briefly
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reload_success_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reload_failure_ ABSL_GUARDED_BY(mu_) = 0;

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 namespace floodgate::admin {
 namespace {
@@ -80,15 +82,29 @@ TEST_F(ConfigManagerTest, InitialBadConfigFailsCreate) {
   EXPECT_FALSE(ConfigManager::Create(dir_.string(), limiter_.get()).ok());
 }
 
-TEST_F(ConfigManagerTest, PutAndDeleteDomainPersist) {
+std::string ReadAll(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Admin changes go to the state folder and never touch the operator's files (issue 11, point 6:
+// PUT used to rewrite api.yaml in place, DELETE removed it).
+TEST_F(ConfigManagerTest, AdminChangesGoToTheStateFolderAndKeepTheSourceFiles) {
+  const std::string kApiWithComment = std::string("# the operator's comment\n") + kApi;
+  Write(dir_ / "api.yaml", kApiWithComment);
   auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
-  ASSERT_TRUE(manager.ok());
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  const fs::path state = dir_ / ".floodgate-state";
+  EXPECT_EQ((*manager)->state_dir(), state.string());
+  EXPECT_FALSE(fs::exists(state));  // created on the first change only
+
   constexpr char kNew[] =
       "domain: web\ndescriptors:\n  - key: ip\n"
       "    rate_limit: {unit: second, requests_per_unit: 10}\n";
   ASSERT_TRUE((*manager)->PutDomain("web", kNew).ok());
   EXPECT_NE(limiter_->config()->FindDomain("web"), nullptr);
-  EXPECT_TRUE(fs::exists(dir_ / "web.yaml"));
+  EXPECT_EQ(ReadAll(state / "web.yaml"), kNew);
+  EXPECT_FALSE(fs::exists(dir_ / "web.yaml"));
   EXPECT_FALSE(*(*manager)->ReloadIfChanged());  // the watcher sees its own write as no change
 
   // The body's domain must match the path; bad YAML changes nothing.
@@ -97,20 +113,121 @@ TEST_F(ConfigManagerTest, PutAndDeleteDomainPersist) {
   EXPECT_EQ(UserLimit(), 5u);
   EXPECT_EQ((*manager)->PutDomain("../etc", kNew).code(), absl::StatusCode::kInvalidArgument);
 
-  // Updating an existing domain rewrites its own file.
+  // Overriding a domain of the source: the source file keeps its bytes, comment included.
   ASSERT_TRUE((*manager)->PutDomain("api", kApiTighter).ok());
   EXPECT_EQ(UserLimit(), 1u);
+  EXPECT_EQ(ReadAll(dir_ / "api.yaml"), kApiWithComment);
+  EXPECT_EQ(ReadAll(state / "api.yaml"), kApiTighter);
 
+  // Deleting a domain of the source leaves a tombstone; one only in the state folder goes.
+  ASSERT_TRUE((*manager)->DeleteDomain("api").ok());
+  EXPECT_EQ(limiter_->config()->FindDomain("api"), nullptr);
+  EXPECT_EQ(ReadAll(dir_ / "api.yaml"), kApiWithComment);
+  EXPECT_TRUE(ReadAll(state / "api.yaml").rfind("# floodgate: domain deleted", 0) == 0);
   ASSERT_TRUE((*manager)->DeleteDomain("web").ok());
   EXPECT_EQ(limiter_->config()->FindDomain("web"), nullptr);
-  EXPECT_FALSE(fs::exists(dir_ / "web.yaml"));
+  EXPECT_FALSE(fs::exists(state / "web.yaml"));
   EXPECT_EQ((*manager)->DeleteDomain("web").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*manager)->DeleteDomain("api").code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(ConfigManagerTest, SingleFileSourceRefusesAdminEdits) {
+TEST_F(ConfigManagerTest, AdminChangesSurviveARestartAndRemovingTheStateFileUndoesThem) {
+  const fs::path state = dir_ / "state";
+  {
+    auto manager = ConfigManager::Create(dir_.string(), limiter_.get(), {state.string()});
+    ASSERT_TRUE(manager.ok());
+    ASSERT_TRUE((*manager)->PutDomain("api", kApiTighter).ok());
+  }
+  limiter_->SetConfig(nullptr);
+  {
+    auto manager = ConfigManager::Create(dir_.string(), limiter_.get(), {state.string()});
+    ASSERT_TRUE(manager.ok());
+    EXPECT_EQ(UserLimit(), 1u);  // the admin change, not the file's 5
+    ASSERT_TRUE((*manager)->DeleteDomain("api").ok());
+  }
+  {
+    auto manager = ConfigManager::Create(dir_.string(), limiter_.get(), {state.string()});
+    ASSERT_TRUE(manager.ok());
+    EXPECT_EQ(limiter_->config()->FindDomain("api"), nullptr);  // the tombstone holds
+    fs::remove(state / "api.yaml");
+    EXPECT_TRUE(*(*manager)->ReloadIfChanged());
+    EXPECT_EQ(UserLimit(), 5u);  // back to the operator's file
+  }
+}
+
+TEST_F(ConfigManagerTest, SingleFileSourceTakesAdminChangesInItsOwnStateFolder) {
+  Write(dir_ / "api.yaml", kApi);
   auto manager = ConfigManager::Create((dir_ / "api.yaml").string(), limiter_.get());
   ASSERT_TRUE(manager.ok());
-  EXPECT_EQ((*manager)->PutDomain("api", kApi).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*manager)->state_dir(), (dir_ / ".floodgate-state-api.yaml").string());
+  ASSERT_TRUE((*manager)->PutDomain("api", kApiTighter).ok());
+  EXPECT_EQ(UserLimit(), 1u);
+  EXPECT_EQ(ReadAll(dir_ / "api.yaml"), kApi);
+}
+
+TEST_F(ConfigManagerTest, StateFileMustHoldItsDomain) {
+  fs::create_directories(dir_ / "state");
+  Write(dir_ / "state" / "web.yaml", kApi);  // named web, holds api
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get(), {(dir_ / "state").string()});
+  ASSERT_FALSE(manager.ok());
+  EXPECT_NE(manager.status().message().find("web.yaml: holds domain 'api'"), std::string::npos)
+      << manager.status();
+}
+
+// Issue 11, point 4: an emptied or vanished source used to drop every limit without a word.
+TEST_F(ConfigManagerTest, EmptiedOrVanishedSourceIsRefusedCountedAndOldConfigServes) {
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
+  ASSERT_TRUE(manager.ok());
+  fs::remove(dir_ / "api.yaml");
+  absl::StatusOr<bool> reloaded = (*manager)->ReloadIfChanged();
+  ASSERT_FALSE(reloaded.ok());
+  EXPECT_NE(reloaded.status().message().find("holds no config files"), std::string::npos)
+      << reloaded.status();
+  EXPECT_EQ(UserLimit(), 5u);
+  EXPECT_EQ((*manager)->stats().reload_failure, 1u);
+  EXPECT_FALSE((*manager)->ReloadIfChanged().ok());
+  EXPECT_EQ((*manager)->stats().reload_failure, 1u);  // counted once, not every poll
+
+  fs::remove_all(dir_);
+  EXPECT_FALSE((*manager)->ReloadIfChanged().ok());
+  EXPECT_EQ((*manager)->stats().reload_failure, 2u);
+  EXPECT_EQ(UserLimit(), 5u);
+  fs::create_directories(dir_);
+  Write(dir_ / "api.yaml", kApiTighter);
+  EXPECT_TRUE(*(*manager)->ReloadIfChanged());
+  EXPECT_EQ(UserLimit(), 1u);
+}
+
+TEST_F(ConfigManagerTest, EmptySourceIsServedOnlyWhenAllowed) {
+  fs::remove(dir_ / "api.yaml");
+  EXPECT_EQ(ConfigManager::Create(dir_.string(), limiter_.get()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get(), {"", /*allow_empty=*/true});
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  EXPECT_TRUE(limiter_->config()->domains.empty());
+  EXPECT_TRUE((*manager)->PutDomain("api", kApi).ok());
+  EXPECT_EQ(UserLimit(), 5u);
+}
+
+// Issue 11, point 8: the same bounds hold for a body that arrives over the admin API (and so
+// from a peer, which applies changes through PutDomain), and stats() is not held up meanwhile.
+TEST_F(ConfigManagerTest, AdminBodyIsBoundedOnceAliasesAreExpanded) {
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
+  ASSERT_TRUE(manager.ok());
+  std::string below =
+      "[{key: " + std::string(5000, 'k') + ", rate_limit: {unit: second, requests_per_unit: 1}}]";
+  for (int level = 1; level <= 30; ++level) {
+    below = "[{key: l" + std::to_string(level) + ", value: a, descriptors: &l" +
+            std::to_string(level) + " " + below + "}, {key: l" + std::to_string(level) +
+            ", value: b, descriptors: *l" + std::to_string(level) + "}]";
+  }
+  const absl::Status status =
+      (*manager)->PutDomain("bomb", "domain: bomb\ndescriptors: " + below + "\n");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("bomb.yaml:2: the YAML here expands to"), std::string::npos)
+      << status;
+  EXPECT_EQ(limiter_->config()->FindDomain("bomb"), nullptr);
+  EXPECT_FALSE(fs::exists(dir_ / ".floodgate-state" / "bomb.yaml"));
 }
 
 }  // namespace

@@ -5,28 +5,30 @@
 namespace floodgate::admin {
 
 absl::StatusOr<uint64_t> NodeAdmin::PutDomain(const std::string& domain, std::string_view yaml) {
-  if (config_ == nullptr) {
-    return absl::UnimplementedError("this server has no config manager");
-  }
-  if (absl::Status changed = config_->PutDomain(domain, yaml); !changed.ok()) {
-    return changed;
-  }
-  return Changed(domain);
+  return Change(domain, yaml);
 }
 
 absl::StatusOr<uint64_t> NodeAdmin::DeleteDomain(const std::string& domain) {
+  return Change(domain, std::nullopt);
+}
+
+absl::StatusOr<uint64_t> NodeAdmin::Change(const std::string& domain,
+                                           std::optional<std::string_view> yaml) {
   if (config_ == nullptr) {
     return absl::UnimplementedError("this server has no config manager");
   }
-  if (absl::Status changed = config_->DeleteDomain(domain); !changed.ok()) {
-    return changed;
-  }
-  return Changed(domain);
-}
-
-uint64_t NodeAdmin::Changed(const std::string& domain) {
   if (cluster_ != nullptr && sync_ != nullptr) {
-    cluster_->BroadcastConfig(sync_->LocalChange(domain));
+    // Applied and versioned under the sync's lock: a peer's change cannot slip in between and
+    // be pushed under this change's version.
+    absl::StatusOr<std::vector<peer::v1::ConfigChange>> change = sync_->LocalChange(domain, yaml);
+    if (!change.ok()) {
+      return change.status();
+    }
+    cluster_->BroadcastConfig(*change);
+  } else if (absl::Status changed = yaml.has_value() ? config_->PutDomain(domain, *yaml)
+                                                     : config_->DeleteDomain(domain);
+             !changed.ok()) {
+    return changed;
   }
   std::shared_ptr<const core::Config> now = limiter_->config();
   return now != nullptr ? now->version : 0;

@@ -6,6 +6,7 @@
 // Thread-safety: as AdminApi.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -32,8 +33,9 @@ class NodeAdmin final : public service::AdminApi {
   absl::StatusOr<std::string> ClusterJson() override;
 
  private:
-  // After a successful change: spreads it over the cluster; returns the version in force.
-  uint64_t Changed(const std::string& domain);
+  // Applies a PUT (`yaml` set) or DELETE and, in a cluster, spreads it; returns the version in
+  // force.
+  absl::StatusOr<uint64_t> Change(const std::string& domain, std::optional<std::string_view> yaml);
 
   ConfigManager* const config_;
   limiter::Limiter* const limiter_;

@@ -4,6 +4,9 @@
 #include <cstdio>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
+#include "src/common/rate_limited_log.h"
+
 namespace floodgate::cluster {
 namespace pb = ::floodgate::peer::v1;
 
@@ -150,10 +153,9 @@ void Gossip::BroadcastConfig(const std::vector<pb::ConfigChange>& changes) {
       pushes.emplace_back([this, i, &changes] {
         const absl::Status status = transport_->PushConfig(i, changes);
         if (!status.ok()) {
-          std::fprintf(stderr,
-                       "floodgate: config push to %s failed: %s (it catches up through "
-                       "heartbeats)\n",
-                       membership_->members()[i].id.c_str(), std::string(status.message()).c_str());
+          common::RateLimitedLog::Default().Log(
+              absl::StrCat("floodgate: config push to ", membership_->members()[i].id,
+                           " failed: ", status.message(), " (it catches up through heartbeats)"));
         }
       });
     }

@@ -16,6 +16,7 @@
 #include "floodgate/status_macros.h"
 #include "src/cluster/grpc_peer_server.h"
 #include "src/cluster/peer_wire.h"
+#include "src/common/rate_limited_log.h"
 
 namespace floodgate::cluster {
 namespace pb = ::floodgate::peer::v1;
@@ -403,8 +404,8 @@ class PeerClient {
           if (!ok) {
             // Say why, for the first failures of a streak (a dead peer fails every call).
             if (forward_errors_streak_++ < 3) {
-              std::fprintf(stderr, "floodgate: forward to %s failed: %s\n", id_.c_str(),
-                           FromGrpc(status).ToString().c_str());
+              common::RateLimitedLog::Default().Log(absl::StrCat(
+                  "floodgate: forward to ", id_, " failed: ", FromGrpc(status).ToString()));
             }
             ++forward_errors_;
           } else {

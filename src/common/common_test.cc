@@ -4,9 +4,11 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "src/common/host_port.h"
 #include "src/common/json.h"
+#include "src/common/rate_limited_log.h"
 #include "src/common/text.h"
 
 namespace floodgate::common {
@@ -69,6 +71,32 @@ TEST(SplitHostPortTest, Forms) {
                                "::1:80", "[::1]80", "[::1"}) {
     EXPECT_EQ(SplitHostPort(bad, host, port).code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+}
+
+TEST(RateLimitedLogTest, WritesABurstPerIntervalAndCountsTheRest) {
+  int64_t now = 1000;
+  std::vector<std::string> lines;
+  RateLimitedLog log(/*burst=*/2, /*interval_ns=*/100, [&] { return now; },
+                     [&](std::string_view line) { lines.emplace_back(line); });
+  EXPECT_TRUE(log.Log("a"));
+  EXPECT_TRUE(log.Log("b"));
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_FALSE(log.Log("flood"));
+  }
+  EXPECT_EQ(lines.size(), 2u);
+  EXPECT_EQ(log.suppressed_total(), 1000u);
+
+  now += 99;  // same window
+  EXPECT_FALSE(log.Log("still muted"));
+  now += 1;  // next window: the first line says how many were dropped
+  EXPECT_TRUE(log.Log("c"));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[2], "c (1001 earlier lines suppressed)");
+  EXPECT_TRUE(log.Log("d"));
+  EXPECT_EQ(lines[3], "d");
+
+  now -= 1'000'000;  // a clock stepping back starts a new window instead of muting the log
+  EXPECT_TRUE(log.Log("e"));
 }
 
 }  // namespace

@@ -135,6 +135,24 @@ class DocumentLoader : private YamlReader {
       if (const yaml_node_t* v = fields.Value("detailed_metric"); v != nullptr) {
         FG_ASSIGN_OR_RETURN(node.detailed_metric, Bool(v, "detailed_metric"));
       }
+      // Count what this descriptor builds before building it: its key and value, and its
+      // stats key once for the node and once per limit (rate_limits' items, counted unexpanded).
+      const YamlFields::Field* limits_field = fields.Find("rate_limits");
+      const uint64_t limit_count =
+          1 + (limits_field != nullptr && limits_field->value != nullptr &&
+                       limits_field->value->type == YAML_SEQUENCE_NODE
+                   ? static_cast<uint64_t>(limits_field->value->data.sequence.items.top -
+                                           limits_field->value->data.sequence.items.start)
+                   : 1);
+      loaded_bytes_ +=
+          sizeof(DescriptorNode) + node.key.size() + node.value.size() +
+          limit_count * (parent_stats_key.size() + 1 + composite.size() + sizeof(RateLimitRule));
+      if (loaded_bytes_ > kMaxLoadedDescriptorBytes) {
+        return Error(item,
+                     absl::StrCat("the descriptors take more than ", kMaxLoadedDescriptorBytes,
+                                  " bytes once loaded (at most that per file: long keys "
+                                  "nested deeply, or aliases used many times, repeat them)"));
+      }
       std::string stats_key = absl::StrCat(parent_stats_key, ".", composite);
 
       const YamlFields::Field* one = fields.Find("rate_limit");
@@ -356,6 +374,7 @@ class DocumentLoader : private YamlReader {
 
   std::string file_;
   size_t descriptor_count_ = 0;
+  uint64_t loaded_bytes_ = 0;  // an estimate of what the descriptors built so far take
 };
 
 // Owns a yaml_parser_t and the documents it loads.
@@ -478,6 +497,11 @@ absl::StatusOr<std::shared_ptr<const DomainConfig>> ParseDomainConfig(std::strin
   absl::string_view yaml = AbslView(yaml_text);
   absl::string_view file = AbslView(file_name);
   std::string label = file.empty() ? std::string(kInlineLabel) : std::string(file);
+  if (yaml.size() > kMaxConfigFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": is ", yaml.size(),
+                                                   " bytes; a config file may hold at most ",
+                                                   kMaxConfigFileBytes, " bytes (1 MiB)"));
+  }
   YamlParser parser(yaml);
   if (!parser.initialized()) {
     return absl::ResourceExhaustedError(absl::StrCat(label, ": cannot initialize the YAML parser"));
@@ -499,6 +523,9 @@ absl::StatusOr<std::shared_ptr<const DomainConfig>> ParseDomainConfig(std::strin
     }
   }
 
+  // Before the loader walks the document: it would build every use of an alias as a copy.
+  FG_RETURN_IF_ERROR(CheckYamlExpansion(
+      document.get(), label, {kMaxExpandedYamlNodes, kMaxExpandedYamlBytes, kMaxYamlDepth}));
   auto config = std::make_shared<DomainConfig>();
   DocumentLoader loader(document.get(), file);
   FG_RETURN_IF_ERROR(loader.Load(config.get()));

@@ -112,8 +112,21 @@ struct Config {
   const DomainConfig* FindDomain(std::string_view domain) const;
 };
 
+// Bounds on one config file (one domain), whatever it arrives by: a file, the admin API or a
+// peer. The text is at most kMaxConfigFileBytes; once its YAML aliases are expanded (each use
+// counts as a copy of what it names) at most kMaxExpandedYamlNodes nodes and
+// kMaxExpandedYamlBytes of scalar text; and the descriptors built from it (keys, values and every
+// limit's stats key, which repeats the keys above it) at most kMaxLoadedDescriptorBytes.
+// Without them a 7 KB file of aliases that use the level below twice takes gigabytes.
+inline constexpr size_t kMaxConfigFileBytes = size_t{1} << 20;             // 1 MiB
+inline constexpr uint64_t kMaxExpandedYamlNodes = uint64_t{1} << 20;       // 1Mi nodes
+inline constexpr uint64_t kMaxExpandedYamlBytes = uint64_t{16} << 20;      // 16 MiB
+inline constexpr uint64_t kMaxLoadedDescriptorBytes = uint64_t{64} << 20;  // 64 MiB
+inline constexpr int kMaxYamlDepth = 256;  // nesting of YAML lists and mappings
+
 // Parses one domain's YAML. Errors are InvalidArgument with "file:line: reason" (unknown fields,
-// duplicate keys or descriptors, impossible values, bad YAML); `file` "" is shown as "<inline>".
+// duplicate keys or descriptors, impossible values, bad YAML, a file past the bounds above);
+// `file` "" is shown as "<inline>".
 absl::StatusOr<std::shared_ptr<const DomainConfig>> ParseDomainConfig(std::string_view yaml,
                                                                       std::string_view file);
 

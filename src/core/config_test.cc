@@ -1088,9 +1088,66 @@ TEST(ConfigErrorTest, NestingIsBounded) {
   }
   absl::StrAppend(&yaml, indent, "- key: leaf\n");
   EXPECT_THAT(ErrorOf(yaml), HasSubstr("descriptors are nested too deeply (at most 64 levels)"));
-  // A recursive alias is caught by the same bound rather than looping forever.
+  // A recursive alias is refused before the loader follows it.
   EXPECT_THAT(ErrorOf("domain: a\ndescriptors: &d\n  - key: k\n    descriptors: *d\n"),
-              HasSubstr("nested too deeply"));
+              HasSubstr("test.yaml:2: an alias refers to a node that contains it"));
+}
+
+// The hostile file of issue 11, point 8: each level's descriptors use the level below twice (once
+// where it is anchored, once by alias), so `levels` levels stand for 2^levels leaves, each with a
+// 5000-byte key. About 7 KB of YAML; it used to take gigabytes (or bad_alloc) to load.
+std::string AliasBomb(int levels) {
+  std::string below = absl::StrCat("[{key: ", std::string(5000, 'k'),
+                                   ", rate_limit: {unit: second, requests_per_unit: 1}}]");
+  for (int level = 1; level <= levels; ++level) {
+    below = absl::StrCat("[{key: l", level, ", value: a, descriptors: &l", level, " ", below,
+                         "},\n {key: l", level, ", value: b, descriptors: *l", level, "}]");
+  }
+  return absl::StrCat("domain: bomb\ndescriptors: ", below, "\n");
+}
+
+TEST(ConfigErrorTest, AliasesAreCountedAsExpanded) {
+  const std::string bomb = AliasBomb(30);
+  EXPECT_LT(bomb.size(), 8u * 1024);
+  const std::string error = ErrorOf(bomb);
+  // Names the file and line, the limit, and how big the YAML there is once expanded.
+  EXPECT_THAT(error, HasSubstr("test.yaml:"));
+  EXPECT_THAT(error, HasSubstr(" bytes once its aliases are expanded"));
+  EXPECT_THAT(error, HasSubstr(absl::StrCat("at most ", kMaxExpandedYamlBytes, " bytes of text")));
+
+  // Nodes are bounded too: short keys, many copies.
+  std::string wide = "[{key: k}]";
+  for (int level = 1; level <= 24; ++level) {
+    wide = absl::StrCat("[{key: l", level, ", value: a, descriptors: &w", level, " ", wide,
+                        "}, {key: l", level, ", value: b, descriptors: *w", level, "}]");
+  }
+  EXPECT_THAT(ErrorOf(absl::StrCat("domain: w\ndescriptors: ", wide, "\n")),
+              HasSubstr(absl::StrCat("at most ", kMaxExpandedYamlNodes, " nodes")));
+
+  // A few levels of the same shape are fine: aliases as such are allowed.
+  auto small = MustParse(AliasBomb(3));
+  EXPECT_EQ(small->root.children.size(), 2u);
+}
+
+TEST(ConfigErrorTest, FileSizeAndLoadedSizeAreBounded) {
+  std::string big = absl::StrCat("domain: big\n# ", std::string(kMaxConfigFileBytes, 'x'), "\n");
+  EXPECT_THAT(ErrorOf(big), HasSubstr(absl::StrCat("test.yaml: is ", big.size(),
+                                                   " bytes; a config file may hold at most ",
+                                                   kMaxConfigFileBytes, " bytes")));
+  // 60 levels of 15 KB keys: under the expansion bounds, but every limit's stats key repeats the
+  // keys above it.
+  std::string deep = "domain: deep\ndescriptors: ";
+  std::string close;
+  for (int level = 0; level < 60; ++level) {
+    absl::StrAppend(&deep, "[{key: ", std::string(15000, 'a' + level % 26), ", rate_limits: [",
+                    "{unit: second, requests_per_unit: 1}, {unit: minute, requests_per_unit: 1},",
+                    "{unit: hour, requests_per_unit: 1}, {unit: day, requests_per_unit: 1}],",
+                    " descriptors: ");
+    close += "}]";
+  }
+  absl::StrAppend(&deep, "[{key: leaf}]", close, "\n");
+  ASSERT_LT(deep.size(), kMaxConfigFileBytes);
+  EXPECT_THAT(ErrorOf(deep), HasSubstr("bytes once loaded"));
 }
 
 TEST(ConfigErrorTest, InlineSourcesAreLabelled) {

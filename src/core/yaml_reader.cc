@@ -134,6 +134,135 @@ absl::Status YamlSyntaxError(const yaml_parser_t& parser, absl::string_view labe
       absl::StrCat(label, ":", line, ": YAML syntax error: ", reason));
 }
 
+namespace {
+
+uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
+  return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max()
+                                                      : a + b;
+}
+
+// Measures the document's nodes once each (memoized by node index: an alias shares the node it
+// names, so a node's size is computed once however often it is used) with saturating sums.
+class ExpansionCounter {
+ public:
+  struct Size {
+    uint64_t nodes = 0;
+    uint64_t bytes = 0;
+  };
+
+  ExpansionCounter(yaml_document_t* document, absl::string_view label,
+                   const YamlExpansionLimits& limits)
+      : document_(document),
+        label_(label),
+        limits_(limits),
+        sizes_(static_cast<size_t>(document->nodes.top - document->nodes.start) + 1),
+        state_(sizes_.size(), kUnvisited) {}
+
+  absl::Status Check() {
+    const yaml_node_t* root = yaml_document_get_root_node(document_);
+    if (root == nullptr) {
+      return absl::OkStatus();
+    }
+    FG_ASSIGN_OR_RETURN(Size total, Measure(1, /*depth=*/0));
+    if (total.nodes <= limits_.max_nodes && total.bytes <= limits_.max_scalar_bytes) {
+      return absl::OkStatus();
+    }
+    // Point at the innermost node past a limit: where the doubling crosses it.
+    auto too_big = [this](const Size& size) {
+      return size.nodes > limits_.max_nodes || size.bytes > limits_.max_scalar_bytes;
+    };
+    int index = 1;
+    for (bool descended = true; descended;) {
+      descended = false;
+      for (int child : Children(index)) {
+        if (too_big(sizes_[child])) {
+          index = child;
+          descended = true;
+          break;
+        }
+      }
+    }
+    const Size& at = sizes_[index];
+    const bool by_bytes = at.bytes > limits_.max_scalar_bytes;
+    return absl::InvalidArgumentError(absl::StrCat(
+        label_, ":", Node(index)->start_mark.line + 1, ": the YAML here expands to ",
+        by_bytes ? absl::StrCat(Count(at.bytes), " bytes")
+                 : absl::StrCat(Count(at.nodes), " nodes"),
+        " once its aliases are expanded (each use of an alias counts as a copy); a config file "
+        "may expand to at most ",
+        by_bytes ? absl::StrCat(limits_.max_scalar_bytes, " bytes of text")
+                 : absl::StrCat(limits_.max_nodes, " nodes")));
+  }
+
+ private:
+  enum State : uint8_t { kUnvisited, kInProgress, kDone };
+
+  static std::string Count(uint64_t n) {
+    return n == std::numeric_limits<uint64_t>::max() ? "more than 2^64" : absl::StrCat(n);
+  }
+
+  const yaml_node_t* Node(int index) const { return yaml_document_get_node(document_, index); }
+
+  std::vector<int> Children(int index) const {
+    std::vector<int> out;
+    const yaml_node_t* node = Node(index);
+    if (node->type == YAML_SEQUENCE_NODE) {
+      for (const yaml_node_item_t* item = node->data.sequence.items.start;
+           item < node->data.sequence.items.top; ++item) {
+        out.push_back(*item);
+      }
+    } else if (node->type == YAML_MAPPING_NODE) {
+      for (const yaml_node_pair_t* pair = node->data.mapping.pairs.start;
+           pair < node->data.mapping.pairs.top; ++pair) {
+        out.push_back(pair->key);
+        out.push_back(pair->value);
+      }
+    }
+    return out;
+  }
+
+  absl::StatusOr<Size> Measure(int index, int depth) {
+    if (state_[index] == kDone) {
+      return sizes_[index];
+    }
+    const yaml_node_t* node = Node(index);
+    if (state_[index] == kInProgress) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label_, ":", node->start_mark.line + 1,
+                       ": an alias refers to a node that contains it (recursive aliases expand "
+                       "forever)"));
+    }
+    if (depth > limits_.max_depth) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          label_, ":", node->start_mark.line + 1, ": the YAML is nested too deeply (at most ",
+          limits_.max_depth, " levels of lists and mappings)"));
+    }
+    state_[index] = kInProgress;
+    Size size{1, node->type == YAML_SCALAR_NODE ? node->data.scalar.length : 0};
+    for (int child : Children(index)) {
+      FG_ASSIGN_OR_RETURN(Size child_size, Measure(child, depth + 1));
+      size.nodes = SaturatingAdd(size.nodes, child_size.nodes);
+      size.bytes = SaturatingAdd(size.bytes, child_size.bytes);
+    }
+    state_[index] = kDone;
+    sizes_[index] = size;
+    return size;
+  }
+
+  yaml_document_t* document_;
+  absl::string_view label_;
+  const YamlExpansionLimits limits_;
+  std::vector<Size> sizes_;  // by node index (1-based)
+  std::vector<State> state_;
+};
+
+}  // namespace
+
+absl::Status CheckYamlExpansion(yaml_document_t* document, absl::string_view label,
+                                const YamlExpansionLimits& limits) {
+  return ExpansionCounter(document, label, limits).Check();
+}
+
 int YamlReader::Line(const yaml_node_t* node) {
   return static_cast<int>(node->start_mark.line) + 1;
 }

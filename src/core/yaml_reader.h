@@ -110,6 +110,21 @@ class YamlDocument {
 absl::Status YamlSyntaxError(const yaml_parser_t& parser, absl::string_view label,
                              absl::string_view text);
 
+// Bounds on one document once its aliases are expanded: an alias counts as a copy of what it
+// names at each use, as the loader builds it (a few KB of nested aliases can otherwise stand for
+// gigabytes).
+struct YamlExpansionLimits {
+  uint64_t max_nodes = 0;         // scalars, sequences and mappings
+  uint64_t max_scalar_bytes = 0;  // the text of every scalar
+  int max_depth = 0;              // nesting of sequences and mappings
+};
+
+// Returns InvalidArgument "label:line: ..." naming the limit, the size and the innermost node
+// whose expansion passes it, when the document (as loaded) breaks `limits`, or when an alias
+// refers to a node that contains it.
+absl::Status CheckYamlExpansion(yaml_document_t* document, absl::string_view label,
+                                const YamlExpansionLimits& limits);
+
 // Reads the nodes of one document (which must outlive it); errors name `label` and the line.
 class YamlReader {
  public:

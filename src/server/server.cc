@@ -65,8 +65,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     store = server->cluster_.get();
   }
   server->limiter_ = std::make_unique<limiter::Limiter>(store, hasher, nullptr);
+  admin::ConfigManagerOptions config_options;
+  config_options.state_dir = options.state_dir;
+  config_options.allow_empty = options.allow_empty_config;
   FG_ASSIGN_OR_RETURN(server->config_,
-                      admin::ConfigManager::Create(options.config_path, server->limiter_.get()));
+                      admin::ConfigManager::Create(options.config_path, server->limiter_.get(),
+                                                   std::move(config_options)));
   if (server->cluster_ != nullptr) {
     server->config_sync_ = std::make_unique<admin::ClusterConfigSync>(
         options.node_id, server->config_.get(), server->limiter_.get());

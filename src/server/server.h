@@ -37,6 +37,12 @@ struct ServerOptions {
   size_t max_connections_per_client = 0;
   size_t max_memory_bytes = 0;  // process memory budget (tables get all but a headroom); 0 = none
   absl::Duration config_poll = absl::Milliseconds(200);
+  // Where admin config changes are written (--state-dir, FLOODGATE_STATE_DIR); "" for the
+  // default beside the config (admin::ConfigManager::DefaultStateDir). docs/config.md.
+  std::string state_dir;
+  // Serve a config source with no config files (--allow-empty-config,
+  // FLOODGATE_ALLOW_EMPTY_CONFIG) instead of refusing it.
+  bool allow_empty_config = false;
   service::RequestLimits limits;
   // Cluster mode (docs/cluster.md), on when `peers` is set.
   std::string node_id;       // this node's id in `peers`
