@@ -104,8 +104,11 @@ absl::StatusOr<bool> ConfigManager::ReloadLocked() {
   }
   ++reload_failure_;
   last_error_ = std::string(status.message());
-  std::fprintf(stderr, "floodgate: config change refused, still serving version %llu: %s\n",
-               static_cast<unsigned long long>(version_), last_error_.c_str());
+  // Before the first config is served (Create) nothing was "still serving": the caller reports.
+  if (version_ != 0) {
+    std::fprintf(stderr, "floodgate: config change refused, still serving version %llu: %s\n",
+                 static_cast<unsigned long long>(version_), last_error_.c_str());
+  }
   return status;
 }
 
