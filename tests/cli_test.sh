@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The command line: `validate` accepts examples/ and refuses a bad file with file:line and a
-# non-zero exit; `check` decides from the command line; flags come from the environment too.
+# non-zero exit; `check` decides from the command line; flags come from the environment too;
+# unknown flags and values that are flags are refused by name (exit 2); --help and --version
+# exit 0; sizes are human; errors are in the flags' terms (issue 11).
 set -uo pipefail
 bin=$(realpath "$1")
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +33,69 @@ if read -r -t 30 line <&3 && [[ "$line" == *"config=$work/d.yaml"* ]]; then ok; 
 kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 "$bin" serve > "$work/out" 2>&1
 [ $? -ne 0 ] && grep -q "needs --config" "$work/out" && ok || bad "serve without a config did not explain"
+
+# Runs the binary with a time bound (a command line that is wrongly accepted would start a
+# server); leaves stdout+stderr in $work/out and returns its exit code.
+run() { timeout 20 "$bin" "$@" > "$work/out" 2>&1; }
+has() { grep -qF -- "$1" "$work/out"; }
+ports=(--http 127.0.0.1:0 --grpc 127.0.0.1:0)
+
+# A misspelt or unknown flag is refused by name, before anything starts.
+run serve --config "$work/d.yaml" "${ports[@]}" --admin_token s3cret
+[ $? -eq 2 ] && has "unknown flag --admin_token" && has "did you mean --admin-token?" && ok \
+  || bad "--admin_token: $(cat "$work/out")"
+run serve --config "$work/d.yaml" "${ports[@]}" --htpp-threads 4
+[ $? -eq 2 ] && has "unknown flag --htpp-threads" && ok || bad "--htpp-threads: $(cat "$work/out")"
+run check --config "$work/d.yaml" --domain d --bogus 1 k=v
+[ $? -eq 2 ] && has "unknown flag --bogus" && ok || bad "check --bogus: $(cat "$work/out")"
+
+# --help / -h on the program and every command: exit 0, every flag with meaning, default, env.
+for args in "--help" "-h" "serve --help" "serve -h" "validate --help" "check --help"; do
+  # shellcheck disable=SC2086
+  run $args
+  [ $? -eq 0 ] && has "Usage: floodgate" && ok || bad "'$args' did not print help with exit 0"
+done
+run serve --help
+has "--max-memory SIZE=0 (Env:FLOODGATE_MAX_MEMORY)" && has "memory budget" \
+  && has "--http HOST:PORT=127.0.0.1:8080 (Env:FLOODGATE_HTTP)" && ok \
+  || bad "serve --help lacks a flag's meaning, default or variable: $(cat "$work/out")"
+run --version
+[ $? -eq 0 ] && grep -qE '^floodgate [0-9]+\.[0-9]+\.[0-9]+$' "$work/out" && ok \
+  || bad "--version: $(cat "$work/out")"
+
+# A value that is a flag is refused, naming the flag that lacks its value.
+run serve --config --http 127.0.0.1:0
+[ $? -eq 2 ] && has "--config needs a value (PATH) but is followed by '--http'" && ok \
+  || bad "--config --http: $(cat "$work/out")"
+run serve --config
+[ $? -eq 2 ] && has "--config needs a value" && ok || bad "--config at the end: $(cat "$work/out")"
+
+# Human sizes; a size out of range is refused in the flag's terms.
+exec 3< <(exec "$bin" serve --config "$work/d.yaml" "${ports[@]}" --max-memory 256MiB 2>/dev/null)
+pid=$!
+if read -r -t 30 line <&3 && [[ "$line" == *"listening"* ]]; then ok; else bad "--max-memory 256MiB: '$line'"; fi
+kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+exec 3<&-
+run serve --config "$work/d.yaml" "${ports[@]}" --max-memory 1000
+[ $? -eq 2 ] && has "--max-memory must be 0 (no cap) or at least 64MiB (got 1000 bytes)" \
+  && ! has "StoreOptions" && ok || bad "--max-memory 1000: $(cat "$work/out")"
+FLOODGATE_MAX_MEMORY=1MiB run serve --config "$work/d.yaml" "${ports[@]}"
+[ $? -eq 2 ] && has "at least 64MiB (got 1MiB)" && ok || bad "FLOODGATE_MAX_MEMORY=1MiB: $(cat "$work/out")"
+
+# validate on a folder without YAML is an error, not "ok, nothing".
+mkdir "$work/empty"
+run validate "$work/empty"
+[ $? -eq 1 ] && has "no config files (*.yaml or *.yml)" && ok || bad "validate empty folder: $(cat "$work/out")"
+
+# check without --config says so (it printed "floodgate: : No such file or directory").
+run check --domain d k=v
+[ $? -eq 2 ] && has "check needs --config" && ok || bad "check without --config: $(cat "$work/out")"
+
+# A bad config at start: its error once, without "still serving version 0".
+run serve --config "$work/bad.yaml" "${ports[@]}"
+code=$?
+[ $code -eq 1 ] && [ "$(grep -c "bad.yaml:4" "$work/out")" -eq 1 ] && ! has "still serving" && ok \
+  || bad "bad config at start (exit $code): $(cat "$work/out")"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

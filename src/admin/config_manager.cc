@@ -170,10 +170,12 @@ absl::Status ConfigManager::Refused(absl::Status status) {
     last_error_ = std::string(status.message());
     version = version_;
   }
-  common::RateLimitedLog::Default().Log(
-      version == 0 ? absl::StrCat("floodgate: config refused: ", status.message())
-                   : absl::StrCat("floodgate: config change refused, still serving version ",
-                                  version, ": ", status.message()));
+  // Before the first config is served (Create) nothing was "still serving": the caller reports.
+  if (version != 0) {
+    common::RateLimitedLog::Default().Log(
+        absl::StrCat("floodgate: config change refused, still serving version ", version, ": ",
+                     status.message()));
+  }
   return status;
 }
 

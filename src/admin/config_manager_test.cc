@@ -67,7 +67,10 @@ TEST_F(ConfigManagerTest, BadEditIsRefusedCountedAndOldConfigServes) {
   auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
   ASSERT_TRUE(manager.ok());
   Write(dir_ / "api.yaml", kBad);
+  ::testing::internal::CaptureStderr();
   absl::StatusOr<bool> reloaded = (*manager)->ReloadIfChanged();
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("still serving version 1"),
+            std::string::npos);
   ASSERT_FALSE(reloaded.ok());
   EXPECT_NE(reloaded.status().message().find("api.yaml:4"), std::string::npos) << reloaded.status();
   EXPECT_EQ(UserLimit(), 5u);
@@ -79,7 +82,14 @@ TEST_F(ConfigManagerTest, BadEditIsRefusedCountedAndOldConfigServes) {
 
 TEST_F(ConfigManagerTest, InitialBadConfigFailsCreate) {
   Write(dir_ / "api.yaml", kBad);
-  EXPECT_FALSE(ConfigManager::Create(dir_.string(), limiter_.get()).ok());
+  // Nothing was served yet: Create returns the error for its caller to report, and prints
+  // nothing itself (no "still serving version 0", no second copy of the error).
+  ::testing::internal::CaptureStderr();
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
+  const std::string printed = ::testing::internal::GetCapturedStderr();
+  ASSERT_FALSE(manager.ok());
+  EXPECT_NE(manager.status().message().find("api.yaml:4"), std::string::npos) << manager.status();
+  EXPECT_EQ(printed, "");
 }
 
 std::string ReadAll(const fs::path& path) {

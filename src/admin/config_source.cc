@@ -105,6 +105,11 @@ uint64_t ContentVersion(const core::Config& config) {
 
 absl::StatusOr<std::shared_ptr<const core::Config>> LoadConfigSource(const std::string& path) {
   FG_ASSIGN_OR_RETURN(std::vector<ConfigFile> files, ReadConfigSource(path));
+  if (files.empty()) {
+    // Checking or validating nothing would answer "ok" for a folder that limits nothing.
+    return absl::NotFoundError(
+        absl::StrCat(path, ": no config files (*.yaml or *.yml) in this folder"));
+  }
   FG_ASSIGN_OR_RETURN(std::shared_ptr<const core::Config> parsed, ParseConfigFiles(files, 0));
   auto config = std::make_shared<core::Config>(*parsed);
   config->version = ContentVersion(*config);

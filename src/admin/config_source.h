@@ -44,7 +44,8 @@ uint64_t ContentVersion(const core::Config& config);
 
 // Reads and parses `path` (ReadConfigSource, then ParseConfigFiles) with the content
 // fingerprint as its version. For one-shot users (validate, check); the server's ConfigManager
-// numbers its reloads instead.
+// numbers its reloads instead. A folder without config files is NotFound "<path>: no config
+// files (*.yaml or *.yml) in this folder".
 absl::StatusOr<std::shared_ptr<const core::Config>> LoadConfigSource(const std::string& path);
 
 }  // namespace floodgate::admin

@@ -142,9 +142,14 @@ TEST(ConfigSourceTest, OneBadFileRefusesEverything) {
 
 TEST(ConfigSourceTest, EmptyAndMissing) {
   TempDir dir;
+  // An empty folder reads as no files, but a one-shot load of it (validate, check) is refused.
+  absl::StatusOr<std::vector<ConfigFile>> files = ReadConfigSource(dir.path());
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_THAT(*files, IsEmpty());
   absl::StatusOr<std::shared_ptr<const Config>> empty = LoadConfigSource(dir.path());
-  ASSERT_TRUE(empty.ok()) << empty.status();
-  EXPECT_THAT((*empty)->domains, IsEmpty());
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(empty.status().message(), HasSubstr("no config files (*.yaml or *.yml)"));
   absl::StatusOr<std::shared_ptr<const Config>> missing = LoadConfigSource(dir.path() + "/nope");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);

@@ -1,0 +1,451 @@
+#include "src/server/flags.h"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <limits>
+#include <optional>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "floodgate/status_macros.h"
+
+#ifndef FLOODGATE_VERSION
+#error "FLOODGATE_VERSION comes from project(... VERSION) in the top CMakeLists.txt"
+#endif
+
+namespace floodgate::server {
+namespace {
+
+// The smallest --max-memory other than 0 (no cap). The process itself takes about 15 MiB and
+// the tables get the budget minus a headroom of at least 24 MiB (server.cc, TableBudget); below
+// 64 MiB the tables would hold too few keys to be worth a cap, and the store would refuse a
+// budget too small for its shards in its own terms ("StoreOptions.max_memory_bytes").
+constexpr uint64_t kMinMaxMemory = uint64_t{64} << 20;
+constexpr uint64_t kMaxConnections = 10'000'000;
+constexpr uint64_t kMaxHits = 1'000'000'000;  // service::RequestLimits::max_hits
+
+constexpr char kFooter[] =
+    "Every flag may also come from the environment variable shown (Env:); the command line wins.\n"
+    "Sizes: 256MiB, 1GiB, 500MB or a number of bytes. Durations: 200ms, 5s, 1m.\n"
+    "Exit codes: 0 done, 1 failed (bad config, over the limit, cannot start), 2 bad command line.";
+
+// The text of every flag as CLI11 collected it, from the command line or the environment.
+// Converted and checked after parsing (ToServe, ToCheck), so that every refusal is in our words.
+struct ServeText {
+  explicit ServeText(const ServerOptions& defaults)
+      : http(defaults.http_address),
+        grpc(defaults.grpc_address),
+        http_threads(absl::StrCat(defaults.http_threads)),
+        max_connections(absl::StrCat(defaults.max_connections)),
+        max_connections_per_client(absl::StrCat(defaults.max_connections_per_client)),
+        max_memory(defaults.max_memory_bytes == 0 ? "0"
+                                                  : FormatByteSize(defaults.max_memory_bytes)),
+        grpc_threads(absl::StrCat(defaults.grpc_threads)),
+        config_poll(absl::FormatDuration(defaults.config_poll)),
+        replicas(absl::StrCat(defaults.replicas)),
+        forward_batch_max(absl::StrCat(defaults.forward_batch_max)) {}
+
+  std::string config, http, grpc, admin_token, http_threads, max_connections,
+      max_connections_per_client, max_memory, grpc_impl = "native", grpc_threads, config_poll,
+                                              drain_timeout = "5s", node_id, peers, peer,
+                                              cluster_key, replicas, forward_batch_max;
+};
+
+struct CheckText {
+  std::string config, domain, hits = "1";
+  std::vector<std::string> entries;
+};
+
+// "--max-connections-per-client" -> "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT".
+std::string EnvName(absl::string_view flag) {
+  std::string name = absl::StrReplaceAll(absl::StripPrefix(flag, "--"), {{"-", "_"}});
+  absl::AsciiStrToUpper(&name);
+  return absl::StrCat("FLOODGATE_", name);
+}
+
+// Adds `name` (taking one value, collected into `text`) with its environment variable; the
+// current `text`, if any, is shown as the default.
+CLI::Option* AddFlag(CLI::App* app, const std::string& name, std::string* text,
+                     const std::string& type, const std::string& meaning) {
+  CLI::Option* option = app->add_option(name, *text, meaning)->type_name(type);
+  option->envname(EnvName(name));
+  if (!text->empty()) {
+    option->default_str(*text);
+  }
+  return option;
+}
+
+absl::StatusOr<uint64_t> WholeNumber(absl::string_view flag, const std::string& text, uint64_t min,
+                                     uint64_t max, absl::string_view note = "") {
+  uint64_t value = 0;
+  const bool digits = !text.empty() && std::isdigit(static_cast<unsigned char>(text[0]));
+  if (!digits || !absl::SimpleAtoi(text, &value) || value < min || value > max) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " must be a whole number from ", min,
+                                                   " to ", max, note, " (got '", text, "')"));
+  }
+  return value;
+}
+
+absl::StatusOr<absl::Duration> DurationOf(absl::string_view flag, const std::string& text,
+                                          absl::Duration min, absl::Duration max) {
+  absl::Duration value;
+  if (!absl::ParseDuration(text, &value) || value == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " must be a duration such as 200ms, 5s or 1m (got '", text, "')"));
+  }
+  if (value < min || value > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " must be from ", absl::FormatDuration(min), " to ",
+                     absl::FormatDuration(max), " (got ", absl::FormatDuration(value), ")"));
+  }
+  return value;
+}
+
+absl::StatusOr<uint64_t> MaxMemory(const std::string& text) {
+  absl::StatusOr<uint64_t> bytes = ParseByteSize(text);
+  if (!bytes.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-memory must be a size such as 256MiB, 1GiB, 500MB or a number of bytes (got '", text,
+        "')"));
+  }
+  if (*bytes != 0 && *bytes < kMinMaxMemory) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-memory must be 0 (no cap) or at least ",
+                                                   FormatByteSize(kMinMaxMemory), " (got ",
+                                                   FormatByteSize(*bytes), ")"));
+  }
+  return *bytes;
+}
+
+absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
+  ServerOptions& options = serve->options;
+  if (text.config.empty()) {
+    return absl::InvalidArgumentError(
+        "serve needs --config PATH (or FLOODGATE_CONFIG): the YAML file or folder to serve");
+  }
+  options.config_path = text.config;
+  options.http_address = text.http;
+  options.grpc_address = text.grpc;
+  options.admin_token = text.admin_token;
+  FG_ASSIGN_OR_RETURN(options.http_threads,
+                      WholeNumber("--http-threads", text.http_threads, 1, 256));
+  FG_ASSIGN_OR_RETURN(options.grpc_threads,
+                      WholeNumber("--grpc-threads", text.grpc_threads, 1, 256));
+  FG_ASSIGN_OR_RETURN(options.max_connections,
+                      WholeNumber("--max-connections", text.max_connections, 1, kMaxConnections));
+  FG_ASSIGN_OR_RETURN(options.max_connections_per_client,
+                      WholeNumber("--max-connections-per-client", text.max_connections_per_client,
+                                  0, kMaxConnections, " (0: no cap)"));
+  FG_ASSIGN_OR_RETURN(options.max_memory_bytes, MaxMemory(text.max_memory));
+  if (text.grpc_impl != "native" && text.grpc_impl != "grpcpp") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--grpc-impl must be native or grpcpp (got '", text.grpc_impl, "')"));
+  }
+  options.grpc_impl = text.grpc_impl;
+  FG_ASSIGN_OR_RETURN(options.config_poll, DurationOf("--config-poll", text.config_poll,
+                                                      absl::Milliseconds(10), absl::Hours(1)));
+  FG_ASSIGN_OR_RETURN(serve->drain_timeout, DurationOf("--drain-timeout", text.drain_timeout,
+                                                       absl::ZeroDuration(), absl::Minutes(10)));
+  options.node_id = text.node_id;
+  options.peers = text.peers;
+  options.peer_address = text.peer;
+  options.cluster_key = text.cluster_key;
+  FG_ASSIGN_OR_RETURN(options.replicas, WholeNumber("--replicas", text.replicas, 1, 8));
+  FG_ASSIGN_OR_RETURN(options.forward_batch_max,
+                      WholeNumber("--forward-batch-max", text.forward_batch_max, 1, 4096));
+  if (options.peers.empty() && (!options.node_id.empty() || !options.peer_address.empty())) {
+    return absl::InvalidArgumentError("--node-id and --peer need --peers (the cluster's members)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ToCheck(const CheckText& text, CheckCommand* check) {
+  if (text.config.empty()) {
+    return absl::InvalidArgumentError(
+        "check needs --config PATH (or FLOODGATE_CONFIG): the YAML file or folder to decide with");
+  }
+  if (text.domain.empty()) {
+    return absl::InvalidArgumentError("check needs --domain DOMAIN (or FLOODGATE_DOMAIN)");
+  }
+  check->config_path = text.config;
+  check->domain = text.domain;
+  FG_ASSIGN_OR_RETURN(check->hits, WholeNumber("--hits", text.hits, 0, kMaxHits));
+  for (const std::string& entry : text.entries) {
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("check takes descriptor entries as KEY=VALUE (got '", entry, "')"));
+    }
+    check->entries.emplace_back(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  return absl::OkStatus();
+}
+
+// Returns an unknown flag's refusal, with the flag it most likely meant (`--admin_token`,
+// `-config`, `--Config` -> `--config`).
+std::string UnknownFlag(const CLI::App& command, const std::string& flag) {
+  std::string guess = absl::StrReplaceAll(absl::StripLeadingAsciiWhitespace(flag), {{"_", "-"}});
+  guess = absl::StrCat("--", absl::StripPrefix(absl::StripPrefix(guess, "-"), "-"));
+  absl::AsciiStrToLower(&guess);
+  const std::string where = absl::StrCat("floodgate ", command.get_name());
+  if (guess != flag && command.get_option_no_throw(guess) != nullptr) {
+    return absl::StrCat("unknown flag ", flag, " for ", where, " (did you mean ", guess, "?)");
+  }
+  return absl::StrCat("unknown flag ", flag, " for ", where);
+}
+
+// CLI11 takes the word after a flag as its value even when that word is a flag (`--config
+// --http x` would serve the config "--http"), and reports an unknown flag together with the
+// words around it. Returns the refusal of the first unknown command or flag, flag without a
+// value or value that looks like a flag; nullopt when CLI11 may go on (or must show help).
+std::optional<std::string> FirstMisuse(const CLI::App& app, int argc, const char* const* argv,
+                                       std::string* command_name) {
+  int i = 1;
+  if (i < argc && argv[i][0] == '-') {
+    const absl::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help" || arg == "--version") {
+      return std::nullopt;
+    }
+    return absl::StrCat("unknown flag ", arg, " (flags come after the command)");
+  }
+  if (i == argc) {
+    return "a command is needed: serve, validate or check";
+  }
+  const CLI::App* command = nullptr;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->get_name() == argv[i]) {
+      command = sub;
+    }
+  }
+  if (command == nullptr) {
+    return absl::StrCat("unknown command '", argv[i], "' (commands: serve, validate, check)");
+  }
+  *command_name = command->get_name();
+  std::vector<const CLI::Option*> seen;
+  for (++i; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") {
+      break;  // the rest are positional words
+    }
+    if (arg.size() < 2 || arg[0] != '-') {
+      continue;
+    }
+    const std::string name(arg.substr(0, arg.find('=')));
+    const CLI::Option* option = command->get_option_no_throw(name);
+    if (option == nullptr) {
+      return UnknownFlag(*command, name);
+    }
+    if (std::find(seen.begin(), seen.end(), option) != seen.end()) {
+      return absl::StrCat(name, " is given twice");
+    }
+    seen.push_back(option);
+    if (option->get_items_expected_max() == 0 || name.size() != arg.size()) {
+      continue;  // a switch (--help), or --flag=value: the value is explicit
+    }
+    if (i + 1 == argc) {
+      return absl::StrCat(name, " needs a value (", option->get_type_name(), ")");
+    }
+    const absl::string_view next = argv[i + 1];
+    if (next.size() > 1 && next[0] == '-') {
+      return absl::StrCat(name, " needs a value (", option->get_type_name(),
+                          ") but is followed by '", next, "'; write ", name, "=", next,
+                          " if that is the value");
+    }
+    ++i;
+  }
+  return std::nullopt;
+}
+
+CommandLine Refuse(absl::string_view message, absl::string_view command) {
+  CommandLine line;
+  line.exit_code = kExitUsage;
+  line.err = absl::StrCat("floodgate: ", message, "\nRun 'floodgate ", command,
+                          command.empty() ? "" : " ", "--help' for the flags.\n");
+  return line;
+}
+
+void AddServeFlags(CLI::App* serve, ServeText* text) {
+  AddFlag(serve, "--config", &text->config, "PATH",
+          "The config to serve: a YAML file, or a folder of them (one domain each); "
+          "reloaded when it changes. Required.");
+  AddFlag(serve, "--http", &text->http, "HOST:PORT",
+          "Where the HTTP API listens (checks, health, metrics, admin); port 0 picks one.");
+  AddFlag(serve, "--grpc", &text->grpc, "HOST:PORT",
+          "Where the gRPC API (Envoy RLS v3) listens; port 0 picks one.");
+  AddFlag(serve, "--admin-token", &text->admin_token, "TOKEN",
+          "Bearer token for the admin endpoints; without it they are off.");
+  AddFlag(serve, "--http-threads", &text->http_threads, "N", "HTTP io threads, 1 to 256.");
+  AddFlag(serve, "--grpc-impl", &text->grpc_impl, "native|grpcpp",
+          "gRPC server: ours (native) or grpc++'s.");
+  AddFlag(serve, "--grpc-threads", &text->grpc_threads, "N",
+          "The native gRPC server's io threads, 1 to 256.");
+  AddFlag(serve, "--max-connections", &text->max_connections, "N",
+          "Connections at once on each front end, 1 to 10000000.");
+  AddFlag(serve, "--max-connections-per-client", &text->max_connections_per_client, "N",
+          "Connections at once per client address on each front end; 0: no cap.");
+  AddFlag(serve, "--max-memory", &text->max_memory, "SIZE",
+          "The process's memory budget (256MiB, 1GiB, 500MB or bytes): the key tables get all "
+          "but a headroom; 0: no cap, else at least 64MiB.");
+  AddFlag(serve, "--config-poll", &text->config_poll, "DURATION",
+          "How often the config is checked for changes, 10ms to 1h.");
+  AddFlag(serve, "--drain-timeout", &text->drain_timeout, "DURATION",
+          "On SIGTERM/SIGINT, how long requests in flight may take to finish, 0s to 10m.");
+  AddFlag(serve, "--node-id", &text->node_id, "ID", "Cluster mode: this node's id among --peers.");
+  AddFlag(serve, "--peers", &text->peers, "ID=HOST:PORT,...",
+          "Cluster mode (docs/cluster.md): every member, this node included.");
+  AddFlag(serve, "--peer", &text->peer, "HOST:PORT",
+          "Cluster mode: where to listen for peers; default: this node's entry in --peers.");
+  AddFlag(serve, "--cluster-key", &text->cluster_key, "SECRET",
+          "Cluster mode: shared secret for key hashing; default: derived from the member ids.");
+  AddFlag(serve, "--replicas", &text->replicas, "N",
+          "Cluster mode: nodes that hold each key, 1 to 8.");
+  AddFlag(serve, "--forward-batch-max", &text->forward_batch_max, "N",
+          "Cluster mode: forwarded checks per batch, 1 to 4096; 1 turns batching off.");
+}
+
+void AddCheckFlags(CLI::App* check, CheckText* text) {
+  AddFlag(check, "--config", &text->config, "PATH",
+          "The config to decide with: a YAML file or a folder of them. Required.");
+  AddFlag(check, "--domain", &text->domain, "DOMAIN", "The domain to check. Required.");
+  AddFlag(check, "--hits", &text->hits, "N", "Hits to add, 0 (only read) to 1000000000.");
+  check->add_option("entries", text->entries, "The descriptor's entries, in order.")
+      ->type_name("KEY=VALUE");
+}
+
+}  // namespace
+
+absl::string_view Version() { return FLOODGATE_VERSION; }
+
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
+  absl::string_view rest = absl::StripAsciiWhitespace(text);
+  size_t digits = 0;
+  while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits]))) {
+    ++digits;
+  }
+  uint64_t number = 0;
+  if (digits == 0 || !absl::SimpleAtoi(rest.substr(0, digits), &number)) {
+    return absl::InvalidArgumentError(absl::StrCat("not a size: '", text, "'"));
+  }
+  std::string unit(absl::StripLeadingAsciiWhitespace(rest.substr(digits)));
+  absl::AsciiStrToLower(&unit);
+  struct Unit {
+    absl::string_view name;
+    uint64_t bytes;
+  };
+  static constexpr Unit kUnits[] = {
+      {"", 1},
+      {"b", 1},
+      {"byte", 1},
+      {"bytes", 1},
+      {"kb", 1000},
+      {"mb", 1000 * 1000},
+      {"gb", 1000 * 1000 * 1000},
+      {"tb", uint64_t{1000} * 1000 * 1000 * 1000},
+      {"kib", uint64_t{1} << 10},
+      {"mib", uint64_t{1} << 20},
+      {"gib", uint64_t{1} << 30},
+      {"tib", uint64_t{1} << 40},
+  };
+  for (const Unit& u : kUnits) {
+    if (unit == u.name) {
+      if (number > std::numeric_limits<uint64_t>::max() / u.bytes) {
+        return absl::InvalidArgumentError(absl::StrCat("size too large: '", text, "'"));
+      }
+      return number * u.bytes;
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown size unit '", unit, "' in '", text,
+                                                 "' (B, KB, MB, GB, TB, KiB, MiB, "
+                                                 "GiB, TiB)"));
+}
+
+std::string FormatByteSize(uint64_t bytes) {
+  static constexpr std::pair<absl::string_view, int> kUnits[] = {
+      {"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}};
+  for (const auto& [name, shift] : kUnits) {
+    if (bytes != 0 && bytes % (uint64_t{1} << shift) == 0) {
+      return absl::StrCat(bytes >> shift, name);
+    }
+  }
+  return absl::StrCat(bytes, bytes == 1 ? " byte" : " bytes");
+}
+
+CommandLine ParseCommandLine(int argc, const char* const* argv) {
+  ServerOptions defaults;
+  ServeText serve_text(defaults);
+  std::string validate_path;
+  CheckText check_text;
+  std::string command_name;
+
+  CLI::App app("Floodgate: a distributed rate limiter (README.md, docs/).", "floodgate");
+  CLI::App* serve = nullptr;
+  CLI::App* validate = nullptr;
+  CLI::App* check = nullptr;
+  try {  // CLI11 reports a mistake in the definitions (two flags of one name) by exception.
+    app.get_formatter()->column_width(36);
+    app.footer(kFooter);
+    app.set_version_flag("--version", absl::StrCat("floodgate ", Version()));
+    app.require_subcommand(1);
+    serve = app.add_subcommand("serve", "Run a node: the HTTP and gRPC APIs.");
+    validate = app.add_subcommand("validate",
+                                  "Check a config (a YAML file or a folder of them) and exit.");
+    check = app.add_subcommand("check", "Decide one request against a config, without a server.");
+    for (CLI::App* sub : {serve, validate, check}) {
+      sub->footer(kFooter);
+    }
+    AddServeFlags(serve, &serve_text);
+    validate->add_option("PATH", validate_path, "The config: a YAML file or a folder of them.")
+        ->type_name("");
+    AddCheckFlags(check, &check_text);
+  } catch (const CLI::Error& e) {
+    return Refuse(absl::StrCat("internal error in the flag definitions: ", e.what()), "");
+  }
+
+  if (std::optional<std::string> misuse = FirstMisuse(app, argc, argv, &command_name)) {
+    return Refuse(*misuse, command_name);
+  }
+  // CLI11 reports by exceptions; they end here (house style: no throw escapes our code).
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() != 0) {
+      return Refuse(e.what(), command_name);
+    }
+    // --help or --version: CLI11 renders them.
+    std::ostringstream out;
+    std::ostringstream err;
+    CommandLine line;
+    line.exit_code = app.exit(e, out, err);
+    line.out = out.str();
+    line.err = err.str();
+    return line;
+  }
+
+  CommandLine line;
+  absl::Status status;
+  if (serve->parsed()) {
+    line.kind = CommandLine::Kind::kServe;
+    status = ToServe(serve_text, &line.serve);
+  } else if (validate->parsed()) {
+    line.kind = CommandLine::Kind::kValidate;
+    line.validate.path = validate_path;
+    if (validate_path.empty()) {
+      status = absl::InvalidArgumentError(
+          "validate needs a PATH: the YAML file or folder of them to check");
+    }
+  } else {
+    line.kind = CommandLine::Kind::kCheck;
+    status = ToCheck(check_text, &line.check);
+  }
+  if (!status.ok()) {
+    return Refuse(status.message(), command_name);
+  }
+  return line;
+}
+
+}  // namespace floodgate::server

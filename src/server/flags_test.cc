@@ -1,0 +1,287 @@
+#include "src/server/flags.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+
+extern char** environ;
+
+namespace floodgate::server {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Pair;
+
+class FlagsTest : public ::testing::Test {
+ protected:
+  // The parser reads FLOODGATE_* variables: start every test without any.
+  void SetUp() override {
+    std::vector<std::string> names;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry = *e;
+      if (absl::StartsWith(entry, "FLOODGATE_")) {
+        names.push_back(entry.substr(0, entry.find('=')));
+      }
+    }
+    for (const std::string& name : names) {
+      unsetenv(name.c_str());
+    }
+  }
+  void TearDown() override { SetUp(); }
+
+  static CommandLine Parse(std::vector<std::string> args) {
+    args.insert(args.begin(), "floodgate");
+    std::vector<const char*> argv;
+    for (const std::string& a : args) {
+      argv.push_back(a.c_str());
+    }
+    return ParseCommandLine(static_cast<int>(argv.size()), argv.data());
+  }
+
+  // Parses `args` and expects a refusal (exit 2, nothing to stdout); returns its message.
+  static std::string Refusal(std::vector<std::string> args) {
+    CommandLine line = Parse(args);
+    EXPECT_EQ(line.kind, CommandLine::Kind::kExit);
+    EXPECT_EQ(line.exit_code, kExitUsage);
+    EXPECT_THAT(line.out, IsEmpty());
+    return line.err;
+  }
+};
+
+TEST_F(FlagsTest, ServeWithDefaults) {
+  CommandLine line = Parse({"serve", "--config", "examples/"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  const ServerOptions defaults;
+  const ServerOptions& o = line.serve.options;
+  EXPECT_EQ(o.config_path, "examples/");
+  EXPECT_EQ(o.http_address, defaults.http_address);
+  EXPECT_EQ(o.grpc_address, defaults.grpc_address);
+  EXPECT_EQ(o.http_threads, defaults.http_threads);
+  EXPECT_EQ(o.max_connections, defaults.max_connections);
+  EXPECT_EQ(o.max_memory_bytes, 0u);
+  EXPECT_EQ(o.config_poll, defaults.config_poll);
+  EXPECT_EQ(o.replicas, defaults.replicas);
+  EXPECT_EQ(o.grpc_impl, "native");
+  EXPECT_EQ(line.serve.drain_timeout, absl::Seconds(5));
+}
+
+TEST_F(FlagsTest, BothFormsOfAValue) {
+  CommandLine line = Parse({"serve", "--config=a.yaml", "--http", "127.0.0.1:0", "--http-threads=4",
+                            "--admin-token", "s3cret"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.config_path, "a.yaml");
+  EXPECT_EQ(line.serve.options.http_address, "127.0.0.1:0");
+  EXPECT_EQ(line.serve.options.http_threads, 4);
+  EXPECT_EQ(line.serve.options.admin_token, "s3cret");
+}
+
+// issue 11: `--admin_token s3cret` started a server with no admin token.
+TEST_F(FlagsTest, UnknownFlagIsRefusedByName) {
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--admin_token", "s3cret"}),
+              HasSubstr("unknown flag --admin_token for floodgate serve (did you mean "
+                        "--admin-token?)"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--htpp-threads", "4"}),
+              HasSubstr("unknown flag --htpp-threads"));
+  EXPECT_THAT(Refusal({"serve", "--bogus=1", "--config", "a"}), HasSubstr("unknown flag --bogus"));
+  EXPECT_THAT(Refusal({"check", "--config", "a", "--domain", "d", "--http", "x"}),
+              HasSubstr("unknown flag --http for floodgate check"));
+  EXPECT_THAT(Refusal({"--config", "a", "serve"}), HasSubstr("unknown flag --config"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "extra"}), HasSubstr("extra"));
+}
+
+TEST_F(FlagsTest, UnknownOrMissingCommand) {
+  EXPECT_THAT(Refusal({"server"}), HasSubstr("unknown command 'server'"));
+  EXPECT_THAT(Refusal({}), HasSubstr("a command is needed: serve, validate or check"));
+}
+
+TEST_F(FlagsTest, MissingValueNamesTheFlag) {
+  EXPECT_THAT(Refusal({"serve", "--config"}), HasSubstr("--config needs a value (PATH)"));
+  EXPECT_THAT(Refusal({"check", "--config", "a", "--domain"}), HasSubstr("--domain needs a value"));
+}
+
+// issue 11: `--config --http ...` served a config named "--http".
+TEST_F(FlagsTest, ValueThatLooksLikeAFlagIsRefused) {
+  EXPECT_THAT(Refusal({"serve", "--config", "--http", "127.0.0.1:0"}),
+              HasSubstr("--config needs a value (PATH) but is followed by '--http'"));
+  EXPECT_THAT(Refusal({"check", "--config", "a", "--domain", "d", "--hits", "-1"}),
+              HasSubstr("--hits needs a value"));
+  // Written with '=', a value may start with '-'; it is then checked like any other.
+  CommandLine line = Parse({"serve", "--config=-odd-name.yaml"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.config_path, "-odd-name.yaml");
+  EXPECT_THAT(Refusal({"check", "--config", "a", "--domain", "d", "--hits=-1"}),
+              HasSubstr("--hits must be a whole number from 0 to 1000000000 (got '-1')"));
+}
+
+TEST_F(FlagsTest, RepeatedFlagIsRefused) {
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--config=b"}),
+              HasSubstr("--config is given twice"));
+}
+
+TEST_F(FlagsTest, HelpEverywhereExitsZero) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"--help"},
+                                             {"-h"},
+                                             {"serve", "--help"},
+                                             {"serve", "-h"},
+                                             {"validate", "--help"},
+                                             {"check", "-h"},
+                                             {"serve", "--config", "a", "--help"}}) {
+    CommandLine line = Parse(args);
+    EXPECT_EQ(line.kind, CommandLine::Kind::kExit) << args[0];
+    EXPECT_EQ(line.exit_code, 0) << args[0] << " " << line.err;
+    EXPECT_THAT(line.out, HasSubstr("Usage: floodgate")) << args[0];
+    EXPECT_THAT(line.err, IsEmpty());
+  }
+  EXPECT_THAT(Parse({"--help"}).out, AllOf(HasSubstr("serve"), HasSubstr("validate"),
+                                           HasSubstr("check"), HasSubstr("--version")));
+}
+
+// Every serve flag: its name, meaning, default and environment variable.
+TEST_F(FlagsTest, ServeHelpListsEveryFlagWithDefaultAndEnvironment) {
+  const std::string help = Parse({"serve", "--help"}).out;
+  for (const char* flag : {"config", "http", "grpc", "admin-token", "http-threads", "grpc-impl",
+                           "grpc-threads", "max-connections", "max-connections-per-client",
+                           "max-memory", "config-poll", "drain-timeout", "node-id", "peers", "peer",
+                           "cluster-key", "replicas", "forward-batch-max"}) {
+    EXPECT_THAT(help, HasSubstr(std::string("--") + flag + " ")) << flag;
+  }
+  for (const char* env :
+       {"FLOODGATE_CONFIG", "FLOODGATE_HTTP", "FLOODGATE_GRPC", "FLOODGATE_ADMIN_TOKEN",
+        "FLOODGATE_HTTP_THREADS", "FLOODGATE_MAX_CONNECTIONS",
+        "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT", "FLOODGATE_MAX_MEMORY", "FLOODGATE_GRPC_IMPL",
+        "FLOODGATE_GRPC_THREADS", "FLOODGATE_NODE_ID", "FLOODGATE_PEERS", "FLOODGATE_PEER",
+        "FLOODGATE_CLUSTER_KEY", "FLOODGATE_REPLICAS", "FLOODGATE_FORWARD_BATCH_MAX"}) {
+    EXPECT_THAT(help, HasSubstr(std::string("Env:") + env + ")")) << env;
+  }
+  EXPECT_THAT(help, HasSubstr("--http HOST:PORT=127.0.0.1:8080"));
+  EXPECT_THAT(help, HasSubstr("--http-threads N=2"));
+  EXPECT_THAT(help, HasSubstr("--drain-timeout DURATION=5s"));
+  EXPECT_THAT(help, HasSubstr("memory budget"));
+  const std::string check_help = Parse({"check", "--help"}).out;
+  EXPECT_THAT(check_help, AllOf(HasSubstr("Env:FLOODGATE_DOMAIN"), HasSubstr("Env:FLOODGATE_HITS"),
+                                HasSubstr("--hits N=1"), HasSubstr("KEY=VALUE")));
+}
+
+TEST_F(FlagsTest, Version) {
+  CommandLine line = Parse({"--version"});
+  EXPECT_EQ(line.kind, CommandLine::Kind::kExit);
+  EXPECT_EQ(line.exit_code, 0);
+  EXPECT_EQ(line.out, "floodgate " + std::string(Version()) + "\n");
+  EXPECT_FALSE(Version().empty());
+}
+
+TEST_F(FlagsTest, ByteSizes) {
+  EXPECT_EQ(*ParseByteSize("1048576"), 1048576u);
+  EXPECT_EQ(*ParseByteSize("256MiB"), uint64_t{256} << 20);
+  EXPECT_EQ(*ParseByteSize("1GiB"), uint64_t{1} << 30);
+  EXPECT_EQ(*ParseByteSize("1 gib"), uint64_t{1} << 30);
+  EXPECT_EQ(*ParseByteSize("500MB"), 500'000'000u);
+  EXPECT_EQ(*ParseByteSize("4KB"), 4000u);
+  EXPECT_EQ(*ParseByteSize("2TiB"), uint64_t{2} << 40);
+  EXPECT_EQ(*ParseByteSize("12B"), 12u);
+  EXPECT_EQ(*ParseByteSize("18446744073709551615"), UINT64_MAX);
+  for (const char* bad :
+       {"", "MiB", "12XB", "-1", "1.5GiB", "16777216TiB", "99999999999999999999"}) {
+    EXPECT_FALSE(ParseByteSize(bad).ok()) << bad;
+  }
+  EXPECT_EQ(FormatByteSize(uint64_t{64} << 20), "64MiB");
+  EXPECT_EQ(FormatByteSize(uint64_t{3} << 30), "3GiB");
+  EXPECT_EQ(FormatByteSize(1000), "1000 bytes");
+  EXPECT_EQ(FormatByteSize(1), "1 byte");
+}
+
+// issue 11: `--max-memory 256MiB` was refused, and `--max-memory 1000` answered
+// "StoreOptions.max_memory_bytes is 500".
+TEST_F(FlagsTest, MaxMemoryTakesHumanSizesInItsRange) {
+  CommandLine line = Parse({"serve", "--config", "a", "--max-memory", "256MiB"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.max_memory_bytes, uint64_t{256} << 20);
+  line = Parse({"serve", "--config", "a", "--max-memory", "0"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.max_memory_bytes, 0u);
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--max-memory", "1000"}),
+              HasSubstr("--max-memory must be 0 (no cap) or at least 64MiB (got 1000 bytes)"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--max-memory", "1MiB"}),
+              HasSubstr("at least 64MiB (got 1MiB)"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--max-memory", "lots"}),
+              HasSubstr("--max-memory must be a size such as 256MiB, 1GiB, 500MB or a number of "
+                        "bytes (got 'lots')"));
+}
+
+TEST_F(FlagsTest, NumbersAndDurationsInRange) {
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--http-threads", "0"}),
+              HasSubstr("--http-threads must be a whole number from 1 to 256 (got '0')"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--replicas", "two"}),
+              HasSubstr("--replicas must be a whole number from 1 to 8 (got 'two')"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--max-connections-per-client", "x"}),
+              HasSubstr("(0: no cap)"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--grpc-impl", "fast"}),
+              HasSubstr("--grpc-impl must be native or grpcpp (got 'fast')"));
+  CommandLine line =
+      Parse({"serve", "--config", "a", "--drain-timeout", "1m30s", "--config-poll", "1s"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.drain_timeout, absl::Seconds(90));
+  EXPECT_EQ(line.serve.options.config_poll, absl::Seconds(1));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--drain-timeout", "5"}),
+              HasSubstr("--drain-timeout must be a duration such as 200ms, 5s or 1m (got '5')"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--config-poll", "1ms"}),
+              HasSubstr("--config-poll must be from 10ms to 1h (got 1ms)"));
+  EXPECT_THAT(Refusal({"serve", "--config", "a", "--node-id", "n1"}),
+              HasSubstr("--node-id and --peer need --peers"));
+}
+
+TEST_F(FlagsTest, EnvironmentFillsFlagsAndTheCommandLineWins) {
+  setenv("FLOODGATE_CONFIG", "from-env", 1);
+  setenv("FLOODGATE_MAX_MEMORY", "1GiB", 1);
+  setenv("FLOODGATE_HTTP_THREADS", "3", 1);
+  setenv("FLOODGATE_ADMIN_TOKEN", "", 1);  // empty: as if unset
+  CommandLine line = Parse({"serve", "--http-threads", "5"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.config_path, "from-env");
+  EXPECT_EQ(line.serve.options.max_memory_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(line.serve.options.http_threads, 5);
+  EXPECT_EQ(line.serve.options.admin_token, "");
+  setenv("FLOODGATE_MAX_MEMORY", "1000", 1);
+  EXPECT_THAT(Refusal({"serve"}), HasSubstr("--max-memory must be 0 (no cap) or at least 64MiB"));
+}
+
+TEST_F(FlagsTest, ServeNeedsAConfig) {
+  EXPECT_THAT(Refusal({"serve"}), HasSubstr("serve needs --config PATH (or FLOODGATE_CONFIG)"));
+}
+
+// issue 11: `check` without --config printed "floodgate: : No such file or directory".
+TEST_F(FlagsTest, CheckNeedsAConfigAndADomain) {
+  EXPECT_THAT(Refusal({"check", "--domain", "d", "k=v"}),
+              HasSubstr("check needs --config PATH (or FLOODGATE_CONFIG)"));
+  EXPECT_THAT(Refusal({"check", "--config", "a", "k=v"}), HasSubstr("check needs --domain"));
+  EXPECT_THAT(Refusal({"check", "--config", "a", "--domain", "d", "novalue"}),
+              HasSubstr("KEY=VALUE (got 'novalue')"));
+  setenv("FLOODGATE_DOMAIN", "env-domain", 1);
+  setenv("FLOODGATE_HITS", "3", 1);
+  CommandLine line = Parse({"check", "--config", "a", "user=alice", "path=/x=y"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kCheck) << line.err;
+  EXPECT_EQ(line.check.config_path, "a");
+  EXPECT_EQ(line.check.domain, "env-domain");
+  EXPECT_EQ(line.check.hits, 3u);
+  EXPECT_THAT(line.check.entries,
+              ::testing::ElementsAre(Pair("user", "alice"), Pair("path", "/x=y")));
+}
+
+TEST_F(FlagsTest, ValidateTakesOnePath) {
+  CommandLine line = Parse({"validate", "examples/"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kValidate) << line.err;
+  EXPECT_EQ(line.validate.path, "examples/");
+  EXPECT_THAT(Refusal({"validate"}), HasSubstr("validate needs a PATH"));
+  EXPECT_THAT(Refusal({"validate", "a", "b"}), HasSubstr("b"));
+}
+
+}  // namespace
+}  // namespace floodgate::server
