@@ -9,6 +9,8 @@
 #include <memory>
 #include <string>
 
+#include "testing/temp_dir.h"
+
 namespace floodgate::admin {
 namespace {
 
@@ -23,23 +25,20 @@ std::string Api(int per_minute) {
 
 // One node's config side: its folder, limiter, config manager and sync.
 struct Node {
-  explicit Node(const std::string& id) {
-    char tmpl[] = "/tmp/floodgate-cluster-config-test-XXXXXX";
-    EXPECT_NE(mkdtemp(tmpl), nullptr);
-    dir = tmpl;
+  explicit Node(const std::string& id) : dir(temp.path()) {
     std::ofstream(dir / "api.yaml") << Api(5);
     store = *NewShardedStore({});
     limiter = std::make_unique<limiter::Limiter>(store.get(), KeyHasher(1, 1), nullptr);
     config = *ConfigManager::Create(dir.string(), limiter.get());
     sync = std::make_unique<ClusterConfigSync>(id, config.get(), limiter.get());
   }
-  ~Node() { fs::remove_all(dir); }
 
   uint64_t Limit() const {
     const core::DomainConfig* d = limiter->config()->FindDomain("api");
     return d == nullptr ? 0 : d->root.children[0].limits[0].spec.requests_per_period;
   }
 
+  floodgate::testing::TempDir temp{"floodgate-cluster-config-test"};
   fs::path dir;
   std::unique_ptr<Store> store;
   std::unique_ptr<limiter::Limiter> limiter;

@@ -8,6 +8,8 @@
 #include <iterator>
 #include <string>
 
+#include "testing/temp_dir.h"
+
 namespace floodgate::admin {
 namespace {
 
@@ -30,20 +32,18 @@ void Write(const fs::path& path, std::string_view text) {
 class ConfigManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/floodgate-config-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = temp_.path();
     Write(dir_ / "api.yaml", kApi);
     store_ = *NewShardedStore({});
     limiter_ = std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 1), nullptr);
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   uint64_t UserLimit() {
     const core::DomainConfig* d = limiter_->config()->FindDomain("api");
     return d == nullptr ? 0 : d->root.children[0].limits[0].spec.requests_per_period;
   }
 
+  floodgate::testing::TempDir temp_{"floodgate-config-test"};
   fs::path dir_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<limiter::Limiter> limiter_;

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "testing/temp_dir.h"
 
 namespace floodgate::admin {
 namespace {
@@ -40,30 +41,7 @@ uint64_t LimitOf(const DomainConfig& config,
   return node->limits[0].requests_per_unit;
 }
 
-// A unique temporary directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "config_source_test.XXXXXX").string();
-    char* made = mkdtemp(pattern.data());
-    EXPECT_NE(made, nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-  std::string Write(const std::string& name, absl::string_view text) const {
-    std::string file = path_ + "/" + name;
-    std::ofstream(file) << text;
-    return file;
-  }
-
- private:
-  std::string path_;
-};
+using floodgate::testing::TempDir;
 
 constexpr absl::string_view kApiYaml = R"(domain: api
 descriptors:

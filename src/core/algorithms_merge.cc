@@ -36,19 +36,9 @@
 #include "src/core/algorithms.h"
 #include "src/core/algorithms_internal.h"
 
-namespace floodgate::core {
+// The merge rules live beside the helpers they share with the decisions (algorithms_internal.h).
+namespace floodgate::core::internal {
 namespace {
-
-using internal::CeilDivNonNeg;
-using internal::InBounds;
-using internal::Int128;
-using internal::IsFresh;
-using internal::kLow32;
-using internal::kMinTime;
-using internal::ReadSlots;
-using internal::SatAdd;
-using internal::Saturate;
-using internal::Slots;
 
 // Returns the larger of two states in (expiry_ns, data) order: a deterministic, symmetric choice
 // for where nothing better is needed.
@@ -207,7 +197,7 @@ KeyState MergeConcurrency(const LimitSpec& spec, const KeyState& a, const KeySta
 
 }  // namespace
 
-KeyState Merge(const LimitSpec& spec, const KeyState& a, const KeyState& b, int64_t now_ns) {
+KeyState MergeStates(const LimitSpec& spec, const KeyState& a, const KeyState& b, int64_t now_ns) {
   const bool a_fresh = IsFresh(a, now_ns);
   const bool b_fresh = IsFresh(b, now_ns);
   if (a_fresh || b_fresh) {
@@ -232,6 +222,14 @@ KeyState Merge(const LimitSpec& spec, const KeyState& a, const KeyState& b, int6
       return MergeConcurrency(spec, a, b, now_ns);
   }
   return LexMax(a, b);
+}
+
+}  // namespace floodgate::core::internal
+
+namespace floodgate::core {
+
+KeyState Merge(const LimitSpec& spec, const KeyState& a, const KeyState& b, int64_t now_ns) {
+  return internal::MergeStates(spec, a, b, now_ns);
 }
 
 }  // namespace floodgate::core

@@ -54,7 +54,8 @@ struct ServeText {
   std::string config, http, grpc, admin_token, http_threads, max_connections,
       max_connections_per_client, max_memory, grpc_impl = "native", grpc_threads, config_poll,
                                               drain_timeout = "5s", node_id, peers, peer,
-                                              cluster_key, replicas, forward_batch_max;
+                                              cluster_key, replicas, forward_batch_max, state_dir;
+  bool allow_empty_config = false;
 };
 
 struct CheckText {
@@ -132,6 +133,8 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
   options.http_address = text.http;
   options.grpc_address = text.grpc;
   options.admin_token = text.admin_token;
+  options.state_dir = text.state_dir;
+  options.allow_empty_config = text.allow_empty_config;
   FG_ASSIGN_OR_RETURN(options.http_threads,
                       WholeNumber("--http-threads", text.http_threads, 1, 256));
   FG_ASSIGN_OR_RETURN(options.grpc_threads,
@@ -278,7 +281,15 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
   AddFlag(serve, "--grpc", &text->grpc, "HOST:PORT",
           "Where the gRPC API (Envoy RLS v3) listens; port 0 picks one.");
   AddFlag(serve, "--admin-token", &text->admin_token, "TOKEN",
-          "Bearer token for the admin endpoints; without it they are off.");
+          "Bearer token the admin endpoints need; without it only clients on this machine may "
+          "call them.");
+  AddFlag(serve, "--state-dir", &text->state_dir, "DIR",
+          "Where admin config changes are kept (never in the config files); default: "
+          ".floodgate-state beside the config (docs/config.md).");
+  serve
+      ->add_flag("--allow-empty-config", text->allow_empty_config,
+                 "Serve (or reload to) a config source with no domains instead of refusing it.")
+      ->envname(EnvName("--allow-empty-config"));
   AddFlag(serve, "--http-threads", &text->http_threads, "N", "HTTP io threads, 1 to 256.");
   AddFlag(serve, "--grpc-impl", &text->grpc_impl, "native|grpcpp",
           "gRPC server: ours (native) or grpc++'s.");

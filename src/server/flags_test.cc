@@ -82,6 +82,27 @@ TEST_F(FlagsTest, BothFormsOfAValue) {
   EXPECT_EQ(line.serve.options.admin_token, "s3cret");
 }
 
+TEST_F(FlagsTest, StateDirAndEmptyConfigSwitch) {
+  CommandLine line = Parse({"serve", "--config", "c/", "--state-dir", "/var/lib/fg",
+                            "--allow-empty-config", "--http", "127.0.0.1:0"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.state_dir, "/var/lib/fg");
+  EXPECT_TRUE(line.serve.options.allow_empty_config);
+  EXPECT_EQ(line.serve.options.http_address, "127.0.0.1:0");  // the switch took no value
+
+  line = Parse({"serve", "--config", "c/"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.state_dir, "");
+  EXPECT_FALSE(line.serve.options.allow_empty_config);
+
+  setenv("FLOODGATE_STATE_DIR", "/srv/state", 1);
+  setenv("FLOODGATE_ALLOW_EMPTY_CONFIG", "true", 1);
+  line = Parse({"serve", "--config", "c/"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.state_dir, "/srv/state");
+  EXPECT_TRUE(line.serve.options.allow_empty_config);
+}
+
 // issue 11: `--admin_token s3cret` started a server with no admin token.
 TEST_F(FlagsTest, UnknownFlagIsRefusedByName) {
   EXPECT_THAT(Refusal({"serve", "--config", "a", "--admin_token", "s3cret"}),

@@ -17,14 +17,23 @@ namespace rls = ::envoy::service::ratelimit::v3;
 using floodgate::testing::MakeConfig;
 using floodgate::testing::MakeRequest;
 
-constexpr char kYaml[] = R"(
-domain: api
-descriptors:
-  - key: user
-    rate_limit: {unit: minute, requests_per_unit: 1}
-  - key: slot
-    rate_limit: {unit: minute, requests_per_unit: 1, algorithm: concurrency}
-)";
+// One request a minute per user; one concurrency slot per slot.
+constexpr char kYaml[] =
+    "domain: api\n"
+    "descriptors:\n"
+    "  - {key: user, rate_limit: {unit: minute, requests_per_unit: 1}}\n"
+    "  - {key: slot, rate_limit: {unit: minute, requests_per_unit: 1, algorithm: concurrency}}\n";
+
+// Returns an Envoy request of one descriptor {key: value} in `domain`.
+rls::RateLimitRequest EnvoyRequest(const std::string& domain, const std::string& key,
+                                   const std::string& value) {
+  rls::RateLimitRequest request;
+  request.set_domain(domain);
+  auto* entry = request.add_descriptors()->add_entries();
+  entry->set_key(key);
+  entry->set_value(value);
+  return request;
+}
 
 class RateLimitServiceTest : public ::testing::Test {
  protected:
@@ -88,11 +97,7 @@ TEST_F(RateLimitServiceTest, BadInputIsInvalidArgumentAndABadRequest) {
 }
 
 TEST_F(RateLimitServiceTest, EnvoyCallsAreConvertedDecidedAndAnswered) {
-  rls::RateLimitRequest envoy;
-  envoy.set_domain("api");
-  auto* entry = envoy.add_descriptors()->add_entries();
-  entry->set_key("user");
-  entry->set_value("carol");
+  const rls::RateLimitRequest envoy = EnvoyRequest("api", "user", "carol");
   rls::RateLimitResponse response;
   ASSERT_TRUE(service_->ShouldRateLimit(CallContext{Frontend::kGrpc}, envoy, &response).ok());
   EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
@@ -114,11 +119,7 @@ TEST_F(RateLimitServiceTest, UnknownDomainsAreCounted) {
   ASSERT_TRUE(service_->Check(CallContext{Frontend::kHttp}, known).ok());
   EXPECT_EQ(metrics_.http.unknown_domain.load(), 1u);
 
-  rls::RateLimitRequest envoy;
-  envoy.set_domain("apii");
-  auto* entry = envoy.add_descriptors()->add_entries();
-  entry->set_key("user");
-  entry->set_value("erin");
+  const rls::RateLimitRequest envoy = EnvoyRequest("apii", "user", "erin");
   rls::RateLimitResponse response;
   ASSERT_TRUE(service_->ShouldRateLimit(CallContext{Frontend::kGrpc}, envoy, &response).ok());
   EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);

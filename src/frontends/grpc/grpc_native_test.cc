@@ -19,6 +19,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "src/admin/config_manager.h"
 #include "testing/h2_client.h"
+#include "testing/temp_dir.h"
 
 namespace floodgate::frontends {
 namespace {
@@ -64,9 +65,7 @@ rls::RateLimitResponse Decode(const H2Response& r) {
 class NativeGrpcServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/fg-grpc-native-test-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
+    dir_ = temp_.path();
     std::ofstream(dir_ + "/rl.yaml") << kYaml;
     auto store = NewShardedStore({});
     ASSERT_TRUE(store.ok());
@@ -80,7 +79,6 @@ class NativeGrpcServerTest : public ::testing::Test {
     if (server_ != nullptr) {
       server_->Shutdown(absl::Seconds(2));
     }
-    std::filesystem::remove_all(dir_);
   }
 
   GrpcServerOptions Options() {
@@ -96,6 +94,7 @@ class NativeGrpcServerTest : public ::testing::Test {
     port_ = server_->port();
   }
 
+  floodgate::testing::TempDir temp_{"fg-grpc-native-test"};
   std::string dir_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<limiter::Limiter> limiter_;

@@ -24,6 +24,7 @@
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
 #include "testing/http_client.h"
+#include "testing/temp_dir.h"
 
 namespace floodgate::frontends {
 namespace {
@@ -353,9 +354,7 @@ std::vector<std::pair<std::string, std::string>> Auth(const std::string& token) 
 class HttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/fg-http-test-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
+    dir_ = temp_.path();
     std::ofstream(dir_ + "/api.yaml") << kApiYaml;
 
     StoreOptions store_options;
@@ -380,8 +379,6 @@ class HttpServerTest : public ::testing::Test {
     if (server_ != nullptr) {
       server_->Shutdown(absl::Seconds(5));
     }
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   HttpServerOptions BaseOptions() {
@@ -416,6 +413,7 @@ class HttpServerTest : public ::testing::Test {
                                        {{"Content-Type", "application/json"}});
   }
 
+  floodgate::testing::TempDir temp_{"fg-http-test"};
   std::string dir_;
   floodgate::testing::FakeClock clock_;
   std::unique_ptr<Store> store_;
