@@ -148,16 +148,27 @@ class PeerClient {
         options_.forward_timeout);
   }
 
+  // Stamps a request with the protocol version and this node's id.
+  template <typename Request>
+  void Stamp(Request* request) const {
+    request->set_protocol_version(kProtocolVersion);
+    request->set_from(options_.self_id);
+  }
+
+  // Gives a blocking call forward_timeout, waiting for the channel to be ready within it.
+  void WaitUpToForwardTimeout(grpc::ClientContext* context) const {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + options_.forward_timeout));
+    context->set_wait_for_ready(true);
+  }
+
   absl::StatusOr<std::vector<StateRecord>> Fetch(absl::Span<const uint64_t> key_hashes) {
     pb::FetchRequest request;
-    request.set_protocol_version(kProtocolVersion);
-    request.set_from(options_.self_id);
+    Stamp(&request);
     for (uint64_t key : key_hashes) {
       request.add_key_hashes(key);
     }
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.forward_timeout));
-    context.set_wait_for_ready(true);
+    WaitUpToForwardTimeout(&context);
     pb::FetchResponse response;
     FG_RETURN_IF_ERROR(FromGrpc(stub_->Fetch(&context, request, &response)));
     std::vector<StateRecord> states;
@@ -174,14 +185,12 @@ class PeerClient {
 
   absl::StatusOr<std::vector<pb::ConfigChange>> GetConfig(const std::vector<std::string>& domains) {
     pb::GetConfigRequest request;
-    request.set_protocol_version(kProtocolVersion);
-    request.set_from(options_.self_id);
+    Stamp(&request);
     for (const std::string& domain : domains) {
       request.add_domains(domain);
     }
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.forward_timeout));
-    context.set_wait_for_ready(true);
+    WaitUpToForwardTimeout(&context);
     pb::GetConfigResponse response;
     FG_RETURN_IF_ERROR(FromGrpc(stub_->GetConfig(&context, request, &response)));
     return std::vector<pb::ConfigChange>(response.changes().begin(), response.changes().end());
@@ -189,14 +198,12 @@ class PeerClient {
 
   absl::Status PushConfig(const std::vector<pb::ConfigChange>& changes) {
     pb::PushConfigRequest request;
-    request.set_protocol_version(kProtocolVersion);
-    request.set_from(options_.self_id);
+    Stamp(&request);
     for (const auto& change : changes) {
       *request.add_changes() = change;
     }
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.forward_timeout));
-    context.set_wait_for_ready(true);
+    WaitUpToForwardTimeout(&context);
     pb::PushConfigResponse response;
     return FromGrpc(stub_->PushConfig(&context, request, &response));
   }
@@ -209,8 +216,7 @@ class PeerClient {
       pb::PingResponse response;
     };
     auto* call = new Call;
-    call->request.set_protocol_version(kProtocolVersion);
-    call->request.set_from(options_.self_id);
+    Stamp(&call->request);
     call->request.set_started_at_ns(ours.started_at_ns);
     for (const auto& v : ours.config) {
       *call->request.add_config() = v;
@@ -366,8 +372,7 @@ class PeerClient {
       std::vector<std::shared_ptr<Pending>> batch;
     };
     auto* call = new Call;
-    call->request.set_protocol_version(kProtocolVersion);
-    call->request.set_from(options_.self_id);
+    Stamp(&call->request);
     for (auto& pending : batch) {
       call->request.add_txns()->Swap(&pending->txn);
     }
@@ -432,8 +437,7 @@ class PeerClient {
       pb::ForwardResponse response;
     };
     auto* call = new Call;
-    call->request.set_protocol_version(kProtocolVersion);
-    call->request.set_from(options_.self_id);
+    Stamp(&call->request);
     call->request.set_report(true);
     for (const StoreOp& op : ops) {
       ToProto(op, call->request.add_txns()->add_ops());
@@ -458,8 +462,7 @@ class PeerClient {
       pb::ReplicateResponse response;
     };
     auto* call = new Call;
-    call->request.set_protocol_version(kProtocolVersion);
-    call->request.set_from(options_.self_id);
+    Stamp(&call->request);
     call->request.set_now_ns(options_.clock->NowNs());
     for (const auto& [key, record] : states) {
       ToProto(record, call->request.add_states());

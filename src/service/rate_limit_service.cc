@@ -12,18 +12,15 @@ namespace rls = ::envoy::service::ratelimit::v3;
 
 // Whether a failed call is the caller's fault (counted as a bad request) rather than ours.
 bool IsCallerError(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kAlreadyExists:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kUnauthenticated:
-    case absl::StatusCode::kPermissionDenied:
+  using Code = absl::StatusCode;
+  for (Code callers :
+       {Code::kInvalidArgument, Code::kNotFound, Code::kFailedPrecondition, Code::kAlreadyExists,
+        Code::kOutOfRange, Code::kUnauthenticated, Code::kPermissionDenied}) {
+    if (code == callers) {
       return true;
-    default:
-      return false;
+    }
   }
+  return false;
 }
 
 // Counts one call in its front end's metrics from start to end: a request on entry, then the

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "floodgate/status_macros.h"
 #include "src/common/json.h"
 #include "src/common/text.h"
 #include "src/frontends/http/http_util.h"
@@ -158,12 +159,9 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
       return Malformed(parsed);
     }
   } else {
-    if (absl::Status parsed =
-            DecodeJson(request.body, scratch.native_request, service_->limits().max_hits);
-        !parsed.ok()) {
+    if (absl::Status parsed = DecodeNative(request.body, scratch); !parsed.ok()) {
       return Malformed(parsed);
     }
-    scratch.check = service::FromNative(scratch.native_request);
     release = scratch.native_request.release();
   }
   if (release) {
@@ -226,13 +224,16 @@ HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scrat
 }
 
 HttpReply HttpHandlers::Release(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status parsed =
-          DecodeJson(request.body, scratch.native_request, service_->limits().max_hits);
-      !parsed.ok()) {
+  if (absl::Status parsed = DecodeNative(request.body, scratch); !parsed.ok()) {
     return Malformed(parsed);
   }
-  scratch.check = service::FromNative(scratch.native_request);
   return ReleaseSlots(request, scratch);
+}
+
+absl::Status HttpHandlers::DecodeNative(std::string_view body, HttpScratch& scratch) const {
+  FG_RETURN_IF_ERROR(DecodeJson(body, scratch.native_request, service_->limits().max_hits));
+  scratch.check = service::FromNative(scratch.native_request);
+  return absl::OkStatus();
 }
 
 HttpReply HttpHandlers::ReleaseSlots(const HttpRequest& request, HttpScratch& scratch) const {

@@ -91,6 +91,8 @@ class HttpHandlers {
   HttpReply Cluster() const;
   HttpReply ConfigView() const;
   HttpReply ConfigChange(const HttpRequest& request, std::string_view raw_domain) const;
+  // Decodes a native JSON CheckRequest body into scratch.native_request and scratch.check.
+  absl::Status DecodeNative(std::string_view body, HttpScratch& scratch) const;
   // Counts a rate limit call whose input did not decode, and answers it 400.
   HttpReply Malformed(const absl::Status& status) const;
   // Counts a reply that the pipeline did not count.
