@@ -54,4 +54,11 @@ inline limiter::CheckResponse CheckOk(limiter::Limiter& limiter,
   return std::move(*response);
 }
 
+// Returns the requests_per_period of the first limit under the first descriptor of `domain` in
+// the limiter's config; 0 when the domain is not there.
+inline uint64_t FirstLimit(const limiter::Limiter& limiter, std::string_view domain) {
+  const core::DomainConfig* d = limiter.config()->FindDomain(domain);
+  return d == nullptr ? 0 : d->root.children[0].limits[0].spec.requests_per_period;
+}
+
 }  // namespace floodgate::testing

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "testing/limiter_helpers.h"
 #include "testing/temp_dir.h"
 
 namespace floodgate::admin {
@@ -33,10 +34,7 @@ struct Node {
     sync = std::make_unique<ClusterConfigSync>(id, config.get(), limiter.get());
   }
 
-  uint64_t Limit() const {
-    const core::DomainConfig* d = limiter->config()->FindDomain("api");
-    return d == nullptr ? 0 : d->root.children[0].limits[0].spec.requests_per_period;
-  }
+  uint64_t Limit() const { return floodgate::testing::FirstLimit(*limiter, "api"); }
 
   floodgate::testing::TempDir temp{"floodgate-cluster-config-test"};
   fs::path dir;

@@ -8,6 +8,7 @@
 #include <iterator>
 #include <string>
 
+#include "testing/limiter_helpers.h"
 #include "testing/temp_dir.h"
 
 namespace floodgate::admin {
@@ -38,10 +39,7 @@ class ConfigManagerTest : public ::testing::Test {
     limiter_ = std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 1), nullptr);
   }
 
-  uint64_t UserLimit() {
-    const core::DomainConfig* d = limiter_->config()->FindDomain("api");
-    return d == nullptr ? 0 : d->root.children[0].limits[0].spec.requests_per_period;
-  }
+  uint64_t UserLimit() { return floodgate::testing::FirstLimit(*limiter_, "api"); }
 
   floodgate::testing::TempDir temp_{"floodgate-config-test"};
   fs::path dir_;

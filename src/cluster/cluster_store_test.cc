@@ -3,6 +3,7 @@
 
 #include "src/cluster/cluster_store.h"
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -94,6 +95,18 @@ class ClusterStoreTest : public ::testing::Test {
   }
 
   // Returns the owner of `key` in node 0's view.
+  // Spends `spent` of a limit-10 key another node owns, from node 0; loses the owner by `lose`;
+  // expects 10 more checks to pass 10 - spent: the next owner was the key's replica and goes on
+  // from the owner's count. Returns the owner.
+  int ExpectFailover(uint64_t key, int spent, const std::function<void(int owner)>& lose) {
+    const int owner = OwnerOf(key);
+    EXPECT_EQ(Checks(0, Op(key, 10), spent), spent);
+    lose(owner);
+    EXPECT_EQ(Checks(0, Op(key, 10), 10), 10 - spent);
+    EXPECT_GE(nodes_[0]->GetClusterStats().failovers, 1u);
+    return owner;
+  }
+
   int OwnerOf(uint64_t key) const {
     const Membership& m = nodes_[0]->membership();
     return m.Owner(key, m.alive_mask());
@@ -145,26 +158,15 @@ TEST_F(ClusterStoreTest, EveryNodeSharesOneCountPerKey) {
 
 TEST_F(ClusterStoreTest, FailsOverToTheNextOwnerWhenTheOwnerIsDead) {
   StartAll();
-  const uint64_t key = KeyOwnedElsewhere();
-  const int owner = OwnerOf(key);
-  EXPECT_EQ(Checks(0, Op(key, 10), 4), 4);
-  network_.SetUnreachable(owner, true);
-  // The next owner was the key's replica: it goes on from the owner's count.
-  EXPECT_EQ(Checks(0, Op(key, 10), 10), 6);
-  const ClusterStats stats = nodes_[0]->GetClusterStats();
-  EXPECT_GE(stats.failovers, 1u);
+  const int owner = ExpectFailover(KeyOwnedElsewhere(), 4,
+                                   [&](int owner) { network_.SetUnreachable(owner, true); });
   EXPECT_FALSE((nodes_[0]->membership().alive_mask() >> owner) & 1);
-  EXPECT_EQ(stats.failure_mode_ops, 0u);
+  EXPECT_EQ(nodes_[0]->GetClusterStats().failure_mode_ops, 0u);
 }
 
 TEST_F(ClusterStoreTest, FailsOverWhenTheOwnerTimesOut) {
   StartAll();
-  const uint64_t key = KeyOwnedElsewhere();
-  const int owner = OwnerOf(key);
-  EXPECT_EQ(Checks(0, Op(key, 10), 3), 3);
-  network_.SetSlowFail(owner, true);
-  EXPECT_EQ(Checks(0, Op(key, 10), 10), 7);
-  EXPECT_GE(nodes_[0]->GetClusterStats().failovers, 1u);
+  ExpectFailover(KeyOwnedElsewhere(), 3, [&](int owner) { network_.SetSlowFail(owner, true); });
 }
 
 TEST_F(ClusterStoreTest, WithoutAMajorityEachLimitFollowsItsFailureMode) {

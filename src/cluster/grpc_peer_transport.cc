@@ -25,6 +25,14 @@ namespace {
 
 constexpr size_t kReplicationBatch = 512;
 constexpr int kMaxReplicationInFlight = 2;
+
+// What one asynchronous unary call owns until its callback runs (the callback deletes it).
+template <typename Request, typename Response>
+struct AsyncCall {
+  grpc::ClientContext context;
+  Request request;
+  Response response;
+};
 // Hit reports waiting for one peer beyond this are dropped (the owner then undercounts the
 // local-share hits of an overloaded link; the shares still hold the limit).
 constexpr size_t kMaxReportsQueued = 100'000;
@@ -210,12 +218,7 @@ class PeerClient {
 
   // Starts a heartbeat; `done` runs on a gRPC thread.
   void Ping(const PingInfo& ours, std::function<void(absl::StatusOr<PingInfo>)> done) {
-    struct Call {
-      grpc::ClientContext context;
-      pb::PingRequest request;
-      pb::PingResponse response;
-    };
-    auto* call = new Call;
+    auto* call = new AsyncCall<pb::PingRequest, pb::PingResponse>;
     Stamp(&call->request);
     call->request.set_started_at_ns(ours.started_at_ns);
     for (const auto& v : ours.config) {
@@ -365,10 +368,7 @@ class PeerClient {
   }
 
   void SendForward(std::vector<std::shared_ptr<Pending>> batch) {
-    struct Call {
-      grpc::ClientContext context;
-      pb::ForwardRequest request;
-      pb::ForwardResponse response;
+    struct Call : AsyncCall<pb::ForwardRequest, pb::ForwardResponse> {
       std::vector<std::shared_ptr<Pending>> batch;
     };
     auto* call = new Call;
@@ -431,12 +431,7 @@ class PeerClient {
   }
 
   void SendReports(const std::vector<StoreOp>& ops) {
-    struct Call {
-      grpc::ClientContext context;
-      pb::ForwardRequest request;
-      pb::ForwardResponse response;
-    };
-    auto* call = new Call;
+    auto* call = new AsyncCall<pb::ForwardRequest, pb::ForwardResponse>;
     Stamp(&call->request);
     call->request.set_report(true);
     for (const StoreOp& op : ops) {
@@ -456,12 +451,7 @@ class PeerClient {
 
   void SendReplication(const absl::flat_hash_map<uint64_t, StateRecord>& states,
                        absl::Time oldest) {
-    struct Call {
-      grpc::ClientContext context;
-      pb::ReplicateRequest request;
-      pb::ReplicateResponse response;
-    };
-    auto* call = new Call;
+    auto* call = new AsyncCall<pb::ReplicateRequest, pb::ReplicateResponse>;
     Stamp(&call->request);
     call->request.set_now_ns(options_.clock->NowNs());
     for (const auto& [key, record] : states) {

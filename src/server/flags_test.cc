@@ -238,25 +238,28 @@ TEST_F(FlagsTest, MaxMemoryTakesHumanSizesInItsRange) {
 }
 
 TEST_F(FlagsTest, NumbersAndDurationsInRange) {
-  EXPECT_THAT(Refusal({"serve", "--config", "a", "--http-threads", "0"}),
-              HasSubstr("--http-threads must be a whole number from 1 to 256 (got '0')"));
-  EXPECT_THAT(Refusal({"serve", "--config", "a", "--replicas", "two"}),
-              HasSubstr("--replicas must be a whole number from 1 to 8 (got 'two')"));
-  EXPECT_THAT(Refusal({"serve", "--config", "a", "--max-connections-per-client", "x"}),
-              HasSubstr("(0: no cap)"));
-  EXPECT_THAT(Refusal({"serve", "--config", "a", "--grpc-impl", "fast"}),
-              HasSubstr("--grpc-impl must be native or grpcpp (got 'fast')"));
+  struct Case {
+    std::string flag, value, refusal;
+  };
+  const Case kRefused[] = {
+      {"--http-threads", "0", "--http-threads must be a whole number from 1 to 256 (got '0')"},
+      {"--replicas", "two", "--replicas must be a whole number from 1 to 8 (got 'two')"},
+      {"--max-connections-per-client", "x", "(0: no cap)"},
+      {"--grpc-impl", "fast", "--grpc-impl must be native or grpcpp (got 'fast')"},
+      {"--drain-timeout", "5",
+       "--drain-timeout must be a duration such as 200ms, 5s or 1m (got '5')"},
+      {"--config-poll", "1ms", "--config-poll must be from 10ms to 1h (got 1ms)"},
+      {"--node-id", "n1", "--node-id and --peer need --peers"},
+  };
+  for (const Case& c : kRefused) {
+    EXPECT_THAT(Refusal({"serve", "--config", "a", c.flag, c.value}), HasSubstr(c.refusal))
+        << c.flag << " " << c.value;
+  }
   CommandLine line =
       Parse({"serve", "--config", "a", "--drain-timeout", "1m30s", "--config-poll", "1s"});
   ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
   EXPECT_EQ(line.serve.drain_timeout, absl::Seconds(90));
   EXPECT_EQ(line.serve.options.config_poll, absl::Seconds(1));
-  EXPECT_THAT(Refusal({"serve", "--config", "a", "--drain-timeout", "5"}),
-              HasSubstr("--drain-timeout must be a duration such as 200ms, 5s or 1m (got '5')"));
-  EXPECT_THAT(Refusal({"serve", "--config", "a", "--config-poll", "1ms"}),
-              HasSubstr("--config-poll must be from 10ms to 1h (got 1ms)"));
-  EXPECT_THAT(Refusal({"serve", "--config", "a", "--node-id", "n1"}),
-              HasSubstr("--node-id and --peer need --peers"));
 }
 
 TEST_F(FlagsTest, EnvironmentFillsFlagsAndTheCommandLineWins) {
