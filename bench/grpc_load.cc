@@ -25,8 +25,8 @@
 #include <utility>
 #include <vector>
 
-#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "bench/proc_stats.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 
 namespace {
 

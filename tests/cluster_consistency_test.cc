@@ -28,10 +28,10 @@
 #include "floodgate/peer/v1/peer.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "testing/cluster_harness.h"
-#include "testing/http_client.h"
-#include "testing/server_process.h"
 #include "testing/history/checker.h"
 #include "testing/history/record.h"
+#include "testing/http_client.h"
+#include "testing/server_process.h"
 
 namespace floodgate {
 namespace {
