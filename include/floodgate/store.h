@@ -45,6 +45,17 @@ struct StateRecord {
   LimitSpec spec;
   int64_t expiry_ns = 0;  // core::KeyState::expiry_ns
   uint64_t data = 0;      // core::KeyState::data
+  // Set by ApplyAndCapture when a concurrency release freed slots: the state before the
+  // transaction was (before_expiry_ns, before_data). MergeStates lets such a record lower a
+  // copy that holds nothing `before` does not (a replica in step with its owner), so a release
+  // sticks on the replicas; a copy that saw more (an acting owner's admissions) is merged as
+  // usual and never lowered. A key's records must therefore be merged once each, in the order
+  // they were captured (a stale lowered record could lower a newer copy with the same counts):
+  // the peer transport keeps one replication batch in flight per peer and coalesces a key's
+  // queued records from the first `before`.
+  bool lowered = false;
+  int64_t before_expiry_ns = 0;
+  uint64_t before_data = 0;
 };
 
 struct StoreStats {
@@ -103,7 +114,9 @@ class LocalStore : public Store {
                                absl::Span<Decision> decisions, absl::Span<StateRecord> after) = 0;
   // Merges each record into the stored state of its key (fresh when missing or dead) with
   // core::Merge under record.spec, so that the result never admits more than either side would
-  // at now_ns or later (replicas never undercount; a merge never lowers a state). Each record is
+  // at now_ns or later (replicas never undercount; a merge never lowers a state). The one
+  // exception is a `lowered` record (a release): it replaces a stored state that admits nothing
+  // its `before` state does not (Merge(stored, before) == before). Each record is
   // merged atomically under its shard's lock; records are independent (no all-or-nothing across
   // them). Records that are dead at now_ns are ignored. Commits like an insert: a dead result is
   // erased, and a new key obeys the memory cap (it may evict, or be refused and counted in

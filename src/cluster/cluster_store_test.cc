@@ -255,7 +255,6 @@ StoreOp LeaseOp(uint64_t key, uint64_t token, bool release = false) {
 // of its own lease there, once, from whichever node it arrives at; a made-up or replayed token
 // frees nothing (the limiter answers FailedPrecondition, HTTP 409).
 TEST_F(ClusterStoreTest, AReleaseFreesItsOwnLeaseOnTheOwnerOnce) {
-  replicas_ = 1;  // the owner only: see ReleaseSurvivesReplication for why
   StartAll();
   const uint64_t key = KeyOwnedElsewhere();
   ASSERT_TRUE(Check(0, LeaseOp(key, 7)));
@@ -276,13 +275,11 @@ TEST_F(ClusterStoreTest, AReleaseFreesItsOwnLeaseOnTheOwnerOnce) {
   EXPECT_EQ(back->kind, StoreOp::Kind::kRelease);
 }
 
-// Known, not fixed (pre-existing, also with the old time tokens): with a replica, a release on
-// the owner is undone. The owner replicates its lowered state; the replica merges it with
-// core::Merge, which never lowers a state, so its copy keeps the released slots, differs from
-// what it was sent and goes back to the owner as a correction (HandleReplicate), which the owner
-// merges in: the slots stay counted until they age out. Enable once replication carries
-// releases (docs/cluster.md, "Concurrency leases").
-TEST_F(ClusterStoreTest, DISABLED_ReleaseSurvivesReplication) {
+// Issue 11: with a replica, a release on the owner used to be undone. The owner replicated its
+// lowered state; the replica merged it with core::Merge, which never lowers a state, kept the
+// released slots and sent them back as a correction. Now the owner's record says what it held
+// before the release (StateRecord::lowered), and a replica in step takes the lowered state.
+TEST_F(ClusterStoreTest, ReleaseSurvivesReplication) {
   StartAll();
   const uint64_t key = KeyOwnedElsewhere();
   ASSERT_TRUE(Check(0, LeaseOp(key, 7)));

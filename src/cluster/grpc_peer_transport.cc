@@ -24,7 +24,12 @@ namespace pb = ::floodgate::peer::v1;
 namespace {
 
 constexpr size_t kReplicationBatch = 512;
-constexpr int kMaxReplicationInFlight = 2;
+// Replication batches go one at a time, so a replica applies a key's states in the order the
+// owner produced them: a release's lowered state (StateRecord::lowered) must not arrive after a
+// later state of the same key, or the replica could take it and count fewer slots than the
+// owner. Reports (hits to add, order-free) may overlap.
+constexpr int kMaxReplicationInFlight = 1;
+constexpr int kMaxReportsInFlight = 2;
 
 // What one asynchronous unary call owns until its callback runs (the callback deletes it).
 template <typename Request, typename Response>
@@ -128,7 +133,16 @@ class PeerClient {
     if (replication_.empty()) {
       replication_oldest_ = absl::Now();
     }
-    replication_[record.key_hash] = record;
+    StateRecord& queued = replication_[record.key_hash];
+    if (queued.lowered) {
+      // A release is queued for this key: the batch still carries it, from the state before it.
+      queued = StateRecord{record.key_hash,   record.spec,
+                           record.expiry_ns,  record.data,
+                           /*lowered=*/true,  queued.before_expiry_ns,
+                           queued.before_data};
+    } else {
+      queued = record;
+    }
   }
 
   // Queues hits admitted here from a `consistency: local` share, for the key's owner.
@@ -303,9 +317,9 @@ class PeerClient {
   // Whether a queue of `size` states, the oldest queued at `oldest`, leaves now: when it is full
   // or has waited batch_wait, and fewer than the most batches are in flight. Otherwise lowers
   // *wake to when it is due.
-  bool BatchDue(size_t size, int in_flight, absl::Time oldest, absl::Time now,
+  bool BatchDue(size_t size, int in_flight, int max_in_flight, absl::Time oldest, absl::Time now,
                 absl::Time* wake) const {
-    if (size == 0 || in_flight >= kMaxReplicationInFlight) {
+    if (size == 0 || in_flight >= max_in_flight) {
       return false;
     }
     const absl::Time due = oldest + options_.batch_wait;
@@ -317,7 +331,8 @@ class PeerClient {
   }
 
   bool SendDueReplication(absl::Time now, absl::Time* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!BatchDue(replication_.size(), repl_in_flight_, replication_oldest_, now, wake)) {
+    if (!BatchDue(replication_.size(), repl_in_flight_, kMaxReplicationInFlight,
+                  replication_oldest_, now, wake)) {
       return false;
     }
     absl::flat_hash_map<uint64_t, StateRecord> states;
@@ -331,7 +346,8 @@ class PeerClient {
   }
 
   bool SendDueReports(absl::Time now, absl::Time* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!BatchDue(reports_.size(), reports_in_flight_, reports_oldest_, now, wake)) {
+    if (!BatchDue(reports_.size(), reports_in_flight_, kMaxReportsInFlight, reports_oldest_, now,
+                  wake)) {
       return false;
     }
     SendQueuedReports();
@@ -349,7 +365,7 @@ class PeerClient {
                 return c->stop_ ||
                        (!c->queue_.empty() && c->in_flight_ < c->options_.max_in_flight) ||
                        (!c->replication_.empty() && c->repl_in_flight_ < kMaxReplicationInFlight) ||
-                       (!c->reports_.empty() && c->reports_in_flight_ < kMaxReplicationInFlight);
+                       (!c->reports_.empty() && c->reports_in_flight_ < kMaxReportsInFlight);
               },
               this),
           absl::Milliseconds(100));

@@ -72,11 +72,22 @@ void ToProto(const StateRecord& r, pb::State* out) {
   ToProto(r.spec, out->mutable_limit());
   out->set_expiry_ns(r.expiry_ns);
   out->set_data(r.data);
+  if (r.lowered) {
+    out->set_lowered(true);
+    out->set_before_expiry_ns(r.before_expiry_ns);
+    out->set_before_data(r.before_data);
+  }
 }
 
 absl::StatusOr<StateRecord> FromProto(const pb::State& state) {
   FG_ASSIGN_OR_RETURN(LimitSpec spec, FromProto(state.limit()));
-  return StateRecord{state.key_hash(), spec, state.expiry_ns(), state.data()};
+  return StateRecord{.key_hash = state.key_hash(),
+                     .spec = spec,
+                     .expiry_ns = state.expiry_ns(),
+                     .data = state.data(),
+                     .lowered = state.lowered(),
+                     .before_expiry_ns = state.before_expiry_ns(),
+                     .before_data = state.before_data()};
 }
 
 }  // namespace floodgate::cluster

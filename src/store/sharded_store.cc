@@ -122,12 +122,36 @@ LiveLookup FindLive(const StateTable& table, uint64_t key, int64_t now_ns) {
 
 // Writes `state` (the key's state once the transaction is over) to `record` for ApplyAndCapture,
 // with KeyState{} for a state that is dead at now_ns, as the store would hold it.
-void Capture(const StoreOp& op, const core::KeyState& state, int64_t now_ns, StateRecord& record) {
+// `released`: a release in the transaction freed slots of this key, whose state before it was
+// `before` (the record is then `lowered`, see StateRecord).
+void Capture(const StoreOp& op, const core::KeyState& state, int64_t now_ns, StateRecord& record,
+             bool released = false, const core::KeyState& before = {}) {
   const bool dead = store::IsDead(state, now_ns);
   record.key_hash = op.key_hash;
   record.spec = op.spec;
   record.expiry_ns = dead ? 0 : state.expiry_ns;
   record.data = dead ? 0 : state.data;
+  record.lowered = released;
+  record.before_expiry_ns = released ? before.expiry_ns : 0;
+  record.before_data = released ? before.data : 0;
+}
+
+// Returns whether `op`, decided `d` and committed, freed the slots of a lease.
+bool Releases(const StoreOp& op, const Decision& d) {
+  return op.kind == StoreOp::Kind::kRelease && d.allowed;
+}
+
+// The state MergeStates stores for `record` over `stored` (fresh when missing or dead).
+core::KeyState MergeRecord(const StateRecord& record, const core::KeyState& stored,
+                           int64_t now_ns) {
+  const core::KeyState incoming{.expiry_ns = record.expiry_ns, .data = record.data};
+  if (record.lowered) {
+    const core::KeyState before{.expiry_ns = record.before_expiry_ns, .data = record.before_data};
+    if (core::Merge(record.spec, stored, before, now_ns) == before) {
+      return incoming;  // this copy saw nothing the releasing owner had not: take the release
+    }
+  }
+  return core::Merge(record.spec, stored, incoming, now_ns);
 }
 
 class ShardedStore final : public LocalStore {
@@ -185,7 +209,7 @@ class ShardedStore final : public LocalStore {
   void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) override {
     for (const StateRecord& record : records) {
       const core::KeyState incoming{.expiry_ns = record.expiry_ns, .data = record.data};
-      if (store::IsDead(incoming, now_ns)) {
+      if (store::IsDead(incoming, now_ns) && !record.lowered) {
         continue;  // reads as fresh: merging it changes nothing
       }
       const uint64_t key = store::MixKey(record.key_hash);
@@ -195,8 +219,7 @@ class ShardedStore final : public LocalStore {
       const LiveLookup stored = FindLive(table, key, now_ns);
       // Commit writes only when the result differs, and erases a found-but-dead entry if the
       // result is dead too. No other key of this call is pinned: records are independent.
-      table.Commit(key, stored.probe, core::Merge(record.spec, stored.state, incoming, now_ns),
-                   now_ns, {});
+      table.Commit(key, stored.probe, MergeRecord(record, stored.state, now_ns), now_ns, {});
       table.Tick(now_ns);
     }
   }
@@ -273,7 +296,8 @@ class ShardedStore final : public LocalStore {
       table.Protect(key);  // over its limit: never evicted by the memory cap
     }
     if constexpr (kCapture) {
-      Capture(op, commit ? out.next : state, now_ns, *after);
+      Capture(op, commit ? out.next : state, now_ns, *after, commit && Releases(op, decision),
+              state);
     }
     table.Tick(now_ns);
     return commit;
@@ -394,9 +418,13 @@ class ShardedStore final : public LocalStore {
         }
         const core::KeyState& final_state =
             commit ? next[refs[end - 1].index] : base[refs[g].index];
+        bool released = false;
+        for (size_t j = g; j < end; ++j) {
+          released = released || (commit && Releases(ops[refs[j].index], decisions[refs[j].index]));
+        }
         for (size_t j = g; j < end; ++j) {
           const uint32_t i = refs[j].index;
-          Capture(ops[i], final_state, now_ns, after[i]);
+          Capture(ops[i], final_state, now_ns, after[i], released, base[refs[g].index]);
         }
         g = end;
       }

@@ -849,6 +849,38 @@ TEST(StoreReplicationTest, MergeIgnoresDeadRecordsAndReplacesDeadStates) {
   EXPECT_EQ(store->GetStats().keys, 1u);
 }
 
+// Issue 11: a release on the owner used to be undone by its replica (a merge never lowers).
+// The owner's record of a release says what it held before; a replica holding nothing beyond
+// that takes the lowered state, and one that saw more (an acting owner's admissions) keeps it.
+TEST(StoreReplicationTest, AReleaseLowersAReplicaInStepButNotOneThatSawMore) {
+  const LimitSpec spec = Spec(Algorithm::kConcurrency, 3, 30 * kSecond);
+  auto owner = MakeStore({.shards = 1});
+  auto in_step = MakeStore({.shards = 1});
+  auto saw_more = MakeStore({.shards = 1});
+  StateRecord acquired[2];
+  Decision d[2];
+  const StoreOp acquires[] = {Acquire(7, spec, /*token=*/21), Acquire(7, spec, /*token=*/22)};
+  ASSERT_TRUE(owner->ApplyAndCapture({&acquires[0], 1}, kT0, {&d[0], 1}, {&acquired[0], 1}));
+  ASSERT_TRUE(owner->ApplyAndCapture({&acquires[1], 1}, kT0, {&d[1], 1}, {&acquired[1], 1}));
+  EXPECT_FALSE(acquired[1].lowered) << "an acquire never lowers";
+  in_step->MergeStates(acquired, kT0);
+  saw_more->MergeStates(acquired, kT0);
+  ASSERT_TRUE(ApplyOne(*saw_more, Acquire(7, spec, /*token=*/31), kT0).allowed);  // acting owner
+
+  const StoreOp release = ReleaseOp(7, spec, 21);
+  StateRecord released;
+  ASSERT_TRUE(owner->ApplyAndCapture({&release, 1}, kT0 + 1, {&d[0], 1}, {&released, 1}));
+  ASSERT_TRUE(d[0].allowed);
+  EXPECT_TRUE(released.lowered);
+  EXPECT_EQ((KeyState{released.before_expiry_ns, released.before_data}), StateOf(acquired[1]));
+
+  in_step->MergeStates({&released, 1}, kT0 + 1);
+  EXPECT_EQ(Held(*in_step, 7, kT0 + 1), StateOf(released)) << "the release sticks";
+  const KeyState before_merge = Held(*saw_more, 7, kT0 + 1);
+  saw_more->MergeStates({&released, 1}, kT0 + 1);
+  EXPECT_EQ(Held(*saw_more, 7, kT0 + 1), before_merge) << "its own admission is kept";
+}
+
 TEST(StoreReplicationTest, MergeObeysTheMemoryCap) {
   constexpr size_t kCap = 64 * 1024;
   auto store = MakeStore({.shards = 4, .max_memory_bytes = kCap});
@@ -1082,13 +1114,26 @@ class ModelStore {
   // tentative one when committed, the unchanged one otherwise.
   bool ApplyAndCapture(absl::Span<const StoreOp> ops, int64_t now_ns,
                        absl::Span<Decision> decisions, absl::Span<StateRecord> after) {
+    std::vector<KeyState> before;
+    for (const StoreOp& op : ops) {
+      before.push_back(Stored(op.key_hash, now_ns));
+    }
     const bool commit = Apply(ops, now_ns, decisions);
     for (size_t i = 0; i < ops.size(); ++i) {
+      // Lowered: a release of this transaction freed slots of this key.
+      bool released = false;
+      for (size_t j = 0; j < ops.size(); ++j) {
+        released = released || (commit && ops[j].key_hash == ops[i].key_hash &&
+                                ops[j].kind == StoreOp::Kind::kRelease && decisions[j].allowed);
+      }
       const KeyState state = Stored(ops[i].key_hash, now_ns);
       after[i] = StateRecord{.key_hash = ops[i].key_hash,
                              .spec = ops[i].spec,
                              .expiry_ns = state.expiry_ns,
-                             .data = state.data};
+                             .data = state.data,
+                             .lowered = released,
+                             .before_expiry_ns = released ? before[i].expiry_ns : 0,
+                             .before_data = released ? before[i].data : 0};
     }
     return commit;
   }
@@ -1096,10 +1141,15 @@ class ModelStore {
   void MergeStates(absl::Span<const StateRecord> records, int64_t now_ns) {
     for (const StateRecord& r : records) {
       const KeyState incoming{.expiry_ns = r.expiry_ns, .data = r.data};
-      if (store::IsDead(incoming, now_ns)) {
+      if (store::IsDead(incoming, now_ns) && !r.lowered) {
         continue;
       }
-      const KeyState merged = core::Merge(r.spec, Stored(r.key_hash, now_ns), incoming, now_ns);
+      const KeyState stored = Stored(r.key_hash, now_ns);
+      const KeyState before{.expiry_ns = r.before_expiry_ns, .data = r.before_data};
+      // A release's record replaces a copy that holds nothing beyond the releaser's `before`.
+      const KeyState merged = r.lowered && core::Merge(r.spec, stored, before, now_ns) == before
+                                  ? incoming
+                                  : core::Merge(r.spec, stored, incoming, now_ns);
       if (store::IsDead(merged, now_ns)) {
         states_.erase(r.key_hash);
       } else {
@@ -1233,6 +1283,9 @@ TEST(StoreModelTest, CaptureMergeAndGetMatchTheModel) {
         ASSERT_EQ(got_after[j].key_hash, ops[j].key_hash) << where;
         ASSERT_EQ(got_after[j].spec, ops[j].spec) << where;
         ASSERT_EQ(StateOf(got_after[j]), StateOf(want_after[j])) << where << " op " << j;
+        ASSERT_EQ(got_after[j].lowered, want_after[j].lowered) << where << " op " << j;
+        ASSERT_EQ(got_after[j].before_expiry_ns, want_after[j].before_expiry_ns) << where;
+        ASSERT_EQ(got_after[j].before_data, want_after[j].before_data) << where;
         captured.push_back(got_after[j]);
       }
     } else if (what == 1) {
