@@ -301,12 +301,14 @@ ServerImpl::ServerImpl(GrpcServerOptions options, service::RateLimitService* ser
                 net::SweepInterval(std::min(options_.idle_timeout, options_.request_timeout));
             listener.drain_notice = true;  // GOAWAY in two steps
             listener.refused = &metrics_->grpc.shed;
+            listener.clock = options_.clock;
             return listener;
           }(),
           [this](net::Accepted accepted) { OnAccept(std::move(accepted)); }) {
   h2_config_.max_concurrent_streams = options_.max_concurrent_streams;
   h2_config_.idle_timeout_ns = ToNs(options_.idle_timeout);
   h2_config_.request_timeout_ns = ToNs(options_.request_timeout);
+  h2_config_.clock = options_.clock;
   for (int i = 0; i < listener_.io().contexts(); ++i) {
     workers_.push_back(std::make_unique<Worker>(listener_.io().context(i)));
   }

@@ -6,6 +6,8 @@
 // (src/service/rate_limit_service.h); in cluster mode, where a check may wait for a peer, both
 // decide on a worker pool of their own (GrpcServerOptions::worker_threads). See docs/grpc.md.
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -53,6 +55,9 @@ struct GrpcServerOptions {
   // A call whose request has not fully arrived this long after its headers is reset (CANCEL).
   // Both are enforced with about a quarter of the smaller one's resolution (at most 1 s).
   absl::Duration request_timeout = absl::Seconds(10);
+  // The clock the timeouts are read against (ns, monotonic). Null: the steady clock. Tests
+  // inject a fake one.
+  std::function<int64_t()> clock;
 };
 
 // Returns the gRPC server of options.impl (not started). `service` and `metrics` must outlive

@@ -36,7 +36,7 @@ int64_t SteadyNowNs() {
 H2Session::H2Session(net::Socket socket, Worker* worker, net::ConnectionSlot slot,
                      const H2Config* config)
     : socket_(std::move(socket)), worker_(worker), slot_(std::move(slot)), config_(config) {
-  last_read_ns_ = SteadyNowNs();
+  last_read_ns_ = config_->Now();
 }
 
 H2Session::~H2Session() {
@@ -78,7 +78,7 @@ int64_t H2Session::deadline_ns() const {
 }
 
 void H2Session::OnDeadline(int64_t now_ns) {
-  worker_->now_ns = std::max(worker_->now_ns, now_ns);  // the listener's clock is the steady one
+  worker_->now_ns = std::max(worker_->now_ns, now_ns);  // the listener reads the same clock
   Sweep(now_ns);
 }
 
@@ -123,7 +123,7 @@ void H2Session::GoAway() {
   }
   goaway_sent_ = true;
   // The clock, not worker_->now_ns: a thread with no reads of late has not refreshed that.
-  close_deadline_ns_ = SteadyNowNs() + kCloseGraceNs;
+  close_deadline_ns_ = AddNs(config_->Now(), kCloseGraceNs);
   nghttp2_submit_goaway(h2_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h2_),
                         NGHTTP2_NO_ERROR, nullptr, 0);
   Flush();
@@ -308,7 +308,7 @@ void H2Session::OnReadable() {
   if (closed_) {
     return;
   }
-  worker_->now_ns = SteadyNowNs();
+  worker_->now_ns = config_->Now();
   last_read_ns_ = worker_->now_ns;
   size_t total = 0;
   bool fatal = false;

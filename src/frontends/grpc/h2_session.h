@@ -13,6 +13,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -97,9 +98,13 @@ struct Worker {
 // What every session of one server shares. The callbacks and option outlive the sessions'
 // use of them (nghttp2_session_del needs neither).
 struct H2Config {
+  // Returns the time (ns) the timeouts are read against.
+  int64_t Now() const { return clock ? clock() : SteadyNowNs(); }
+
   uint32_t max_concurrent_streams = 1000;
   int64_t idle_timeout_ns = 0;
   int64_t request_timeout_ns = 0;
+  std::function<int64_t()> clock;                        // null: SteadyNowNs
   const nghttp2_session_callbacks* callbacks = nullptr;  // NewCallbacks()
   const nghttp2_option* option = nullptr;
 };
