@@ -158,8 +158,12 @@ class Session : public H2Session {
       request_.Clear();
       if (!request_.ParseFromArray(message->data(), static_cast<int>(message->size()))) {
         CountBadRequest(s);
+        // protobuf refuses a string that is not UTF-8 as it parses (and logs it: see
+        // common::RouteProtobufLog), so that case ends here too.
         RespondStatus(s, absl::StatusCode::kInvalidArgument,
-                      "the request is not a valid envoy.service.ratelimit.v3.RateLimitRequest");
+                      "the request is not a valid envoy.service.ratelimit.v3.RateLimitRequest "
+                      "(not protobuf, a field of the wrong type, or a domain, key or value "
+                      "that is not valid UTF-8)");
         return;
       }
       ReleaseBody(s);

@@ -15,13 +15,17 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "floodgate/store.h"
 #include "grpc/health/v1/health.pb.h"
 #include "src/admin/config_manager.h"
+#include "src/common/protobuf_log.h"
+#include "src/common/rate_limited_log.h"
 #include "testing/h2_client.h"
 #include "testing/temp_dir.h"
 
@@ -438,6 +442,34 @@ TEST_F(NativeGrpcServerTest, PingsAloneDoNotKeepAConnectionOpen) {
   }
   EXPECT_TRUE(closed);  // GOAWAY after 100 ms, closed 2 s later
   close(fd);
+}
+
+// protobuf logs every request with invalid UTF-8 in a string field as it refuses it: routed
+// through a RateLimitedLog (as main does), a flood of them writes at most the burst.
+TEST_F(NativeGrpcServerTest, InvalidUtf8IsRefusedAndItsLogLinesAreRateLimited) {
+  H2Request bad;
+  bad.body = CheckBody("\xff\xfe not UTF-8");  // (protobuf logs this serialization too)
+  std::vector<std::string> lines;
+  absl::Mutex mu;
+  common::RateLimitedLog log(/*burst=*/5, /*interval_ns=*/int64_t{3600} * 1'000'000'000, nullptr,
+                             [&](std::string_view line) {
+                               absl::MutexLock lock(&mu);
+                               lines.emplace_back(line);
+                             });
+  common::RouteProtobufLog(&log);
+  StartServer(Options());
+  H2Client client(port_);
+  for (int i = 0; i < 100; ++i) {
+    const H2Response r = client.Call(bad);
+    ASSERT_EQ(r.grpc_status(), 3) << i;
+    EXPECT_NE(r.grpc_message().find("not valid UTF-8"), std::string::npos) << r.grpc_message();
+  }
+  common::RouteProtobufLog(nullptr);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_NE(lines[0].find("floodgate: protobuf error: "), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("invalid UTF-8 data when parsing"), std::string::npos) << lines[0];
+  EXPECT_EQ(log.suppressed_total(), 95u);
 }
 
 TEST_F(NativeGrpcServerTest, ShutdownFinishesCallsInFlightWithGoawayAndNotServing) {
