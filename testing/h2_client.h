@@ -109,7 +109,9 @@ inline bool ClosedByPeer(int fd, int timeout_ms) {
 
 class H2Client {
  public:
-  explicit H2Client(int port) : fd_(ConnectLoopback(port)) {
+  // `stream_window`: the SETTINGS_INITIAL_WINDOW_SIZE it announces (0: the server may send no
+  // response DATA, as from a client that stops reading).
+  explicit H2Client(int port, uint32_t stream_window = 1 << 20) : fd_(ConnectLoopback(port)) {
     nghttp2_session_callbacks* cb;
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_on_header_callback(cb, &OnHeader);
@@ -118,7 +120,7 @@ class H2Client {
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &OnFrame);
     nghttp2_session_client_new(&h2_, cb, this);
     nghttp2_session_callbacks_del(cb);
-    nghttp2_settings_entry window{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20};
+    nghttp2_settings_entry window{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_window};
     nghttp2_submit_settings(h2_, NGHTTP2_FLAG_NONE, &window, 1);
   }
   ~H2Client() {

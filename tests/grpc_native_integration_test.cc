@@ -84,6 +84,29 @@ class GrpcNativeIntegrationTest : public ::testing::Test {
   int port_ = 0;
 };
 
+// Every request with invalid UTF-8 in a string field makes protobuf log a line; the binary routes
+// those through its rate-limited log (10 lines per 10 s), so a flood of them cannot flood it.
+TEST_F(GrpcNativeIntegrationTest, InvalidUtf8FloodWritesAtMostABurstOfLogLines) {
+  H2Client raw(port_);
+  H2Request bad;
+  bad.body = GrpcFrame(Request("\xc3\x28 not UTF-8").SerializeAsString());
+  for (int i = 0; i < 200; ++i) {
+    const testing::H2Response r = raw.Call(bad);
+    ASSERT_EQ(r.grpc_status(), 3) << i;
+    ASSERT_NE(r.grpc_message().find("not valid UTF-8"), std::string::npos) << r.grpc_message();
+  }
+  ASSERT_TRUE(Call(*NewStub(), "after").ok());
+  const std::string err = server_->Stderr();
+  size_t lines = 0;
+  for (size_t at = err.find("protobuf error"); at != std::string::npos;
+       at = err.find("protobuf error", at + 1)) {
+    ++lines;
+  }
+  EXPECT_GE(lines, 1u) << err;
+  EXPECT_LE(lines, 10u) << err;
+  EXPECT_EQ(err.find("[libprotobuf"), std::string::npos) << err;
+}
+
 TEST_F(GrpcNativeIntegrationTest, HostileInputNeverStopsServingOthers) {
   auto stub = NewStub();
   ASSERT_TRUE(Call(*stub, "before").ok());

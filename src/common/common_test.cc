@@ -1,3 +1,4 @@
+#include <google/protobuf/stubs/logging.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,7 @@
 
 #include "src/common/host_port.h"
 #include "src/common/json.h"
+#include "src/common/protobuf_log.h"
 #include "src/common/rate_limited_log.h"
 #include "src/common/text.h"
 
@@ -97,6 +99,25 @@ TEST(RateLimitedLogTest, WritesABurstPerIntervalAndCountsTheRest) {
 
   now -= 1'000'000;  // a clock stepping back starts a new window instead of muting the log
   EXPECT_TRUE(log.Log("e"));
+}
+
+TEST(ProtobufLogTest, ProtobufsLinesGoThroughTheRateLimitedLog) {
+  int64_t now = 0;
+  std::vector<std::string> lines;
+  RateLimitedLog log(/*burst=*/3, /*interval_ns=*/100, [&] { return now; },
+                     [&](std::string_view line) { lines.emplace_back(line); });
+  RouteProtobufLog(&log);
+  for (int i = 0; i < 50; ++i) {
+    GOOGLE_LOG(ERROR) << "bad input " << i;
+  }
+  GOOGLE_LOG(INFO) << "dropped";
+  now = 100;
+  GOOGLE_LOG(WARNING) << "later";
+  RouteProtobufLog(nullptr);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0], "floodgate: protobuf error: bad input 0");
+  EXPECT_EQ(lines[2], "floodgate: protobuf error: bad input 2");
+  EXPECT_EQ(lines[3], "floodgate: protobuf warning: later (47 earlier lines suppressed)");
 }
 
 }  // namespace

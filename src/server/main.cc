@@ -11,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "src/admin/config_source.h"
+#include "src/common/protobuf_log.h"
+#include "src/common/rate_limited_log.h"
 #include "src/core/config.h"
 #include "src/limiter/limiter.h"
 #include "src/server/flags.h"
@@ -113,6 +115,8 @@ int main(int argc, char** argv) {
   // Debian's abseil checks every absl::Mutex acquisition for lock-order cycles, through one
   // global lock: 1.7x the cost of a decision (docs/store.md). Tests keep the check on.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // protobuf logs some caller input (invalid UTF-8 in a gRPC request): rate-limited like ours.
+  floodgate::common::RouteProtobufLog(&floodgate::common::RateLimitedLog::Default());
   const CommandLine line = floodgate::server::ParseCommandLine(argc, argv);
   std::fputs(line.out.c_str(), stdout);
   std::fputs(line.err.c_str(), stderr);

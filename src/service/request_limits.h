@@ -8,12 +8,16 @@
 
 #include "absl/status/status.h"
 #include "src/common/text.h"
+#include "src/core/config.h"
 #include "src/limiter/limiter.h"
 
 namespace floodgate::service {
 
 struct RequestLimits {
   size_t max_body_bytes = 64 * 1024;
+  // An admin config write (HTTP PUT /v1/config/{domain}) carries a whole config file: it may be
+  // as large as `floodgate validate` and the config loader accept.
+  size_t max_config_body_bytes = core::kMaxConfigFileBytes;
   size_t max_descriptors = 64;
   size_t max_entries = 16;  // per descriptor
   size_t max_key_bytes = 128;

@@ -158,8 +158,12 @@ class Session : public H2Session {
       request_.Clear();
       if (!request_.ParseFromArray(message->data(), static_cast<int>(message->size()))) {
         CountBadRequest(s);
+        // protobuf refuses a string that is not UTF-8 as it parses (and logs it: see
+        // common::RouteProtobufLog), so that case ends here too.
         RespondStatus(s, absl::StatusCode::kInvalidArgument,
-                      "the request is not a valid envoy.service.ratelimit.v3.RateLimitRequest");
+                      "the request is not a valid envoy.service.ratelimit.v3.RateLimitRequest "
+                      "(not protobuf, a field of the wrong type, or a domain, key or value "
+                      "that is not valid UTF-8)");
         return;
       }
       ReleaseBody(s);
@@ -301,12 +305,14 @@ ServerImpl::ServerImpl(GrpcServerOptions options, service::RateLimitService* ser
                 net::SweepInterval(std::min(options_.idle_timeout, options_.request_timeout));
             listener.drain_notice = true;  // GOAWAY in two steps
             listener.refused = &metrics_->grpc.shed;
+            listener.clock = options_.clock;
             return listener;
           }(),
           [this](net::Accepted accepted) { OnAccept(std::move(accepted)); }) {
   h2_config_.max_concurrent_streams = options_.max_concurrent_streams;
   h2_config_.idle_timeout_ns = ToNs(options_.idle_timeout);
   h2_config_.request_timeout_ns = ToNs(options_.request_timeout);
+  h2_config_.clock = options_.clock;
   for (int i = 0; i < listener_.io().contexts(); ++i) {
     workers_.push_back(std::make_unique<Worker>(listener_.io().context(i)));
   }

@@ -28,8 +28,8 @@ namespace floodgate::frontends {
 
 // Returns the native gRPC server (not started). `service` and `metrics` must outlive it. Uses
 // options.address, max_receive_bytes, io_threads, max_concurrent_streams, max_connections,
-// max_connections_per_client, idle_timeout, request_timeout, worker_threads, max_queued and
-// max_queue_delay. Its drain also sends every connection a GOAWAY.
+// max_connections_per_client, idle_timeout, request_timeout, clock, worker_threads, max_queued
+// and max_queue_delay. Its drain also sends every connection a GOAWAY.
 std::unique_ptr<net::Server> NewNativeGrpcServer(GrpcServerOptions options,
                                                  service::RateLimitService* service,
                                                  service::ServerMetrics* metrics);

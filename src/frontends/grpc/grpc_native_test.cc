@@ -7,17 +7,25 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <sys/socket.h>
+
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "floodgate/store.h"
 #include "grpc/health/v1/health.pb.h"
 #include "src/admin/config_manager.h"
+#include "src/common/protobuf_log.h"
+#include "src/common/rate_limited_log.h"
 #include "testing/h2_client.h"
 #include "testing/temp_dir.h"
 
@@ -279,6 +287,189 @@ TEST_F(NativeGrpcServerTest, IdleConnectionsGetGoawayAndClose) {
   EXPECT_TRUE(client.connection_closed());
   EXPECT_TRUE(ClosedByPeer(silent, 5000));
   close(silent);
+}
+
+// The timeout tests below run the server on a fake clock (GrpcServerOptions::clock) that moves
+// only when the test says so; the listener's sweeper still runs in real time (every 10 ms at
+// these timeouts), so a test moves the clock, then waits, bounded, for what the sweep does.
+class FakeTime {
+ public:
+  std::function<int64_t()> Clock() {
+    return [this] { return now_ns_.load(std::memory_order_relaxed); };
+  }
+  void Advance(absl::Duration d) { now_ns_.fetch_add(absl::ToInt64Nanoseconds(d)); }
+
+ private:
+  std::atomic<int64_t> now_ns_{1'000'000'000'000};
+};
+
+GrpcServerOptions FakeTimeOptions(GrpcServerOptions options, FakeTime& time) {
+  options.io_threads = 1;  // one sweeper sweeps every connection at one time
+  options.idle_timeout = absl::Hours(1);
+  options.request_timeout = absl::Milliseconds(40);  // sweeps every 10 ms (real time)
+  options.clock = time.Clock();
+  return options;
+}
+
+// Moves the clock on by `step` at a time until `fd` is closed by the server; false when that
+// takes longer than 5 s of real time (the fake clock then stands at least 500 steps on).
+bool ClosedWhileTimePasses(int fd, FakeTime& time, absl::Duration step) {
+  for (int i = 0; i < 500; ++i) {
+    time.Advance(step);
+    if (ClosedByPeer(fd, 10)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void SendByte(int fd, char byte) { send(fd, &byte, 1, MSG_NOSIGNAL); }
+
+constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+// An empty SETTINGS frame, and a PING (9-byte frame header, 8 bytes of payload).
+const std::string kEmptySettings("\x00\x00\x00\x04\x00\x00\x00\x00\x00", 9);
+const std::string kPing("\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong", 17);
+
+TEST_F(NativeGrpcServerTest, ConnectionPrefaceMustArriveWithinTheRequestTimeout) {
+  FakeTime time;
+  StartServer(FakeTimeOptions(Options(), time));
+  // Half a preface, then a byte at a time, each well within the timeout.
+  const int dribbling = floodgate::testing::ConnectLoopback(port_);
+  ASSERT_EQ(send(dribbling, kPreface, 10, MSG_NOSIGNAL), 10);
+  const int silent = floodgate::testing::ConnectLoopback(port_);
+  for (int i = 10; i < 24; ++i) {
+    SendByte(dribbling, kPreface[i]);
+    time.Advance(absl::Milliseconds(20));
+  }
+  // The preface is whole by now, but the client's SETTINGS never come.
+  EXPECT_TRUE(ClosedWhileTimePasses(dribbling, time, absl::Milliseconds(20)));
+  EXPECT_TRUE(ClosedWhileTimePasses(silent, time, absl::Milliseconds(20)));
+  close(dribbling);
+  close(silent);
+  EXPECT_EQ(H2Client(port_).Call(Check("after")).grpc_status(), 0);
+}
+
+TEST_F(NativeGrpcServerTest, FrameDribbledAByteAtATimeClosesTheConnection) {
+  FakeTime time;
+  StartServer(FakeTimeOptions(Options(), time));
+  const int fd = floodgate::testing::ConnectLoopback(port_);
+  const std::string handshake = std::string(kPreface) + kEmptySettings + kPing;
+  ASSERT_EQ(send(fd, handshake.data(), handshake.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(handshake.size()));
+  // Whole frames, however slow, start no deadline.
+  for (int i = 0; i < 3; ++i) {
+    time.Advance(absl::Milliseconds(30));
+    ASSERT_EQ(send(fd, kPing.data(), kPing.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(kPing.size()));
+  }
+  // A frame header trickling in a byte every half timeout: every read comes well within the
+  // timeout, but the frame has not come whole within it.
+  bool closed = false;
+  for (int i = 0; i < 8 && !closed; ++i) {
+    SendByte(fd, kPing[i]);
+    time.Advance(absl::Milliseconds(20));
+    closed = ClosedByPeer(fd, 10);
+  }
+  EXPECT_TRUE(closed || ClosedWhileTimePasses(fd, time, absl::Milliseconds(20)));
+  close(fd);
+  EXPECT_EQ(H2Client(port_).Call(Check("after")).grpc_status(), 0);
+}
+
+TEST_F(NativeGrpcServerTest, ResponseTheClientDoesNotTakeIsReset) {
+  FakeTime time;
+  StartServer(FakeTimeOptions(Options(), time));
+  H2Client stalled(port_, /*stream_window=*/0);  // no room for the response's DATA
+  const int32_t id = stalled.Start({Check("stalled")})[0];
+  for (int i = 0; i < 500 && !stalled.response(id).done; ++i) {
+    time.Advance(absl::Milliseconds(20));
+    stalled.Pump(10);
+  }
+  ASSERT_TRUE(stalled.response(id).done);
+  EXPECT_EQ(stalled.response(id).reset_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+}
+
+// A connection whose calls keep it busy lives on, however long, while connections without
+// calls get GOAWAY (here after 100 ms). Each round moves the clock past the idle timeout in one
+// step and waits for a fresh idle connection's GOAWAY: the sweep that sent it saw the busy
+// connection at the same time.
+TEST_F(NativeGrpcServerTest, ConnectionWithCallsOpenOutlivesTheIdleTimeout) {
+  FakeTime time;
+  GrpcServerOptions options = FakeTimeOptions(Options(), time);
+  options.idle_timeout = absl::Milliseconds(100);
+  options.request_timeout = absl::Milliseconds(500);
+  StartServer(options);
+  H2Client busy(port_);
+  ASSERT_EQ(busy.Call(Check("first")).grpc_status(), 0);
+  for (int round = 0; round < 4; ++round) {  // 1.2 s in all: past both timeouts
+    H2Request slow = Check("slow");
+    const std::string rest = slow.body.substr(10);
+    slow.body.resize(10);
+    slow.end_stream = false;
+    const int32_t id = busy.Start({slow})[0];
+    busy.Pump(10);
+    H2Client idle(port_);
+    ASSERT_EQ(idle.Call(Check("idle")).grpc_status(), 0);
+    time.Advance(absl::Milliseconds(300));
+    for (int i = 0; i < 250 && !idle.goaway_received(); ++i) {
+      idle.Pump(20);
+    }
+    ASSERT_TRUE(idle.goaway_received()) << round;
+    busy.Pump(0);
+    EXPECT_FALSE(busy.goaway_received()) << round;
+    busy.Finish(id, rest);
+    ASSERT_TRUE(busy.Wait({id}, 5000)) << round;
+    EXPECT_EQ(busy.response(id).grpc_status(), 0) << round;
+  }
+  EXPECT_FALSE(busy.goaway_received());
+  EXPECT_FALSE(busy.connection_closed());
+}
+
+// Only calls count as activity: PINGs (keepalives) alone do not hold an idle connection.
+TEST_F(NativeGrpcServerTest, PingsAloneDoNotKeepAConnectionOpen) {
+  FakeTime time;
+  GrpcServerOptions options = FakeTimeOptions(Options(), time);
+  options.idle_timeout = absl::Milliseconds(100);
+  StartServer(options);
+  const int fd = floodgate::testing::ConnectLoopback(port_);
+  const std::string handshake = std::string(kPreface) + kEmptySettings;
+  ASSERT_EQ(send(fd, handshake.data(), handshake.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(handshake.size()));
+  bool closed = false;
+  for (int i = 0; i < 500 && !closed; ++i) {
+    send(fd, kPing.data(), kPing.size(), MSG_NOSIGNAL);  // one every 20 ms of the clock
+    time.Advance(absl::Milliseconds(20));
+    closed = ClosedByPeer(fd, 10);
+  }
+  EXPECT_TRUE(closed);  // GOAWAY after 100 ms, closed 2 s later
+  close(fd);
+}
+
+// protobuf logs every request with invalid UTF-8 in a string field as it refuses it: routed
+// through a RateLimitedLog (as main does), a flood of them writes at most the burst.
+TEST_F(NativeGrpcServerTest, InvalidUtf8IsRefusedAndItsLogLinesAreRateLimited) {
+  H2Request bad;
+  bad.body = CheckBody("\xff\xfe not UTF-8");  // (protobuf logs this serialization too)
+  std::vector<std::string> lines;
+  absl::Mutex mu;
+  common::RateLimitedLog log(/*burst=*/5, /*interval_ns=*/int64_t{3600} * 1'000'000'000, nullptr,
+                             [&](std::string_view line) {
+                               absl::MutexLock lock(&mu);
+                               lines.emplace_back(line);
+                             });
+  common::RouteProtobufLog(&log);
+  StartServer(Options());
+  H2Client client(port_);
+  for (int i = 0; i < 100; ++i) {
+    const H2Response r = client.Call(bad);
+    ASSERT_EQ(r.grpc_status(), 3) << i;
+    EXPECT_NE(r.grpc_message().find("not valid UTF-8"), std::string::npos) << r.grpc_message();
+  }
+  common::RouteProtobufLog(nullptr);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_NE(lines[0].find("floodgate: protobuf error: "), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("invalid UTF-8 data when parsing"), std::string::npos) << lines[0];
+  EXPECT_EQ(log.suppressed_total(), 95u);
 }
 
 TEST_F(NativeGrpcServerTest, ShutdownFinishesCallsInFlightWithGoawayAndNotServing) {

@@ -3,7 +3,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
@@ -19,6 +22,12 @@ namespace rls = ::envoy::service::ratelimit::v3;
 
 grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+// Returns `d` in milliseconds for a channel argument: at least 1, at most INT_MAX.
+int ClampedMs(absl::Duration d) {
+  return static_cast<int>(
+      std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, std::numeric_limits<int>::max()));
 }
 
 // Callback API: on a single node the decision is made inline on gRPC's thread, with no queue
@@ -78,6 +87,15 @@ class GrpcppImpl final : public net::Server {
     // unary checks. (GRPC_ARG_MINIMAL_STACK would also drop the message-size limit: not used.)
     builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    // The native server's timeouts (docs/grpc.md), as far as grpc++ has them: the preface and
+    // the client's SETTINGS within request_timeout (default 120 s); GOAWAY after idle_timeout
+    // without calls; a client that does not answer a keepalive PING within request_timeout is
+    // closed (one sent after idle_timeout without reads; default 2 h, 20 s).
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                               ClampedMs(options_.request_timeout));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, ClampedMs(options_.idle_timeout));
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ClampedMs(options_.idle_timeout));
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ClampedMs(options_.request_timeout));
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
       return absl::UnavailableError(absl::StrCat("gRPC cannot listen on ", options_.address));

@@ -6,6 +6,8 @@
 // (src/service/rate_limit_service.h); in cluster mode, where a check may wait for a peer, both
 // decide on a worker pool of their own (GrpcServerOptions::worker_threads). See docs/grpc.md.
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,6 +43,17 @@ struct GrpcServerOptions {
   size_t max_queued = 1024;
   absl::Duration max_queue_delay = absl::Milliseconds(20);  // Envoy's default call timeout
 
+  // Timeouts (docs/grpc.md, "Limits and timeouts"). A connection with no call open for this
+  // long (since its last call ended; PINGs and other frames do not count) gets GOAWAY and is
+  // closed. grpc++ too (max connection idle, and the keepalive PING interval).
+  absl::Duration idle_timeout = absl::Minutes(5);
+  // Within this: the connection preface and the client's SETTINGS from the accept; every frame
+  // from its first byte (else the connection is closed); a call's request from its HEADERS and
+  // its response's leaving (else the stream is reset, CANCEL). Enforced with about a quarter of
+  // the smaller timeout's resolution (at most 1 s). grpc++ uses it for its handshake timeout
+  // and the keepalive PING's answer only.
+  absl::Duration request_timeout = absl::Seconds(10);
+
   // Native implementation only.
   int io_threads = 2;                      // connections are spread across them
   uint32_t max_concurrent_streams = 1000;  // per connection (HTTP/2 SETTINGS)
@@ -48,11 +61,9 @@ struct GrpcServerOptions {
   // Connections one client address may hold at once; beyond it new ones are closed at once.
   // 0: no cap.
   size_t max_connections_per_client = 0;
-  // A connection with no call in progress for this long gets GOAWAY and is closed.
-  absl::Duration idle_timeout = absl::Minutes(5);
-  // A call whose request has not fully arrived this long after its headers is reset (CANCEL).
-  // Both are enforced with about a quarter of the smaller one's resolution (at most 1 s).
-  absl::Duration request_timeout = absl::Seconds(10);
+  // The clock the timeouts are read against (ns, monotonic). Null: the steady clock. Tests
+  // inject a fake one. (grpc++ reads its own.)
+  std::function<int64_t()> clock;
 };
 
 // Returns the gRPC server of options.impl (not started). `service` and `metrics` must outlive

@@ -4,6 +4,9 @@
 
 #include "src/frontends/grpc/grpc_service.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <memory>
 #include <thread>
@@ -18,6 +21,7 @@
 #include "floodgate/store.h"
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
+#include "testing/h2_client.h"
 
 namespace floodgate::frontends {
 namespace {
@@ -47,6 +51,7 @@ class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
     grpc_options.worker_threads = 1;
     grpc_options.max_queued = max_queued;
     grpc_options.max_queue_delay = max_queue_delay;
+    grpc_options.request_timeout = request_timeout_;
     service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
     server_ = NewGrpcServer(grpc_options, service_.get(), &metrics_);
     ASSERT_TRUE(server_->Start().ok());
@@ -74,6 +79,7 @@ class WorkerQueueTest : public ::testing::TestWithParam<GrpcImpl> {
     return stub_->ShouldRateLimit(&context, request, response).error_code();
   }
 
+  absl::Duration request_timeout_ = absl::Seconds(10);
   testing::FakeClock clock_;
   GatedStore store_;
   service::ServerMetrics metrics_;
@@ -125,6 +131,23 @@ TEST_P(WorkerQueueTest, AnAnswerForACallerThatLeftIsDropped) {
   EXPECT_EQ(Call("next", &response), grpc::StatusCode::OK);
   EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
   EXPECT_EQ(store_.unshed(), 2);
+}
+
+// Both implementations give a connection request_timeout to send the HTTP/2 preface and its
+// SETTINGS (grpc++: GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS; its default is 120 s).
+TEST_P(WorkerQueueTest, ConnectionsThatNeverFinishTheirPrefaceAreClosed) {
+  request_timeout_ = absl::Milliseconds(300);
+  Start(/*max_queued=*/10, /*max_queue_delay=*/absl::Hours(1));
+  store_.Open();
+  const int silent = floodgate::testing::ConnectLoopback(server_->port());
+  const int partial = floodgate::testing::ConnectLoopback(server_->port());
+  ASSERT_EQ(send(partial, "PRI * HTTP/2.0\r\n", 16, MSG_NOSIGNAL), 16);
+  EXPECT_TRUE(floodgate::testing::ClosedByPeer(silent, 5000));
+  EXPECT_TRUE(floodgate::testing::ClosedByPeer(partial, 5000));
+  close(silent);
+  close(partial);
+  rls::RateLimitResponse response;
+  EXPECT_EQ(Call("after", &response), grpc::StatusCode::OK);
 }
 
 INSTANTIATE_TEST_SUITE_P(BothImplementations, WorkerQueueTest,

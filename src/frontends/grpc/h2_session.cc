@@ -36,7 +36,41 @@ int64_t SteadyNowNs() {
 H2Session::H2Session(net::Socket socket, Worker* worker, net::ConnectionSlot slot,
                      const H2Config* config)
     : socket_(std::move(socket)), worker_(worker), slot_(std::move(slot)), config_(config) {
-  last_read_ns_ = SteadyNowNs();
+  accepted_ns_ = config_->Now();
+  idle_since_ns_ = accepted_ns_;
+}
+
+bool FrameTracker::Feed(const uint8_t* data, size_t n) {
+  bool ended = false;
+  while (n > 0) {
+    size_t take = 0;
+    if (preface_left_ > 0) {
+      take = std::min(n, preface_left_);
+      preface_left_ -= take;
+      ended |= preface_left_ == 0;
+    } else if (header_have_ < kFrameHeaderBytes) {
+      take = std::min(n, kFrameHeaderBytes - header_have_);
+      for (size_t i = 0; i < take; ++i, ++header_have_) {
+        if (header_have_ < length_.size()) {
+          length_[header_have_] = data[i];
+        }
+      }
+      if (header_have_ == kFrameHeaderBytes) {
+        payload_left_ = (size_t{length_[0]} << 16) | (size_t{length_[1]} << 8) | length_[2];
+      }
+    } else {
+      take = std::min(n, payload_left_);
+      payload_left_ -= take;
+    }
+    data += take;
+    n -= take;
+    if (preface_left_ == 0 && header_have_ == kFrameHeaderBytes && payload_left_ == 0) {
+      header_have_ = 0;
+      ++frames_;
+      ended = true;
+    }
+  }
+  return ended;
 }
 
 H2Session::~H2Session() {
@@ -67,18 +101,25 @@ int64_t H2Session::deadline_ns() const {
   if (closed_) {
     return net::kNoDeadline;
   }
+  const int64_t timeout = config_->request_timeout_ns;
   int64_t deadline = goaway_sent_ ? close_deadline_ns_ : net::kNoDeadline;
+  if (!frames_.handshake_done()) {
+    deadline = std::min(deadline, AddNs(accepted_ns_, timeout));
+  }
+  if (frame_started_ns_ != net::kNoDeadline) {
+    deadline = std::min(deadline, AddNs(frame_started_ns_, timeout));
+  }
   if (head_ != nullptr) {
-    // The oldest stream comes due first (one already answered only makes this early).
-    deadline = std::min(deadline, AddNs(head_->opened_ns, config_->request_timeout_ns));
+    // The oldest stream comes due first (one being decided only makes this early).
+    deadline = std::min(deadline, AddNs(head_->opened_ns, timeout));
   } else if (!goaway_sent_) {
-    deadline = std::min(deadline, AddNs(last_read_ns_, config_->idle_timeout_ns));
+    deadline = std::min(deadline, AddNs(idle_since_ns_, config_->idle_timeout_ns));
   }
   return deadline;
 }
 
 void H2Session::OnDeadline(int64_t now_ns) {
-  worker_->now_ns = std::max(worker_->now_ns, now_ns);  // the listener's clock is the steady one
+  worker_->now_ns = std::max(worker_->now_ns, now_ns);  // the listener reads the same clock
   Sweep(now_ns);
 }
 
@@ -123,7 +164,7 @@ void H2Session::GoAway() {
   }
   goaway_sent_ = true;
   // The clock, not worker_->now_ns: a thread with no reads of late has not refreshed that.
-  close_deadline_ns_ = SteadyNowNs() + kCloseGraceNs;
+  close_deadline_ns_ = AddNs(config_->Now(), kCloseGraceNs);
   nghttp2_submit_goaway(h2_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h2_),
                         NGHTTP2_NO_ERROR, nullptr, 0);
   Flush();
@@ -133,25 +174,35 @@ void H2Session::Sweep(int64_t now_ns) {
   if (closed_) {
     return;
   }
+  const int64_t timeout = config_->request_timeout_ns;
+  // A read stalled inside the preface or a frame: nothing behind it can be read.
+  if ((!frames_.handshake_done() && now_ns - accepted_ns_ >= timeout) ||
+      (frame_started_ns_ != net::kNoDeadline && now_ns - frame_started_ns_ >= timeout)) {
+    Close();
+    return;
+  }
   if (goaway_sent_ && now_ns >= close_deadline_ns_ && !draining_streams()) {
     Close();
     return;
   }
   bool reset = false;
   for (Stream* s = head_; s != nullptr; s = s->next) {
-    if (s->request_done || s->responded || now_ns - s->opened_ns < config_->request_timeout_ns) {
+    if (s->cancelled || now_ns - s->opened_ns < timeout ||
+        (s->request_done && !s->responded)) {  // in full, and being decided
       continue;
     }
     if (!s->headers_done) {
       Close();
       return;
     }
+    // The request has not arrived in full, or the response has not left: the client holds it.
+    s->cancelled = true;
     s->responded = true;
     ReleaseBody(*s);
     nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
     reset = true;
   }
-  if (head_ == nullptr && !goaway_sent_ && now_ns - last_read_ns_ >= config_->idle_timeout_ns) {
+  if (head_ == nullptr && !goaway_sent_ && now_ns - idle_since_ns_ >= config_->idle_timeout_ns) {
     GoAway();
     return;
   }
@@ -308,8 +359,7 @@ void H2Session::OnReadable() {
   if (closed_) {
     return;
   }
-  worker_->now_ns = SteadyNowNs();
-  last_read_ns_ = worker_->now_ns;
+  worker_->now_ns = config_->Now();
   size_t total = 0;
   bool fatal = false;
   bool drained = false;
@@ -329,6 +379,14 @@ void H2Session::OnReadable() {
     if (used < 0) {  // not HTTP/2, or a fatal protocol error
       fatal = true;
       break;
+    }
+    // A frame that began in this read is due request_timeout from now; one still arriving from
+    // an earlier read keeps its deadline however many bytes trickle in.
+    const bool ended = frames_.Feed(worker_->read_buffer.data(), n);
+    if (!frames_.inside()) {
+      frame_started_ns_ = net::kNoDeadline;
+    } else if (ended || frame_started_ns_ == net::kNoDeadline) {
+      frame_started_ns_ = worker_->now_ns;
     }
     if (n < worker_->read_buffer.size()) {
       // Drained as of this read; bytes arriving from now on raise an edge that the wait
@@ -418,6 +476,9 @@ void H2Session::CloseStream(Stream* s) {
   (s->next != nullptr ? s->next->prev : tail_) = s->prev;
   nghttp2_session_set_stream_user_data(h2_, s->id, nullptr);
   delete s;
+  if (head_ == nullptr) {
+    idle_since_ns_ = config_->Now();
+  }
 }
 
 void H2Session::ReleaseBody(Stream& s) {

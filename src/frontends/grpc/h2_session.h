@@ -13,6 +13,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -75,6 +76,7 @@ struct Stream {
   bool request_done = false;          // END_STREAM received
   bool responded = false;             // a response was submitted; later request bytes are dropped
   bool reset_after_response = false;  // RST_STREAM(NO_ERROR) once the response is sent
+  bool cancelled = false;             // RST_STREAM(CANCEL) submitted by the sweep
   size_t header_bytes = 0;
   std::string path;
   std::string body;      // the request as received: prefix + message
@@ -82,6 +84,33 @@ struct Stream {
   size_t response_offset = 0;
   Stream* prev = nullptr;
   Stream* next = nullptr;
+};
+
+// Follows the frame boundaries of what a client sends (the 24-byte preface, then frames: a
+// 9-byte header whose first 3 bytes give the payload's length), so that a frame begun can be
+// given a deadline: nghttp2 takes every byte it is given and says nothing of where a frame
+// stands. Lengths are not checked here (nghttp2 refuses a frame above SETTINGS_MAX_FRAME_SIZE).
+class FrameTracker {
+ public:
+  static constexpr size_t kPrefaceBytes = 24;
+  static constexpr size_t kFrameHeaderBytes = 9;
+
+  // Consumes `n` bytes of the stream. Returns whether the preface or a frame ended among them.
+  bool Feed(const uint8_t* data, size_t n);
+  // Returns whether the bytes so far end inside the preface or a frame.
+  bool inside() const {
+    return preface_left_ > 0 ? preface_left_ < kPrefaceBytes
+                             : header_have_ > 0 || payload_left_ > 0;
+  }
+  // Returns whether the preface and the first frame (the client's SETTINGS) are in.
+  bool handshake_done() const { return frames_ > 0; }
+
+ private:
+  size_t preface_left_ = kPrefaceBytes;
+  size_t header_have_ = 0;  // bytes of the current frame's header seen
+  std::array<uint8_t, 3> length_{};
+  size_t payload_left_ = 0;
+  uint64_t frames_ = 0;
 };
 
 // One io thread's share: its context, a clock refreshed every read turn, and a read buffer its
@@ -97,9 +126,13 @@ struct Worker {
 // What every session of one server shares. The callbacks and option outlive the sessions'
 // use of them (nghttp2_session_del needs neither).
 struct H2Config {
+  // Returns the time (ns) the timeouts are read against.
+  int64_t Now() const { return clock ? clock() : SteadyNowNs(); }
+
   uint32_t max_concurrent_streams = 1000;
   int64_t idle_timeout_ns = 0;
   int64_t request_timeout_ns = 0;
+  std::function<int64_t()> clock;                        // null: SteadyNowNs
   const nghttp2_session_callbacks* callbacks = nullptr;  // NewCallbacks()
   const nghttp2_option* option = nullptr;
 };
@@ -124,10 +157,17 @@ class H2Session : public net::Connection, public std::enable_shared_from_this<H2
   // Drain, second step: GOAWAY with the last stream seen; the calls up to it finish, then the
   // connection closes.
   void GoAway();
-  // Enforces the timeouts: a request not received in full within request_timeout has its
-  // stream reset (a header block still arriving then closes the connection: CONTINUATION frames
-  // block every other stream); a connection with no call for idle_timeout gets GOAWAY; one
-  // that does not take its GOAWAY within kCloseGraceNs is closed.
+  // Enforces the timeouts, as the HTTP/1 server does for a request (docs/grpc.md):
+  // - request_timeout from the accept for the connection preface and the client's SETTINGS,
+  //   and from its first byte for every frame: a read that stalls there closes the connection
+  //   (nothing behind a partial frame can be read);
+  // - request_timeout from its HEADERS for a call's request to arrive in full, and for its
+  //   response to leave (a client that keeps its flow control window shut): else the stream is
+  //   reset (CANCEL); a header block still arriving then closes the connection (CONTINUATION
+  //   frames block every other stream). A call being decided (cluster mode) is left alone;
+  // - idle_timeout from the end of the last call (or the accept) with no call open: GOAWAY.
+  //   Other frames (PING, SETTINGS, WINDOW_UPDATE) do not hold a connection open;
+  // - a connection that does not take its GOAWAY within kCloseGraceNs is closed.
   void Sweep(int64_t now_ns);
   void Close();
 
@@ -187,7 +227,10 @@ class H2Session : public net::Connection, public std::enable_shared_from_this<H2
   bool close_after_write_ = false;
   bool goaway_sent_ = false;
   int64_t close_deadline_ns_ = 0;
-  int64_t last_read_ns_ = 0;
+  int64_t accepted_ns_ = 0;
+  int64_t idle_since_ns_ = 0;                    // when the last call ended (or the accept)
+  int64_t frame_started_ns_ = net::kNoDeadline;  // kNoDeadline: at a frame boundary
+  FrameTracker frames_;
   Stream* head_ = nullptr;
   Stream* tail_ = nullptr;
   std::string out_;

@@ -78,6 +78,9 @@ struct RequestData {
   bool obs_fold = false;
   // Why the header section was refused (set with a parse error): answered with its status.
   absl::Status refusal;
+  // The body limit for this request's route (RequestParser sets it from the request line).
+  size_t body_limit = 0;
+  bool config_write = false;  // PUT /v1/config/{domain}
 
   void Reset() {
     method = http::verb::unknown;
@@ -90,6 +93,8 @@ struct RequestData {
     bad_host = false;
     transfer_encoding.clear();
     obs_fold = false;
+    body_limit = 0;
+    config_write = false;
     refusal = absl::OkStatus();
   }
 };
@@ -123,9 +128,18 @@ absl::Status CheckHeaderSection(const RequestData& data) {
 // A request parser that keeps only what RequestData holds: no header container, no allocation
 // once the connection's strings are warm. Beast parsers parse one message; the session emplaces
 // a fresh one (no heap) for every request.
+//
+// The body limit is the route's, set from the request line (before Beast checks a declared
+// Content-Length against it): an admin config write (PUT /v1/config/{domain}) may carry as much
+// YAML as a config file may hold (RequestLimits::max_config_body_bytes); every other body is
+// held to max_body_bytes.
 class RequestParser final : public http::basic_parser<true> {
  public:
-  explicit RequestParser(RequestData* data) : data_(data) {}
+  RequestParser(RequestData* data, const service::RequestLimits& limits)
+      : data_(data), limits_(limits) {
+    data_->body_limit = limits_.max_body_bytes;
+    body_limit(data_->body_limit);
+  }
 
  private:
   void on_request_impl(http::verb method, beast::string_view /*method_str*/,
@@ -133,6 +147,16 @@ class RequestParser final : public http::basic_parser<true> {
     data_->method = method;
     data_->version = version;
     data_->target.assign(target.data(), target.size());
+    data_->config_write = method == http::verb::put && IsConfigDomain(data_->target);
+    data_->body_limit =
+        data_->config_write ? limits_.max_config_body_bytes : limits_.max_body_bytes;
+    body_limit(data_->body_limit);
+  }
+  static bool IsConfigDomain(std::string_view target) {
+    std::string_view path;
+    std::string_view query;
+    http_internal::SplitTarget(target, path, query);
+    return http_internal::MatchPath(path).endpoint == http_internal::Endpoint::kConfigDomain;
   }
   void on_response_impl(int, beast::string_view, int, error_code& ec) override {
     ec = http::error::bad_method;  // unreachable for a request parser
@@ -192,6 +216,7 @@ class RequestParser final : public http::basic_parser<true> {
   void on_finish_impl(error_code& /*ec*/) override {}
 
   RequestData* const data_;
+  const service::RequestLimits& limits_;
 };
 
 bool IsParseError(const error_code& ec) {
@@ -315,9 +340,8 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
       return;
     }
     request_.Reset();
-    parser_.emplace(&request_);
+    parser_.emplace(&request_, server_->limits());
     parser_->header_limit(server_->options().max_header_bytes);
-    parser_->body_limit(server_->limits().max_body_bytes);
     // Idle: between requests with nothing of the next one read yet (pipelined bytes count).
     idle_.store(buffer_.size() == 0, std::memory_order_release);
     SetDeadline(server_->idle_timeout_ns());
@@ -401,9 +425,8 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   // then parses those bytes again from the start (and reports any error in order).
   bool ParseBuffered() {
     request_.Reset();
-    parser_.emplace(&request_);
+    parser_.emplace(&request_, server_->limits());
     parser_->header_limit(server_->options().max_header_bytes);
-    parser_->body_limit(server_->limits().max_body_bytes);
     parser_->eager(true);
     error_code ec;
     const size_t used = parser_->put(buffer_.data(), ec);
@@ -418,9 +441,12 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     if (!request_.refusal.ok()) {
       RespondAndClose(http_internal::HttpStatusFor(request_.refusal),
                       common::StdView(request_.refusal.message()));
+    } else if (ec == http::error::body_limit && request_.config_write) {
+      RespondAndClose(413, absl::StrCat("config body is larger than ", request_.body_limit,
+                                        " bytes, the most a config file may hold"));
     } else if (ec == http::error::body_limit) {
-      RespondAndClose(413, absl::StrCat("request body is larger than ",
-                                        server_->limits().max_body_bytes, " bytes"));
+      RespondAndClose(413,
+                      absl::StrCat("request body is larger than ", request_.body_limit, " bytes"));
     } else if (ec == http::error::header_limit) {
       RespondAndClose(431, absl::StrCat("request header section is larger than ",
                                         server_->options().max_header_bytes, " bytes"));
@@ -484,7 +510,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     buffer_.consume(buffer_.size());
-    linger_budget_ = std::max(kMinLingerBytes, 2 * server_->limits().max_body_bytes);
+    linger_budget_ = std::max(kMinLingerBytes, 2 * request_.body_limit);
     SetDeadline(std::min(kLingerTimeoutNs, server_->idle_timeout_ns()));
     DiscardInput();
   }

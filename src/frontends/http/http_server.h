@@ -48,7 +48,8 @@ struct HttpServerOptions {
 // Returns the HTTP server (not started). Rate limit calls go to `service`, admin calls to
 // `admin`; the server counts its connections and the calls it answers itself in `metrics`. All
 // pointers must outlive the server. Request bodies are capped at
-// service->limits().max_body_bytes. While it drains, the healthcheck answers 503.
+// service->limits().max_body_bytes (PUT /v1/config/{domain}: max_config_body_bytes). While it
+// drains, the healthcheck answers 503.
 std::unique_ptr<net::Server> NewHttpServer(HttpServerOptions options,
                                            service::RateLimitService* service,
                                            service::AdminApi* admin,

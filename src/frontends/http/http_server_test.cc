@@ -20,6 +20,7 @@
 #include "floodgate/v1/check.pb.h"
 #include "src/admin/node_admin.h"
 #include "src/common/json.h"
+#include "src/core/config.h"
 #include "src/frontends/http/http_util.h"
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
@@ -830,6 +831,51 @@ TEST_F(HttpServerTest, BodyTooLargeIs413AndCloses) {
   }
   request += "0\r\n\r\n";
   r = chunked.SendRaw(request);
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(Get("/healthcheck").status, 200);
+}
+
+// PUT /v1/config/{domain} takes a config as large as `floodgate validate` does (1 MiB of YAML);
+// every other body keeps the small limit (4096 here).
+TEST_F(HttpServerTest, ConfigPutTakesAsMuchAsAConfigFileMayHold) {
+  std::string yaml = kWebYaml;
+  while (yaml.size() < 200 * 1024) {
+    yaml += "# " + std::string(98, 'c') + "\n";
+  }
+  HttpResponse r = floodgate::testing::Request(port_, "PUT", "/v1/config/web", yaml, Auth(kToken));
+  EXPECT_EQ(r.status, 200) << r.body;
+
+  const std::string over(core::kMaxConfigFileBytes + 1, '#');
+  HttpClient client(port_);
+  r = client.Request("PUT", "/v1/config/web", over, Auth(kToken));
+  EXPECT_EQ(r.status, 413);
+  EXPECT_THAT(
+      r.body,
+      HasSubstr("config body is larger than 1048576 bytes, the most a config file may hold"));
+  EXPECT_FALSE(client.connected());
+  HttpClient declared(port_);
+  r = declared.SendRaw("PUT /v1/config/web HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n");
+  EXPECT_EQ(r.status, 413);
+  HttpClient chunked(port_);
+  std::string request =
+      "PUT /v1/config/web HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 17; ++i) {
+    request += "10000\r\n" + std::string(0x10000, '#') + "\r\n";
+  }
+  request += "0\r\n\r\n";
+  r = chunked.SendRaw(request);
+  EXPECT_EQ(r.status, 413);
+
+  // The larger limit is the config write's alone.
+  for (const char* method : {"POST", "DELETE"}) {
+    r = floodgate::testing::Request(port_, method, "/v1/config/web", std::string(5000, '#'),
+                                    Auth(kToken));
+    EXPECT_EQ(r.status, 413) << method;
+    EXPECT_THAT(r.body, HasSubstr("request body is larger than 4096 bytes")) << method;
+  }
+  r = floodgate::testing::Request(port_, "POST", "/v1/check", std::string(5000, '{'));
+  EXPECT_EQ(r.status, 413);
+  r = floodgate::testing::Request(port_, "POST", "/v1/release", std::string(5000, '{'));
   EXPECT_EQ(r.status, 413);
   EXPECT_EQ(Get("/healthcheck").status, 200);
 }

@@ -1,0 +1,59 @@
+#include "src/common/protobuf_log.h"
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+
+#include <google/protobuf/stubs/logging.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace floodgate::common {
+namespace {
+
+namespace pb = google::protobuf;
+
+// A plain function pointer is all SetLogHandler takes, hence a global.
+std::atomic<RateLimitedLog*> g_log{nullptr};
+
+const char* LevelName(pb::LogLevel level) {
+  switch (level) {
+    case pb::LOGLEVEL_INFO:
+      return "info";
+    case pb::LOGLEVEL_WARNING:
+      return "warning";
+    case pb::LOGLEVEL_ERROR:
+      return "error";
+    default:
+      return "fatal";
+  }
+}
+
+void Route(pb::LogLevel level, const char* /*filename*/, int /*line*/, const std::string& message) {
+  if (level == pb::LOGLEVEL_INFO) {
+    return;
+  }
+  const std::string line = absl::StrCat("floodgate: protobuf ", LevelName(level), ": ",
+                                        absl::StripTrailingAsciiWhitespace(message));
+  RateLimitedLog* log = g_log.load(std::memory_order_acquire);
+  if (level == pb::LOGLEVEL_FATAL || log == nullptr) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+    return;
+  }
+  log->Log(line);
+}
+
+}  // namespace
+
+void RouteProtobufLog(RateLimitedLog* log) {
+  g_log.store(log, std::memory_order_release);
+  static pb::LogHandler* const original = pb::SetLogHandler(&Route);
+  if (log == nullptr) {
+    pb::SetLogHandler(original);
+  } else {
+    pb::SetLogHandler(&Route);
+  }
+}
+
+}  // namespace floodgate::common
