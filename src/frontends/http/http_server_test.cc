@@ -20,6 +20,7 @@
 #include "floodgate/v1/check.pb.h"
 #include "src/admin/node_admin.h"
 #include "src/common/json.h"
+#include "src/frontends/http/http_handlers.h"
 #include "src/frontends/http/http_util.h"
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
