@@ -18,10 +18,12 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 mkdir -p "$work/config" "$work/logs"
-cat > "$work/config/edge.yaml" <<'YAML'
-domain: edge
+# The example asks about domain "api" and key user_id, as examples/api.yaml defines them; here
+# with a limit of 3 a day, so that the 4th request is refused whenever the test runs.
+cat > "$work/config/api.yaml" <<'YAML'
+domain: api
 descriptors:
-  - key: user
+  - key: user_id
     rate_limit: {unit: day, requests_per_unit: 3, name: per-user}
 YAML
 

@@ -12,6 +12,10 @@ struct Decision {
   static constexpr int64_t kNever = -1;
 
   bool allowed = true;
+  // Refused without asking the limit's counter: in cluster mode its owner could not be asked
+  // and the limit's failure mode is `closed` (docs/cluster.md). Not a verdict on the hits: the
+  // same hits may pass once the owner answers. Always false when allowed.
+  bool unavailable = false;
   // The limit's capacity: requests per window, bucket size or concurrent slots.
   uint64_t limit = 0;
   // How many more hits would pass right now, after this decision.

@@ -338,6 +338,7 @@ void ClusterStore::ApplyFailureMode(absl::Span<const StoreOp> ops, int64_t now_n
       d.limit = op.spec.requests_per_period;
       d.remaining = 0;
       d.retry_after_ns = absl::ToInt64Nanoseconds(options_.dead_after);
+      d.unavailable = true;
     } else {  // local: this node's share of the limit
       StoreOp share = op;
       share.spec = ShareOf(op.spec, membership_->size());

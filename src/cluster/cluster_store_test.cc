@@ -179,6 +179,26 @@ TEST_F(ClusterStoreTest, WithoutAMajorityEachLimitFollowsItsFailureMode) {
   EXPECT_EQ(nodes_[0]->GetClusterStats().failure_mode_ops, 90u);
 }
 
+// A closed failure mode's refusal says that the owner could not be asked, so that front ends
+// can tell it from the limit being spent; the limit's own refusals and the other modes do not.
+TEST_F(ClusterStoreTest, AClosedRefusalSaysTheOwnerWasUnavailable) {
+  StartNode(0);  // the others never come up: no majority
+  Heartbeats();
+  auto decide = [&](const StoreOp& op) {
+    Decision d;
+    nodes_[0]->Apply(absl::MakeConstSpan(&op, 1), clock_.NowNs(), absl::MakeSpan(&d, 1));
+    return d;
+  };
+  const Decision closed = decide(Op(4, 10, FailureMode::kClosed));
+  EXPECT_FALSE(closed.allowed);
+  EXPECT_TRUE(closed.unavailable);
+  EXPECT_GT(closed.retry_after_ns, 0);
+  EXPECT_FALSE(decide(Op(5, 10, FailureMode::kOpen)).unavailable);
+  const Decision spent = decide(Op(6, 0, FailureMode::kLocal));  // the local share refuses
+  EXPECT_FALSE(spent.allowed);
+  EXPECT_FALSE(spent.unavailable);
+}
+
 TEST_F(ClusterStoreTest, LocalConsistencyUsesTheShareThenTheOwner) {
   StartAll();
   // All traffic on one node: 3 from its share, the rest of the 9 from the owner's count (the

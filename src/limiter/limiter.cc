@@ -561,6 +561,8 @@ void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_g
       // The limit before it is blocked: refuse it for the rest of the block.
       if (!d.allowed) {
         Decision& limited = decisions[k - 1];
+        // Unavailable only when nothing but an unasked counter refuses it.
+        limited.unavailable = d.unavailable && (limited.allowed || limited.unavailable);
         limited.allowed = false;
         limited.remaining = 0;
         limited.retry_after_ns = std::max(limited.retry_after_ns, d.retry_after_ns);
@@ -569,7 +571,9 @@ void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_g
       continue;
     }
     const StoreOp& op = batch.ops[k];
-    if (d.allowed || op.shadow || op.shed) {
+    // A refusal the owner did not make (shed, or a closed failure mode) neither starts a block
+    // nor is cached: the next check asks again.
+    if (d.allowed || op.shadow || op.shed || d.unavailable) {
       continue;
     }
     const bool blocked_already =

@@ -52,11 +52,19 @@ class CountingStore final : public Store {
   bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
              absl::Span<Decision> decisions) override {
     applies.fetch_add(1);
+    if (unavailable.load()) {
+      // As a cluster store whose owners cannot be asked, every limit failing closed.
+      for (Decision& d : decisions) {
+        d = Decision{.allowed = false, .unavailable = true, .retry_after_ns = 2 * kSecond};
+      }
+      return false;
+    }
     return inner_->Apply(ops, now_ns, decisions);
   }
   StoreStats GetStats() const override { return inner_->GetStats(); }
   void ReclaimExpired(int64_t now_ns) override { inner_->ReclaimExpired(now_ns); }
   std::atomic<int> applies{0};
+  std::atomic<bool> unavailable{false};
 
  private:
   Store* inner_;
@@ -144,6 +152,25 @@ TEST_F(OverloadTest, ShedRefusalsAreNotCached) {
   EXPECT_EQ(Check(Req("user", "dave")).overall, Code::kOverLimit);
   EXPECT_EQ(counting_.applies.load(), applies + 1);  // asked the store again
   EXPECT_EQ(limiter_->GetStats().fast_refusals, 0u);
+}
+
+// A closed failure mode's refusal is not the limit's: it neither starts a block nor is cached,
+// and it stays marked unavailable in the response, so the next check asks again.
+TEST_F(OverloadTest, UnavailableRefusalsNeitherBlockNorAreCached) {
+  counting_.unavailable = true;
+  CheckResponse refused = Check(Req("login", "erin"));
+  ASSERT_EQ(refused.overall, Code::kOverLimit);
+  ASSERT_EQ(refused.descriptors[0].limits.size(), 1u);
+  EXPECT_TRUE(refused.descriptors[0].limits[0].decision.unavailable);
+  const int applies = counting_.applies.load();
+  EXPECT_EQ(Check(Req("login", "erin")).overall, Code::kOverLimit);
+  EXPECT_EQ(counting_.applies.load(), applies + 1);  // asked the store again
+  EXPECT_EQ(limiter_->GetStats().fast_refusals, 0u);
+  // The owners are back: no block was started, the login passes.
+  counting_.unavailable = false;
+  CheckResponse passed = Check(Req("login", "erin"));
+  EXPECT_EQ(passed.overall, Code::kOk);
+  EXPECT_FALSE(passed.descriptors[0].limits[0].decision.unavailable);
 }
 
 TEST_F(OverloadTest, BlockDurationRefusesForTheWholeBlockAfterARefusal) {

@@ -42,6 +42,23 @@ std::string PolicyName(const core::RateLimitRule& rule) {
 
 bool Refused(const limiter::LimitResult& r) { return !r.decision.allowed && !r.shadow; }
 
+// Refused by the limit itself, not by a counter that could not be asked.
+bool RefusedByLimit(const limiter::LimitResult& r) { return Refused(r) && !r.decision.unavailable; }
+
+bool AnyRefusedByLimit(const limiter::DescriptorStatus& d) {
+  for (const limiter::LimitResult& r : d.limits) {
+    if (RefusedByLimit(r)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool IsBucket(const core::RateLimitRule& rule) {
+  return rule.spec.algorithm == Algorithm::kTokenBucket ||
+         rule.spec.algorithm == Algorithm::kLeakyBucket;
+}
+
 // The most constraining limit of the whole response: a refusing one first, else least remaining.
 const limiter::LimitResult* Tightest(const limiter::CheckResponse& response) {
   const limiter::LimitResult* best = nullptr;
@@ -141,12 +158,11 @@ limiter::CheckRequest FromNative(const floodgate::v1::CheckRequest& request) {
 }
 
 void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckResponse* out) {
-  const bool ok = response.overall == limiter::Code::kOk;
-  out->set_allowed(ok);
-  out->set_code(ok ? "OK" : "OVER_LIMIT");
+  out->set_allowed(response.overall == limiter::Code::kOk);
+  out->set_code(std::string(NativeCode(response)));
   for (const limiter::DescriptorStatus& d : response.descriptors) {
     auto* status = out->add_descriptors();
-    status->set_code(d.code == limiter::Code::kOk ? "OK" : "OVER_LIMIT");
+    status->set_code(std::string(NativeCode(d)));
     status->set_unlimited(d.unlimited);
     for (const limiter::LimitResult& r : d.limits) {
       auto* l = status->add_limits();
@@ -170,21 +186,56 @@ void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckRespon
   out->set_unknown_domain(response.unknown_domain);
 }
 
-int64_t RetryAfterSeconds(const limiter::CheckResponse& response) {
+Refusal RefusalOf(const limiter::CheckResponse& response) {
   if (response.overall == limiter::Code::kOk) {
+    return Refusal::kNone;
+  }
+  bool by_limit = false;
+  for (const limiter::DescriptorStatus& d : response.descriptors) {
+    for (const limiter::LimitResult& r : d.limits) {
+      if (RefusedByLimit(r)) {
+        if (r.decision.retry_after_ns == Decision::kNever) {
+          return Refusal::kNever;
+        }
+        by_limit = true;
+      }
+    }
+  }
+  return by_limit ? Refusal::kOverLimit : Refusal::kUnavailable;
+}
+
+std::string_view NativeCode(const limiter::CheckResponse& response) {
+  switch (RefusalOf(response)) {
+    case Refusal::kNone:
+      return "OK";
+    case Refusal::kUnavailable:
+      return "UNAVAILABLE";
+    default:
+      return "OVER_LIMIT";
+  }
+}
+
+std::string_view NativeCode(const limiter::DescriptorStatus& status) {
+  if (status.code == limiter::Code::kOk) {
+    return "OK";
+  }
+  return AnyRefusedByLimit(status) ? "OVER_LIMIT" : "UNAVAILABLE";
+}
+
+int64_t RetryAfterSeconds(const limiter::CheckResponse& response) {
+  const Refusal refusal = RefusalOf(response);
+  if (refusal == Refusal::kNone) {
     return 0;
+  }
+  if (refusal == Refusal::kNever) {
+    return kNeverSeconds;
   }
   int64_t wait_ns = 0;
   for (const limiter::DescriptorStatus& d : response.descriptors) {
     for (const limiter::LimitResult& r : d.limits) {
-      if (!Refused(r)) {
-        continue;
+      if (Refused(r)) {
+        wait_ns = std::max(wait_ns, r.decision.retry_after_ns);
       }
-      // "Never" (more hits than the limit holds): tell the caller to come back after a window.
-      const int64_t ns = r.decision.retry_after_ns == Decision::kNever
-                             ? std::max(r.decision.reset_after_ns, r.rule->spec.period_ns)
-                             : r.decision.retry_after_ns;
-      wait_ns = std::max(wait_ns, ns);
     }
   }
   return std::max<int64_t>(1, CeilSeconds(wait_ns));
@@ -198,8 +249,15 @@ std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response) {
       if (!policy.empty()) {
         policy.append(", ");
       }
-      absl::StrAppend(&policy, SfString(PolicyName(*r.rule)), ";q=", r.decision.limit,
-                      ";w=", std::max<int64_t>(1, CeilSeconds(r.rule->spec.period_ns)));
+      const core::RateLimitRule& rule = *r.rule;
+      // A bucket's quota is its rate (q hits per w seconds); what it lets through at once is
+      // its capacity, a parameter of our own (the draft asks for a vendor prefix).
+      absl::StrAppend(&policy, SfString(PolicyName(rule)),
+                      ";q=", IsBucket(rule) ? rule.spec.requests_per_period : r.decision.limit,
+                      ";w=", std::max<int64_t>(1, CeilSeconds(rule.spec.period_ns)));
+      if (IsBucket(rule)) {
+        absl::StrAppend(&policy, ";floodgate-burst=", rule.spec.Capacity());
+      }
     }
   }
   const limiter::LimitResult* tightest = Tightest(response);
@@ -210,8 +268,8 @@ std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response) {
   headers.emplace_back("RateLimit", absl::StrCat(SfString(PolicyName(*tightest->rule)),
                                                  ";r=", tightest->decision.remaining, ";t=",
                                                  CeilSeconds(tightest->decision.reset_after_ns)));
-  if (response.overall != limiter::Code::kOk) {
-    headers.emplace_back("Retry-After", absl::StrCat(RetryAfterSeconds(response)));
+  if (const int64_t retry = RetryAfterSeconds(response); retry > 0) {
+    headers.emplace_back("Retry-After", absl::StrCat(retry));
   }
   return headers;
 }

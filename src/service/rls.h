@@ -4,7 +4,9 @@
 // types, and the IETF RateLimit headers: the "convert" step of the check pipeline
 // (rate_limit_service.h), and the response side that front ends render.
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,12 +36,34 @@ limiter::CheckRequest FromNative(const floodgate::v1::CheckRequest& request);
 void ToNative(const limiter::CheckResponse& response, floodgate::v1::CheckResponse* out);
 
 // Returns the response headers for a decision, as the IETF httpapi RateLimit headers draft
-// names them: `RateLimit-Policy: "name";q=100;w=60, ...` for every applied limit,
-// `RateLimit: "name";r=42;t=17` for the most constraining one, and `Retry-After: seconds` when
-// refused. Empty when no limit applied.
+// names them: `RateLimit-Policy: "name";q=100;w=60, ...` for every applied limit (a token or
+// leaky bucket advertises its rate, q per w seconds, and its capacity as
+// `floodgate-burst`), `RateLimit: "name";r=42;t=17` for the most constraining one, and
+// `Retry-After: seconds` when refused, unless the hits can never pass (RetryAfterSeconds).
+// Empty when no limit applied.
 std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response);
 
-// Returns the seconds a refused caller should wait (rounded up, at least 1), or 0 if allowed.
+// RetryAfterSeconds's answer when the request can never pass: a limit refused more hits than
+// it holds (a limit of 0, or hits above its capacity). Waiting does not help.
+inline constexpr int64_t kNeverSeconds = -1;
+
+// Returns the seconds a refused caller should wait (rounded up, at least 1), 0 if allowed, or
+// kNeverSeconds when waiting cannot help.
 int64_t RetryAfterSeconds(const limiter::CheckResponse& response);
+
+// Why a check was refused, for answers that tell callers apart (the native API; Envoy's
+// answers know only OVER_LIMIT).
+enum class Refusal : uint8_t {
+  kNone,         // allowed
+  kOverLimit,    // a limit is spent; retry after RetryAfterSeconds
+  kNever,        // these hits can never pass (RetryAfterSeconds is kNeverSeconds)
+  kUnavailable,  // only limits whose counter could not be asked refused (failure_mode: closed)
+};
+Refusal RefusalOf(const limiter::CheckResponse& response);
+
+// Returns the native `code` of a response or one descriptor: "OK", "OVER_LIMIT", or
+// "UNAVAILABLE" when only unasked counters (failure_mode: closed) refused it.
+std::string_view NativeCode(const limiter::CheckResponse& response);
+std::string_view NativeCode(const limiter::DescriptorStatus& status);
 
 }  // namespace floodgate::service

@@ -20,6 +20,12 @@ descriptors:
   - key: path
     value: /free
     rate_limit: {unlimited: true}
+  - key: path
+    value: /upload
+    rate_limit: {algorithm: token_bucket, unit: second, requests_per_unit: 5, burst: 20}
+  - key: ip
+    value: 50.0.0.5
+    rate_limit: {unit: second, requests_per_unit: 0, name: banned}
 )";
 
 class RlsTest : public ::testing::Test {
@@ -50,14 +56,16 @@ class RlsTest : public ::testing::Test {
   std::unique_ptr<limiter::Limiter> limiter_;
 };
 
-rls::RateLimitRequest UserRequest(const std::string& user) {
+rls::RateLimitRequest Request(const std::string& key, const std::string& value) {
   rls::RateLimitRequest request;
   request.set_domain("api");
   auto* entry = request.add_descriptors()->add_entries();
-  entry->set_key("user");
-  entry->set_value(user);
+  entry->set_key(key);
+  entry->set_value(value);
   return request;
 }
+
+rls::RateLimitRequest UserRequest(const std::string& user) { return Request("user", user); }
 
 std::vector<std::pair<std::string, std::string>> Headers(const rls::RateLimitResponse& r) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -147,6 +155,87 @@ TEST_F(RlsTest, NativeResponseListsEveryLimit) {
   EXPECT_EQ(out.descriptors(0).limits(0).algorithm(), "fixed_window");
   EXPECT_EQ(out.descriptors(0).limits(0).remaining(), 1u);
   EXPECT_DOUBLE_EQ(out.descriptors(0).limits(0).window_seconds(), 60.0);
+}
+
+bool HasHeader(const std::vector<Header>& headers, const std::string& name) {
+  for (const Header& h : headers) {
+    if (h.first == name) return true;
+  }
+  return false;
+}
+
+// A token bucket's quota is its rate, not its capacity: 5/s with bursts of 20 is q=5;w=1, and
+// the burst is a parameter of its own.
+TEST_F(RlsTest, TokenBucketPolicyIsItsRateWithTheBurstAsAParameter) {
+  rls::RateLimitResponse r = Decide(Request("path", "/upload"));
+  EXPECT_EQ(r.overall_code(), rls::RateLimitResponse::OK);
+  EXPECT_THAT(Headers(r), Contains(Pair("RateLimit-Policy",
+                                        "\"api.path_/upload\";q=5;w=1;floodgate-burst=20")));
+  EXPECT_THAT(Headers(r), Contains(Pair("RateLimit", "\"api.path_/upload\";r=19;t=1")));
+}
+
+// A limit of 0, or more hits than a limit holds, can never pass: no Retry-After (waiting does
+// not help), retryAfterSeconds -1, and the refusal says so.
+TEST_F(RlsTest, HitsThatCanNeverPassGetNoRetryAfter) {
+  auto zero = limiter_->Check(*FromEnvoy(Request("ip", "50.0.0.5")));
+  ASSERT_TRUE(zero.ok());
+  EXPECT_EQ(RefusalOf(*zero), Refusal::kNever);
+  EXPECT_EQ(RetryAfterSeconds(*zero), kNeverSeconds);
+  EXPECT_FALSE(HasHeader(RateLimitHeaders(*zero), "Retry-After"));
+  EXPECT_TRUE(HasHeader(RateLimitHeaders(*zero), "RateLimit-Policy"));
+  floodgate::v1::CheckResponse native;
+  ToNative(*zero, &native);
+  EXPECT_EQ(native.code(), "OVER_LIMIT");
+  EXPECT_EQ(native.retry_after_seconds(), -1);
+
+  rls::RateLimitRequest too_many = Request("path", "/upload");
+  too_many.set_hits_addend(21);  // the bucket holds 20
+  auto above = limiter_->Check(*FromEnvoy(too_many));
+  ASSERT_TRUE(above.ok());
+  EXPECT_EQ(RefusalOf(*above), Refusal::kNever);
+  EXPECT_FALSE(HasHeader(RateLimitHeaders(*above), "Retry-After"));
+
+  // 20 hits fit an empty bucket; once it is spent they wait, and Retry-After says how long.
+  too_many.set_hits_addend(20);
+  ASSERT_EQ(limiter_->Check(*FromEnvoy(too_many))->overall, limiter::Code::kOk);
+  auto spent = limiter_->Check(*FromEnvoy(too_many));
+  ASSERT_TRUE(spent.ok());
+  EXPECT_EQ(RefusalOf(*spent), Refusal::kOverLimit);
+  EXPECT_EQ(RetryAfterSeconds(*spent), 4);
+  EXPECT_THAT(RateLimitHeaders(*spent), Contains(Pair("Retry-After", "4")));
+}
+
+// A limit refused by its failure mode (`closed`: its counter's owner could not be asked) is not
+// an over-limit: the native code says UNAVAILABLE, for the descriptor and the request, unless
+// another limit refused on its own.
+TEST_F(RlsTest, AClosedFailureModeRefusalIsUnavailableNotOverLimit) {
+  auto spent = limiter_->Check(*FromEnvoy(UserRequest("z")));
+  ASSERT_TRUE(spent.ok());
+  limiter::CheckResponse response = *std::move(spent);
+  limiter::LimitResult& only = response.descriptors[0].limits[0];
+  only.decision = Decision{.allowed = false, .unavailable = true, .retry_after_ns = 2'000'000'000};
+  response.descriptors[0].code = limiter::Code::kOverLimit;
+  response.overall = limiter::Code::kOverLimit;
+  EXPECT_EQ(RefusalOf(response), Refusal::kUnavailable);
+  EXPECT_EQ(NativeCode(response), "UNAVAILABLE");
+  EXPECT_EQ(NativeCode(response.descriptors[0]), "UNAVAILABLE");
+  EXPECT_THAT(RateLimitHeaders(response), Contains(Pair("Retry-After", "2")));
+  floodgate::v1::CheckResponse native;
+  ToNative(response, &native);
+  EXPECT_FALSE(native.allowed());
+  EXPECT_EQ(native.code(), "UNAVAILABLE");
+  EXPECT_EQ(native.descriptors(0).code(), "UNAVAILABLE");
+  // Envoy's answer stays Envoy's.
+  rls::RateLimitResponse envoy;
+  ToEnvoy(response, &envoy);
+  EXPECT_EQ(envoy.overall_code(), rls::RateLimitResponse::OVER_LIMIT);
+
+  // With a limit refusing on its own as well, the request is over the limit.
+  limiter::LimitResult spent_limit = only;
+  spent_limit.decision.unavailable = false;
+  response.descriptors[0].limits.push_back(spent_limit);
+  EXPECT_EQ(RefusalOf(response), Refusal::kOverLimit);
+  EXPECT_EQ(NativeCode(response), "OVER_LIMIT");
 }
 
 }  // namespace

@@ -177,7 +177,7 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
   }
   HttpReply reply = CheckReply(*response, scratch);
   // nginx's auth_request passes on 2xx and denies on 401/403 (other codes are errors).
-  if (auth && reply.status == 429) {
+  if (auth && (reply.status == 429 || reply.status == 503)) {
     reply.status = 403;
   }
   return reply;
@@ -195,7 +195,29 @@ HttpReply HttpHandlers::CheckReply(const limiter::CheckResponse& response,
     reply.headers.emplace_back("Floodgate-Warning",
                                "unknown domain: the config has no such domain, no limit applied");
   }
-  reply.status = response.overall == limiter::Code::kOverLimit ? 429 : 200;
+  switch (service::RefusalOf(response)) {
+    case service::Refusal::kNone:
+      reply.status = 200;
+      break;
+    case service::Refusal::kOverLimit:
+      reply.status = 429;
+      break;
+    case service::Refusal::kNever:
+      // Still 429 (over a limit), but without Retry-After: waiting does not help.
+      reply.status = 429;
+      reply.headers.emplace_back(
+          "Floodgate-Refusal",
+          "never; these hits can never pass: a limit allows fewer (0, or less than the hits)");
+      break;
+    case service::Refusal::kUnavailable:
+      // Not over any limit: a limit with `failure_mode: closed` whose counter could not be
+      // asked (in a cluster, its owner is down or unreachable) refused it. Retry-After stays.
+      reply.status = 503;
+      reply.headers.emplace_back(
+          "Floodgate-Refusal",
+          "unavailable; failure_mode closed: the limit's counter could not be asked");
+      break;
+  }
   return reply;
 }
 

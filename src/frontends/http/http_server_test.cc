@@ -21,6 +21,7 @@
 #include "src/admin/node_admin.h"
 #include "src/common/json.h"
 #include "src/core/config.h"
+#include "src/frontends/http/http_handlers.h"
 #include "src/frontends/http/http_util.h"
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
@@ -333,6 +334,10 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 2, name: per_user}
   - key: conc
     rate_limit: {algorithm: concurrency, unit: minute, requests_per_unit: 1}
+  - key: banned
+    rate_limit: {unit: second, requests_per_unit: 0}
+  - key: upload
+    rate_limit: {algorithm: token_bucket, unit: second, requests_per_unit: 5, burst: 20}
 )";
 
 constexpr char kWebYaml[] = R"(domain: web
@@ -467,6 +472,36 @@ TEST_F(HttpServerTest, GetCheckCountsAndRefusesWithHeadersOnOneConnection) {
   EXPECT_EQ(client.connects(), 1);
   EXPECT_GE(metrics_.http.over_limit.load(), 1u);
   EXPECT_GE(metrics_.http.requests.load(), 4u);
+}
+
+// A limit of 0, or more hits than a limit holds: 429 without Retry-After (waiting cannot help),
+// retryAfterSeconds -1 and a Floodgate-Refusal header that says so.
+TEST_F(HttpServerTest, HitsThatCanNeverPassHaveNoRetryAfter) {
+  for (const std::string target :
+       {"/v1/check?domain=api&banned=x", "/v1/check?domain=api&upload=x&hits=21",
+        "/v1/auth?domain=api&banned=x"}) {
+    HttpResponse r = Get(target);
+    EXPECT_EQ(r.status, target.starts_with("/v1/auth") ? 403 : 429) << target << r.body;
+    EXPECT_FALSE(r.HasHeader("Retry-After")) << target;
+    EXPECT_THAT(r.Header("Floodgate-Refusal"), StartsWith("never;")) << target;
+    floodgate::v1::CheckResponse body = ParseNative(r.body);
+    EXPECT_EQ(body.code(), "OVER_LIMIT") << target;
+    EXPECT_EQ(body.retry_after_seconds(), -1) << target;
+  }
+  // A spent limit still says when to come back, and is no "never".
+  ASSERT_EQ(Get("/v1/check?domain=api&upload=y&hits=20").status, 200);
+  HttpResponse spent = Get("/v1/check?domain=api&upload=y");
+  EXPECT_EQ(spent.status, 429);
+  EXPECT_EQ(spent.Header("Retry-After"), "1");
+  EXPECT_FALSE(spent.HasHeader("Floodgate-Refusal"));
+}
+
+// A token bucket of 5/s with bursts of 20 advertises its rate, not its burst, as the quota.
+TEST_F(HttpServerTest, TokenBucketPolicyIsItsRate) {
+  HttpResponse r = Get("/v1/check?domain=api&upload=z");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Header("RateLimit-Policy"), "\"api.upload\";q=5;w=1;floodgate-burst=20");
+  EXPECT_EQ(r.Header("RateLimit"), "\"api.upload\";r=19;t=1");
 }
 
 TEST_F(HttpServerTest, GetCheckHitsAndReadOnlyPeek) {
@@ -1363,6 +1398,81 @@ TEST_F(HttpServerTest, ShutdownLetsTheRequestInFlightFinish) {
 
 // Cluster mode: rate limit calls run on a worker pool, so that the io threads never wait for
 // another node. GatedStore stands in for the cluster: unshed checks wait at its gate.
+// A store whose every limit fails closed: as a cluster node that cannot ask the owners.
+class FailClosedStore final : public Store {
+ public:
+  bool Apply(absl::Span<const StoreOp> ops, int64_t /*now_ns*/,
+             absl::Span<Decision> decisions) override {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      decisions[i] = Decision{.allowed = false,
+                              .unavailable = true,
+                              .limit = ops[i].spec.requests_per_period,
+                              .retry_after_ns = 3 * kSecond};
+    }
+    return false;
+  }
+  StoreStats GetStats() const override { return {}; }
+  void ReclaimExpired(int64_t) override {}
+};
+
+// A `failure_mode: closed` refusal is not an over-limit: 503 with code UNAVAILABLE and a
+// Floodgate-Refusal header on the native API (403 on /v1/auth, for nginx), Retry-After kept;
+// Envoy's /json answer stays Envoy's OVER_LIMIT (429).
+TEST(HttpHandlersTest, AClosedFailureModeRefusalIsUnavailable) {
+  auto domain = core::ParseDomainConfig(kApiYaml, "api.yaml");
+  ASSERT_TRUE(domain.ok()) << domain.status();
+  floodgate::testing::FakeClock clock;
+  clock.Set(1'700'000'040LL * kSecond);
+  limiter::LimiterOptions options;
+  options.clock = &clock;
+  FailClosedStore store;
+  limiter::Limiter limiter(&store, KeyHasher(1, 2), *core::BuildConfig({*domain}, 1), options);
+  service::ServerMetrics metrics;
+  auto service = service::NewRateLimitService(&limiter, service::RequestLimits(), &metrics);
+  admin::NodeAdmin admin(nullptr, &limiter, &metrics);
+  HttpHandlers handlers("", service.get(), &admin, &metrics.http);
+  HttpScratch scratch;
+  auto handle = [&](http::verb method, std::string_view target, std::string_view body = "") {
+    return handlers.Handle(
+        HttpRequest{
+            .method = method, .target = target, .body = body, .from_loopback = [] { return true; }},
+        scratch);
+  };
+  auto header = [](const HttpReply& reply, std::string_view name) {
+    for (const auto& [key, value] : reply.headers) {
+      if (key == name) return value;
+    }
+    return std::string();
+  };
+
+  HttpReply get = handle(http::verb::get, "/v1/check?domain=api&user=alice");
+  EXPECT_EQ(get.status, 503) << get.body;
+  EXPECT_THAT(header(get, "Floodgate-Refusal"), StartsWith("unavailable;"));
+  EXPECT_EQ(header(get, "Retry-After"), "3");
+  floodgate::v1::CheckResponse body = ParseNative(get.body);
+  EXPECT_FALSE(body.allowed());
+  EXPECT_EQ(body.code(), "UNAVAILABLE");
+  EXPECT_EQ(body.descriptors(0).code(), "UNAVAILABLE");
+
+  HttpReply post =
+      handle(http::verb::post, "/v1/check",
+             R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"a"}]}]})");
+  EXPECT_EQ(post.status, 503);
+  EXPECT_EQ(ParseNative(post.body).code(), "UNAVAILABLE");
+
+  HttpReply auth = handle(http::verb::get, "/v1/auth?domain=api&user=alice");
+  EXPECT_EQ(auth.status, 403);
+  EXPECT_THAT(header(auth, "Floodgate-Refusal"), StartsWith("unavailable;"));
+
+  HttpReply envoy =
+      handle(http::verb::post, "/json",
+             R"({"domain":"api","descriptors":[{"entries":[{"key":"user","value":"a"}]}]})");
+  EXPECT_EQ(envoy.status, 429);
+  EXPECT_THAT(envoy.body, HasSubstr("\"overallCode\":\"OVER_LIMIT\""));
+  EXPECT_THAT(envoy.body, Not(HasSubstr("UNAVAILABLE")));
+  EXPECT_THAT(envoy.body, Not(HasSubstr("Floodgate-Refusal")));
+}
+
 class HttpWorkersTest : public ::testing::Test {
  protected:
   void Start(size_t max_queued, absl::Duration max_queue_delay) {
