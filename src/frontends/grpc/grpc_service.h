@@ -7,6 +7,7 @@
 // decide on a worker pool of their own (GrpcServerOptions::worker_threads). See docs/grpc.md.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -14,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "src/net/server.h"
+#include "src/net/tls.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 
@@ -40,6 +42,10 @@ struct GrpcServerOptions {
   // another node owns go by their limit's failure mode; see CheckRequest::shed).
   size_t max_queued = 1024;
   absl::Duration max_queue_delay = absl::Milliseconds(20);  // Envoy's default call timeout
+  // Set: gRPC over TLS 1.2+ (ALPN "h2"); with a client CA, clients must present a certificate
+  // it signed (mTLS). grpc++ only for now: the native server's Start refuses it
+  // (InvalidArgument). The handshake must finish within request_timeout. docs/tls.md.
+  std::optional<net::TlsCredentials> tls;
 
   // Native implementation only.
   int io_threads = 2;                      // connections are spread across them
@@ -51,7 +57,8 @@ struct GrpcServerOptions {
   // A connection with no call in progress for this long gets GOAWAY and is closed.
   absl::Duration idle_timeout = absl::Minutes(5);
   // A call whose request has not fully arrived this long after its headers is reset (CANCEL).
-  // Both are enforced with about a quarter of the smaller one's resolution (at most 1 s).
+  // (grpc++ too uses it, as the deadline of a TLS handshake.) Both are enforced with about a
+  // quarter of the smaller one's resolution (at most 1 s).
   absl::Duration request_timeout = absl::Seconds(10);
 };
 
