@@ -52,9 +52,9 @@ struct ServeText {
         forward_batch_max(absl::StrCat(defaults.forward_batch_max)) {}
 
   std::string config, http, grpc, admin_token, http_threads, max_connections,
-      max_connections_per_client, max_memory, grpc_impl = "native", grpc_threads, config_poll,
-                                              drain_timeout = "5s", node_id, peers, peer,
-                                              cluster_key, replicas, forward_batch_max, state_dir;
+      max_connections_per_client, max_memory,
+      grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
+      cluster_key, replicas, forward_batch_max, state_dir, tls_cert, tls_key, tls_client_ca;
   bool allow_empty_config = false;
 };
 
@@ -123,6 +123,25 @@ absl::StatusOr<uint64_t> MaxMemory(const std::string& text) {
   return *bytes;
 }
 
+// The TLS flags' combinations; the files themselves are checked when the server starts
+// (net::LoadTlsCredentials), before anything listens.
+absl::Status CheckTls(const ServeText& text) {
+  if (text.tls_cert.empty() != text.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key go together: give both (TLS) or neither (plain)");
+  }
+  if (!text.tls_client_ca.empty() && text.tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS with client certificates)");
+  }
+  if (!text.tls_cert.empty() && text.grpc_impl == "native") {
+    return absl::InvalidArgumentError(
+        "--tls-cert needs --grpc-impl grpcpp for now: the native gRPC server (the default) does "
+        "not serve TLS yet (docs/tls.md)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
   ServerOptions& options = serve->options;
   if (text.config.empty()) {
@@ -150,6 +169,9 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
         absl::StrCat("--grpc-impl must be native or grpcpp (got '", text.grpc_impl, "')"));
   }
   options.grpc_impl = text.grpc_impl;
+  FG_RETURN_IF_ERROR(CheckTls(text));
+  options.tls = {
+      .cert_file = text.tls_cert, .key_file = text.tls_key, .client_ca_file = text.tls_client_ca};
   FG_ASSIGN_OR_RETURN(options.config_poll, DurationOf("--config-poll", text.config_poll,
                                                       absl::Milliseconds(10), absl::Hours(1)));
   FG_ASSIGN_OR_RETURN(serve->drain_timeout, DurationOf("--drain-timeout", text.drain_timeout,
@@ -290,6 +312,13 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
       ->add_flag("--allow-empty-config", text->allow_empty_config,
                  "Serve (or reload to) a config source with no domains instead of refusing it.")
       ->envname(EnvName("--allow-empty-config"));
+  AddFlag(serve, "--tls-cert", &text->tls_cert, "FILE",
+          "PEM certificate (then intermediates): HTTPS and gRPC over TLS on --http and --grpc; "
+          "needs --tls-key (docs/tls.md).");
+  AddFlag(serve, "--tls-key", &text->tls_key, "FILE",
+          "PEM private key of --tls-cert (not encrypted).");
+  AddFlag(serve, "--tls-client-ca", &text->tls_client_ca, "FILE",
+          "PEM CA certificates: clients must present a certificate one of them signed (mTLS).");
   AddFlag(serve, "--http-threads", &text->http_threads, "N", "HTTP io threads, 1 to 256.");
   AddFlag(serve, "--grpc-impl", &text->grpc_impl, "native|grpcpp",
           "gRPC server: ours (native) or grpc++'s.");

@@ -168,10 +168,27 @@ TEST_F(FlagsTest, HelpEverywhereExitsZero) {
 // Every serve flag: its name, meaning, default and environment variable.
 TEST_F(FlagsTest, ServeHelpListsEveryFlagWithDefaultAndEnvironment) {
   const std::string help = Parse({"serve", "--help"}).out;
-  for (const char* flag : {"config", "http", "grpc", "admin-token", "http-threads", "grpc-impl",
-                           "grpc-threads", "max-connections", "max-connections-per-client",
-                           "max-memory", "config-poll", "drain-timeout", "node-id", "peers", "peer",
-                           "cluster-key", "replicas", "forward-batch-max"}) {
+  for (const char* flag : {"config",
+                           "http",
+                           "grpc",
+                           "admin-token",
+                           "http-threads",
+                           "grpc-impl",
+                           "grpc-threads",
+                           "max-connections",
+                           "max-connections-per-client",
+                           "max-memory",
+                           "config-poll",
+                           "drain-timeout",
+                           "node-id",
+                           "peers",
+                           "peer",
+                           "cluster-key",
+                           "replicas",
+                           "forward-batch-max",
+                           "tls-cert",
+                           "tls-key",
+                           "tls-client-ca"}) {
     EXPECT_THAT(help, HasSubstr(std::string("--") + flag + " ")) << flag;
   }
   for (const char* env :
@@ -179,7 +196,8 @@ TEST_F(FlagsTest, ServeHelpListsEveryFlagWithDefaultAndEnvironment) {
         "FLOODGATE_HTTP_THREADS", "FLOODGATE_MAX_CONNECTIONS",
         "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT", "FLOODGATE_MAX_MEMORY", "FLOODGATE_GRPC_IMPL",
         "FLOODGATE_GRPC_THREADS", "FLOODGATE_NODE_ID", "FLOODGATE_PEERS", "FLOODGATE_PEER",
-        "FLOODGATE_CLUSTER_KEY", "FLOODGATE_REPLICAS", "FLOODGATE_FORWARD_BATCH_MAX"}) {
+        "FLOODGATE_CLUSTER_KEY", "FLOODGATE_REPLICAS", "FLOODGATE_FORWARD_BATCH_MAX",
+        "FLOODGATE_TLS_CERT", "FLOODGATE_TLS_KEY", "FLOODGATE_TLS_CLIENT_CA"}) {
     EXPECT_THAT(help, HasSubstr(std::string("Env:") + env + ")")) << env;
   }
   EXPECT_THAT(help, HasSubstr("--http HOST:PORT=127.0.0.1:8080"));
@@ -305,6 +323,43 @@ TEST_F(FlagsTest, ValidateTakesOnePath) {
   EXPECT_EQ(line.validate.path, "examples/");
   EXPECT_THAT(Refusal({"validate"}), HasSubstr("validate needs a PATH"));
   EXPECT_THAT(Refusal({"validate", "a", "b"}), HasSubstr("b"));
+}
+
+TEST_F(FlagsTest, TlsFlagsFromTheCommandLineOrTheEnvironment) {
+  CommandLine line = Parse({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--tls-cert",
+                            "/p/cert.pem", "--tls-key", "/p/key.pem"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.tls.cert_file, "/p/cert.pem");
+  EXPECT_EQ(line.serve.options.tls.key_file, "/p/key.pem");
+  EXPECT_EQ(line.serve.options.tls.client_ca_file, "");
+
+  setenv("FLOODGATE_TLS_CERT", "/e/cert.pem", 1);
+  setenv("FLOODGATE_TLS_KEY", "/e/key.pem", 1);
+  setenv("FLOODGATE_TLS_CLIENT_CA", "/e/ca.pem", 1);
+  setenv("FLOODGATE_GRPC_IMPL", "grpcpp", 1);
+  line = Parse({"serve", "--config", "c"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.tls.cert_file, "/e/cert.pem");
+  EXPECT_EQ(line.serve.options.tls.key_file, "/e/key.pem");
+  EXPECT_EQ(line.serve.options.tls.client_ca_file, "/e/ca.pem");
+
+  // Without any: plain.
+  SetUp();
+  line = Parse({"serve", "--config", "c"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.tls.cert_file, "");
+}
+
+TEST_F(FlagsTest, TlsFlagsThatDoNotGoTogetherAreRefused) {
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--tls-cert", "x"}),
+              HasSubstr("--tls-cert and --tls-key go together"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--tls-key", "x"}),
+              HasSubstr("--tls-cert and --tls-key go together"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--tls-client-ca", "x"}),
+              HasSubstr("--tls-client-ca needs --tls-cert and --tls-key"));
+  // The native gRPC server has no TLS yet: said, not silently served plain.
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--tls-cert", "x", "--tls-key", "y"}),
+              HasSubstr("--tls-cert needs --grpc-impl grpcpp"));
 }
 
 }  // namespace

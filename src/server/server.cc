@@ -101,6 +101,13 @@ absl::Status Server::StartFrontends(const ServerOptions& options) {
   if (!options.grpc_impl.empty()) {
     FG_ASSIGN_OR_RETURN(grpc_options.impl, frontends::ParseGrpcImpl(options.grpc_impl));
   }
+  const net::TlsFiles& tls = options.tls;
+  if (!tls.cert_file.empty() || !tls.key_file.empty() || !tls.client_ca_file.empty()) {
+    // Checked once, before anything listens: a bad file stops the start, naming its flag.
+    FG_ASSIGN_OR_RETURN(net::TlsCredentials credentials, net::LoadTlsCredentials(tls));
+    http_options.tls = credentials;
+    grpc_options.tls = std::move(credentials);
+  }
   if (cluster_ != nullptr) {
     // A forwarded check waits for its owner: rate limit calls run on workers of their own, so
     // that the io threads never block (the same sizes on both front ends).

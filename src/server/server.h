@@ -51,6 +51,9 @@ struct ServerOptions {
   std::string cluster_key;   // shared secret for key hashing; default derived from the ids
   int replicas = 2;
   int forward_batch_max = 128;  // forwarded checks per batch; 1 turns batching off
+  // --tls-cert, --tls-key, --tls-client-ca: TLS (and with a client CA, mTLS) on the HTTP and
+  // gRPC ports; all empty: plain. The peer port stays plain (docs/tls.md).
+  net::TlsFiles tls;
 };
 
 class Server {

@@ -325,6 +325,12 @@ absl::Status ServerImpl::Start() {
   if (started_) {
     return absl::FailedPreconditionError("the gRPC server was already started");
   }
+  if (options_.tls.has_value()) {
+    // H2Session reads and writes its socket directly; TLS needs it to go through net::Stream.
+    return absl::InvalidArgumentError(
+        "the native gRPC server does not serve TLS yet: use --grpc-impl grpcpp with --tls-cert "
+        "(docs/tls.md)");
+  }
   if (h2_config_.callbacks == nullptr) {
     nghttp2_option* option = nullptr;
     nghttp2_option_new(&option);

@@ -80,7 +80,15 @@ class GrpcppImpl final : public net::Server {
   absl::Status Start() override {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(options_.address, Credentials(), &port_);
+    if (options_.tls.has_value()) {
+      // A client that connects and never finishes its handshake is dropped (grpc's default is
+      // 120 s).
+      builder.AddChannelArgument(
+          GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+          static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(options_.request_timeout),
+                                               1, std::numeric_limits<int>::max())));
+    }
     builder.RegisterService(&service_);
     builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_receive_bytes));
     // Channelz bookkeeping and BDP probes cost CPU on every call and buy nothing for short
@@ -117,6 +125,21 @@ class GrpcppImpl final : public net::Server {
   int port() const override { return port_; }
 
  private:
+  // Plain, or TLS 1.2+ (grpc's minimum) with the client certificate required and verified when
+  // there is a client CA.
+  std::shared_ptr<grpc::ServerCredentials> Credentials() const {
+    if (!options_.tls.has_value()) {
+      return grpc::InsecureServerCredentials();
+    }
+    const net::TlsCredentials& tls = *options_.tls;
+    grpc::SslServerCredentialsOptions ssl(
+        tls.mutual() ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                     : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    ssl.pem_root_certs = tls.client_ca_pem;
+    ssl.pem_key_cert_pairs.push_back({tls.key_pem, tls.cert_chain_pem});
+    return grpc::SslServerCredentials(ssl);
+  }
+
   GrpcServerOptions options_;
   RlsService service_;
   std::unique_ptr<grpc::Server> server_;

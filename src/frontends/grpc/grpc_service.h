@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -16,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "src/net/server.h"
+#include "src/net/tls.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 
@@ -42,6 +44,10 @@ struct GrpcServerOptions {
   // another node owns go by their limit's failure mode; see CheckRequest::shed).
   size_t max_queued = 1024;
   absl::Duration max_queue_delay = absl::Milliseconds(20);  // Envoy's default call timeout
+  // Set: gRPC over TLS 1.2+ (ALPN "h2"); with a client CA, clients must present a certificate
+  // it signed (mTLS). grpc++ only for now: the native server's Start refuses it
+  // (InvalidArgument). The handshake must finish within request_timeout. docs/tls.md.
+  std::optional<net::TlsCredentials> tls;
 
   // Timeouts (docs/grpc.md, "Limits and timeouts"). A connection with no call open for this
   // long (since its last call ended; PINGs and other frames do not count) gets GOAWAY and is

@@ -36,6 +36,7 @@
 #include "src/frontends/http/http_handlers.h"
 #include "src/frontends/http/http_util.h"
 #include "src/net/listener.h"
+#include "src/net/tls.h"
 
 namespace floodgate::frontends {
 namespace {
@@ -58,7 +59,8 @@ constexpr size_t kMinLingerBytes = 1 << 20;
 constexpr int64_t kNoDeadline = net::kNoDeadline;
 
 // Sessions run on the io_context's own executor type: no strand (a connection has one chain of
-// operations at a time) and no type-erased executor on the hot path.
+// operations at a time) and no type-erased executor on the hot path. Their bytes go through a
+// net::Stream: the socket, or TLS over it.
 using Socket = net::Socket;
 
 // What a request carries that the handlers read. Owned by the session and reused, so that the
@@ -253,6 +255,8 @@ class HttpServerImpl final : public net::Server {
 
   // For sessions.
   const HttpServerOptions& options() const { return options_; }
+  // Null: plain HTTP.
+  net::TlsContext* tls() const { return tls_.get(); }
   const HttpHandlers& handlers() const { return handlers_; }
   const service::RequestLimits& limits() const { return service_->limits(); }
   service::ServerMetrics* metrics() const { return metrics_; }
@@ -278,6 +282,7 @@ class HttpServerImpl final : public net::Server {
   service::ServerMetrics* const metrics_;
   const int64_t idle_timeout_ns_;
   const std::chrono::nanoseconds max_queue_delay_;
+  std::unique_ptr<net::TlsContext> tls_;  // made by Start when options_.tls is set
   bool started_ = false;
   // Last: its io threads (and the sessions their context owns) go first.
   net::Listener listener_;
@@ -292,8 +297,8 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   using Connection = http_internal::Connection;
 
   HttpSession(Socket socket, HttpServerImpl* server, net::ConnectionSlot slot)
-      : socket_(std::move(socket)),
-        fd_(socket_.native_handle()),
+      : stream_(std::move(socket), server->tls()),
+        fd_(stream_.socket().native_handle()),
         server_(server),
         slot_(std::move(slot)) {
     server_->metrics()->http_connections.fetch_add(1, std::memory_order_relaxed);
@@ -307,7 +312,24 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
 
   void Start() {
     slot_.Register(this);
-    ReadHeader();
+    if (!stream_.is_tls()) {
+      ReadHeader();
+      return;
+    }
+    // The handshake is read under the idle timeout like a request header, and counts as idle
+    // for a drain: a client that connects and sends nothing, or dribbles its ClientHello, is
+    // closed by the sweeper. A failed handshake (no or an untrusted client certificate, plain
+    // HTTP, not TLS 1.2+) closes the connection; OpenSSL has sent the client its alert.
+    idle_.store(true, std::memory_order_release);
+    SetDeadline(server_->idle_timeout_ns());
+    stream_.AsyncHandshake([self = shared_from_this()](error_code ec) {
+      self->idle_.store(false, std::memory_order_release);
+      if (ec) {
+        self->CloseNow();
+        return;
+      }
+      self->ReadHeader();
+    });
   }
 
   // Thread-safe. Shuts the socket down if the connection is waiting for a request, which ends
@@ -345,7 +367,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     // Idle: between requests with nothing of the next one read yet (pipelined bytes count).
     idle_.store(buffer_.size() == 0, std::memory_order_release);
     SetDeadline(server_->idle_timeout_ns());
-    http::async_read_header(socket_, buffer_, *parser_,
+    http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&HttpSession::OnHeader, shared_from_this()));
   }
 
@@ -361,7 +383,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     }
     if (request_.expect_continue && request_.version >= 11) {
       SetDeadline(server_->idle_timeout_ns());
-      asio::async_write(socket_, asio::buffer(kContinue.data(), kContinue.size()),
+      asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
                         [self = shared_from_this()](error_code ec, size_t) {
                           if (ec) {
                             self->CloseNow();
@@ -376,7 +398,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
 
   void ReadBody() {
     SetDeadline(server_->idle_timeout_ns());
-    http::async_read(socket_, buffer_, *parser_,
+    http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&HttpSession::OnBody, shared_from_this()));
   }
 
@@ -406,7 +428,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     }
     workers->SubmitOrShed(server_->max_queue_delay(), [self = shared_from_this()](bool shed) {
       self->HandleBatch(shed);
-      asio::post(self->socket_.get_executor(), [self] { self->Write(); });
+      asio::post(self->stream_.get_executor(), [self] { self->Write(); });
     });
   }
 
@@ -479,7 +501,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
 
   void Write() {
     SetDeadline(server_->idle_timeout_ns());
-    asio::async_write(socket_, asio::buffer(out_),
+    asio::async_write(stream_, asio::buffer(out_),
                       beast::bind_front_handler(&HttpSession::OnWrite, shared_from_this()));
   }
 
@@ -494,7 +516,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     }
     if (close_after_write_) {
       error_code ignored;
-      socket_.shutdown(tcp::socket::shutdown_send, ignored);
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
       CloseNow();
       return;
     }
@@ -508,7 +530,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
 
   void LingeringClose() {
     error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     buffer_.consume(buffer_.size());
     linger_budget_ = std::max(kMinLingerBytes, 2 * request_.body_limit);
     SetDeadline(std::min(kLingerTimeoutNs, server_->idle_timeout_ns()));
@@ -516,7 +538,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   }
 
   void DiscardInput() {
-    socket_.async_read_some(buffer_.prepare(16 * 1024),
+    stream_.async_read_some(buffer_.prepare(16 * 1024),
                             [self = shared_from_this()](error_code ec, size_t bytes) {
                               if (ec || bytes >= self->linger_budget_) {
                                 self->CloseNow();
@@ -535,15 +557,15 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     closed_ = true;
     deadline_ns_.store(kNoDeadline, std::memory_order_relaxed);
     error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
   }
 
   static constexpr size_t kMaxRetainedBytes = 256 * 1024;
   // Pipelined requests are answered together until their answers reach this size.
   static constexpr size_t kMaxBatchBytes = 64 * 1024;
 
-  Socket socket_;
+  net::Stream stream_;
   const int fd_;
   HttpServerImpl* const server_;
   // Its place in the listener (registration, caps); released first in the destructor.
@@ -589,7 +611,7 @@ void HttpSession::Handle() {
 
 bool HttpSession::FromLoopback() {
   boost::system::error_code ec;
-  const tcp::endpoint peer = socket_.remote_endpoint(ec);
+  const tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
   asio::ip::address address = peer.address();
   if (address.is_v6() && address.to_v6().is_v4_mapped()) {
     address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
@@ -615,6 +637,14 @@ net::ListenerOptions HttpServerImpl::MakeListenerOptions(const HttpServerOptions
 absl::Status HttpServerImpl::Start() {
   if (started_) {
     return absl::FailedPreconditionError("the HTTP server was already started");
+  }
+  if (options_.tls.has_value() && tls_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<net::TlsContext>> tls =
+        net::TlsContext::New(*options_.tls, "http/1.1");
+    if (!tls.ok()) {
+      return tls.status();
+    }
+    tls_ = *std::move(tls);
   }
   absl::Status started = listener_.Start();
   started_ = started.ok();

@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "src/common/worker_pool.h"
 #include "src/net/server.h"
+#include "src/net/tls.h"
 #include "src/service/admin_api.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
@@ -43,6 +45,10 @@ struct HttpServerOptions {
   // the server.
   common::WorkerPool* workers = nullptr;
   absl::Duration max_queue_delay = absl::Milliseconds(20);
+  // Set: HTTPS only (HTTP/1.1 over TLS 1.2+, ALPN "http/1.1"); with a client CA, clients must
+  // present a certificate it signed (mTLS). The handshake must finish within idle_timeout.
+  // Start fails when OpenSSL refuses the credentials. docs/tls.md.
+  std::optional<net::TlsCredentials> tls;
 };
 
 // Returns the HTTP server (not started). Rate limit calls go to `service`, admin calls to

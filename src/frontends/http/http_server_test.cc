@@ -27,6 +27,7 @@
 #include "testing/gated_store.h"
 #include "testing/http_client.h"
 #include "testing/temp_dir.h"
+#include "testing/tls_certs.h"
 
 namespace floodgate::frontends {
 namespace {
@@ -1316,6 +1317,36 @@ TEST_F(HttpServerTest, IdleAndSlowConnectionsTimeOut) {
   EXPECT_TRUE(slow.WaitForClose());
   EXPECT_TRUE(idle.WaitForClose());
   EXPECT_EQ(Get("/healthcheck").status, 200);
+}
+
+// With TLS the handshake is read under the idle timeout: a client that connects and sends
+// nothing, or sends part of a ClientHello and stops, is closed like an idle connection; and a
+// connection still handshaking holds its place under the per-client cap.
+TEST_F(HttpServerTest, TlsHandshakeHasTheIdleDeadlineAndCountsUnderTheCaps) {
+  testing::TempDir pki_dir("floodgate-http-tls");
+  absl::StatusOr<testing::TestPki> pki = testing::MakeTestPki(pki_dir.path());
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  absl::StatusOr<net::TlsCredentials> tls =
+      net::LoadTlsCredentials({pki->server_cert, pki->server_key, ""});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  HttpServerOptions options = BaseOptions();
+  options.idle_timeout = absl::Milliseconds(200);
+  options.max_connections_per_client = 2;
+  options.tls = *tls;
+  StartServer(options);
+
+  HttpClient silent(port_);
+  ASSERT_TRUE(silent.Send(""));  // connects, sends nothing
+  HttpClient dribble(port_);
+  // A TLS record header announcing a 512-byte handshake message, then nothing.
+  ASSERT_TRUE(dribble.Send(std::string("\x16\x03\x01\x02\x00\x01", 6)));
+  // Both places are taken while they handshake: a third connection is closed at once.
+  HttpClient third(port_);
+  ASSERT_TRUE(third.Send(""));
+  EXPECT_TRUE(third.WaitForClose());
+  // The server closes each of them (the client's own timeout is 10 s).
+  EXPECT_TRUE(silent.WaitForClose());
+  EXPECT_TRUE(dribble.WaitForClose());
 }
 
 TEST_F(HttpServerTest, NoIdleTimeout) {

@@ -1,0 +1,134 @@
+#pragma once
+
+// TLS for the connection layer (OpenSSL through boost::asio::ssl), written once for every front
+// end: loading and checking the certificate files (LoadTlsCredentials), the server-side OpenSSL
+// context (TlsContext), and the byte stream a session reads and writes (Stream: the plain
+// socket, or TLS over it). A session starts with Stream::AsyncHandshake under its own read
+// deadline, so a client that connects and sends nothing (or dribbles a ClientHello) is closed by
+// the listener's sweeper like any idle connection, and counts under the connection caps while
+// it handshakes. Nothing here knows what is served over the stream. docs/tls.md.
+//
+// Thread-safety: TlsCredentials is a value; a TlsContext is immutable once made and may be
+// shared by every thread; a Stream belongs to its session's single chain of operations (one
+// read or write at a time, as with a socket), and only its socket's shutdown may come from
+// another thread.
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "src/net/listener.h"
+
+namespace floodgate::net {
+
+// The files an operator names: --tls-cert, --tls-key, --tls-client-ca (the flag names appear
+// in errors, since these files come from nowhere else).
+struct TlsFiles {
+  std::string cert_file;  // PEM: the server's certificate, then any intermediates
+  std::string key_file;   // PEM: its private key (not encrypted)
+  std::string
+      client_ca_file;  // PEM: CA certificates client certificates must chain to; "": no mTLS
+};
+
+// The checked contents of TlsFiles, PEM text, as both OpenSSL contexts and grpc++ take them.
+struct TlsCredentials {
+  std::string cert_chain_pem;
+  std::string key_pem;
+  std::string client_ca_pem;  // empty: clients are not asked for a certificate
+  bool mutual() const { return !client_ca_pem.empty(); }
+};
+
+// Reads and checks the files: each readable and PEM, the key the certificate's, the client CA
+// file at least one certificate. InvalidArgument naming the flag and the file otherwise
+// ("--tls-key /etc/fg/key.pem does not match the certificate in --tls-cert /etc/fg/cert.pem").
+absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files);
+
+// A server-side OpenSSL context: TLS 1.2 at least, the certificate and key, and with a client
+// CA a required and verified client certificate (a missing or untrusted one fails the
+// handshake). ALPN: the server picks `alpn_protocol` ("http/1.1", "h2") when the client offers
+// it, and goes on without ALPN when the client offers none it serves.
+class TlsContext {
+ public:
+  // InvalidArgument when OpenSSL refuses the credentials (LoadTlsCredentials has checked them).
+  static absl::StatusOr<std::unique_ptr<TlsContext>> New(const TlsCredentials& credentials,
+                                                         std::string alpn_protocol);
+
+  boost::asio::ssl::context& native() { return context_; }
+
+ private:
+  // Takes `handle` over.
+  TlsContext(SSL_CTX* handle, std::string alpn_wire)
+      : context_(handle), alpn_wire_(std::move(alpn_wire)) {}
+  static int SelectAlpn(SSL* ssl, const unsigned char** out, unsigned char* out_len,
+                        const unsigned char* in, unsigned int in_len, void* arg);
+
+  boost::asio::ssl::context context_;
+  const std::string alpn_wire_;  // the protocol as ALPN writes it: length byte, then name
+};
+
+// A connection's bytes: the socket itself, or TLS over it when made with a TlsContext. Models
+// Asio's AsyncReadStream and AsyncWriteStream, so Beast and asio::async_write take it as they
+// take a socket. Not movable (the TLS layer refers to the socket): keep it in the session.
+class Stream {
+ public:
+  using executor_type = Executor;
+  using lowest_layer_type = Socket;
+
+  // `tls` null: plain. Otherwise `tls` must outlive the stream.
+  Stream(Socket socket, TlsContext* tls) : socket_(std::move(socket)) {
+    if (tls != nullptr) {
+      tls_.emplace(socket_, tls->native());
+    }
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  executor_type get_executor() { return socket_.get_executor(); }
+  Socket& socket() { return socket_; }
+  bool is_tls() const { return tls_.has_value(); }
+
+  // Runs the server side of the TLS handshake and calls `handler(error_code)`; for a plain
+  // stream, posts success. Never blocks: put a deadline on it as on a read.
+  template <class Handler>
+  void AsyncHandshake(Handler&& handler) {
+    if (tls_.has_value()) {
+      tls_->async_handshake(boost::asio::ssl::stream_base::server, std::forward<Handler>(handler));
+    } else {
+      boost::asio::post(socket_.get_executor(), [h = std::forward<Handler>(handler)]() mutable {
+        h(boost::system::error_code());
+      });
+    }
+  }
+
+  template <class MutableBuffers, class Handler>
+  void async_read_some(const MutableBuffers& buffers, Handler&& handler) {
+    if (tls_.has_value()) {
+      tls_->async_read_some(buffers, std::forward<Handler>(handler));
+    } else {
+      socket_.async_read_some(buffers, std::forward<Handler>(handler));
+    }
+  }
+
+  template <class ConstBuffers, class Handler>
+  void async_write_some(const ConstBuffers& buffers, Handler&& handler) {
+    if (tls_.has_value()) {
+      tls_->async_write_some(buffers, std::forward<Handler>(handler));
+    } else {
+      socket_.async_write_some(buffers, std::forward<Handler>(handler));
+    }
+  }
+
+ private:
+  Socket socket_;
+  std::optional<boost::asio::ssl::stream<Socket&>> tls_;
+};
+
+}  // namespace floodgate::net

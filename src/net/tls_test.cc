@@ -1,0 +1,87 @@
+#include "src/net/tls.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "testing/temp_dir.h"
+#include "testing/tls_certs.h"
+
+namespace floodgate::net {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<testing::TestPki> pki = testing::MakeTestPki(dir_.path());
+    ASSERT_TRUE(pki.ok()) << pki.status();
+    pki_ = *pki;
+  }
+
+  std::string LoadError(const TlsFiles& files) {
+    absl::StatusOr<TlsCredentials> loaded = LoadTlsCredentials(files);
+    EXPECT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(loaded.status().message());
+  }
+
+  testing::TempDir dir_{"floodgate-tls-test"};
+  testing::TestPki pki_;
+};
+
+TEST_F(TlsTest, LoadsTlsAndMutualTls) {
+  absl::StatusOr<TlsCredentials> tls = LoadTlsCredentials({pki_.server_cert, pki_.server_key, ""});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_FALSE(tls->mutual());
+  EXPECT_THAT(tls->cert_chain_pem, HasSubstr("BEGIN CERTIFICATE"));
+  EXPECT_TRUE(TlsContext::New(*tls, "http/1.1").ok());
+
+  absl::StatusOr<TlsCredentials> mtls =
+      LoadTlsCredentials({pki_.server_cert, pki_.server_key, pki_.ca_cert});
+  ASSERT_TRUE(mtls.ok()) << mtls.status();
+  EXPECT_TRUE(mtls->mutual());
+  EXPECT_TRUE(TlsContext::New(*mtls, "h2").ok());
+}
+
+TEST_F(TlsTest, BadFilesAreRefusedNamingTheFlagAndTheFile) {
+  const std::string missing = dir_.path() + "/missing.pem";
+  EXPECT_THAT(LoadError({missing, pki_.server_key, ""}),
+              AllOf(HasSubstr("--tls-cert " + missing), HasSubstr("No such file")));
+  EXPECT_THAT(LoadError({pki_.server_cert, missing, ""}),
+              AllOf(HasSubstr("--tls-key " + missing), HasSubstr("No such file")));
+  EXPECT_THAT(LoadError({pki_.server_cert, pki_.server_key, missing}),
+              HasSubstr("--tls-client-ca " + missing));
+  EXPECT_THAT(LoadError({dir_.path(), pki_.server_key, ""}),
+              HasSubstr("--tls-cert " + dir_.path() + ": cannot read it"));
+
+  const std::string junk = dir_.Write("junk.pem", "not a certificate\n");
+  EXPECT_THAT(LoadError({junk, pki_.server_key, ""}),
+              AllOf(HasSubstr("--tls-cert " + junk), HasSubstr("no PEM certificate")));
+  EXPECT_THAT(LoadError({pki_.server_cert, junk, ""}),
+              AllOf(HasSubstr("--tls-key " + junk), HasSubstr("no PEM private key")));
+  EXPECT_THAT(LoadError({pki_.server_cert, pki_.server_key, junk}),
+              AllOf(HasSubstr("--tls-client-ca " + junk), HasSubstr("no PEM certificate")));
+  // A certificate where the key should be, and the other way round.
+  EXPECT_THAT(LoadError({pki_.server_cert, pki_.server_cert, ""}),
+              HasSubstr("--tls-key " + pki_.server_cert + " holds no PEM private key"));
+  EXPECT_THAT(LoadError({pki_.server_key, pki_.server_key, ""}),
+              HasSubstr("--tls-cert " + pki_.server_key + " holds no PEM certificate"));
+}
+
+TEST_F(TlsTest, KeyThatIsNotTheCertificatesIsRefused) {
+  EXPECT_THAT(LoadError({pki_.server_cert, pki_.client_key, ""}),
+              HasSubstr("--tls-key " + pki_.client_key +
+                        " does not match the certificate in --tls-cert " + pki_.server_cert));
+}
+
+TEST_F(TlsTest, FlagsThatDoNotGoTogether) {
+  EXPECT_THAT(LoadError({pki_.server_cert, "", ""}), HasSubstr("go together"));
+  EXPECT_THAT(LoadError({"", pki_.server_key, ""}), HasSubstr("go together"));
+  EXPECT_THAT(LoadError({"", "", pki_.ca_cert}),
+              HasSubstr("--tls-client-ca needs --tls-cert and --tls-key"));
+}
+
+}  // namespace
+}  // namespace floodgate::net
