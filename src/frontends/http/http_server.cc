@@ -637,7 +637,7 @@ void AnswerRequestBytes(std::string_view bytes, const HttpHandlers& handlers, si
   RequestData data;
   HttpScratch scratch;
   const auto from_loopback = [] { return false; };
-  for (;;) {
+  while (!bytes.empty()) {
     // One request, parsed as HttpSession parses it: the same parser, limits and header checks.
     data.Reset();
     RequestParser parser(&data);
@@ -678,7 +678,7 @@ void AnswerRequestBytes(std::string_view bytes, const HttpHandlers& handlers, si
                    : data.version < 11 ? Connection::kKeepAlive
                                        : Connection::kDefault,
                    out, /*head_request=*/data.method == http::verb::head);
-    if (!keep_alive || bytes.empty()) {
+    if (!keep_alive) {
       return;
     }
   }
