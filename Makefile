@@ -2,15 +2,25 @@
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
+# The sanitizer build (clang, ASan + UBSan, -Werror=thread-safety, the fuzz targets):
+# docs/testing.md. `make test` runs its tests and each fuzz target for TEST_FUZZ_SECONDS;
+# `make fuzz` runs each target for FUZZ_SECONDS.
+SAN_BUILD_DIR ?= build-san
+FUZZ_SECONDS ?= 60
+TEST_FUZZ_SECONDS ?= 20
+SAN_ENV := ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:detect_odr_violation=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Every Debian package the build, the tests and the benchmarks use.
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git ca-certificates \
   libabsl-dev libyaml-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev \
   libssl-dev openssl libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libboost-dev libnghttp2-dev \
+  clang libclang-rt-14-dev \
   nginx redis-server redis-tools wrk curl python3 python3-matplotlib procps iproute2
 
-.PHONY: all deps configure build test test-unit test-integration run bench clean format
+.PHONY: all deps configure build test test-unit test-integration run bench clean format \
+  configure-san build-san test-san fuzz
 
 all: build
 
@@ -31,12 +41,31 @@ build: configure
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	$(MAKE) test-san
+	./fuzz/run.sh $(SAN_BUILD_DIR) $(TEST_FUZZ_SECONDS)
 
 test-unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L unit
 
 test-integration: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -L integration
+
+configure-san: deps
+	@[ -f $(SAN_BUILD_DIR)/build.ninja ] || cmake -S . -B $(SAN_BUILD_DIR) -G Ninja \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLOODGATE_SANITIZE=ON -DFG_BUILD_BENCHMARKS=OFF \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+
+build-san: configure-san
+	cmake --build $(SAN_BUILD_DIR) -j $(JOBS)
+
+# The unit and integration tests under ASan + UBSan (the bench smoke runs are left to the gcc
+# build; tests labelled no-sanitizer say why in their CMakeLists.txt).
+test-san: build-san
+	cd $(SAN_BUILD_DIR) && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) --timeout 900 \
+	  -LE 'bench-smoke|no-sanitizer'
+
+fuzz: build-san
+	./fuzz/run.sh $(SAN_BUILD_DIR) $(FUZZ_SECONDS)
 
 run: build
 	./tools/run.sh $(BUILD_DIR)
@@ -50,4 +79,4 @@ format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(SAN_BUILD_DIR)

@@ -129,7 +129,7 @@ class ClusterHarness::Spawner {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
             +[](Spawner* s)
-                 ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->stop_ || !s->tasks_.empty(); },
+                 ABSL_SHARED_LOCKS_REQUIRED(s->mu_) { return s->stop_ || !s->tasks_.empty(); },
             this));
         if (tasks_.empty()) {
           return;

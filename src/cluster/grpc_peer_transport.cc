@@ -85,7 +85,10 @@ class PeerClient {
     // Wait for callbacks of calls still in flight (they touch this object).
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
-        +[](PeerClient* c) { return c->in_flight_ == 0 && c->repl_in_flight_ == 0; }, this));
+        +[](PeerClient* c) ABSL_SHARED_LOCKS_REQUIRED(c->mu_) {
+          return c->in_flight_ == 0 && c->repl_in_flight_ == 0;
+        },
+        this));
     for (auto& pending : queue_) {
       pending->status = absl::UnavailableError("shutting down");
       pending->done.Notify();
@@ -164,10 +167,12 @@ class PeerClient {
     if (!reports_.empty()) {
       SendQueuedReports();
     }
-    mu_.AwaitWithTimeout(
-        absl::Condition(
-            +[](PeerClient* c) { return c->stop_ || c->reports_in_flight_ == 0; }, this),
-        options_.forward_timeout);
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](PeerClient* c) ABSL_SHARED_LOCKS_REQUIRED(c->mu_) {
+                               return c->stop_ || c->reports_in_flight_ == 0;
+                             },
+                             this),
+                         options_.forward_timeout);
   }
 
   // Stamps a request with the protocol version and this node's id.
@@ -361,7 +366,7 @@ class PeerClient {
     if (wake == absl::InfiniteFuture()) {
       mu_.AwaitWithTimeout(
           absl::Condition(
-              +[](PeerClient* c) {
+              +[](PeerClient* c) ABSL_SHARED_LOCKS_REQUIRED(c->mu_) {
                 return c->stop_ ||
                        (!c->queue_.empty() && c->in_flight_ < c->options_.max_in_flight) ||
                        (!c->replication_.empty() && c->repl_in_flight_ < kMaxReplicationInFlight) ||
@@ -371,7 +376,7 @@ class PeerClient {
           absl::Milliseconds(100));
     } else {
       mu_.AwaitWithDeadline(absl::Condition(
-                                +[](PeerClient* c) {
+                                +[](PeerClient* c) ABSL_SHARED_LOCKS_REQUIRED(c->mu_) {
                                   return c->stop_ || (!c->queue_.empty() && c->in_flight_ == 0) ||
                                          c->queue_.size() >=
                                              static_cast<size_t>(c->options_.batch_max) ||

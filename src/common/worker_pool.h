@@ -69,7 +69,9 @@ class WorkerPool {
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
-            +[](WorkerPool* p) { return p->stop_ || !p->queue_.empty(); }, this));
+            +[](WorkerPool* p)
+                 ABSL_SHARED_LOCKS_REQUIRED(p->mu_) { return p->stop_ || !p->queue_.empty(); },
+            this));
         if (queue_.empty()) {
           return;  // stopping, and everything queued has run
         }

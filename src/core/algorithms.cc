@@ -24,7 +24,9 @@
 //      hands the decision to the 128-bit version (I6). With the bounds of ValidateLimitSpec
 //      (period <= 2^62, counts <= 1e12 < 2^40) every product below is < 2^105. Times that would
 //      pass INT64_MAX saturate there; a bucket whose next timestamp cannot be represented refuses
-//      (fail closed) rather than wrap.
+//      (fail closed) rather than wrap. Distances between times are formed the same way (SatSub,
+//      128 bits, or a check that hands over): every int64 now is a valid input, and from a now
+//      near INT64_MIN an end near INT64_MAX is more than INT64_MAX ns away.
 //  I5. hits == 0 is a read: allowed/retry_after/delay describe one more hit, while remaining and
 //      reset_after describe the state as it is.
 //  I6. Few instructions per decision. In the store a decision runs right after a cache miss on its
@@ -117,6 +119,7 @@ using internal::kMaxTime;
 using internal::kMinTime;
 using internal::ReadSlots;
 using internal::SatAdd;
+using internal::SatSub;
 using internal::Saturate;
 using internal::Slots;
 
@@ -165,7 +168,8 @@ Outcome DecideFixedWindow(const LimitSpec& spec, const KeyState& state, int64_t 
     count = state.data;
     window_end_ns = state.expiry_ns;  // > now_ns; a later window if the clock stepped back (I3)
   }
-  const int64_t until_end_ns = window_end_ns - now_ns;  // >= 0
+  // >= 0; saturated, as the end may be more than INT64_MAX ns after a now near INT64_MIN (I4).
+  const int64_t until_end_ns = SatSub(window_end_ns, now_ns);
 
   Outcome out{.decision = {}, .next = state};
   Decision& d = out.decision;
@@ -218,7 +222,9 @@ Outcome DecideSlidingWindowWide(const LimitSpec& spec, const KeyState& state, in
           std::max<Int128>(0, Int128{period_ns} - (Int128{stored_end_ns} - now_ns)));
     }
   }
-  const int64_t until_end_ns = window_end_ns - now_ns;  // > 0 except at INT64_MAX
+  // > 0 except at INT64_MAX; exact, as the end may be more than INT64_MAX ns after a now near
+  // INT64_MIN (I4). Durations derived from it saturate.
+  const Int128 until_end_ns = Int128{window_end_ns} - now_ns;
 
   const Int128 budget = Int128{limit} * period_ns;  // L * P
   Int128 used = Int128{prev} * (period_ns - elapsed_ns) + Int128{cur} * period_ns;
@@ -236,9 +242,9 @@ Outcome DecideSlidingWindowWide(const LimitSpec& spec, const KeyState& state, in
   d.allowed = fits;
   d.remaining = used < budget ? static_cast<uint64_t>((budget - used) / period_ns) : 0;
   if (cur != 0) {
-    d.reset_after_ns = SatAdd(until_end_ns, period_ns);  // cur is forgotten a window later
+    d.reset_after_ns = Saturate(until_end_ns + period_ns);  // cur is forgotten a window later
   } else if (prev != 0) {
-    d.reset_after_ns = until_end_ns;
+    d.reset_after_ns = Saturate(until_end_ns);
   }
   if (!fits) {
     if (probe > limit) {
@@ -251,7 +257,7 @@ Outcome DecideSlidingWindowWide(const LimitSpec& spec, const KeyState& state, in
     if (x >= 0 && prev != 0) {
       const Int128 e = period_ns - x * period_ns / prev;
       if (e < period_ns) {
-        d.retry_after_ns = Saturate(Int128{until_end_ns} - (period_ns - e));
+        d.retry_after_ns = Saturate(until_end_ns - (period_ns - e));
         return out;
       }
     }
@@ -261,7 +267,7 @@ Outcome DecideSlidingWindowWide(const LimitSpec& spec, const KeyState& state, in
     if (cur != 0) {
       e = std::max<Int128>(0, period_ns - Int128{limit - probe} * period_ns / cur);
     }
-    d.retry_after_ns = Saturate(Int128{until_end_ns} + e);
+    d.retry_after_ns = Saturate(until_end_ns + e);
   }
   return out;
 }
@@ -315,7 +321,11 @@ Outcome DecideSlidingWindow(const LimitSpec& spec, const KeyState& state, int64_
     return DecideSlidingWindowWide(spec, state, now_ns, hits);
   }
   const uint64_t weight = prev - prev_elapsed / static_cast<uint64_t>(period_ns);  // w
-  const int64_t until_end_ns = window_end_ns - now_ns;  // > 0 except at INT64_MAX
+  int64_t until_end_ns;  // > 0 except at INT64_MAX
+  if (__builtin_sub_overflow(window_end_ns, now_ns, &until_end_ns)) [[unlikely]] {
+    // More than INT64_MAX ns to the end (now near INT64_MIN): the wide version keeps it exact.
+    return DecideSlidingWindowWide(spec, state, now_ns, hits);
+  }
 
   Outcome out{.decision = {}, .next = state};
   Decision& d = out.decision;
@@ -564,20 +574,22 @@ Outcome DecideConcurrency(const LimitSpec& spec, const KeyState& state, int64_t 
   const uint64_t held = in_flight + (fits ? hits : 0);
   d.allowed = fits;
   d.remaining = held < limit ? limit - held : 0;
-  const int64_t until_end_ns = s.end_ns - now_ns;  // > 0 except at INT64_MAX
+  // > 0 except at INT64_MAX; exact, as the end may be more than INT64_MAX ns after a now near
+  // INT64_MIN (I4). Durations derived from it saturate.
+  const Int128 until_end_ns = Int128{s.end_ns} - now_ns;
   if (s.cur != 0) {
-    d.reset_after_ns = SatAdd(until_end_ns, spec.period_ns);
+    d.reset_after_ns = Saturate(until_end_ns + spec.period_ns);
   } else if (s.prev != 0) {
-    d.reset_after_ns = until_end_ns;
+    d.reset_after_ns = Saturate(until_end_ns);
   }
   if (!fits) {
     // Releases may free slots sooner; these are when unreleased slots age out at the latest.
     if (probe > limit) {
       d.retry_after_ns = Decision::kNever;
     } else if (s.cur <= limit - probe) {
-      d.retry_after_ns = until_end_ns;  // prev > 0 here, and dropping it makes room
+      d.retry_after_ns = Saturate(until_end_ns);  // prev > 0 here, and dropping it makes room
     } else {
-      d.retry_after_ns = SatAdd(until_end_ns, spec.period_ns);  // cur's slots age out too
+      d.retry_after_ns = Saturate(until_end_ns + spec.period_ns);  // cur's slots age out too
     }
   }
   return out;

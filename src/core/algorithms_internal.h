@@ -41,6 +41,16 @@ inline int64_t SatAdd(int64_t a, int64_t b) {
   return sum;
 }
 
+// Returns a - b saturated to the int64 range. Time differences need it: with now near INT64_MIN
+// and an end near INT64_MAX the exact distance is past INT64_MAX (I4).
+inline int64_t SatSub(int64_t a, int64_t b) {
+  int64_t diff;
+  if (__builtin_sub_overflow(a, b, &diff)) {
+    return b < 0 ? kMaxTime : kMinTime;  // the exact difference lies past the end -b points to
+  }
+  return diff;
+}
+
 // Returns ceil(a / b) for a >= 0, b > 0.
 inline Int128 CeilDivNonNeg(Int128 a, Int128 b) { return (a + b - 1) / b; }
 

@@ -280,6 +280,35 @@ TEST(AllAlgorithmsTest, TimesNearInt64MaxSaturate) {
   }
 }
 
+// Every int64 now is a valid input (I4): a key filled late (near INT64_MAX) and read from near
+// INT64_MIN (the clock stepped back, I3) is more than INT64_MAX ns from its end, and the
+// durations saturate there instead of wrapping (signed overflow, caught by UBSan).
+TEST(AllAlgorithmsTest, DistancesFromNearInt64MinToNearInt64MaxSaturate) {
+  constexpr int64_t kMinTime = std::numeric_limits<int64_t>::min();
+  for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kSlidingWindow, Algorithm::kTokenBucket,
+                      Algorithm::kLeakyBucket, Algorithm::kConcurrency}) {
+    for (int64_t period : {kSec, kMaxPeriodNs}) {
+      const LimitSpec spec = Spec(a, 10, period);
+      Key key(spec);
+      // Late enough to be far from INT64_MIN, early enough that no window end saturates.
+      const int64_t late = kMaxTime - 2 * period - 1;
+      for (int i = 0; i < 10; ++i) {
+        ASSERT_TRUE(key.Hit(late, 1).allowed) << AlgorithmName(a);
+      }
+      for (int64_t now : {kMinTime, kMinTime + 1, kMinTime + kSec}) {
+        const Decision read = key.Hit(now, 0);
+        EXPECT_FALSE(read.allowed) << AlgorithmName(a);
+        EXPECT_EQ(read.remaining, 0u) << AlgorithmName(a);
+        EXPECT_EQ(read.reset_after_ns, kMaxTime) << AlgorithmName(a) << " period=" << period;
+        EXPECT_EQ(read.retry_after_ns, kMaxTime) << AlgorithmName(a) << " period=" << period;
+        const Decision hit = key.Hit(now, 1);
+        EXPECT_FALSE(hit.allowed) << AlgorithmName(a);
+        EXPECT_EQ(hit.retry_after_ns, kMaxTime) << AlgorithmName(a) << " period=" << period;
+      }
+    }
+  }
+}
+
 // Clock steps back after traffic: never more than the limit in total.
 TEST(AllAlgorithmsTest, ClockGoingBackwardsNeverAdmitsMoreThanTheLimit) {
   for (Algorithm a : kRateAlgorithms) {

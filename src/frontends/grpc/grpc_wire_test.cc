@@ -25,10 +25,13 @@ TEST(GrpcWireTest, PrefixIsFlagThenBigEndianLength) {
 }
 
 TEST(GrpcWireTest, ParsesExactlyOneMessage) {
-  auto parsed = ParseUnaryBody(Frame("hello"), 100);
+  // The parsed view points into the body: keep the bodies alive while it is read.
+  const std::string body = Frame("hello");
+  auto parsed = ParseUnaryBody(body, 100);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(*parsed, "hello");
-  auto empty = ParseUnaryBody(Frame(""), 100);
+  const std::string empty_body = Frame("");
+  auto empty = ParseUnaryBody(empty_body, 100);
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(*empty, "");
 }

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -223,6 +224,40 @@ class RequestParser final : public http::basic_parser<true> {
 
 bool IsParseError(const error_code& ec) {
   return ec.category() == beast::http::make_error_code(http::error::bad_target).category();
+}
+
+// What a request that could not be read is answered (the connection then closes).
+struct ReadRefusal {
+  int status;
+  std::string message;
+};
+
+// Returns the answer to a request whose read failed with `ec`, or nullopt when there is none to
+// give (the client went away or stopped mid-request, the connection idled out or is closing).
+std::optional<ReadRefusal> RefusalFor(const RequestData& request, const error_code& ec,
+                                      size_t max_body_bytes, uint32_t max_header_bytes) {
+  if (!request.refusal.ok()) {
+    return ReadRefusal{http_internal::HttpStatusFor(request.refusal),
+                       std::string(common::StdView(request.refusal.message()))};
+  }
+  if (ec == http::error::body_limit && request.config_write) {
+    return ReadRefusal{413, absl::StrCat("config body is larger than ", request.body_limit,
+                                         " bytes, the most a config file may hold")};
+  }
+  if (ec == http::error::body_limit) {
+    return ReadRefusal{413, absl::StrCat("request body is larger than ",
+                                         request.body_limit != 0 ? request.body_limit
+                                                                 : max_body_bytes,
+                                         " bytes")};
+  }
+  if (ec == http::error::header_limit) {
+    return ReadRefusal{
+        431, absl::StrCat("request header section is larger than ", max_header_bytes, " bytes")};
+  }
+  if (IsParseError(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message) {
+    return ReadRefusal{400, absl::StrCat("malformed HTTP request: ", ec.message())};
+  }
+  return std::nullopt;
 }
 
 class HttpSession;
@@ -460,21 +495,9 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   }
 
   void OnReadError(const error_code& ec) {
-    if (!request_.refusal.ok()) {
-      RespondAndClose(http_internal::HttpStatusFor(request_.refusal),
-                      common::StdView(request_.refusal.message()));
-    } else if (ec == http::error::body_limit && request_.config_write) {
-      RespondAndClose(413, absl::StrCat("config body is larger than ", request_.body_limit,
-                                        " bytes, the most a config file may hold"));
-    } else if (ec == http::error::body_limit) {
-      RespondAndClose(413,
-                      absl::StrCat("request body is larger than ", request_.body_limit, " bytes"));
-    } else if (ec == http::error::header_limit) {
-      RespondAndClose(431, absl::StrCat("request header section is larger than ",
-                                        server_->options().max_header_bytes, " bytes"));
-    } else if (IsParseError(ec) && ec != http::error::end_of_stream &&
-               ec != http::error::partial_message) {
-      RespondAndClose(400, absl::StrCat("malformed HTTP request: ", ec.message()));
+    if (std::optional<ReadRefusal> refusal = RefusalFor(
+            request_, ec, server_->limits().max_body_bytes, server_->options().max_header_bytes)) {
+      RespondAndClose(refusal->status, refusal->message);
     } else {
       // The client went away, the connection idled out, or the server is closing it.
       CloseNow();
@@ -666,5 +689,61 @@ std::unique_ptr<net::Server> NewHttpServer(HttpServerOptions options,
                                            service::ServerMetrics* metrics) {
   return std::make_unique<HttpServerImpl>(std::move(options), service, admin, metrics);
 }
+
+namespace http_internal {
+
+void AnswerRequestBytes(std::string_view bytes, const HttpHandlers& handlers, size_t max_body_bytes,
+                        uint32_t max_header_bytes, std::string& out) {
+  RequestData data;
+  HttpScratch scratch;
+  const auto from_loopback = [] { return false; };
+  while (!bytes.empty()) {
+    // One request, parsed as HttpSession parses it: the same parser, limits and header checks.
+    data.Reset();
+    RequestParser parser(&data);
+    parser.header_limit(max_header_bytes);
+    parser.body_limit(max_body_bytes);
+    parser.eager(true);
+    error_code ec;
+    while (!parser.is_done() && !ec) {
+      const size_t used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
+      bytes.remove_prefix(used);
+      if (ec == http::error::need_more || (!ec && used == 0 && !parser.is_done())) {
+        ec = {};
+        if (used == 0) {
+          parser.put_eof(ec);  // every byte has arrived: the request ends here or nowhere
+          if (!ec && !parser.is_done()) {
+            ec = http::error::partial_message;
+          }
+        }
+      }
+    }
+    if (ec) {
+      if (std::optional<ReadRefusal> refusal =
+              RefusalFor(data, ec, max_body_bytes, max_header_bytes)) {
+        FormatResponse(refusal->status, kJsonType, {}, common::ErrorJson(refusal->message),
+                       Connection::kClose, out, /*head_request=*/data.method == http::verb::head);
+      }
+      return;
+    }
+    const bool keep_alive = parser.keep_alive();
+    const HttpRequest request{.method = data.method,
+                              .target = data.target,
+                              .authorization = data.authorization,
+                              .body = data.body,
+                              .from_loopback = from_loopback};
+    const HttpReply reply = handlers.Handle(request, scratch);
+    FormatResponse(reply.status, reply.content_type, reply.headers, reply.body,
+                   !keep_alive         ? Connection::kClose
+                   : data.version < 11 ? Connection::kKeepAlive
+                                       : Connection::kDefault,
+                   out, /*head_request=*/data.method == http::verb::head);
+    if (!keep_alive) {
+      return;
+    }
+  }
+}
+
+}  // namespace http_internal
 
 }  // namespace floodgate::frontends

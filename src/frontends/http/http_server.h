@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -60,5 +61,19 @@ std::unique_ptr<net::Server> NewHttpServer(HttpServerOptions options,
                                            service::RateLimitService* service,
                                            service::AdminApi* admin,
                                            service::ServerMetrics* metrics);
+
+class HttpHandlers;
+
+namespace http_internal {
+
+// Reads `bytes` as everything a client sent on one connection, as the server's session reads
+// it (the same parser, header checks and limits), answers each whole request with `handlers`
+// and appends each framed response to `out`: the session's parse-and-answer without a socket,
+// for the fuzz target (fuzz/http_request_fuzzer.cc). Stops after a request that is refused,
+// incomplete or closes the connection. Admin calls are not from loopback. Exposed for tests.
+void AnswerRequestBytes(std::string_view bytes, const HttpHandlers& handlers, size_t max_body_bytes,
+                        uint32_t max_header_bytes, std::string& out);
+
+}  // namespace http_internal
 
 }  // namespace floodgate::frontends

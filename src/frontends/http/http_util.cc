@@ -204,10 +204,12 @@ absl::Status ParseCheckQuery(std::string_view query, const service::RequestLimit
       const std::string& v = entry.value;
       auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), hits);
       if (v.empty() || ec != std::errc() || end != v.data() + v.size()) {
-        entries.resize(count);
-        return absl::InvalidArgumentError(
+        // The message quotes v, which lives in the entry that resize drops: write it first.
+        absl::Status error = absl::InvalidArgumentError(
             absl::StrCat("query parameter `hits` must be a whole number from 0 to ",
                          limits.max_hits, ", got \"", Shorten(v), "\""));
+        entries.resize(count);
+        return error;
       }
       descriptor.hits_addend = hits;
       continue;
