@@ -245,10 +245,9 @@ std::optional<ReadRefusal> RefusalFor(const RequestData& request, const error_co
                                          " bytes, the most a config file may hold")};
   }
   if (ec == http::error::body_limit) {
-    return ReadRefusal{413, absl::StrCat("request body is larger than ",
-                                         request.body_limit != 0 ? request.body_limit
-                                                                 : max_body_bytes,
-                                         " bytes")};
+    return ReadRefusal{
+        413, absl::StrCat("request body is larger than ",
+                          request.body_limit != 0 ? request.body_limit : max_body_bytes, " bytes")};
   }
   if (ec == http::error::header_limit) {
     return ReadRefusal{
@@ -697,12 +696,13 @@ void AnswerRequestBytes(std::string_view bytes, const HttpHandlers& handlers, si
   RequestData data;
   HttpScratch scratch;
   const auto from_loopback = [] { return false; };
+  service::RequestLimits limits;
+  limits.max_body_bytes = max_body_bytes;
   while (!bytes.empty()) {
     // One request, parsed as HttpSession parses it: the same parser, limits and header checks.
     data.Reset();
-    RequestParser parser(&data);
+    RequestParser parser(&data, limits);
     parser.header_limit(max_header_bytes);
-    parser.body_limit(max_body_bytes);
     parser.eager(true);
     error_code ec;
     while (!parser.is_done() && !ec) {
