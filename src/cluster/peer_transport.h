@@ -20,6 +20,10 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -93,6 +97,22 @@ class PeerTransport {
   // and sets *committed. The transport may batch it with other calls.
   virtual absl::Status Forward(int member, absl::Span<const StoreOp> ops,
                                absl::Span<Decision> decisions, bool* committed) = 0;
+  // Forward without waiting. Sends one transaction to `member`; `done` runs exactly once, on a
+  // thread running `loop` (the caller's io thread), with the status and whether it committed,
+  // after writing `decisions` (which must stay valid until then). `ops` are copied before the
+  // call returns. A transport that answers on the caller's loop needs no thread hand-off; this
+  // default, for transports that cannot, blocks the caller in Forward and posts `done` to `loop`.
+  using ForwardDone = absl::AnyInvocable<void(absl::Status status, bool committed) &&>;
+  virtual void ForwardAsync(int member, absl::Span<const StoreOp> ops,
+                            absl::Span<Decision> decisions, boost::asio::io_context& loop,
+                            ForwardDone done) {
+    bool committed = false;
+    absl::Status status = Forward(member, ops, decisions, &committed);
+    boost::asio::post(loop,
+                      [done = std::move(done), status = std::move(status), committed]() mutable {
+                        std::move(done)(std::move(status), committed);
+                      });
+  }
   // Queues a state for `member` to merge (a replica). The latest state of a key wins; the
   // member's corrections come back through PeerHandler::HandleCorrections.
   virtual void Replicate(int member, const StateRecord& record) = 0;
