@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -74,11 +75,16 @@ class Client {
       const int node = (first + attempt) % cluster_.size();
       const int64_t start = NowNs();
       testing::HttpResponse r = clients_[node]->Request("GET", "/v1/check?" + query);
-      if (r.status == 200 || r.status == 429) {
+      // A decision: allowed, over a limit, or refused by `failure_mode: closed` (503 with
+      // Floodgate-Refusal: unavailable, counted as a refusal: the node answered). Anything
+      // else (no answer, another 5xx) is tried on the next node, as a load balancer would.
+      const bool unavailable =
+          r.status == 503 && absl::StartsWith(r.Header("Floodgate-Refusal"), "unavailable");
+      if (r.status == 200 || r.status == 429 || unavailable) {
         if (recorder != nullptr) {
           recorder->RecordCall(cluster_.node(node).id, key, start, NowNs(), r.status == 200);
         }
-        return r.status;
+        return unavailable ? 429 : r.status;
       }
       clients_[node]->Close();
     }
