@@ -2,7 +2,11 @@
 //
 //   grpc_load --target 127.0.0.1:8081 [--concurrency 50] [--seconds 10] [--max-requests N]
 //             [--users 100000] [--domain bench] [--key user] [--rate R] [--server-pid PID]
-//             [--channels 1]
+//             [--channels 1] [--hot-share 0]
+//
+// --target may list several addresses (a,b,c): the calls go round-robin over them (load spread
+// over a cluster's nodes), each address with --channels channels of its own. --hot-share F sends
+// a fraction F of the calls to one key (user "hot"), the rest to random users.
 //
 // Closed loop by default: `concurrency` calls always in flight. With --rate R it is open loop:
 // calls start on a fixed schedule of R per second (latency then includes any queueing, so it
@@ -45,6 +49,7 @@ struct Options {
   double rate = 0;  // 0: closed loop
   int server_pid = 0;
   int channels = 1;
+  double hot_share = 0;  // the fraction of calls on the one hot key
 };
 
 struct Call {
@@ -80,6 +85,8 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->server_pid = std::stoi(value);
     } else if (flag == "--channels") {
       o->channels = std::stoi(value);
+    } else if (flag == "--hot-share") {
+      o->hot_share = std::stod(value);
     } else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return false;
@@ -88,14 +95,26 @@ bool ParseFlags(int argc, char** argv, Options* o) {
   return true;
 }
 
-// Returns one stub per --channels, each on a channel of its own (so a connection of its own).
+// Returns, for each address of --target, one stub per --channels, each on a channel of its own
+// (so a connection of its own); interleaved so that round-robin over them spreads over the
+// addresses.
 std::vector<std::unique_ptr<rls::RateLimitService::Stub>> NewStubs(const Options& o) {
+  std::vector<std::string> targets;
+  for (size_t start = 0; start <= o.target.size();) {
+    const size_t comma = std::min(o.target.find(',', start), o.target.size());
+    if (comma > start) {
+      targets.push_back(o.target.substr(start, comma - start));
+    }
+    start = comma + 1;
+  }
   std::vector<std::unique_ptr<rls::RateLimitService::Stub>> stubs;
   for (int c = 0; c < o.channels; ++c) {
-    grpc::ChannelArguments args;
-    args.SetInt("grpc.channel_id", c);  // distinct channels, distinct connections
-    stubs.push_back(rls::RateLimitService::NewStub(
-        grpc::CreateCustomChannel(o.target, grpc::InsecureChannelCredentials(), args)));
+    for (const std::string& target : targets) {
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.channel_id", c);  // distinct channels, distinct connections
+      stubs.push_back(rls::RateLimitService::NewStub(
+          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args)));
+    }
   }
   return stubs;
 }
@@ -129,6 +148,7 @@ class LoadRun {
   grpc::CompletionQueue cq_;
   std::mt19937_64 rng_{42};
   std::uniform_int_distribution<uint64_t> user_{1, std::max<uint64_t>(1, o_.users)};
+  std::uniform_real_distribution<double> unit_{0, 1};
   uint64_t started_ = 0;
   int in_flight_ = 0;
   Clock::time_point end_, next_due_;
@@ -140,7 +160,11 @@ void LoadRun::StartCall(Clock::time_point scheduled) {
   call->request.set_domain(o_.domain);
   auto* e = call->request.add_descriptors()->add_entries();
   e->set_key(o_.key);
-  e->set_value(std::to_string(user_(rng_)));
+  if (o_.hot_share > 0 && unit_(rng_) < o_.hot_share) {
+    e->set_value("hot");
+  } else {
+    e->set_value(std::to_string(user_(rng_)));
+  }
   call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   call->start = scheduled;
   call->reader =
