@@ -9,6 +9,7 @@ SAN_BUILD_DIR ?= build-san
 FUZZ_SECONDS ?= 60
 TEST_FUZZ_SECONDS ?= 20
 SAN_ENV := ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:detect_odr_violation=0 \
+  LSAN_OPTIONS=suppressions=$(CURDIR)/testing/lsan.supp \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
