@@ -3,8 +3,8 @@
 # load all goes to one node (the entry node), so 2/3 of the checks are forwarded to their owner.
 #   gRPC, closed loop (bench/grpc_load, 50 in flight, 100k random users of domain `bench`):
 #     1 plain node with its default (native) gRPC server, and with --grpc-impl grpcpp (cluster
-#     mode used it before fe43ab7; now both serve it, docs/grpc.md); 3 nodes (batches of up to 128); 3 nodes with
-#     --forward-batch-max 1 (no batching); 3 nodes with a `consistency: local` limit (decided on
+#     mode used it before fe43ab7; now both serve it, docs/grpc.md); 3 nodes (forwards batched per
+#     turn of the event loop); 3 nodes with a `consistency: local` limit (decided on
 #     the entry node, no hop; its hits are only reported to the owner in the background).
 #   gRPC, open loop at half the 3-node peak (--rate): 3 nodes, and 1 plain node (grpcpp, native)
 #   at the same rate.
@@ -137,7 +137,7 @@ start_cluster() {
   local ports peers n alive
   read -r -a ports <<<"$(free_ports 3)"
   peers="a=127.0.0.1:${ports[0]},b=127.0.0.1:${ports[1]},c=127.0.0.1:${ports[2]}"
-  for n in a b c; do start_node "$n" --node-id "$n" --peers "$peers" "$@"; done
+  for n in a b c; do start_node "$n" --cluster-key bench-key --node-id "$n" --peers "$peers" "$@"; done
   for n in a b c; do wait_listening "$n"; done
   entry=a
   for _ in $(seq 100); do
@@ -247,10 +247,6 @@ for rep in $(seq "$REPS"); do
   run_load grpc-3n-local grpc --concurrency "$CONNS" --key user_local
   run_load http-3n http
   stop_nodes
-  # Three nodes, no batching: one forwarded check per Forward RPC.
-  start_cluster --forward-batch-max 1
-  run_load grpc-3n-nobatch grpc --concurrency "$CONNS"
-  stop_nodes
 done
 # Open loop at half the 3-node peak (its median closed-loop rate): latency a caller sees there,
 # with the plain node (both gRPC servers) at the same rate for reference.
@@ -284,8 +280,7 @@ row() { # row LABEL SCENARIO
   echo "|---|---|---|---|---|---|---|"
   row "gRPC, 1 plain node (native gRPC server), 50 in flight" grpc-1n
   row "gRPC, 1 plain node, --grpc-impl grpcpp" grpc-1n-grpcpp
-  row "gRPC, 3 nodes, load to one, batching (128)" grpc-3n
-  row "gRPC, 3 nodes, --forward-batch-max 1" grpc-3n-nobatch
+  row "gRPC, 3 nodes, load to one" grpc-3n
   row "gRPC, 3 nodes, consistency: local (no hop)" grpc-3n-local
   row "gRPC, 3 nodes, open loop at $half/s" grpc-3n-open
   row "gRPC, 1 plain node (grpcpp), open loop at $half/s" grpc-1n-grpcpp-open

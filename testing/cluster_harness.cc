@@ -261,8 +261,9 @@ absl::Status ClusterHarness::Spawn(int i) {
     for (const auto& other : nodes_) {
       peers.push_back(absl::StrCat(other->info.id, "=", other->info.PeerAddress()));
     }
-    argv.insert(argv.end(), {"--node-id", info.id, "--peer", info.PeerAddress(), "--peers",
-                             absl::StrJoin(peers, ",")});
+    // Every member proves the cluster key on each peer connection (docs/cluster.md).
+    argv.insert(argv.end(), {"--cluster-key", "cluster-harness-key", "--node-id", info.id, "--peer",
+                             info.PeerAddress(), "--peers", absl::StrJoin(peers, ",")});
   }
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
 

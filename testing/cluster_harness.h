@@ -40,7 +40,7 @@
 namespace floodgate::testing {
 
 struct ClusterOptions {
-  // Passes --node-id, --peer and --peers. False starts N independent plain servers.
+  // Passes --cluster-key, --node-id, --peer and --peers. False starts N plain servers.
   bool cluster_flags = true;
   // Runs each node in its own network namespace (needs root); falls back to loopback.
   bool network_namespaces = false;

@@ -26,7 +26,6 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
-#include "floodgate/peer/v1/peer.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "testing/cluster_harness.h"
 #include "testing/history/checker.h"
@@ -676,65 +675,6 @@ TEST(ClusterTest, BadPeerMessagesAreRefusedClearly) {
   Client probe(c);
   ASSERT_NE(WaitFor([&] { return AllAlive(probe, c); }, absl::Seconds(10)),
             absl::InfiniteDuration());
-  namespace pb = ::floodgate::peer::v1;
-  auto stub = pb::Peer::NewStub(
-      grpc::CreateChannel(c.node(0).PeerAddress(), grpc::InsecureChannelCredentials()));
-  auto call = [&](auto method, const auto& request, auto* response) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    return ((*stub).*method)(&context, request, response);
-  };
-
-  pb::PingRequest ping;
-  ping.set_protocol_version(99);
-  ping.set_from("n1");
-  pb::PingResponse pong;
-  grpc::Status status = call(&pb::Peer::Stub::Ping, ping, &pong);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_NE(status.error_message().find("protocol version 99"), std::string::npos)
-      << status.error_message();
-
-  pb::ForwardRequest forward;
-  forward.set_protocol_version(1);
-  forward.set_from("intruder");
-  pb::Op* op = forward.add_txns()->add_ops();
-  op->set_key_hash(42);
-  op->set_hits(1);
-  op->mutable_limit()->set_requests_per_period(10);
-  op->mutable_limit()->set_period_ns(1'000'000'000);
-  pb::ForwardResponse forwarded;
-  status = call(&pb::Peer::Stub::Forward, forward, &forwarded);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_NE(status.error_message().find("intruder"), std::string::npos);
-
-  forward.set_from("n1");
-  op->mutable_limit()->set_algorithm(9);
-  status = call(&pb::Peer::Stub::Forward, forward, &forwarded);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(status.error_message().find("unknown algorithm 9"), std::string::npos)
-      << status.error_message();
-
-  op->mutable_limit()->set_algorithm(0);
-  op->mutable_limit()->set_period_ns(0);
-  status = call(&pb::Peer::Stub::Forward, forward, &forwarded);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-
-  pb::ForwardRequest empty;
-  empty.set_protocol_version(1);
-  empty.set_from("n1");
-  empty.add_txns();
-  status = call(&pb::Peer::Stub::Forward, empty, &forwarded);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(status.error_message().find("0 ops"), std::string::npos) << status.error_message();
-
-  pb::ReplicateRequest replicate;
-  replicate.set_protocol_version(1);
-  replicate.set_from("n1");
-  replicate.add_states()->mutable_limit()->set_period_ns(-5);
-  pb::ReplicateResponse replicated;
-  status = call(&pb::Peer::Stub::Replicate, replicate, &replicated);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-
   // Garbage bytes on the peer port: the connection is dropped, nothing else.
   {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

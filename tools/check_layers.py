@@ -23,7 +23,7 @@ ALLOWED = {
     "core": {"public", "core"},
     "store": {"public", "core", "store"},
     "limiter": {"public", "core", "store", "limiter"},
-    "cluster": {"public", "core", "store", "cluster", "common", "proto"},
+    "cluster": {"public", "core", "store", "cluster", "net", "common", "proto"},
     "service": {"public", "core", "limiter", "service", "common", "proto"},
     "admin": {"public", "core", "limiter", "cluster", "service", "admin", "common", "proto"},
     "net": {"net", "common"},

@@ -25,7 +25,7 @@ for node in a b c; do
   cp examples/*.yaml "$work/$node/"
   http=$((8080 + 10 * i))
   "$bin" serve --config "$work/$node" --http "127.0.0.1:$http" --grpc "127.0.0.1:$((http + 1))" \
-    --node-id "$node" --peers "$peers" 2>"$work/$node.log" &
+    --cluster-key "${FLOODGATE_CLUSTER_KEY:-run-cluster-demo-key}" --node-id "$node" --peers "$peers" 2>"$work/$node.log" &
   pids+=($!)
   i=$((i + 1))
 done

@@ -1,5 +1,7 @@
 #include "src/admin/cluster_http.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "floodgate/clock.h"
@@ -84,6 +86,19 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
           "Keys fetched from replicas by this node after it (re)started.", stats.warmup_fetches);
   Counter(out, "floodgate_cluster_config_pushes_total",
           "Config changes received from peers and applied.", stats.config_pushes);
+  absl::StrAppend(&out,
+                  "# HELP floodgate_cluster_peer_auth_failures_total Peer connections refused in "
+                  "the handshake (here or by the member dialled), by reason.\n"
+                  "# TYPE floodgate_cluster_peer_auth_failures_total counter\n");
+  const std::pair<const char*, uint64_t> reasons[] = {
+      {"bad_key", stats.auth_failures.bad_key},
+      {"not_member", stats.auth_failures.not_member},
+      {"version", stats.auth_failures.version},
+      {"malformed", stats.auth_failures.malformed}};
+  for (const auto& [reason, count] : reasons) {
+    absl::StrAppend(&out, "floodgate_cluster_peer_auth_failures_total{reason=\"", reason, "\"} ",
+                    count, "\n");
+  }
   struct Family {
     const char* name;
     const char* type;
@@ -95,8 +110,8 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
        "Fraction of keys the member owns in this node's view."},
       {"floodgate_cluster_forwarded_total", "counter", "Checks forwarded to the peer."},
       {"floodgate_cluster_forward_batches_total", "counter",
-       "Batches (RPCs) that carried forwarded checks; forwarded/batches is the mean batch size."},
-      {"floodgate_cluster_forward_errors_total", "counter", "Forward batches that failed."},
+       "Writes that carried forwarded checks; forwarded/batches is the mean batch size."},
+      {"floodgate_cluster_forward_errors_total", "counter", "Forwarded checks that failed."},
       {"floodgate_cluster_replicated_states_total", "counter",
        "Key states replicated to the peer."},
       {"floodgate_cluster_replication_lag_seconds", "gauge",

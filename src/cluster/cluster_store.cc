@@ -8,7 +8,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "floodgate/status_macros.h"
-#include "src/cluster/grpc_peer_transport.h"
+#include "src/cluster/tcp_peer_transport.h"
 
 namespace floodgate::cluster {
 
@@ -68,7 +68,7 @@ ClusterStore::ClusterStore(ClusterOptions options, LocalStore* local, int self)
 
 absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions options,
                                                                   LocalStore* local) {
-  GrpcPeerTransportOptions transport;
+  TcpPeerTransportOptions transport;
   transport.self_id = options.self_id;
   transport.members = options.members;
   for (size_t i = 0; i < options.members.size(); ++i) {
@@ -82,12 +82,9 @@ absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions
   }
   transport.heartbeat = options.heartbeat;
   transport.forward_timeout = options.forward_timeout;
-  transport.batch_wait = options.batch_wait;
-  transport.batch_max = options.batch_max;
-  transport.max_in_flight = options.max_in_flight;
-  transport.batching = options.batching;
+  transport.cluster_key = options.cluster_key;
   transport.clock = options.clock;
-  return Start(std::move(options), local, NewGrpcPeerTransport(std::move(transport)));
+  return Start(std::move(options), local, NewTcpPeerTransport(std::move(transport)));
 }
 
 absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(
@@ -507,6 +504,7 @@ ClusterStats ClusterStore::GetClusterStats() const {
   stats.owned_ops = owned_ops_.load(std::memory_order_relaxed);
   stats.warmup_fetches = warmup_fetches_.load(std::memory_order_relaxed);
   stats.config_pushes = gossip_->config_pushes();
+  stats.auth_failures = transport_->GetAuthStats();
   // Ownership share in this node's view, from a fixed sample of the hash space.
   constexpr int kSamples = 4096;
   std::vector<int> owned(membership_->size(), 0);

@@ -9,8 +9,8 @@
 // `consistency: local`, and every limit while this node cannot see a majority or reach an owner,
 // are decided by the limit's failure mode (open, closed, or local: limit / N on this node).
 //
-// The network is behind PeerTransport (peer_transport.h): Start() uses grpc++
-// (grpc_peer_transport.h), tests an in-process fake. ClusterStore answers the other members as
+// The network is behind PeerTransport (peer_transport.h): Start() uses our own TCP transport
+// (tcp_peer_transport.h), tests an in-process fake. ClusterStore answers the other members as
 // the transport's PeerHandler; Gossip (gossip.h) sends heartbeats and spreads config.
 //
 // Thread-safety: all public methods are thread-safe.
@@ -39,11 +39,8 @@ struct ClusterOptions {
   absl::Duration heartbeat = absl::Milliseconds(200);
   absl::Duration dead_after = absl::Seconds(1);
   absl::Duration forward_timeout = absl::Milliseconds(500);
-  absl::Duration batch_wait = absl::Microseconds(500);  // a batch waits at most this long
-  int batch_max = 128;                                  // and goes early when this full
-  int max_in_flight = 4;                                // batches in flight per peer
-  // Test hook: when false, forwarded checks are sent one per RPC (to measure what batching buys).
-  bool batching = true;
+  // The secret every peer connection proves (--cluster-key); "" only with --insecure-peers.
+  std::string cluster_key;
   // Test hook: when false, no heartbeat thread runs and Start does not wait for a majority; the
   // test runs rounds with HeartbeatRound().
   bool heartbeat_thread = true;
@@ -72,12 +69,13 @@ struct ClusterStats {
   uint64_t owned_ops = 0;            // ops this node decided as owner
   uint64_t warmup_fetches = 0;       // keys fetched from replicas after a (re)start
   uint64_t config_pushes = 0;        // config changes received from peers and applied
+  PeerAuthStats auth_failures;       // peer handshakes refused, by reason
   std::vector<PeerStats> peers;
 };
 
 class ClusterStore final : public Store, private PeerHandler {
  public:
-  // Starts the peer listener (grpc++) and heartbeats. `local` must outlive the store.
+  // Starts the peer listener (tcp_peer_transport.h) and heartbeats. `local` must outlive the store.
   static absl::StatusOr<std::unique_ptr<ClusterStore>> Start(ClusterOptions options,
                                                              LocalStore* local);
   // Same, over `transport` (built for this node's index in the sorted members).

@@ -12,8 +12,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
-#include "src/cluster/grpc_peer_transport.h"
 #include "src/cluster/peer_wire.h"
+#include "src/cluster/tcp_peer_transport.h"
 #include "testing/fake_clock.h"
 #include "testing/fake_peer_transport.h"
 
@@ -377,23 +377,23 @@ class RecordingHandler final : public PeerHandler {
   std::vector<int> contacts_ ABSL_GUARDED_BY(mu_);
 };
 
-TEST(GrpcPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
-  GrpcPeerTransportOptions a_options;
+TEST(TcpPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
+  TcpPeerTransportOptions a_options;
   a_options.self_id = "a";
   a_options.self = 0;
   a_options.members = {Member{"a", "127.0.0.1:0", 1}, Member{"b", "127.0.0.1:0", 2}};
   a_options.listen_address = "127.0.0.1:0";
   RecordingHandler a_handler("a");
-  std::unique_ptr<PeerTransport> a = NewGrpcPeerTransport(a_options);
+  std::unique_ptr<PeerTransport> a = NewTcpPeerTransport(a_options);
   ASSERT_TRUE(a->Start(&a_handler).ok());
   ASSERT_GT(a->port(), 0);
 
-  GrpcPeerTransportOptions b_options = a_options;
+  TcpPeerTransportOptions b_options = a_options;
   b_options.self_id = "b";
   b_options.self = 1;
   b_options.members[0].address = absl::StrCat("127.0.0.1:", a->port());
   RecordingHandler b_handler("b");
-  std::unique_ptr<PeerTransport> b = NewGrpcPeerTransport(b_options);
+  std::unique_ptr<PeerTransport> b = NewTcpPeerTransport(b_options);
   ASSERT_TRUE(b->Start(&b_handler).ok());
   ASSERT_GT(b->port(), 0);
   EXPECT_NE(b->port(), a->port());
@@ -426,7 +426,7 @@ TEST(GrpcPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
   EXPECT_EQ(answer->started_at_ns, 42);
 }
 
-TEST(GrpcPeerTransportTest, ClusterStoreReportsThePortItGot) {
+TEST(TcpPeerTransportTest, ClusterStoreReportsThePortItGot) {
   auto local = *NewShardedStore({});
   ClusterOptions options;
   options.self_id = "a";

@@ -2,8 +2,9 @@
 
 // The seam between the cluster's logic and the network: what ClusterStore and Gossip need from
 // the other members (PeerTransport), and what the network needs from this node to answer them
-// (PeerHandler). grpc_peer_transport.h implements it over grpc++ (peer.proto);
-// testing/fake_peer_transport.h implements it in process for tests.
+// (PeerHandler). tcp_peer_transport.h implements it over our own framed protocol (peer.proto
+// messages, authenticated connections); testing/fake_peer_transport.h implements it in process
+// for tests.
 //
 // Members are named by their index in the sorted member list (Membership::members()); the
 // transport is built for one node (`self`) and never calls itself.
@@ -47,6 +48,15 @@ struct PeerLinkStats {
   uint64_t forward_batches = 0;
   uint64_t forward_errors = 0;
   uint64_t replicated_states = 0;
+};
+
+// Peer connections refused in the handshake, by reason (peer_auth.h), both as the accepting and
+// as the connecting side: the floodgate_cluster_peer_auth_failures_total metric.
+struct PeerAuthStats {
+  uint64_t bad_key = 0;     // the other side does not hold --cluster-key
+  uint64_t not_member = 0;  // its node id is not in --peers (or not the member dialled)
+  uint64_t version = 0;     // another peer protocol version
+  uint64_t malformed = 0;   // not our handshake, a frame before it, or a bad frame
 };
 
 // This node's side of the peer protocol: the transport calls it for what other members ask, and
@@ -135,6 +145,8 @@ class PeerTransport {
   virtual absl::Status PushConfig(int member,
                                   const std::vector<peer::v1::ConfigChange>& changes) = 0;
   virtual PeerLinkStats GetLinkStats(int member) const = 0;
+  // Returns the handshakes refused so far (none for a transport without authentication).
+  virtual PeerAuthStats GetAuthStats() const { return {}; }
 };
 
 }  // namespace floodgate::cluster

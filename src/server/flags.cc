@@ -48,14 +48,14 @@ struct ServeText {
                                                   : FormatByteSize(defaults.max_memory_bytes)),
         grpc_threads(absl::StrCat(defaults.grpc_threads)),
         config_poll(absl::FormatDuration(defaults.config_poll)),
-        replicas(absl::StrCat(defaults.replicas)),
-        forward_batch_max(absl::StrCat(defaults.forward_batch_max)) {}
+        replicas(absl::StrCat(defaults.replicas)) {}
 
   std::string config, http, grpc, admin_token, http_threads, max_connections,
       max_connections_per_client, max_memory,
       grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
-      cluster_key, replicas, forward_batch_max, state_dir, tls_cert, tls_key, tls_client_ca;
+      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca;
   bool allow_empty_config = false;
+  bool insecure_peers = false;
 };
 
 struct CheckText {
@@ -181,10 +181,12 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
   options.peer_address = text.peer;
   options.cluster_key = text.cluster_key;
   FG_ASSIGN_OR_RETURN(options.replicas, WholeNumber("--replicas", text.replicas, 1, 8));
-  FG_ASSIGN_OR_RETURN(options.forward_batch_max,
-                      WholeNumber("--forward-batch-max", text.forward_batch_max, 1, 4096));
+  options.insecure_peers = text.insecure_peers;
   if (options.peers.empty() && (!options.node_id.empty() || !options.peer_address.empty())) {
     return absl::InvalidArgumentError("--node-id and --peer need --peers (the cluster's members)");
+  }
+  if (!options.peers.empty() && options.cluster_key.empty() && !options.insecure_peers) {
+    return absl::InvalidArgumentError(kNeedsClusterKey);
   }
   return absl::OkStatus();
 }
@@ -341,11 +343,15 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
   AddFlag(serve, "--peer", &text->peer, "HOST:PORT",
           "Cluster mode: where to listen for peers; default: this node's entry in --peers.");
   AddFlag(serve, "--cluster-key", &text->cluster_key, "SECRET",
-          "Cluster mode: shared secret for key hashing; default: derived from the member ids.");
+          "Cluster mode: the members' shared secret; every peer connection proves it both ways, "
+          "and it seeds key hashing. Required in cluster mode unless --insecure-peers.");
+  serve
+      ->add_flag("--insecure-peers", text->insecure_peers,
+                 "Cluster mode without --cluster-key: peers are checked by node id only, so "
+                 "anyone who reaches the peer port can act as a member. Tests and labs only.")
+      ->envname(EnvName("--insecure-peers"));
   AddFlag(serve, "--replicas", &text->replicas, "N",
           "Cluster mode: nodes that hold each key, 1 to 8.");
-  AddFlag(serve, "--forward-batch-max", &text->forward_batch_max, "N",
-          "Cluster mode: forwarded checks per batch, 1 to 4096; 1 turns batching off.");
 }
 
 void AddCheckFlags(CLI::App* check, CheckText* text) {

@@ -185,7 +185,7 @@ TEST_F(FlagsTest, ServeHelpListsEveryFlagWithDefaultAndEnvironment) {
                            "peer",
                            "cluster-key",
                            "replicas",
-                           "forward-batch-max",
+                           "insecure-peers",
                            "tls-cert",
                            "tls-key",
                            "tls-client-ca"}) {
@@ -196,7 +196,7 @@ TEST_F(FlagsTest, ServeHelpListsEveryFlagWithDefaultAndEnvironment) {
         "FLOODGATE_HTTP_THREADS", "FLOODGATE_MAX_CONNECTIONS",
         "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT", "FLOODGATE_MAX_MEMORY", "FLOODGATE_GRPC_IMPL",
         "FLOODGATE_GRPC_THREADS", "FLOODGATE_NODE_ID", "FLOODGATE_PEERS", "FLOODGATE_PEER",
-        "FLOODGATE_CLUSTER_KEY", "FLOODGATE_REPLICAS", "FLOODGATE_FORWARD_BATCH_MAX",
+        "FLOODGATE_CLUSTER_KEY", "FLOODGATE_REPLICAS", "FLOODGATE_INSECURE_PEERS",
         "FLOODGATE_TLS_CERT", "FLOODGATE_TLS_KEY", "FLOODGATE_TLS_CLIENT_CA"}) {
     EXPECT_THAT(help, HasSubstr(std::string("Env:") + env + ")")) << env;
   }
@@ -293,6 +293,45 @@ TEST_F(FlagsTest, EnvironmentFillsFlagsAndTheCommandLineWins) {
   EXPECT_EQ(line.serve.options.admin_token, "");
   setenv("FLOODGATE_MAX_MEMORY", "1000", 1);
   EXPECT_THAT(Refusal({"serve"}), HasSubstr("--max-memory must be 0 (no cap) or at least 64MiB"));
+}
+
+TEST_F(FlagsTest, ClusterModeNeedsAKeyOrInsecurePeers) {
+  const std::vector<std::string> cluster = {"serve",
+                                            "--config",
+                                            "a",
+                                            "--node-id",
+                                            "n0",
+                                            "--peers",
+                                            "n0=127.0.0.1:7000,n1=127.0.0.1:7001"};
+  EXPECT_THAT(Refusal(cluster), HasSubstr("cluster mode needs --cluster-key"));
+  EXPECT_THAT(Refusal(cluster), HasSubstr("or --insecure-peers to run without"));
+
+  std::vector<std::string> keyed = cluster;
+  keyed.insert(keyed.end(), {"--cluster-key", "s3cret"});
+  CommandLine line = Parse(keyed);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.cluster_key, "s3cret");
+  EXPECT_FALSE(line.serve.options.insecure_peers);
+
+  std::vector<std::string> insecure = cluster;
+  insecure.push_back("--insecure-peers");
+  line = Parse(insecure);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_TRUE(line.serve.options.insecure_peers);
+
+  setenv("FLOODGATE_INSECURE_PEERS", "true", 1);
+  line = Parse(cluster);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_TRUE(line.serve.options.insecure_peers);
+  unsetenv("FLOODGATE_INSECURE_PEERS");
+  setenv("FLOODGATE_CLUSTER_KEY", "from-env", 1);
+  line = Parse(cluster);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.cluster_key, "from-env");
+
+  // A single node needs neither.
+  line = Parse({"serve", "--config", "a"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
 }
 
 TEST_F(FlagsTest, ServeNeedsAConfig) {

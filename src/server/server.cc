@@ -29,13 +29,15 @@ absl::StatusOr<cluster::ClusterOptions> ClusterOptionsOf(const ServerOptions& op
   cluster_options.self_id = options.node_id;
   cluster_options.listen_address = options.peer_address;
   cluster_options.replicas = options.replicas;
-  cluster_options.batch_max = options.forward_batch_max;
-  cluster_options.batching = options.forward_batch_max > 1;
+  if (options.cluster_key.empty() && !options.insecure_peers) {
+    return absl::InvalidArgumentError(kNeedsClusterKey);
+  }
+  cluster_options.cluster_key = options.cluster_key;
   return cluster_options;
 }
 
 // Every node must hash keys alike to agree on owners: the hasher's secret comes from the
-// cluster key (by default, from the member ids).
+// cluster key (with --insecure-peers and no key, from the member ids).
 KeyHasher ClusterHasher(const ServerOptions& options, const std::vector<cluster::Member>& members) {
   std::string key = options.cluster_key;
   if (key.empty()) {

@@ -48,13 +48,21 @@ struct ServerOptions {
   std::string node_id;       // this node's id in `peers`
   std::string peer_address;  // where to listen for peers; default: this node's entry in `peers`
   std::string peers;         // "ID=HOST:PORT,..." every member, this node included
-  std::string cluster_key;   // shared secret for key hashing; default derived from the ids
+  // The members' shared secret: every peer connection proves it both ways (docs/cluster.md,
+  // "Peer protocol"), and it seeds key hashing. Required in cluster mode unless insecure_peers.
+  std::string cluster_key;
+  bool insecure_peers = false;  // cluster mode without a key: peers checked by node id only
   int replicas = 2;
-  int forward_batch_max = 128;  // forwarded checks per batch; 1 turns batching off
   // --tls-cert, --tls-key, --tls-client-ca: TLS (and with a client CA, mTLS) on the HTTP and
   // gRPC ports; all empty: plain. The peer port stays plain (docs/tls.md).
   net::TlsFiles tls;
 };
+
+// Why a node in cluster mode without --cluster-key (and without --insecure-peers) refuses to
+// start.
+inline constexpr char kNeedsClusterKey[] =
+    "cluster mode needs --cluster-key SECRET (or FLOODGATE_CLUSTER_KEY), the secret every member "
+    "proves on each peer connection, or --insecure-peers to run without";
 
 class Server {
  public:

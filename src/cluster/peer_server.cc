@@ -1,0 +1,433 @@
+#include "src/cluster/peer_server.h"
+
+#include <sys/socket.h>
+
+#include <array>
+#include <utility>
+
+#include <boost/asio/write.hpp>
+
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "src/cluster/peer_wire.h"
+#include "src/common/rate_limited_log.h"
+
+namespace floodgate::cluster {
+
+namespace asio = boost::asio;
+namespace pb = ::floodgate::peer::v1;
+using boost::system::error_code;
+
+namespace {
+
+constexpr int kInlineOps = 4;
+constexpr size_t kMaxOpsPerTxn = 256;
+constexpr int kMaxTxnsPerBatch = 4096;
+constexpr size_t kReadChunk = 64 * 1024;
+// Answers waiting to be written beyond this: stop reading until the peer reads them.
+constexpr size_t kMaxUnwritten = size_t{8} << 20;
+
+std::string EndpointOf(const net::Socket& socket) {
+  error_code ec;
+  const auto endpoint = socket.remote_endpoint(ec);
+  return ec ? std::string("?") : absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
+}
+
+// One accepted peer connection.
+class PeerSession final : public net::Connection, public std::enable_shared_from_this<PeerSession> {
+ public:
+  PeerSession(net::Socket socket, net::ConnectionSlot slot, PeerServer* server)
+      : socket_(std::move(socket)),
+        fd_(socket_.native_handle()),
+        slot_(std::move(slot)),
+        server_(server),
+        options_(server->options()),
+        handshake_(options_.key, options_.self_id, options_.members, options_.protocol_version),
+        from_(EndpointOf(socket_)) {}
+
+  ~PeerSession() override { slot_.Release(); }
+
+  void Start() {
+    deadline_ns_.store(
+        server_->listener().now_ns() + absl::ToInt64Nanoseconds(options_.handshake_timeout),
+        std::memory_order_relaxed);
+    slot_.Register(this);
+    Read();
+  }
+
+  void Drain() override { ShutdownSocket(); }
+  void ShutdownSocket() override {
+    absl::MutexLock lock(&close_mu_);
+    if (!closed_) {
+      ::shutdown(fd_, SHUT_RDWR);
+    }
+  }
+  int64_t deadline_ns() const override { return deadline_ns_.load(std::memory_order_relaxed); }
+  void OnDeadline(int64_t now_ns) override {
+    if (!authenticated_.load(std::memory_order_acquire)) {
+      Refuse(AuthFailure::kMalformed, "no handshake in time", /*count=*/true);
+    }
+  }
+
+ private:
+  enum class State { kHello, kAuth, kReady, kClosing };
+
+  void Read() {
+    if (state_ == State::kClosing) {
+      return;
+    }
+    socket_.async_read_some(asio::buffer(buffer_),
+                            [self = shared_from_this()](error_code ec, size_t bytes) {
+                              if (ec) {
+                                self->Close();
+                                return;
+                              }
+                              self->OnRead(bytes);
+                            });
+  }
+
+  void OnRead(size_t bytes) {
+    decoder_.Feed(std::string_view(buffer_.data(), bytes));
+    while (state_ != State::kClosing) {
+      Frame frame;
+      bool got = false;
+      if (absl::Status status = decoder_.Next(&frame, &got); !status.ok()) {
+        Refuse(AuthFailure::kMalformed, std::string(status.message()), state_ != State::kReady);
+        break;
+      }
+      if (!got) {
+        break;
+      }
+      OnFrame(frame);
+    }
+    if (state_ == State::kClosing) {
+      return;
+    }
+    if (!writing_ && !out_.empty()) {
+      Write();
+    }
+    if (out_.size() < kMaxUnwritten) {
+      Read();
+    } else {
+      read_paused_ = true;  // resumed once the answers are written
+    }
+  }
+
+  void Write() {
+    auto buffer = std::make_shared<std::string>();
+    buffer->swap(out_);
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(*buffer),
+                      [self = shared_from_this(), buffer](error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec) {
+                          self->Close();
+                          return;
+                        }
+                        if (!self->out_.empty()) {
+                          self->Write();
+                        }
+                        if (self->read_paused_ && self->out_.size() < kMaxUnwritten) {
+                          self->read_paused_ = false;
+                          self->Read();
+                        }
+                      });
+  }
+
+  // Logs (rate-limited) why the connection is closed, counts a failed handshake, and closes.
+  void Refuse(AuthFailure reason, const std::string& why, bool count) {
+    if (count && options_.auth != nullptr) {
+      options_.auth->Count(reason);
+    }
+    common::RateLimitedLog::Default().Log(absl::StrCat(
+        "floodgate: peer connection from ", from_,
+        client_id_.empty() ? "" : absl::StrCat(" (", client_id_, ")"), " closed: ", why));
+    state_ = State::kClosing;
+    ShutdownSocket();
+  }
+
+  void Close() {
+    state_ = State::kClosing;
+    absl::MutexLock lock(&close_mu_);
+    if (!closed_) {
+      closed_ = true;
+      error_code ignored;
+      socket_.close(ignored);
+    }
+  }
+
+  template <typename Message>
+  bool Parse(const Frame& frame, Message* message) {
+    if (message->ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()))) {
+      return true;
+    }
+    Refuse(AuthFailure::kMalformed,
+           absl::StrCat("malformed ", FrameTypeName(static_cast<uint8_t>(frame.type)), " frame"),
+           state_ != State::kReady);
+    return false;
+  }
+
+  void OnFrame(const Frame& frame) {
+    AuthError error{AuthFailure::kMalformed, ""};
+    switch (state_) {
+      case State::kHello: {
+        pb::Hello hello;
+        if (frame.type != FrameType::kHello) {
+          Refuse(AuthFailure::kMalformed,
+                 absl::StrCat(FrameTypeName(static_cast<uint8_t>(frame.type)),
+                              " frame before the handshake"),
+                 true);
+          return;
+        }
+        if (!Parse(frame, &hello)) {
+          return;
+        }
+        absl::StatusOr<pb::Challenge> challenge = handshake_.OnHello(hello, &error);
+        if (!challenge.ok()) {
+          Refuse(error.reason, error.message, true);
+          return;
+        }
+        client_id_ = handshake_.client_id();
+        (void)AppendFrame(FrameType::kChallenge, 0, *challenge, &out_);
+        state_ = State::kAuth;
+        return;
+      }
+      case State::kAuth: {
+        pb::Auth auth;
+        if (frame.type != FrameType::kAuth) {
+          Refuse(AuthFailure::kMalformed,
+                 absl::StrCat(FrameTypeName(static_cast<uint8_t>(frame.type)),
+                              " frame before the handshake ended"),
+                 true);
+          return;
+        }
+        if (!Parse(frame, &auth)) {
+          return;
+        }
+        if (!handshake_.OnAuth(auth, &error).ok()) {
+          Refuse(error.reason, error.message, true);
+          return;
+        }
+        state_ = State::kReady;
+        authenticated_.store(true, std::memory_order_release);
+        deadline_ns_.store(net::kNoDeadline, std::memory_order_relaxed);
+        return;
+      }
+      case State::kReady:
+        Dispatch(frame);
+        return;
+      case State::kClosing:
+        return;
+    }
+  }
+
+  void Answer(FrameType type, uint64_t call_id, const google::protobuf::MessageLite& message) {
+    if (absl::Status status = AppendFrame(type, call_id, message, &out_); !status.ok()) {
+      AnswerError(call_id, absl::ResourceExhaustedError(status.message()));
+    }
+  }
+
+  void AnswerError(uint64_t call_id, const absl::Status& status) {
+    pb::ErrorAnswer error;
+    error.set_code(static_cast<uint32_t>(status.code()));
+    error.set_message(std::string(status.message()));
+    (void)AppendFrame(FrameType::kError, call_id, error, &out_);
+  }
+
+  void Dispatch(const Frame& frame) {
+    PeerHandler* handler = server_->handler();
+    handler->RecordContact(handshake_.client());
+    switch (frame.type) {
+      case FrameType::kForward: {
+        pb::ForwardRequest request;
+        if (Parse(frame, &request)) {
+          pb::ForwardResponse response;
+          absl::Status status = DoForward(request, response);
+          if (status.ok()) {
+            Answer(FrameType::kForwardAnswer, frame.call_id, response);
+          } else {
+            AnswerError(frame.call_id, status);
+          }
+        }
+        return;
+      }
+      case FrameType::kReplicate: {
+        pb::ReplicateRequest request;
+        if (Parse(frame, &request)) {
+          pb::ReplicateResponse response;
+          absl::Status status = DoReplicate(request, response);
+          if (status.ok()) {
+            Answer(FrameType::kReplicateAnswer, frame.call_id, response);
+          } else {
+            AnswerError(frame.call_id, status);
+          }
+        }
+        return;
+      }
+      case FrameType::kFetch: {
+        pb::FetchRequest request;
+        if (Parse(frame, &request)) {
+          pb::FetchResponse response;
+          const std::vector<uint64_t> keys(request.key_hashes().begin(),
+                                           request.key_hashes().end());
+          for (const StateRecord& held : handler->HandleFetch(keys, options_.clock->NowNs())) {
+            pb::State* out = response.add_states();
+            out->set_key_hash(held.key_hash);
+            out->set_expiry_ns(held.expiry_ns);
+            out->set_data(held.data);
+          }
+          Answer(FrameType::kFetchAnswer, frame.call_id, response);
+        }
+        return;
+      }
+      case FrameType::kPing: {
+        pb::PingRequest request;
+        if (Parse(frame, &request)) {
+          PingInfo ours = handler->HandlePing();
+          pb::PingResponse response;
+          response.set_node_id(ours.node_id);
+          response.set_started_at_ns(ours.started_at_ns);
+          for (auto& v : ours.config) {
+            *response.add_config() = std::move(v);
+          }
+          Answer(FrameType::kPingAnswer, frame.call_id, response);
+        }
+        return;
+      }
+      case FrameType::kPushConfig: {
+        pb::PushConfigRequest request;
+        if (Parse(frame, &request)) {
+          handler->HandlePushConfig(
+              std::vector<pb::ConfigChange>(request.changes().begin(), request.changes().end()));
+          Answer(FrameType::kPushConfigAnswer, frame.call_id, pb::PushConfigResponse());
+        }
+        return;
+      }
+      case FrameType::kGetConfig: {
+        pb::GetConfigRequest request;
+        if (Parse(frame, &request)) {
+          const std::vector<std::string> domains(request.domains().begin(),
+                                                 request.domains().end());
+          pb::GetConfigResponse response;
+          for (auto& change : handler->HandleGetConfig(domains)) {
+            *response.add_changes() = std::move(change);
+          }
+          Answer(FrameType::kGetConfigAnswer, frame.call_id, response);
+        }
+        return;
+      }
+      default:
+        Refuse(
+            AuthFailure::kMalformed,
+            absl::StrCat("unexpected ", FrameTypeName(static_cast<uint8_t>(frame.type)), " frame"),
+            false);
+        return;
+    }
+  }
+
+  absl::Status DoForward(const pb::ForwardRequest& request, pb::ForwardResponse& response) {
+    if (request.txns_size() > kMaxTxnsPerBatch) {
+      return absl::InvalidArgumentError(absl::StrCat("batch of ", request.txns_size(),
+                                                     " transactions; at most ", kMaxTxnsPerBatch));
+    }
+    absl::InlinedVector<StoreOp, kInlineOps> ops;
+    absl::InlinedVector<Decision, kInlineOps> decisions;
+    // Check every transaction before deciding any: a bad batch changes nothing.
+    for (const pb::Txn& txn : request.txns()) {
+      if (txn.ops_size() == 0 || static_cast<size_t>(txn.ops_size()) > kMaxOpsPerTxn) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("transaction of ", txn.ops_size(), " ops; 1 to ", kMaxOpsPerTxn));
+      }
+      for (const pb::Op& op : txn.ops()) {
+        if (absl::StatusOr<StoreOp> parsed = FromProto(op); !parsed.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat("bad op: ", parsed.status().message()));
+        }
+      }
+    }
+    const int64_t now = options_.clock->NowNs();
+    for (const pb::Txn& txn : request.txns()) {
+      ops.clear();
+      for (const pb::Op& op : txn.ops()) {
+        ops.push_back(*FromProto(op));
+      }
+      decisions.assign(ops.size(), Decision{});
+      const bool committed = server_->handler()->HandleForward(ops, now, absl::MakeSpan(decisions));
+      if (request.report()) {
+        continue;  // hits admitted elsewhere: counted (if they still fit), nothing to answer
+      }
+      pb::TxnResult* result = response.add_results();
+      result->set_committed(committed);
+      for (const Decision& d : decisions) {
+        ToProto(d, result->add_decisions());
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status DoReplicate(const pb::ReplicateRequest& request, pb::ReplicateResponse& response) {
+    std::vector<StateRecord> records;
+    records.reserve(request.states_size());
+    for (const pb::State& state : request.states()) {
+      absl::StatusOr<StateRecord> record = FromProto(state);
+      if (!record.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("bad state: ", record.status().message()));
+      }
+      records.push_back(*record);
+    }
+    for (const StateRecord& held : server_->handler()->HandleReplicate(records, request.now_ns())) {
+      ToProto(held, response.add_corrections());
+    }
+    return absl::OkStatus();
+  }
+
+  net::Socket socket_;
+  const int fd_;
+  net::ConnectionSlot slot_;
+  PeerServer* const server_;
+  const PeerServerOptions& options_;
+  ServerHandshake handshake_;
+  const std::string from_;
+  std::string client_id_;
+  State state_ = State::kHello;
+  std::atomic<bool> authenticated_{false};
+  std::atomic<int64_t> deadline_ns_{net::kNoDeadline};
+  FrameDecoder decoder_;
+  std::array<char, kReadChunk> buffer_;
+  std::string out_;
+  bool writing_ = false;
+  bool read_paused_ = false;
+  absl::Mutex close_mu_;
+  bool closed_ ABSL_GUARDED_BY(close_mu_) = false;
+};
+
+net::ListenerOptions ListenerOptionsOf(const PeerServerOptions& options) {
+  net::ListenerOptions listener;
+  listener.address = options.address;
+  listener.name = "peer listener";
+  listener.protocol = "peer";
+  listener.io_model = net::IoModel::kPerThread;
+  listener.io_threads = options.io_threads;
+  listener.sweep_interval = net::SweepInterval(options.handshake_timeout);
+  return listener;
+}
+
+}  // namespace
+
+PeerServer::PeerServer(PeerServerOptions options, PeerHandler* handler)
+    : options_(std::move(options)),
+      handler_(handler),
+      listener_(ListenerOptionsOf(options_), [this](net::Accepted accepted) {
+        error_code ignored;
+        accepted.socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+        std::make_shared<PeerSession>(std::move(accepted.socket), std::move(accepted.slot), this)
+            ->Start();
+      }) {}
+
+PeerServer::~PeerServer() { Shutdown(); }
+
+absl::Status PeerServer::Start() { return listener_.Start(); }
+
+void PeerServer::Shutdown() { listener_.Shutdown(absl::Milliseconds(200)); }
+
+}  // namespace floodgate::cluster

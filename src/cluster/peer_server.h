@@ -1,0 +1,64 @@
+#pragma once
+
+// The accepting side of the peer transport (tcp_peer_transport.h): a net::Listener on the
+// --peer address whose sessions run the handshake (peer_auth.h) and then answer the members'
+// calls through a PeerHandler, inline on the connection's io thread (a forwarded check is
+// decided where it is read), writing the answers of one read in one write.
+//
+// A connection that sends anything but the handshake first, fails it, or sends a malformed or
+// oversized frame is closed; the reason is logged (rate-limited) and, for handshakes, counted
+// in AuthCounters. A call with bad content (an unknown algorithm, an empty transaction) gets an
+// error answer and the connection stays up.
+//
+// Thread-safety: Start and Shutdown from one thread; port() from any. The handler is called
+// from the io threads, several at once.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "floodgate/clock.h"
+#include "src/cluster/peer_link.h"
+#include "src/cluster/peer_transport.h"
+#include "src/net/listener.h"
+
+namespace floodgate::cluster {
+
+struct PeerServerOptions {
+  std::string address;  // host:port; port 0 picks one
+  std::string self_id;
+  std::vector<std::string> members;  // every member id, by index (self included)
+  std::string key;                   // the cluster key ("" with --insecure-peers)
+  uint32_t protocol_version = kPeerProtocolVersion;
+  int io_threads = 2;
+  // A connection must finish the handshake within this.
+  absl::Duration handshake_timeout = absl::Seconds(5);
+  const Clock* clock = SystemClock::Get();
+  AuthCounters* auth = nullptr;  // may be null
+};
+
+class PeerServer {
+ public:
+  // `handler` must outlive the server.
+  PeerServer(PeerServerOptions options, PeerHandler* handler);
+  ~PeerServer();
+
+  absl::Status Start();
+  int port() const { return listener_.port(); }
+  // Closes the listener and every connection.
+  void Shutdown();
+
+  const PeerServerOptions& options() const { return options_; }
+  PeerHandler* handler() const { return handler_; }
+  net::Listener& listener() { return listener_; }
+
+ private:
+  const PeerServerOptions options_;
+  PeerHandler* const handler_;
+  net::Listener listener_;
+};
+
+}  // namespace floodgate::cluster

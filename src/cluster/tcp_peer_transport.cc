@@ -1,0 +1,648 @@
+#include "src/cluster/tcp_peer_transport.h"
+
+#include <algorithm>
+#include <utility>
+
+#include <boost/asio/post.hpp>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "floodgate/status_macros.h"
+#include "src/cluster/peer_link.h"
+#include "src/cluster/peer_server.h"
+#include "src/cluster/peer_wire.h"
+#include "src/net/io_threads.h"
+
+namespace floodgate::cluster {
+namespace pb = ::floodgate::peer::v1;
+namespace asio = boost::asio;
+
+namespace {
+
+// Replicated states or reported hits waiting for one member beyond these are dropped (and
+// counted): a replica then misses some states (the owner's copy still decides), the owner
+// undercounts some local-share hits (the shares still hold the limit).
+constexpr size_t kMaxStatesQueued = 100'000;
+constexpr size_t kMaxReportsQueued = 100'000;
+// The peer server's bound on transactions in one forward frame (peer_server.cc).
+constexpr size_t kMaxTxnsPerFrame = 4096;
+
+// Turns a call's outcome into a status and, when OK, the parsed answer.
+absl::Status DecodeAnswer(absl::Status status, const Frame& frame, FrameType expected,
+                          google::protobuf::MessageLite* out, const std::string& member) {
+  if (!status.ok()) {
+    return status;
+  }
+  if (frame.type == FrameType::kError) {
+    pb::ErrorAnswer error;
+    if (!error.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size())) ||
+        error.code() == 0 || error.code() > 16) {
+      return absl::InternalError(absl::StrCat("peer ", member, " sent a malformed error"));
+    }
+    return absl::Status(static_cast<absl::StatusCode>(error.code()),
+                        absl::StrCat("peer ", member, ": ", error.message()));
+  }
+  if (frame.type != expected ||
+      !out->ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()))) {
+    return absl::InternalError(absl::StrCat("peer ", member, " answered with a malformed ",
+                                            FrameTypeName(static_cast<uint8_t>(frame.type)),
+                                            " frame"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecisionsOf(const pb::ForwardResponse& response, const std::string& member,
+                         absl::Span<Decision> decisions, bool* committed) {
+  if (response.results_size() != 1 ||
+      response.results(0).decisions_size() != static_cast<int>(decisions.size())) {
+    return absl::InternalError(absl::StrCat("peer ", member, " answered a transaction of ",
+                                            decisions.size(), " ops with a wrong count"));
+  }
+  const pb::TxnResult& result = response.results(0);
+  for (size_t i = 0; i < decisions.size(); ++i) {
+    decisions[i] = FromProto(result.decisions(static_cast<int>(i)));
+  }
+  *committed = result.committed();
+  return absl::OkStatus();
+}
+
+// What callbacks share with the transport; they may outlive it (a ForwardAsync link lives on
+// the caller's loop), so the handler is reached only through here, and Detach() cuts it.
+struct Shared {
+  absl::Mutex mu;
+  PeerHandler* handler ABSL_GUARDED_BY(mu) = nullptr;
+  AuthCounters auth;
+
+  // Runs fn(handler) unless detached.
+  template <typename Fn>
+  void WithHandler(Fn&& fn) {
+    absl::ReaderMutexLock lock(&mu);
+    if (handler != nullptr) {
+      fn(handler);
+    }
+  }
+  void Detach() {
+    absl::MutexLock lock(&mu);
+    handler = nullptr;
+  }
+};
+
+// One other member: the link on the transport's io thread, the replication and report queues,
+// and the link's counters.
+struct MemberState {
+  int index = 0;
+  std::string id;
+  std::shared_ptr<PeerLink> link;
+
+  absl::Mutex mu;
+  absl::flat_hash_map<uint64_t, StateRecord> replication ABSL_GUARDED_BY(mu);
+  absl::Time replication_oldest ABSL_GUARDED_BY(mu);
+  bool replication_in_flight ABSL_GUARDED_BY(mu) = false;
+  bool replication_posted ABSL_GUARDED_BY(mu) = false;
+  std::vector<StoreOp> reports ABSL_GUARDED_BY(mu);
+  bool reports_posted ABSL_GUARDED_BY(mu) = false;
+  uint64_t reports_queued ABSL_GUARDED_BY(mu) = 0;  // reports ever queued
+  uint64_t reports_done ABSL_GUARDED_BY(mu) = 0;    // of those, acknowledged or given up
+  int64_t replication_lag_ns ABSL_GUARDED_BY(mu) = 0;
+
+  std::atomic<uint64_t> forwarded_txns{0};
+  std::atomic<uint64_t> forward_errors{0};
+  std::atomic<uint64_t> replicated_states{0};
+  std::atomic<uint64_t> dropped{0};
+};
+
+class TcpPeerTransport final : public PeerTransport {
+ public:
+  explicit TcpPeerTransport(TcpPeerTransportOptions options)
+      : options_(std::move(options)),
+        shared_(std::make_shared<Shared>()),
+        io_(net::IoModel::kPerThread, 1) {}
+
+  ~TcpPeerTransport() override {
+    Shutdown();
+    shared_->Detach();
+    io_.Stop();
+  }
+
+  absl::Status Start(PeerHandler* handler) override {
+    {
+      absl::MutexLock lock(&shared_->mu);
+      shared_->handler = handler;
+    }
+    io_.Start();
+    members_.resize(options_.members.size());
+    for (size_t i = 0; i < options_.members.size(); ++i) {
+      if (static_cast<int>(i) == options_.self) {
+        continue;
+      }
+      auto member = std::make_shared<MemberState>();
+      member->index = static_cast<int>(i);
+      member->id = options_.members[i].id;
+      member->link = PeerLink::Create(LinkOptions(static_cast<int>(i)), io_.context(0));
+      members_[i] = std::move(member);
+    }
+    PeerServerOptions server;
+    server.address = options_.listen_address;
+    server.self_id = options_.self_id;
+    for (const Member& m : options_.members) {
+      server.members.push_back(m.id);
+    }
+    server.key = options_.cluster_key;
+    server.io_threads = options_.listener_threads;
+    server.clock = options_.clock;
+    server.auth = &shared_->auth;
+    server_ = std::make_unique<PeerServer>(std::move(server), handler);
+    return server_->Start();
+  }
+
+  int port() const override { return server_ == nullptr ? 0 : server_->port(); }
+
+  void Shutdown() override {
+    if (shut_down_.exchange(true)) {
+      return;
+    }
+    if (server_ != nullptr) {
+      server_->Shutdown();
+    }
+    for (const auto& member : members_) {
+      if (member != nullptr) {
+        member->link->Close();
+      }
+    }
+    absl::MutexLock lock(&links_mu_);
+    for (const auto& [loop, links] : loop_links_) {
+      for (const auto& link : links) {
+        if (link != nullptr) {
+          link->Close();
+        }
+      }
+    }
+  }
+
+  absl::Status Forward(int member, absl::Span<const StoreOp> ops, absl::Span<Decision> decisions,
+                       bool* committed) override {
+    FG_ASSIGN_OR_RETURN(MemberState * state, MemberAt(member));
+    struct Waiter {
+      absl::Notification done;
+      absl::Status status;
+      pb::ForwardResponse response;
+    };
+    auto waiter = std::make_shared<Waiter>();
+    const std::string& id = state->id;
+    absl::Status queued = state->link->Call(
+        FrameType::kForward, ForwardRequestOf(ops), options_.forward_timeout,
+        [waiter, id](absl::Status status, const Frame& frame) {
+          waiter->status = DecodeAnswer(std::move(status), frame, FrameType::kForwardAnswer,
+                                        &waiter->response, id);
+          waiter->done.Notify();
+        });
+    absl::Status status = queued;
+    if (queued.ok()) {
+      if (!waiter->done.WaitForNotificationWithTimeout(options_.forward_timeout +
+                                                       absl::Milliseconds(100))) {
+        status = absl::DeadlineExceededError(absl::StrCat("no answer from ", id));
+      } else {
+        status = waiter->status;
+        if (status.ok()) {
+          status = DecisionsOf(waiter->response, id, decisions, committed);
+        }
+      }
+    }
+    CountForward(*state, status);
+    return status;
+  }
+
+  void ForwardAsync(int member, absl::Span<const StoreOp> ops, absl::Span<Decision> decisions,
+                    asio::io_context& loop, ForwardDone done) override {
+    absl::StatusOr<MemberState*> state = MemberAt(member);
+    if (!state.ok()) {
+      asio::post(loop, [done = std::move(done), status = state.status()]() mutable {
+        std::move(done)(status, false);
+      });
+      return;
+    }
+    std::shared_ptr<PeerLink> link = LinkFor(**state, loop);
+    if (link == nullptr) {
+      asio::post(loop, [done = std::move(done)]() mutable {
+        std::move(done)(absl::UnavailableError("cluster is shutting down"), false);
+      });
+      return;
+    }
+    // The member's state is kept alive by the callback: it may outlive this transport.
+    std::shared_ptr<MemberState> keep = members_[member];
+    auto shared = shared_;
+    auto pending = std::make_shared<ForwardDone>(std::move(done));
+    absl::Status queued =
+        link->Call(FrameType::kForward, ForwardRequestOf(ops), options_.forward_timeout,
+                   [keep, shared, decisions, pending](absl::Status status, const Frame& frame) {
+                     pb::ForwardResponse response;
+                     bool committed = false;
+                     status = DecodeAnswer(std::move(status), frame, FrameType::kForwardAnswer,
+                                           &response, keep->id);
+                     if (status.ok()) {
+                       status = DecisionsOf(response, keep->id, decisions, &committed);
+                     }
+                     CountForward(*keep, status);
+                     if (status.ok()) {
+                       shared->WithHandler([&](PeerHandler* h) { h->RecordContact(keep->index); });
+                     }
+                     std::move (*pending)(std::move(status), committed);
+                   });
+    if (!queued.ok()) {
+      CountForward(*keep, queued);
+      asio::post(loop, [pending, queued]() mutable { std::move (*pending)(queued, false); });
+    }
+  }
+
+  void Replicate(int member, const StateRecord& record) override {
+    absl::StatusOr<MemberState*> found = MemberAt(member);
+    if (!found.ok()) {
+      return;
+    }
+    MemberState& state = **found;
+    absl::MutexLock lock(&state.mu);
+    if (state.replication.empty()) {
+      state.replication_oldest = absl::Now();
+    }
+    auto it = state.replication.find(record.key_hash);
+    if (it == state.replication.end()) {
+      if (state.replication.size() >= kMaxStatesQueued) {
+        state.dropped.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      state.replication.emplace(record.key_hash, record);
+    } else if (it->second.lowered) {
+      // A release is queued for this key: the batch still carries it, from the state before
+      // it (the replica's merge relies on before_*), with the latest state.
+      StateRecord& queued = it->second;
+      queued = StateRecord{record.key_hash,   record.spec,      record.expiry_ns,
+                           record.data,       /*lowered=*/true, queued.before_expiry_ns,
+                           queued.before_data};
+    } else {
+      it->second = record;
+    }
+    if (!state.replication_in_flight && !state.replication_posted) {
+      state.replication_posted = true;
+      asio::post(state.link->loop(), [this, keep = members_[member]] { SendReplication(keep); });
+    }
+  }
+
+  void Report(int member, const StoreOp& op) override {
+    absl::StatusOr<MemberState*> found = MemberAt(member);
+    if (!found.ok()) {
+      return;
+    }
+    MemberState& state = **found;
+    absl::MutexLock lock(&state.mu);
+    if (state.reports.size() >= kMaxReportsQueued) {
+      state.dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    state.reports.push_back(op);
+    ++state.reports_queued;
+    if (!state.reports_posted) {
+      state.reports_posted = true;
+      asio::post(state.link->loop(), [this, keep = members_[member]] { SendReports(keep); });
+    }
+  }
+
+  void FlushReports(int member) override {
+    absl::StatusOr<MemberState*> found = MemberAt(member);
+    if (!found.ok()) {
+      return;
+    }
+    std::shared_ptr<MemberState> state = members_[member];
+    uint64_t target;
+    {
+      absl::MutexLock lock(&state->mu);
+      target = state->reports_queued;
+    }
+    SendReports(state);
+    struct FlushWait {
+      MemberState* state;
+      uint64_t target;
+    };
+    FlushWait wait{state.get(), target};
+    absl::MutexLock lock(&state->mu);
+    state->mu.AwaitWithTimeout(absl::Condition(
+                                   +[](FlushWait* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                     return w->state->reports_done >= w->target;
+                                   },
+                                   &wait),
+                               options_.forward_timeout);
+  }
+
+  absl::StatusOr<std::vector<StateRecord>> Fetch(int member,
+                                                 absl::Span<const uint64_t> key_hashes) override {
+    pb::FetchRequest request;
+    for (uint64_t key : key_hashes) {
+      request.add_key_hashes(key);
+    }
+    pb::FetchResponse response;
+    FG_RETURN_IF_ERROR(
+        CallAndWait(member, FrameType::kFetch, FrameType::kFetchAnswer, request, &response));
+    std::vector<StateRecord> states;
+    states.reserve(response.states_size());
+    for (const pb::State& state : response.states()) {
+      StateRecord record;
+      record.key_hash = state.key_hash();
+      record.expiry_ns = state.expiry_ns();
+      record.data = state.data();
+      states.push_back(record);
+    }
+    return states;
+  }
+
+  void Ping(int member, const PingInfo& ours,
+            std::function<void(absl::StatusOr<PingInfo>)> done) override {
+    absl::StatusOr<MemberState*> state = MemberAt(member);
+    if (!state.ok()) {
+      done(state.status());
+      return;
+    }
+    pb::PingRequest request;
+    request.set_protocol_version(kPeerProtocolVersion);
+    request.set_from(options_.self_id);
+    request.set_started_at_ns(ours.started_at_ns);
+    for (const auto& v : ours.config) {
+      *request.add_config() = v;
+    }
+    auto shared_done =
+        std::make_shared<std::function<void(absl::StatusOr<PingInfo>)>>(std::move(done));
+    const std::string id = (*state)->id;
+    absl::Status queued = (*state)->link->Call(
+        FrameType::kPing, request, options_.heartbeat * 2,
+        [shared_done, id](absl::Status status, const Frame& frame) {
+          pb::PingResponse response;
+          status = DecodeAnswer(std::move(status), frame, FrameType::kPingAnswer, &response, id);
+          if (!status.ok()) {
+            (*shared_done)(std::move(status));
+            return;
+          }
+          PingInfo theirs;
+          theirs.node_id = response.node_id();
+          theirs.started_at_ns = response.started_at_ns();
+          theirs.config.assign(response.config().begin(), response.config().end());
+          (*shared_done)(std::move(theirs));
+        });
+    if (!queued.ok()) {
+      (*shared_done)(std::move(queued));
+    }
+  }
+
+  absl::StatusOr<std::vector<pb::ConfigChange>> GetConfig(
+      int member, const std::vector<std::string>& domains) override {
+    pb::GetConfigRequest request;
+    for (const std::string& domain : domains) {
+      request.add_domains(domain);
+    }
+    pb::GetConfigResponse response;
+    FG_RETURN_IF_ERROR(CallAndWait(member, FrameType::kGetConfig, FrameType::kGetConfigAnswer,
+                                   request, &response));
+    return std::vector<pb::ConfigChange>(response.changes().begin(), response.changes().end());
+  }
+
+  absl::Status PushConfig(int member, const std::vector<pb::ConfigChange>& changes) override {
+    pb::PushConfigRequest request;
+    for (const auto& change : changes) {
+      *request.add_changes() = change;
+    }
+    pb::PushConfigResponse response;
+    return CallAndWait(member, FrameType::kPushConfig, FrameType::kPushConfigAnswer, request,
+                       &response);
+  }
+
+  PeerLinkStats GetLinkStats(int member) const override {
+    absl::StatusOr<MemberState*> found = MemberAt(member);
+    if (!found.ok()) {
+      return {};
+    }
+    MemberState& state = **found;
+    PeerLinkStats stats;
+    stats.forwarded_txns = state.forwarded_txns.load(std::memory_order_relaxed);
+    stats.forward_errors = state.forward_errors.load(std::memory_order_relaxed);
+    stats.replicated_states = state.replicated_states.load(std::memory_order_relaxed);
+    stats.forward_batches = state.link->forward_writes();
+    {
+      absl::MutexLock lock(&links_mu_);
+      for (const auto& [loop, links] : loop_links_) {
+        if (member < static_cast<int>(links.size()) && links[member] != nullptr) {
+          stats.forward_batches += links[member]->forward_writes();
+        }
+      }
+    }
+    absl::MutexLock lock(&state.mu);
+    stats.replication_lag_ns = state.replication_lag_ns;
+    return stats;
+  }
+
+  PeerAuthStats GetAuthStats() const override {
+    const auto& f = shared_->auth.failures;
+    PeerAuthStats stats;
+    stats.bad_key = f[static_cast<int>(AuthFailure::kBadKey)].load(std::memory_order_relaxed);
+    stats.not_member = f[static_cast<int>(AuthFailure::kNotMember)].load(std::memory_order_relaxed);
+    stats.version = f[static_cast<int>(AuthFailure::kVersion)].load(std::memory_order_relaxed);
+    stats.malformed = f[static_cast<int>(AuthFailure::kMalformed)].load(std::memory_order_relaxed);
+    return stats;
+  }
+
+ private:
+  PeerLinkOptions LinkOptions(int member) const {
+    PeerLinkOptions link;
+    link.self_id = options_.self_id;
+    link.member_id = options_.members[member].id;
+    link.address = options_.members[member].address;
+    link.key = options_.cluster_key;
+    link.connect_timeout = options_.forward_timeout;
+    link.max_queued_bytes = options_.max_queued_bytes;
+    link.max_pending = options_.max_queued_frames;
+    link.auth = &shared_->auth;
+    return link;
+  }
+
+  // Returns the member's state, or an error for self, an unknown member, or before Start.
+  absl::StatusOr<MemberState*> MemberAt(int member) const {
+    if (member < 0 || member >= static_cast<int>(members_.size()) || members_[member] == nullptr) {
+      return absl::UnavailableError(absl::StrCat("no peer link for member ", member));
+    }
+    return members_[member].get();
+  }
+
+  // Returns the link to `state`'s member on `loop`, made on first use; null once shut down.
+  std::shared_ptr<PeerLink> LinkFor(const MemberState& state, asio::io_context& loop) {
+    absl::MutexLock lock(&links_mu_);
+    if (shut_down_.load()) {
+      return nullptr;
+    }
+    std::vector<std::shared_ptr<PeerLink>>& links = loop_links_[&loop];
+    if (links.empty()) {
+      links.resize(members_.size());
+    }
+    std::shared_ptr<PeerLink>& link = links[state.index];
+    if (link == nullptr) {
+      link = PeerLink::Create(LinkOptions(state.index), loop);
+    }
+    return link;
+  }
+
+  static pb::ForwardRequest ForwardRequestOf(absl::Span<const StoreOp> ops) {
+    pb::ForwardRequest request;
+    pb::Txn* txn = request.add_txns();
+    for (const StoreOp& op : ops) {
+      ToProto(op, txn->add_ops());
+    }
+    return request;
+  }
+
+  static void CountForward(MemberState& state, const absl::Status& status) {
+    state.forwarded_txns.fetch_add(1, std::memory_order_relaxed);
+    if (!status.ok()) {
+      state.forward_errors.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  // Sends a call on the member's own link and waits (forward_timeout) for its answer.
+  absl::Status CallAndWait(int member, FrameType type, FrameType answer_type,
+                           const google::protobuf::MessageLite& request,
+                           google::protobuf::Message* response) {
+    FG_ASSIGN_OR_RETURN(MemberState * state, MemberAt(member));
+    struct Waiter {
+      absl::Notification done;
+      absl::Status status;
+      std::unique_ptr<google::protobuf::Message> response;
+    };
+    auto waiter = std::make_shared<Waiter>();
+    waiter->response.reset(response->New());
+    const std::string id = state->id;
+    FG_RETURN_IF_ERROR(state->link->Call(
+        type, request, options_.forward_timeout,
+        [waiter, answer_type, id](absl::Status status, const Frame& frame) {
+          waiter->status =
+              DecodeAnswer(std::move(status), frame, answer_type, waiter->response.get(), id);
+          waiter->done.Notify();
+        }));
+    if (!waiter->done.WaitForNotificationWithTimeout(options_.forward_timeout +
+                                                     absl::Milliseconds(100))) {
+      return absl::DeadlineExceededError(absl::StrCat("no answer from ", id));
+    }
+    FG_RETURN_IF_ERROR(waiter->status);
+    response->CopyFrom(*waiter->response);
+    return absl::OkStatus();
+  }
+
+  // On the transport's io thread: sends the queued states as one batch unless one is in flight
+  // (one at a time, so a replica applies a key's states in order).
+  void SendReplication(std::shared_ptr<MemberState> state) {
+    pb::ReplicateRequest request;
+    absl::Time oldest;
+    size_t count = 0;
+    {
+      absl::MutexLock lock(&state->mu);
+      state->replication_posted = false;
+      if (state->replication_in_flight || state->replication.empty()) {
+        return;
+      }
+      for (const auto& [key, record] : state->replication) {
+        ToProto(record, request.add_states());
+      }
+      count = state->replication.size();
+      state->replication.clear();
+      oldest = state->replication_oldest;
+      state->replication_in_flight = true;
+    }
+    request.set_now_ns(options_.clock->NowNs());
+    auto shared = shared_;
+    absl::Status queued = state->link->Call(
+        FrameType::kReplicate, request, options_.forward_timeout,
+        [this, state, shared, count, oldest](absl::Status status, const Frame& frame) {
+          pb::ReplicateResponse response;
+          status = DecodeAnswer(std::move(status), frame, FrameType::kReplicateAnswer, &response,
+                                state->id);
+          if (status.ok() && response.corrections_size() > 0) {
+            std::vector<StateRecord> records;
+            for (const pb::State& s : response.corrections()) {
+              if (absl::StatusOr<StateRecord> record = FromProto(s); record.ok()) {
+                records.push_back(*record);
+              }
+            }
+            shared->WithHandler([&](PeerHandler* h) { h->HandleCorrections(records); });
+          }
+          bool more = false;
+          {
+            absl::MutexLock lock(&state->mu);
+            state->replication_in_flight = false;
+            if (status.ok()) {
+              state->replicated_states.fetch_add(count, std::memory_order_relaxed);
+              state->replication_lag_ns = absl::ToInt64Nanoseconds(absl::Now() - oldest);
+            }
+            more = !state->replication.empty() && !state->replication_posted;
+            state->replication_posted |= more;
+          }
+          if (more) {
+            // This runs on the link's loop, which outlives the transport only when the
+            // transport is being destroyed (then the loop is stopped before it runs).
+            asio::post(state->link->loop(), [this, state] { SendReplication(state); });
+          }
+        });
+    if (!queued.ok()) {
+      absl::MutexLock lock(&state->mu);
+      state->replication_in_flight = false;
+    }
+  }
+
+  // Sends every queued report (in frames of at most kMaxTxnsPerFrame transactions).
+  void SendReports(const std::shared_ptr<MemberState>& state) {
+    std::vector<StoreOp> ops;
+    uint64_t through;
+    {
+      absl::MutexLock lock(&state->mu);
+      state->reports_posted = false;
+      ops.swap(state->reports);
+      through = state->reports_queued;
+    }
+    for (size_t start = 0; start < ops.size(); start += kMaxTxnsPerFrame) {
+      const size_t end = std::min(ops.size(), start + kMaxTxnsPerFrame);
+      pb::ForwardRequest request;
+      request.set_report(true);
+      for (size_t i = start; i < end; ++i) {
+        ToProto(ops[i], request.add_txns()->add_ops());
+      }
+      const uint64_t done_through = end == ops.size() ? through : 0;
+      auto mark = [state, done_through] {
+        absl::MutexLock lock(&state->mu);
+        state->reports_done = std::max(state->reports_done, done_through);
+      };
+      absl::Status queued =
+          state->link->Call(FrameType::kForward, request, options_.forward_timeout,
+                            [mark](absl::Status, const Frame&) { mark(); });
+      if (!queued.ok()) {
+        mark();
+      }
+    }
+    if (ops.empty()) {
+      absl::MutexLock lock(&state->mu);
+      state->reports_done = std::max(state->reports_done, through);
+    }
+  }
+
+  const TcpPeerTransportOptions options_;
+  std::shared_ptr<Shared> shared_;
+  net::IoThreads io_;                                  // the members' own links run here
+  std::vector<std::shared_ptr<MemberState>> members_;  // by member index; null for self
+  std::unique_ptr<PeerServer> server_;
+  std::atomic<bool> shut_down_{false};
+  mutable absl::Mutex links_mu_;
+  // ForwardAsync's links: per caller loop, by member index.
+  absl::flat_hash_map<asio::io_context*, std::vector<std::shared_ptr<PeerLink>>> loop_links_
+      ABSL_GUARDED_BY(links_mu_);
+};
+
+}  // namespace
+
+std::unique_ptr<PeerTransport> NewTcpPeerTransport(TcpPeerTransportOptions options) {
+  return std::make_unique<TcpPeerTransport>(std::move(options));
+}
+
+}  // namespace floodgate::cluster
