@@ -22,7 +22,7 @@ using floodgate::Decision;
 using floodgate::StateRecord;
 using floodgate::StoreOp;
 
-// The peer server's bounds (grpc_peer_server.cc): a batch over them is refused before decoding.
+// The peer server's bounds (peer_server.cc): a batch over them is refused before decoding.
 constexpr int kMaxTxnsPerBatch = 4096;
 constexpr int kMaxOpsPerTxn = 256;
 

@@ -6,6 +6,9 @@
 // heartbeats all complete before the call returns: tests need no waiting). Switches make a
 // member unreachable (calls to and from it fail with kUnavailable, as a dead or partitioned
 // node) or slow-failing (calls to it fail with kDeadlineExceeded, as a timed-out forward).
+// ForwardAsync decides on the target's handler at once too, but its answer reaches the caller as
+// a real one does: posted to the caller's loop, so the caller is suspended until that loop runs
+// it; HoldAnswers keeps the answers back until ReleaseAnswers (a slow owner).
 //
 // Thread-safety: the network's switches and the calls may be used from any thread; a node must
 // not be started or destroyed while calls to it run.
@@ -16,6 +19,10 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -49,6 +56,32 @@ class FakePeerNetwork {
     absl::MutexLock lock(&mu_);
     slow_fail_[member] = slow_fail;
   }
+  // While set, ForwardAsync's answers are kept back (the owner has decided, the caller has not
+  // heard) until ReleaseAnswers posts them to their loops.
+  void HoldAnswers(bool hold) {
+    absl::MutexLock lock(&mu_);
+    hold_answers_ = hold;
+  }
+  void ReleaseAnswers() {
+    std::vector<HeldAnswer> held;
+    {
+      absl::MutexLock lock(&mu_);
+      held.swap(held_);
+    }
+    for (HeldAnswer& answer : held) {
+      boost::asio::post(*answer.loop,
+                        [run = std::move(answer.run)]() mutable { std::move(run)(); });
+    }
+  }
+  // Returns the number of answers held back now, and of ForwardAsync calls so far.
+  size_t held_answers() {
+    absl::MutexLock lock(&mu_);
+    return held_.size();
+  }
+  int async_forwards() {
+    absl::MutexLock lock(&mu_);
+    return async_forwards_;
+  }
 
  private:
   friend class FakePeerTransport;
@@ -75,6 +108,22 @@ class FakePeerNetwork {
     handler->RecordContact(from);
     return handler;
   }
+  struct HeldAnswer {
+    boost::asio::io_context* loop;
+    absl::AnyInvocable<void() &&> run;
+  };
+  // Sends `run` to `loop` now, or keeps it back while answers are held.
+  void Answer(boost::asio::io_context& loop, absl::AnyInvocable<void() &&> run) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++async_forwards_;
+      if (hold_answers_) {
+        held_.push_back(HeldAnswer{&loop, std::move(run)});
+        return;
+      }
+    }
+    boost::asio::post(loop, [run = std::move(run)]() mutable { std::move(run)(); });
+  }
   cluster::PeerLinkStats& Link(int from, int to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return links_[from * static_cast<int>(handlers_.size()) + to];
   }
@@ -85,6 +134,9 @@ class FakePeerNetwork {
   std::vector<bool> unreachable_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> slow_fail_ ABSL_GUARDED_BY(mu_);
   std::vector<cluster::PeerLinkStats> links_ ABSL_GUARDED_BY(mu_);
+  bool hold_answers_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<HeldAnswer> held_ ABSL_GUARDED_BY(mu_);
+  int async_forwards_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class FakePeerTransport final : public cluster::PeerTransport {
@@ -123,6 +175,18 @@ class FakePeerTransport final : public cluster::PeerTransport {
     *committed = (*to)->HandleForward(sent, now_ns(), decisions);
     handler_->RecordContact(member);
     return absl::OkStatus();
+  }
+
+  // Decides on the target's handler now (as its io thread would, inline) and posts the answer
+  // to `loop`: the caller resumes only when its loop runs.
+  void ForwardAsync(int member, absl::Span<const StoreOp> ops, absl::Span<Decision> decisions,
+                    boost::asio::io_context& loop, ForwardDone done) override {
+    bool committed = false;
+    absl::Status status = Forward(member, ops, decisions, &committed);
+    network_->Answer(loop,
+                     [done = std::move(done), status = std::move(status), committed]() mutable {
+                       std::move(done)(std::move(status), committed);
+                     });
   }
 
   void Replicate(int member, const StateRecord& record) override {

@@ -4,12 +4,19 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <utility>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "floodgate/decision.h"
 #include "floodgate/limit.h"
 #include "floodgate/routing.h"
+
+// The event loop an asynchronous apply resumes on (ApplyAsync); only named here.
+namespace boost::asio {
+class io_context;
+}  // namespace boost::asio
 
 namespace floodgate {
 
@@ -83,12 +90,35 @@ struct StoreStats {
 // would have passed report allowed == true with nothing consumed. Returns whether the
 // transaction committed. (A cluster only promises this per owner: see docs/cluster.md.)
 //
+// ApplyAsync is Apply without waiting, for callers on an event loop: a store whose state lives on
+// other nodes (a cluster) suspends the transaction while it asks them and resumes it on the
+// caller's loop, instead of blocking the caller's thread. MaySuspend says whether a store ever
+// does; a store that decides in this process (every LocalStore) never does, and its ApplyAsync is
+// Apply followed by `done`, inline.
+//
 // Thread-safety: every method may be called from any number of threads at once.
 class Store {
  public:
+  // Gets Apply's result: whether the transaction committed.
+  using ApplyDone = absl::AnyInvocable<void(bool committed) &&>;
+
   virtual ~Store() = default;
   virtual bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
                      absl::Span<Decision> decisions) = 0;
+  // Applies like Apply and runs `done` exactly once with its result, after writing `decisions`:
+  // before returning when the store can decide at once, otherwise later, on a thread running
+  // `loop` (the caller's io thread), without blocking the caller meanwhile. `ops` are read
+  // before the call returns (the caller may free them then); `decisions` must stay valid until
+  // `done` runs. A suspended transaction is bounded by the store (a cluster: the peer
+  // transport's forward timeout, then the limit's failure mode). The default calls Apply.
+  virtual void ApplyAsync(absl::Span<const StoreOp> ops, int64_t now_ns,
+                          absl::Span<Decision> decisions, boost::asio::io_context& /*loop*/,
+                          ApplyDone done) {
+    std::move(done)(Apply(ops, now_ns, decisions));
+  }
+  // Returns whether ApplyAsync may finish after it returns. False (the default): it always
+  // finishes inline, so callers may skip the bookkeeping a suspended transaction needs.
+  virtual bool MaySuspend() const { return false; }
   // Returns the sum of every shard's stats (of this process's tables).
   virtual StoreStats GetStats() const = 0;
   // Drops every expired entry now (the store also does this incrementally on its own).

@@ -1,8 +1,10 @@
 #include "src/cluster/cluster_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
@@ -21,6 +23,8 @@ constexpr uint64_t kLocalShareSalt = 0x6C6F63616C736872ULL;
 // A restarted owner asks replicas for the state of keys it lacks for at most this long (the
 // replicas' corrections cover the rest: see ReplicateResponse).
 constexpr int64_t kMaxWarmUpNs = 30'000'000'000LL;
+// A forwarded transaction tries at most this many owners before its failure mode decides it.
+constexpr int kForwardAttempts = 3;
 
 // The longest a key's state can matter after its last change.
 int64_t StateLifetimeNs(const LimitSpec& spec) {
@@ -165,16 +169,37 @@ int ClusterStore::Route(const StoreOp& op, uint64_t mask) const {
   return owner;
 }
 
+std::optional<int> ClusterStore::CommonRoute(absl::Span<const StoreOp> ops, uint64_t mask) const {
+  const int first = Route(ops[0], mask);
+  for (size_t i = 1; i < ops.size(); ++i) {
+    if (Route(ops[i], mask) != first) {
+      return std::nullopt;
+    }
+  }
+  return first;
+}
+
+std::vector<ClusterStore::RouteGroup> ClusterStore::GroupByRoute(absl::Span<const StoreOp> ops,
+                                                                 uint64_t mask) const {
+  std::vector<RouteGroup> groups;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const int route = Route(ops[i], mask);
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [route](const RouteGroup& g) { return g.route == route; });
+    if (it == groups.end()) {
+      groups.push_back(RouteGroup{route, {}});
+      it = groups.end() - 1;
+    }
+    it->index.push_back(i);
+  }
+  return groups;
+}
+
 bool ClusterStore::Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
                          absl::Span<Decision> decisions) {
   const uint64_t mask = membership_->alive_mask();
-  const int first = Route(ops[0], mask);
-  bool same = true;
-  for (size_t i = 1; i < ops.size() && same; ++i) {
-    same = Route(ops[i], mask) == first;
-  }
-  if (same) {
-    return ApplyRouted(first, ops, now_ns, decisions);
+  if (const std::optional<int> route = CommonRoute(ops, mask)) {
+    return ApplyRouted(*route, ops, now_ns, decisions);
   }
   return ApplySplit(ops, now_ns, decisions, mask);
 }
@@ -183,28 +208,15 @@ bool ClusterStore::ApplySplit(absl::Span<const StoreOp> ops, int64_t now_ns,
                               absl::Span<Decision> decisions, uint64_t mask) {
   // Ops with different owners: each owner's part is atomic on its own (docs/cluster.md).
   bool committed = true;
-  absl::InlinedVector<int, kInlineOps> routes(ops.size());
-  for (size_t i = 0; i < ops.size(); ++i) {
-    routes[i] = Route(ops[i], mask);
-  }
-  absl::InlinedVector<bool, kInlineOps> done(ops.size(), false);
-  for (size_t i = 0; i < ops.size(); ++i) {
-    if (done[i]) {
-      continue;
+  for (const RouteGroup& group : GroupByRoute(ops, mask)) {
+    absl::InlinedVector<StoreOp, kInlineOps> part;
+    for (size_t i : group.index) {
+      part.push_back(ops[i]);
     }
-    absl::InlinedVector<StoreOp, kInlineOps> group;
-    absl::InlinedVector<size_t, kInlineOps> index;
-    for (size_t j = i; j < ops.size(); ++j) {
-      if (!done[j] && routes[j] == routes[i]) {
-        group.push_back(ops[j]);
-        index.push_back(j);
-        done[j] = true;
-      }
-    }
-    absl::InlinedVector<Decision, kInlineOps> out(group.size());
-    committed &= ApplyRouted(routes[i], group, now_ns, absl::MakeSpan(out));
-    for (size_t k = 0; k < index.size(); ++k) {
-      decisions[index[k]] = out[k];
+    absl::InlinedVector<Decision, kInlineOps> out(part.size());
+    committed &= ApplyRouted(group.route, part, now_ns, absl::MakeSpan(out));
+    for (size_t k = 0; k < group.index.size(); ++k) {
+      decisions[group.index[k]] = out[k];
     }
   }
   return committed;
@@ -229,40 +241,217 @@ bool ClusterStore::ApplyRouted(int target, absl::Span<const StoreOp> ops, int64_
   return ForwardOrFail(target, ops, now_ns, decisions);
 }
 
+ClusterStore::Failover ClusterStore::AfterForwardFailure(int owner, const absl::Status& status,
+                                                         absl::Span<const StoreOp> ops) {
+  // The owner did not answer: treat it as dead and retry where its keys went (its replica,
+  // which holds their state). Other errors (a version mismatch, a malformed batch) are not
+  // the owner's death: decide by failure mode.
+  if (status.code() != absl::StatusCode::kUnavailable &&
+      status.code() != absl::StatusCode::kDeadlineExceeded) {
+    return Failover{Failover::Next::kFailureMode};
+  }
+  membership_->RecordFailure(owner);
+  failovers_.fetch_add(1, std::memory_order_relaxed);
+  const std::optional<int> next = CommonRoute(ops, membership_->alive_mask());
+  if (!next.has_value()) {
+    return Failover{Failover::Next::kReapply};  // split across owners now
+  }
+  if (*next < 0 || *next == membership_->self()) {
+    return Failover{Failover::Next::kRouted, *next};
+  }
+  return Failover{Failover::Next::kForward, *next};
+}
+
 bool ClusterStore::ForwardOrFail(int owner, absl::Span<const StoreOp> ops, int64_t now_ns,
                                  absl::Span<Decision> decisions) {
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  for (int attempt = 0; attempt < kForwardAttempts; ++attempt) {
     bool committed = false;
     const absl::Status status = transport_->Forward(owner, ops, decisions, &committed);
     if (status.ok()) {
       return committed;
     }
-    // The owner did not answer: treat it as dead and retry where its keys went (its replica,
-    // which holds their state). Other errors (a version mismatch, a malformed batch) are not
-    // the owner's death: decide by failure mode.
-    if (status.code() != absl::StatusCode::kUnavailable &&
-        status.code() != absl::StatusCode::kDeadlineExceeded) {
-      break;
+    const Failover failover = AfterForwardFailure(owner, status, ops);
+    switch (failover.next) {
+      case Failover::Next::kFailureMode:
+        return ApplyRouted(kRouteFailureMode, ops, now_ns, decisions);
+      case Failover::Next::kReapply:
+        return Apply(ops, now_ns, decisions);
+      case Failover::Next::kRouted:
+        return ApplyRouted(failover.target, ops, now_ns, decisions);
+      case Failover::Next::kForward:
+        owner = failover.target;
+        break;
     }
-    membership_->RecordFailure(owner);
-    failovers_.fetch_add(1, std::memory_order_relaxed);
-    const uint64_t mask = membership_->alive_mask();
-    int next = Route(ops[0], mask);
-    for (size_t i = 1; i < ops.size(); ++i) {
-      if (Route(ops[i], mask) != next) {
-        return Apply(ops, now_ns, decisions);  // split across owners now
-      }
-    }
-    if (next < 0 || next == membership_->self()) {
-      return ApplyRouted(next, ops, now_ns, decisions);
-    }
-    owner = next;
   }
   return ApplyRouted(kRouteFailureMode, ops, now_ns, decisions);
 }
 
+// ---------------------------------------------------------------------------------------------
+// ApplyAsync: the same routes, without waiting for a peer
+//
+// Only a forward waits. Everything else (owned keys, shares, failure modes) is decided inline,
+// by the code Apply uses; a forward is sent with ForwardAsync and its answer, on the caller's
+// loop, either completes the transaction or fails it over by AfterForwardFailure, as Apply does.
+// The state a suspended transaction needs (its ops: the caller may free them; its callback)
+// lives in a PendingForward owned by the transport's callback, so a callback that is dropped
+// unrun (a loop destroyed at shutdown) frees it.
+
+struct ClusterStore::PendingForward {
+  absl::InlinedVector<StoreOp, kInlineOps> ops;
+  int64_t now_ns = 0;
+  absl::Span<Decision> decisions;
+  boost::asio::io_context* loop = nullptr;
+  ApplyDone done;
+  int owner = 0;
+  int attempt = 0;
+};
+
+void ClusterStore::ApplyAsync(absl::Span<const StoreOp> ops, int64_t now_ns,
+                              absl::Span<Decision> decisions, boost::asio::io_context& loop,
+                              ApplyDone done) {
+  const uint64_t mask = membership_->alive_mask();
+  if (const std::optional<int> route = CommonRoute(ops, mask)) {
+    ApplyRoutedAsync(*route, ops, now_ns, decisions, loop, std::move(done));
+    return;
+  }
+  ApplySplitAsync(ops, now_ns, decisions, mask, loop, std::move(done));
+}
+
+void ClusterStore::ApplyRoutedAsync(int target, absl::Span<const StoreOp> ops, int64_t now_ns,
+                                    absl::Span<Decision> decisions, boost::asio::io_context& loop,
+                                    ApplyDone done) {
+  if (target == kRouteLocalShare) {
+    if (const std::optional<bool> committed = DecideFromShare(ops, now_ns, decisions)) {
+      std::move(done)(*committed);
+      return;
+    }
+    absl::InlinedVector<StoreOp, kInlineOps> exact(ops.begin(), ops.end());
+    for (StoreOp& op : exact) {
+      op.consistency = Consistency::kExact;
+    }
+    ApplyAsync(exact, now_ns, decisions, loop, std::move(done));
+    return;
+  }
+  if (target < 0 || target == membership_->self()) {
+    std::move(done)(ApplyRouted(target, ops, now_ns, decisions));
+    return;
+  }
+  auto forward = std::make_unique<PendingForward>();
+  forward->ops.assign(ops.begin(), ops.end());
+  forward->now_ns = now_ns;
+  forward->decisions = decisions;
+  forward->loop = &loop;
+  forward->done = std::move(done);
+  forward->owner = target;
+  SendForward(std::move(forward));
+}
+
+void ClusterStore::SendForward(std::unique_ptr<PendingForward> forward) {
+  PendingForward* f = forward.get();  // the callback owns it from here on
+  transport_->ForwardAsync(
+      f->owner, f->ops, f->decisions, *f->loop,
+      [this, forward = std::move(forward)](absl::Status status, bool committed) mutable {
+        OnForwardDone(std::move(forward), status, committed);
+      });
+}
+
+void ClusterStore::OnForwardDone(std::unique_ptr<PendingForward> forward,
+                                 const absl::Status& status, bool committed) {
+  PendingForward& f = *forward;
+  if (status.ok()) {
+    std::move(f.done)(committed);
+    return;
+  }
+  const Failover failover = AfterForwardFailure(f.owner, status, f.ops);
+  switch (failover.next) {
+    case Failover::Next::kFailureMode:
+      break;
+    case Failover::Next::kReapply:
+      ApplyAsync(f.ops, f.now_ns, f.decisions, *f.loop, std::move(f.done));
+      return;
+    case Failover::Next::kRouted:
+      ApplyRoutedAsync(failover.target, f.ops, f.now_ns, f.decisions, *f.loop, std::move(f.done));
+      return;
+    case Failover::Next::kForward:
+      if (++f.attempt < kForwardAttempts) {
+        f.owner = failover.target;
+        SendForward(std::move(forward));
+        return;
+      }
+      break;
+  }
+  std::move(f.done)(ApplyRouted(kRouteFailureMode, f.ops, f.now_ns, f.decisions));
+}
+
+void ClusterStore::ApplySplitAsync(absl::Span<const StoreOp> ops, int64_t now_ns,
+                                   absl::Span<Decision> decisions, uint64_t mask,
+                                   boost::asio::io_context& loop, ApplyDone done) {
+  // As ApplySplit, each route's part on its own, some maybe suspended: the last part to finish
+  // (on whichever thread) writes every decision back and completes the transaction. One count
+  // more than the parts keeps a part that finishes inline from completing it early.
+  struct Split {
+    std::vector<RouteGroup> groups;
+    std::vector<Decision> out;  // group g's decisions at [offset[g], offset[g] + its size)
+    std::vector<size_t> offset;
+    absl::Span<Decision> decisions;
+    ApplyDone done;
+    std::atomic<size_t> pending{0};
+    std::atomic<bool> committed{true};
+  };
+  auto split = std::make_shared<Split>();
+  split->groups = GroupByRoute(ops, mask);
+  split->out.resize(ops.size());
+  split->decisions = decisions;
+  split->done = std::move(done);
+  split->pending.store(split->groups.size() + 1, std::memory_order_relaxed);
+  auto finish_one = [](const std::shared_ptr<Split>& s) {
+    if (s->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+      return;
+    }
+    for (size_t g = 0; g < s->groups.size(); ++g) {
+      for (size_t k = 0; k < s->groups[g].index.size(); ++k) {
+        s->decisions[s->groups[g].index[k]] = s->out[s->offset[g] + k];
+      }
+    }
+    std::move(s->done)(s->committed.load(std::memory_order_acquire));
+  };
+  size_t offset = 0;
+  for (const RouteGroup& group : split->groups) {
+    split->offset.push_back(offset);
+    offset += group.index.size();
+  }
+  for (size_t g = 0; g < split->groups.size(); ++g) {
+    const RouteGroup& group = split->groups[g];
+    absl::InlinedVector<StoreOp, kInlineOps> part;
+    for (size_t i : group.index) {
+      part.push_back(ops[i]);
+    }
+    const absl::Span<Decision> out =
+        absl::MakeSpan(split->out).subspan(split->offset[g], group.index.size());
+    ApplyRoutedAsync(group.route, part, now_ns, out, loop, [split, finish_one](bool committed) {
+      if (!committed) {
+        split->committed.store(false, std::memory_order_release);
+      }
+      finish_one(split);
+    });
+  }
+  finish_one(split);
+}
+
 bool ClusterStore::ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t now_ns,
                                          absl::Span<Decision> decisions) {
+  if (const std::optional<bool> committed = DecideFromShare(ops, now_ns, decisions)) {
+    return *committed;
+  }
+  absl::InlinedVector<StoreOp, kInlineOps> exact(ops.begin(), ops.end());
+  for (StoreOp& op : exact) {
+    op.consistency = Consistency::kExact;
+  }
+  return Apply(exact, now_ns, decisions);
+}
+
+std::optional<bool> ClusterStore::DecideFromShare(absl::Span<const StoreOp> ops, int64_t now_ns,
+                                                  absl::Span<Decision> decisions) {
   local_share_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
   ApplyFailureMode(ops, now_ns, decisions, /*local_consistency=*/true);
   const bool committed = Passed(ops, decisions);
@@ -293,11 +482,7 @@ bool ClusterStore::ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t 
       transport_->FlushReports(owner);
     }
   }
-  absl::InlinedVector<StoreOp, kInlineOps> exact(ops.begin(), ops.end());
-  for (StoreOp& op : exact) {
-    op.consistency = Consistency::kExact;
-  }
-  return Apply(exact, now_ns, decisions);
+  return std::nullopt;
 }
 
 void ClusterStore::ReportShareHits(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask) {

@@ -18,9 +18,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "floodgate/clock.h"
@@ -84,9 +86,15 @@ class ClusterStore final : public Store, private PeerHandler {
   ~ClusterStore() override;
 
   // Store: Apply decides each op on its key's owner (or by failure mode); GetStats and
-  // ReclaimExpired are about this node's own tables.
+  // ReclaimExpired are about this node's own tables. ApplyAsync routes alike and decides what
+  // this node can at once (its own keys, local shares, failure modes); a transaction that needs
+  // another owner is sent with PeerTransport::ForwardAsync and resumed on `loop` when it answers
+  // (or fails over, by the same rules as Apply). MaySuspend is true.
   bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
              absl::Span<Decision> decisions) override;
+  void ApplyAsync(absl::Span<const StoreOp> ops, int64_t now_ns, absl::Span<Decision> decisions,
+                  boost::asio::io_context& loop, ApplyDone done) override;
+  bool MaySuspend() const override { return true; }
   StoreStats GetStats() const override;
   void ReclaimExpired(int64_t now_ns) override;
 
@@ -128,6 +136,11 @@ class ClusterStore final : public Store, private PeerHandler {
   // once the share is spent, asks the owner (exact against every node's reported hits).
   bool ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t now_ns,
                              absl::Span<Decision> decisions);
+  // ApplyLocalConsistency's first part: returns whether the share's decision committed, or
+  // nullopt when the share is spent and the owner must be asked (this node's reports to it
+  // flushed): the caller then applies the ops again with consistency exact.
+  std::optional<bool> DecideFromShare(absl::Span<const StoreOp> ops, int64_t now_ns,
+                                      absl::Span<Decision> decisions);
   // Reports hits admitted from this node's shares to each key's owner.
   void ReportShareHits(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask);
   // Decides ops that could not be sent to an owner, by each op's failure mode.
@@ -136,6 +149,28 @@ class ClusterStore final : public Store, private PeerHandler {
   // Forwards a transaction to `owner`, retrying on the next owner when it is found dead.
   bool ForwardOrFail(int owner, absl::Span<const StoreOp> ops, int64_t now_ns,
                      absl::Span<Decision> decisions);
+  // What a forward that failed with `status` leads to (shared by Apply and ApplyAsync): a
+  // failure-mode decision, the whole transaction routed again (its ops now have different
+  // owners), the ops applied on route `target` (this node, a share, a failure mode), or the
+  // forward retried on member `target`. Records the owner's death when the status says so.
+  struct Failover {
+    enum class Next { kFailureMode, kReapply, kRouted, kForward };
+    Next next = Next::kFailureMode;
+    int target = 0;
+  };
+  Failover AfterForwardFailure(int owner, const absl::Status& status,
+                               absl::Span<const StoreOp> ops);
+  // ApplyAsync's parts: ApplyRouted, ApplySplit and ForwardOrFail without waiting.
+  struct PendingForward;
+  void ApplyRoutedAsync(int target, absl::Span<const StoreOp> ops, int64_t now_ns,
+                        absl::Span<Decision> decisions, boost::asio::io_context& loop,
+                        ApplyDone done);
+  void ApplySplitAsync(absl::Span<const StoreOp> ops, int64_t now_ns,
+                       absl::Span<Decision> decisions, uint64_t mask, boost::asio::io_context& loop,
+                       ApplyDone done);
+  void SendForward(std::unique_ptr<PendingForward> forward);
+  void OnForwardDone(std::unique_ptr<PendingForward> forward, const absl::Status& status,
+                     bool committed);
   // Apply for ops that all have the same route.
   bool ApplyRouted(int target, absl::Span<const StoreOp> ops, int64_t now_ns,
                    absl::Span<Decision> decisions);
@@ -143,6 +178,14 @@ class ClusterStore final : public Store, private PeerHandler {
   bool ApplySplit(absl::Span<const StoreOp> ops, int64_t now_ns, absl::Span<Decision> decisions,
                   uint64_t mask);
   int Route(const StoreOp& op, uint64_t mask) const;
+  // Returns the route all ops share, or nullopt when they have different ones.
+  std::optional<int> CommonRoute(absl::Span<const StoreOp> ops, uint64_t mask) const;
+  // Returns the ops' indexes grouped by route, in order of first appearance (ApplySplit).
+  struct RouteGroup {
+    int route = 0;
+    absl::InlinedVector<size_t, 4> index;
+  };
+  std::vector<RouteGroup> GroupByRoute(absl::Span<const StoreOp> ops, uint64_t mask) const;
   void WarmUp(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask);
   // Sends committed states to the keys' replicas.
   void ReplicateStates(absl::Span<const StateRecord> after, uint64_t mask);

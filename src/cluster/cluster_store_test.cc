@@ -377,6 +377,119 @@ class RecordingHandler final : public PeerHandler {
   std::vector<int> contacts_ ABSL_GUARDED_BY(mu_);
 };
 
+// ApplyAsync over the fake transport: a key another node owns is suspended until the caller's
+// loop runs the owner's answer; a key this node owns is decided inline.
+class ClusterStoreAsyncTest : public ClusterStoreTest {
+ protected:
+  struct Outcome {
+    bool done = false;
+    bool committed = false;
+    Decision decision;
+  };
+  // Starts an async check of `op` on node 0; its outcome fills once the loop runs.
+  std::shared_ptr<Outcome> Start(const StoreOp& op) {
+    auto outcome = std::make_shared<Outcome>();
+    nodes_[0]->ApplyAsync(absl::MakeConstSpan(&op, 1), clock_.NowNs(),
+                          absl::MakeSpan(&outcome->decision, 1), loop_, [outcome](bool committed) {
+                            outcome->done = true;
+                            outcome->committed = committed;
+                          });
+    return outcome;
+  }
+  void RunLoop() {
+    loop_.restart();
+    loop_.run();
+  }
+  boost::asio::io_context loop_;
+};
+
+TEST_F(ClusterStoreAsyncTest, OwnedKeyIsDecidedInlineAndAForwardedOneResumesOnTheLoop) {
+  StartAll();
+  EXPECT_TRUE(nodes_[0]->MaySuspend());
+  uint64_t owned = 0;
+  for (uint64_t i = 1; owned == 0; ++i) {
+    if (OwnerOf(Key(i)) == 0) {
+      owned = Key(i);
+    }
+  }
+  std::shared_ptr<Outcome> local = Start(Op(owned, 10));
+  EXPECT_TRUE(local->done);
+  EXPECT_TRUE(local->decision.allowed);
+  EXPECT_EQ(network_.async_forwards(), 0);
+
+  const uint64_t key = KeyOwnedElsewhere();
+  std::shared_ptr<Outcome> forwarded = Start(Op(key, 2));
+  EXPECT_FALSE(forwarded->done);  // suspended until the loop runs the answer
+  EXPECT_EQ(network_.async_forwards(), 1);
+  RunLoop();
+  EXPECT_TRUE(forwarded->done);
+  EXPECT_TRUE(forwarded->committed);
+  EXPECT_TRUE(forwarded->decision.allowed);
+  // The owner's count is the one Apply uses: 2 allowed in all.
+  EXPECT_TRUE(Check(0, Op(key, 2)));
+  EXPECT_FALSE(Check(0, Op(key, 2)));
+}
+
+TEST_F(ClusterStoreAsyncTest, DeadOwnerFailsOverToTheReplicaOnTheLoop) {
+  StartAll();
+  const uint64_t key = KeyOwnedElsewhere();
+  const int owner = OwnerOf(key);
+  EXPECT_EQ(Checks(0, Op(key, 10), 4), 4);
+  network_.SetUnreachable(owner, true);
+  int allowed = 0;
+  for (int i = 0; i < 10; ++i) {
+    std::shared_ptr<Outcome> outcome = Start(Op(key, 10));
+    RunLoop();
+    ASSERT_TRUE(outcome->done);
+    allowed += outcome->decision.allowed;
+  }
+  EXPECT_EQ(allowed, 6);  // the replica goes on from the owner's count
+  EXPECT_GE(nodes_[0]->GetClusterStats().failovers, 1u);
+  EXPECT_FALSE((nodes_[0]->membership().alive_mask() >> owner) & 1);
+}
+
+TEST_F(ClusterStoreAsyncTest, TimedOutForwardFailsOverAndNoMajorityFollowsTheFailureMode) {
+  StartAll();
+  const uint64_t key = KeyOwnedElsewhere();
+  network_.SetSlowFail(OwnerOf(key), true);
+  std::shared_ptr<Outcome> outcome = Start(Op(key, 10));
+  RunLoop();
+  EXPECT_TRUE(outcome->done);
+  EXPECT_TRUE(outcome->decision.allowed);
+  EXPECT_GE(nodes_[0]->GetClusterStats().failovers, 1u);
+
+  // Both others unreachable: no majority, so each op goes by its failure mode, inline.
+  network_.SetSlowFail(OwnerOf(key), false);
+  network_.SetUnreachable(1, true);
+  network_.SetUnreachable(2, true);
+  for (int i = 0; i < 3; ++i) {
+    Heartbeats();
+    clock_.Advance(2 * kSecond);
+  }
+  Heartbeats();
+  ASSERT_FALSE(nodes_[0]->GetClusterStats().quorum);
+  std::shared_ptr<Outcome> closed = Start(Op(Key(999), 10, FailureMode::kClosed));
+  EXPECT_TRUE(closed->done);
+  EXPECT_FALSE(closed->decision.allowed);
+  EXPECT_TRUE(closed->decision.unavailable);
+  std::shared_ptr<Outcome> open = Start(Op(Key(998), 10, FailureMode::kOpen));
+  EXPECT_TRUE(open->done);
+  EXPECT_TRUE(open->decision.allowed);
+}
+
+TEST_F(ClusterStoreAsyncTest, HeldAnswerKeepsTheCheckSuspended) {
+  StartAll();
+  network_.HoldAnswers(true);
+  std::shared_ptr<Outcome> outcome = Start(Op(KeyOwnedElsewhere(), 10));
+  RunLoop();
+  EXPECT_FALSE(outcome->done);
+  EXPECT_EQ(network_.held_answers(), 1u);
+  network_.ReleaseAnswers();
+  RunLoop();
+  EXPECT_TRUE(outcome->done);
+  EXPECT_TRUE(outcome->decision.allowed);
+}
+
 TEST(TcpPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
   TcpPeerTransportOptions a_options;
   a_options.self_id = "a";

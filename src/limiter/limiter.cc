@@ -425,44 +425,111 @@ absl::StatusOr<CheckResponse> Limiter::Check(const CheckRequest& request) {
   return result;
 }
 
+// A check between Begin and Finish: what is left to do once the store has answered. Decide keeps
+// it on its stack; a suspended CheckAsync keeps it on the heap, owned by the store's callback.
+struct Limiter::InFlight {
+  const CheckRequest* request = nullptr;
+  CheckResponse* response = nullptr;
+  // The snapshot the check was planned on. Kept alive by response->config, which shares its
+  // owner (see Begin), so it outlives a suspension during which this thread moves on.
+  const Snapshot* snap = nullptr;
+  Batch batch;
+  absl::InlinedVector<Decision, kInlineOps> decisions;
+  int64_t lease = 0;
+  uint32_t cache_generation = 0;
+};
+
 absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& response) {
+  InFlight f;
+  FG_ASSIGN_OR_RETURN(const Next next, Begin(request, response, f));
+  if (next == Next::kDone) {
+    return absl::OkStatus();
+  }
+  bool committed = false;
+  if (next == Next::kAskStore) {
+    committed = store_->Apply(f.batch.ops, response.decided_at_ns, absl::MakeSpan(f.decisions));
+  }
+  Finish(f, next == Next::kAskStore, committed, /*loop=*/nullptr);
+  return absl::OkStatus();
+}
+
+void Limiter::CheckAsync(const CheckRequest& request, CheckResponse& response,
+                         boost::asio::io_context& loop, Done done) {
+  if (!store_->MaySuspend()) {
+    // A local store answers inline: Check's own path, on this stack.
+    std::move(done)(Decide(request, response));
+    return;
+  }
+  auto f = std::make_unique<InFlight>();
+  absl::StatusOr<Next> next = Begin(request, response, *f);
+  if (!next.ok()) {
+    std::move(done)(next.status());
+    return;
+  }
+  if (*next != Next::kAskStore) {
+    if (*next == Next::kFinish) {
+      Finish(*f, /*asked=*/false, /*committed=*/false, &loop);
+    }
+    std::move(done)(absl::OkStatus());
+    return;
+  }
+  InFlight* raw = f.get();  // the callback owns it from here on
+  store_->ApplyAsync(
+      raw->batch.ops, response.decided_at_ns, absl::MakeSpan(raw->decisions), loop,
+      [this, f = std::move(f), done = std::move(done), loop = &loop](bool committed) mutable {
+        Finish(*f, /*asked=*/true, committed, loop);
+        std::move(done)(absl::OkStatus());
+      });
+}
+
+absl::StatusOr<Limiter::Next> Limiter::Begin(const CheckRequest& request, CheckResponse& response,
+                                             InFlight& f) {
   ThreadState& local = Local();
   const Snapshot& snap = CurrentSnapshot(local);
-  Batch batch;
+  Batch& batch = f.batch;
   FG_RETURN_IF_ERROR(Plan(request, snap, local.key, response, batch));
   // Aliases the thread's own owner of the snapshot (see CurrentSnapshot).
   response.config = std::shared_ptr<const core::Config>(local.snapshot, snap.config.get());
+  f.request = &request;
+  f.response = &response;
+  f.snap = &snap;
   checks_.fetch_add(1, std::memory_order_relaxed);
   // One reading for the store and the response.
   response.decided_at_ns = options_.clock->NowNs();
   if (batch.ops.empty()) {
-    return absl::OkStatus();
+    return Next::kDone;
   }
   // Concurrency slots are acquired under a lease token that only this response carries.
-  int64_t lease = 0;
   for (StoreOp& op : batch.ops) {
     if (op.spec.algorithm == Algorithm::kConcurrency && op.kind == StoreOp::Kind::kCheck &&
         op.hits > 0) {
-      if (lease == 0) {
-        lease = MintLease();
+      if (f.lease == 0) {
+        f.lease = MintLease();
       }
-      op.lease = static_cast<uint64_t>(lease);
+      op.lease = static_cast<uint64_t>(f.lease);
     }
   }
-
-  const absl::Span<const StoreOp> ops = batch.ops;
-  const int64_t now = response.decided_at_ns;
-  absl::InlinedVector<Decision, kInlineOps> decisions(ops.size());
-  const uint32_t cache_generation = refusals_ != nullptr ? refusals_->generation() : 0;
-  bool committed = false;
-  if (!FastRefuse(batch, now, absl::MakeSpan(decisions))) {
-    committed = store_->Apply(ops, now, absl::MakeSpan(decisions));
-    response.lease = committed ? lease : 0;
-    AfterDecision(batch, now, cache_generation, absl::MakeSpan(decisions));
-  } else {
+  f.decisions.resize(batch.ops.size());
+  f.cache_generation = refusals_ != nullptr ? refusals_->generation() : 0;
+  if (FastRefuse(batch, response.decided_at_ns, absl::MakeSpan(f.decisions))) {
     fast_refusals_.fetch_add(1, std::memory_order_relaxed);
+    return Next::kFinish;
   }
+  return Next::kAskStore;
+}
 
+void Limiter::Finish(InFlight& f, bool asked, bool committed, boost::asio::io_context* loop) {
+  const CheckRequest& request = *f.request;
+  CheckResponse& response = *f.response;
+  const Snapshot& snap = *f.snap;
+  const Batch& batch = f.batch;
+  const absl::Span<const StoreOp> ops = batch.ops;
+  const absl::Span<Decision> decisions = absl::MakeSpan(f.decisions);
+  const int64_t now = response.decided_at_ns;
+  if (asked) {
+    response.lease = committed ? f.lease : 0;
+    AfterDecision(batch, now, f.cache_generation, decisions, loop);
+  }
   for (size_t k = 0; k < ops.size(); ++k) {
     const Planned& p = batch.planned[k];
     if (p.block) {
@@ -516,7 +583,6 @@ absl::Status Limiter::Decide(const CheckRequest& request, CheckResponse& respons
       }
     }
   }
-  return absl::OkStatus();
 }
 
 bool Limiter::FastRefuse(const Batch& batch, int64_t now_ns, absl::Span<Decision> decisions) const {
@@ -552,7 +618,7 @@ bool Limiter::FastRefuse(const Batch& batch, int64_t now_ns, absl::Span<Decision
 }
 
 void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_generation,
-                            absl::Span<Decision> decisions) {
+                            absl::Span<Decision> decisions, boost::asio::io_context* loop) {
   absl::InlinedVector<StoreOp, 1> blocks;
   for (size_t k = 0; k < batch.ops.size(); ++k) {
     const Planned& p = batch.planned[k];
@@ -590,10 +656,19 @@ void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_g
       refusals_->Refuse(op.key_hash, now_ns + d.retry_after_ns, cache_generation);
     }
   }
-  if (!blocks.empty()) {
+  if (blocks.empty()) {
+    return;
+  }
+  if (loop == nullptr || !store_->MaySuspend()) {
     absl::InlinedVector<Decision, 1> ignored(blocks.size());
     store_->Apply(blocks, now_ns, absl::MakeSpan(ignored));
+    return;
   }
+  // The check's answer does not wait for its block to be written (the block's owner may be
+  // another node); the decisions it is written into live until the store is done with them.
+  auto ignored = std::make_unique<absl::InlinedVector<Decision, 1>>(blocks.size());
+  const absl::Span<Decision> out = absl::MakeSpan(*ignored);
+  store_->ApplyAsync(blocks, now_ns, out, *loop, [ignored = std::move(ignored)](bool) {});
 }
 
 int64_t Limiter::MintLease() {
@@ -606,32 +681,69 @@ int64_t Limiter::MintLease() {
   return lease != 0 ? lease : 1;
 }
 
-absl::Status Limiter::Release(const CheckRequest& request, int64_t lease) {
-  ThreadState& local = Local();
-  const Snapshot& snap = CurrentSnapshot(local);
-  CheckResponse response;
-  Batch batch;
-  FG_RETURN_IF_ERROR(Plan(request, snap, local.key, response, batch));
-  absl::InlinedVector<StoreOp, kInlineOps> releases;
-  for (StoreOp& op : batch.ops) {
-    if (op.spec.algorithm == Algorithm::kConcurrency) {
-      op.kind = StoreOp::Kind::kRelease;
-      op.lease = static_cast<uint64_t>(lease);
-      releases.push_back(op);
-    }
-  }
-  if (releases.empty()) {
-    return absl::FailedPreconditionError(
-        "nothing to release: the request matches no concurrency limit");
-  }
-  absl::InlinedVector<Decision, kInlineOps> decisions(releases.size());
-  store_->Apply(releases, options_.clock->NowNs(), absl::MakeSpan(decisions));
-  // A release's decision is allowed when it found the lease on its key and freed its slots.
+// A release's ops and the decisions the store writes for them.
+struct Limiter::Releases {
+  absl::InlinedVector<StoreOp, kInlineOps> ops;
+  absl::InlinedVector<Decision, kInlineOps> decisions;
+};
+
+namespace {
+
+// A release's decision is allowed when it found the lease on its key and freed its slots.
+absl::Status ReleaseOutcome(absl::Span<const Decision> decisions) {
   if (std::none_of(decisions.begin(), decisions.end(),
                    [](const Decision& d) { return d.allowed; })) {
     return absl::FailedPreconditionError("the lease is unknown, already released or expired");
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Limiter::PlanRelease(const CheckRequest& request, int64_t lease, Releases& releases) {
+  ThreadState& local = Local();
+  const Snapshot& snap = CurrentSnapshot(local);
+  CheckResponse response;
+  Batch batch;
+  FG_RETURN_IF_ERROR(Plan(request, snap, local.key, response, batch));
+  for (StoreOp& op : batch.ops) {
+    if (op.spec.algorithm == Algorithm::kConcurrency) {
+      op.kind = StoreOp::Kind::kRelease;
+      op.lease = static_cast<uint64_t>(lease);
+      releases.ops.push_back(op);
+    }
+  }
+  if (releases.ops.empty()) {
+    return absl::FailedPreconditionError(
+        "nothing to release: the request matches no concurrency limit");
+  }
+  releases.decisions.resize(releases.ops.size());
+  return absl::OkStatus();
+}
+
+absl::Status Limiter::Release(const CheckRequest& request, int64_t lease) {
+  Releases releases;
+  FG_RETURN_IF_ERROR(PlanRelease(request, lease, releases));
+  store_->Apply(releases.ops, options_.clock->NowNs(), absl::MakeSpan(releases.decisions));
+  return ReleaseOutcome(releases.decisions);
+}
+
+void Limiter::ReleaseAsync(const CheckRequest& request, int64_t lease,
+                           boost::asio::io_context& loop, Done done) {
+  if (!store_->MaySuspend()) {
+    std::move(done)(Release(request, lease));
+    return;
+  }
+  auto releases = std::make_unique<Releases>();
+  if (absl::Status planned = PlanRelease(request, lease, *releases); !planned.ok()) {
+    std::move(done)(std::move(planned));
+    return;
+  }
+  Releases* raw = releases.get();  // the callback owns it from here on
+  store_->ApplyAsync(raw->ops, options_.clock->NowNs(), absl::MakeSpan(raw->decisions), loop,
+                     [releases = std::move(releases), done = std::move(done)](bool) mutable {
+                       std::move(done)(ReleaseOutcome(releases->decisions));
+                     });
 }
 
 void Limiter::ForEachRuleCounters(

@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "floodgate/clock.h"
@@ -132,6 +133,17 @@ class Limiter {
   // unmatched descriptor is OK with no limit.
   absl::StatusOr<CheckResponse> Check(const CheckRequest& request);
 
+  // Gets the outcome of CheckAsync or ReleaseAsync: OK or the error Check or Release returns.
+  using Done = absl::AnyInvocable<void(absl::Status status) &&>;
+  // Check without waiting, for a caller on an event loop: decides `request` into `response`
+  // (default-constructed by the caller) and runs `done` exactly once. When the store decides at
+  // once (always with a local store, Store::MaySuspend() false) `done` runs before CheckAsync
+  // returns, and the check costs what Check costs (no allocation of its own); when the store
+  // must ask another node the check is suspended and `done` runs later on a thread running
+  // `loop`. `request` and `response` must stay valid, and untouched, until `done` runs.
+  void CheckAsync(const CheckRequest& request, CheckResponse& response,
+                  boost::asio::io_context& loop, Done done);
+
   // Releases the concurrency slots that an earlier allowed Check of the same request acquired
   // (other algorithms are untouched). `lease` is that Check's CheckResponse::lease: each
   // concurrency limit of the request frees exactly the slots that lease holds on it, once.
@@ -139,6 +151,14 @@ class Limiter {
   // request), already released, or expired (its slots aged out, at the latest two lease periods
   // after the check), or the request matches no concurrency limit.
   absl::Status Release(const CheckRequest& request, int64_t lease);
+  // Release without waiting, as CheckAsync: `done` runs once with Release's status, inline or
+  // later on `loop`. `request` is read before the call returns.
+  void ReleaseAsync(const CheckRequest& request, int64_t lease, boost::asio::io_context& loop,
+                    Done done);
+
+  // Returns whether CheckAsync and ReleaseAsync may finish after they return (the store may
+  // suspend: a cluster). Front ends skip the bookkeeping of suspended calls when false.
+  bool may_suspend() const { return store_->MaySuspend(); }
 
   // Swaps in a new config; unchanged rules keep their counters and store state.
   void SetConfig(std::shared_ptr<const core::Config> config);
@@ -157,6 +177,11 @@ class Limiter {
   struct Planned;
   struct Batch;
   struct ThreadState;
+  struct InFlight;
+  struct Releases;
+  // What Begin leaves to do: nothing more (no limits), Finish without the store (the refusal
+  // cache answered), or ask the store and then Finish.
+  enum class Next { kDone, kFinish, kAskStore };
 
   // Returns the calling thread's state (cached snapshot, key buffer), shared by every Limiter.
   static ThreadState& Local();
@@ -167,17 +192,26 @@ class Limiter {
   std::shared_ptr<const Snapshot> snapshot() const;
   // Returns a new lease token: positive, never 0.
   int64_t MintLease();
-  // Check's work, filling a response built in place.
+  // Check's work, filling a response built in place: Begin, the store's Apply, Finish.
   absl::Status Decide(const CheckRequest& request, CheckResponse& response);
+  // A check up to the store: plans it into `f`, mints its lease, asks the refusal cache.
+  absl::StatusOr<Next> Begin(const CheckRequest& request, CheckResponse& response, InFlight& f);
+  // A check after the store (`asked`: it did; `committed`: what it said): blocks, the refusal
+  // cache, the response's limits and codes, the rule counters. `loop` (may be null: then the
+  // store is asked synchronously) is where writes of new blocks may suspend.
+  void Finish(InFlight& f, bool asked, bool committed, boost::asio::io_context* loop);
+  // Release's plan: the request's concurrency limits as release ops under `lease`.
+  absl::Status PlanRelease(const CheckRequest& request, int64_t lease, Releases& releases);
   absl::Status Plan(const CheckRequest& request, const Snapshot& snap, std::string& key_buffer,
                     CheckResponse& response, Batch& batch) const;
   // The over-limit fast path: fills `decisions` and returns true when every op of the request
   // is known refused (refusal_cache.h).
   bool FastRefuse(const Batch& batch, int64_t now_ns, absl::Span<Decision> decisions) const;
   // After the store decided: folds block reads into their limits, starts blocks for limits
-  // with block_duration that refused, and caches refusals.
+  // with block_duration that refused (without waiting, on `loop`, when it is set), and caches
+  // refusals.
   void AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_generation,
-                     absl::Span<Decision> decisions);
+                     absl::Span<Decision> decisions, boost::asio::io_context* loop);
   RuleCounters* CountersFor(const std::string& stats_key);
   RuleCounters* CountersForRule(const Snapshot& snap, const core::RateLimitRule* rule,
                                 const DescriptorRequest& desc);

@@ -110,11 +110,9 @@ absl::Status Server::StartFrontends(const ServerOptions& options) {
     http_options.tls = credentials;
     grpc_options.tls = std::move(credentials);
   }
-  if (cluster_ != nullptr) {
-    // A forwarded check waits for its owner: rate limit calls run on workers of their own, so
-    // that the io threads never block (the same sizes on both front ends).
-    http_workers_ = std::make_unique<common::WorkerPool>(32, 1024);
-    http_options.workers = http_workers_.get();
+  if (cluster_ != nullptr && grpc_options.impl == frontends::GrpcImpl::kGrpcpp) {
+    // A forwarded check waits for its owner. Our front ends suspend it and go on serving;
+    // grpc++'s blocks a thread, so its calls run on workers of their own.
     grpc_options.worker_threads = 32;
   }
   http_ = frontends::NewHttpServer(http_options, service_.get(), admin_.get(), &metrics_);

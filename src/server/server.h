@@ -28,7 +28,8 @@ struct ServerOptions {
   std::string admin_token;
   int http_threads = 2;
   // "native" (our HTTP/2 server) or "grpcpp"; empty means native. In cluster mode, where a
-  // check may wait for a peer, either decides rate limit calls on a worker pool.
+  // check may wait for a peer, the native server suspends it and goes on serving; grpc++
+  // decides rate limit calls on a worker pool.
   std::string grpc_impl;
   int grpc_threads = 2;  // the native server's io threads
   // Connections at once, and per client address (0: no cap), on the HTTP and native gRPC front
@@ -93,9 +94,6 @@ class Server {
   std::unique_ptr<service::RateLimitService> service_;
   std::unique_ptr<admin::NodeAdmin> admin_;
   std::unique_ptr<net::Server> http_;
-  // Cluster mode only. Destroyed before http_: the last queued calls then run (their writes
-  // are posted to http_'s io context, stopped by Shutdown but still alive).
-  std::unique_ptr<common::WorkerPool> http_workers_;
   std::unique_ptr<net::Server> grpc_;
   bool shut_down_ = false;
 };

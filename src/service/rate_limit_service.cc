@@ -1,6 +1,7 @@
 #include "src/service/rate_limit_service.h"
 
 #include <chrono>
+#include <memory>
 #include <utility>
 
 #include "src/service/rls.h"
@@ -54,6 +55,25 @@ class CallCounter {
   const std::chrono::steady_clock::time_point start_;
 };
 
+// The last step of every check: counts the outcome of a decided call and passes its status on.
+absl::Status Account(absl::Status decided, const limiter::CheckResponse& response,
+                     CallCounter& counter) {
+  if (!decided.ok()) {
+    return counter.Failed(std::move(decided));
+  }
+  if (response.overall == limiter::Code::kOverLimit) {
+    counter.OverLimit();
+  }
+  if (response.unknown_domain) {
+    counter.UnknownDomain();
+  }
+  return absl::OkStatus();
+}
+
+// The pipeline. Each call is: convert (Envoy's message), Admit (validate, shed), the limiter,
+// Account (count). The blocking and the *Async forms share those steps; an async call that may
+// suspend keeps its counter (and, for Envoy, its converted request and decision) on the heap,
+// owned by the limiter's callback, and its latency ends when its answer is ready.
 class Pipeline final : public RateLimitService {
  public:
   Pipeline(limiter::Limiter* limiter, RequestLimits limits, ServerMetrics* metrics)
@@ -66,10 +86,15 @@ class Pipeline final : public RateLimitService {
     if (!check.ok()) {
       return counter.Failed(check.status());
     }
-    absl::StatusOr<limiter::CheckResponse> decided =
-        Decide(call, FieldNames::kEnvoy, *check, counter);
+    if (absl::Status admitted = Admit(call, FieldNames::kEnvoy, *check, counter); !admitted.ok()) {
+      return admitted;
+    }
+    absl::StatusOr<limiter::CheckResponse> decided = limiter_->Check(*check);
     if (!decided.ok()) {
-      return decided.status();
+      return counter.Failed(decided.status());
+    }
+    if (absl::Status counted = Account(absl::OkStatus(), *decided, counter); !counted.ok()) {
+      return counted;
     }
     ToEnvoy(*decided, response);
     return absl::OkStatus();
@@ -78,32 +103,126 @@ class Pipeline final : public RateLimitService {
   absl::StatusOr<limiter::CheckResponse> Check(const CallContext& call,
                                                limiter::CheckRequest& request) override {
     CallCounter counter(MetricsOf(call.frontend));
-    return Decide(call, call.names, request, counter);
+    if (absl::Status admitted = Admit(call, call.names, request, counter); !admitted.ok()) {
+      return admitted;
+    }
+    absl::StatusOr<limiter::CheckResponse> decided = limiter_->Check(request);
+    if (!decided.ok()) {
+      return counter.Failed(decided.status());
+    }
+    Account(absl::OkStatus(), *decided, counter).IgnoreError();  // OK in, OK out
+    return decided;
   }
 
   absl::Status Release(const CallContext& call, const limiter::CheckRequest& request,
                        int64_t lease) override {
     CallCounter counter(MetricsOf(call.frontend));
-    if (absl::Status valid = ValidateRequest(request, limits_, call.names); !valid.ok()) {
-      return counter.Failed(std::move(valid));
-    }
-    // The token names the slots to free: without one, nothing can be released (a made-up,
-    // replayed or expired one is refused by the limiter: FailedPrecondition, HTTP 409).
-    if (lease == 0) {
-      return counter.Failed(absl::InvalidArgumentError(
-          "a release needs \"lease\": the \"lease\" value of the /v1/check response that "
-          "acquired the slots"));
-    }
-    if (call.shed) {
-      counter.Shed();
-      return counter.Failed(absl::UnavailableError(
-          "overloaded: the release was not applied; retry it, or the slots free themselves when "
-          "their lease expires"));
+    if (absl::Status admitted = AdmitRelease(call, request, lease, counter); !admitted.ok()) {
+      return admitted;
     }
     if (absl::Status released = limiter_->Release(request, lease); !released.ok()) {
       return counter.Failed(std::move(released));
     }
     return absl::OkStatus();
+  }
+
+  bool may_suspend() const override { return limiter_->may_suspend(); }
+
+  void ShouldRateLimitAsync(const CallContext& call, const rls::RateLimitRequest& request,
+                            rls::RateLimitResponse* response, boost::asio::io_context& loop,
+                            Done done) override {
+    if (!limiter_->may_suspend()) {
+      std::move(done)(ShouldRateLimit(call, request, response));
+      return;
+    }
+    struct EnvoyCall {
+      explicit EnvoyCall(FrontendMetrics& metrics) : counter(metrics) {}
+      CallCounter counter;
+      limiter::CheckRequest check;
+      limiter::CheckResponse decided;
+    };
+    auto c = std::make_unique<EnvoyCall>(MetricsOf(call.frontend));
+    absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
+    if (!check.ok()) {
+      absl::Status failed = c->counter.Failed(check.status());
+      c.reset();
+      std::move(done)(std::move(failed));
+      return;
+    }
+    c->check = *std::move(check);
+    if (absl::Status admitted = Admit(call, FieldNames::kEnvoy, c->check, c->counter);
+        !admitted.ok()) {
+      c.reset();
+      std::move(done)(std::move(admitted));
+      return;
+    }
+    EnvoyCall* raw = c.get();  // the callback owns it from here on
+    limiter_->CheckAsync(
+        raw->check, raw->decided, loop,
+        [c = std::move(c), response, done = std::move(done)](absl::Status status) mutable {
+          absl::Status outcome = Account(std::move(status), c->decided, c->counter);
+          if (outcome.ok()) {
+            ToEnvoy(c->decided, response);
+          }
+          c.reset();  // the call's latency ends here
+          std::move(done)(std::move(outcome));
+        });
+  }
+
+  void CheckAsync(const CallContext& call, limiter::CheckRequest& request,
+                  limiter::CheckResponse& response, boost::asio::io_context& loop,
+                  Done done) override {
+    if (!limiter_->may_suspend()) {
+      // Decided inline (a local store): the counter stays on this stack.
+      absl::Status outcome;
+      {
+        CallCounter counter(MetricsOf(call.frontend));
+        outcome = Admit(call, call.names, request, counter);
+        if (outcome.ok()) {
+          limiter_->CheckAsync(request, response, loop,
+                               [&outcome](absl::Status status) { outcome = std::move(status); });
+          outcome = Account(std::move(outcome), response, counter);
+        }
+      }
+      std::move(done)(std::move(outcome));
+      return;
+    }
+    auto counter = std::make_unique<CallCounter>(MetricsOf(call.frontend));
+    if (absl::Status admitted = Admit(call, call.names, request, *counter); !admitted.ok()) {
+      counter.reset();
+      std::move(done)(std::move(admitted));
+      return;
+    }
+    limiter_->CheckAsync(request, response, loop,
+                         [counter = std::move(counter), &response,
+                          done = std::move(done)](absl::Status status) mutable {
+                           absl::Status outcome = Account(std::move(status), response, *counter);
+                           counter.reset();  // the call's latency ends here
+                           std::move(done)(std::move(outcome));
+                         });
+  }
+
+  void ReleaseAsync(const CallContext& call, const limiter::CheckRequest& request, int64_t lease,
+                    boost::asio::io_context& loop, Done done) override {
+    if (!limiter_->may_suspend()) {
+      std::move(done)(Release(call, request, lease));
+      return;
+    }
+    auto counter = std::make_unique<CallCounter>(MetricsOf(call.frontend));
+    if (absl::Status admitted = AdmitRelease(call, request, lease, *counter); !admitted.ok()) {
+      counter.reset();
+      std::move(done)(std::move(admitted));
+      return;
+    }
+    limiter_->ReleaseAsync(
+        request, lease, loop,
+        [counter = std::move(counter), done = std::move(done)](absl::Status status) mutable {
+          if (!status.ok()) {
+            status = counter->Failed(std::move(status));
+          }
+          counter.reset();
+          std::move(done)(std::move(status));
+        });
   }
 
   void CountMalformed(Frontend frontend) override {
@@ -121,10 +240,10 @@ class Pipeline final : public RateLimitService {
     return frontend == Frontend::kHttp ? metrics_->http : metrics_->grpc;
   }
 
-  // Validate, shed, decide: the steps every check shares after conversion.
-  absl::StatusOr<limiter::CheckResponse> Decide(const CallContext& call, FieldNames names,
-                                                limiter::CheckRequest& request,
-                                                CallCounter& counter) {
+  // Validate and shed: the steps every check shares before the limiter. Returns the (counted)
+  // error of a call that goes no further.
+  absl::Status Admit(const CallContext& call, FieldNames names, limiter::CheckRequest& request,
+                     CallCounter& counter) {
     if (absl::Status valid = ValidateRequest(request, limits_, names); !valid.ok()) {
       return counter.Failed(std::move(valid));
     }
@@ -132,17 +251,29 @@ class Pipeline final : public RateLimitService {
     if (call.shed) {
       counter.Shed();
     }
-    absl::StatusOr<limiter::CheckResponse> decided = limiter_->Check(request);
-    if (!decided.ok()) {
-      return counter.Failed(decided.status());
+    return absl::OkStatus();
+  }
+
+  // A release's steps before the limiter.
+  absl::Status AdmitRelease(const CallContext& call, const limiter::CheckRequest& request,
+                            int64_t lease, CallCounter& counter) {
+    if (absl::Status valid = ValidateRequest(request, limits_, call.names); !valid.ok()) {
+      return counter.Failed(std::move(valid));
     }
-    if (decided->overall == limiter::Code::kOverLimit) {
-      counter.OverLimit();
+    // The token names the slots to free: without one, nothing can be released (a made-up,
+    // replayed or expired one is refused by the limiter: FailedPrecondition, HTTP 409).
+    if (lease == 0) {
+      return counter.Failed(absl::InvalidArgumentError(
+          "a release needs \"lease\": the \"lease\" value of the /v1/check response that "
+          "acquired the slots"));
     }
-    if (decided->unknown_domain) {
-      counter.UnknownDomain();
+    if (call.shed) {
+      counter.Shed();
+      return counter.Failed(absl::UnavailableError(
+          "overloaded: the release was not applied; retry it, or the slots free themselves when "
+          "their lease expires"));
     }
-    return decided;
+    return absl::OkStatus();
   }
 
   limiter::Limiter* const limiter_;

@@ -14,6 +14,13 @@
 // was shed; the limiter's status otherwise. An over-limit decision is not an error: it is in the
 // returned response.
 //
+// Every call also has an asynchronous form for front ends on an event loop (the *Async
+// methods): the same pipeline, whose outcome goes to a callback. A call that can be decided here
+// completes before the method returns; one that waits for another node (in a cluster, a key
+// this node does not own) is suspended, and its callback runs later on the caller's loop, so
+// the front end's io thread serves other connections meanwhile. may_suspend() says whether that
+// can happen at all (never on a single node, where the async forms cost what the others do).
+//
 // Thread-safety: every method may be called from any number of threads at once.
 //
 // (This interface lives in src/service rather than include/floodgate because its messages do:
@@ -22,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
@@ -67,6 +75,29 @@ class RateLimitService {
   // the call is shed (a release must reach the slots' owner, which a shed call may not wait for).
   virtual absl::Status Release(const CallContext& call, const limiter::CheckRequest& request,
                                int64_t lease) = 0;
+
+  // Gets the outcome of an *Async call: OK (its response filled), or the error the blocking
+  // form returns.
+  using Done = absl::AnyInvocable<void(absl::Status status) &&>;
+
+  // Returns whether an *Async call may complete after it returns (a check may wait for another
+  // node). False: every callback runs before its call returns.
+  virtual bool may_suspend() const = 0;
+  // ShouldRateLimit without waiting: `done` runs exactly once, inline or later on a thread
+  // running `loop`. `request` is read before the call returns; `response` must stay valid until
+  // `done` runs.
+  virtual void ShouldRateLimitAsync(const CallContext& call,
+                                    const envoy::service::ratelimit::v3::RateLimitRequest& request,
+                                    envoy::service::ratelimit::v3::RateLimitResponse* response,
+                                    boost::asio::io_context& loop, Done done) = 0;
+  // Check without waiting: decides into `response` (default-constructed by the caller), then
+  // `done` as ShouldRateLimitAsync. `request` and `response` must stay valid until `done` runs.
+  virtual void CheckAsync(const CallContext& call, limiter::CheckRequest& request,
+                          limiter::CheckResponse& response, boost::asio::io_context& loop,
+                          Done done) = 0;
+  // Release without waiting; `request` is read before the call returns.
+  virtual void ReleaseAsync(const CallContext& call, const limiter::CheckRequest& request,
+                            int64_t lease, boost::asio::io_context& loop, Done done) = 0;
 
   // Counts a rate limit call that the front end refused before the pipeline (its body did not
   // decode): one request and one bad request.

@@ -3,6 +3,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -64,6 +65,19 @@ class ServerImpl final : public net::Server {
   // Cluster mode: the pool rate limit calls run on (null: they run on the io thread).
   common::WorkerPool* pool() const { return pool_.get(); }
   std::chrono::nanoseconds max_queue_delay() const { return max_queue_delay_; }
+  // Whether a rate limit call may be suspended (the service's may_suspend()).
+  bool may_suspend() const { return may_suspend_; }
+  // Counts a rate limit call in flight. Returns false, counting nothing, when
+  // max_checks_in_flight are already: the call is to be shed.
+  bool BeginCheck() {
+    if (checks_in_flight_.fetch_add(1, std::memory_order_relaxed) >=
+        options_.max_checks_in_flight) {
+      checks_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+  void EndCheck() { checks_in_flight_.fetch_sub(1, std::memory_order_relaxed); }
 
  private:
   void OnAccept(net::Accepted accepted);
@@ -73,6 +87,8 @@ class ServerImpl final : public net::Server {
   service::ServerMetrics* const metrics_;
   const size_t body_budget_bytes_;
   const std::chrono::nanoseconds max_queue_delay_;
+  const bool may_suspend_;
+  std::atomic<size_t> checks_in_flight_{0};  // across the io threads
   grpc_internal::H2Config h2_config_;
   bool started_ = false;
   bool stopped_ = false;
@@ -171,6 +187,10 @@ class Session : public H2Session {
         Offload(s);
         return;
       }
+      if (server_->may_suspend()) {
+        Decide(s);
+        return;
+      }
       response_.Clear();
       absl::Status decided = server_->service().ShouldRateLimit(
           service::CallContext{service::Frontend::kGrpc}, request_, &response_);
@@ -198,8 +218,52 @@ class Session : public H2Session {
     }
   }
 
-  // Cluster mode: decides request_ for `s` on the worker pool, since a check may wait for its
-  // key's owner and the io thread must not. The answer is posted back to this connection's
+  // Cluster mode: decides request_ for `s` without waiting. A check that needs its key's owner
+  // is suspended while this thread goes on serving; its answer comes back on this thread (the
+  // loop the service resumes it on is this connection's) and is written then. If the stream is
+  // gone by then (reset by the client, connection closed), the answer is dropped. Past
+  // max_checks_in_flight calls at once on this server, a call is shed (it waits for no other
+  // node).
+  void Decide(Stream& s) {
+    const bool counted = server_->BeginCheck();
+    auto response = std::make_unique<rls::RateLimitResponse>();
+    rls::RateLimitResponse* out = response.get();  // the callback owns it from here on
+    deciding_ = true;
+    server_->service().ShouldRateLimitAsync(
+        service::CallContext{service::Frontend::kGrpc, /*shed=*/!counted}, request_, out,
+        worker_->ioc,
+        [self = shared_from_this(), response = std::move(response), id = s.id,
+         counted](absl::Status status) mutable {
+          if (counted) {
+            self->server_->EndCheck();
+          }
+          self->FinishCall(id, status, *response);
+        });
+    deciding_ = false;
+  }
+
+  // Writes the answer of the call on stream `id`, if it is still there. An answer that came
+  // inline (from Decide, inside nghttp2's read callbacks) is sent by the read loop's flush.
+  void FinishCall(int32_t id, const absl::Status& status, const rls::RateLimitResponse& response) {
+    if (closed_) {
+      return;
+    }
+    auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(h2_, id));
+    if (s == nullptr || s->responded) {
+      return;
+    }
+    if (!status.ok()) {
+      RespondStatus(*s, status.code(), common::StdView(status.message()));
+    } else {
+      RespondMessage(*s, response);
+    }
+    if (!deciding_) {
+      Flush();
+    }
+  }
+
+  // With a worker pool (for a service whose calls block): decides request_ for `s` on the
+  // pool, so that the io thread never blocks. The answer is posted back to this connection's
   // thread; if the stream is gone by then (reset by the client, connection closed), it is
   // dropped. A call that finds the pool's queue full is shed and decided here at once; one that
   // waited in the queue longer than max_queue_delay is shed on the worker (a shed check waits
@@ -216,11 +280,11 @@ class Session : public H2Session {
         server_->max_queue_delay(), [this, self = shared_from_this(), call, id = s.id](bool shed) {
           call->status = server_->service().ShouldRateLimit(
               service::CallContext{service::Frontend::kGrpc, shed}, call->request, &call->response);
-          asio::post(worker_->ioc, [self, call, id] { self->FinishCall(id, *call); });
+          asio::post(worker_->ioc, [self, call, id] { self->FinishPooledCall(id, *call); });
         });
   }
 
-  void FinishCall(int32_t id, const Call& call) {
+  void FinishPooledCall(int32_t id, const Call& call) {
     if (closed_) {
       return;
     }
@@ -279,6 +343,7 @@ class Session : public H2Session {
   }
 
   ServerImpl* const server_;
+  bool deciding_ = false;  // inside Decide's call to the service
   // Reused from call to call (Clear keeps their memory).
   rls::RateLimitRequest request_;
   rls::RateLimitResponse response_;
@@ -291,6 +356,7 @@ ServerImpl::ServerImpl(GrpcServerOptions options, service::RateLimitService* ser
       metrics_(metrics),
       body_budget_bytes_(std::max(kMinBodyBudgetBytes, 2 * options_.max_receive_bytes + 64)),
       max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)),
+      may_suspend_(service->may_suspend()),
       listener_(
           [&] {
             net::ListenerOptions listener;

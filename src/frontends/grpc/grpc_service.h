@@ -3,8 +3,9 @@
 // The gRPC front end: envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit and the
 // standard grpc.health.v1 service, in one of two implementations: our own HTTP/2 server
 // (grpc_native.h, the default) or grpc++'s (callback API). Both call the rate limit service
-// (src/service/rate_limit_service.h); in cluster mode, where a check may wait for a peer, both
-// decide on a worker pool of their own (GrpcServerOptions::worker_threads). See docs/grpc.md.
+// (src/service/rate_limit_service.h). In cluster mode, where a check may wait for a peer, the
+// native server suspends the call and goes on serving (max_checks_in_flight); grpc++'s decides
+// on a worker pool of its own (GrpcServerOptions::worker_threads). See docs/grpc.md.
 
 #include <cstdint>
 #include <functional>
@@ -36,8 +37,8 @@ struct GrpcServerOptions {
   GrpcImpl impl = GrpcImpl::kNative;
   std::string address = "127.0.0.1:8081";  // port 0 picks a free one
   size_t max_receive_bytes = 1 << 20;      // larger messages get RESOURCE_EXHAUSTED
-  // Cluster mode: decide on this many threads of our own instead of gRPC's (a forwarded check
-  // blocks its thread; gRPC's must stay free to answer peers). 0 decides inline.
+  // Cluster mode with grpc++ (or a service whose calls block): decide on this many threads of
+  // our own instead of the io threads (a forwarded check blocks its thread). 0 decides inline.
   int worker_threads = 0;
   // Checks waiting for a worker. Beyond it, and for a check that waited longer than
   // max_queue_delay, the check is shed: decided at once without waiting for other nodes (keys
@@ -61,7 +62,10 @@ struct GrpcServerOptions {
   absl::Duration request_timeout = absl::Seconds(10);
 
   // Native implementation only.
-  int io_threads = 2;                      // connections are spread across them
+  int io_threads = 2;  // connections are spread across them
+  // Rate limit calls suspended at once (cluster mode: waiting for a key's owner) on the whole
+  // server; beyond it a call is shed, as past max_queued.
+  size_t max_checks_in_flight = 1024;
   uint32_t max_concurrent_streams = 1000;  // per connection (HTTP/2 SETTINGS)
   size_t max_connections = 20000;          // accepted connections beyond this are closed at once
   // Connections one client address may hold at once; beyond it new ones are closed at once.

@@ -72,13 +72,29 @@ bool HttpHandlers::IsRateLimitCall(std::string_view target) {
 }
 
 HttpReply HttpHandlers::Handle(const HttpRequest& request, HttpScratch& scratch) const {
+  return *Answer(request, scratch, Async{});  // never suspends without a loop
+}
+
+void HttpHandlers::HandleAsync(const HttpRequest& request, HttpScratch& scratch,
+                               boost::asio::io_context& loop, ReplyDone done) const {
+  std::optional<HttpReply> reply = Answer(request, scratch, Async{&loop, &done});
+  if (reply.has_value()) {
+    std::move(done)(*std::move(reply));
+  }
+}
+
+bool HttpHandlers::Suspends(Async async) const {
+  return async.loop != nullptr && service_->may_suspend();
+}
+
+std::optional<HttpReply> HttpHandlers::Answer(const HttpRequest& request, HttpScratch& scratch,
+                                              Async async) const {
   std::string_view path;
   std::string_view query;
   http_internal::SplitTarget(request.target, path, query);
   const http_internal::Route route = http_internal::MatchPath(path);
 
   HttpReply reply;
-  bool counted = false;  // rate limit calls are counted by the service's pipeline
   if (!http_internal::MethodImplemented(request.method)) {
     // No endpoint takes it (RFC 9110 15.6.2); Allow still says what this path takes.
     reply = Error(501,
@@ -99,19 +115,14 @@ HttpReply HttpHandlers::Handle(const HttpRequest& request, HttpScratch& scratch)
     reply.headers.emplace_back("Allow", std::string(allowed));
   } else {
     switch (route.endpoint) {
+      // Rate limit calls are counted by the service's pipeline, and may be suspended.
       case Endpoint::kCheck:
       case Endpoint::kAuth:
-        counted = true;
-        reply = Check(request, query, route.endpoint == Endpoint::kAuth, scratch);
-        break;
+        return Check(request, query, route.endpoint == Endpoint::kAuth, scratch, async);
       case Endpoint::kEnvoyJson:
-        counted = true;
-        reply = EnvoyJson(request, scratch);
-        break;
+        return EnvoyJson(request, scratch, async);
       case Endpoint::kRelease:
-        counted = true;
-        reply = Release(request, scratch);
-        break;
+        return Release(request, scratch, async);
       case Endpoint::kHealthcheck:
         reply.content_type = kTextType;
         reply.status = request.draining ? 503 : 200;
@@ -133,9 +144,7 @@ HttpReply HttpHandlers::Handle(const HttpRequest& request, HttpScratch& scratch)
         break;
     }
   }
-  if (!counted) {
-    Count(reply, route.endpoint == Endpoint::kHealthcheck);
-  }
+  Count(reply, route.endpoint == Endpoint::kHealthcheck);
   return reply;
 }
 
@@ -148,8 +157,8 @@ void HttpHandlers::Count(const HttpReply& reply, bool healthcheck) const {
   }
 }
 
-HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query, bool auth,
-                              HttpScratch& scratch) const {
+std::optional<HttpReply> HttpHandlers::Check(const HttpRequest& request, std::string_view query,
+                                             bool auth, HttpScratch& scratch, Async async) const {
   bool release = false;
   if (request.method != http::verb::post) {  // GET or HEAD
     // The hot path: no JSON parsing; the query is decoded into reused storage.
@@ -165,15 +174,32 @@ HttpReply HttpHandlers::Check(const HttpRequest& request, std::string_view query
     release = scratch.native_request.release();
   }
   if (release) {
-    return ReleaseSlots(request, scratch);
+    return ReleaseSlots(request, scratch, async);
   }
   const service::FieldNames names = request.method == http::verb::post
                                         ? service::FieldNames::kNative
                                         : service::FieldNames::kQuery;
-  absl::StatusOr<limiter::CheckResponse> response = service_->Check(
-      service::CallContext{service::Frontend::kHttp, request.shed, names}, scratch.check);
-  if (!response.ok()) {
-    return Error(response.status());
+  const service::CallContext call{service::Frontend::kHttp, request.shed, names};
+  if (Suspends(async)) {
+    scratch.check_response.emplace();
+    service_->CheckAsync(
+        call, scratch.check, *scratch.check_response, *async.loop,
+        [this, &scratch, auth, done = std::move(*async.done)](absl::Status status) mutable {
+          HttpReply reply = CheckOutcome(status, &*scratch.check_response, auth, scratch);
+          scratch.check_response.reset();  // holds the config: let it go
+          std::move(done)(std::move(reply));
+        });
+    return std::nullopt;
+  }
+  absl::StatusOr<limiter::CheckResponse> response = service_->Check(call, scratch.check);
+  return CheckOutcome(response.status(), response.ok() ? &*response : nullptr, auth, scratch);
+}
+
+HttpReply HttpHandlers::CheckOutcome(const absl::Status& status,
+                                     const limiter::CheckResponse* response, bool auth,
+                                     HttpScratch& scratch) const {
+  if (!status.ok()) {
+    return Error(status);
   }
   HttpReply reply = CheckReply(*response, scratch);
   // nginx's auth_request passes on 2xx and denies on 401/403 (other codes are errors).
@@ -221,18 +247,32 @@ HttpReply HttpHandlers::CheckReply(const limiter::CheckResponse& response,
   return reply;
 }
 
-HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scratch) const {
+std::optional<HttpReply> HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scratch,
+                                                 Async async) const {
   if (absl::Status parsed =
           DecodeJson(request.body, scratch.envoy_request, service_->limits().max_hits);
       !parsed.ok()) {
     return Malformed(parsed);
   }
-  envoy::service::ratelimit::v3::RateLimitResponse out;
-  if (absl::Status decided =
-          service_->ShouldRateLimit(service::CallContext{service::Frontend::kHttp, request.shed},
-                                    scratch.envoy_request, &out);
-      !decided.ok()) {
-    return Error(decided);
+  const service::CallContext call{service::Frontend::kHttp, request.shed};
+  scratch.envoy_response.Clear();
+  if (Suspends(async)) {
+    service_->ShouldRateLimitAsync(
+        call, scratch.envoy_request, &scratch.envoy_response, *async.loop,
+        [this, &scratch, done = std::move(*async.done)](absl::Status status) mutable {
+          std::move(done)(EnvoyOutcome(status, scratch.envoy_response));
+        });
+    return std::nullopt;
+  }
+  const absl::Status decided =
+      service_->ShouldRateLimit(call, scratch.envoy_request, &scratch.envoy_response);
+  return EnvoyOutcome(decided, scratch.envoy_response);
+}
+
+HttpReply HttpHandlers::EnvoyOutcome(
+    const absl::Status& status, const envoy::service::ratelimit::v3::RateLimitResponse& out) const {
+  if (!status.ok()) {
+    return Error(status);
   }
   HttpReply reply;
   auto printed = google::protobuf::util::MessageToJsonString(out, &reply.body);
@@ -245,11 +285,12 @@ HttpReply HttpHandlers::EnvoyJson(const HttpRequest& request, HttpScratch& scrat
   return reply;
 }
 
-HttpReply HttpHandlers::Release(const HttpRequest& request, HttpScratch& scratch) const {
+std::optional<HttpReply> HttpHandlers::Release(const HttpRequest& request, HttpScratch& scratch,
+                                               Async async) const {
   if (absl::Status parsed = DecodeNative(request.body, scratch); !parsed.ok()) {
     return Malformed(parsed);
   }
-  return ReleaseSlots(request, scratch);
+  return ReleaseSlots(request, scratch, async);
 }
 
 absl::Status HttpHandlers::DecodeNative(std::string_view body, HttpScratch& scratch) const {
@@ -258,16 +299,25 @@ absl::Status HttpHandlers::DecodeNative(std::string_view body, HttpScratch& scra
   return absl::OkStatus();
 }
 
-HttpReply HttpHandlers::ReleaseSlots(const HttpRequest& request, HttpScratch& scratch) const {
-  if (absl::Status released =
-          service_->Release(service::CallContext{service::Frontend::kHttp, request.shed},
-                            scratch.check, scratch.native_request.lease());
-      !released.ok()) {
-    return Error(released);
+std::optional<HttpReply> HttpHandlers::ReleaseSlots(const HttpRequest& request,
+                                                    HttpScratch& scratch, Async async) const {
+  const service::CallContext call{service::Frontend::kHttp, request.shed};
+  const auto outcome = [](const absl::Status& released) {
+    if (!released.ok()) {
+      return Error(released);
+    }
+    HttpReply reply;
+    reply.body = "{}";
+    return reply;
+  };
+  if (Suspends(async)) {
+    service_->ReleaseAsync(call, scratch.check, scratch.native_request.lease(), *async.loop,
+                           [outcome, done = std::move(*async.done)](absl::Status status) mutable {
+                             std::move(done)(outcome(status));
+                           });
+    return std::nullopt;
   }
-  HttpReply reply;
-  reply.body = "{}";
-  return reply;
+  return outcome(service_->Release(call, scratch.check, scratch.native_request.lease()));
 }
 
 HttpReply HttpHandlers::Metrics() const {

@@ -5,16 +5,18 @@
 // know nothing of sockets, and reach the node only through the rate limit service and the
 // admin API. Endpoints: docs/http_api.md.
 //
-// Thread-safety: Handle may be called from any number of threads at once, each with its own
-// HttpScratch.
+// Thread-safety: Handle and HandleAsync may be called from any number of threads at once, each
+// with its own HttpScratch.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <boost/beast/http/verb.hpp>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "floodgate/v1/check.pb.h"
@@ -60,6 +62,9 @@ struct HttpScratch {
   floodgate::v1::CheckRequest native_request;
   floodgate::v1::CheckResponse native_response;
   envoy::service::ratelimit::v3::RateLimitRequest envoy_request;
+  // A suspended call's decision, until its reply is built (HandleAsync).
+  std::optional<limiter::CheckResponse> check_response;
+  envoy::service::ratelimit::v3::RateLimitResponse envoy_response;
 };
 
 class HttpHandlers {
@@ -76,16 +81,44 @@ class HttpHandlers {
   // Allow when the path exists), targets that are not a path or an absolute URL 400.
   HttpReply Handle(const HttpRequest& request, HttpScratch& scratch) const;
 
+  // Gets the reply of HandleAsync.
+  using ReplyDone = absl::AnyInvocable<void(HttpReply reply) &&>;
+  // Answers one request as Handle does, through `done`, which runs exactly once: before
+  // HandleAsync returns, unless the request is a rate limit call that waits for another node
+  // (the service may suspend it); then later, on a thread running `loop`, while the caller
+  // goes on serving. The request's views and `scratch` must stay valid until `done` runs.
+  void HandleAsync(const HttpRequest& request, HttpScratch& scratch, boost::asio::io_context& loop,
+                   ReplyDone done) const;
+
   // Returns whether `target` is a rate limit call (check, auth, Envoy JSON, release): the calls
   // that may wait for another node. Health, metrics and admin calls are not.
   static bool IsRateLimitCall(std::string_view target);
 
  private:
-  HttpReply Check(const HttpRequest& request, std::string_view query, bool auth,
-                  HttpScratch& scratch) const;
-  HttpReply EnvoyJson(const HttpRequest& request, HttpScratch& scratch) const;
-  HttpReply Release(const HttpRequest& request, HttpScratch& scratch) const;
-  HttpReply ReleaseSlots(const HttpRequest& request, HttpScratch& scratch) const;
+  // Where a rate limit call may be suspended: both set (HandleAsync), or both null (Handle).
+  struct Async {
+    boost::asio::io_context* loop = nullptr;
+    ReplyDone* done = nullptr;
+  };
+  // Handle's routing. Returns the reply, or nullopt when a suspended call took *async.done.
+  std::optional<HttpReply> Answer(const HttpRequest& request, HttpScratch& scratch,
+                                  Async async) const;
+  // Whether a rate limit call goes through the service's *Async form and may suspend.
+  bool Suspends(Async async) const;
+  // The rate limit calls: each returns its reply, or nullopt when it took *async.done.
+  std::optional<HttpReply> Check(const HttpRequest& request, std::string_view query, bool auth,
+                                 HttpScratch& scratch, Async async) const;
+  std::optional<HttpReply> EnvoyJson(const HttpRequest& request, HttpScratch& scratch,
+                                     Async async) const;
+  std::optional<HttpReply> Release(const HttpRequest& request, HttpScratch& scratch,
+                                   Async async) const;
+  std::optional<HttpReply> ReleaseSlots(const HttpRequest& request, HttpScratch& scratch,
+                                        Async async) const;
+  // The reply to a decided check (`status` OK: `response` holds the decision).
+  HttpReply CheckOutcome(const absl::Status& status, const limiter::CheckResponse* response,
+                         bool auth, HttpScratch& scratch) const;
+  HttpReply EnvoyOutcome(const absl::Status& status,
+                         const envoy::service::ratelimit::v3::RateLimitResponse& out) const;
   HttpReply CheckReply(const limiter::CheckResponse& response, HttpScratch& scratch) const;
   HttpReply Metrics() const;
   HttpReply Cluster() const;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -35,6 +36,7 @@
 #include "src/common/json.h"
 #include "src/common/text.h"
 #include "src/frontends/http/http_handlers.h"
+#include "src/frontends/http/http_request.h"
 #include "src/frontends/http/http_util.h"
 #include "src/net/listener.h"
 #include "src/net/tls.h"
@@ -49,6 +51,10 @@ using tcp = asio::ip::tcp;
 using beast::error_code;
 using http_internal::Connection;
 using http_internal::Endpoint;
+using http_internal::ReadRefusal;
+using http_internal::RefusalFor;
+using http_internal::RequestData;
+using http_internal::RequestParser;
 
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -63,201 +69,6 @@ constexpr int64_t kNoDeadline = net::kNoDeadline;
 // operations at a time) and no type-erased executor on the hot path. Their bytes go through a
 // net::Stream: the socket, or TLS over it.
 using Socket = net::Socket;
-
-// What a request carries that the handlers read. Owned by the session and reused, so that the
-// strings keep their capacity from one request to the next.
-struct RequestData {
-  http::verb method = http::verb::unknown;
-  int version = 11;
-  std::string target;
-  std::string authorization;
-  std::string body;
-  bool expect_continue = false;
-  // Framing checks that Beast leaves to us (RFC 9112): Host lines seen, whether one was not a
-  // host, every Transfer-Encoding line joined, whether a header line was folded.
-  int host_lines = 0;
-  bool bad_host = false;
-  std::string transfer_encoding;
-  bool obs_fold = false;
-  // Why the header section was refused (set with a parse error): answered with its status.
-  absl::Status refusal;
-  // The body limit for this request's route (RequestParser sets it from the request line).
-  size_t body_limit = 0;
-  bool config_write = false;  // PUT /v1/config/{domain}
-
-  void Reset() {
-    method = http::verb::unknown;
-    version = 11;
-    target.clear();
-    authorization.clear();
-    body.clear();
-    expect_continue = false;
-    host_lines = 0;
-    bad_host = false;
-    transfer_encoding.clear();
-    obs_fold = false;
-    body_limit = 0;
-    config_write = false;
-    refusal = absl::OkStatus();
-  }
-};
-
-// Returns why a parsed header section must be refused, or OK. Beast already refuses a bad or
-// conflicting Content-Length and Content-Length with chunked; these are the rest of RFC 9112's
-// musts a proxy in front relies on.
-absl::Status CheckHeaderSection(const RequestData& data) {
-  if (data.obs_fold) {
-    return absl::InvalidArgumentError(
-        "a header line is continued on the next line (obs-fold); send each header on one line");
-  }
-  if (data.host_lines > 1) {
-    return absl::InvalidArgumentError("more than one Host header");
-  }
-  if (data.host_lines == 0 && data.version >= 11) {
-    return absl::InvalidArgumentError("an HTTP/1.1 request needs a Host header");
-  }
-  if (data.bad_host) {
-    return absl::InvalidArgumentError("the Host header is not a host name or address");
-  }
-  if (!data.transfer_encoding.empty()) {
-    if (data.version < 11) {
-      return absl::InvalidArgumentError("Transfer-Encoding is not allowed in an HTTP/1.0 request");
-    }
-    return http_internal::CheckTransferEncoding(data.transfer_encoding);
-  }
-  return absl::OkStatus();
-}
-
-// A request parser that keeps only what RequestData holds: no header container, no allocation
-// once the connection's strings are warm. Beast parsers parse one message; the session emplaces
-// a fresh one (no heap) for every request.
-//
-// The body limit is the route's, set from the request line (before Beast checks a declared
-// Content-Length against it): an admin config write (PUT /v1/config/{domain}) may carry as much
-// YAML as a config file may hold (RequestLimits::max_config_body_bytes); every other body is
-// held to max_body_bytes.
-class RequestParser final : public http::basic_parser<true> {
- public:
-  RequestParser(RequestData* data, const service::RequestLimits& limits)
-      : data_(data), limits_(limits) {
-    data_->body_limit = limits_.max_body_bytes;
-    body_limit(data_->body_limit);
-  }
-
- private:
-  void on_request_impl(http::verb method, beast::string_view /*method_str*/,
-                       beast::string_view target, int version, error_code& /*ec*/) override {
-    data_->method = method;
-    data_->version = version;
-    data_->target.assign(target.data(), target.size());
-    data_->config_write = method == http::verb::put && IsConfigDomain(data_->target);
-    data_->body_limit =
-        data_->config_write ? limits_.max_config_body_bytes : limits_.max_body_bytes;
-    body_limit(data_->body_limit);
-  }
-  static bool IsConfigDomain(std::string_view target) {
-    std::string_view path;
-    std::string_view query;
-    http_internal::SplitTarget(target, path, query);
-    return http_internal::MatchPath(path).endpoint == http_internal::Endpoint::kConfigDomain;
-  }
-  void on_response_impl(int, beast::string_view, int, error_code& ec) override {
-    ec = http::error::bad_method;  // unreachable for a request parser
-  }
-  void on_field_impl(http::field name, beast::string_view name_string, beast::string_view value,
-                     error_code& /*ec*/) override {
-    if (name == http::field::authorization) {
-      data_->authorization.assign(value.data(), value.size());
-    } else if (name == http::field::expect) {
-      data_->expect_continue = beast::iequals(value, "100-continue");
-    } else if (name == http::field::host) {
-      ++data_->host_lines;
-      data_->bad_host =
-          data_->bad_host || !http_internal::IsValidHost({value.data(), value.size()});
-    } else if (name == http::field::transfer_encoding) {
-      if (!data_->transfer_encoding.empty()) {
-        data_->transfer_encoding.append(", ");
-      }
-      data_->transfer_encoding.append(value.data(), value.size());
-    }
-    data_->obs_fold = data_->obs_fold || IsFolded(name_string);
-  }
-  void on_header_impl(error_code& ec) override {
-    data_->refusal = CheckHeaderSection(*data_);
-    if (!data_->refusal.ok()) {
-      ec = http::error::bad_value;
-    }
-  }
-  // Returns whether the field line that starts with `name` goes on past its first line. Beast
-  // replaces an obs-fold with a space (allowed too), so the raw bytes are looked at: Beast
-  // parses fields only once the whole header section, which ends with CRLF CRLF, is in one
-  // buffer, and `name` points into it; so the scan to the line's LF stays in the buffer, and
-  // one byte follows that LF.
-  static bool IsFolded(beast::string_view name) {
-    const char* p = name.data() + name.size();
-    while (*p != '\n') {
-      ++p;
-    }
-    return p[1] == ' ' || p[1] == '\t';
-  }
-  void on_body_init_impl(const boost::optional<std::uint64_t>& content_length,
-                         error_code& /*ec*/) override {
-    // The parser has already refused a length above the body limit.
-    if (content_length.has_value()) {
-      data_->body.reserve(static_cast<size_t>(*content_length));
-    }
-  }
-  size_t on_body_impl(beast::string_view body, error_code& /*ec*/) override {
-    data_->body.append(body.data(), body.size());
-    return body.size();
-  }
-  void on_chunk_header_impl(std::uint64_t, beast::string_view, error_code&) override {}
-  size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, error_code&) override {
-    data_->body.append(body.data(), body.size());
-    return body.size();
-  }
-  void on_finish_impl(error_code& /*ec*/) override {}
-
-  RequestData* const data_;
-  const service::RequestLimits& limits_;
-};
-
-bool IsParseError(const error_code& ec) {
-  return ec.category() == beast::http::make_error_code(http::error::bad_target).category();
-}
-
-// What a request that could not be read is answered (the connection then closes).
-struct ReadRefusal {
-  int status;
-  std::string message;
-};
-
-// Returns the answer to a request whose read failed with `ec`, or nullopt when there is none to
-// give (the client went away or stopped mid-request, the connection idled out or is closing).
-std::optional<ReadRefusal> RefusalFor(const RequestData& request, const error_code& ec,
-                                      size_t max_body_bytes, uint32_t max_header_bytes) {
-  if (!request.refusal.ok()) {
-    return ReadRefusal{http_internal::HttpStatusFor(request.refusal),
-                       std::string(common::StdView(request.refusal.message()))};
-  }
-  if (ec == http::error::body_limit && request.config_write) {
-    return ReadRefusal{413, absl::StrCat("config body is larger than ", request.body_limit,
-                                         " bytes, the most a config file may hold")};
-  }
-  if (ec == http::error::body_limit) {
-    return ReadRefusal{
-        413, absl::StrCat("request body is larger than ",
-                          request.body_limit != 0 ? request.body_limit : max_body_bytes, " bytes")};
-  }
-  if (ec == http::error::header_limit) {
-    return ReadRefusal{
-        431, absl::StrCat("request header section is larger than ", max_header_bytes, " bytes")};
-  }
-  if (IsParseError(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message) {
-    return ReadRefusal{400, absl::StrCat("malformed HTTP request: ", ec.message())};
-  }
-  return std::nullopt;
-}
 
 class HttpSession;
 
@@ -278,6 +89,7 @@ class HttpServerImpl final : public net::Server {
         metrics_(metrics),
         idle_timeout_ns_(std::max<int64_t>(absl::ToInt64Nanoseconds(options_.idle_timeout), 1)),
         max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)),
+        may_suspend_(service->may_suspend()),
         listener_(MakeListenerOptions(options_, metrics_),
                   [this](net::Accepted accepted) { OnAccept(std::move(accepted)); }) {}
 
@@ -303,6 +115,19 @@ class HttpServerImpl final : public net::Server {
   }
   int64_t idle_timeout_ns() const { return idle_timeout_ns_; }
   std::chrono::nanoseconds max_queue_delay() const { return max_queue_delay_; }
+  // Whether a rate limit call may be suspended (the service's may_suspend()).
+  bool may_suspend() const { return may_suspend_; }
+  // Counts a rate limit call in flight. Returns false, counting nothing, when
+  // max_checks_in_flight are already: the call is to be shed.
+  bool BeginCheck() {
+    if (checks_in_flight_.fetch_add(1, std::memory_order_relaxed) >=
+        options_.max_checks_in_flight) {
+      checks_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+  void EndCheck() { checks_in_flight_.fetch_sub(1, std::memory_order_relaxed); }
 
  private:
   static net::ListenerOptions MakeListenerOptions(const HttpServerOptions& options,
@@ -316,6 +141,8 @@ class HttpServerImpl final : public net::Server {
   service::ServerMetrics* const metrics_;
   const int64_t idle_timeout_ns_;
   const std::chrono::nanoseconds max_queue_delay_;
+  const bool may_suspend_;
+  std::atomic<size_t> checks_in_flight_{0};
   std::unique_ptr<net::TlsContext> tls_;  // made by Start when options_.tls is set
   bool started_ = false;
   // Last: its io threads (and the sessions their context owns) go first.
@@ -448,16 +275,20 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   // pipelined behind it (those bytes are in buffer_), and writes all the answers with one send.
   // Under load a pipelining client then costs one read and one write per batch, not per request.
   //
-  // With a worker pool (cluster mode, where a check may wait for its key's owner), rate limit
-  // calls are answered on a worker, so that the io threads never block; the write is posted back
-  // to the io thread. Only this chain touches the session meanwhile. A call that finds the
-  // pool's queue full is shed and answered here at once; one that waited in the queue longer
-  // than max_queue_delay is shed on the worker. A shed check waits for no other node.
+  // In a cluster a check may wait for its key's owner. It is then suspended, not waited for:
+  // the io thread goes on serving other connections, and the answer resumes this batch on the
+  // io context (AnswerBatch). Requests behind a suspended one are parsed and answered only once
+  // it is answered, so answers keep their order. Past max_checks_in_flight rate limit calls at
+  // once the server sheds: a shed check waits for no other node.
+  //
+  // With a worker pool (for a store that blocks in Apply), rate limit calls are answered on a
+  // worker instead and the write is posted back to the io thread. Only this chain touches the
+  // session meanwhile. A call that finds the pool's queue full is shed and answered here at
+  // once; one that waited in the queue longer than max_queue_delay is shed on the worker.
   void HandleAndWrite() {
     common::WorkerPool* workers = server_->options().workers;
     if (workers == nullptr || !HttpHandlers::IsRateLimitCall(request_.target)) {
-      HandleBatch(/*shed=*/false);
-      Write();
+      AnswerBatch(/*have_request=*/true);
       return;
     }
     workers->SubmitOrShed(server_->max_queue_delay(), [self = shared_from_this()](bool shed) {
@@ -466,6 +297,7 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     });
   }
 
+  // The worker pool's batch: answers every request on the worker, blocking while it decides.
   void HandleBatch(bool shed) {
     shed_ = shed;
     Handle();
@@ -474,6 +306,60 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
       Handle();
     }
     shed_ = false;
+  }
+
+  // Answers request_ (when `have_request`) and the requests pipelined behind it, then writes;
+  // returns early when an answer is suspended (OnReply calls it again to go on).
+  void AnswerBatch(bool have_request) {
+    while (have_request || (!close_after_write_ && buffer_.size() > 0 &&
+                            out_.size() < kMaxBatchBytes && ParseBuffered())) {
+      have_request = false;
+      if (!server_->may_suspend()) {
+        Handle();  // a single node: every answer is ready at once
+      } else if (!AnswerOrSuspend()) {
+        return;
+      }
+    }
+    Write();
+  }
+
+  // Answers request_ through HttpHandlers::HandleAsync. Returns true when the answer is in
+  // out_, false when the call is suspended. The answer may come on another io thread of the
+  // shared context while this one is still in here: whichever of the two (this call returning,
+  // OnReply) comes second goes on with the batch.
+  bool AnswerOrSuspend() {
+    const bool rate_limit_call = HttpHandlers::IsRateLimitCall(request_.target);
+    shed_ = rate_limit_call && !server_->BeginCheck();
+    counted_check_ = rate_limit_call && !shed_;
+    call_state_.store(kCalling, std::memory_order_relaxed);
+    const HttpRequest request = BeginAnswer();
+    server_->handlers().HandleAsync(
+        request, scratch_, stream_.get_executor().context(),
+        [self = shared_from_this()](HttpReply reply) { self->OnReply(std::move(reply)); });
+    shed_ = false;
+    if (call_state_.exchange(kReturned, std::memory_order_acq_rel) != kReplied) {
+      return false;  // suspended: OnReply resumes the batch
+    }
+    FinishAnswer();
+    return true;
+  }
+
+  void OnReply(HttpReply reply) {
+    reply_ = std::move(reply);
+    if (call_state_.exchange(kReplied, std::memory_order_acq_rel) == kReturned) {
+      // The call was suspended and AnswerOrSuspend has returned: resume the batch here.
+      FinishAnswer();
+      AnswerBatch(/*have_request=*/false);
+    }
+  }
+
+  // Frames the reply OnReply got.
+  void FinishAnswer() {
+    if (counted_check_) {
+      server_->EndCheck();
+      counted_check_ = false;
+    }
+    FormatReply(reply_);
   }
 
   // Parses one whole request from buffer_ into request_ and consumes it. Returns false, and
@@ -516,8 +402,13 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
     Write();
   }
 
-  // Answers request_: appends its response to out_.
+  // Answers request_ and appends its response to out_, blocking until it is decided.
   void Handle();
+  // Sets up the answer to request_ (connection handling, deadline) and returns the request as
+  // the handlers see it.
+  HttpRequest BeginAnswer();
+  // Appends `reply` to out_, framed for request_.
+  void FormatReply(const HttpReply& reply);
   // Returns whether the client is on this machine.
   bool FromLoopback();
 
@@ -604,31 +495,47 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   bool close_after_write_ = false;
   bool linger_after_write_ = false;
   bool shed_ = false;  // the checks being answered are shed (see HandleAndWrite)
+  Connection connection_ = Connection::kDefault;  // of the request being answered
+  // AnswerOrSuspend's hand-over with OnReply, and the reply it passes.
+  static constexpr uint8_t kCalling = 0;
+  static constexpr uint8_t kReturned = 1;
+  static constexpr uint8_t kReplied = 2;
+  std::atomic<uint8_t> call_state_{kCalling};
+  HttpReply reply_;
+  bool counted_check_ = false;  // the call being answered counts in max_checks_in_flight
+  // HttpRequest::from_loopback for every request of this connection.
+  const std::function<bool()> from_loopback_ = [this] { return FromLoopback(); };
   size_t linger_budget_ = 0;
   HttpScratch scratch_;  // per-connection storage for the handlers, reused across requests
 };
 
-void HttpSession::Handle() {
-  // The read's deadline no longer applies; the write sets its own.
+HttpRequest HttpSession::BeginAnswer() {
+  // The read's deadline no longer applies; the write sets its own. A suspended call is bounded
+  // by the store (the peer transport's forward timeout), not by this session.
   deadline_ns_.store(kNoDeadline, std::memory_order_relaxed);
   const bool keep_alive = parser_->keep_alive() && !server_->draining();
-  const Connection connection = !keep_alive             ? Connection::kClose
-                                : request_.version < 11 ? Connection::kKeepAlive
-                                                        : Connection::kDefault;
+  connection_ = !keep_alive             ? Connection::kClose
+                : request_.version < 11 ? Connection::kKeepAlive
+                                        : Connection::kDefault;
   close_after_write_ = !keep_alive;
-  // Named: the FunctionRef in the request refers to it, so it must outlive the call.
-  const auto from_loopback = [this] { return FromLoopback(); };
-  const HttpRequest request{.method = request_.method,
-                            .target = request_.target,
-                            .authorization = request_.authorization,
-                            .body = request_.body,
-                            .from_loopback = from_loopback,
-                            .shed = shed_,
-                            .draining = server_->draining()};
-  const HttpReply reply = server_->handlers().Handle(request, scratch_);
+  return HttpRequest{.method = request_.method,
+                     .target = request_.target,
+                     .authorization = request_.authorization,
+                     .body = request_.body,
+                     .from_loopback = from_loopback_,
+                     .shed = shed_,
+                     .draining = server_->draining()};
+}
+
+void HttpSession::FormatReply(const HttpReply& reply) {
   http_internal::FormatResponse(reply.status, reply.content_type, reply.headers, reply.body,
-                                connection, out_,
+                                connection_, out_,
                                 /*head_request=*/request_.method == http::verb::head);
+}
+
+void HttpSession::Handle() {
+  const HttpRequest request = BeginAnswer();
+  FormatReply(server_->handlers().Handle(request, scratch_));
 }
 
 bool HttpSession::FromLoopback() {

@@ -39,11 +39,15 @@ struct HttpServerOptions {
   absl::Duration idle_timeout = absl::Seconds(60);
   // Request line plus headers above this are answered 431 and the connection is closed.
   uint32_t max_header_bytes = 8 * 1024;
-  // Cluster mode: rate limit calls run on these workers (a check may wait for its key's owner;
-  // the io threads must not). A call that finds the pool's queue full, or that waited in it
-  // longer than max_queue_delay, is shed: decided at once, waiting for no other node
-  // (limiter::CheckRequest::shed). Null: calls are answered on the io threads. Must outlive
-  // the server.
+  // When the service may suspend a call (cluster mode: a check waits for its key's owner), the
+  // io thread goes on serving while it waits; beyond this many rate limit calls in flight at
+  // once, a call is shed: decided at once, waiting for no other node
+  // (limiter::CheckRequest::shed).
+  size_t max_checks_in_flight = 1024;
+  // For a service whose calls block instead (a store without an asynchronous apply): rate
+  // limit calls run on these workers, so that the io threads never block. A call that finds
+  // the pool's queue full, or that waited in it longer than max_queue_delay, is shed. Null:
+  // calls are answered on the io threads. Must outlive the server.
   common::WorkerPool* workers = nullptr;
   absl::Duration max_queue_delay = absl::Milliseconds(20);
   // Set: HTTPS only (HTTP/1.1 over TLS 1.2+, ALPN "http/1.1"); with a client CA, clients must
