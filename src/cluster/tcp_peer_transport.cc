@@ -179,6 +179,11 @@ class TcpPeerTransport final : public PeerTransport {
         }
       }
     }
+    // The links on callers' loops now live only in their loops' handlers (the Close posted
+    // above, reads, timers), so each is destroyed with its loop's work, on its loop or when its
+    // io_context goes: never here, after a front end's io_context is gone (its socket would
+    // outlive the context that owns its service).
+    loop_links_.clear();
   }
 
   absl::Status Forward(int member, absl::Span<const StoreOp> ops, absl::Span<Decision> decisions,
