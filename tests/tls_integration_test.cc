@@ -32,7 +32,7 @@ using ::testing::HasSubstr;
 constexpr char kConfig[] = R"(domain: api
 descriptors:
   - key: user
-    rate_limit: {unit: day, requests_per_unit: 100}
+    rate_limit: {unit: day, requests_per_unit: 1000}
 )";
 
 struct Result {
@@ -58,7 +58,8 @@ Result Shell(const std::string& command) {
   return run;
 }
 
-class TlsIntegrationTest : public ::testing::Test {
+// Each test runs against both gRPC servers: native (the default) and grpc++.
+class TlsIntegrationTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     dir_ = testing::MakeTempDir();
@@ -76,7 +77,7 @@ class TlsIntegrationTest : public ::testing::Test {
 
   void StartServer(bool mutual) {
     std::vector<std::string> args = {"--config",  dir_ + "/config", "--grpc-impl",
-                                     "grpcpp",    "--tls-cert",     pki_.server_cert,
+                                     GetParam(),  "--tls-cert",     pki_.server_cert,
                                      "--tls-key", pki_.server_key};
     if (mutual) {
       args.insert(args.end(), {"--tls-client-ca", pki_.ca_cert});
@@ -104,7 +105,7 @@ class TlsIntegrationTest : public ::testing::Test {
   // ShouldRateLimit over TLS with grpc++, trusting our CA, with the given client certificate
   // ("" for none).
   grpc::Status Check(const std::string& cert_file, const std::string& key_file,
-                     rls::RateLimitResponse* response) {
+                     rls::RateLimitResponse* response, int calls = 1) {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = testing::ReadFileText(pki_.ca_cert);
     if (!cert_file.empty()) {
@@ -119,9 +120,26 @@ class TlsIntegrationTest : public ::testing::Test {
     auto* entry = request.add_descriptors()->add_entries();
     entry->set_key("user");
     entry->set_value("alice");
+    grpc::Status status;
+    for (int i = 0; i < calls && status.ok(); ++i) {  // one channel, one connection
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      status = stub->ShouldRateLimit(&context, request, response);
+    }
+    return status;
+  }
+
+  // ShouldRateLimit in plain text (h2c) to the TLS port.
+  grpc::Status PlainCheck() {
+    auto channel = grpc::CreateChannel(absl::StrCat("localhost:", server_->grpc_port()),
+                                       grpc::InsecureChannelCredentials());
+    auto stub = rls::RateLimitService::NewStub(channel);
+    rls::RateLimitRequest request;
+    request.set_domain("api");
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    return stub->ShouldRateLimit(&context, request, response);
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    rls::RateLimitResponse response;
+    return stub->ShouldRateLimit(&context, request, &response);
   }
 
   std::string dir_;
@@ -129,7 +147,7 @@ class TlsIntegrationTest : public ::testing::Test {
   std::unique_ptr<testing::ServerProcess> server_;
 };
 
-TEST_F(TlsIntegrationTest, HttpsAndGrpcOverTls) {
+TEST_P(TlsIntegrationTest, HttpsAndGrpcOverTls) {
   StartServer(/*mutual=*/false);
   Result check = Curl("/v1/check?domain=api&user=alice");
   EXPECT_EQ(check.exit_code, 0) << check.out;
@@ -154,12 +172,20 @@ TEST_F(TlsIntegrationTest, HttpsAndGrpcOverTls) {
   grpc::Status status = Check("", "", &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
+  // Many calls on one TLS connection (reads and writes through the TLS stream, in turn).
+  status = Check("", "", &response, /*calls=*/200);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
+  // Plain HTTP/2 to the TLS port: the handshake fails, the call is UNAVAILABLE.
+  EXPECT_EQ(PlainCheck().error_code(), grpc::StatusCode::UNAVAILABLE);
+  status = Check("", "", &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
 
   // Still serving after the refused handshakes.
   EXPECT_THAT(Curl("/healthcheck").out, HasSubstr(" 200"));
 }
 
-TEST_F(TlsIntegrationTest, MutualTlsNeedsATrustedClientCertificate) {
+TEST_P(TlsIntegrationTest, MutualTlsNeedsATrustedClientCertificate) {
   StartServer(/*mutual=*/true);
   Result check = Curl("/v1/check?domain=api&user=alice", ClientCert());
   EXPECT_EQ(check.exit_code, 0) << check.out;
@@ -190,11 +216,12 @@ TEST_F(TlsIntegrationTest, MutualTlsNeedsATrustedClientCertificate) {
 }
 
 // Bad files stop the start with the flag and the file named; nothing listens.
-TEST_F(TlsIntegrationTest, BadFilesRefuseToStart) {
+TEST_P(TlsIntegrationTest, BadFilesRefuseToStart) {
   const std::string binary = testing::FloodgateBinary();
   const std::string base = absl::StrCat(binary, " serve --config ", dir_,
                                         "/config --http 127.0.0.1:0 --grpc "
-                                        "127.0.0.1:0 --grpc-impl grpcpp ");
+                                        "127.0.0.1:0 --grpc-impl ",
+                                        GetParam(), " ");
   const std::string missing = dir_ + "/missing.pem";
   Result run = Shell(absl::StrCat(base, "--tls-cert ", missing, " --tls-key ", pki_.server_key));
   EXPECT_EQ(run.exit_code, 1);
@@ -210,6 +237,11 @@ TEST_F(TlsIntegrationTest, BadFilesRefuseToStart) {
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_THAT(run.out, HasSubstr("--tls-client-ca " + pki_.server_key));
 }
+
+INSTANTIATE_TEST_SUITE_P(GrpcImpl, TlsIntegrationTest, ::testing::Values("native", "grpcpp"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 }  // namespace
 }  // namespace floodgate

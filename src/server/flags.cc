@@ -134,11 +134,6 @@ absl::Status CheckTls(const ServeText& text) {
     return absl::InvalidArgumentError(
         "--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS with client certificates)");
   }
-  if (!text.tls_cert.empty() && text.grpc_impl == "native") {
-    return absl::InvalidArgumentError(
-        "--tls-cert needs --grpc-impl grpcpp for now: the native gRPC server (the default) does "
-        "not serve TLS yet (docs/tls.md)");
-  }
   return absl::OkStatus();
 }
 

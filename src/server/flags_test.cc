@@ -396,9 +396,6 @@ TEST_F(FlagsTest, TlsFlagsThatDoNotGoTogetherAreRefused) {
               HasSubstr("--tls-cert and --tls-key go together"));
   EXPECT_THAT(Refusal({"serve", "--config", "c", "--tls-client-ca", "x"}),
               HasSubstr("--tls-client-ca needs --tls-cert and --tls-key"));
-  // The native gRPC server has no TLS yet: said, not silently served plain.
-  EXPECT_THAT(Refusal({"serve", "--config", "c", "--tls-cert", "x", "--tls-key", "y"}),
-              HasSubstr("--tls-cert needs --grpc-impl grpcpp"));
 }
 
 }  // namespace

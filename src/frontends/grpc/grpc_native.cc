@@ -95,6 +95,7 @@ class ServerImpl final : public net::Server {
 
   // Before the listener: the sessions its contexts own when destroyed still find these.
   std::vector<std::unique_ptr<Worker>> workers_;  // one per io thread
+  std::unique_ptr<net::TlsContext> tls_;          // made by Start when options_.tls is set
   net::Listener listener_;
   // After the listener: destroyed first, once Shutdown has stopped the io threads. Calls still
   // queued then run, and post their answers to io contexts that are stopped but alive.
@@ -105,8 +106,8 @@ class ServerImpl final : public net::Server {
 class Session : public H2Session {
  public:
   Session(net::Socket socket, Worker* worker, net::ConnectionSlot slot,
-          const grpc_internal::H2Config* config, ServerImpl* server)
-      : H2Session(std::move(socket), worker, std::move(slot), config), server_(server) {}
+          const grpc_internal::H2Config* config, net::TlsContext* tls, ServerImpl* server)
+      : H2Session(std::move(socket), worker, std::move(slot), config, tls), server_(server) {}
 
  private:
   std::shared_ptr<Session> shared_from_this() {
@@ -391,11 +392,14 @@ absl::Status ServerImpl::Start() {
   if (started_) {
     return absl::FailedPreconditionError("the gRPC server was already started");
   }
-  if (options_.tls.has_value()) {
-    // H2Session reads and writes its socket directly; TLS needs it to go through net::Stream.
-    return absl::InvalidArgumentError(
-        "the native gRPC server does not serve TLS yet: use --grpc-impl grpcpp with --tls-cert "
-        "(docs/tls.md)");
+  if (options_.tls.has_value() && tls_ == nullptr) {
+    // gRPC clients offer ALPN "h2" (and require it); docs/tls.md.
+    absl::StatusOr<std::unique_ptr<net::TlsContext>> tls =
+        net::TlsContext::New(*options_.tls, "h2");
+    if (!tls.ok()) {
+      return tls.status();
+    }
+    tls_ = *std::move(tls);
   }
   if (h2_config_.callbacks == nullptr) {
     nghttp2_option* option = nullptr;
@@ -416,7 +420,7 @@ absl::Status ServerImpl::Start() {
 void ServerImpl::OnAccept(net::Accepted accepted) {
   Worker* worker = workers_[accepted.slot.io_thread()].get();
   std::make_shared<Session>(std::move(accepted.socket), worker, std::move(accepted.slot),
-                            &h2_config_, this)
+                            &h2_config_, tls_.get(), this)
       ->Start(draining());
 }
 

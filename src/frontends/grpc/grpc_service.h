@@ -46,8 +46,8 @@ struct GrpcServerOptions {
   size_t max_queued = 1024;
   absl::Duration max_queue_delay = absl::Milliseconds(20);  // Envoy's default call timeout
   // Set: gRPC over TLS 1.2+ (ALPN "h2"); with a client CA, clients must present a certificate
-  // it signed (mTLS). grpc++ only for now: the native server's Start refuses it
-  // (InvalidArgument). The handshake must finish within request_timeout. docs/tls.md.
+  // it signed (mTLS). Both servers; the handshake must finish within request_timeout.
+  // docs/tls.md.
   std::optional<net::TlsCredentials> tls;
 
   // Timeouts (docs/grpc.md, "Limits and timeouts"). A connection with no call open for this

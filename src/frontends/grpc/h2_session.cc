@@ -34,10 +34,17 @@ int64_t SteadyNowNs() {
 }
 
 H2Session::H2Session(net::Socket socket, Worker* worker, net::ConnectionSlot slot,
-                     const H2Config* config)
-    : socket_(std::move(socket)), worker_(worker), slot_(std::move(slot)), config_(config) {
+                     const H2Config* config, net::TlsContext* tls)
+    : stream_(std::move(socket), tls),
+      socket_(stream_.socket()),
+      worker_(worker),
+      slot_(std::move(slot)),
+      config_(config) {
   accepted_ns_ = config_->Now();
   idle_since_ns_ = accepted_ns_;
+  if (stream_.is_tls()) {
+    tls_read_.resize(kTlsReadBytes);
+  }
 }
 
 bool FrameTracker::Feed(const uint8_t* data, size_t n) {
@@ -130,7 +137,26 @@ void H2Session::Start(bool draining) {
   if (!ec) {
     socket_.set_option(tcp::no_delay(true), ec);
   }
-  if (ec || nghttp2_session_server_new2(&h2_, config_->callbacks, this, config_->option) != 0) {
+  if (ec) {
+    Close();
+    return;
+  }
+  if (!stream_.is_tls()) {
+    StartHttp2(draining);
+    return;
+  }
+  // Sweep closes the connection if this takes longer than request_timeout (no frame yet).
+  stream_.AsyncHandshake([self = shared_from_this(), draining](error_code ec) {
+    if (ec || self->closed_) {
+      self->Close();
+      return;
+    }
+    self->StartHttp2(draining || self->goaway_pending_);
+  });
+}
+
+void H2Session::StartHttp2(bool draining) {
+  if (nghttp2_session_server_new2(&h2_, config_->callbacks, this, config_->option) != 0) {
     Close();
     return;
   }
@@ -159,7 +185,11 @@ void H2Session::ShutdownNotice() {
 }
 
 void H2Session::GoAway() {
-  if (closed_ || h2_ == nullptr || goaway_sent_) {
+  if (!closed_ && h2_ == nullptr) {
+    goaway_pending_ = true;  // still in the TLS handshake: sent once HTTP/2 starts
+    return;
+  }
+  if (closed_ || goaway_sent_) {
     return;
   }
   goaway_sent_ = true;
@@ -328,6 +358,10 @@ ssize_t H2Session::ReadResponse(nghttp2_session* h2, int32_t stream_id, uint8_t*
 // reactor is edge-triggered and drops an edge that comes while no wait is queued, so waiting
 // then could sleep until the client sends again.
 void H2Session::ResumeReading() {
+  if (stream_.is_tls()) {
+    ReadTls();  // asynchronous already
+    return;
+  }
   if (closed_ || waiting_read_) {
     return;
   }
@@ -339,6 +373,10 @@ void H2Session::ResumeReading() {
 }
 
 void H2Session::WaitReadable() {
+  if (stream_.is_tls()) {
+    ReadTls();
+    return;
+  }
   if (closed_ || waiting_read_) {
     return;
   }
@@ -375,18 +413,9 @@ void H2Session::OnReadable() {
       return;
     }
     total += n;
-    const ssize_t used = nghttp2_session_mem_recv(h2_, worker_->read_buffer.data(), n);
-    if (used < 0) {  // not HTTP/2, or a fatal protocol error
+    if (!Consume(worker_->read_buffer.data(), n)) {
       fatal = true;
       break;
-    }
-    // A frame that began in this read is due request_timeout from now; one still arriving from
-    // an earlier read keeps its deadline however many bytes trickle in.
-    const bool ended = frames_.Feed(worker_->read_buffer.data(), n);
-    if (!frames_.inside()) {
-      frame_started_ns_ = net::kNoDeadline;
-    } else if (ended || frame_started_ns_ == net::kNoDeadline) {
-      frame_started_ns_ = worker_->now_ns;
     }
     if (n < worker_->read_buffer.size()) {
       // Drained as of this read; bytes arriving from now on raise an edge that the wait
@@ -409,6 +438,50 @@ void H2Session::OnReadable() {
   }
 }
 
+bool H2Session::Consume(const uint8_t* data, size_t n) {
+  const ssize_t used = nghttp2_session_mem_recv(h2_, data, n);
+  if (used < 0) {  // not HTTP/2, or a fatal protocol error
+    return false;
+  }
+  // A frame that began in this read is due request_timeout from now; one still arriving from
+  // an earlier read keeps its deadline however many bytes trickle in.
+  const bool ended = frames_.Feed(data, n);
+  if (!frames_.inside()) {
+    frame_started_ns_ = net::kNoDeadline;
+  } else if (ended || frame_started_ns_ == net::kNoDeadline) {
+    frame_started_ns_ = worker_->now_ns;
+  }
+  return true;
+}
+
+void H2Session::ReadTls() {
+  if (closed_ || waiting_read_) {
+    return;
+  }
+  waiting_read_ = true;
+  stream_.async_read_some(asio::buffer(tls_read_),
+                          [self = shared_from_this()](error_code ec, size_t n) {
+                            self->waiting_read_ = false;
+                            if (self->closed_) {
+                              return;
+                            }
+                            if (ec) {  // EOF, a TLS error, or closed: nothing more will arrive
+                              self->Close();
+                              return;
+                            }
+                            self->worker_->now_ns = self->config_->Now();
+                            if (!self->Consume(self->tls_read_.data(), n)) {
+                              self->close_after_write_ = true;
+                            }
+                            self->Flush();
+                            // Reading waits while a write is pending (its completion resumes it),
+                            // as in plain mode.
+                            if (!self->closed_ && !self->writing_ && !self->close_after_write_) {
+                              self->ReadTls();
+                            }
+                          });
+}
+
 void H2Session::Flush() {
   while (!closed_ && !writing_) {
     out_.clear();
@@ -429,25 +502,31 @@ void H2Session::Flush() {
       return;
     }
     error_code ec;
-    const size_t written = socket_.write_some(asio::buffer(out_), ec);
+    // Over TLS every write goes through the stream, asynchronously (below, with written 0).
+    const size_t written = stream_.is_tls() ? 0 : socket_.write_some(asio::buffer(out_), ec);
     if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
       Close();
       return;
     }
     if (written < out_.size()) {
       writing_ = true;
-      asio::async_write(socket_, asio::buffer(out_.data() + written, out_.size() - written),
-                        [self = shared_from_this()](error_code ec, size_t) {
-                          self->writing_ = false;
-                          if (ec) {
-                            self->Close();
-                            return;
-                          }
-                          self->Flush();
-                          if (!self->closed_ && !self->writing_) {
-                            self->ResumeReading();  // edges during the write were dropped
-                          }
-                        });
+      auto done = [self = shared_from_this()](error_code ec, size_t) {
+        self->writing_ = false;
+        if (ec) {
+          self->Close();
+          return;
+        }
+        self->Flush();
+        if (!self->closed_ && !self->writing_) {
+          self->ResumeReading();  // edges during the write were dropped
+        }
+      };
+      const auto rest = asio::buffer(out_.data() + written, out_.size() - written);
+      if (stream_.is_tls()) {
+        asio::async_write(stream_, rest, std::move(done));
+      } else {
+        asio::async_write(socket_, rest, std::move(done));
+      }
       return;
     }
   }

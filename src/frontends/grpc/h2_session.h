@@ -17,11 +17,13 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 
 #include "src/net/connection.h"
 #include "src/net/listener.h"
+#include "src/net/tls.h"
 
 namespace floodgate::frontends::grpc_internal {
 
@@ -40,6 +42,8 @@ inline constexpr size_t kMaxWriteBytes = 256 * 1024;
 // starve the others on its thread.
 inline constexpr size_t kMaxReadPerTurn = 256 * 1024;
 inline constexpr size_t kReadBufferBytes = 64 * 1024;
+// A TLS session's read buffer: one TLS record's plaintext at most.
+inline constexpr size_t kTlsReadBytes = 16 * 1024;
 // The connection's receive window: large enough that flow control never waits on a round trip
 // for small calls (streams keep the default 64 KiB each).
 inline constexpr int32_t kConnectionWindowBytes = 1 << 20;
@@ -139,17 +143,23 @@ struct H2Config {
 
 // One HTTP/2 connection, driven on its worker's thread only: a wait for readability (then
 // non-blocking reads into the worker's buffer, fed to nghttp2), at most one write in flight
-// (what nghttp2 produced, gathered into out_), and the listener's sweeper. Handlers own the
+// (what nghttp2 produced, gathered into out_), and the listener's sweeper. Over TLS (a
+// TlsContext given), the handshake comes first (bounded like the preface, by request_timeout),
+// then reads are asynchronous through the TLS stream into the session's own buffer and every
+// write is asynchronous; the rest is the same. Handlers own the
 // session through shared_ptr; closing the socket fails them and the session goes.
 class H2Session : public net::Connection, public std::enable_shared_from_this<H2Session> {
  public:
-  H2Session(net::Socket socket, Worker* worker, net::ConnectionSlot slot, const H2Config* config);
+  // `tls` null: plain HTTP/2 (h2c). Otherwise it must outlive the session.
+  H2Session(net::Socket socket, Worker* worker, net::ConnectionSlot slot, const H2Config* config,
+            net::TlsContext* tls = nullptr);
   ~H2Session() override;
 
   // Returns the callbacks every session uses (delete with nghttp2_session_callbacks_del).
   static nghttp2_session_callbacks* NewCallbacks();
 
-  // Registers with the listener, sends SETTINGS (and GOAWAY when `draining`), starts reading.
+  // Registers with the listener, runs the TLS handshake if any, sends SETTINGS (and GOAWAY
+  // when `draining`), starts reading.
   void Start(bool draining);
 
   // Drain, first step: tells the client to open no more streams (GOAWAY with the largest id).
@@ -195,7 +205,8 @@ class H2Session : public net::Connection, public std::enable_shared_from_this<H2
   void Flush();
   void ReleaseBody(Stream& s);
 
-  net::Socket socket_;
+  net::Stream stream_;   // the socket, or TLS over it
+  net::Socket& socket_;  // stream_'s socket
   Worker* const worker_;
   nghttp2_session* h2_ = nullptr;
   bool closed_ = false;
@@ -213,9 +224,16 @@ class H2Session : public net::Connection, public std::enable_shared_from_this<H2
   static int OnStreamClose(nghttp2_session* h2, int32_t stream_id, uint32_t error_code, void* user);
 
   bool draining_streams() const { return head_ != nullptr; }
+  // Start, once the TLS handshake (if any) is done.
+  void StartHttp2(bool draining);
   void ResumeReading();
   void WaitReadable();
   void OnReadable();
+  // TLS: one asynchronous read through stream_ into tls_read_, then Consume.
+  void ReadTls();
+  // Feeds n read bytes to nghttp2 and the frame tracker; false when they are not HTTP/2 or
+  // break the protocol (nghttp2 may have queued a GOAWAY).
+  bool Consume(const uint8_t* data, size_t n);
   void MaybeClose();
   void OpenStream(int32_t id);
   void CloseStream(Stream* s);
@@ -226,6 +244,7 @@ class H2Session : public net::Connection, public std::enable_shared_from_this<H2
   bool waiting_read_ = false;
   bool close_after_write_ = false;
   bool goaway_sent_ = false;
+  bool goaway_pending_ = false;  // GoAway asked during the TLS handshake
   int64_t close_deadline_ns_ = 0;
   int64_t accepted_ns_ = 0;
   int64_t idle_since_ns_ = 0;                    // when the last call ended (or the accept)
@@ -234,6 +253,7 @@ class H2Session : public net::Connection, public std::enable_shared_from_this<H2
   Stream* head_ = nullptr;
   Stream* tail_ = nullptr;
   std::string out_;
+  std::vector<uint8_t> tls_read_;  // TLS only: reads complete later, so not the worker's buffer
 };
 
 }  // namespace floodgate::frontends::grpc_internal
