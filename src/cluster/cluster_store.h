@@ -41,6 +41,9 @@ struct ClusterOptions {
   absl::Duration heartbeat = absl::Milliseconds(200);
   absl::Duration dead_after = absl::Seconds(1);
   absl::Duration forward_timeout = absl::Milliseconds(500);
+  // How long replication and consistency: local reports gather before they leave for a member
+  // (--peer-batch-delay; TcpPeerTransportOptions::background_delay). Forwards never wait.
+  absl::Duration background_delay = absl::Microseconds(500);
   // The secret every peer connection proves (--cluster-key); "" only with --insecure-peers.
   std::string cluster_key;
   // Test hook: when false, no heartbeat thread runs and Start does not wait for a majority; the

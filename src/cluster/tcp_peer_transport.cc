@@ -4,6 +4,7 @@
 #include <utility>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -290,7 +291,7 @@ class TcpPeerTransport final : public PeerTransport {
     }
     if (!state.replication_in_flight && !state.replication_posted) {
       state.replication_posted = true;
-      asio::post(state.link->loop(), [this, keep = members_[member]] { SendReplication(keep); });
+      Later(state.link->loop(), [this, keep = members_[member]] { SendReplication(keep); });
     }
   }
 
@@ -309,7 +310,7 @@ class TcpPeerTransport final : public PeerTransport {
     ++state.reports_queued;
     if (!state.reports_posted) {
       state.reports_posted = true;
-      asio::post(state.link->loop(), [this, keep = members_[member]] { SendReports(keep); });
+      Later(state.link->loop(), [this, keep = members_[member]] { SendReports(keep); });
     }
   }
 
@@ -537,6 +538,23 @@ class TcpPeerTransport final : public PeerTransport {
     return absl::OkStatus();
   }
 
+  // Runs `fn` on `loop` after options_.background_delay (at once, on its next turn, when 0):
+  // replication and reports wait that long so that more of them share a frame.
+  template <typename Fn>
+  void Later(asio::io_context& loop, Fn fn) {
+    if (options_.background_delay <= absl::ZeroDuration()) {
+      asio::post(loop, std::move(fn));
+      return;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(loop);
+    timer->expires_after(absl::ToChronoNanoseconds(options_.background_delay));
+    timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) mutable {
+      if (!ec) {
+        fn();
+      }
+    });
+  }
+
   // On the transport's io thread: sends the queued states as one batch unless one is in flight
   // (one at a time, so a replica applies a key's states in order).
   void SendReplication(std::shared_ptr<MemberState> state) {
@@ -588,7 +606,7 @@ class TcpPeerTransport final : public PeerTransport {
           if (more) {
             // This runs on the link's loop, which outlives the transport only when the
             // transport is being destroyed (then the loop is stopped before it runs).
-            asio::post(state->link->loop(), [this, state] { SendReplication(state); });
+            Later(state->link->loop(), [this, state] { SendReplication(state); });
           }
         });
     if (!queued.ok()) {

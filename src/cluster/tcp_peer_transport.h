@@ -41,6 +41,9 @@ struct TcpPeerTransportOptions {
   size_t max_queued_frames = 100'000;         // per link: calls in flight beyond this fail
   int listener_threads = 2;                   // the peer listener's io threads
   const Clock* clock = SystemClock::Get();    // stamps replication batches, decides forwards
+  // How long replication and consistency: local reports wait on their queue before they leave,
+  // so that more share a frame (zero: on the transport loop's next turn).
+  absl::Duration background_delay = absl::ZeroDuration();
 };
 
 // Returns a transport for `options.self`; it listens once Start() is called.

@@ -48,12 +48,13 @@ struct ServeText {
                                                   : FormatByteSize(defaults.max_memory_bytes)),
         grpc_threads(absl::StrCat(defaults.grpc_threads)),
         config_poll(absl::FormatDuration(defaults.config_poll)),
-        replicas(absl::StrCat(defaults.replicas)) {}
+        replicas(absl::StrCat(defaults.replicas)),
+        peer_batch_delay(absl::FormatDuration(defaults.peer_batch_delay)) {}
 
   std::string config, http, grpc, admin_token, http_threads, max_connections,
       max_connections_per_client, max_memory,
       grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
-      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca;
+      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, peer_batch_delay;
   bool allow_empty_config = false;
   bool insecure_peers = false;
 };
@@ -176,6 +177,9 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
   options.peer_address = text.peer;
   options.cluster_key = text.cluster_key;
   FG_ASSIGN_OR_RETURN(options.replicas, WholeNumber("--replicas", text.replicas, 1, 8));
+  FG_ASSIGN_OR_RETURN(options.peer_batch_delay,
+                      DurationOf("--peer-batch-delay", text.peer_batch_delay, absl::ZeroDuration(),
+                                 absl::Milliseconds(100)));
   options.insecure_peers = text.insecure_peers;
   if (options.peers.empty() && (!options.node_id.empty() || !options.peer_address.empty())) {
     return absl::InvalidArgumentError("--node-id and --peer need --peers (the cluster's members)");
@@ -347,6 +351,11 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
       ->envname(EnvName("--insecure-peers"));
   AddFlag(serve, "--replicas", &text->replicas, "N",
           "Cluster mode: nodes that hold each key, 1 to 8.");
+  AddFlag(serve, "--peer-batch-delay", &text->peer_batch_delay, "DURATION",
+          "Cluster mode: how long replication and consistency: local reports gather before they "
+          "leave for a member, 0 to 100ms (0: at once). Longer: fewer, larger frames; a larger "
+          "bound on what a failover or a local share can over-admit (docs/cluster.md). Forwarded "
+          "checks never wait.");
 }
 
 void AddCheckFlags(CLI::App* check, CheckText* text) {

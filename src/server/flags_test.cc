@@ -68,6 +68,7 @@ TEST_F(FlagsTest, ServeWithDefaults) {
   EXPECT_EQ(o.max_memory_bytes, 0u);
   EXPECT_EQ(o.config_poll, defaults.config_poll);
   EXPECT_EQ(o.replicas, defaults.replicas);
+  EXPECT_EQ(o.peer_batch_delay, absl::Microseconds(500));
   EXPECT_EQ(o.grpc_impl, "native");
   EXPECT_EQ(line.serve.drain_timeout, absl::Seconds(5));
 }
@@ -186,18 +187,32 @@ TEST_F(FlagsTest, ServeHelpListsEveryFlagWithDefaultAndEnvironment) {
                            "cluster-key",
                            "replicas",
                            "insecure-peers",
+                           "peer-batch-delay",
                            "tls-cert",
                            "tls-key",
                            "tls-client-ca"}) {
     EXPECT_THAT(help, HasSubstr(std::string("--") + flag + " ")) << flag;
   }
-  for (const char* env :
-       {"FLOODGATE_CONFIG", "FLOODGATE_HTTP", "FLOODGATE_GRPC", "FLOODGATE_ADMIN_TOKEN",
-        "FLOODGATE_HTTP_THREADS", "FLOODGATE_MAX_CONNECTIONS",
-        "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT", "FLOODGATE_MAX_MEMORY", "FLOODGATE_GRPC_IMPL",
-        "FLOODGATE_GRPC_THREADS", "FLOODGATE_NODE_ID", "FLOODGATE_PEERS", "FLOODGATE_PEER",
-        "FLOODGATE_CLUSTER_KEY", "FLOODGATE_REPLICAS", "FLOODGATE_INSECURE_PEERS",
-        "FLOODGATE_TLS_CERT", "FLOODGATE_TLS_KEY", "FLOODGATE_TLS_CLIENT_CA"}) {
+  for (const char* env : {"FLOODGATE_CONFIG",
+                          "FLOODGATE_HTTP",
+                          "FLOODGATE_GRPC",
+                          "FLOODGATE_ADMIN_TOKEN",
+                          "FLOODGATE_HTTP_THREADS",
+                          "FLOODGATE_MAX_CONNECTIONS",
+                          "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT",
+                          "FLOODGATE_MAX_MEMORY",
+                          "FLOODGATE_GRPC_IMPL",
+                          "FLOODGATE_GRPC_THREADS",
+                          "FLOODGATE_NODE_ID",
+                          "FLOODGATE_PEERS",
+                          "FLOODGATE_PEER",
+                          "FLOODGATE_CLUSTER_KEY",
+                          "FLOODGATE_REPLICAS",
+                          "FLOODGATE_INSECURE_PEERS",
+                          "FLOODGATE_PEER_BATCH_DELAY",
+                          "FLOODGATE_TLS_CERT",
+                          "FLOODGATE_TLS_KEY",
+                          "FLOODGATE_TLS_CLIENT_CA"}) {
     EXPECT_THAT(help, HasSubstr(std::string("Env:") + env + ")")) << env;
   }
   EXPECT_THAT(help, HasSubstr("--http HOST:PORT=127.0.0.1:8080"));
@@ -267,16 +282,18 @@ TEST_F(FlagsTest, NumbersAndDurationsInRange) {
       {"--drain-timeout", "5",
        "--drain-timeout must be a duration such as 200ms, 5s or 1m (got '5')"},
       {"--config-poll", "1ms", "--config-poll must be from 10ms to 1h (got 1ms)"},
+      {"--peer-batch-delay", "1s", "--peer-batch-delay must be from 0 to 100ms (got 1s)"},
       {"--node-id", "n1", "--node-id and --peer need --peers"},
   };
   for (const Case& c : kRefused) {
     EXPECT_THAT(Refusal({"serve", "--config", "a", c.flag, c.value}), HasSubstr(c.refusal))
         << c.flag << " " << c.value;
   }
-  CommandLine line =
-      Parse({"serve", "--config", "a", "--drain-timeout", "1m30s", "--config-poll", "1s"});
+  CommandLine line = Parse({"serve", "--config", "a", "--drain-timeout", "1m30s", "--config-poll",
+                            "1s", "--peer-batch-delay", "0"});
   ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
   EXPECT_EQ(line.serve.drain_timeout, absl::Seconds(90));
+  EXPECT_EQ(line.serve.options.peer_batch_delay, absl::ZeroDuration());
   EXPECT_EQ(line.serve.options.config_poll, absl::Seconds(1));
 }
 

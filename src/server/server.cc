@@ -29,6 +29,7 @@ absl::StatusOr<cluster::ClusterOptions> ClusterOptionsOf(const ServerOptions& op
   cluster_options.self_id = options.node_id;
   cluster_options.listen_address = options.peer_address;
   cluster_options.replicas = options.replicas;
+  cluster_options.background_delay = options.peer_batch_delay;
   if (options.cluster_key.empty() && !options.insecure_peers) {
     return absl::InvalidArgumentError(kNeedsClusterKey);
   }

@@ -54,6 +54,8 @@ struct ServerOptions {
   std::string cluster_key;
   bool insecure_peers = false;  // cluster mode without a key: peers checked by node id only
   int replicas = 2;
+  // Cluster mode: how long replication and local-share reports gather before they leave.
+  absl::Duration peer_batch_delay = absl::Microseconds(500);
   // --tls-cert, --tls-key, --tls-client-ca: TLS (and with a client CA, mTLS) on the HTTP and
   // gRPC ports; all empty: plain. The peer port stays plain (docs/tls.md).
   net::TlsFiles tls;
