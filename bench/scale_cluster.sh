@@ -49,7 +49,7 @@ done
 have_wrk=0
 command -v wrk >/dev/null && have_wrk=1
 mkdir -p "$raw"
-echo "scenario,rep,checks,rps,p50_ms,p99_ms,all_cpu_us,forwarded_share,batch_mean,failed" >"$csv"
+echo "scenario,rep,checks,rps,p50_ms,p99_ms,all_cpu_us,forwarded_share,batch_mean,failed,ctx_switches_per_check" >"$csv"
 work=$(mktemp -d /tmp/floodgate-scale-XXXXXX)
 
 # ---- Nodes n1..nN; every running node's pid is in `pids`.
@@ -153,6 +153,11 @@ cpu_ticks() { # cpu_ticks PID...: utime+stime summed, in clock ticks
   done
   echo "$s"
 }
+ctx_switches() { # ctx_switches PID...: voluntary + involuntary context switches of every thread
+  local p
+  for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+    awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { printf "%d\n", s }'
+}
 forward_counters() { # "FORWARDED BATCHES" summed over every node and its peers ("0 0" alone)
   local n
   [ "${#nodes[@]}" -gt 1 ] || {
@@ -182,11 +187,14 @@ grpc_targets() { # grpc_targets one|spread: the --target list
 # appends a row to the CSV.
 run_load() {
   local scenario=$1 kind=$2 where=$3 f="$raw/$1-rep$rep.txt" all0 all1 fw0 ba0 fw1 ba1
-  local checks rps p50 p99 failed share batch all_us summary
+  local checks rps p50 p99 failed share batch all_us summary cs0 cs1 cs
   shift 3
   [ "$kind" = http ] && [ "$have_wrk" = 0 ] && return 0
   read -r fw0 ba0 <<<"$(forward_counters)"
+  local n per0=() per1=()
+  for n in "${nodes[@]}"; do per0+=("$(cpu_ticks "${node_pid[$n]}")"); done
   all0=$(cpu_ticks "${pids[@]}")
+  cs0=$(ctx_switches "${pids[@]}")
   if [ "$kind" = grpc ]; then
     timeout $((DURATION + 60)) "$build/bench/grpc_load" --target "$(grpc_targets "$where")" \
       --seconds "$DURATION" --users "$USERS" "$@" >"$f" 2>&1 || true
@@ -196,6 +204,8 @@ run_load() {
       "http://127.0.0.1:${node_http[n1]}/" >"$f" 2>&1 || true
   fi
   all1=$(cpu_ticks "${pids[@]}")
+  cs1=$(ctx_switches "${pids[@]}")
+  for n in "${nodes[@]}"; do per1+=("$(cpu_ticks "${node_pid[$n]}")"); done
   read -r fw1 ba1 <<<"$(forward_counters)"
   check_alive "$scenario rep $rep"
   if [ "$kind" = grpc ]; then
@@ -214,7 +224,15 @@ run_load() {
   batch=$(awk -v f=$((fw1 - fw0)) -v b=$((ba1 - ba0)) 'BEGIN { if (b > 0) printf "%.1f", f / b }')
   all_us=$(awk -v a="$all0" -v b="$all1" -v n="$checks" -v hz="$CLK_TCK" \
     'BEGIN { if (n > 0) printf "%.2f", (b - a) / hz * 1e6 / n }')
-  echo "$scenario,$rep,$checks,$rps,$p50,$p99,$all_us,$share,$batch,${failed:-0}" | tee -a "$csv"
+  cs=$(awk -v a="$cs0" -v b="$cs1" -v n="$checks" 'BEGIN { if (n > 0) printf "%.3f", (b - a) / n }')
+  echo "$scenario,$rep,$checks,$rps,$p50,$p99,$all_us,$share,$batch,${failed:-0},$cs" | tee -a "$csv"
+  # Each node's share, for reading where the CPU goes (entry node against owners).
+  local i=0
+  for n in "${nodes[@]}"; do
+    awk -v n="$n" -v a="${per0[$i]}" -v b="${per1[$i]}" -v c="$checks" -v hz="$CLK_TCK" \
+      'BEGIN { printf "%s cpu_us_per_check=%.2f\n", n, (b - a) / hz * 1e6 / c }'
+    i=$((i + 1))
+  done >"$raw/$scenario-rep$rep.cpu"
 }
 # value SCENARIO COLUMN REP: one cell of the CSV.
 value() {
@@ -274,11 +292,11 @@ fi
 finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 row() { # row LABEL SCENARIO BASELINE
-  printf '| %s | %s | %s / %s | %s | %s | %s | %s |\n' "$1" \
+  printf '| %s | %s | %s / %s | %s | %s | %s | %s | %s |\n' "$1" \
     "$(column "$2" rps %d | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')" \
     "$(column "$2" p50_ms %.2f)" "$(column "$2" p99_ms %.2f)" "$(column "$2" all_cpu_us %.2f)" \
     "$(ratio "$2" "$3" all_cpu_us)" "$(column "$2" forwarded_share %.2f)" \
-    "$(column "$2" batch_mean %.1f)"
+    "$(column "$2" batch_mean %.1f)" "$(column "$2" ctx_switches_per_check %.2f)"
 }
 {
   echo "Run $started - $finished, REPS=$REPS, DURATION=${DURATION}s, $CONNS in flight, medians;" \
@@ -286,8 +304,8 @@ row() { # row LABEL SCENARIO BASELINE
     "$load_before."
   echo
   echo "| setup | checks/s | p50 / p99 ms | CPU µs/check, all nodes | vs 1 node | forwarded" \
-    "share | mean batch |"
-  echo "|---|---|---|---|---|---|---|"
+    "share | mean batch | context switches/check |"
+  echo "|---|---|---|---|---|---|---|---|"
   row "gRPC, 1 node" grpc-1n-one grpc-1n-one
   for n in $NODES; do
     [ "$n" = 1 ] && continue
@@ -310,6 +328,7 @@ row() { # row LABEL SCENARIO BASELINE
   echo "CPU per check: utime+stime (/proc) of every node over the run / checks answered;" \
     "\"vs 1 node\": the median of the per-repetition ratios to the 1-node row named. Forwarded" \
     "share and mean batch: forwarded / checks and forwarded / forward_batches, summed over" \
-    "every node's /v1/cluster."
+    "every node's /v1/cluster. Context switches: voluntary + involuntary, every thread of every" \
+    "node (/proc/PID/task/*/status), per check answered."
 } | tee "$out/table.md"
 echo "results in $out"

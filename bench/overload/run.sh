@@ -70,7 +70,7 @@ while [ -n "$a" ] && [ "$a" -gt 1 ]; do
 done
 foreign_load() {
   local p a mine
-  local pattern='grpc_load|http_load|wrk |redis-benchmark|compare_servers|compare_cluster'
+  local pattern='grpc_load|http_load|wrk |redis-benchmark|compare_servers|scale_cluster'
   for p in $(pgrep -f "$pattern" || true); do
     # Ours when it is one of our ancestors (make bench) or runs under this script.
     mine=0
