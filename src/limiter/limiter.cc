@@ -644,8 +644,11 @@ void Limiter::AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_g
     }
     const bool blocked_already =
         k + 1 < batch.ops.size() && batch.planned[k + 1].block && !decisions[k + 1].allowed;
-    if (p.rule->block_duration_ns > 0 && !blocked_already && d.retry_after_ns != 0) {
-      // Refused by the limit itself: start the block.
+    if (p.rule->block_duration_ns > 0 && !blocked_already && d.retry_after_ns != 0 &&
+        d.retry_after_ns != Decision::kNever) {
+      // Refused by the limit itself: start the block. Not for hits that can never pass (more
+      // than the limit or burst): they say nothing of the key's traffic, and a caller could
+      // otherwise block a key for everyone with one oversized request.
       StoreOp block = batch.ops[k + 1];
       block.hits = 1;
       blocks.push_back(block);

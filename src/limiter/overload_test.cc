@@ -204,5 +204,21 @@ TEST_F(OverloadTest, BlockDurationRefusesForTheWholeBlockAfterARefusal) {
   EXPECT_EQ(Check(Req("login", "alice")).overall, Code::kOk);
 }
 
+// More hits than the limit can ever admit are refused (retry never) without starting a block:
+// one oversized request must not lock a key out for everyone else.
+TEST_F(OverloadTest, HitsThatCanNeverPassDoNotStartABlock) {
+  CheckRequest huge = Req("login", "trent");
+  huge.hits_addend = 3;  // the limit is 2 a minute
+  CheckResponse refused = Check(huge);
+  ASSERT_EQ(refused.overall, Code::kOverLimit);
+  EXPECT_EQ(refused.descriptors[0].limits[0].decision.retry_after_ns, Decision::kNever);
+  EXPECT_EQ(Check(Req("login", "trent")).overall, Code::kOk);
+  EXPECT_EQ(Check(Req("login", "trent")).overall, Code::kOk);
+  // The third is an ordinary refusal: that one blocks.
+  CheckResponse blocked = Check(Req("login", "trent"));
+  EXPECT_EQ(blocked.overall, Code::kOverLimit);
+  EXPECT_EQ(blocked.descriptors[0].limits[0].decision.retry_after_ns, 10 * kMinute);
+}
+
 }  // namespace
 }  // namespace floodgate::limiter
