@@ -9,14 +9,15 @@
 #   hot     load spread over every node, 90% of checks on one key (exact, and with
 #           consistency: local)
 #   open    3 nodes, load to one, open loop at half the 3-node `one` peak: the latency a caller
-#           sees when the cluster is not saturated
+#           sees when the cluster is not saturated; and 1 node at the same rate, for the tail
+#           the machine and the load tool add alone
 # and HTTP (`wrk -t2 -cCONNS`, bench/wrk/check_users.lua) on 1 and 3 nodes, load to one.
 # CPU per check = utime+stime (/proc) of EVERY node over the run / checks answered: the figure
 # that carries to bigger machines, since capacity(N) = N x cores / CPU per check. Forwarded share
 # and mean batch come from every node's GET /v1/cluster counters. Each repetition runs every setup on
 # fresh processes, so a change in the shared machine's speed hits all alike; every figure is the
 # median of REPS runs, and each ratio is the median of the ratios taken within one repetition.
-# Takes about REPS x 16 x (DURATION + 2) s.
+# Takes about REPS x 17 x (DURATION + 2) s.
 # Usage: bench/scale_cluster.sh [BUILD_DIR]
 # Env: REPS (3), DURATION (10 s per run), CONNS (50), USERS (100000), NODES ("1 3 5").
 # Results: bench/results/scale-<stamp>/ (scale.csv, table.md, raw/: load output, node stderr).
@@ -284,6 +285,10 @@ done
 half=$(awk -v p="$(column grpc-3n-one rps)" 'BEGIN { printf "%d", p / 2 }')
 if [ "$half" -gt 0 ]; then
   for rep in $(seq "$REPS"); do
+    # The same offered load on one node: the tail the machine and the load tool add alone.
+    start_cluster 1
+    run_load grpc-1n-open grpc one --concurrency 1000 --rate "$half"
+    stop_nodes
     start_cluster 3
     run_load grpc-3n-open grpc one --concurrency 1000 --rate "$half"
     stop_nodes
@@ -316,7 +321,8 @@ row() { # row LABEL SCENARIO BASELINE
   row "gRPC, 1 node, hot key (90%)" grpc-1n-hot grpc-1n-hot
   row "gRPC, 3 nodes, hot key (90%), spread, exact" grpc-3n-hot grpc-1n-hot
   row "gRPC, 3 nodes, hot key (90%), spread, local" grpc-3n-hot-local grpc-1n-hot
-  row "gRPC, 3 nodes, load to one, open loop at $half/s" grpc-3n-open grpc-1n-one
+  row "gRPC, 1 node, open loop at $half/s" grpc-1n-open grpc-1n-open
+  row "gRPC, 3 nodes, load to one, open loop at $half/s" grpc-3n-open grpc-1n-open
   if [ "$have_wrk" = 1 ]; then
     row "HTTP, 1 node, wrk -t2 -c$CONNS" http-1n http-1n
     row "HTTP, 3 nodes, load to one" http-3n http-1n
