@@ -82,6 +82,15 @@ class FakePeerNetwork {
     absl::MutexLock lock(&mu_);
     return async_forwards_;
   }
+  // Flushes of reports that waited (FlushReports) and that did not (FlushReportsAsync).
+  int blocking_flushes() {
+    absl::MutexLock lock(&mu_);
+    return blocking_flushes_;
+  }
+  int async_flushes() {
+    absl::MutexLock lock(&mu_);
+    return async_flushes_;
+  }
 
  private:
   friend class FakePeerTransport;
@@ -137,6 +146,8 @@ class FakePeerNetwork {
   bool hold_answers_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<HeldAnswer> held_ ABSL_GUARDED_BY(mu_);
   int async_forwards_ ABSL_GUARDED_BY(mu_) = 0;
+  int blocking_flushes_ ABSL_GUARDED_BY(mu_) = 0;
+  int async_flushes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class FakePeerTransport final : public cluster::PeerTransport {
@@ -211,7 +222,18 @@ class FakePeerTransport final : public cluster::PeerTransport {
     Forward(member, absl::MakeConstSpan(&op, 1), absl::MakeSpan(&ignored, 1), &committed)
         .IgnoreError();
   }
-  void FlushReports(int /*member*/) override {}  // reports are delivered at once
+  // Reports are delivered at once: a flush only counts, and the async one answers on the loop.
+  void FlushReports(int /*member*/) override {
+    absl::MutexLock lock(&network_->mu_);
+    ++network_->blocking_flushes_;
+  }
+  void FlushReportsAsync(int /*member*/, boost::asio::io_context& loop, FlushDone done) override {
+    {
+      absl::MutexLock lock(&network_->mu_);
+      ++network_->async_flushes_;
+    }
+    boost::asio::post(loop, [done = std::move(done)]() mutable { std::move(done)(); });
+  }
 
   absl::StatusOr<std::vector<StateRecord>> Fetch(int member,
                                                  absl::Span<const uint64_t> key_hashes) override {

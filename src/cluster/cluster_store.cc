@@ -322,15 +322,44 @@ void ClusterStore::ApplyRoutedAsync(int target, absl::Span<const StoreOp> ops, i
                                     absl::Span<Decision> decisions, boost::asio::io_context& loop,
                                     ApplyDone done) {
   if (target == kRouteLocalShare) {
-    if (const std::optional<bool> committed = DecideFromShare(ops, now_ns, decisions)) {
+    if (const std::optional<bool> committed =
+            DecideFromShare(ops, now_ns, decisions, /*flush=*/false)) {
       std::move(done)(*committed);
       return;
     }
-    absl::InlinedVector<StoreOp, kInlineOps> exact(ops.begin(), ops.end());
-    for (StoreOp& op : exact) {
+    // The share is spent: ask the owners exactly, once this node's own reported hits have
+    // reached them. The flushes' answers come on this loop, so the count needs no lock.
+    struct Refill {
+      absl::InlinedVector<StoreOp, kInlineOps> exact;
+      int64_t now_ns = 0;
+      absl::Span<Decision> decisions;
+      boost::asio::io_context* loop = nullptr;
+      ApplyDone done;
+      size_t flushes_left = 0;
+    };
+    auto refill = std::make_shared<Refill>();
+    refill->exact.assign(ops.begin(), ops.end());
+    for (StoreOp& op : refill->exact) {
       op.consistency = Consistency::kExact;
     }
-    ApplyAsync(exact, now_ns, decisions, loop, std::move(done));
+    refill->now_ns = now_ns;
+    refill->decisions = decisions;
+    refill->loop = &loop;
+    refill->done = std::move(done);
+    const absl::InlinedVector<int, 4> owners = RefillOwners(ops);
+    if (owners.empty()) {
+      ApplyAsync(refill->exact, now_ns, decisions, loop, std::move(refill->done));
+      return;
+    }
+    refill->flushes_left = owners.size();
+    for (int owner : owners) {
+      transport_->FlushReportsAsync(owner, loop, [this, refill] {
+        if (--refill->flushes_left == 0) {
+          ApplyAsync(refill->exact, refill->now_ns, refill->decisions, *refill->loop,
+                     std::move(refill->done));
+        }
+      });
+    }
     return;
   }
   if (target < 0 || target == membership_->self()) {
@@ -452,7 +481,7 @@ bool ClusterStore::ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t 
 }
 
 std::optional<bool> ClusterStore::DecideFromShare(absl::Span<const StoreOp> ops, int64_t now_ns,
-                                                  absl::Span<Decision> decisions) {
+                                                  absl::Span<Decision> decisions, bool flush) {
   local_share_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
   ApplyFailureMode(ops, now_ns, decisions, /*local_consistency=*/true);
   const bool committed = Passed(ops, decisions);
@@ -477,13 +506,25 @@ std::optional<bool> ClusterStore::DecideFromShare(absl::Span<const StoreOp> ops,
   // This node's share is spent: ask the owner, whose state holds every node's reported hits,
   // once this node's own hits have reached it (they may still be waiting for their batch).
   local_share_refills_.fetch_add(1, std::memory_order_relaxed);
-  for (const StoreOp& op : ops) {
-    const int owner = membership_->Owner(op.key_hash, mask);
-    if (owner != membership_->self() && !op.shed) {
+  if (flush) {
+    for (int owner : RefillOwners(ops)) {
       transport_->FlushReports(owner);
     }
   }
   return std::nullopt;
+}
+
+absl::InlinedVector<int, 4> ClusterStore::RefillOwners(absl::Span<const StoreOp> ops) const {
+  const uint64_t mask = membership_->alive_mask();
+  absl::InlinedVector<int, 4> owners;
+  for (const StoreOp& op : ops) {
+    const int owner = membership_->Owner(op.key_hash, mask);
+    if (owner != membership_->self() && !op.shed &&
+        std::find(owners.begin(), owners.end(), owner) == owners.end()) {
+      owners.push_back(owner);
+    }
+  }
+  return owners;
 }
 
 void ClusterStore::ReportShareHits(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask) {

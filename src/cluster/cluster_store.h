@@ -140,10 +140,13 @@ class ClusterStore final : public Store, private PeerHandler {
   bool ApplyLocalConsistency(absl::Span<const StoreOp> ops, int64_t now_ns,
                              absl::Span<Decision> decisions);
   // ApplyLocalConsistency's first part: returns whether the share's decision committed, or
-  // nullopt when the share is spent and the owner must be asked (this node's reports to it
-  // flushed): the caller then applies the ops again with consistency exact.
+  // nullopt when the share is spent and the owner must be asked (with `flush`, this node's
+  // reports to it flushed, waiting; without, the caller flushes them with FlushReportsAsync):
+  // the caller then applies the ops again with consistency exact.
   std::optional<bool> DecideFromShare(absl::Span<const StoreOp> ops, int64_t now_ns,
-                                      absl::Span<Decision> decisions);
+                                      absl::Span<Decision> decisions, bool flush = true);
+  // The owners a spent share's ops go to (this node and shed ops left out), each once.
+  absl::InlinedVector<int, 4> RefillOwners(absl::Span<const StoreOp> ops) const;
   // Reports hits admitted from this node's shares to each key's owner.
   void ReportShareHits(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask);
   // Decides ops that could not be sent to an owner, by each op's failure mode.

@@ -490,6 +490,35 @@ TEST_F(ClusterStoreAsyncTest, HeldAnswerKeepsTheCheckSuspended) {
   EXPECT_TRUE(outcome->decision.allowed);
 }
 
+// consistency: local over ApplyAsync: the share decides inline; once it is spent the check is
+// suspended while this node's reports are flushed (FlushReportsAsync), then asks the owner.
+TEST_F(ClusterStoreAsyncTest, SpentLocalShareFlushesReportsThenAsksTheOwnerOnTheLoop) {
+  StartAll();
+  const uint64_t key = KeyOwnedElsewhere();
+  const StoreOp op = Op(key, 9, FailureMode::kLocal, Consistency::kLocal);
+  for (int i = 0; i < 3; ++i) {  // 9 / 3 members
+    std::shared_ptr<Outcome> share = Start(op);
+    EXPECT_TRUE(share->done) << i;
+    EXPECT_TRUE(share->decision.allowed) << i;
+  }
+  EXPECT_EQ(network_.async_forwards(), 0);
+  int allowed = 3;
+  for (int i = 0; i < 10; ++i) {
+    std::shared_ptr<Outcome> refill = Start(op);
+    EXPECT_FALSE(refill->done) << i;  // waits for the flush, on the loop
+    RunLoop();
+    ASSERT_TRUE(refill->done) << i;
+    allowed += refill->decision.allowed ? 1 : 0;
+  }
+  // The owner counted the 3 share hits before the refills: 9 in all, not 12.
+  EXPECT_EQ(allowed, 9);
+  EXPECT_GT(network_.async_forwards(), 0);
+  // The io thread never waited for a flush.
+  EXPECT_GT(network_.async_flushes(), 0);
+  EXPECT_EQ(network_.blocking_flushes(), 0);
+  EXPECT_GT(nodes_[0]->GetClusterStats().local_share_refills, 0u);
+}
+
 TEST(TcpPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
   TcpPeerTransportOptions a_options;
   a_options.self_id = "a";

@@ -131,6 +131,14 @@ class PeerTransport {
   // Sends the reports queued for `member` and waits (bounded) until every report queued before
   // the call is acknowledged.
   virtual void FlushReports(int member) = 0;
+  // FlushReports without waiting: sends the reports queued for `member` and runs `done` once, on
+  // a thread running `loop`, when every report queued before the call is acknowledged or given
+  // up (bounded by the forward timeout). This default blocks in FlushReports, then posts `done`.
+  using FlushDone = absl::AnyInvocable<void() &&>;
+  virtual void FlushReportsAsync(int member, boost::asio::io_context& loop, FlushDone done) {
+    FlushReports(member);
+    boost::asio::post(loop, [done = std::move(done)]() mutable { std::move(done)(); });
+  }
   // Returns `member`'s live states of the given keys (spec left default).
   virtual absl::StatusOr<std::vector<StateRecord>> Fetch(int member,
                                                          absl::Span<const uint64_t> key_hashes) = 0;

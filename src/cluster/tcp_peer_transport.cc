@@ -106,6 +106,13 @@ struct MemberState {
   bool reports_posted ABSL_GUARDED_BY(mu) = false;
   uint64_t reports_queued ABSL_GUARDED_BY(mu) = 0;  // reports ever queued
   uint64_t reports_done ABSL_GUARDED_BY(mu) = 0;    // of those, acknowledged or given up
+  // FlushReportsAsync callers waiting for reports_done to reach their target.
+  struct FlushWaiter {
+    uint64_t target = 0;
+    asio::io_context* loop = nullptr;
+    PeerTransport::FlushDone done;
+  };
+  std::vector<FlushWaiter> flush_waiters ABSL_GUARDED_BY(mu);
   int64_t replication_lag_ns ABSL_GUARDED_BY(mu) = 0;
 
   std::atomic<uint64_t> forwarded_txns{0};
@@ -338,6 +345,27 @@ class TcpPeerTransport final : public PeerTransport {
                                    },
                                    &wait),
                                options_.forward_timeout);
+  }
+
+  void FlushReportsAsync(int member, asio::io_context& loop, FlushDone done) override {
+    if (!MemberAt(member).ok()) {
+      asio::post(loop, [done = std::move(done)]() mutable { std::move(done)(); });
+      return;
+    }
+    std::shared_ptr<MemberState> state = members_[member];
+    bool waiting = false;
+    {
+      absl::MutexLock lock(&state->mu);
+      if (state->reports_done < state->reports_queued) {
+        state->flush_waiters.push_back({state->reports_queued, &loop, std::move(done)});
+        waiting = true;
+      }
+    }
+    if (!waiting) {  // nothing queued or in flight
+      asio::post(loop, [done = std::move(done)]() mutable { std::move(done)(); });
+      return;
+    }
+    SendReports(state);
   }
 
   absl::StatusOr<std::vector<StateRecord>> Fetch(int member,
@@ -633,10 +661,7 @@ class TcpPeerTransport final : public PeerTransport {
         ToProto(ops[i], request.add_txns()->add_ops());
       }
       const uint64_t done_through = end == ops.size() ? through : 0;
-      auto mark = [state, done_through] {
-        absl::MutexLock lock(&state->mu);
-        state->reports_done = std::max(state->reports_done, done_through);
-      };
+      auto mark = [state, done_through] { ReportsDone(*state, done_through); };
       absl::Status queued =
           state->link->Call(FrameType::kForward, request, options_.forward_timeout,
                             [mark](absl::Status, const Frame&) { mark(); });
@@ -645,8 +670,29 @@ class TcpPeerTransport final : public PeerTransport {
       }
     }
     if (ops.empty()) {
-      absl::MutexLock lock(&state->mu);
-      state->reports_done = std::max(state->reports_done, through);
+      ReportsDone(*state, through);
+    }
+  }
+
+  // Records reports acknowledged (or given up) through `through`, and runs the flushes that
+  // waited for them on their loops.
+  static void ReportsDone(MemberState& state, uint64_t through) {
+    std::vector<MemberState::FlushWaiter> ready;
+    {
+      absl::MutexLock lock(&state.mu);
+      state.reports_done = std::max(state.reports_done, through);
+      auto& waiters = state.flush_waiters;
+      for (auto it = waiters.begin(); it != waiters.end();) {
+        if (it->target <= state.reports_done) {
+          ready.push_back(std::move(*it));
+          it = waiters.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (MemberState::FlushWaiter& waiter : ready) {
+      asio::post(*waiter.loop, [done = std::move(waiter.done)]() mutable { std::move(done)(); });
     }
   }
 
