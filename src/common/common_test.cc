@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "src/common/host_port.h"
+#include "src/common/in_flight.h"
 #include "src/common/json.h"
 #include "src/common/protobuf_log.h"
 #include "src/common/rate_limited_log.h"
@@ -118,6 +119,23 @@ TEST(ProtobufLogTest, ProtobufsLinesGoThroughTheRateLimitedLog) {
   EXPECT_EQ(lines[0], "floodgate: protobuf error: bad input 0");
   EXPECT_EQ(lines[2], "floodgate: protobuf error: bad input 2");
   EXPECT_EQ(lines[3], "floodgate: protobuf warning: later (47 earlier lines suppressed)");
+}
+
+}  // namespace
+}  // namespace floodgate::common
+
+namespace floodgate::common {
+namespace {
+
+TEST(InFlightLimitTest, TakesUpToMaxAndGivesBack) {
+  InFlightLimit limit(2);
+  EXPECT_TRUE(limit.TryBegin());
+  EXPECT_TRUE(limit.TryBegin());
+  EXPECT_FALSE(limit.TryBegin());  // full: nothing taken
+  EXPECT_EQ(limit.in_flight(), 2u);
+  limit.End();
+  EXPECT_TRUE(limit.TryBegin());
+  EXPECT_FALSE(limit.TryBegin());
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include "src/frontends/grpc/grpc_native.h"
+#include "src/common/in_flight.h"
 
 #include <nghttp2/nghttp2.h>
 
@@ -69,15 +70,8 @@ class ServerImpl final : public net::Server {
   bool may_suspend() const { return may_suspend_; }
   // Counts a rate limit call in flight. Returns false, counting nothing, when
   // max_checks_in_flight are already: the call is to be shed.
-  bool BeginCheck() {
-    if (checks_in_flight_.fetch_add(1, std::memory_order_relaxed) >=
-        options_.max_checks_in_flight) {
-      checks_in_flight_.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    }
-    return true;
-  }
-  void EndCheck() { checks_in_flight_.fetch_sub(1, std::memory_order_relaxed); }
+  bool BeginCheck() { return checks_in_flight_.TryBegin(); }
+  void EndCheck() { checks_in_flight_.End(); }
 
  private:
   void OnAccept(net::Accepted accepted);
@@ -88,7 +82,7 @@ class ServerImpl final : public net::Server {
   const size_t body_budget_bytes_;
   const std::chrono::nanoseconds max_queue_delay_;
   const bool may_suspend_;
-  std::atomic<size_t> checks_in_flight_{0};  // across the io threads
+  common::InFlightLimit checks_in_flight_;  // across the io threads
   grpc_internal::H2Config h2_config_;
   bool started_ = false;
   bool stopped_ = false;
@@ -358,6 +352,7 @@ ServerImpl::ServerImpl(GrpcServerOptions options, service::RateLimitService* ser
       body_budget_bytes_(std::max(kMinBodyBudgetBytes, 2 * options_.max_receive_bytes + 64)),
       max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)),
       may_suspend_(service->may_suspend()),
+      checks_in_flight_(options_.max_checks_in_flight),
       listener_(
           [&] {
             net::ListenerOptions listener;

@@ -1,4 +1,5 @@
 #include "src/frontends/http/http_server.h"
+#include "src/common/in_flight.h"
 
 #include <sys/socket.h>
 
@@ -90,6 +91,7 @@ class HttpServerImpl final : public net::Server {
         idle_timeout_ns_(std::max<int64_t>(absl::ToInt64Nanoseconds(options_.idle_timeout), 1)),
         max_queue_delay_(absl::ToChronoNanoseconds(options_.max_queue_delay)),
         may_suspend_(service->may_suspend()),
+        checks_in_flight_(options_.max_checks_in_flight),
         listener_(MakeListenerOptions(options_, metrics_),
                   [this](net::Accepted accepted) { OnAccept(std::move(accepted)); }) {}
 
@@ -119,15 +121,8 @@ class HttpServerImpl final : public net::Server {
   bool may_suspend() const { return may_suspend_; }
   // Counts a rate limit call in flight. Returns false, counting nothing, when
   // max_checks_in_flight are already: the call is to be shed.
-  bool BeginCheck() {
-    if (checks_in_flight_.fetch_add(1, std::memory_order_relaxed) >=
-        options_.max_checks_in_flight) {
-      checks_in_flight_.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    }
-    return true;
-  }
-  void EndCheck() { checks_in_flight_.fetch_sub(1, std::memory_order_relaxed); }
+  bool BeginCheck() { return checks_in_flight_.TryBegin(); }
+  void EndCheck() { checks_in_flight_.End(); }
 
  private:
   static net::ListenerOptions MakeListenerOptions(const HttpServerOptions& options,
@@ -142,8 +137,8 @@ class HttpServerImpl final : public net::Server {
   const int64_t idle_timeout_ns_;
   const std::chrono::nanoseconds max_queue_delay_;
   const bool may_suspend_;
-  std::atomic<size_t> checks_in_flight_{0};
-  std::unique_ptr<net::TlsContext> tls_;  // made by Start when options_.tls is set
+  common::InFlightLimit checks_in_flight_;  // across the io threads
+  std::unique_ptr<net::TlsContext> tls_;    // made by Start when options_.tls is set
   bool started_ = false;
   // Last: its io threads (and the sessions their context owns) go first.
   net::Listener listener_;
