@@ -755,7 +755,8 @@ TEST(ClusterTest, BadPeerMessagesAreRefusedClearly) {
                   [&] {
                     return absl::StrContains(
                         c.Stderr(0),
-                        "peer protocol version 99 refused (this node speaks 2; no rolling upgrade");
+                        absl::StrCat("peer protocol version 99 refused (this node speaks ",
+                                     cluster::kPeerProtocolVersion, "; no rolling upgrade"));
                   },
                   absl::Seconds(5)),
               absl::InfiniteDuration())
