@@ -26,11 +26,19 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "floodgate/peer/v1/peer.pb.h"
+#include "floodgate/store.h"
 #include "gtest/gtest.h"
+#include "src/cluster/membership.h"
+#include "src/cluster/peer_frame.h"
+#include "src/cluster/peer_wire.h"
+#include "src/core/config.h"
+#include "src/limiter/limiter.h"
 #include "testing/cluster_harness.h"
 #include "testing/history/checker.h"
 #include "testing/history/record.h"
 #include "testing/http_client.h"
+#include "testing/peer_client.h"
 #include "testing/server_process.h"
 
 namespace floodgate {
@@ -666,6 +674,60 @@ TEST(ClusterTest, LocalConsistencyDecidesFromSharesAndSyncsToTheOwner) {
   std::filesystem::remove_all(dir);
 }
 
+// The key testing/cluster_harness.cc gives every node (--cluster-key).
+constexpr char kHarnessClusterKey[] = "cluster-harness-key";
+
+// Returns the value of the Prometheus sample `sample` (name and labels, as printed) in node
+// `node`'s /metrics, or -1 when it is absent.
+int64_t MetricValue(Client& client, int node, const std::string& sample) {
+  const std::string body = client.Get(node, "/metrics").body;
+  const size_t at = body.find("\n" + sample + " ");
+  if (at == std::string::npos) {
+    return -1;
+  }
+  return std::stoll(body.substr(at + sample.size() + 2));
+}
+
+std::string AuthFailures(const std::string& reason) {
+  return absl::StrCat("floodgate_cluster_peer_auth_failures_total{reason=\"", reason, "\"}");
+}
+
+// Returns the `version` of node `node`'s GET /v1/config, or -1.
+int64_t ConfigVersion(Client& client, int node) {
+  const std::string body = client.Get(node, "/v1/config").body;
+  const size_t at = body.find("\"version\":");
+  if (at == std::string::npos) {
+    return -1;
+  }
+  return std::stoll(body.substr(at + sizeof("\"version\":") - 1));
+}
+
+// Returns the ErrorAnswer of a refused call, or a failure naming what came instead.
+absl::StatusOr<peer::v1::ErrorAnswer> ErrorOf(const absl::StatusOr<testing::PeerAnswer>& answer) {
+  if (!answer.ok()) {
+    return answer.status();
+  }
+  peer::v1::ErrorAnswer error;
+  if (answer->type != cluster::FrameType::kError || !answer->ParseTo(&error)) {
+    return absl::InternalError(
+        absl::StrCat("expected an error answer, got a ",
+                     cluster::FrameTypeName(static_cast<uint8_t>(answer->type)), " frame"));
+  }
+  return error;
+}
+
+peer::v1::ForwardRequest ForwardOf(uint64_t key_hash, uint32_t algorithm, int64_t period_ns,
+                                   uint64_t limit, uint64_t hits) {
+  peer::v1::ForwardRequest request;
+  peer::v1::Op* op = request.add_txns()->add_ops();
+  op->set_key_hash(key_hash);
+  op->mutable_limit()->set_algorithm(algorithm);
+  op->mutable_limit()->set_requests_per_period(limit);
+  op->mutable_limit()->set_period_ns(period_ns);
+  op->set_hits(hits);
+  return request;
+}
+
 // Bad peer messages get a clear error, change nothing, and the node keeps serving.
 TEST(ClusterTest, BadPeerMessagesAreRefusedClearly) {
   const std::string dir = MakeConfigDir(kHotYaml);
@@ -675,6 +737,85 @@ TEST(ClusterTest, BadPeerMessagesAreRefusedClearly) {
   Client probe(c);
   ASSERT_NE(WaitFor([&] { return AllAlive(probe, c); }, absl::Seconds(10)),
             absl::InfiniteDuration());
+  using cluster::FrameType;
+  const testing::PeerIdentity member{kHarnessClusterKey, c.node(1).id, c.node(0).id};
+
+  // A Hello of another protocol version: refused before any challenge, with a log line that
+  // says what to do, and counted. (First, while the node's rate-limited log has room.)
+  {
+    const int64_t before = MetricValue(probe, 0, AuthFailures("version"));
+    auto peer = testing::PeerClient::Connect(c.node(0).host, c.node(0).peer_port);
+    ASSERT_TRUE(peer.ok()) << peer.status();
+    testing::PeerIdentity old = member;
+    old.version = 99;
+    ASSERT_TRUE((*peer)->SendHello(old).ok());
+    EXPECT_TRUE((*peer)->ClosedByPeer());
+    EXPECT_EQ(MetricValue(probe, 0, AuthFailures("version")), before + 1);
+    EXPECT_NE(WaitFor(
+                  [&] {
+                    return absl::StrContains(
+                        c.Stderr(0),
+                        absl::StrCat("peer protocol version 99 refused (this node speaks ",
+                                     cluster::kPeerProtocolVersion, "; no rolling upgrade"));
+                  },
+                  absl::Seconds(5)),
+              absl::InfiniteDuration())
+        << c.Stderr(0);
+  }
+
+  // Authenticated as a member: each bad call gets an error answer naming the problem, and the
+  // connection stays up for the next one.
+  {
+    auto peer = testing::PeerClient::Connect(c.node(0).host, c.node(0).peer_port);
+    ASSERT_TRUE(peer.ok()) << peer.status();
+    ASSERT_TRUE((*peer)->Handshake(member).ok());
+    testing::PeerClient& p = **peer;
+
+    absl::StatusOr<peer::v1::ErrorAnswer> error =
+        ErrorOf(p.Call(FrameType::kForward, ForwardOf(7, 99, kHourNs, 10, 1)));
+    ASSERT_TRUE(error.ok()) << error.status();
+    EXPECT_EQ(error->code(), static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
+    EXPECT_TRUE(absl::StrContains(error->message(), "unknown algorithm 99")) << error->message();
+
+    error = ErrorOf(p.Call(FrameType::kForward, ForwardOf(7, 0, 0, 10, 1)));
+    ASSERT_TRUE(error.ok()) << error.status();
+    EXPECT_EQ(error->code(), static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
+    EXPECT_TRUE(absl::StrContains(error->message(), "period_ns must be positive, got 0"))
+        << error->message();
+
+    peer::v1::ForwardRequest empty;
+    empty.add_txns();
+    error = ErrorOf(p.Call(FrameType::kForward, empty));
+    ASSERT_TRUE(error.ok()) << error.status();
+    EXPECT_EQ(error->code(), static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
+    EXPECT_TRUE(absl::StrContains(error->message(), "transaction of 0 ops")) << error->message();
+
+    peer::v1::ReplicateRequest replicate;
+    peer::v1::State* state = replicate.add_states();
+    state->set_key_hash(7);
+    state->mutable_limit()->set_algorithm(0);
+    state->mutable_limit()->set_requests_per_period(10);
+    state->mutable_limit()->set_period_ns(-5);
+    state->set_expiry_ns(NowNs() + kHourNs);
+    state->set_data(3);
+    replicate.set_now_ns(NowNs());
+    error = ErrorOf(p.Call(FrameType::kReplicate, replicate));
+    ASSERT_TRUE(error.ok()) << error.status();
+    EXPECT_EQ(error->code(), static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
+    EXPECT_TRUE(absl::StrContains(error->message(), "period_ns must be positive, got -5"))
+        << error->message();
+
+    // The same connection still answers a good call.
+    peer::v1::PingRequest ping;
+    ping.set_from(c.node(1).id);
+    absl::StatusOr<testing::PeerAnswer> pong = p.Call(FrameType::kPing, ping);
+    ASSERT_TRUE(pong.ok()) << pong.status();
+    peer::v1::PingResponse response;
+    ASSERT_EQ(pong->type, FrameType::kPingAnswer);
+    ASSERT_TRUE(pong->ParseTo(&response));
+    EXPECT_EQ(response.node_id(), c.node(0).id);
+  }
+
   // Garbage bytes on the peer port: the connection is dropped, nothing else.
   {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -696,6 +837,146 @@ TEST(ClusterTest, BadPeerMessagesAreRefusedClearly) {
   EXPECT_EQ(after.failed, 0);
   EXPECT_EQ(after.allowed, 1500);
   EXPECT_TRUE(AllAlive(probe, c));
+  std::filesystem::remove_all(dir);
+}
+
+constexpr char kForgedYaml[] = R"(domain: cl
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 5}
+)";
+
+// Returns the state key hash every node of a harness cluster uses for `user=<value>` of
+// kForgedYaml (the hasher's secret comes from the cluster key: src/server/server.cc), so a
+// forger aims at the real key.
+uint64_t ForgedYamlKeyHash(const std::string& value, LimitSpec* spec) {
+  auto domain = core::ParseDomainConfig(kForgedYaml, "");
+  EXPECT_TRUE(domain.ok()) << domain.status();
+  const std::vector<core::DescriptorEntry> entries = {{"user", value}};
+  const core::DescriptorNode* node = (*domain)->Match(entries);
+  EXPECT_NE(node, nullptr);
+  const core::RateLimitRule& rule = node->limits.at(0);
+  *spec = rule.spec;
+  const std::string key = kHarnessClusterKey;
+  const KeyHasher hasher(cluster::NodeSeed(key + "/k0"), cluster::NodeSeed(key + "/k1"));
+  return hasher.Hash(limiter::StateKey("cl", entries, rule));
+}
+
+// Processes that do not hold the cluster key, or claim an id that is not a member, get nothing
+// through: their config push, forwarded hits and replicated state change nothing, and each
+// refusal is counted by reason in /metrics.
+TEST(ClusterTest, ForgedPeersAreRefusedAndCounted) {
+  const std::string dir = MakeConfigDir(kForgedYaml);
+  auto cluster = ClusterHarness::Start(3, dir);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  ClusterHarness& c = **cluster;
+  Client probe(c);
+  ASSERT_NE(WaitFor([&] { return AllAlive(probe, c); }, absl::Seconds(10)),
+            absl::InfiniteDuration());
+  using cluster::FrameType;
+
+  // The victim spends 2 of its 5.
+  const std::string query = "domain=cl&user=victim";
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(probe.Check(i, query, "user=victim", nullptr), 200);
+  }
+  LimitSpec spec;
+  const uint64_t key_hash = ForgedYamlKeyHash("victim", &spec);
+
+  std::vector<int64_t> versions, bad_key, not_member;
+  for (int i = 0; i < 3; ++i) {
+    versions.push_back(ConfigVersion(probe, i));
+    bad_key.push_back(MetricValue(probe, i, AuthFailures("bad_key")));
+    not_member.push_back(MetricValue(probe, i, AuthFailures("not_member")));
+    ASSERT_GE(versions.back(), 1);
+    ASSERT_GE(bad_key.back(), 0);
+    ASSERT_GE(not_member.back(), 0);
+  }
+
+  // What a forger sends once "in": the victim made unlimited, its limit spent by forwarded hits
+  // and by a replicated state.
+  peer::v1::PushConfigRequest push;
+  peer::v1::ConfigChange* change = push.add_changes();
+  change->mutable_version()->set_domain("cl");
+  change->mutable_version()->set_version(1000);
+  change->mutable_version()->set_origin("n9");
+  change->set_yaml("domain: cl\ndescriptors:\n  - key: user\n    rate_limit: {unlimited: true}\n");
+  peer::v1::ForwardRequest forward = ForwardOf(key_hash, static_cast<uint32_t>(spec.algorithm),
+                                               spec.period_ns, spec.requests_per_period, 3);
+  peer::v1::ReplicateRequest replicate;
+  peer::v1::State* state = replicate.add_states();
+  state->set_key_hash(key_hash);
+  cluster::ToProto(spec, state->mutable_limit());
+  state->set_expiry_ns(NowNs() + kHourNs);
+  state->set_data(5);
+  replicate.set_now_ns(NowNs());
+  auto send_all = [&](testing::PeerClient& forger) {
+    // The node may close the connection while these are on their way: errors are expected.
+    (void)forger.Send(FrameType::kPushConfig, 1, push);
+    (void)forger.Send(FrameType::kForward, 2, forward);
+    (void)forger.Send(FrameType::kReplicate, 3, replicate);
+  };
+
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(absl::StrCat("node ", i));
+    const std::string other = c.node((i + 1) % 3).id;
+    // A member's id without the key: the node's challenge comes, the forged proof is refused.
+    {
+      auto forger = testing::PeerClient::Connect(c.node(i).host, c.node(i).peer_port);
+      ASSERT_TRUE(forger.ok()) << forger.status();
+      absl::StatusOr<peer::v1::Challenge> challenge =
+          (*forger)->HandshakeUnchecked({"not-the-cluster-key", other, c.node(i).id});
+      ASSERT_TRUE(challenge.ok()) << challenge.status();
+      EXPECT_EQ(challenge->node_id(), c.node(i).id);
+      send_all(**forger);
+      EXPECT_TRUE((*forger)->ClosedByPeer());
+    }
+    // The key (as if leaked) but an id that is not a member: refused at the Hello.
+    {
+      auto forger = testing::PeerClient::Connect(c.node(i).host, c.node(i).peer_port);
+      ASSERT_TRUE(forger.ok()) << forger.status();
+      ASSERT_TRUE((*forger)->SendHello({kHarnessClusterKey, "n9", c.node(i).id}).ok());
+      send_all(**forger);
+      EXPECT_TRUE((*forger)->ClosedByPeer());
+    }
+    EXPECT_EQ(MetricValue(probe, i, AuthFailures("bad_key")), bad_key[i] + 1);
+    EXPECT_EQ(MetricValue(probe, i, AuthFailures("not_member")), not_member[i] + 1);
+    EXPECT_EQ(ConfigVersion(probe, i), versions[i]);
+    EXPECT_FALSE(absl::StrContains(probe.Get(i, "/v1/config").body, "unlimited"));
+  }
+
+  // The hash the forgers aimed at is the victim's: a real member asking each node (0 hits) finds
+  // the owner's state, 2 spent.
+  int owners_seen = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto peer = testing::PeerClient::Connect(c.node(i).host, c.node(i).peer_port);
+    ASSERT_TRUE(peer.ok()) << peer.status();
+    ASSERT_TRUE(
+        (*peer)->Handshake({kHarnessClusterKey, c.node((i + 1) % 3).id, c.node(i).id}).ok());
+    peer::v1::PingRequest ping;
+    ASSERT_TRUE((*peer)->Call(FrameType::kPing, ping).ok());  // authenticated
+    peer::v1::FetchRequest fetch;
+    fetch.add_key_hashes(key_hash);
+    absl::StatusOr<testing::PeerAnswer> fetched = (*peer)->Call(FrameType::kFetch, fetch);
+    ASSERT_TRUE(fetched.ok()) << fetched.status();
+    peer::v1::FetchResponse held;
+    ASSERT_EQ(fetched->type, FrameType::kFetchAnswer);
+    ASSERT_TRUE(fetched->ParseTo(&held));
+    owners_seen += held.states_size() > 0;
+  }
+  EXPECT_GE(owners_seen, 1);
+
+  // The victim's limit still refuses at its count: 3 more, then no more.
+  int allowed = 0;
+  for (int n = 0; n < 6; ++n) {
+    allowed += probe.Check(n % 3, query, "user=victim", nullptr) == 200;
+  }
+  EXPECT_EQ(allowed, 3);
+  if (HasFailure()) {
+    for (int i = 0; i < 3; ++i) {
+      std::printf("node %d stderr:\n%s\n", i, c.Stderr(i).c_str());
+    }
+  }
   std::filesystem::remove_all(dir);
 }
 

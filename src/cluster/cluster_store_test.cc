@@ -1,5 +1,5 @@
 // ClusterStore over an in-process fake transport (no sockets, fake clock, heartbeats run by the
-// test), and one test of the real grpc++ transport on port 0.
+// test). The real transport is tested in tcp_peer_transport_test.cc.
 
 #include "src/cluster/cluster_store.h"
 
@@ -9,11 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "src/cluster/peer_wire.h"
-#include "src/cluster/tcp_peer_transport.h"
 #include "testing/fake_clock.h"
 #include "testing/fake_peer_transport.h"
 
@@ -335,48 +332,6 @@ TEST_F(ClusterStoreTest, AfterAFailoverOldLeasesAgeOutAndNewOnesWork) {
 
 // The real grpc++ transport: servers listen on port 0 and report the port they got; a Forward,
 // a Fetch and a Ping go from one to the other.
-class RecordingHandler final : public PeerHandler {
- public:
-  explicit RecordingHandler(std::string id) : id_(std::move(id)) {}
-  void RecordContact(int member) override {
-    absl::MutexLock lock(&mu_);
-    contacts_.push_back(member);
-  }
-  bool HandleForward(absl::Span<const StoreOp> ops, int64_t,
-                     absl::Span<Decision> decisions) override {
-    for (size_t i = 0; i < ops.size(); ++i) {
-      decisions[i].allowed = true;
-      decisions[i].limit = ops[i].spec.requests_per_period;
-    }
-    return true;
-  }
-  std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord>, int64_t) override {
-    return {};
-  }
-  void HandleCorrections(absl::Span<const StateRecord>) override {}
-  std::vector<StateRecord> HandleFetch(absl::Span<const uint64_t> keys, int64_t) override {
-    std::vector<StateRecord> held;
-    for (uint64_t key : keys) {
-      held.push_back(StateRecord{key, {}, 123, 456});
-    }
-    return held;
-  }
-  PingInfo HandlePing() override { return PingInfo{id_, 42, {}}; }
-  void HandlePushConfig(const std::vector<peer::v1::ConfigChange>&) override {}
-  std::vector<peer::v1::ConfigChange> HandleGetConfig(const std::vector<std::string>&) override {
-    return {};
-  }
-  std::vector<int> contacts() {
-    absl::MutexLock lock(&mu_);
-    return contacts_;
-  }
-
- private:
-  const std::string id_;
-  absl::Mutex mu_;
-  std::vector<int> contacts_ ABSL_GUARDED_BY(mu_);
-};
-
 // ApplyAsync over the fake transport: a key another node owns is suspended until the caller's
 // loop runs the owner's answer; a key this node owns is decided inline.
 class ClusterStoreAsyncTest : public ClusterStoreTest {
@@ -517,66 +472,6 @@ TEST_F(ClusterStoreAsyncTest, SpentLocalShareFlushesReportsThenAsksTheOwnerOnThe
   EXPECT_GT(network_.async_flushes(), 0);
   EXPECT_EQ(network_.blocking_flushes(), 0);
   EXPECT_GT(nodes_[0]->GetClusterStats().local_share_refills, 0u);
-}
-
-TEST(TcpPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
-  TcpPeerTransportOptions a_options;
-  a_options.self_id = "a";
-  a_options.self = 0;
-  a_options.members = {Member{"a", "127.0.0.1:0", 1}, Member{"b", "127.0.0.1:0", 2}};
-  a_options.listen_address = "127.0.0.1:0";
-  RecordingHandler a_handler("a");
-  std::unique_ptr<PeerTransport> a = NewTcpPeerTransport(a_options);
-  ASSERT_TRUE(a->Start(&a_handler).ok());
-  ASSERT_GT(a->port(), 0);
-
-  TcpPeerTransportOptions b_options = a_options;
-  b_options.self_id = "b";
-  b_options.self = 1;
-  b_options.members[0].address = absl::StrCat("127.0.0.1:", a->port());
-  RecordingHandler b_handler("b");
-  std::unique_ptr<PeerTransport> b = NewTcpPeerTransport(b_options);
-  ASSERT_TRUE(b->Start(&b_handler).ok());
-  ASSERT_GT(b->port(), 0);
-  EXPECT_NE(b->port(), a->port());
-
-  const StoreOp op = Op(7, 11);
-  Decision d;
-  bool committed = false;
-  ASSERT_TRUE(b->Forward(0, absl::MakeConstSpan(&op, 1), absl::MakeSpan(&d, 1), &committed).ok());
-  EXPECT_TRUE(committed);
-  EXPECT_TRUE(d.allowed);
-  EXPECT_EQ(d.limit, 11u);
-  EXPECT_EQ(a_handler.contacts(), std::vector<int>{1});  // a knows b sent it
-
-  const uint64_t keys[] = {5};
-  absl::StatusOr<std::vector<StateRecord>> fetched = b->Fetch(0, keys);
-  ASSERT_TRUE(fetched.ok()) << fetched.status();
-  ASSERT_EQ(fetched->size(), 1u);
-  EXPECT_EQ((*fetched)[0].key_hash, 5u);
-  EXPECT_EQ((*fetched)[0].data, 456u);
-
-  absl::Notification pinged;
-  absl::StatusOr<PingInfo> answer;
-  b->Ping(0, PingInfo{}, [&](absl::StatusOr<PingInfo> got) {
-    answer = std::move(got);
-    pinged.Notify();
-  });
-  ASSERT_TRUE(pinged.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  ASSERT_TRUE(answer.ok()) << answer.status();
-  EXPECT_EQ(answer->node_id, "a");
-  EXPECT_EQ(answer->started_at_ns, 42);
-}
-
-TEST(TcpPeerTransportTest, ClusterStoreReportsThePortItGot) {
-  auto local = *NewShardedStore({});
-  ClusterOptions options;
-  options.self_id = "a";
-  options.members = {Member{"a", "127.0.0.1:0", 1}};
-  auto store = ClusterStore::Start(options, local.get());
-  ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_GT((*store)->peer_port(), 0);
-  EXPECT_TRUE((*store)->GetClusterStats().quorum);
 }
 
 }  // namespace

@@ -132,6 +132,16 @@ class TcpPeerTransport final : public PeerTransport {
     Shutdown();
     shared_->Detach();
     io_.Stop();
+    // A ForwardAsync callback still queued on a caller's loop keeps its MemberState (for the
+    // member's id and counters) beyond this transport. The member's own link lives on io_,
+    // which goes with this transport: drop it now, while io_ exists, or it would be destroyed
+    // later with the MemberState, touching io_'s freed timer service. Nothing else reads
+    // `link` any more: io_'s threads have stopped and callbacks on callers' loops never do.
+    for (const auto& member : members_) {
+      if (member != nullptr) {
+        member->link.reset();
+      }
+    }
   }
 
   absl::Status Start(PeerHandler* handler) override {
