@@ -711,6 +711,25 @@ TEST_F(NativeGrpcSuspendTest, ConnectionClosedWhileSuspended) {
   }
 }
 
+// A drain waits for a suspended call: the client gets GOAWAY, then the call's answer.
+TEST_F(NativeGrpcSuspendTest, ShutdownWaitsForASuspendedCall) {
+  Start(OneThread());
+  H2Client client(port_);
+  const int32_t id = client.Start({SlowCheck("drain")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  std::thread stopper([&] { server_->Shutdown(absl::Seconds(10)); });
+  for (int i = 0; i < 250 && !client.goaway_received(); ++i) {
+    client.Pump(20);
+  }
+  EXPECT_TRUE(client.goaway_received());
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(client.Wait({id}, 5000));
+  EXPECT_EQ(client.response(id).grpc_status(), 0);
+  EXPECT_EQ(Decode(client.response(id)).statuses(0).limit_remaining(), 4u);
+  stopper.join();
+  server_.reset();
+}
+
 // Past max_checks_in_flight calls at once the server sheds: while one call is suspended, the
 // next is decided at once without waiting for the owner; once the first is answered the bound
 // is free again.

@@ -1942,6 +1942,27 @@ TEST_F(HttpSuspendTest, ReleaseMaySuspendToo) {
   EXPECT_EQ(exchange(GetRequest("/v1/check?domain=api&job=j")).status, 200);
 }
 
+// A drain waits for a suspended check: its answer still reaches the client, then the
+// connection closes.
+TEST_F(HttpSuspendTest, ShutdownWaitsForASuspendedCheck) {
+  Start(OneThread());
+  HttpClient client(port_);
+  ASSERT_TRUE(client.Send(GetRequest("/v1/check?domain=api&slow=drain")));
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  std::thread shutdown([this] { server_->Shutdown(absl::Seconds(30)); });
+  // Once the server refuses new connections it is draining.
+  while (Get("/healthcheck").status == 200) {
+  }
+  ASSERT_TRUE(store_.Release(0));
+  HttpResponse r = client.ReadResponse();
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_THAT(r.Header("RateLimit"), StartsWith("\"slow\";r=4"));
+  EXPECT_TRUE(client.WaitForClose());
+  shutdown.join();
+  server_.reset();
+  EXPECT_EQ(metrics_.http_connections.load(), 0u);
+}
+
 // Calls that are answered at once in cluster mode (health, metrics, config, not-found) never
 // reach the store and are not held behind anything but their own connection's requests.
 TEST_F(HttpSuspendTest, CallsThatNeedNoOwnerAreAnsweredAtOnce) {
