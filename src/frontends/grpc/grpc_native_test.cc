@@ -711,6 +711,32 @@ TEST_F(NativeGrpcSuspendTest, ConnectionClosedWhileSuspended) {
   }
 }
 
+// A suspended call is bounded by the store (in a cluster, the forward timeout), not by the
+// request timeout: the sweeper does not reset a stream whose request is in and being decided.
+TEST_F(NativeGrpcSuspendTest, SuspendedCallOutlivesTheRequestTimeout) {
+  FakeTime time;
+  Start(FakeTimeOptions(OneThread(), time));  // request timeout 40 ms, swept every 10 ms
+  H2Client client(port_);
+  const int32_t id = client.Start({SlowCheck("long")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  // A stream whose request never ends, opened at the same time, is reset meanwhile.
+  H2Request unfinished = Check("unfinished");
+  unfinished.body.resize(8);
+  unfinished.end_stream = false;
+  const int32_t slow = client.Start({unfinished})[0];
+  for (int i = 0; i < 500 && !client.response(slow).done; ++i) {
+    time.Advance(absl::Milliseconds(20));
+    client.Pump(10);
+  }
+  ASSERT_TRUE(client.response(slow).done);
+  EXPECT_EQ(client.response(slow).reset_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+  EXPECT_FALSE(client.response(id).done) << "the suspended call was reset";
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(client.Wait({id}, 5000));
+  EXPECT_EQ(client.response(id).grpc_status(), 0);
+  EXPECT_EQ(Decode(client.response(id)).statuses(0).limit_remaining(), 4u);
+}
+
 // A drain waits for a suspended call: the client gets GOAWAY, then the call's answer.
 TEST_F(NativeGrpcSuspendTest, ShutdownWaitsForASuspendedCall) {
   Start(OneThread());

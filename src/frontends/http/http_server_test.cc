@@ -1942,6 +1942,24 @@ TEST_F(HttpSuspendTest, ReleaseMaySuspendToo) {
   EXPECT_EQ(exchange(GetRequest("/v1/check?domain=api&job=j")).status, 200);
 }
 
+// A suspended check is bounded by the store (in a cluster, the forward timeout), not by the
+// session: its connection outlives the idle timeout that closes an idle one meanwhile.
+TEST_F(HttpSuspendTest, SuspendedCheckOutlivesTheIdleTimeout) {
+  HttpServerOptions options = OneThread();
+  options.idle_timeout = absl::Milliseconds(100);
+  Start(options);
+  HttpClient waiting(port_);
+  ASSERT_TRUE(waiting.Send(GetRequest("/v1/check?domain=api&slow=long")));
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  HttpClient idle(port_);
+  ASSERT_EQ(idle.Request("GET", "/healthcheck").status, 200);
+  EXPECT_TRUE(idle.WaitForClose());  // the sweeper has run past the timeout
+  ASSERT_TRUE(store_.Release(0));
+  HttpResponse r = waiting.ReadResponse();
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_THAT(r.Header("RateLimit"), StartsWith("\"slow\";r=4"));
+}
+
 // A drain waits for a suspended check: its answer still reaches the client, then the
 // connection closes.
 TEST_F(HttpSuspendTest, ShutdownWaitsForASuspendedCheck) {
