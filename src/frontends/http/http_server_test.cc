@@ -1946,7 +1946,9 @@ TEST_F(HttpSuspendTest, ReleaseMaySuspendToo) {
 // session: its connection outlives the idle timeout that closes an idle one meanwhile.
 TEST_F(HttpSuspendTest, SuspendedCheckOutlivesTheIdleTimeout) {
   HttpServerOptions options = OneThread();
-  options.idle_timeout = absl::Milliseconds(100);
+  // Long enough that a loaded machine still reads the request before it (the test waits for
+  // one idle timeout).
+  options.idle_timeout = absl::Milliseconds(500);
   Start(options);
   HttpClient waiting(port_);
   ASSERT_TRUE(waiting.Send(GetRequest("/v1/check?domain=api&slow=long")));
