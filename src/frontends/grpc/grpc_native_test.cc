@@ -26,7 +26,9 @@
 #include "src/admin/config_manager.h"
 #include "src/common/protobuf_log.h"
 #include "src/common/rate_limited_log.h"
+#include "src/core/config.h"
 #include "testing/h2_client.h"
+#include "testing/held_store.h"
 #include "testing/temp_dir.h"
 
 namespace floodgate::frontends {
@@ -498,6 +500,283 @@ TEST_F(NativeGrpcServerTest, ShutdownFinishesCallsInFlightWithGoawayAndNotServin
   stopper.join();
   server_.reset();
   EXPECT_TRUE(ClosedByPeer(client.fd(), 2000) || client.connection_closed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster mode without workers: a check that waits for its key's owner is suspended on its
+// connection's io thread (Session::Decide). HeldStore stands in for the cluster: it holds the
+// transactions of the hourly "slow" limit (a key another node owns) until the test releases
+// them, and answers the others at once.
+
+constexpr char kSuspendYaml[] = R"(domain: rl
+descriptors:
+  - key: user
+    rate_limit: {unit: day, requests_per_unit: 2}
+  - key: slow
+    rate_limit: {unit: hour, requests_per_unit: 5}
+)";
+
+H2Request SlowCheck(const std::string& value) {
+  rls::RateLimitRequest request;
+  request.set_domain("rl");
+  auto* e = request.add_descriptors()->add_entries();
+  e->set_key("slow");
+  e->set_value(value);
+  H2Request r;
+  r.body = GrpcFrame(request.SerializeAsString());
+  return r;
+}
+
+// Writes an RST_STREAM(CANCEL) frame for `id` on the client's socket, between the frames its
+// session sends (each Pump writes whole frames): the client's own session does not know.
+void SendResetStream(H2Client& client, int32_t id) {
+  // The frame header (payload length 4, type RST_STREAM, no flags, the stream), then the code.
+  std::string frame("\x00\x00\x04\x03\x00", 5);
+  for (const uint32_t word : {static_cast<uint32_t>(id), uint32_t{NGHTTP2_CANCEL}}) {
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      frame.push_back(static_cast<char>(word >> shift));
+    }
+  }
+  ASSERT_EQ(send(client.fd(), frame.data(), frame.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(frame.size()));
+}
+
+class NativeGrpcSuspendTest : public ::testing::Test {
+ protected:
+  void Start(GrpcServerOptions options) {
+    auto domain = core::ParseDomainConfig(kSuspendYaml, "rl.yaml");
+    ASSERT_TRUE(domain.ok()) << domain.status();
+    limiter_ = std::make_unique<limiter::Limiter>(&store_, KeyHasher(1, 2),
+                                                  *core::BuildConfig({*domain}, 1));
+    store_.HoldIf([](absl::Span<const StoreOp> ops) {
+      for (const StoreOp& op : ops) {
+        if (op.spec.period_ns == int64_t{3600} * 1'000'000'000) {
+          return true;
+        }
+      }
+      return false;
+    });
+    service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
+    ASSERT_TRUE(service_->may_suspend());
+    options.address = "127.0.0.1:0";
+    options.max_receive_bytes = 64 * 1024;
+    server_ = NewNativeGrpcServer(options, service_.get(), &metrics_);
+    ASSERT_TRUE(server_->Start().ok());
+    port_ = server_->port();
+  }
+  GrpcServerOptions OneThread() {
+    GrpcServerOptions options;
+    options.io_threads = 1;  // a blocked io thread would stop every connection
+    return options;
+  }
+  void TearDown() override {
+    store_.ReleaseAll();  // held calls are answered while the server still runs
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(2));
+    }
+  }
+  static bool WaitFor(const std::function<bool()>& done) {
+    return floodgate::testing::HeldStore::WaitFor(done);
+  }
+
+  floodgate::testing::HeldStore store_;  // outlives the server, whose calls it holds
+  std::unique_ptr<limiter::Limiter> limiter_;
+  service::ServerMetrics metrics_;
+  std::unique_ptr<service::RateLimitService> service_;
+  std::unique_ptr<net::Server> server_;
+  int port_ = 0;
+};
+
+// A suspended call on one stream does not hold up the others: a later stream on the same
+// connection, and another connection, are answered first; the suspended one is answered when
+// its owner answers.
+TEST_F(NativeGrpcSuspendTest, OtherStreamsAreAnsweredWhileOneIsSuspended) {
+  Start(OneThread());
+  H2Client client(port_);
+  const int32_t slow = client.Start({SlowCheck("a")})[0];
+  ASSERT_GT(slow, 0);
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  H2Response fast = client.Call(Check("fast"));
+  EXPECT_EQ(fast.grpc_status(), 0);
+  EXPECT_EQ(Decode(fast).statuses(0).limit_remaining(), 1u);
+  H2Client other(port_);
+  EXPECT_EQ(other.Call(Check("other")).grpc_status(), 0);
+  client.Pump(10);
+  EXPECT_FALSE(client.response(slow).done) << "answered before its owner did";
+
+  // A second suspended stream, answered before the first: each stream gets its own answer.
+  const int32_t slow_b = client.Start({SlowCheck("b")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 2; }));
+  ASSERT_TRUE(store_.Release(1));
+  ASSERT_TRUE(client.Wait({slow_b}, 5000));
+  EXPECT_FALSE(client.response(slow).done);
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(client.Wait({slow}, 5000));
+  for (int32_t id : {slow, slow_b}) {
+    const H2Response& r = client.response(id);
+    EXPECT_EQ(r.grpc_status(), 0) << id;
+    const rls::RateLimitResponse decoded = Decode(r);
+    EXPECT_EQ(decoded.overall_code(), rls::RateLimitResponse::OK) << id;
+    EXPECT_EQ(decoded.statuses(0).limit_remaining(), 4u) << id;  // a and b: one hit each
+  }
+  EXPECT_EQ(metrics_.grpc.requests.load(), 4u);
+  EXPECT_EQ(metrics_.grpc.errors.load(), 0u);
+  EXPECT_FALSE(client.connection_closed());
+}
+
+// Many streams on one connection, every other one held and released from another thread as
+// soon as it is seen: each stream gets its own answer, and every answer arrives.
+TEST_F(NativeGrpcSuspendTest, ManyStreamsHalfSuspendedAllGetTheirOwnAnswer) {
+  GrpcServerOptions options;
+  options.io_threads = 2;
+  Start(options);
+  constexpr int kStreams = 200;
+  std::vector<H2Request> requests;
+  for (int i = 0; i < kStreams; ++i) {
+    requests.push_back(i % 2 == 0 ? SlowCheck("s" + std::to_string(i))
+                                  : Check("u" + std::to_string(i)));
+  }
+  std::atomic<bool> stop{false};
+  std::thread releaser([&] {
+    while (!stop.load()) {
+      if (!store_.Release(0)) {
+        std::this_thread::yield();
+      }
+    }
+  });
+  H2Client client(port_);
+  const std::vector<int32_t> ids = client.Start(requests);
+  const bool all = client.Wait(ids, 20000);
+  stop.store(true);
+  releaser.join();
+  ASSERT_TRUE(all);
+  for (int i = 0; i < kStreams; ++i) {
+    const H2Response& r = client.response(ids[i]);
+    ASSERT_EQ(r.grpc_status(), 0) << i;
+    const rls::RateLimitResponse decoded = Decode(r);
+    ASSERT_EQ(decoded.statuses_size(), 1) << i;
+    EXPECT_EQ(decoded.statuses(0).current_limit().requests_per_unit(), i % 2 == 0 ? 5u : 2u) << i;
+    EXPECT_EQ(decoded.statuses(0).limit_remaining(), i % 2 == 0 ? 4u : 1u) << i;
+  }
+  EXPECT_EQ(store_.suspended(), kStreams / 2);
+}
+
+// The client resets a stream whose call is suspended: its answer, when it comes, is dropped;
+// the connection and its other streams are unaffected.
+TEST_F(NativeGrpcSuspendTest, StreamResetWhileSuspendedDropsTheAnswerOnly) {
+  Start(OneThread());
+  H2Client client(port_);
+  const int32_t slow = client.Start({SlowCheck("reset")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  SendResetStream(client, slow);
+  // Frames are read in order: once this call is answered, the reset has been read.
+  EXPECT_EQ(client.Call(Check("during")).grpc_status(), 0);
+  const int answered = store_.answered();
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(WaitFor([&] { return store_.answered() > answered; }));
+  H2Response after = client.Call(Check("after"));
+  EXPECT_EQ(after.grpc_status(), 0);
+  client.Pump(10);
+  EXPECT_FALSE(client.response(slow).done) << "the reset stream was answered";
+  EXPECT_FALSE(client.connection_closed());
+  EXPECT_FALSE(client.goaway_received());
+  // The check itself was decided (the owner counted it).
+  const int32_t again = client.Start({SlowCheck("reset")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(client.Wait({again}, 5000));
+  EXPECT_EQ(Decode(client.response(again)).statuses(0).limit_remaining(), 3u);
+}
+
+// The connection closes while calls on it are suspended: their answers are dropped when they
+// come, and other connections are served throughout.
+TEST_F(NativeGrpcSuspendTest, ConnectionClosedWhileSuspended) {
+  Start(OneThread());
+  H2Client other(port_);
+  for (const bool reset : {false, true}) {
+    auto client = std::make_unique<H2Client>(port_);
+    client->Start({SlowCheck("gone"), SlowCheck("gone2")});
+    ASSERT_TRUE(WaitFor([&] { return store_.held() == 2; })) << reset;
+    if (reset) {
+      const linger abort{.l_onoff = 1, .l_linger = 0};
+      ASSERT_EQ(setsockopt(client->fd(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort)), 0);
+    }
+    client.reset();  // closes the socket
+    EXPECT_EQ(other.Call(Check("meanwhile")).grpc_status(), 0) << reset;
+    const int answered = store_.answered();
+    EXPECT_EQ(store_.ReleaseAll(), 2u);
+    ASSERT_TRUE(WaitFor([&] { return store_.answered() == answered + 2; })) << reset;
+    EXPECT_EQ(other.Call(Check("after")).grpc_status(), 0) << reset;
+    EXPECT_FALSE(other.connection_closed());
+  }
+}
+
+// A suspended call is bounded by the store (in a cluster, the forward timeout), not by the
+// request timeout: the sweeper does not reset a stream whose request is in and being decided.
+TEST_F(NativeGrpcSuspendTest, SuspendedCallOutlivesTheRequestTimeout) {
+  FakeTime time;
+  Start(FakeTimeOptions(OneThread(), time));  // request timeout 40 ms, swept every 10 ms
+  H2Client client(port_);
+  const int32_t id = client.Start({SlowCheck("long")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  // A stream whose request never ends, opened at the same time, is reset meanwhile.
+  H2Request unfinished = Check("unfinished");
+  unfinished.body.resize(8);
+  unfinished.end_stream = false;
+  const int32_t slow = client.Start({unfinished})[0];
+  for (int i = 0; i < 500 && !client.response(slow).done; ++i) {
+    time.Advance(absl::Milliseconds(20));
+    client.Pump(10);
+  }
+  ASSERT_TRUE(client.response(slow).done);
+  EXPECT_EQ(client.response(slow).reset_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+  EXPECT_FALSE(client.response(id).done) << "the suspended call was reset";
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(client.Wait({id}, 5000));
+  EXPECT_EQ(client.response(id).grpc_status(), 0);
+  EXPECT_EQ(Decode(client.response(id)).statuses(0).limit_remaining(), 4u);
+}
+
+// A drain waits for a suspended call: the client gets GOAWAY, then the call's answer.
+TEST_F(NativeGrpcSuspendTest, ShutdownWaitsForASuspendedCall) {
+  Start(OneThread());
+  H2Client client(port_);
+  const int32_t id = client.Start({SlowCheck("drain")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  std::thread stopper([&] { server_->Shutdown(absl::Seconds(10)); });
+  for (int i = 0; i < 250 && !client.goaway_received(); ++i) {
+    client.Pump(20);
+  }
+  EXPECT_TRUE(client.goaway_received());
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(client.Wait({id}, 5000));
+  EXPECT_EQ(client.response(id).grpc_status(), 0);
+  EXPECT_EQ(Decode(client.response(id)).statuses(0).limit_remaining(), 4u);
+  stopper.join();
+  server_.reset();
+}
+
+// Past max_checks_in_flight calls at once the server sheds: while one call is suspended, the
+// next is decided at once without waiting for the owner; once the first is answered the bound
+// is free again.
+TEST_F(NativeGrpcSuspendTest, CallsPastTheInFlightBoundAreShed) {
+  GrpcServerOptions options = OneThread();
+  options.max_checks_in_flight = 1;
+  Start(options);
+  H2Client client(port_);
+  const int32_t first = client.Start({SlowCheck("s")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  EXPECT_EQ(client.Call(SlowCheck("s")).grpc_status(), 0);
+  EXPECT_EQ(metrics_.grpc.shed.load(), 1u);
+  EXPECT_EQ(store_.held(), 1u) << "the shed call waited for the owner";
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(client.Wait({first}, 5000));
+  EXPECT_EQ(client.response(first).grpc_status(), 0);
+  const int32_t next = client.Start({SlowCheck("s")})[0];
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; })) << "shed, not suspended";
+  ASSERT_TRUE(store_.Release(0));
+  ASSERT_TRUE(client.Wait({next}, 5000));
+  EXPECT_EQ(metrics_.grpc.shed.load(), 1u);
 }
 
 }  // namespace

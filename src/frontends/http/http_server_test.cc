@@ -5,10 +5,13 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,6 +28,7 @@
 #include "src/frontends/http/http_util.h"
 #include "testing/fake_clock.h"
 #include "testing/gated_store.h"
+#include "testing/held_store.h"
 #include "testing/http_client.h"
 #include "testing/temp_dir.h"
 #include "testing/tls_certs.h"
@@ -1635,6 +1639,361 @@ TEST_F(HttpWorkersTest, LateCallsAreShedAndAShedReleaseIsRefusedClearly) {
   EXPECT_EQ(release.status, 503);
   EXPECT_THAT(release.body, ::testing::HasSubstr("release was not applied"));
   EXPECT_EQ(metrics_.http.shed.load(), 2u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster mode without workers: a check that waits for its key's owner is suspended on the io
+// thread (HttpHandlers::HandleAsync). HeldStore stands in for the cluster: it holds the
+// transactions of the hourly "slow" limit (a key another node owns) until the test releases
+// them, and answers the others at once.
+
+constexpr char kSuspendYaml[] = R"(domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 2, name: per_user}
+  - key: slow
+    rate_limit: {unit: hour, requests_per_unit: 5, name: slow}
+  - key: job
+    rate_limit: {algorithm: concurrency, unit: hour, requests_per_unit: 1, name: job}
+)";
+
+std::string GetRequest(const std::string& target) {
+  return "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n";
+}
+
+std::string PostRequest(const std::string& target, const std::string& body) {
+  return "POST " + target +
+         " HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+         body;
+}
+
+// Returns a TCP connection to 127.0.0.1:port with `bytes` sent on it, or -1.
+int ConnectAndSend(int port, std::string_view bytes) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+class HttpSuspendTest : public ::testing::Test {
+ protected:
+  void Start(HttpServerOptions options) {
+    auto domain = core::ParseDomainConfig(kSuspendYaml, "api.yaml");
+    ASSERT_TRUE(domain.ok()) << domain.status();
+    clock_.Set(1'700'000'040LL * kSecond);
+    limiter::LimiterOptions limiter_options;
+    limiter_options.clock = &clock_;
+    limiter_ = std::make_unique<limiter::Limiter>(
+        &store_, KeyHasher(1, 2), *core::BuildConfig({*domain}, 1), limiter_options);
+    store_.HoldIf([](absl::Span<const StoreOp> ops) {
+      for (const StoreOp& op : ops) {
+        if (op.spec.period_ns == 3600 * kSecond) {
+          return true;
+        }
+      }
+      return false;
+    });
+    service_ = service::NewRateLimitService(limiter_.get(), service::RequestLimits(), &metrics_);
+    ASSERT_TRUE(service_->may_suspend());
+    admin_ = std::make_unique<admin::NodeAdmin>(nullptr, limiter_.get(), &metrics_);
+    options.address = "127.0.0.1:0";
+    server_ = NewHttpServer(options, service_.get(), admin_.get(), &metrics_);
+    ASSERT_TRUE(server_->Start().ok());
+    port_ = server_->port();
+  }
+  HttpServerOptions OneThread() {
+    HttpServerOptions options;
+    options.threads = 1;  // a blocked io thread would stop every connection
+    return options;
+  }
+
+  void TearDown() override {
+    // Held calls are answered while the server still runs.
+    store_.ReleaseAll();
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(5));
+    }
+  }
+
+  HttpResponse Get(const std::string& target) {
+    return floodgate::testing::Request(port_, "GET", target);
+  }
+  static bool WaitFor(const std::function<bool()>& done) {
+    return floodgate::testing::HeldStore::WaitFor(done);
+  }
+
+  floodgate::testing::FakeClock clock_;
+  floodgate::testing::HeldStore store_;  // outlives the server, whose calls it holds
+  std::unique_ptr<limiter::Limiter> limiter_;
+  service::ServerMetrics metrics_;
+  std::unique_ptr<service::RateLimitService> service_;
+  std::unique_ptr<admin::NodeAdmin> admin_;
+  std::unique_ptr<net::Server> server_;
+  int port_ = 0;
+};
+
+// Pipelined requests on one connection, of which the first and the third wait for their owner:
+// the io thread serves other connections meanwhile, requests behind a suspended one wait for
+// it, and the answers come back in request order.
+TEST_F(HttpSuspendTest, PipelinedAnswersKeepRequestOrderAcrossSuspendedChecks) {
+  Start(OneThread());
+  HttpClient client(port_);
+  ASSERT_TRUE(client.Send(GetRequest("/v1/check?domain=api&slow=a") +
+                          GetRequest("/v1/check?domain=api&user=b") +
+                          GetRequest("/v1/check?domain=api&slow=a&hits=2") +
+                          GetRequest("/v1/check?domain=api&user=b") + GetRequest("/healthcheck")));
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  EXPECT_EQ(store_.async_applies(), 1) << "a request behind the suspended one was decided";
+
+  // The only io thread is free: another connection is answered meanwhile, a check included.
+  EXPECT_EQ(Get("/healthcheck").status, 200);
+  HttpResponse other = Get("/v1/check?domain=api&user=other");
+  EXPECT_EQ(other.status, 200);
+  EXPECT_THAT(other.Header("RateLimit"), StartsWith("\"per_user\";r=1"));
+
+  ASSERT_TRUE(store_.Release(0));
+  // The session resumes: the second request is answered at once, the third is suspended.
+  ASSERT_TRUE(WaitFor([&] { return store_.suspended() == 2 && store_.held() == 1; }));
+  EXPECT_EQ(Get("/healthcheck").status, 200);
+  ASSERT_TRUE(store_.Release(0));
+
+  HttpResponse first = client.ReadResponse();
+  EXPECT_EQ(first.status, 200);
+  EXPECT_THAT(first.Header("RateLimit"), StartsWith("\"slow\";r=4"));
+  HttpResponse second = client.ReadResponse();
+  EXPECT_EQ(second.status, 200);
+  EXPECT_THAT(second.Header("RateLimit"), StartsWith("\"per_user\";r=1"));
+  HttpResponse third = client.ReadResponse();
+  EXPECT_EQ(third.status, 200);
+  EXPECT_THAT(third.Header("RateLimit"), StartsWith("\"slow\";r=2"));
+  HttpResponse fourth = client.ReadResponse();
+  EXPECT_EQ(fourth.status, 200);
+  EXPECT_THAT(fourth.Header("RateLimit"), StartsWith("\"per_user\";r=0"));
+  HttpResponse fifth = client.ReadResponse();
+  EXPECT_EQ(fifth.status, 200);
+  EXPECT_EQ(fifth.body, "OK");
+  EXPECT_EQ(client.connects(), 1);
+  // The connection goes on after the batch.
+  EXPECT_EQ(client.Request("GET", "/v1/check?domain=api&user=b").status, 429);
+  EXPECT_EQ(client.connects(), 1);
+  EXPECT_EQ(store_.held(), 0u);
+}
+
+// The same with two io threads sharing the context: an answer may resume its batch on the
+// other thread, even while the thread that suspended it is still returning. Many pipelined
+// checks, every other one held and released as soon as it is seen, still come back whole and
+// in order.
+TEST_F(HttpSuspendTest, PipelinedOrderHoldsWithTwoIoThreads) {
+  HttpServerOptions options;
+  options.threads = 2;
+  Start(options);
+  constexpr int kRequests = 60;
+  std::string batch;
+  for (int i = 0; i < kRequests; ++i) {
+    batch += GetRequest(i % 2 == 0 ? "/v1/check?domain=api&slow=s" + std::to_string(i)
+                                   : "/v1/check?domain=api&user=u" + std::to_string(i));
+  }
+  std::atomic<bool> stop{false};
+  std::thread releaser([&] {
+    while (!stop.load()) {
+      if (!store_.Release(0)) {
+        std::this_thread::yield();
+      }
+    }
+  });
+  HttpClient client(port_);
+  ASSERT_TRUE(client.Send(batch));
+  for (int i = 0; i < kRequests; ++i) {
+    HttpResponse r = client.ReadResponse();
+    ASSERT_EQ(r.status, 200) << i << ": " << r.error;
+    EXPECT_THAT(r.Header("RateLimit"), StartsWith(i % 2 == 0 ? "\"slow\";r=4" : "\"per_user\";r=1"))
+        << i;
+  }
+  stop.store(true);
+  releaser.join();
+  EXPECT_EQ(store_.suspended(), kRequests / 2);
+  EXPECT_EQ(client.connects(), 1);
+}
+
+// Every form of rate limit call is suspended alike and answered as it would be at once: the
+// native POST check, Envoy's /json and nginx's /v1/auth.
+TEST_F(HttpSuspendTest, EveryRateLimitCallMaySuspend) {
+  Start(OneThread());
+  const std::string body =
+      R"({"domain":"api","descriptors":[{"entries":[{"key":"slow","value":"p"}]}]})";
+  HttpClient client(port_);
+  ASSERT_TRUE(client.Send(
+      "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body +
+      "POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body + GetRequest("/v1/auth?domain=api&slow=p&hits=4")));
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(WaitFor([&] { return store_.suspended() == i && store_.held() == 1; })) << i;
+    ASSERT_TRUE(store_.Release(0));
+  }
+  HttpResponse native = client.ReadResponse();
+  EXPECT_EQ(native.status, 200);
+  EXPECT_EQ(ParseNative(native.body).descriptors(0).limits(0).remaining(), 4u);
+  HttpResponse envoy = client.ReadResponse();
+  EXPECT_EQ(envoy.status, 200);
+  EXPECT_THAT(envoy.body, HasSubstr("\"overallCode\":\"OK\""));
+  HttpResponse auth = client.ReadResponse();
+  EXPECT_EQ(auth.status, 403) << "4 more hits do not fit in the 3 left";
+  EXPECT_EQ(metrics_.http.requests.load(), 3u);
+  EXPECT_EQ(metrics_.http.over_limit.load(), 1u);
+}
+
+// A connection that goes away while its check is suspended: nothing breaks when the answer
+// comes (it has no one to go to), the session ends, and the server keeps serving. Closed
+// politely (FIN) and abortively (RST), with requests pipelined behind the suspended one.
+TEST_F(HttpSuspendTest, ConnectionClosedWhileSuspendedEndsQuietly) {
+  Start(OneThread());
+  for (const bool reset : {false, true}) {
+    const int fd = ConnectAndSend(port_, GetRequest("/v1/check?domain=api&slow=gone") +
+                                             GetRequest("/v1/check?domain=api&user=gone") +
+                                             GetRequest("/healthcheck"));
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; })) << reset;
+    // This one and no other (the sessions of earlier connections have ended).
+    EXPECT_TRUE(WaitFor([&] { return metrics_.http_connections.load() == 1; })) << reset;
+    if (reset) {
+      const linger abort{.l_onoff = 1, .l_linger = 0};
+      ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort)), 0);
+    }
+    ::close(fd);
+    // Served meanwhile.
+    EXPECT_EQ(Get("/healthcheck").status, 200) << reset;
+    const int answered = store_.answered();
+    ASSERT_TRUE(store_.Release(0));
+    ASSERT_TRUE(WaitFor([&] { return store_.answered() > answered; })) << reset;
+    // The session notices the closed socket when it writes (or reads) and ends.
+    EXPECT_TRUE(WaitFor([&] { return metrics_.http_connections.load() == 0; }))
+        << reset << ": the session outlived its connection";
+    EXPECT_EQ(Get("/healthcheck").status, 200) << reset;
+    EXPECT_EQ(Get("/v1/check?domain=api&user=after").status, 200) << reset;
+    EXPECT_EQ(store_.held(), 0u);
+  }
+  EXPECT_EQ(metrics_.http.errors.load(), 0u);
+}
+
+// Past max_checks_in_flight rate limit calls at once the server sheds: while one check is
+// suspended, a second is decided at once without waiting for the owner, and the first still
+// gets its answer.
+TEST_F(HttpSuspendTest, ChecksPastTheInFlightBoundAreShed) {
+  HttpServerOptions options = OneThread();
+  options.max_checks_in_flight = 1;
+  Start(options);
+  HttpClient waiting(port_);
+  ASSERT_TRUE(waiting.Send(GetRequest("/v1/check?domain=api&slow=s")));
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  HttpResponse shed = Get("/v1/check?domain=api&slow=s");
+  EXPECT_EQ(shed.status, 200);
+  EXPECT_EQ(metrics_.http.shed.load(), 1u);
+  EXPECT_EQ(store_.held(), 1u) << "the shed check waited for the owner";
+  ASSERT_TRUE(store_.Release(0));
+  HttpResponse first = waiting.ReadResponse();
+  EXPECT_EQ(first.status, 200);
+  // The bound is free again: the next check is not shed (it waits, and is released).
+  HttpClient next(port_);
+  ASSERT_TRUE(next.Send(GetRequest("/v1/check?domain=api&slow=s")));
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  ASSERT_TRUE(store_.Release(0));
+  EXPECT_EQ(next.ReadResponse().status, 200);
+  EXPECT_EQ(metrics_.http.shed.load(), 1u);
+}
+
+// A concurrency slot taken by a suspended check is freed by a suspended release (POST
+// /v1/release): each waits for the owner, and a lease frees its slot once.
+TEST_F(HttpSuspendTest, ReleaseMaySuspendToo) {
+  Start(OneThread());
+  const std::string job = R"("descriptors":[{"entries":[{"key":"job","value":"j"}]}])";
+  HttpClient client(port_);
+  auto exchange = [&](const std::string& request) {
+    const int suspended = store_.suspended();
+    EXPECT_TRUE(client.Send(request));
+    EXPECT_TRUE(WaitFor([&] { return store_.suspended() == suspended + 1; }));
+    EXPECT_TRUE(store_.Release(0));
+    return client.ReadResponse();
+  };
+  HttpResponse taken = exchange(PostRequest("/v1/check", R"({"domain":"api",)" + job + "}"));
+  ASSERT_EQ(taken.status, 200) << taken.body;
+  const int64_t lease = ParseNative(taken.body).lease();
+  ASSERT_NE(lease, 0);
+  EXPECT_EQ(exchange(GetRequest("/v1/check?domain=api&job=j")).status, 429);
+
+  const std::string release = PostRequest(
+      "/v1/release", R"({"domain":"api","lease":")" + std::to_string(lease) + R"(",)" + job + "}");
+  ASSERT_TRUE(client.Send(release));
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  // Other connections are served while the release waits for the owner.
+  EXPECT_EQ(Get("/v1/check?domain=api&user=x").status, 200);
+  ASSERT_TRUE(store_.Release(0));
+  HttpResponse released = client.ReadResponse();
+  EXPECT_EQ(released.status, 200) << released.body;
+  EXPECT_EQ(released.body, "{}");
+  EXPECT_EQ(exchange(release).status, 409) << "a lease frees its slot once";
+  EXPECT_EQ(exchange(GetRequest("/v1/check?domain=api&job=j")).status, 200);
+}
+
+// A suspended check is bounded by the store (in a cluster, the forward timeout), not by the
+// session: its connection outlives the idle timeout that closes an idle one meanwhile.
+TEST_F(HttpSuspendTest, SuspendedCheckOutlivesTheIdleTimeout) {
+  HttpServerOptions options = OneThread();
+  // Long enough that a loaded machine still reads the request before it (the test waits for
+  // one idle timeout).
+  options.idle_timeout = absl::Milliseconds(500);
+  Start(options);
+  HttpClient waiting(port_);
+  ASSERT_TRUE(waiting.Send(GetRequest("/v1/check?domain=api&slow=long")));
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  HttpClient idle(port_);
+  ASSERT_EQ(idle.Request("GET", "/healthcheck").status, 200);
+  EXPECT_TRUE(idle.WaitForClose());  // the sweeper has run past the timeout
+  ASSERT_TRUE(store_.Release(0));
+  HttpResponse r = waiting.ReadResponse();
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_THAT(r.Header("RateLimit"), StartsWith("\"slow\";r=4"));
+}
+
+// A drain waits for a suspended check: its answer still reaches the client, then the
+// connection closes.
+TEST_F(HttpSuspendTest, ShutdownWaitsForASuspendedCheck) {
+  Start(OneThread());
+  HttpClient client(port_);
+  ASSERT_TRUE(client.Send(GetRequest("/v1/check?domain=api&slow=drain")));
+  ASSERT_TRUE(WaitFor([&] { return store_.held() == 1; }));
+  std::thread shutdown([this] { server_->Shutdown(absl::Seconds(30)); });
+  // Once the server refuses new connections it is draining.
+  while (Get("/healthcheck").status == 200) {
+  }
+  ASSERT_TRUE(store_.Release(0));
+  HttpResponse r = client.ReadResponse();
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_THAT(r.Header("RateLimit"), StartsWith("\"slow\";r=4"));
+  EXPECT_TRUE(client.WaitForClose());
+  shutdown.join();
+  server_.reset();
+  EXPECT_EQ(metrics_.http_connections.load(), 0u);
+}
+
+// Calls that are answered at once in cluster mode (health, metrics, config, not-found) never
+// reach the store and are not held behind anything but their own connection's requests.
+TEST_F(HttpSuspendTest, CallsThatNeedNoOwnerAreAnsweredAtOnce) {
+  Start(OneThread());
+  EXPECT_EQ(Get("/metrics").status, 200);
+  EXPECT_EQ(Get("/v1/config").status, 200);
+  EXPECT_EQ(Get("/nope").status, 404);
+  EXPECT_EQ(Get("/v1/check?domain=api&user=u").status, 200);
+  EXPECT_EQ(Get("/v1/check?domain=api").status, 400);
+  EXPECT_EQ(store_.suspended(), 0);
+  EXPECT_EQ(store_.async_applies(), 1);
 }
 
 }  // namespace
