@@ -2,8 +2,10 @@
 
 // A throw-away PKI for TLS tests, made at test time with the `openssl` command line (nothing
 // checked in): a CA, a server certificate for localhost / 127.0.0.1 it signed, a client
-// certificate it signed, and a second CA with a client certificate of its own (which the first
-// CA does not trust). EC P-256 keys, valid for a day.
+// certificate it signed, a member certificate for cluster peers (both server and client use, as
+// a member both accepts and dials) it signed, and a second CA with a client certificate and a
+// member certificate of its own (which the first CA does not trust). EC P-256 keys, valid for a
+// day.
 
 #include <cstdlib>
 #include <fstream>
@@ -21,6 +23,8 @@ struct TestPki {
   std::string client_cert, client_key;              // signed by ca_cert
   std::string other_ca_cert;                        // another CA
   std::string other_client_cert, other_client_key;  // signed by other_ca_cert
+  std::string peer_cert, peer_key;                  // signed by ca_cert; serverAuth, clientAuth
+  std::string other_peer_cert, other_peer_key;      // the same, signed by other_ca_cert
 };
 
 // Returns the PEM text of `path` ("" when unreadable).
@@ -43,7 +47,9 @@ inline absl::StatusOr<TestPki> MakeTestPki(const std::string& dir) {
       "ca ca; ca other-ca\n",
       "sign server ca 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth'\n",
       "sign client ca 'extendedKeyUsage=clientAuth'\n",
-      "sign other-client other-ca 'extendedKeyUsage=clientAuth'\n");
+      "sign other-client other-ca 'extendedKeyUsage=clientAuth'\n",
+      "sign peer ca 'extendedKeyUsage=serverAuth,clientAuth'\n",
+      "sign other-peer other-ca 'extendedKeyUsage=serverAuth,clientAuth'\n");
   const std::string script_path = dir + "/make-pki.sh";
   std::ofstream(script_path) << script;
   const std::string command =
@@ -62,6 +68,10 @@ inline absl::StatusOr<TestPki> MakeTestPki(const std::string& dir) {
   pki.other_ca_cert = dir + "/other-ca.pem";
   pki.other_client_cert = dir + "/other-client.pem";
   pki.other_client_key = dir + "/other-client.key";
+  pki.peer_cert = dir + "/peer.pem";
+  pki.peer_key = dir + "/peer.key";
+  pki.other_peer_cert = dir + "/other-peer.pem";
+  pki.other_peer_key = dir + "/other-peer.key";
   return pki;
 }
 

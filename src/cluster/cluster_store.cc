@@ -87,6 +87,7 @@ absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions
   transport.heartbeat = options.heartbeat;
   transport.forward_timeout = options.forward_timeout;
   transport.cluster_key = options.cluster_key;
+  transport.tls = options.peer_tls;
   transport.clock = options.clock;
   transport.background_delay = options.background_delay;
   return Start(std::move(options), local, NewTcpPeerTransport(std::move(transport)));

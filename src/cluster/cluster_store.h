@@ -30,6 +30,7 @@
 #include "src/cluster/gossip.h"
 #include "src/cluster/membership.h"
 #include "src/cluster/peer_transport.h"
+#include "src/net/tls.h"
 
 namespace floodgate::cluster {
 
@@ -46,6 +47,9 @@ struct ClusterOptions {
   absl::Duration background_delay = absl::Microseconds(500);
   // The secret every peer connection proves (--cluster-key); "" only with --insecure-peers.
   std::string cluster_key;
+  // Peer TLS (--peer-tls-*): this member's certificate and key and the members' CA; unset: plain
+  // (tcp_peer_transport.h).
+  std::optional<net::TlsCredentials> peer_tls;
   // Test hook: when false, no heartbeat thread runs and Start does not wait for a majority; the
   // test runs rounds with HeartbeatRound().
   bool heartbeat_thread = true;

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -23,13 +24,41 @@ namespace {
 // How often the link looks for overdue calls while any are in flight.
 constexpr auto kTick = std::chrono::milliseconds(20);
 constexpr size_t kReadChunk = 64 * 1024;
+// What usually makes a peer TLS handshake fail, for the log line.
+constexpr char kTlsHint[] =
+    "every member needs --peer-tls-cert, --peer-tls-key and --peer-tls-ca, its certificate "
+    "signed by the same CA";
+// Returns whether `ec` means the other side closed the connection (cleanly or not).
+bool ClosedByPeer(const error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::ssl::error::stream_truncated;
+}
+
+// Returns why a read failed, for the log. Closed before the challenge came: the other side
+// refused us (not a member there, or a TLS member to a plain one), or is no member's peer port;
+// a TLS alert then: it refused our certificate.
+std::string WhyLost(const error_code& ec, bool in_handshake) {
+  if (!in_handshake) {
+    return ClosedByPeer(ec) ? "closed by the peer" : ec.message();
+  }
+  if (ClosedByPeer(ec)) {
+    return absl::StrCat(
+        "closed by the peer during the handshake (are we a member there? peer TLS on one side "
+        "only? ",
+        kTlsHint, ")");
+  }
+  if (ec.category() == asio::error::get_ssl_category()) {
+    return absl::StrCat(ec.message(), " (", kTlsHint, ")");
+  }
+  return ec.message();
+}
 }  // namespace
 
 // One TCP connection attempt. Handlers hold it, so a new connection never shares a socket or a
 // buffer with the handlers of a failed one; `conn == conn_` tells them they are still current.
 struct PeerLink::Conn {
-  explicit Conn(asio::io_context& loop) : socket(loop) {}
-  tcp::socket socket;
+  Conn(asio::io_context& loop, net::TlsContext* tls) : stream(net::Socket(loop), tls) {}
+  net::Stream stream;  // the socket, or TLS over it
   FrameDecoder decoder;
   std::array<char, kReadChunk> read_buffer;
   std::unique_ptr<ClientHandshake> handshake;
@@ -40,9 +69,31 @@ std::shared_ptr<PeerLink> PeerLink::Create(PeerLinkOptions options, asio::io_con
 }
 
 PeerLink::PeerLink(PeerLinkOptions options, asio::io_context& loop)
-    : options_(std::move(options)), loop_(loop), timer_(loop), backoff_(options_.min_backoff) {}
+    : options_(std::move(options)), loop_(loop), timer_(loop), backoff_(options_.min_backoff) {
+  if (options_.tls != nullptr) {
+    strand_.emplace(asio::make_strand(loop_));
+  }
+}
 
 PeerLink::~PeerLink() = default;
+
+template <typename Initiate, typename Handler>
+void PeerLink::Async(Initiate&& initiate, Handler&& handler) {
+  if (strand_.has_value()) {
+    initiate(asio::bind_executor(*strand_, std::forward<Handler>(handler)));
+  } else {
+    initiate(std::forward<Handler>(handler));
+  }
+}
+
+template <typename Fn>
+void PeerLink::Post(Fn&& fn) {
+  if (strand_.has_value()) {
+    asio::post(*strand_, std::forward<Fn>(fn));
+  } else {
+    asio::post(loop_, std::forward<Fn>(fn));
+  }
+}
 
 size_t PeerLink::queued_bytes() const {
   absl::MutexLock lock(&mu_);
@@ -81,16 +132,16 @@ absl::Status PeerLink::Call(FrameType type, const google::protobuf::MessageLite&
   if (state_ == State::kIdle) {
     state_ = State::kConnecting;
     connect_deadline_ = now + options_.connect_timeout;
-    asio::post(loop_, [self = shared_from_this()] { self->StartConnect(); });
+    Post([self = shared_from_this()] { self->StartConnect(); });
   } else if (state_ == State::kReady && was_empty && !writing_ && !flush_posted_) {
     flush_posted_ = true;
-    asio::post(loop_, [self = shared_from_this()] { self->Flush(); });
+    Post([self = shared_from_this()] { self->Flush(); });
   }
   return absl::OkStatus();
 }
 
 void PeerLink::Close() {
-  asio::post(loop_, [self = shared_from_this()] { self->CloseNow(); });
+  Post([self = shared_from_this()] { self->CloseNow(); });
 }
 
 void PeerLink::CloseNow() {
@@ -111,16 +162,17 @@ void PeerLink::ArmTimerLocked() {
     return;
   }
   ticking_ = true;
-  asio::post(loop_, [self = shared_from_this()] {
+  Post([self = shared_from_this()] {
     self->timer_.expires_after(kTick);
-    self->timer_.async_wait([self](error_code ec) {
-      if (!ec) {
-        self->OnTick();
-      } else {
-        absl::MutexLock lock(&self->mu_);
-        self->ticking_ = false;
-      }
-    });
+    self->Async([self](auto handler) { self->timer_.async_wait(std::move(handler)); },
+                [self](error_code ec) {
+                  if (!ec) {
+                    self->OnTick();
+                  } else {
+                    absl::MutexLock lock(&self->mu_);
+                    self->ticking_ = false;
+                  }
+                });
   });
 }
 
@@ -161,7 +213,7 @@ void PeerLink::OnTick() {
 }
 
 void PeerLink::StartConnect() {
-  auto conn = std::make_shared<Conn>(loop_);
+  auto conn = std::make_shared<Conn>(loop_, options_.tls.get());
   {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kConnecting) {
@@ -185,21 +237,46 @@ void PeerLink::StartConnect() {
                                                    split.ok() ? ec.message() : split.message())));
     return;
   }
-  asio::async_connect(conn->socket, endpoints,
-                      [self = shared_from_this(), conn](error_code ec, const tcp::endpoint&) {
-                        if (ec) {
-                          self->Fail(conn, absl::UnavailableError(absl::StrCat(
-                                               "cannot connect to peer ", self->options_.member_id,
-                                               " (", self->options_.address, "): ", ec.message())));
-                          return;
-                        }
-                        self->OnConnected(conn);
-                      });
+  Async(
+      [&](auto handler) {
+        asio::async_connect(conn->stream.socket(), endpoints, std::move(handler));
+      },
+      [self = shared_from_this(), conn](error_code ec, const tcp::endpoint&) {
+        if (ec) {
+          self->Fail(conn, absl::UnavailableError(
+                               absl::StrCat("cannot connect to peer ", self->options_.member_id,
+                                            " (", self->options_.address, "): ", ec.message())));
+          return;
+        }
+        self->OnTcpConnected(conn);
+      });
+}
+
+void PeerLink::OnTcpConnected(std::shared_ptr<Conn> conn) {
+  error_code ignored;
+  conn->stream.socket().set_option(tcp::no_delay(true), ignored);
+  if (!conn->stream.is_tls()) {
+    OnConnected(std::move(conn));
+    return;
+  }
+  // TLS first; its handshake counts against the connect deadline like the peer handshake.
+  Async([&](auto handler) { conn->stream.AsyncHandshake(std::move(handler)); },
+        [self = shared_from_this(), conn](error_code ec) {
+          if (ec) {
+            const bool closed = ClosedByPeer(ec);
+            self->Fail(conn,
+                       absl::UnavailableError(absl::StrCat(
+                           "TLS handshake with peer ", self->options_.member_id, " (",
+                           self->options_.address, ") failed: ",
+                           closed ? "closed by the peer (does it use peer TLS?)" : ec.message(),
+                           "; ", kTlsHint)));
+            return;
+          }
+          self->OnConnected(conn);
+        });
 }
 
 void PeerLink::OnConnected(std::shared_ptr<Conn> conn) {
-  error_code ignored;
-  conn->socket.set_option(tcp::no_delay(true), ignored);
   conn->handshake = std::make_unique<ClientHandshake>(
       options_.key, options_.self_id, options_.member_id, options_.protocol_version);
   auto hello = std::make_shared<std::string>();
@@ -213,37 +290,48 @@ void PeerLink::OnConnected(std::shared_ptr<Conn> conn) {
     writing_ = true;
     writing_bytes_ = hello->size();
   }
-  asio::async_write(conn->socket, asio::buffer(*hello),
-                    [self = shared_from_this(), conn, hello](error_code ec, size_t) {
-                      if (ec) {
-                        self->Fail(conn, absl::UnavailableError(absl::StrCat(
-                                             "connection to peer ", self->options_.member_id,
-                                             " lost: ", ec.message())));
-                        return;
-                      }
-                      absl::MutexLock lock(&self->mu_);
-                      if (conn == self->conn_) {
-                        self->writing_ = false;
-                        self->writing_bytes_ = 0;
-                        if (self->state_ == State::kReady && !self->out_.empty()) {
-                          self->WriteLocked(conn);
-                        }
-                      }
-                    });
+  Async(
+      [&](auto handler) {
+        asio::async_write(conn->stream, asio::buffer(*hello), std::move(handler));
+      },
+      [self = shared_from_this(), conn, hello](error_code ec, size_t) {
+        if (ec) {
+          self->Fail(
+              conn, absl::UnavailableError(absl::StrCat(
+                        "connection to peer ", self->options_.member_id, " lost: ", ec.message())));
+          return;
+        }
+        absl::MutexLock lock(&self->mu_);
+        if (conn == self->conn_) {
+          self->writing_ = false;
+          self->writing_bytes_ = 0;
+          if (self->state_ == State::kReady && !self->out_.empty()) {
+            self->WriteLocked(conn);
+          }
+        }
+      });
   Read(conn);
 }
 
 void PeerLink::Read(std::shared_ptr<Conn> conn) {
-  conn->socket.async_read_some(asio::buffer(conn->read_buffer), [self = shared_from_this(), conn](
-                                                                    error_code ec, size_t bytes) {
-    if (ec) {
-      self->Fail(conn, absl::UnavailableError(absl::StrCat(
-                           "connection to peer ", self->options_.member_id, " lost: ",
-                           ec == asio::error::eof ? "closed by the peer" : ec.message())));
-      return;
-    }
-    self->OnRead(conn, bytes);
-  });
+  Async(
+      [&](auto handler) {
+        conn->stream.async_read_some(asio::buffer(conn->read_buffer), std::move(handler));
+      },
+      [self = shared_from_this(), conn](error_code ec, size_t bytes) {
+        if (ec) {
+          bool in_handshake = false;
+          {
+            absl::MutexLock lock(&self->mu_);
+            in_handshake = conn == self->conn_ && self->state_ == State::kHandshake;
+          }
+          self->Fail(conn, absl::UnavailableError(absl::StrCat(
+                               "connection to peer ", self->options_.member_id, " (",
+                               self->options_.address, ") lost: ", WhyLost(ec, in_handshake))));
+          return;
+        }
+        self->OnRead(conn, bytes);
+      });
 }
 
 void PeerLink::OnRead(std::shared_ptr<Conn> conn, size_t bytes) {
@@ -331,25 +419,28 @@ void PeerLink::WriteLocked(const std::shared_ptr<Conn>& conn) {
   }
   writing_ = true;
   writing_bytes_ = buffer->size();
-  asio::async_write(conn->socket, asio::buffer(*buffer),
-                    [self = shared_from_this(), conn, buffer](error_code ec, size_t) {
-                      if (ec) {
-                        self->Fail(conn, absl::UnavailableError(absl::StrCat(
-                                             "connection to peer ", self->options_.member_id,
-                                             " lost: ", ec.message())));
-                        return;
-                      }
-                      absl::MutexLock lock(&self->mu_);
-                      if (conn != self->conn_) {
-                        return;
-                      }
-                      self->writing_ = false;
-                      self->writing_bytes_ = 0;
-                      // Everything queued while this write was out leaves in the next one.
-                      if (!self->out_.empty()) {
-                        self->WriteLocked(conn);
-                      }
-                    });
+  Async(
+      [&](auto handler) {
+        asio::async_write(conn->stream, asio::buffer(*buffer), std::move(handler));
+      },
+      [self = shared_from_this(), conn, buffer](error_code ec, size_t) {
+        if (ec) {
+          self->Fail(
+              conn, absl::UnavailableError(absl::StrCat(
+                        "connection to peer ", self->options_.member_id, " lost: ", ec.message())));
+          return;
+        }
+        absl::MutexLock lock(&self->mu_);
+        if (conn != self->conn_) {
+          return;
+        }
+        self->writing_ = false;
+        self->writing_bytes_ = 0;
+        // Everything queued while this write was out leaves in the next one.
+        if (!self->out_.empty()) {
+          self->WriteLocked(conn);
+        }
+      });
 }
 
 void PeerLink::Fail(const std::shared_ptr<Conn>& conn, absl::Status status, bool count_log) {
@@ -370,8 +461,8 @@ void PeerLink::Fail(const std::shared_ptr<Conn>& conn, absl::Status status, bool
     writing_bytes_ = 0;
     if (conn_ != nullptr) {
       error_code ignored;
-      conn_->socket.shutdown(tcp::socket::shutdown_both, ignored);
-      conn_->socket.close(ignored);
+      conn_->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      conn_->stream.socket().close(ignored);
       conn_.reset();
     }
     state_ = State::kBackoff;

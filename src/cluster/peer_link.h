@@ -13,9 +13,14 @@
 // Bounds: beyond `max_queued_bytes` unsent, or `max_pending` calls unanswered, Call fails at
 // once with kUnavailable: a stalled peer never makes this node's memory grow without bound.
 //
-// Failure: a connection that breaks, a handshake that fails, or a call not answered within its
-// timeout fails every call in flight (kUnavailable; kDeadlineExceeded for the late one) and
-// closes the connection; calls then fail at once for a backoff (100 ms, doubling up to 500 ms)
+// TLS (PeerLinkOptions::tls, --peer-tls-*): the connection runs a TLS handshake first (within
+// the connect timeout), then the peer handshake inside it. Every operation of a TLS link runs
+// on a strand of the loop, since a loop may be run by several threads and a TLS stream's read
+// and write share its state; a plain link needs none.
+//
+// Failure: a connection that breaks, a handshake (TLS or peer) that fails, or a call not answered
+// within its timeout fails every call in flight (kUnavailable; kDeadlineExceeded for the late one)
+// and closes the connection; calls then fail at once for a backoff (100 ms, doubling up to 500 ms)
 // after which the next call connects again.
 //
 // Thread-safety: Call and Close may be called from any thread. Answers (`AnswerFn`) run on a
@@ -24,11 +29,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -38,6 +45,7 @@
 #include "absl/time/time.h"
 #include "src/cluster/peer_auth.h"
 #include "src/cluster/peer_frame.h"
+#include "src/net/tls.h"
 
 namespace floodgate::cluster {
 
@@ -61,6 +69,9 @@ struct PeerLinkOptions {
   absl::Duration min_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Milliseconds(500);
   AuthCounters* auth = nullptr;  // may be null
+  // A client-side TLS context (net::TlsContext::NewClient): every connection is TLS, the
+  // server's certificate verified against its CA. Null: plain.
+  std::shared_ptr<net::TlsContext> tls;
 };
 
 class PeerLink : public std::enable_shared_from_this<PeerLink> {
@@ -96,7 +107,15 @@ class PeerLink : public std::enable_shared_from_this<PeerLink> {
 
   PeerLink(PeerLinkOptions options, boost::asio::io_context& loop);
 
+  // Runs `initiate(handler)`, the handler bound to the strand when the link has one.
+  template <typename Initiate, typename Handler>
+  void Async(Initiate&& initiate, Handler&& handler);
+  // Posts `fn` to the loop (through the strand when the link has one).
+  template <typename Fn>
+  void Post(Fn&& fn);
+
   void StartConnect();
+  void OnTcpConnected(std::shared_ptr<Conn> conn);
   void OnConnected(std::shared_ptr<Conn> conn);
   void Read(std::shared_ptr<Conn> conn);
   void OnRead(std::shared_ptr<Conn> conn, size_t bytes);
@@ -111,6 +130,8 @@ class PeerLink : public std::enable_shared_from_this<PeerLink> {
 
   const PeerLinkOptions options_;
   boost::asio::io_context& loop_;
+  // TLS only: every handler of the link runs on it.
+  std::optional<boost::asio::strand<boost::asio::io_context::executor_type>> strand_;
   boost::asio::steady_timer timer_;  // on the loop: call and connect deadlines
   std::atomic<uint64_t> forward_writes_{0};
 

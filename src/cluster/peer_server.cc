@@ -38,13 +38,14 @@ std::string EndpointOf(const net::Socket& socket) {
 class PeerSession final : public net::Connection, public std::enable_shared_from_this<PeerSession> {
  public:
   PeerSession(net::Socket socket, net::ConnectionSlot slot, PeerServer* server)
-      : socket_(std::move(socket)),
-        fd_(socket_.native_handle()),
-        slot_(std::move(slot)),
-        server_(server),
+      : server_(server),
         options_(server->options()),
+        tls_(options_.tls),
+        stream_(std::move(socket), tls_.get()),
+        fd_(stream_.socket().native_handle()),
+        slot_(std::move(slot)),
         handshake_(options_.key, options_.self_id, options_.members, options_.protocol_version),
-        from_(EndpointOf(socket_)) {}
+        from_(EndpointOf(stream_.socket())) {}
 
   ~PeerSession() override { slot_.Release(); }
 
@@ -53,7 +54,28 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
         server_->listener().now_ns() + absl::ToInt64Nanoseconds(options_.handshake_timeout),
         std::memory_order_relaxed);
     slot_.Register(this);
-    Read();
+    if (!stream_.is_tls()) {
+      Read();
+      return;
+    }
+    stream_.AsyncHandshake([self = shared_from_this()](error_code ec) {
+      if (ec && (self->state_ == State::kClosing || self->server_->listener().draining())) {
+        self->Close();  // refused already (no handshake in time), or shutting down
+        return;
+      }
+      if (ec) {
+        const bool closed = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+        self->Refuse(
+            AuthFailure::kMalformed,
+            absl::StrCat("TLS handshake failed: ", closed ? "closed by the peer" : ec.message(),
+                         " (every member needs --peer-tls-cert, --peer-tls-key and "
+                         "--peer-tls-ca, its certificate signed by the same CA)"),
+            /*count=*/false);
+        self->Close();
+        return;
+      }
+      self->Read();
+    });
   }
 
   void Drain() override { ShutdownSocket(); }
@@ -77,7 +99,7 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
     if (state_ == State::kClosing) {
       return;
     }
-    socket_.async_read_some(asio::buffer(buffer_),
+    stream_.async_read_some(asio::buffer(buffer_),
                             [self = shared_from_this()](error_code ec, size_t bytes) {
                               if (ec) {
                                 self->Close();
@@ -88,6 +110,15 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
   }
 
   void OnRead(size_t bytes) {
+    if (state_ == State::kHello && !stream_.is_tls() && decoder_.buffered() == 0 && bytes >= 3 &&
+        buffer_[0] == 0x16 && buffer_[1] == 0x03) {
+      // A TLS record (a ClientHello) where our Hello frame should be.
+      Refuse(AuthFailure::kMalformed,
+             "it speaks TLS: --peer-tls-* is set there but not here (every member needs "
+             "--peer-tls-cert, --peer-tls-key and --peer-tls-ca, or none does)",
+             true);
+      return;
+    }
     decoder_.Feed(std::string_view(buffer_.data(), bytes));
     while (state_ != State::kClosing) {
       Frame frame;
@@ -118,7 +149,7 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
     auto buffer = std::make_shared<std::string>();
     buffer->swap(out_);
     writing_ = true;
-    asio::async_write(socket_, asio::buffer(*buffer),
+    asio::async_write(stream_, asio::buffer(*buffer),
                       [self = shared_from_this(), buffer](error_code ec, size_t) {
                         self->writing_ = false;
                         if (ec) {
@@ -153,7 +184,7 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
     if (!closed_) {
       closed_ = true;
       error_code ignored;
-      socket_.close(ignored);
+      stream_.socket().close(ignored);
     }
   }
 
@@ -381,11 +412,12 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
     return absl::OkStatus();
   }
 
-  net::Socket socket_;
-  const int fd_;
-  net::ConnectionSlot slot_;
   PeerServer* const server_;
   const PeerServerOptions& options_;
+  const std::shared_ptr<net::TlsContext> tls_;  // kept for the stream; null: plain
+  net::Stream stream_;
+  const int fd_;
+  net::ConnectionSlot slot_;
   ServerHandshake handshake_;
   const std::string from_;
   std::string client_id_;

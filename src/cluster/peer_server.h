@@ -5,10 +5,14 @@
 // calls through a PeerHandler, inline on the connection's io thread (a forwarded check is
 // decided where it is read), writing the answers of one read in one write.
 //
-// A connection that sends anything but the handshake first, fails it, or sends a malformed or
-// oversized frame is closed; the reason is logged (rate-limited) and, for handshakes, counted
-// in AuthCounters. A call with bad content (an unknown algorithm, an empty transaction) gets an
-// error answer and the connection stays up.
+// With a TLS context (--peer-tls-*), every connection runs the TLS handshake first, which
+// requires a client certificate the CA signed, and then the peer handshake inside it; both
+// within the handshake timeout.
+//
+// A connection that fails the TLS handshake, sends anything but the handshake first, fails it, or
+// sends a malformed or oversized frame is closed; the reason is logged (rate-limited) and, for
+// handshakes, counted in AuthCounters. A call with bad content (an unknown algorithm, an empty
+// transaction) gets an error answer and the connection stays up.
 //
 // Thread-safety: Start and Shutdown from one thread; port() from any. The handler is called
 // from the io threads, several at once.
@@ -24,6 +28,7 @@
 #include "src/cluster/peer_link.h"
 #include "src/cluster/peer_transport.h"
 #include "src/net/listener.h"
+#include "src/net/tls.h"
 
 namespace floodgate::cluster {
 
@@ -38,6 +43,9 @@ struct PeerServerOptions {
   absl::Duration handshake_timeout = absl::Seconds(5);
   const Clock* clock = SystemClock::Get();
   AuthCounters* auth = nullptr;  // may be null
+  // A server-side TLS context with the CA (net::TlsContext::New, mutual): every connection is
+  // TLS with a verified client certificate. Null: plain.
+  std::shared_ptr<net::TlsContext> tls;
 };
 
 class PeerServer {

@@ -149,6 +149,26 @@ class TcpPeerTransport final : public PeerTransport {
       absl::MutexLock lock(&shared_->mu);
       shared_->handler = handler;
     }
+    if (options_.tls.has_value()) {
+      // Both contexts first: the links and the listener share them.
+      if (!options_.tls->mutual()) {
+        return absl::InvalidArgumentError("peer TLS needs the members' CA (--peer-tls-ca)");
+      }
+      absl::StatusOr<std::unique_ptr<net::TlsContext>> server =
+          net::TlsContext::New(*options_.tls, kPeerAlpn);
+      if (!server.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("peer TLS (listener): ", server.status().message()));
+      }
+      absl::StatusOr<std::unique_ptr<net::TlsContext>> client =
+          net::TlsContext::NewClient(*options_.tls, kPeerAlpn);
+      if (!client.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("peer TLS (links): ", client.status().message()));
+      }
+      server_tls_ = *std::move(server);
+      client_tls_ = *std::move(client);
+    }
     io_.Start();
     members_.resize(options_.members.size());
     for (size_t i = 0; i < options_.members.size(); ++i) {
@@ -171,6 +191,7 @@ class TcpPeerTransport final : public PeerTransport {
     server.io_threads = options_.listener_threads;
     server.clock = options_.clock;
     server.auth = &shared_->auth;
+    server.tls = server_tls_;
     server_ = std::make_unique<PeerServer>(std::move(server), handler);
     return server_->Start();
   }
@@ -503,6 +524,7 @@ class TcpPeerTransport final : public PeerTransport {
     link.max_queued_bytes = options_.max_queued_bytes;
     link.max_pending = options_.max_queued_frames;
     link.auth = &shared_->auth;
+    link.tls = client_tls_;
     return link;
   }
 
@@ -708,6 +730,9 @@ class TcpPeerTransport final : public PeerTransport {
 
   const TcpPeerTransportOptions options_;
   std::shared_ptr<Shared> shared_;
+  // Peer TLS (both null when plain): the listener's, and the one every link dials with.
+  std::shared_ptr<net::TlsContext> server_tls_;
+  std::shared_ptr<net::TlsContext> client_tls_;
   net::IoThreads io_;                                  // the members' own links run here
   std::vector<std::shared_ptr<MemberState>> members_;  // by member index; null for self
   std::unique_ptr<PeerServer> server_;

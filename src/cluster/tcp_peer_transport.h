@@ -13,10 +13,17 @@
 //    batch in flight per member, coalescing queued states per key (the first record's `before_*`
 //    with the latest state), so a replica applies a key's states in the owner's order.
 //
+// TLS (`tls`, --peer-tls-*): every connection, both ways, is TLS 1.2 or later; the listener
+// requires a client certificate the CA signed, and a link verifies the listener's against the
+// same CA. The peer handshake (the cluster key) still runs inside, and proves which member is at
+// the other end, so certificate names are not checked. A plain member and a TLS member cannot
+// talk: the connection fails at once, and both log why (rate-limited).
+//
 // Thread-safety: as PeerTransport. Blocking calls must not be made on the transport's own io
 // thread (they never are: answers only notify, merge corrections or run Ping's `done`).
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +31,7 @@
 #include "floodgate/clock.h"
 #include "src/cluster/membership.h"
 #include "src/cluster/peer_transport.h"
+#include "src/net/tls.h"
 
 namespace floodgate::cluster {
 
@@ -44,7 +52,13 @@ struct TcpPeerTransportOptions {
   // How long replication and consistency: local reports wait on their queue before they leave,
   // so that more share a frame (zero: on the transport loop's next turn).
   absl::Duration background_delay = absl::ZeroDuration();
+  // Peer TLS: this member's certificate and key, and the CA every member's certificate must
+  // chain to (client_ca_pem, required). Unset: plain TCP.
+  std::optional<net::TlsCredentials> tls;
 };
+
+// The ALPN protocol peer connections offer and select under TLS.
+inline constexpr char kPeerAlpn[] = "floodgate-peer";
 
 // Returns a transport for `options.self`; it listens once Start() is called.
 std::unique_ptr<PeerTransport> NewTcpPeerTransport(TcpPeerTransportOptions options);

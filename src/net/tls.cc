@@ -90,30 +90,31 @@ std::string OpenSslError() {
 
 }  // namespace
 
-absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files) {
+absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files,
+                                                  const TlsFlagNames& flags) {
   if (files.cert_file.empty() != files.key_file.empty()) {
-    return absl::InvalidArgumentError(
-        "--tls-cert and --tls-key go together: give both (TLS) or neither (plain)");
+    return absl::InvalidArgumentError(absl::StrCat(
+        flags.cert, " and ", flags.key, " go together: give both (TLS) or neither (plain)"));
   }
   if (files.cert_file.empty()) {
     return absl::InvalidArgumentError(
         files.client_ca_file.empty()
-            ? "TLS needs --tls-cert and --tls-key"
-            : "--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS with client "
-              "certificates)");
+            ? absl::StrCat("TLS needs ", flags.cert, " and ", flags.key)
+            : absl::StrCat(flags.ca, " needs ", flags.cert, " and ", flags.key,
+                           " (mTLS is TLS with client certificates)"));
   }
   TlsCredentials credentials;
-  absl::StatusOr<std::string> cert_pem = ReadPem("--tls-cert", files.cert_file);
+  absl::StatusOr<std::string> cert_pem = ReadPem(flags.cert, files.cert_file);
   if (!cert_pem.ok()) {
     return cert_pem.status();
   }
   std::vector<Cert> chain = ReadCerts(*cert_pem);
   if (chain.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(Named("--tls-cert", files.cert_file),
+        absl::StrCat(Named(flags.cert, files.cert_file),
                      " holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"));
   }
-  absl::StatusOr<std::string> key_pem = ReadPem("--tls-key", files.key_file);
+  absl::StatusOr<std::string> key_pem = ReadPem(flags.key, files.key_file);
   if (!key_pem.ok()) {
     return key_pem.status();
   }
@@ -126,26 +127,26 @@ absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files) {
   ERR_clear_error();
   if (key == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
-        Named("--tls-key", files.key_file),
+        Named(flags.key, files.key_file),
         " holds no PEM private key, or an encrypted one (expected -----BEGIN PRIVATE KEY----- "
         "without a password)"));
   }
   if (X509_check_private_key(chain.front().get(), key.get()) != 1) {
     ERR_clear_error();
-    return absl::InvalidArgumentError(absl::StrCat(Named("--tls-key", files.key_file),
+    return absl::InvalidArgumentError(absl::StrCat(Named(flags.key, files.key_file),
                                                    " does not match the certificate in ",
-                                                   Named("--tls-cert", files.cert_file)));
+                                                   Named(flags.cert, files.cert_file)));
   }
   credentials.cert_chain_pem = *std::move(cert_pem);
   credentials.key_pem = *std::move(key_pem);
   if (!files.client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca_pem = ReadPem("--tls-client-ca", files.client_ca_file);
+    absl::StatusOr<std::string> ca_pem = ReadPem(flags.ca, files.client_ca_file);
     if (!ca_pem.ok()) {
       return ca_pem.status();
     }
     if (ReadCerts(*ca_pem).empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(Named("--tls-client-ca", files.client_ca_file),
+          absl::StrCat(Named(flags.ca, files.client_ca_file),
                        " holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"));
     }
     credentials.client_ca_pem = *std::move(ca_pem);
@@ -153,25 +154,30 @@ absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files) {
   return credentials;
 }
 
-absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::New(const TlsCredentials& credentials,
-                                                            std::string alpn_protocol) {
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Make(TlsRole role,
+                                                             const TlsCredentials& credentials,
+                                                             const std::string& alpn_protocol) {
   namespace ssl = boost::asio::ssl;
   if (alpn_protocol.empty() || alpn_protocol.size() > 255) {
     return absl::InvalidArgumentError("an ALPN protocol name is 1 to 255 bytes");
   }
-  SSL_CTX* handle = SSL_CTX_new(TLS_server_method());
+  const bool server = role == TlsRole::kServer;
+  SSL_CTX* handle = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   if (handle == nullptr) {
     return absl::InternalError(absl::StrCat("cannot make a TLS context: ", OpenSslError()));
   }
   std::string wire(1, static_cast<char>(alpn_protocol.size()));
   wire += alpn_protocol;
   // The context takes `handle` over (and frees it).
-  std::unique_ptr<TlsContext> tls(new TlsContext(handle, std::move(wire)));
+  std::unique_ptr<TlsContext> tls(new TlsContext(handle, role, std::move(wire)));
   if (SSL_CTX_set_min_proto_version(handle, TLS1_2_VERSION) != 1) {
     return absl::InternalError(absl::StrCat("cannot require TLS 1.2: ", OpenSslError()));
   }
-  SSL_CTX_set_options(
-      handle, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(handle, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                  (server ? SSL_OP_CIPHER_SERVER_PREFERENCE : 0));
+  if (!server && credentials.cert_chain_pem.empty()) {
+    return tls;  // a client that presents no certificate
+  }
   boost::system::error_code ec;
   tls->context_.use_certificate_chain(
       boost::asio::buffer(credentials.cert_chain_pem.data(), credentials.cert_chain_pem.size()),
@@ -189,6 +195,20 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::New(const TlsCredentials
     return absl::InvalidArgumentError(
         absl::StrCat("OpenSSL refused the TLS certificate or key: ", ec.message()));
   }
+  return tls;
+}
+
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::New(const TlsCredentials& credentials,
+                                                            std::string alpn_protocol) {
+  namespace ssl = boost::asio::ssl;
+  absl::StatusOr<std::unique_ptr<TlsContext>> made =
+      Make(TlsRole::kServer, credentials, alpn_protocol);
+  if (!made.ok()) {
+    return made.status();
+  }
+  std::unique_ptr<TlsContext> tls = *std::move(made);
+  SSL_CTX* handle = tls->context_.native_handle();
+  boost::system::error_code ec;
   if (credentials.mutual()) {
     tls->context_.add_certificate_authority(
         boost::asio::buffer(credentials.client_ca_pem.data(), credentials.client_ca_pem.size()),
@@ -210,6 +230,36 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::New(const TlsCredentials
     tls->context_.set_verify_mode(ssl::verify_none, ec);
   }
   SSL_CTX_set_alpn_select_cb(handle, &TlsContext::SelectAlpn, tls.get());
+  return tls;
+}
+
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewClient(const TlsCredentials& credentials,
+                                                                  std::string alpn_protocol) {
+  namespace ssl = boost::asio::ssl;
+  if (!credentials.mutual()) {
+    return absl::InvalidArgumentError("a TLS client needs a CA to verify the server against");
+  }
+  absl::StatusOr<std::unique_ptr<TlsContext>> made =
+      Make(TlsRole::kClient, credentials, alpn_protocol);
+  if (!made.ok()) {
+    return made.status();
+  }
+  std::unique_ptr<TlsContext> tls = *std::move(made);
+  boost::system::error_code ec;
+  tls->context_.add_certificate_authority(
+      boost::asio::buffer(credentials.client_ca_pem.data(), credentials.client_ca_pem.size()), ec);
+  if (ec) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(absl::StrCat("OpenSSL refused the TLS CA: ", ec.message()));
+  }
+  // The chain is checked against the CA, with no name check (see the header).
+  tls->context_.set_verify_mode(ssl::verify_peer, ec);
+  // SSL_CTX_set_alpn_protos returns 0 on success.
+  if (SSL_CTX_set_alpn_protos(tls->context_.native_handle(),
+                              reinterpret_cast<const unsigned char*>(tls->alpn_wire_.data()),
+                              static_cast<unsigned int>(tls->alpn_wire_.size())) != 0) {
+    return absl::InternalError(absl::StrCat("cannot offer ALPN: ", OpenSslError()));
+  }
   return tls;
 }
 

@@ -1,17 +1,19 @@
 #pragma once
 
-// TLS for the connection layer (OpenSSL through boost::asio::ssl), written once for every front
-// end: loading and checking the certificate files (LoadTlsCredentials), the server-side OpenSSL
-// context (TlsContext), and the byte stream a session reads and writes (Stream: the plain
-// socket, or TLS over it). A session starts with Stream::AsyncHandshake under its own read
-// deadline, so a client that connects and sends nothing (or dribbles a ClientHello) is closed by
-// the listener's sweeper like any idle connection, and counts under the connection caps while
-// it handshakes. Nothing here knows what is served over the stream. docs/tls.md.
+// TLS for the connection layer (OpenSSL through boost::asio::ssl), written once for every server
+// and client of ours: loading and checking the certificate files (LoadTlsCredentials), the
+// OpenSSL contexts (TlsContext: the accepting side, or the dialling side), and the byte stream a
+// connection reads and writes (Stream: the plain socket, or TLS over it). A session starts with
+// Stream::AsyncHandshake under its own read deadline, so a client that connects and sends
+// nothing (or dribbles a ClientHello) is closed by the listener's sweeper like any idle
+// connection, and counts under the connection caps while it handshakes. Nothing here knows what
+// is served over the stream. docs/tls.md.
 //
 // Thread-safety: TlsCredentials is a value; a TlsContext is immutable once made and may be
-// shared by every thread; a Stream belongs to its session's single chain of operations (one
-// read or write at a time, as with a socket), and only its socket's shutdown may come from
-// another thread.
+// shared by every thread; a Stream belongs to its connection's single chain of operations (one
+// read and one write at a time, as with a socket; with TLS, every operation on one thread at a
+// time: one io thread, or a strand), and only its socket's shutdown may come from another
+// thread.
 
 #include <memory>
 #include <optional>
@@ -29,48 +31,76 @@
 
 namespace floodgate::net {
 
-// The files an operator names: --tls-cert, --tls-key, --tls-client-ca (the flag names appear
-// in errors, since these files come from nowhere else).
+// The files an operator names: --tls-cert, --tls-key, --tls-client-ca for the front ends (the
+// flag names appear in errors, since these files come from nowhere else).
 struct TlsFiles {
-  std::string cert_file;  // PEM: the server's certificate, then any intermediates
+  std::string cert_file;  // PEM: our certificate, then any intermediates
   std::string key_file;   // PEM: its private key (not encrypted)
-  std::string
-      client_ca_file;  // PEM: CA certificates client certificates must chain to; "": no mTLS
+  // PEM: CA certificates the other end's certificate must chain to; "": no mTLS.
+  std::string client_ca_file;
+};
+
+// The flags TlsFiles came from, for errors: the front ends' by default.
+struct TlsFlagNames {
+  std::string cert = "--tls-cert";
+  std::string key = "--tls-key";
+  std::string ca = "--tls-client-ca";
 };
 
 // The checked contents of TlsFiles, PEM text, as both OpenSSL contexts and grpc++ take them.
 struct TlsCredentials {
   std::string cert_chain_pem;
   std::string key_pem;
-  std::string client_ca_pem;  // empty: clients are not asked for a certificate
+  // The CA the other end's certificate must chain to: on an accepting side, its clients'
+  // (empty: clients are not asked for a certificate); on a dialling side, the server's.
+  std::string client_ca_pem;
   bool mutual() const { return !client_ca_pem.empty(); }
 };
 
-// Reads and checks the files: each readable and PEM, the key the certificate's, the client CA
-// file at least one certificate. InvalidArgument naming the flag and the file otherwise
+// Reads and checks the files: each readable and PEM, the key the certificate's, the CA file at
+// least one certificate. InvalidArgument naming the flag and the file otherwise
 // ("--tls-key /etc/fg/key.pem does not match the certificate in --tls-cert /etc/fg/cert.pem").
-absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files);
+absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files,
+                                                  const TlsFlagNames& flags = {});
 
-// A server-side OpenSSL context: TLS 1.2 at least, the certificate and key, and with a client
-// CA a required and verified client certificate (a missing or untrusted one fails the
-// handshake). ALPN: the server picks `alpn_protocol` ("http/1.1", "h2") when the client offers
-// it, and goes on without ALPN when the client offers none it serves.
+// Which end of the handshake a context (and the streams made with it) plays.
+enum class TlsRole { kServer, kClient };
+
+// An OpenSSL context, TLS 1.2 at least, for one role:
+//  - New (server): the certificate and key, and with a client CA a required and verified client
+//    certificate (a missing or untrusted one fails the handshake). ALPN: the server picks
+//    `alpn_protocol` ("http/1.1", "h2") when the client offers it, and goes on without ALPN when
+//    the client offers none it serves.
+//  - NewClient: verifies the server's certificate against the CA (client_ca_pem, required), and
+//    presents the certificate and key when given (for a server asking for one). The server's
+//    name is not checked: a caller that needs to know whom it reached proves it otherwise (the
+//    peer transport's handshake does). Offers `alpn_protocol`.
 class TlsContext {
  public:
   // InvalidArgument when OpenSSL refuses the credentials (LoadTlsCredentials has checked them).
   static absl::StatusOr<std::unique_ptr<TlsContext>> New(const TlsCredentials& credentials,
                                                          std::string alpn_protocol);
+  // InvalidArgument as New, and without a CA.
+  static absl::StatusOr<std::unique_ptr<TlsContext>> NewClient(const TlsCredentials& credentials,
+                                                               std::string alpn_protocol);
 
   boost::asio::ssl::context& native() { return context_; }
+  TlsRole role() const { return role_; }
 
  private:
   // Takes `handle` over.
-  TlsContext(SSL_CTX* handle, std::string alpn_wire)
-      : context_(handle), alpn_wire_(std::move(alpn_wire)) {}
+  TlsContext(SSL_CTX* handle, TlsRole role, std::string alpn_wire)
+      : context_(handle), role_(role), alpn_wire_(std::move(alpn_wire)) {}
+  // Returns a context of `role` with the protocol floor, the options, and the certificate and
+  // key when given (required for a server).
+  static absl::StatusOr<std::unique_ptr<TlsContext>> Make(TlsRole role,
+                                                          const TlsCredentials& credentials,
+                                                          const std::string& alpn_protocol);
   static int SelectAlpn(SSL* ssl, const unsigned char** out, unsigned char* out_len,
                         const unsigned char* in, unsigned int in_len, void* arg);
 
   boost::asio::ssl::context context_;
+  const TlsRole role_;
   const std::string alpn_wire_;  // the protocol as ALPN writes it: length byte, then name
 };
 
@@ -82,10 +112,11 @@ class Stream {
   using executor_type = Executor;
   using lowest_layer_type = Socket;
 
-  // `tls` null: plain. Otherwise `tls` must outlive the stream.
+  // `tls` null: plain. Otherwise `tls` must outlive the stream, whose handshake plays its role.
   Stream(Socket socket, TlsContext* tls) : socket_(std::move(socket)) {
     if (tls != nullptr) {
       tls_.emplace(socket_, tls->native());
+      client_ = tls->role() == TlsRole::kClient;
     }
   }
   Stream(const Stream&) = delete;
@@ -95,12 +126,14 @@ class Stream {
   Socket& socket() { return socket_; }
   bool is_tls() const { return tls_.has_value(); }
 
-  // Runs the server side of the TLS handshake and calls `handler(error_code)`; for a plain
+  // Runs the TLS handshake in the context's role and calls `handler(error_code)`; for a plain
   // stream, posts success. Never blocks: put a deadline on it as on a read.
   template <class Handler>
   void AsyncHandshake(Handler&& handler) {
     if (tls_.has_value()) {
-      tls_->async_handshake(boost::asio::ssl::stream_base::server, std::forward<Handler>(handler));
+      tls_->async_handshake(
+          client_ ? boost::asio::ssl::stream_base::client : boost::asio::ssl::stream_base::server,
+          std::forward<Handler>(handler));
     } else {
       boost::asio::post(socket_.get_executor(), [h = std::forward<Handler>(handler)]() mutable {
         h(boost::system::error_code());
@@ -129,6 +162,7 @@ class Stream {
  private:
   Socket socket_;
   std::optional<boost::asio::ssl::stream<Socket&>> tls_;
+  bool client_ = false;
 };
 
 }  // namespace floodgate::net

@@ -83,5 +83,42 @@ TEST_F(TlsTest, FlagsThatDoNotGoTogether) {
               HasSubstr("--tls-client-ca needs --tls-cert and --tls-key"));
 }
 
+TEST_F(TlsTest, ErrorsNameTheFlagsTheFilesCameFrom) {
+  const TlsFlagNames peer{
+      .cert = "--peer-tls-cert", .key = "--peer-tls-key", .ca = "--peer-tls-ca"};
+  absl::StatusOr<TlsCredentials> loaded =
+      LoadTlsCredentials({pki_.peer_cert, pki_.client_key, pki_.ca_cert}, peer);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(),
+              HasSubstr("--peer-tls-key " + pki_.client_key +
+                        " does not match the certificate in --peer-tls-cert " + pki_.peer_cert));
+  const std::string junk = dir_.Write("junk.pem", "not a certificate\n");
+  loaded = LoadTlsCredentials({pki_.peer_cert, pki_.peer_key, junk}, peer);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(), HasSubstr("--peer-tls-ca " + junk + " holds no PEM"));
+}
+
+TEST_F(TlsTest, ClientContextNeedsACaAndPlaysTheClient) {
+  absl::StatusOr<TlsCredentials> no_ca = LoadTlsCredentials({pki_.peer_cert, pki_.peer_key, ""});
+  ASSERT_TRUE(no_ca.ok()) << no_ca.status();
+  absl::StatusOr<std::unique_ptr<TlsContext>> refused = TlsContext::NewClient(*no_ca, "x");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("needs a CA"));
+
+  absl::StatusOr<TlsCredentials> member =
+      LoadTlsCredentials({pki_.peer_cert, pki_.peer_key, pki_.ca_cert});
+  ASSERT_TRUE(member.ok()) << member.status();
+  absl::StatusOr<std::unique_ptr<TlsContext>> client = TlsContext::NewClient(*member, "x");
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_EQ((*client)->role(), TlsRole::kClient);
+  absl::StatusOr<std::unique_ptr<TlsContext>> server = TlsContext::New(*member, "x");
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->role(), TlsRole::kServer);
+  // A client that presents no certificate (only verifies the server's).
+  TlsCredentials ca_only;
+  ca_only.client_ca_pem = member->client_ca_pem;
+  EXPECT_TRUE(TlsContext::NewClient(ca_only, "x").ok());
+}
+
 }  // namespace
 }  // namespace floodgate::net

@@ -54,7 +54,8 @@ struct ServeText {
   std::string config, http, grpc, admin_token, http_threads, max_connections,
       max_connections_per_client, max_memory,
       grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
-      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, peer_batch_delay;
+      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, peer_batch_delay,
+      peer_tls_cert, peer_tls_key, peer_tls_ca;
   bool allow_empty_config = false;
   bool insecure_peers = false;
 };
@@ -181,8 +182,16 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
                       DurationOf("--peer-batch-delay", text.peer_batch_delay, absl::ZeroDuration(),
                                  absl::Milliseconds(100)));
   options.insecure_peers = text.insecure_peers;
+  options.peer_tls = {.cert_file = text.peer_tls_cert,
+                      .key_file = text.peer_tls_key,
+                      .client_ca_file = text.peer_tls_ca};
+  FG_RETURN_IF_ERROR(CheckPeerTlsFiles(options.peer_tls));
   if (options.peers.empty() && (!options.node_id.empty() || !options.peer_address.empty())) {
     return absl::InvalidArgumentError("--node-id and --peer need --peers (the cluster's members)");
+  }
+  if (options.peers.empty() && !options.peer_tls.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--peer-tls-cert, --peer-tls-key and --peer-tls-ca need --peers (the cluster's members)");
   }
   if (!options.peers.empty() && options.cluster_key.empty() && !options.insecure_peers) {
     return absl::InvalidArgumentError(kNeedsClusterKey);
@@ -349,6 +358,14 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
                  "Cluster mode without --cluster-key: peers are checked by node id only, so "
                  "anyone who reaches the peer port can act as a member. Tests and labs only.")
       ->envname(EnvName("--insecure-peers"));
+  AddFlag(serve, "--peer-tls-cert", &text->peer_tls_cert, "FILE",
+          "Cluster mode: PEM certificate (then intermediates) this member presents on every peer "
+          "connection, both ways: peer traffic over TLS; needs --peer-tls-key and --peer-tls-ca "
+          "(docs/tls.md).");
+  AddFlag(serve, "--peer-tls-key", &text->peer_tls_key, "FILE",
+          "Cluster mode: PEM private key of --peer-tls-cert (not encrypted).");
+  AddFlag(serve, "--peer-tls-ca", &text->peer_tls_ca, "FILE",
+          "Cluster mode: PEM CA certificates every member's --peer-tls-cert must chain to.");
   AddFlag(serve, "--replicas", &text->replicas, "N",
           "Cluster mode: nodes that hold each key, 1 to 8.");
   AddFlag(serve, "--peer-batch-delay", &text->peer_batch_delay, "DURATION",

@@ -415,5 +415,54 @@ TEST_F(FlagsTest, TlsFlagsThatDoNotGoTogetherAreRefused) {
               HasSubstr("--tls-client-ca needs --tls-cert and --tls-key"));
 }
 
+TEST_F(FlagsTest, PeerTlsFlagsFromTheCommandLineOrTheEnvironment) {
+  const std::vector<std::string> cluster = {
+      "serve", "--config", "c", "--node-id", "a", "--peers", "a=h:1", "--cluster-key", "k"};
+  std::vector<std::string> args = cluster;
+  args.insert(args.end(), {"--peer-tls-cert", "/p/peer.pem", "--peer-tls-key", "/p/peer.key",
+                           "--peer-tls-ca", "/p/ca.pem"});
+  CommandLine line = Parse(args);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.peer_tls.cert_file, "/p/peer.pem");
+  EXPECT_EQ(line.serve.options.peer_tls.key_file, "/p/peer.key");
+  EXPECT_EQ(line.serve.options.peer_tls.client_ca_file, "/p/ca.pem");
+  EXPECT_EQ(line.serve.options.tls.cert_file, "") << "the front ends stay plain";
+
+  setenv("FLOODGATE_PEER_TLS_CERT", "/e/peer.pem", 1);
+  setenv("FLOODGATE_PEER_TLS_KEY", "/e/peer.key", 1);
+  setenv("FLOODGATE_PEER_TLS_CA", "/e/ca.pem", 1);
+  line = Parse(cluster);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.peer_tls.cert_file, "/e/peer.pem");
+  EXPECT_EQ(line.serve.options.peer_tls.key_file, "/e/peer.key");
+  EXPECT_EQ(line.serve.options.peer_tls.client_ca_file, "/e/ca.pem");
+
+  SetUp();
+  line = Parse(cluster);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.peer_tls.cert_file, "");
+
+  const std::string help = Parse({"serve", "--help"}).out;
+  for (const char* text : {"--peer-tls-cert FILE", "--peer-tls-key FILE", "--peer-tls-ca FILE",
+                           "Env:FLOODGATE_PEER_TLS_CERT)", "Env:FLOODGATE_PEER_TLS_KEY)",
+                           "Env:FLOODGATE_PEER_TLS_CA)"}) {
+    EXPECT_THAT(help, HasSubstr(text));
+  }
+}
+
+TEST_F(FlagsTest, PeerTlsFlagsGoTogetherAndNeedPeers) {
+  const std::vector<std::string> cluster = {
+      "serve", "--config", "c", "--node-id", "a", "--peers", "a=h:1", "--cluster-key", "k"};
+  std::vector<std::string> args = cluster;
+  args.insert(args.end(), {"--peer-tls-cert", "x", "--peer-tls-key", "y"});
+  EXPECT_THAT(Refusal(args), AllOf(HasSubstr("go together"), HasSubstr("missing: --peer-tls-ca")));
+  args = cluster;
+  args.insert(args.end(), {"--peer-tls-ca", "z"});
+  EXPECT_THAT(Refusal(args), HasSubstr("missing: --peer-tls-cert, --peer-tls-key"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--peer-tls-cert", "x", "--peer-tls-key", "y",
+                       "--peer-tls-ca", "z"}),
+              HasSubstr("--peer-tls-ca need --peers"));
+}
+
 }  // namespace
 }  // namespace floodgate::server

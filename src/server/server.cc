@@ -1,6 +1,9 @@
 #include "src/server/server.h"
 
 #include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -34,6 +37,14 @@ absl::StatusOr<cluster::ClusterOptions> ClusterOptionsOf(const ServerOptions& op
     return absl::InvalidArgumentError(kNeedsClusterKey);
   }
   cluster_options.cluster_key = options.cluster_key;
+  const net::TlsFiles& peer_tls = options.peer_tls;
+  if (!peer_tls.cert_file.empty() || !peer_tls.key_file.empty() ||
+      !peer_tls.client_ca_file.empty()) {
+    // Checked before anything listens: a bad file stops the start, naming its flag.
+    FG_RETURN_IF_ERROR(CheckPeerTlsFiles(peer_tls));
+    FG_ASSIGN_OR_RETURN(cluster_options.peer_tls,
+                        net::LoadTlsCredentials(peer_tls, PeerTlsFlags()));
+  }
   return cluster_options;
 }
 
@@ -52,6 +63,30 @@ KeyHasher ClusterHasher(const ServerOptions& options, const std::vector<cluster:
 }
 
 }  // namespace
+
+net::TlsFlagNames PeerTlsFlags() {
+  return net::TlsFlagNames{
+      .cert = "--peer-tls-cert", .key = "--peer-tls-key", .ca = "--peer-tls-ca"};
+}
+
+absl::Status CheckPeerTlsFiles(const net::TlsFiles& files) {
+  const net::TlsFlagNames flags = PeerTlsFlags();
+  std::vector<std::string> missing;
+  for (const auto& [file, flag] : {std::pair{&files.cert_file, &flags.cert},
+                                   {&files.key_file, &flags.key},
+                                   {&files.client_ca_file, &flags.ca}}) {
+    if (file->empty()) {
+      missing.push_back(*flag);
+    }
+  }
+  if (missing.empty() || missing.size() == 3) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(flags.cert, ", ", flags.key, " and ", flags.ca,
+                   " go together: give all three (TLS between members) or none (plain); missing: ",
+                   absl::StrJoin(missing, ", ")));
+}
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   std::unique_ptr<Server> server(new Server());

@@ -16,6 +16,7 @@
 #include "src/frontends/grpc/grpc_service.h"
 #include "src/frontends/http/http_server.h"
 #include "src/limiter/limiter.h"
+#include "src/net/tls.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 
@@ -57,9 +58,19 @@ struct ServerOptions {
   // Cluster mode: how long replication and local-share reports gather before they leave.
   absl::Duration peer_batch_delay = absl::Microseconds(500);
   // --tls-cert, --tls-key, --tls-client-ca: TLS (and with a client CA, mTLS) on the HTTP and
-  // gRPC ports; all empty: plain. The peer port stays plain (docs/tls.md).
+  // gRPC ports; all empty: plain. The peer port has its own, below (docs/tls.md).
   net::TlsFiles tls;
+  // Cluster mode: --peer-tls-cert, --peer-tls-key, --peer-tls-ca (as client_ca_file): TLS on
+  // every peer connection, both ways, each end's certificate verified against the CA; all three
+  // or none (plain). docs/tls.md, "Peer traffic".
+  net::TlsFiles peer_tls;
 };
+
+// The flags of ServerOptions::peer_tls, for errors.
+net::TlsFlagNames PeerTlsFlags();
+// Returns OK when `files` names all three peer TLS files or none; InvalidArgument naming the
+// missing flags otherwise.
+absl::Status CheckPeerTlsFiles(const net::TlsFiles& files);
 
 // Why a node in cluster mode without --cluster-key (and without --insecure-peers) refuses to
 // start.
