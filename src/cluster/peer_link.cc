@@ -294,22 +294,7 @@ void PeerLink::OnConnected(std::shared_ptr<Conn> conn) {
       [&](auto handler) {
         asio::async_write(conn->stream, asio::buffer(*hello), std::move(handler));
       },
-      [self = shared_from_this(), conn, hello](error_code ec, size_t) {
-        if (ec) {
-          self->Fail(
-              conn, absl::UnavailableError(absl::StrCat(
-                        "connection to peer ", self->options_.member_id, " lost: ", ec.message())));
-          return;
-        }
-        absl::MutexLock lock(&self->mu_);
-        if (conn == self->conn_) {
-          self->writing_ = false;
-          self->writing_bytes_ = 0;
-          if (self->state_ == State::kReady && !self->out_.empty()) {
-            self->WriteLocked(conn);
-          }
-        }
-      });
+      [self = shared_from_this(), conn, hello](error_code ec, size_t) { self->Written(conn, ec); });
   Read(conn);
 }
 
@@ -424,23 +409,27 @@ void PeerLink::WriteLocked(const std::shared_ptr<Conn>& conn) {
         asio::async_write(conn->stream, asio::buffer(*buffer), std::move(handler));
       },
       [self = shared_from_this(), conn, buffer](error_code ec, size_t) {
-        if (ec) {
-          self->Fail(
-              conn, absl::UnavailableError(absl::StrCat(
-                        "connection to peer ", self->options_.member_id, " lost: ", ec.message())));
-          return;
-        }
-        absl::MutexLock lock(&self->mu_);
-        if (conn != self->conn_) {
-          return;
-        }
-        self->writing_ = false;
-        self->writing_bytes_ = 0;
-        // Everything queued while this write was out leaves in the next one.
-        if (!self->out_.empty()) {
-          self->WriteLocked(conn);
-        }
+        self->Written(conn, ec);
       });
+}
+
+void PeerLink::Written(const std::shared_ptr<Conn>& conn, error_code ec) {
+  if (ec) {
+    Fail(conn, absl::UnavailableError(absl::StrCat("connection to peer ", options_.member_id,
+                                                   " lost: ", ec.message())));
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  if (conn != conn_) {
+    return;
+  }
+  writing_ = false;
+  writing_bytes_ = 0;
+  // Everything queued while this write was out leaves in the next one (once the handshake is
+  // done: the Hello's write ends before it).
+  if (state_ == State::kReady && !out_.empty()) {
+    WriteLocked(conn);
+  }
 }
 
 void PeerLink::Fail(const std::shared_ptr<Conn>& conn, absl::Status status, bool count_log) {

@@ -122,6 +122,8 @@ class PeerLink : public std::enable_shared_from_this<PeerLink> {
   // Runs on the loop: writes what is queued, if nothing is being written.
   void Flush();
   void WriteLocked(const std::shared_ptr<Conn>& conn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A write of `conn` ended: the next one goes if bytes wait, or the link fails on an error.
+  void Written(const std::shared_ptr<Conn>& conn, boost::system::error_code ec);
   void OnTick();
   void ArmTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the connection `conn` (if still current) and fails its calls with `status`.
