@@ -66,17 +66,32 @@ bool SendAll(int fd, std::string_view bytes) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int port = ServerPort();
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) {
-    std::abort();
-  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    std::abort();
+  int fd = -1;
+  // A connect can fail for a moment when the machine is short of something (the listener's
+  // backlog, ephemeral ports): retry, and give up loudly only if it keeps failing.
+  for (int attempt = 0; fd < 0; ++attempt) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 &&
+        ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+    if (fd < 0) {
+      if (attempt == 100) {
+        std::perror("h2_input_fuzzer: cannot connect to its server");
+        std::abort();
+      }
+      ::usleep(10'000);
+    }
   }
+  // Closing with a reset leaves no TIME_WAIT behind: a long run opens a connection per input
+  // and would otherwise run out of ephemeral ports.
+  const linger reset{.l_onoff = 1, .l_linger = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
   const timeval read_timeout{.tv_sec = 2, .tv_usec = 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &read_timeout, sizeof(read_timeout));
   if (SendAll(fd, kPreface) &&
