@@ -75,8 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // backlog, ephemeral ports): retry, and give up loudly only if it keeps failing.
   for (int attempt = 0; fd < 0; ++attempt) {
     fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd >= 0 &&
-        ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (fd >= 0 && ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
       ::close(fd);
       fd = -1;
     }
