@@ -228,31 +228,11 @@ class TcpPeerTransport final : public PeerTransport {
   absl::Status Forward(int member, absl::Span<const StoreOp> ops, absl::Span<Decision> decisions,
                        bool* committed) override {
     FG_ASSIGN_OR_RETURN(MemberState * state, MemberAt(member));
-    struct Waiter {
-      absl::Notification done;
-      absl::Status status;
-      pb::ForwardResponse response;
-    };
-    auto waiter = std::make_shared<Waiter>();
-    const std::string& id = state->id;
-    absl::Status queued = state->link->Call(
-        FrameType::kForward, ForwardRequestOf(ops), options_.forward_timeout,
-        [waiter, id](absl::Status status, const Frame& frame) {
-          waiter->status = DecodeAnswer(std::move(status), frame, FrameType::kForwardAnswer,
-                                        &waiter->response, id);
-          waiter->done.Notify();
-        });
-    absl::Status status = queued;
-    if (queued.ok()) {
-      if (!waiter->done.WaitForNotificationWithTimeout(options_.forward_timeout +
-                                                       absl::Milliseconds(100))) {
-        status = absl::DeadlineExceededError(absl::StrCat("no answer from ", id));
-      } else {
-        status = waiter->status;
-        if (status.ok()) {
-          status = DecisionsOf(waiter->response, id, decisions, committed);
-        }
-      }
+    pb::ForwardResponse response;
+    absl::Status status = CallAndWait(member, FrameType::kForward, FrameType::kForwardAnswer,
+                                      ForwardRequestOf(ops), &response);
+    if (status.ok()) {
+      status = DecisionsOf(response, state->id, decisions, committed);
     }
     CountForward(*state, status);
     return status;

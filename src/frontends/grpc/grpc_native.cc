@@ -1,5 +1,4 @@
 #include "src/frontends/grpc/grpc_native.h"
-#include "src/common/in_flight.h"
 
 #include <nghttp2/nghttp2.h>
 
@@ -18,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "grpc/health/v1/health.pb.h"
+#include "src/common/in_flight.h"
 #include "src/common/text.h"
 #include "src/common/worker_pool.h"
 #include "src/frontends/grpc/grpc_wire.h"

@@ -1,5 +1,4 @@
 #include "src/frontends/http/http_server.h"
-#include "src/common/in_flight.h"
 
 #include <sys/socket.h>
 
@@ -34,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "src/common/host_port.h"
+#include "src/common/in_flight.h"
 #include "src/common/json.h"
 #include "src/common/text.h"
 #include "src/frontends/http/http_handlers.h"
