@@ -18,6 +18,7 @@ DEB_PACKAGES := build-essential cmake ninja-build pkg-config git ca-certificates
   libabsl-dev libyaml-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev \
   libssl-dev openssl libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libboost-dev libnghttp2-dev \
   clang libclang-rt-14-dev \
+  libc-ares-dev etcd-server etcd-client dnsmasq-base \
   nginx redis-server redis-tools wrk curl python3 python3-matplotlib procps iproute2
 
 .PHONY: all deps configure build test test-unit test-integration run bench clean format \

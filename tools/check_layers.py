@@ -24,6 +24,7 @@ ALLOWED = {
     "store": {"public", "core", "store"},
     "limiter": {"public", "core", "store", "limiter"},
     "cluster": {"public", "core", "store", "cluster", "net", "common", "proto"},
+    "discovery": {"discovery", "common", "proto"},
     "service": {"public", "core", "limiter", "service", "common", "proto"},
     "admin": {"public", "core", "limiter", "cluster", "service", "admin", "common", "proto"},
     "net": {"net", "common"},
@@ -32,7 +33,7 @@ ALLOWED = {
     "http": {"public", "http", "service", "net", "common", "proto", "limiter-types"},
     "grpc": {"public", "grpc", "service", "net", "common", "proto", "limiter-types"},
     "server": {"public", "core", "store", "limiter", "cluster", "service", "admin", "net",
-               "http", "grpc", "server", "common", "proto", "limiter-types"},
+               "http", "grpc", "server", "discovery", "common", "proto", "limiter-types"},
     "bench": {"public", "proto", "common", "bench"},
 }
 
@@ -44,6 +45,7 @@ FOLDERS = {
     "src/store": "store",
     "src/limiter": "limiter",
     "src/cluster": "cluster",
+    "src/discovery": "discovery",
     "src/service": "service",
     "src/admin": "admin",
     "src/net": "net",
