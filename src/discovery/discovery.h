@@ -54,6 +54,9 @@ class Discovery {
   virtual absl::Status Start(OnChange on_change) = 0;
   // Removes this node's registration now (graceful leave), bounded; keeps following.
   virtual absl::Status Deregister() = 0;
+  // Asks the engine again now (a peer failed: DNS re-resolves at once); a no-op where the source
+  // is told of changes as they happen (etcd's watch).
+  virtual void Refresh() {}
   // Stops following; no on_change call runs after it returns. Idempotent.
   virtual void Stop() = 0;
   virtual DiscoveryStatus status() const = 0;
