@@ -21,13 +21,22 @@ std::string ClusterJson(const cluster::ClusterStats& stats) {
   const int64_t now = SystemClock::Get()->NowNs();
   std::string out = "{\"node\":";
   common::AppendJsonString(stats.self_id, out);
-  absl::StrAppend(&out, ",\"quorum\":", stats.quorum ? "true" : "false",
-                  ",\"deaths\":", stats.deaths, ",\"failovers\":", stats.failovers,
-                  ",\"failure_mode_ops\":", stats.failure_mode_ops,
-                  ",\"shed_ops\":", stats.shed_ops, ",\"local_share_ops\":", stats.local_share_ops,
-                  ",\"local_share_refills\":", stats.local_share_refills,
-                  ",\"owned_ops\":", stats.owned_ops, ",\"warmup_fetches\":", stats.warmup_fetches,
-                  ",\"config_pushes\":", stats.config_pushes, ",\"members\":[");
+  absl::StrAppend(
+      &out, ",\"quorum\":", stats.quorum ? "true" : "false", ",\"deaths\":", stats.deaths,
+      ",\"failovers\":", stats.failovers, ",\"failure_mode_ops\":", stats.failure_mode_ops,
+      ",\"shed_ops\":", stats.shed_ops, ",\"local_share_ops\":", stats.local_share_ops,
+      ",\"local_share_refills\":", stats.local_share_refills, ",\"owned_ops\":", stats.owned_ops,
+      ",\"warmup_fetches\":", stats.warmup_fetches, ",\"config_pushes\":", stats.config_pushes,
+      ",\"member_count\":", stats.members, ",\"joins\":", stats.joins, ",\"leaves\":", stats.leaves,
+      ",\"leaving\":", stats.leaving ? "true" : "false",
+      ",\"handed_over_states\":", stats.handed_over_states,
+      ",\"handed_over_bytes\":", stats.handed_over_bytes, ",\"discovery\":{\"source\":");
+  const cluster::DiscoveryInfo& d = stats.discovery;
+  common::AppendJsonString(d.source, out);
+  absl::StrAppend(&out, ",\"connected\":", d.connected ? "true" : "false", ",\"last_error\":");
+  common::AppendJsonString(d.last_error, out);
+  absl::StrAppend(&out, ",\"errors\":", d.errors, ",\"reconnects\":", d.reconnects,
+                  ",\"updates\":", d.updates, ",\"revision\":", d.revision, "},\"members\":[");
   bool first = true;
   for (const cluster::PeerStats& p : stats.peers) {
     absl::StrAppend(&out, first ? "" : ",", "{\"id\":");
@@ -64,7 +73,31 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
                   alive, "\n# HELP floodgate_cluster_quorum 1 when this node sees a majority.\n",
                   "# TYPE floodgate_cluster_quorum gauge\nfloodgate_cluster_quorum ",
                   stats.quorum ? 1 : 0, "\n");
+  absl::StrAppend(&out,
+                  "# HELP floodgate_cluster_members Current members, this node included unless it "
+                  "is leaving.\n# TYPE floodgate_cluster_members gauge\nfloodgate_cluster_members ",
+                  stats.members, "\n");
   Counter(out, "floodgate_cluster_member_deaths_total", "Members seen going dead.", stats.deaths);
+  Counter(out, "floodgate_cluster_joins_total", "Members that joined at run time (discovery).",
+          stats.joins);
+  Counter(out, "floodgate_cluster_leaves_total",
+          "Members that left at run time (deregistered, or removed by discovery).", stats.leaves);
+  Counter(out, "floodgate_cluster_handed_over_states_total",
+          "Key states this node handed to their new owners when it left.",
+          stats.handed_over_states);
+  Counter(out, "floodgate_cluster_handed_over_bytes_total",
+          "Bytes of the key states this node handed over when it left.", stats.handed_over_bytes);
+  const cluster::DiscoveryInfo& d = stats.discovery;
+  absl::StrAppend(&out,
+                  "# HELP floodgate_cluster_discovery_connected 1 while the discovery source "
+                  "(etcd, dns; static: always) answers.\n"
+                  "# TYPE floodgate_cluster_discovery_connected gauge\n"
+                  "floodgate_cluster_discovery_connected{source=\"",
+                  d.source, "\"} ", d.connected ? 1 : 0, "\n");
+  Counter(out, "floodgate_cluster_discovery_errors_total",
+          "Failed calls to the discovery source (the last member list is kept).", d.errors);
+  Counter(out, "floodgate_cluster_discovery_reconnects_total",
+          "Times the discovery source came back after failing.", d.reconnects);
   Counter(out, "floodgate_cluster_failovers_total",
           "Forwarded checks retried on another owner after the owner failed.", stats.failovers);
   Counter(out, "floodgate_cluster_failure_mode_ops_total",

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "floodgate/status_macros.h"
 #include "src/cluster/tcp_peer_transport.h"
+#include "src/common/rate_limited_log.h"
 
 namespace floodgate::cluster {
 
@@ -81,6 +82,7 @@ absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(ClusterOptions
     }
   }
   transport.listen_address = options.listen_address;
+  transport.accept_unknown_members = options.dynamic_members;
   if (transport.listen_address.empty() && !options.members.empty()) {
     transport.listen_address = options.members[transport.self].address;
   }
@@ -713,50 +715,6 @@ void ClusterStore::HandlePushConfig(const std::vector<peer::v1::ConfigChange>& c
 std::vector<peer::v1::ConfigChange> ClusterStore::HandleGetConfig(
     const std::vector<std::string>& domains) {
   return gossip_->GetConfig(domains);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Stats
-
-ClusterStats ClusterStore::GetClusterStats() const {
-  ClusterStats stats;
-  stats.self_id = options_.self_id;
-  const uint64_t mask = membership_->alive_mask();
-  stats.quorum = Membership::HasQuorum(mask, membership_->size());
-  stats.deaths = membership_->deaths();
-  stats.failovers = failovers_.load(std::memory_order_relaxed);
-  stats.failure_mode_ops = failure_mode_ops_.load(std::memory_order_relaxed);
-  stats.shed_ops = shed_ops_.load(std::memory_order_relaxed);
-  stats.local_share_ops = local_share_ops_.load(std::memory_order_relaxed);
-  stats.local_share_refills = local_share_refills_.load(std::memory_order_relaxed);
-  stats.owned_ops = owned_ops_.load(std::memory_order_relaxed);
-  stats.warmup_fetches = warmup_fetches_.load(std::memory_order_relaxed);
-  stats.config_pushes = gossip_->config_pushes();
-  stats.auth_failures = transport_->GetAuthStats();
-  // Ownership share in this node's view, from a fixed sample of the hash space.
-  constexpr int kSamples = 4096;
-  std::vector<int> owned(membership_->size(), 0);
-  for (int s = 0; s < kSamples; ++s) {
-    const uint64_t key = (static_cast<uint64_t>(s) + 1) * 0x9E3779B97F4A7C15ULL;
-    const int owner = membership_->Owner(key, mask);
-    if (owner >= 0) {
-      ++owned[owner];
-    }
-  }
-  for (int i = 0; i < membership_->size(); ++i) {
-    PeerStats peer;
-    peer.id = membership_->members()[i].id;
-    peer.address = membership_->members()[i].address;
-    peer.self = i == membership_->self();
-    peer.alive = ((mask >> i) & 1) != 0;
-    peer.last_contact_ns = membership_->last_contact_ns(i);
-    peer.ownership_share = static_cast<double>(owned[i]) / kSamples;
-    if (!peer.self) {
-      static_cast<PeerLinkStats&>(peer) = transport_->GetLinkStats(i);
-    }
-    stats.peers.push_back(std::move(peer));
-  }
-  return stats;
 }
 
 }  // namespace floodgate::cluster

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@
 
 #include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "floodgate/clock.h"
 #include "floodgate/store.h"
@@ -36,9 +38,14 @@ namespace floodgate::cluster {
 
 struct ClusterOptions {
   std::string self_id;
-  std::vector<Member> members;  // every member, self included (ParsePeers)
-  std::string listen_address;   // this node's peer listener, host:port (port 0: a free one)
-  int replicas = 2;             // R: owner + R-1 replicas
+  // Every member, self included (ParsePeers); with discovery, this node alone at first.
+  std::vector<Member> members;
+  // Members come from discovery (SetMembers) rather than a fixed --peers list: peer
+  // connections from nodes this node has not heard of yet are accepted when they prove the
+  // cluster key.
+  bool dynamic_members = false;
+  std::string listen_address;  // this node's peer listener, host:port (port 0: a free one)
+  int replicas = 2;            // R: owner + R-1 replicas
   absl::Duration heartbeat = absl::Milliseconds(200);
   absl::Duration dead_after = absl::Seconds(1);
   absl::Duration forward_timeout = absl::Milliseconds(500);
@@ -66,9 +73,34 @@ struct PeerStats : PeerLinkStats {
   double ownership_share = 0;  // fraction of the hash space it owns in this node's view
 };
 
+// Where the members come from, as the discovery source says (filled in by the server).
+struct DiscoveryInfo {
+  std::string source;  // "static" (--peers), "etcd" or "dns"
+  bool connected = true;
+  std::string last_error;
+  uint64_t errors = 0;
+  uint64_t reconnects = 0;
+  uint64_t updates = 0;
+  int64_t revision = 0;
+};
+
+// What a graceful leave did (ClusterStore::Leave).
+struct LeaveResult {
+  uint64_t states = 0;  // states handed over (acknowledged by their new owners)
+  uint64_t bytes = 0;   // their size on the wire
+  absl::Duration took;
+};
+
 struct ClusterStats {
   std::string self_id;
   bool quorum = false;
+  int members = 0;                  // current members (this node included unless leaving)
+  uint64_t joins = 0;               // members that joined since start
+  uint64_t leaves = 0;              // members that left (deregistered or removed) since start
+  bool leaving = false;             // this node is leaving (graceful leave under way)
+  uint64_t handed_over_states = 0;  // states handed to new owners by this node's leave
+  uint64_t handed_over_bytes = 0;
+  DiscoveryInfo discovery;
   uint64_t deaths = 0;               // members seen going dead
   uint64_t failovers = 0;            // forwarded checks retried on another owner
   uint64_t failure_mode_ops = 0;     // ops decided by a failure mode (no owner reachable, or shed)
@@ -104,6 +136,16 @@ class ClusterStore final : public Store, private PeerHandler {
   bool MaySuspend() const override { return true; }
   StoreStats GetStats() const override;
   void ReclaimExpired(int64_t now_ns) override;
+
+  // Makes `members` the member set (discovery's latest list; this node stays a member): joins
+  // and leaves are logged and counted, and the transport follows. Returns what changed.
+  MembershipChange SetMembers(const std::vector<Member>& members);
+  // Graceful leave: this node stops owning keys (it forwards every check to the members that
+  // stay), then hands over what its replicas may lack (the replication queued, acknowledged),
+  // waiting at most `timeout`. The caller then deregisters it and shuts it down.
+  LeaveResult Leave(absl::Duration timeout);
+  // How /v1/cluster and metrics learn the discovery source's state. May be null.
+  void SetDiscoveryInfo(std::function<DiscoveryInfo()> info);
 
   // Sets how config changes are exchanged; call before traffic. May be null.
   void SetConfigSync(ConfigSync* sync);
@@ -215,6 +257,10 @@ class ClusterStore final : public Store, private PeerHandler {
   std::atomic<uint64_t> local_share_refills_{0};
   std::atomic<uint64_t> owned_ops_{0};
   std::atomic<uint64_t> warmup_fetches_{0};
+  std::atomic<uint64_t> handed_over_states_{0};
+  std::atomic<uint64_t> handed_over_bytes_{0};
+  mutable absl::Mutex discovery_mu_;
+  std::function<DiscoveryInfo()> discovery_info_ ABSL_GUARDED_BY(discovery_mu_);
 };
 
 }  // namespace floodgate::cluster

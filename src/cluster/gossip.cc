@@ -77,8 +77,9 @@ Gossip::Answers Gossip::PingAll(const PingInfo& ours) {
     Answers answers;
   };
   auto round = std::make_shared<Round>();
-  for (int i = 0; i < membership_->size(); ++i) {
-    if (i == membership_->self()) {
+  const uint64_t members = membership_->member_mask();
+  for (int i = 0; i < membership_->slots(); ++i) {
+    if (i == membership_->self() || ((members >> i) & 1) == 0) {
       continue;
     }
     {
@@ -104,8 +105,7 @@ Gossip::Answers Gossip::PingAll(const PingInfo& ours) {
 }
 
 void Gossip::NoteRound(const Answers& answers) {
-  if (!quorum_seen_.HasBeenNotified() &&
-      Membership::HasQuorum(membership_->alive_mask(), membership_->size())) {
+  if (!quorum_seen_.HasBeenNotified() && membership_->HasQuorum()) {
     quorum_seen_.Notify();
   }
   // Warm-up is for a node that (re)joins a running cluster: it is on until the first round of
@@ -148,13 +148,13 @@ void Gossip::PullNewerConfig(ConfigSync* sync, const Answers& answers,
 void Gossip::BroadcastConfig(const std::vector<pb::ConfigChange>& changes) {
   const uint64_t mask = membership_->alive_mask();
   std::vector<std::thread> pushes;
-  for (int i = 0; i < membership_->size(); ++i) {
+  for (int i = 0; i < membership_->slots(); ++i) {
     if (i != membership_->self() && ((mask >> i) & 1)) {
       pushes.emplace_back([this, i, &changes] {
         const absl::Status status = transport_->PushConfig(i, changes);
         if (!status.ok()) {
           common::RateLimitedLog::Default().Log(
-              absl::StrCat("floodgate: config push to ", membership_->members()[i].id,
+              absl::StrCat("floodgate: config push to ", membership_->member(i).id,
                            " failed: ", status.message(), " (it catches up through heartbeats)"));
         }
       });

@@ -78,20 +78,145 @@ absl::StatusOr<std::vector<Member>> ParsePeers(std::string_view spec) {
 
 Membership::Membership(std::vector<Member> members, int self, const Clock* clock,
                        int64_t dead_after_ns)
-    : members_(std::move(members)),
-      self_(self),
-      clock_(clock),
-      dead_after_ns_(dead_after_ns),
-      alive_(uint64_t{1} << self),
-      last_contact_ns_(members_.size(), 0) {}
+    : self_(self), clock_(clock), dead_after_ns_(dead_after_ns) {
+  absl::MutexLock lock(&mu_);
+  const int n = std::min<int>(static_cast<int>(members.size()), kMaxMembers);
+  uint64_t mask = 0;
+  for (int i = 0; i < n; ++i) {
+    members[i].seed = NodeSeed(members[i].id);
+    seeds_[i].store(members[i].seed, std::memory_order_relaxed);
+    slot_[i] = std::move(members[i]);
+    mask |= uint64_t{1} << i;
+  }
+  slots_used_.store(n, std::memory_order_release);
+  members_mask_.store(mask, std::memory_order_release);
+  alive_.store(self >= 0 && self < n ? uint64_t{1} << self : 0, std::memory_order_release);
+}
 
 bool Membership::HasQuorum(uint64_t mask, int members) { return 2 * std::popcount(mask) > members; }
+
+int Membership::size() const { return std::popcount(member_mask()); }
+
+Member Membership::member(int i) const {
+  if (i < 0 || i >= kMaxMembers) {
+    return Member{};
+  }
+  absl::MutexLock lock(&mu_);
+  return slot_[i];
+}
+
+std::vector<Member> Membership::members() const {
+  const uint64_t mask = member_mask();
+  std::vector<Member> out;
+  absl::MutexLock lock(&mu_);
+  for (int i = 0; i < slots(); ++i) {
+    if ((mask >> i) & 1) {
+      out.push_back(slot_[i]);
+    }
+  }
+  return out;
+}
+
+int Membership::SlotOf(std::string_view id) const {
+  absl::MutexLock lock(&mu_);
+  for (int i = 0; i < slots(); ++i) {
+    if (slot_[i].id == id) {
+      return i;
+    }
+  }
+  return -1;
+}
+
+MembershipChange Membership::SetMembers(const std::vector<Member>& members,
+                                        const SlotChanged& on_slot) {
+  MembershipChange change;
+  const int64_t now = clock_->NowNs();
+  absl::MutexLock lock(&mu_);
+  const std::string& self_id = slot_[self_].id;
+  uint64_t mask = members_mask_.load(std::memory_order_relaxed);
+  // Leavers first, so that their slots may be reused below.
+  for (int i = 0; i < slots(); ++i) {
+    if (i == self_ || ((mask >> i) & 1) == 0) {
+      continue;
+    }
+    const bool stays = std::any_of(members.begin(), members.end(),
+                                   [&](const Member& m) { return m.id == slot_[i].id; });
+    if (!stays) {
+      mask &= ~(uint64_t{1} << i);
+      members_mask_.store(mask, std::memory_order_release);
+      SetAlive(i, false);
+      left_at_ns_[i] = now;
+      leaves_.fetch_add(1, std::memory_order_relaxed);
+      change.left.push_back(slot_[i].id);
+    }
+  }
+  for (const Member& m : members) {
+    if (m.id == self_id || m.id.empty()) {
+      continue;
+    }
+    int slot = -1;
+    for (int i = 0; i < slots(); ++i) {
+      if (slot_[i].id == m.id) {
+        slot = i;
+      }
+    }
+    if (slot < 0) {
+      // A slot never used, else the one whose member left longest ago.
+      if (slots() < kMaxMembers) {
+        slot = slots();
+        slots_used_.store(slot + 1, std::memory_order_release);
+      } else {
+        for (int i = 0; i < kMaxMembers; ++i) {
+          if (((mask >> i) & 1) == 0 && i != self_ &&
+              (slot < 0 || left_at_ns_[i] < left_at_ns_[slot])) {
+            slot = i;
+          }
+        }
+      }
+      if (slot < 0) {
+        change.error = absl::StrCat("at most ", kMaxMembers, " members: ", m.id, " left out");
+        continue;
+      }
+      slot_[slot] = Member{m.id, m.address, NodeSeed(m.id)};
+      seeds_[slot].store(slot_[slot].seed, std::memory_order_release);
+      change.slots.push_back(slot);
+      if (on_slot) {
+        on_slot(slot, slot_[slot]);
+      }
+    } else if (slot_[slot].address != m.address) {
+      slot_[slot].address = m.address;
+      change.slots.push_back(slot);
+      if (on_slot) {
+        on_slot(slot, slot_[slot]);
+      }
+    }
+    if (((mask >> slot) & 1) == 0) {
+      mask |= uint64_t{1} << slot;
+      members_mask_.store(mask, std::memory_order_release);
+      last_contact_ns_[slot] = now;
+      SetAlive(slot, true);
+      joins_.fetch_add(1, std::memory_order_relaxed);
+      change.joined.push_back(m.id);
+    }
+  }
+  return change;
+}
+
+void Membership::SetLeaving() {
+  absl::MutexLock lock(&mu_);
+  leaving_.store(true, std::memory_order_release);
+  const uint64_t bit = uint64_t{1} << self_;
+  members_mask_.fetch_and(~bit, std::memory_order_acq_rel);
+  alive_.fetch_and(~bit, std::memory_order_acq_rel);
+}
 
 void Membership::SetAlive(int i, bool alive) {
   const uint64_t bit = uint64_t{1} << i;
   const uint64_t old = alive_.load(std::memory_order_relaxed);
   if (alive) {
-    alive_.store(old | bit, std::memory_order_release);
+    if ((members_mask_.load(std::memory_order_relaxed) & bit) != 0) {
+      alive_.store(old | bit, std::memory_order_release);
+    }
   } else if ((old & bit) != 0) {
     alive_.store(old & ~bit, std::memory_order_release);
     deaths_.fetch_add(1, std::memory_order_relaxed);
@@ -99,7 +224,7 @@ void Membership::SetAlive(int i, bool alive) {
 }
 
 void Membership::RecordContact(int i) {
-  if (i < 0 || i >= size() || i == self_) {
+  if (i < 0 || i >= slots() || i == self_) {
     return;
   }
   absl::MutexLock lock(&mu_);
@@ -108,7 +233,7 @@ void Membership::RecordContact(int i) {
 }
 
 void Membership::RecordFailure(int i) {
-  if (i < 0 || i >= size() || i == self_) {
+  if (i < 0 || i >= slots() || i == self_) {
     return;
   }
   absl::MutexLock lock(&mu_);
@@ -118,7 +243,7 @@ void Membership::RecordFailure(int i) {
 void Membership::Tick() {
   const int64_t now = clock_->NowNs();
   absl::MutexLock lock(&mu_);
-  for (int i = 0; i < size(); ++i) {
+  for (int i = 0; i < slots(); ++i) {
     if (i != self_ && now - last_contact_ns_[i] > dead_after_ns_) {
       SetAlive(i, false);
     }
@@ -126,6 +251,9 @@ void Membership::Tick() {
 }
 
 int64_t Membership::last_contact_ns(int i) const {
+  if (i < 0 || i >= kMaxMembers) {
+    return 0;
+  }
   absl::MutexLock lock(&mu_);
   return last_contact_ns_[i];
 }
@@ -134,9 +262,10 @@ int Membership::Rank(uint64_t key_hash, uint64_t mask, absl::Span<int> out) cons
   // Selection of the top out.size() scores; clusters are small, so this is a few compares.
   uint64_t scores[kMaxMembers];
   int n = 0;
-  for (int i = 0; i < size(); ++i) {
-    if ((mask >> i) & 1) {
-      const uint64_t score = RendezvousScore(key_hash, members_[i].seed);
+  for (uint64_t bits = mask; bits != 0; bits &= bits - 1) {
+    const int i = std::countr_zero(bits);
+    {
+      const uint64_t score = RendezvousScore(key_hash, seeds_[i].load(std::memory_order_relaxed));
       // Insertion into out[0..n) by descending score (ties cannot matter: seeds differ).
       int pos = std::min<int>(n, static_cast<int>(out.size()));
       while (pos > 0 && scores[pos - 1] < score) {
@@ -159,9 +288,10 @@ int Membership::Rank(uint64_t key_hash, uint64_t mask, absl::Span<int> out) cons
 int Membership::Owner(uint64_t key_hash, uint64_t mask) const {
   int best = -1;
   uint64_t best_score = 0;
-  for (int i = 0; i < size(); ++i) {
-    if ((mask >> i) & 1) {
-      const uint64_t score = RendezvousScore(key_hash, members_[i].seed);
+  for (uint64_t bits = mask; bits != 0; bits &= bits - 1) {
+    const int i = std::countr_zero(bits);
+    {
+      const uint64_t score = RendezvousScore(key_hash, seeds_[i].load(std::memory_order_relaxed));
       if (best < 0 || score > best_score) {
         best = i;
         best_score = score;

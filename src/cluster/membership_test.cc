@@ -115,5 +115,113 @@ TEST(MembershipTest, OnlyTheLeaversKeysMove) {
   EXPECT_LT(owned_by_leaver, kKeys / 4 + kKeys / 20);
 }
 
+std::vector<Member> Named(std::vector<std::string> ids) {
+  std::vector<Member> out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    out.push_back(Member{ids[i], "127.0.0.1:" + std::to_string(8000 + i), NodeSeed(ids[i])});
+  }
+  return out;
+}
+
+TEST(MembershipTest, JoinersGetSlotsAndAreAliveAtOnce) {
+  FakeClock clock;
+  Membership m(Named({"a"}), 0, &clock, kSecond);
+  EXPECT_EQ(m.size(), 1);
+  EXPECT_TRUE(m.HasQuorum());
+  std::vector<std::pair<int, std::string>> seen;
+  const MembershipChange change =
+      m.SetMembers(Named({"a", "b", "c"}),
+                   [&](int slot, const Member& member) { seen.emplace_back(slot, member.id); });
+  EXPECT_EQ(change.joined, (std::vector<std::string>{"b", "c"}));
+  EXPECT_TRUE(change.left.empty());
+  EXPECT_EQ(seen, (std::vector<std::pair<int, std::string>>{{1, "b"}, {2, "c"}}));
+  EXPECT_EQ(m.size(), 3);
+  EXPECT_EQ(m.slots(), 3);
+  EXPECT_EQ(m.alive_mask(), 0b111u);
+  EXPECT_EQ(m.SlotOf("c"), 2);
+  EXPECT_EQ(m.member(2).seed, NodeSeed("c"));
+  EXPECT_EQ(m.joins(), 2u);
+  // The same list again changes nothing.
+  EXPECT_TRUE(m.SetMembers(Named({"a", "b", "c"})).empty());
+}
+
+TEST(MembershipTest, LeaversStopCountingForTheQuorum) {
+  FakeClock clock;
+  Membership m(Named({"a", "b", "c", "d", "e"}), 0, &clock, kSecond);
+  // Only self alive: 1 of 5 is no majority.
+  EXPECT_FALSE(m.HasQuorum());
+  const MembershipChange change = m.SetMembers(Named({"a", "b"}));
+  EXPECT_EQ(change.left, (std::vector<std::string>{"c", "d", "e"}));
+  EXPECT_EQ(m.size(), 2);
+  EXPECT_EQ(m.member_mask(), 0b00011u);
+  EXPECT_EQ(m.leaves(), 3u);
+  EXPECT_FALSE(m.HasQuorum());  // b is a member but not heard from
+  m.RecordContact(1);
+  EXPECT_TRUE(m.HasQuorum());
+  // A leaver's late message does not make it alive again.
+  m.RecordContact(3);
+  EXPECT_EQ(m.alive_mask(), 0b00011u);
+  // A member that joins again gets its old slot back.
+  const MembershipChange back = m.SetMembers(Named({"a", "b", "c", "d", "e"}));
+  EXPECT_EQ(back.joined, (std::vector<std::string>{"c", "d", "e"}));
+  EXPECT_TRUE(back.slots.empty());  // same slots, same addresses
+  EXPECT_EQ(m.SlotOf("d"), 3);
+}
+
+TEST(MembershipTest, SelfStaysUntilItLeaves) {
+  FakeClock clock;
+  Membership m(Named({"a", "b"}), 0, &clock, kSecond);
+  m.SetMembers(Named({"b"}));  // not registered yet, say
+  EXPECT_TRUE(m.is_member(0));
+  m.SetLeaving();
+  EXPECT_FALSE(m.is_member(0));
+  EXPECT_EQ(m.alive_mask() & 1u, 0u);
+  // A leaving node owns nothing: every key goes to a member that stays.
+  m.RecordContact(1);
+  for (uint64_t key = 1; key < 100; ++key) {
+    EXPECT_EQ(m.Owner(key * 0x9E3779B97F4A7C15ULL, m.alive_mask()), 1);
+  }
+}
+
+TEST(MembershipTest, AnAddressChangeIsReported) {
+  FakeClock clock;
+  Membership m(Named({"a", "b"}), 0, &clock, kSecond);
+  std::vector<Member> moved = Named({"a", "b"});
+  moved[1].address = "127.0.0.1:9999";
+  std::string address;
+  const MembershipChange change =
+      m.SetMembers(moved, [&](int slot, const Member& member) { address = member.address; });
+  EXPECT_EQ(change.slots, std::vector<int>{1});
+  EXPECT_TRUE(change.joined.empty());
+  EXPECT_EQ(address, "127.0.0.1:9999");
+  EXPECT_EQ(m.member(1).address, "127.0.0.1:9999");
+}
+
+TEST(MembershipTest, SlotsOfLongGoneMembersAreReused) {
+  FakeClock clock;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kMaxMembers; ++i) {
+    ids.push_back("n" + std::to_string(100 + i));
+  }
+  Membership m(Named(ids), 0, &clock, kSecond);
+  // n101 leaves first, then n102; a newcomer takes n101's slot (gone longest).
+  std::vector<std::string> without = ids;
+  without.erase(without.begin() + 1);
+  m.SetMembers(Named(without));
+  clock.Advance(kSecond);
+  without.erase(without.begin() + 1);
+  m.SetMembers(Named(without));
+  without.push_back("newcomer");
+  const MembershipChange change = m.SetMembers(Named(without));
+  EXPECT_EQ(change.joined, std::vector<std::string>{"newcomer"});
+  EXPECT_EQ(m.SlotOf("newcomer"), 1);
+  EXPECT_EQ(m.SlotOf("n101"), -1);
+  // A 65th member is refused with a clear error.
+  without.push_back("n102");
+  without.push_back("one-too-many");
+  const MembershipChange full = m.SetMembers(Named(without));
+  EXPECT_NE(full.error.find("at most 64 members"), std::string::npos) << full.error;
+}
+
 }  // namespace
 }  // namespace floodgate::cluster

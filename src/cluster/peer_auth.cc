@@ -129,12 +129,13 @@ absl::StatusOr<peer::v1::Auth> ClientHandshake::OnChallenge(const peer::v1::Chal
 
 ServerHandshake::ServerHandshake(std::string key, std::string self_id,
                                  std::vector<std::string> members, uint32_t version,
-                                 std::string nonce)
+                                 std::string nonce, bool accept_unknown)
     : key_(std::move(key)),
       self_id_(std::move(self_id)),
       members_(std::move(members)),
       version_(version),
-      nonce_(nonce.empty() ? RandomNonce() : std::move(nonce)) {}
+      nonce_(nonce.empty() ? RandomNonce() : std::move(nonce)),
+      accept_unknown_(accept_unknown && !key_.empty()) {}
 
 absl::StatusOr<peer::v1::Challenge> ServerHandshake::OnHello(const peer::v1::Hello& hello,
                                                              AuthError* error) {
@@ -157,7 +158,9 @@ absl::StatusOr<peer::v1::Challenge> ServerHandshake::OnHello(const peer::v1::Hel
       client_ = static_cast<int>(i);
     }
   }
-  if (client_ < 0) {
+  const bool accepted =
+      client_ >= 0 || (accept_unknown_ && !hello.node_id().empty() && hello.node_id() != self_id_);
+  if (!accepted) {
     return refuse(AuthFailure::kNotMember,
                   absl::StrCat("node id \"", hello.node_id(), "\" is not a member (--peers)"));
   }
@@ -173,7 +176,7 @@ absl::StatusOr<peer::v1::Challenge> ServerHandshake::OnHello(const peer::v1::Hel
 }
 
 absl::Status ServerHandshake::OnAuth(const peer::v1::Auth& auth, AuthError* error) const {
-  if (client_ < 0) {
+  if (client_id_.empty()) {
     *error = AuthError{AuthFailure::kMalformed, "auth before hello"};
     return absl::PermissionDeniedError(error->message);
   }

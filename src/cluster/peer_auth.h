@@ -79,14 +79,18 @@ class ClientHandshake {
 // The accepting side.
 class ServerHandshake {
  public:
-  // `members`: every member id (self included); a Hello from another id is refused.
+  // `members`: every member id (self included); a Hello from another id is refused, unless
+  // `accept_unknown` (discovery: a node may dial before this node has heard it joined; it must
+  // still prove the cluster key, and client() is then -1).
   ServerHandshake(std::string key, std::string self_id, std::vector<std::string> members,
-                  uint32_t version = kPeerProtocolVersion, std::string nonce = "");
+                  uint32_t version = kPeerProtocolVersion, std::string nonce = "",
+                  bool accept_unknown = false);
   // Checks a Hello and returns the Challenge to answer, or why the client is refused.
   absl::StatusOr<peer::v1::Challenge> OnHello(const peer::v1::Hello& hello, AuthError* error);
   // Checks the client's Auth: OK when it holds the key (the connection is then authenticated).
   absl::Status OnAuth(const peer::v1::Auth& auth, AuthError* error) const;
-  // Returns the client's member index (valid after OnHello succeeded).
+  // Returns the client's member index (valid after OnHello succeeded; -1 for an id accepted
+  // with accept_unknown).
   int client() const { return client_; }
   const std::string& client_id() const { return client_id_; }
 
@@ -96,6 +100,7 @@ class ServerHandshake {
   const std::vector<std::string> members_;
   const uint32_t version_;
   const std::string nonce_;
+  const bool accept_unknown_;
   std::string client_id_;
   std::string client_nonce_;
   int client_ = -1;

@@ -44,7 +44,8 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
         stream_(std::move(socket), tls_.get()),
         fd_(stream_.socket().native_handle()),
         slot_(std::move(slot)),
-        handshake_(options_.key, options_.self_id, options_.members, options_.protocol_version),
+        handshake_(options_.key, options_.self_id, server->members(), options_.protocol_version,
+                   /*nonce=*/"", options_.accept_unknown),
         from_(EndpointOf(stream_.socket())) {}
 
   ~PeerSession() override { slot_.Release(); }
@@ -449,14 +450,27 @@ net::ListenerOptions ListenerOptionsOf(const PeerServerOptions& options) {
 PeerServer::PeerServer(PeerServerOptions options, PeerHandler* handler)
     : options_(std::move(options)),
       handler_(handler),
-      listener_(ListenerOptionsOf(options_), [this](net::Accepted accepted) {
-        error_code ignored;
-        accepted.socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-        std::make_shared<PeerSession>(std::move(accepted.socket), std::move(accepted.slot), this)
-            ->Start();
-      }) {}
+      listener_(ListenerOptionsOf(options_),
+                [this](net::Accepted accepted) {
+                  error_code ignored;
+                  accepted.socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+                  std::make_shared<PeerSession>(std::move(accepted.socket),
+                                                std::move(accepted.slot), this)
+                      ->Start();
+                }),
+      members_(options_.members) {}
 
 PeerServer::~PeerServer() { Shutdown(); }
+
+std::vector<std::string> PeerServer::members() const {
+  absl::MutexLock lock(&members_mu_);
+  return members_;
+}
+
+void PeerServer::SetMembers(std::vector<std::string> members) {
+  absl::MutexLock lock(&members_mu_);
+  members_ = std::move(members);
+}
 
 absl::Status PeerServer::Start() { return listener_.Start(); }
 

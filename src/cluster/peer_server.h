@@ -22,7 +22,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "floodgate/clock.h"
 #include "src/cluster/peer_link.h"
@@ -35,8 +37,10 @@ namespace floodgate::cluster {
 struct PeerServerOptions {
   std::string address;  // host:port; port 0 picks one
   std::string self_id;
-  std::vector<std::string> members;  // every member id, by index (self included)
-  std::string key;                   // the cluster key ("" with --insecure-peers)
+  std::vector<std::string> members;  // every member id, by slot (self included); SetMembers
+  // Discovery: accept a node id not (yet) among `members` when it proves the cluster key.
+  bool accept_unknown = false;
+  std::string key;  // the cluster key ("" with --insecure-peers)
   uint32_t protocol_version = kPeerProtocolVersion;
   int io_threads = 2;
   // A connection must finish the handshake within this.
@@ -60,6 +64,9 @@ class PeerServer {
   void Shutdown();
 
   const PeerServerOptions& options() const { return options_; }
+  // The member ids by slot that new connections are checked against; SetMembers replaces them.
+  std::vector<std::string> members() const;
+  void SetMembers(std::vector<std::string> members);
   PeerHandler* handler() const { return handler_; }
   net::Listener& listener() { return listener_; }
 
@@ -67,6 +74,8 @@ class PeerServer {
   const PeerServerOptions options_;
   PeerHandler* const handler_;
   net::Listener listener_;
+  mutable absl::Mutex members_mu_;
+  std::vector<std::string> members_ ABSL_GUARDED_BY(members_mu_);
 };
 
 }  // namespace floodgate::cluster

@@ -6,8 +6,9 @@
 // messages, authenticated connections); testing/fake_peer_transport.h implements it in process
 // for tests.
 //
-// Members are named by their index in the sorted member list (Membership::members()); the
-// transport is built for one node (`self`) and never calls itself.
+// Members are named by their slot (Membership: this node's index for a member, stable while the
+// process runs); the transport is built for one node (`self`) and never calls itself. When the
+// members change at run time the cluster tells the transport with SetMember.
 //
 // Errors: a member that cannot be reached, or did not answer in time, gives kUnavailable or
 // kDeadlineExceeded (the caller may treat it as dead and fail over); anything else (a protocol
@@ -27,6 +28,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "floodgate/decision.h"
 #include "floodgate/peer/v1/peer.pb.h"
@@ -153,6 +155,18 @@ class PeerTransport {
   virtual absl::Status PushConfig(int member,
                                   const std::vector<peer::v1::ConfigChange>& changes) = 0;
   virtual PeerLinkStats GetLinkStats(int member) const = 0;
+  // Slot `member` now holds node `id` at `address` ("" id: nobody): a member joined, moved or
+  // its slot was reused. Calls to the slot go to the new node from now on; the old node's links
+  // close. The default (a transport with fixed members) ignores it.
+  virtual void SetMember(int member, const std::string& id, const std::string& address) {}
+  // Sends every replication batch queued now and waits, at most `timeout`, until each member
+  // has acknowledged what was queued (a graceful leave hands its states over this way). Returns
+  // the states acknowledged meanwhile, and their bytes on the wire.
+  struct Flushed {
+    uint64_t states = 0;
+    uint64_t bytes = 0;
+  };
+  virtual Flushed FlushReplication(absl::Duration timeout) { return {}; }
   // Returns the handshakes refused so far (none for a transport without authentication).
   virtual PeerAuthStats GetAuthStats() const { return {}; }
 };

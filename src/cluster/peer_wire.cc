@@ -90,4 +90,43 @@ absl::StatusOr<StateRecord> FromProto(const pb::State& state) {
                      .before_data = state.before_data()};
 }
 
+// Turns a call's outcome into a status and, when OK, the parsed answer.
+absl::Status DecodeAnswer(absl::Status status, const Frame& frame, FrameType expected,
+                          google::protobuf::MessageLite* out, const std::string& member) {
+  if (!status.ok()) {
+    return status;
+  }
+  if (frame.type == FrameType::kError) {
+    pb::ErrorAnswer error;
+    if (!error.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size())) ||
+        error.code() == 0 || error.code() > 16) {
+      return absl::InternalError(absl::StrCat("peer ", member, " sent a malformed error"));
+    }
+    return absl::Status(static_cast<absl::StatusCode>(error.code()),
+                        absl::StrCat("peer ", member, ": ", error.message()));
+  }
+  if (frame.type != expected ||
+      !out->ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()))) {
+    return absl::InternalError(absl::StrCat("peer ", member, " answered with a malformed ",
+                                            FrameTypeName(static_cast<uint8_t>(frame.type)),
+                                            " frame"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecisionsOf(const pb::ForwardResponse& response, const std::string& member,
+                         absl::Span<Decision> decisions, bool* committed) {
+  if (response.results_size() != 1 ||
+      response.results(0).decisions_size() != static_cast<int>(decisions.size())) {
+    return absl::InternalError(absl::StrCat("peer ", member, " answered a transaction of ",
+                                            decisions.size(), " ops with a wrong count"));
+  }
+  const pb::TxnResult& result = response.results(0);
+  for (size_t i = 0; i < decisions.size(); ++i) {
+    decisions[i] = FromProto(result.decisions(static_cast<int>(i)));
+  }
+  *committed = result.committed();
+  return absl::OkStatus();
+}
+
 }  // namespace floodgate::cluster

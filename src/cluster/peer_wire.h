@@ -4,12 +4,16 @@
 // (proto/floodgate/peer/v1/peer.proto). Pure functions; safe from any thread.
 
 #include <cstdint>
+#include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "floodgate/decision.h"
 #include "floodgate/limit.h"
 #include "floodgate/peer/v1/peer.pb.h"
 #include "floodgate/store.h"
+#include "src/cluster/peer_frame.h"
 
 namespace floodgate::cluster {
 
@@ -30,5 +34,14 @@ Decision FromProto(const peer::v1::Decision& d);
 void ToProto(const StateRecord& r, peer::v1::State* out);
 // Returns the record, or InvalidArgument for a bad limit.
 absl::StatusOr<StateRecord> FromProto(const peer::v1::State& state);
+
+// Turns a call's outcome into a status and, when OK, the parsed answer: an error frame becomes
+// its status, a frame of another type or a bad payload an Internal error naming `member`.
+absl::Status DecodeAnswer(absl::Status status, const Frame& frame, FrameType expected,
+                          google::protobuf::MessageLite* out, const std::string& member);
+// Writes a one-transaction forward's decisions and whether it committed; an answer of the wrong
+// shape is an Internal error naming `member`.
+absl::Status DecisionsOf(const peer::v1::ForwardResponse& response, const std::string& member,
+                         absl::Span<Decision> decisions, bool* committed);
 
 }  // namespace floodgate::cluster

@@ -1,6 +1,8 @@
 #include "src/cluster/tcp_peer_transport.h"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <utility>
 
 #include <boost/asio/post.hpp>
@@ -30,45 +32,6 @@ constexpr size_t kMaxReportsQueued = 100'000;
 // The peer server's bound on transactions in one forward frame (peer_server.cc).
 constexpr size_t kMaxTxnsPerFrame = 4096;
 
-// Turns a call's outcome into a status and, when OK, the parsed answer.
-absl::Status DecodeAnswer(absl::Status status, const Frame& frame, FrameType expected,
-                          google::protobuf::MessageLite* out, const std::string& member) {
-  if (!status.ok()) {
-    return status;
-  }
-  if (frame.type == FrameType::kError) {
-    pb::ErrorAnswer error;
-    if (!error.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size())) ||
-        error.code() == 0 || error.code() > 16) {
-      return absl::InternalError(absl::StrCat("peer ", member, " sent a malformed error"));
-    }
-    return absl::Status(static_cast<absl::StatusCode>(error.code()),
-                        absl::StrCat("peer ", member, ": ", error.message()));
-  }
-  if (frame.type != expected ||
-      !out->ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()))) {
-    return absl::InternalError(absl::StrCat("peer ", member, " answered with a malformed ",
-                                            FrameTypeName(static_cast<uint8_t>(frame.type)),
-                                            " frame"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status DecisionsOf(const pb::ForwardResponse& response, const std::string& member,
-                         absl::Span<Decision> decisions, bool* committed) {
-  if (response.results_size() != 1 ||
-      response.results(0).decisions_size() != static_cast<int>(decisions.size())) {
-    return absl::InternalError(absl::StrCat("peer ", member, " answered a transaction of ",
-                                            decisions.size(), " ops with a wrong count"));
-  }
-  const pb::TxnResult& result = response.results(0);
-  for (size_t i = 0; i < decisions.size(); ++i) {
-    decisions[i] = FromProto(result.decisions(static_cast<int>(i)));
-  }
-  *committed = result.committed();
-  return absl::OkStatus();
-}
-
 // What callbacks share with the transport; they may outlive it (a ForwardAsync link lives on
 // the caller's loop), so the handler is reached only through here, and Detach() cuts it.
 struct Shared {
@@ -92,9 +55,10 @@ struct Shared {
 
 // One other member: the link on the transport's io thread, the replication and report queues,
 // and the link's counters.
-struct MemberState {
+struct MemberState : std::enable_shared_from_this<MemberState> {
   int index = 0;
   std::string id;
+  std::string address;
   std::shared_ptr<PeerLink> link;
 
   absl::Mutex mu;
@@ -118,6 +82,7 @@ struct MemberState {
   std::atomic<uint64_t> forwarded_txns{0};
   std::atomic<uint64_t> forward_errors{0};
   std::atomic<uint64_t> replicated_states{0};
+  std::atomic<uint64_t> replicated_bytes{0};
   std::atomic<uint64_t> dropped{0};
 };
 
@@ -137,10 +102,9 @@ class TcpPeerTransport final : public PeerTransport {
     // which goes with this transport: drop it now, while io_ exists, or it would be destroyed
     // later with the MemberState, touching io_'s freed timer service. Nothing else reads
     // `link` any more: io_'s threads have stopped and callbacks on callers' loops never do.
-    for (const auto& member : members_) {
-      if (member != nullptr) {
-        member->link.reset();
-      }
+    absl::MutexLock lock(&states_mu_);
+    for (const auto& member : states_) {
+      member->link.reset();
     }
   }
 
@@ -170,16 +134,10 @@ class TcpPeerTransport final : public PeerTransport {
       client_tls_ = *std::move(client);
     }
     io_.Start();
-    members_.resize(options_.members.size());
-    for (size_t i = 0; i < options_.members.size(); ++i) {
-      if (static_cast<int>(i) == options_.self) {
-        continue;
+    for (size_t i = 0; i < options_.members.size() && i < kMaxMembers; ++i) {
+      if (static_cast<int>(i) != options_.self) {
+        SetSlot(static_cast<int>(i), options_.members[i].id, options_.members[i].address);
       }
-      auto member = std::make_shared<MemberState>();
-      member->index = static_cast<int>(i);
-      member->id = options_.members[i].id;
-      member->link = PeerLink::Create(LinkOptions(static_cast<int>(i)), io_.context(0));
-      members_[i] = std::move(member);
     }
     PeerServerOptions server;
     server.address = options_.listen_address;
@@ -188,6 +146,7 @@ class TcpPeerTransport final : public PeerTransport {
       server.members.push_back(m.id);
     }
     server.key = options_.cluster_key;
+    server.accept_unknown = options_.accept_unknown_members;
     server.io_threads = options_.listener_threads;
     server.clock = options_.clock;
     server.auth = &shared_->auth;
@@ -205,16 +164,17 @@ class TcpPeerTransport final : public PeerTransport {
     if (server_ != nullptr) {
       server_->Shutdown();
     }
-    for (const auto& member : members_) {
-      if (member != nullptr) {
+    {
+      absl::MutexLock lock(&states_mu_);
+      for (const auto& member : states_) {
         member->link->Close();
       }
     }
     absl::MutexLock lock(&links_mu_);
     for (const auto& [loop, links] : loop_links_) {
-      for (const auto& link : links) {
-        if (link != nullptr) {
-          link->Close();
+      for (const LoopLink& link : links) {
+        if (link.link != nullptr) {
+          link.link->Close();
         }
       }
     }
@@ -255,7 +215,7 @@ class TcpPeerTransport final : public PeerTransport {
       return;
     }
     // The member's state is kept alive by the callback: it may outlive this transport.
-    std::shared_ptr<MemberState> keep = members_[member];
+    std::shared_ptr<MemberState> keep = (*state)->shared_from_this();
     auto shared = shared_;
     auto pending = std::make_shared<ForwardDone>(std::move(done));
     absl::Status queued =
@@ -309,7 +269,7 @@ class TcpPeerTransport final : public PeerTransport {
     }
     if (!state.replication_in_flight && !state.replication_posted) {
       state.replication_posted = true;
-      Later(state.link->loop(), [this, keep = members_[member]] { SendReplication(keep); });
+      Later(state.link->loop(), [this, keep = state.shared_from_this()] { SendReplication(keep); });
     }
   }
 
@@ -328,7 +288,7 @@ class TcpPeerTransport final : public PeerTransport {
     ++state.reports_queued;
     if (!state.reports_posted) {
       state.reports_posted = true;
-      Later(state.link->loop(), [this, keep = members_[member]] { SendReports(keep); });
+      Later(state.link->loop(), [this, keep = state.shared_from_this()] { SendReports(keep); });
     }
   }
 
@@ -337,7 +297,7 @@ class TcpPeerTransport final : public PeerTransport {
     if (!found.ok()) {
       return;
     }
-    std::shared_ptr<MemberState> state = members_[member];
+    std::shared_ptr<MemberState> state = (*found)->shared_from_this();
     uint64_t target;
     {
       absl::MutexLock lock(&state->mu);
@@ -359,11 +319,12 @@ class TcpPeerTransport final : public PeerTransport {
   }
 
   void FlushReportsAsync(int member, asio::io_context& loop, FlushDone done) override {
-    if (!MemberAt(member).ok()) {
+    absl::StatusOr<MemberState*> found = MemberAt(member);
+    if (!found.ok()) {
       asio::post(loop, [done = std::move(done)]() mutable { std::move(done)(); });
       return;
     }
-    std::shared_ptr<MemberState> state = members_[member];
+    std::shared_ptr<MemberState> state = (*found)->shared_from_this();
     bool waiting = false;
     {
       absl::MutexLock lock(&state->mu);
@@ -473,14 +434,60 @@ class TcpPeerTransport final : public PeerTransport {
     {
       absl::MutexLock lock(&links_mu_);
       for (const auto& [loop, links] : loop_links_) {
-        if (member < static_cast<int>(links.size()) && links[member] != nullptr) {
-          stats.forward_batches += links[member]->forward_writes();
+        if (member < static_cast<int>(links.size()) && links[member].member == &state) {
+          stats.forward_batches += links[member].link->forward_writes();
         }
       }
     }
     absl::MutexLock lock(&state.mu);
     stats.replication_lag_ns = state.replication_lag_ns;
     return stats;
+  }
+
+  void SetMember(int member, const std::string& id, const std::string& address) override {
+    if (member < 0 || member >= kMaxMembers || member == options_.self || shut_down_.load()) {
+      return;
+    }
+    SetSlot(member, id, address);
+    if (server_ != nullptr) {
+      std::vector<std::string> ids = server_->members();
+      ids.resize(std::max<size_t>(ids.size(), member + 1));
+      ids[member] = id;
+      server_->SetMembers(std::move(ids));
+    }
+  }
+
+  Flushed FlushReplication(absl::Duration timeout) override {
+    std::vector<std::shared_ptr<MemberState>> states;
+    for (int i = 0; i < kMaxMembers; ++i) {
+      if (MemberState* state = current_[i].load(std::memory_order_acquire); state != nullptr) {
+        states.push_back(state->shared_from_this());
+      }
+    }
+    auto acknowledged = [&states] {
+      Flushed sum;
+      for (const auto& state : states) {
+        sum.states += state->replicated_states.load(std::memory_order_relaxed);
+        sum.bytes += state->replicated_bytes.load(std::memory_order_relaxed);
+      }
+      return sum;
+    };
+    const Flushed before = acknowledged();
+    for (const auto& state : states) {
+      asio::post(state->link->loop(), [this, state] { SendReplication(state); });
+    }
+    const absl::Time deadline = absl::Now() + timeout;
+    for (const auto& state : states) {
+      absl::MutexLock lock(&state->mu);
+      state->mu.AwaitWithDeadline(absl::Condition(
+                                      +[](MemberState* s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                        return s->replication.empty() && !s->replication_in_flight;
+                                      },
+                                      state.get()),
+                                  deadline);
+    }
+    const Flushed after = acknowledged();
+    return Flushed{after.states - before.states, after.bytes - before.bytes};
   }
 
   PeerAuthStats GetAuthStats() const override {
@@ -494,11 +501,11 @@ class TcpPeerTransport final : public PeerTransport {
   }
 
  private:
-  PeerLinkOptions LinkOptions(int member) const {
+  PeerLinkOptions LinkOptions(const MemberState& member) const {
     PeerLinkOptions link;
     link.self_id = options_.self_id;
-    link.member_id = options_.members[member].id;
-    link.address = options_.members[member].address;
+    link.member_id = member.id;
+    link.address = member.address;
     link.key = options_.cluster_key;
     link.connect_timeout = options_.forward_timeout;
     link.max_queued_bytes = options_.max_queued_bytes;
@@ -510,10 +517,35 @@ class TcpPeerTransport final : public PeerTransport {
 
   // Returns the member's state, or an error for self, an unknown member, or before Start.
   absl::StatusOr<MemberState*> MemberAt(int member) const {
-    if (member < 0 || member >= static_cast<int>(members_.size()) || members_[member] == nullptr) {
+    MemberState* state = member < 0 || member >= kMaxMembers
+                             ? nullptr
+                             : current_[member].load(std::memory_order_acquire);
+    if (state == nullptr) {
       return absl::UnavailableError(absl::StrCat("no peer link for member ", member));
     }
-    return members_[member].get();
+    return state;
+  }
+
+  // Makes `id` at `address` the member in `slot` ("" for none): a new state and link; the old
+  // one's link closes (its calls fail over) and the state stays until the transport goes, since
+  // callbacks may still hold it.
+  void SetSlot(int slot, const std::string& id, const std::string& address) {
+    std::shared_ptr<MemberState> member;
+    if (!id.empty()) {
+      member = std::make_shared<MemberState>();
+      member->index = slot;
+      member->id = id;
+      member->address = address;
+      member->link = PeerLink::Create(LinkOptions(*member), io_.context(0));
+    }
+    MemberState* old = current_[slot].exchange(member.get(), std::memory_order_acq_rel);
+    if (member != nullptr) {
+      absl::MutexLock lock(&states_mu_);
+      states_.push_back(std::move(member));
+    }
+    if (old != nullptr) {
+      old->link->Close();
+    }
   }
 
   // Returns the link to `state`'s member on `loop`, made on first use; null once shut down.
@@ -522,15 +554,19 @@ class TcpPeerTransport final : public PeerTransport {
     if (shut_down_.load()) {
       return nullptr;
     }
-    std::vector<std::shared_ptr<PeerLink>>& links = loop_links_[&loop];
+    std::vector<LoopLink>& links = loop_links_[&loop];
     if (links.empty()) {
-      links.resize(members_.size());
+      links.resize(kMaxMembers);
     }
-    std::shared_ptr<PeerLink>& link = links[state.index];
-    if (link == nullptr) {
-      link = PeerLink::Create(LinkOptions(state.index), loop);
+    LoopLink& link = links[state.index];
+    if (link.member != &state) {  // first use, or the slot has a new member
+      if (link.link != nullptr) {
+        link.link->Close();
+      }
+      link.member = &state;
+      link.link = PeerLink::Create(LinkOptions(state), loop);
     }
-    return link;
+    return link.link;
   }
 
   static pb::ForwardRequest ForwardRequestOf(absl::Span<const StoreOp> ops) {
@@ -617,9 +653,10 @@ class TcpPeerTransport final : public PeerTransport {
     }
     request.set_now_ns(options_.clock->NowNs());
     auto shared = shared_;
+    const size_t bytes = request.ByteSizeLong();
     absl::Status queued = state->link->Call(
         FrameType::kReplicate, request, options_.forward_timeout,
-        [this, state, shared, count, oldest](absl::Status status, const Frame& frame) {
+        [this, state, shared, count, bytes, oldest](absl::Status status, const Frame& frame) {
           pb::ReplicateResponse response;
           status = DecodeAnswer(std::move(status), frame, FrameType::kReplicateAnswer, &response,
                                 state->id);
@@ -638,6 +675,7 @@ class TcpPeerTransport final : public PeerTransport {
             state->replication_in_flight = false;
             if (status.ok()) {
               state->replicated_states.fetch_add(count, std::memory_order_relaxed);
+              state->replicated_bytes.fetch_add(bytes, std::memory_order_relaxed);
               state->replication_lag_ns = absl::ToInt64Nanoseconds(absl::Now() - oldest);
             }
             more = !state->replication.empty() && !state->replication_posted;
@@ -713,13 +751,20 @@ class TcpPeerTransport final : public PeerTransport {
   // Peer TLS (both null when plain): the listener's, and the one every link dials with.
   std::shared_ptr<net::TlsContext> server_tls_;
   std::shared_ptr<net::TlsContext> client_tls_;
-  net::IoThreads io_;                                  // the members' own links run here
-  std::vector<std::shared_ptr<MemberState>> members_;  // by member index; null for self
+  net::IoThreads io_;  // the members' own links run here
+  // The member in each slot (null: self or none); every state ever made is kept in states_.
+  std::array<std::atomic<MemberState*>, kMaxMembers> current_{};
+  absl::Mutex states_mu_;
+  std::vector<std::shared_ptr<MemberState>> states_ ABSL_GUARDED_BY(states_mu_);
   std::unique_ptr<PeerServer> server_;
   std::atomic<bool> shut_down_{false};
   mutable absl::Mutex links_mu_;
-  // ForwardAsync's links: per caller loop, by member index.
-  absl::flat_hash_map<asio::io_context*, std::vector<std::shared_ptr<PeerLink>>> loop_links_
+  // ForwardAsync's links: per caller loop, by slot, each for the member state it was made for.
+  struct LoopLink {
+    const MemberState* member = nullptr;
+    std::shared_ptr<PeerLink> link;
+  };
+  absl::flat_hash_map<asio::io_context*, std::vector<LoopLink>> loop_links_
       ABSL_GUARDED_BY(links_mu_);
 };
 

@@ -40,6 +40,9 @@ struct TcpPeerTransportOptions {
   int self = 0;                 // index of this node in `members`
   std::vector<Member> members;  // sorted by id (ParsePeers)
   std::string listen_address;   // host:port; port 0 picks a free one (see port())
+  // Discovery: accept connections from node ids not (yet) in `members` that prove the cluster
+  // key (a node may dial before this one has heard it joined). Needs a cluster key.
+  bool accept_unknown_members = false;
   // The cluster key both ends of every connection prove (peer_auth.h); "" only with
   // --insecure-peers (then only member ids are checked).
   std::string cluster_key;

@@ -55,9 +55,11 @@ struct ServeText {
       max_connections_per_client, max_memory,
       grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
       cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, peer_batch_delay,
-      peer_tls_cert, peer_tls_key, peer_tls_ca;
+      peer_tls_cert, peer_tls_key, peer_tls_ca, etcd, etcd_prefix, cluster_name = "default",
+      advertise, peers_dns;
   bool allow_empty_config = false;
   bool insecure_peers = false;
+  bool require_discovery = false;
 };
 
 struct CheckText {
@@ -139,6 +141,42 @@ absl::Status CheckTls(const ServeText& text) {
   return absl::OkStatus();
 }
 
+// Discovery flags: one source of members, and what each needs.
+absl::Status CheckDiscovery(const ServerOptions& options) {
+  const int sources = !options.peers.empty() + !options.etcd.empty() + !options.peers_dns.empty();
+  if (sources > 1) {
+    return absl::InvalidArgumentError(
+        "--peers, --etcd and --peers-dns are three ways to find the members: give one");
+  }
+  if (options.require_discovery && !options.discovery()) {
+    return absl::InvalidArgumentError("--require-discovery needs --etcd or --peers-dns");
+  }
+  if (!options.advertise.empty() && !options.discovery()) {
+    return absl::InvalidArgumentError(
+        "--advertise needs --etcd or --peers-dns (with --peers, each entry is the address)");
+  }
+  if (!options.etcd.empty()) {
+    if (options.node_id.empty()) {
+      return absl::InvalidArgumentError("--etcd needs --node-id (the id this node registers)");
+    }
+    if (options.peer_address.empty() && options.advertise.empty()) {
+      return absl::InvalidArgumentError(
+          "--etcd needs --peer HOST:PORT (where to listen for peers; --advertise when the "
+          "others reach it at another address)");
+    }
+    if (options.etcd_prefix.empty() || options.etcd_prefix[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--etcd-prefix must start with '/' (got '", options.etcd_prefix, "')"));
+    }
+  }
+  if (!options.peers_dns.empty() && options.peer_address.empty() && options.advertise.empty()) {
+    return absl::InvalidArgumentError(
+        "--peers-dns needs --peer HOST:PORT (where to listen) and, when it listens on a "
+        "wildcard, --advertise IP:PORT (this node's address among the DNS records)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
   ServerOptions& options = serve->options;
   if (text.config.empty()) {
@@ -182,18 +220,29 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
                       DurationOf("--peer-batch-delay", text.peer_batch_delay, absl::ZeroDuration(),
                                  absl::Milliseconds(100)));
   options.insecure_peers = text.insecure_peers;
+  options.etcd = text.etcd;
+  options.cluster_name = text.cluster_name;
+  options.etcd_prefix =
+      text.etcd_prefix.empty() ? absl::StrCat("/floodgate/", text.cluster_name) : text.etcd_prefix;
+  options.advertise = text.advertise;
+  options.peers_dns = text.peers_dns;
+  options.require_discovery = text.require_discovery;
+  FG_RETURN_IF_ERROR(CheckDiscovery(options));
   options.peer_tls = {.cert_file = text.peer_tls_cert,
                       .key_file = text.peer_tls_key,
                       .client_ca_file = text.peer_tls_ca};
   FG_RETURN_IF_ERROR(CheckPeerTlsFiles(options.peer_tls));
-  if (options.peers.empty() && (!options.node_id.empty() || !options.peer_address.empty())) {
-    return absl::InvalidArgumentError("--node-id and --peer need --peers (the cluster's members)");
-  }
-  if (options.peers.empty() && !options.peer_tls.cert_file.empty()) {
+  const bool cluster = !options.peers.empty() || options.discovery();
+  if (!cluster && (!options.node_id.empty() || !options.peer_address.empty())) {
     return absl::InvalidArgumentError(
-        "--peer-tls-cert, --peer-tls-key and --peer-tls-ca need --peers (the cluster's members)");
+        "--node-id and --peer need --peers, --etcd or --peers-dns (the cluster's members)");
   }
-  if (!options.peers.empty() && options.cluster_key.empty() && !options.insecure_peers) {
+  if (!cluster && !options.peer_tls.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--peer-tls-cert, --peer-tls-key and --peer-tls-ca need --peers, --etcd or --peers-dns "
+        "(the cluster's members)");
+  }
+  if (cluster && options.cluster_key.empty() && !options.insecure_peers) {
     return absl::InvalidArgumentError(kNeedsClusterKey);
   }
   return absl::OkStatus();
@@ -366,6 +415,25 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
           "Cluster mode: PEM private key of --peer-tls-cert (not encrypted).");
   AddFlag(serve, "--peer-tls-ca", &text->peer_tls_ca, "FILE",
           "Cluster mode: PEM CA certificates every member's --peer-tls-cert must chain to.");
+  AddFlag(serve, "--etcd", &text->etcd, "URL,...",
+          "Cluster mode, members found through etcd v3 (docs/cluster.md): its client URLs. Each "
+          "node registers --node-id and its peer address under a lease and watches the others; "
+          "needs --node-id and --peer.");
+  AddFlag(serve, "--etcd-prefix", &text->etcd_prefix, "PATH",
+          "Where in etcd the cluster lives; default /floodgate/<--cluster-name>.");
+  AddFlag(serve, "--cluster-name", &text->cluster_name, "NAME",
+          "The cluster's name, for the default --etcd-prefix.");
+  AddFlag(serve, "--peers-dns", &text->peers_dns, "NAME:PORT",
+          "Cluster mode, members found through DNS: the A/AAAA records of NAME (a Kubernetes "
+          "headless Service), each at PORT, re-resolved every 2s and when a peer fails.");
+  AddFlag(serve, "--advertise", &text->advertise, "HOST:PORT",
+          "With --etcd or --peers-dns: the peer address the others reach this node at, when it "
+          "is not --peer (a wildcard listen, NAT).");
+  serve
+      ->add_flag("--require-discovery", text->require_discovery,
+                 "With --etcd or --peers-dns: refuse to start when the source cannot be reached "
+                 "(default: serve alone on the file config, with a warning, until it can).")
+      ->envname(EnvName("--require-discovery"));
   AddFlag(serve, "--replicas", &text->replicas, "N",
           "Cluster mode: nodes that hold each key, 1 to 8.");
   AddFlag(serve, "--peer-batch-delay", &text->peer_batch_delay, "DURATION",

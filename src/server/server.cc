@@ -1,6 +1,7 @@
 #include "src/server/server.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,14 +24,34 @@ size_t TableBudget(size_t max_memory_bytes) {
   return max_memory_bytes - headroom;
 }
 
+// The peer address other members dial: --advertise, else --peer.
+std::string AdvertisedAddress(const ServerOptions& options) {
+  return options.advertise.empty() ? options.peer_address : options.advertise;
+}
+
+// This node's id: --node-id; with DNS discovery and none given, its advertised address (what
+// the others find in the DNS records).
+std::string SelfId(const ServerOptions& options) {
+  return options.node_id.empty() && !options.peers_dns.empty() ? AdvertisedAddress(options)
+                                                               : options.node_id;
+}
+
 absl::StatusOr<cluster::ClusterOptions> ClusterOptionsOf(const ServerOptions& options) {
   cluster::ClusterOptions cluster_options;
-  FG_ASSIGN_OR_RETURN(cluster_options.members, cluster::ParsePeers(options.peers));
-  if (options.node_id.empty()) {
+  cluster_options.self_id = SelfId(options);
+  if (options.discovery()) {
+    // This node alone at first; discovery adds the others (StartDiscovery).
+    cluster_options.members.push_back(cluster::Member{
+        cluster_options.self_id, AdvertisedAddress(options), cluster::NodeSeed(SelfId(options))});
+    cluster_options.dynamic_members = true;
+  } else {
+    FG_ASSIGN_OR_RETURN(cluster_options.members, cluster::ParsePeers(options.peers));
+  }
+  if (cluster_options.self_id.empty()) {
     return absl::InvalidArgumentError("cluster mode (--peers) needs --node-id");
   }
-  cluster_options.self_id = options.node_id;
-  cluster_options.listen_address = options.peer_address;
+  cluster_options.listen_address =
+      options.peer_address.empty() ? options.advertise : options.peer_address;
   cluster_options.replicas = options.replicas;
   cluster_options.background_delay = options.peer_batch_delay;
   if (options.cluster_key.empty() && !options.insecure_peers) {
@@ -49,10 +70,13 @@ absl::StatusOr<cluster::ClusterOptions> ClusterOptionsOf(const ServerOptions& op
 }
 
 // Every node must hash keys alike to agree on owners: the hasher's secret comes from the
-// cluster key (with --insecure-peers and no key, from the member ids).
+// cluster key (with --insecure-peers and no key, from the member ids, or with discovery from the
+// cluster's name: predictable either way).
 KeyHasher ClusterHasher(const ServerOptions& options, const std::vector<cluster::Member>& members) {
   std::string key = options.cluster_key;
-  if (key.empty()) {
+  if (key.empty() && options.discovery()) {
+    key = absl::StrCat("floodgate-cluster-name:", options.cluster_name, ":", options.etcd_prefix);
+  } else if (key.empty()) {
     std::vector<std::string> ids;
     for (const cluster::Member& m : members) {
       ids.push_back(m.id);
@@ -60,6 +84,13 @@ KeyHasher ClusterHasher(const ServerOptions& options, const std::vector<cluster:
     key = absl::StrCat("floodgate-cluster:", absl::StrJoin(ids, ","));
   }
   return KeyHasher(cluster::NodeSeed(key + "/k0"), cluster::NodeSeed(key + "/k1"));
+}
+
+// The discovery source the flags ask for (etcd or DNS).
+absl::StatusOr<std::unique_ptr<discovery::Discovery>> NewDiscovery(const ServerOptions& options,
+                                                                   const std::string& self_id,
+                                                                   const std::string& address) {
+  return absl::UnimplementedError("discovery is not built in yet");
 }
 
 }  // namespace
@@ -95,12 +126,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   FG_ASSIGN_OR_RETURN(server->store_, NewShardedStore(store_options));
   Store* store = server->store_.get();
   KeyHasher hasher = KeyHasher::Random();
-  if (!options.peers.empty()) {
+  if (options.cluster()) {
     FG_ASSIGN_OR_RETURN(cluster::ClusterOptions cluster_options, ClusterOptionsOf(options));
     hasher = ClusterHasher(options, cluster_options.members);
     FG_ASSIGN_OR_RETURN(server->cluster_, cluster::ClusterStore::Start(std::move(cluster_options),
                                                                        server->store_.get()));
     store = server->cluster_.get();
+    if (options.discovery()) {
+      FG_RETURN_IF_ERROR(server->StartDiscovery(options));
+    }
   }
   server->limiter_ = std::make_unique<limiter::Limiter>(store, hasher, nullptr);
   admin::ConfigManagerOptions config_options;
@@ -122,6 +156,47 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   FG_RETURN_IF_ERROR(server->StartFrontends(options));
   server->config_->StartWatching(options.config_poll);
   return server;
+}
+
+absl::Status Server::StartDiscovery(const ServerOptions& options) {
+  FG_ASSIGN_OR_RETURN(discovery_,
+                      NewDiscovery(options, SelfId(options), AdvertisedAddress(options)));
+  discovery::Discovery* source = discovery_.get();
+  cluster_->SetDiscoveryInfo([source] {
+    const discovery::DiscoveryStatus status = source->status();
+    cluster::DiscoveryInfo info;
+    info.source = status.source;
+    info.connected = status.connected;
+    info.last_error = status.last_error;
+    info.errors = status.errors;
+    info.reconnects = status.reconnects;
+    info.updates = status.updates;
+    info.revision = status.revision;
+    return info;
+  });
+  cluster::ClusterStore* cluster = cluster_.get();
+  const absl::Status started =
+      discovery_->Start([cluster](const std::vector<discovery::Node>& nodes) {
+        std::vector<cluster::Member> members;
+        for (const discovery::Node& node : nodes) {
+          members.push_back(cluster::Member{node.id, node.address, cluster::NodeSeed(node.id)});
+        }
+        cluster->SetMembers(members);
+      });
+  if (!started.ok()) {
+    if (options.require_discovery) {
+      discovery_->Stop();
+      return absl::UnavailableError(absl::StrCat("--require-discovery: ", started.message(),
+                                                 " (start without it to serve alone until "
+                                                 "the source answers)"));
+    }
+    std::fprintf(stderr,
+                 "floodgate: WARNING: %s; serving alone on this node's file config until it "
+                 "answers (it is retried in the background; --require-discovery refuses to start "
+                 "instead)\n",
+                 std::string(started.message()).c_str());
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Server::StartFrontends(const ServerOptions& options) {
@@ -162,10 +237,25 @@ void Server::Shutdown(absl::Duration grace) {
     return;
   }
   shut_down_ = true;
+  if (discovery_ != nullptr) {
+    // Graceful leave: stop owning keys (checks here go to the members that stay), hand over what
+    // their replicas may lack, then deregister so that the others stop routing here. Front ends
+    // keep serving meanwhile.
+    const cluster::LeaveResult left = cluster_->Leave(std::min(grace, absl::Seconds(2)));
+    const absl::Status deregistered = discovery_->Deregister();
+    std::fprintf(
+        stderr, "floodgate: left the cluster: %llu states (%llu bytes) handed over in %s%s%s\n",
+        static_cast<unsigned long long>(left.states), static_cast<unsigned long long>(left.bytes),
+        absl::FormatDuration(left.took).c_str(), deregistered.ok() ? "" : "; ",
+        deregistered.ok() ? "" : std::string(deregistered.message()).c_str());
+  }
   config_->Stop();
   // Both front ends drain at once: each stops taking new work and finishes what it has.
   grpc_->Shutdown(grace);
   http_->Shutdown(grace);
+  if (discovery_ != nullptr) {
+    discovery_->Stop();
+  }
   if (cluster_ != nullptr) {
     cluster_->Shutdown();
   }

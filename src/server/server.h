@@ -13,6 +13,7 @@
 #include "src/admin/config_manager.h"
 #include "src/admin/node_admin.h"
 #include "src/cluster/cluster_store.h"
+#include "src/discovery/discovery.h"
 #include "src/frontends/grpc/grpc_service.h"
 #include "src/frontends/http/http_server.h"
 #include "src/limiter/limiter.h"
@@ -54,6 +55,16 @@ struct ServerOptions {
   // "Peer protocol"), and it seeds key hashing. Required in cluster mode unless insecure_peers.
   std::string cluster_key;
   bool insecure_peers = false;  // cluster mode without a key: peers checked by node id only
+  // Discovery (docs/cluster.md): members from etcd (`etcd`: client URLs, comma-separated; under
+  // `etcd_prefix`) or from the DNS records of `peers_dns` (NAME:PORT) instead of `peers`.
+  std::string etcd;
+  std::string etcd_prefix;
+  std::string cluster_name = "default";
+  std::string peers_dns;
+  std::string advertise;           // the peer address others dial, when not peer_address
+  bool require_discovery = false;  // refuse to start when the source cannot be reached
+  bool discovery() const { return !etcd.empty() || !peers_dns.empty(); }
+  bool cluster() const { return !peers.empty() || discovery(); }
   int replicas = 2;
   // Cluster mode: how long replication and local-share reports gather before they leave.
   absl::Duration peer_batch_delay = absl::Microseconds(500);
@@ -84,7 +95,9 @@ class Server {
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
   ~Server();
 
-  // Drains: health checks fail, listeners stop, in-flight requests finish within `grace`.
+  // Drains: health checks fail, listeners stop, in-flight requests finish within `grace`. With
+  // discovery, the node first leaves the cluster gracefully (its states handed over, its
+  // registration removed; docs/cluster.md), within the same `grace`.
   void Shutdown(absl::Duration grace);
 
   int http_port() const { return http_->port(); }
@@ -95,12 +108,15 @@ class Server {
 
  private:
   Server() = default;
+  // Discovery mode: starts following the members (etcd, DNS) into cluster_.
+  absl::Status StartDiscovery(const ServerOptions& options);
   // Starts the HTTP and gRPC front ends over service_ and admin_.
   absl::Status StartFrontends(const ServerOptions& options);
 
   std::unique_ptr<LocalStore> store_;
   std::unique_ptr<admin::ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
   std::unique_ptr<cluster::ClusterStore> cluster_;
+  std::unique_ptr<discovery::Discovery> discovery_;  // with --etcd or --peers-dns
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<admin::ConfigManager> config_;
   service::ServerMetrics metrics_;

@@ -1,0 +1,110 @@
+// ClusterStore's membership changes at run time (discovery, graceful leave) and its stats.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "src/cluster/cluster_store.h"
+#include "src/common/rate_limited_log.h"
+
+namespace floodgate::cluster {
+
+MembershipChange ClusterStore::SetMembers(const std::vector<Member>& members) {
+  if (stopping_.load()) {
+    return {};
+  }
+  MembershipChange change =
+      membership_->SetMembers(members, [this](int slot, const Member& member) {
+        transport_->SetMember(slot, member.id, member.address);
+      });
+  auto& log = common::RateLimitedLog::Default();
+  for (const std::string& id : change.joined) {
+    log.Log(
+        absl::StrCat("floodgate: cluster: ", id, " joined (", membership_->size(), " members)"));
+  }
+  for (const std::string& id : change.left) {
+    log.Log(absl::StrCat("floodgate: cluster: ", id, " left (", membership_->size(), " members)"));
+  }
+  if (!change.error.empty()) {
+    log.Log(absl::StrCat("floodgate: cluster: ", change.error));
+  }
+  return change;
+}
+
+LeaveResult ClusterStore::Leave(absl::Duration timeout) {
+  const absl::Time start = absl::Now();
+  membership_->SetLeaving();
+  const PeerTransport::Flushed flushed = transport_->FlushReplication(timeout);
+  handed_over_states_.fetch_add(flushed.states, std::memory_order_relaxed);
+  handed_over_bytes_.fetch_add(flushed.bytes, std::memory_order_relaxed);
+  return LeaveResult{flushed.states, flushed.bytes, absl::Now() - start};
+}
+
+void ClusterStore::SetDiscoveryInfo(std::function<DiscoveryInfo()> info) {
+  absl::MutexLock lock(&discovery_mu_);
+  discovery_info_ = std::move(info);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stats
+
+ClusterStats ClusterStore::GetClusterStats() const {
+  ClusterStats stats;
+  stats.self_id = options_.self_id;
+  const uint64_t mask = membership_->alive_mask();
+  stats.quorum = Membership::HasQuorum(mask, membership_->size());
+  stats.deaths = membership_->deaths();
+  stats.failovers = failovers_.load(std::memory_order_relaxed);
+  stats.failure_mode_ops = failure_mode_ops_.load(std::memory_order_relaxed);
+  stats.shed_ops = shed_ops_.load(std::memory_order_relaxed);
+  stats.local_share_ops = local_share_ops_.load(std::memory_order_relaxed);
+  stats.local_share_refills = local_share_refills_.load(std::memory_order_relaxed);
+  stats.owned_ops = owned_ops_.load(std::memory_order_relaxed);
+  stats.warmup_fetches = warmup_fetches_.load(std::memory_order_relaxed);
+  stats.config_pushes = gossip_->config_pushes();
+  stats.auth_failures = transport_->GetAuthStats();
+  // Ownership share in this node's view, from a fixed sample of the hash space.
+  constexpr int kSamples = 4096;
+  std::vector<int> owned(kMaxMembers, 0);
+  for (int s = 0; s < kSamples; ++s) {
+    const uint64_t key = (static_cast<uint64_t>(s) + 1) * 0x9E3779B97F4A7C15ULL;
+    const int owner = membership_->Owner(key, mask);
+    if (owner >= 0) {
+      ++owned[owner];
+    }
+  }
+  const uint64_t members = membership_->member_mask();
+  stats.members = membership_->size();
+  stats.joins = membership_->joins();
+  stats.leaves = membership_->leaves();
+  stats.leaving = membership_->leaving();
+  {
+    absl::MutexLock lock(&discovery_mu_);
+    if (discovery_info_) {
+      stats.discovery = discovery_info_();
+    } else {
+      stats.discovery.source = "static";
+    }
+  }
+  stats.handed_over_states = handed_over_states_.load(std::memory_order_relaxed);
+  stats.handed_over_bytes = handed_over_bytes_.load(std::memory_order_relaxed);
+  for (int i = 0; i < membership_->slots(); ++i) {
+    if (((members >> i) & 1) == 0 && i != membership_->self()) {
+      continue;
+    }
+    const Member member = membership_->member(i);
+    PeerStats peer;
+    peer.id = member.id;
+    peer.address = member.address;
+    peer.self = i == membership_->self();
+    peer.alive = ((mask >> i) & 1) != 0;
+    peer.last_contact_ns = membership_->last_contact_ns(i);
+    peer.ownership_share = static_cast<double>(owned[i]) / kSamples;
+    if (!peer.self) {
+      static_cast<PeerLinkStats&>(peer) = transport_->GetLinkStats(i);
+    }
+    stats.peers.push_back(std::move(peer));
+  }
+  return stats;
+}
+
+}  // namespace floodgate::cluster
