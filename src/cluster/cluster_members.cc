@@ -39,9 +39,18 @@ LeaveResult ClusterStore::Leave(absl::Duration timeout) {
   return LeaveResult{flushed.states, flushed.bytes, absl::Now() - start};
 }
 
-void ClusterStore::SetDiscoveryInfo(std::function<DiscoveryInfo()> info) {
+void ClusterStore::SetDiscovery(std::function<DiscoveryInfo()> info,
+                                std::function<void()> refresh) {
   absl::MutexLock lock(&discovery_mu_);
   discovery_info_ = std::move(info);
+  discovery_refresh_ = std::move(refresh);
+}
+
+void ClusterStore::OnMemberDeath() {
+  absl::MutexLock lock(&discovery_mu_);
+  if (discovery_refresh_) {
+    discovery_refresh_();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -116,6 +116,8 @@ absl::StatusOr<std::unique_ptr<ClusterStore>> ClusterStore::Start(
   gossip.self_id = store->options_.self_id;
   gossip.started_at_ns = store->started_at_ns_;
   gossip.heartbeat = store->options_.heartbeat;
+  ClusterStore* raw = store.get();
+  gossip.on_death = [raw] { raw->OnMemberDeath(); };
   store->gossip_ =
       std::make_unique<Gossip>(gossip, store->membership_.get(), store->transport_.get());
   FG_RETURN_IF_ERROR(store->transport_->Start(store.get()));

@@ -144,8 +144,9 @@ class ClusterStore final : public Store, private PeerHandler {
   // stay), then hands over what its replicas may lack (the replication queued, acknowledged),
   // waiting at most `timeout`. The caller then deregisters it and shuts it down.
   LeaveResult Leave(absl::Duration timeout);
-  // How /v1/cluster and metrics learn the discovery source's state. May be null.
-  void SetDiscoveryInfo(std::function<DiscoveryInfo()> info);
+  // How /v1/cluster and metrics learn the discovery source's state, and how to ask it to look
+  // again when a member dies (DNS re-resolves at once). Either may be null.
+  void SetDiscovery(std::function<DiscoveryInfo()> info, std::function<void()> refresh);
 
   // Sets how config changes are exchanged; call before traffic. May be null.
   void SetConfigSync(ConfigSync* sync);
@@ -239,6 +240,8 @@ class ClusterStore final : public Store, private PeerHandler {
   };
   std::vector<RouteGroup> GroupByRoute(absl::Span<const StoreOp> ops, uint64_t mask) const;
   void WarmUp(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask);
+  // A member went dead (heartbeat thread): asks discovery to look again.
+  void OnMemberDeath();
   // Sends committed states to the keys' replicas.
   void ReplicateStates(absl::Span<const StateRecord> after, uint64_t mask);
 
@@ -261,6 +264,7 @@ class ClusterStore final : public Store, private PeerHandler {
   std::atomic<uint64_t> handed_over_bytes_{0};
   mutable absl::Mutex discovery_mu_;
   std::function<DiscoveryInfo()> discovery_info_ ABSL_GUARDED_BY(discovery_mu_);
+  std::function<void()> discovery_refresh_ ABSL_GUARDED_BY(discovery_mu_);
 };
 
 }  // namespace floodgate::cluster

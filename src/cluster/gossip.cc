@@ -67,7 +67,14 @@ void Gossip::RunRound() {
   if (sync != nullptr) {
     PullNewerConfig(sync, answers, std::move(ours.config));
   }
+  const uint64_t deaths = membership_->deaths();
   membership_->Tick();
+  if (membership_->deaths() != deaths_seen_ || membership_->deaths() != deaths) {
+    deaths_seen_ = membership_->deaths();
+    if (options_.on_death) {
+      options_.on_death();
+    }
+  }
 }
 
 Gossip::Answers Gossip::PingAll(const PingInfo& ours) {

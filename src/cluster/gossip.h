@@ -13,6 +13,7 @@
 // Thread-safety: all public methods are thread-safe.
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -49,6 +50,9 @@ struct GossipOptions {
   std::string self_id;
   int64_t started_at_ns = 0;  // when this node started (the cluster's clock)
   absl::Duration heartbeat = absl::Milliseconds(200);
+  // Runs on the heartbeat thread after a round in which a member went dead (discovery may look
+  // again at once: DNS). May be null.
+  std::function<void()> on_death;
 };
 
 class Gossip {
@@ -104,6 +108,7 @@ class Gossip {
   std::atomic<bool> first_round_done_{false};
   absl::Notification quorum_seen_;
   std::atomic<uint64_t> config_pushes_{0};
+  uint64_t deaths_seen_ = 0;  // RunRound's: the deaths counted when it last ran on_death
 
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;

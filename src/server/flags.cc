@@ -56,7 +56,7 @@ struct ServeText {
       grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
       cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, peer_batch_delay,
       peer_tls_cert, peer_tls_key, peer_tls_ca, etcd, etcd_prefix, cluster_name = "default",
-      advertise, peers_dns;
+      advertise, peers_dns, dns_server;
   bool allow_empty_config = false;
   bool insecure_peers = false;
   bool require_discovery = false;
@@ -169,6 +169,11 @@ absl::Status CheckDiscovery(const ServerOptions& options) {
           absl::StrCat("--etcd-prefix must start with '/' (got '", options.etcd_prefix, "')"));
     }
   }
+  if (!options.peers_dns.empty() && !options.node_id.empty()) {
+    return absl::InvalidArgumentError(
+        "--peers-dns names members by their IP: leave --node-id out (give --advertise IP:PORT "
+        "when --peer listens on a wildcard)");
+  }
   if (!options.peers_dns.empty() && options.peer_address.empty() && options.advertise.empty()) {
     return absl::InvalidArgumentError(
         "--peers-dns needs --peer HOST:PORT (where to listen) and, when it listens on a "
@@ -226,6 +231,10 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
       text.etcd_prefix.empty() ? absl::StrCat("/floodgate/", text.cluster_name) : text.etcd_prefix;
   options.advertise = text.advertise;
   options.peers_dns = text.peers_dns;
+  options.dns_servers = text.dns_server;
+  if (!options.dns_servers.empty() && options.peers_dns.empty()) {
+    return absl::InvalidArgumentError("--dns-server needs --peers-dns");
+  }
   options.require_discovery = text.require_discovery;
   FG_RETURN_IF_ERROR(CheckDiscovery(options));
   options.peer_tls = {.cert_file = text.peer_tls_cert,
@@ -426,6 +435,8 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
   AddFlag(serve, "--peers-dns", &text->peers_dns, "NAME:PORT",
           "Cluster mode, members found through DNS: the A/AAAA records of NAME (a Kubernetes "
           "headless Service), each at PORT, re-resolved every 2s and when a peer fails.");
+  AddFlag(serve, "--dns-server", &text->dns_server, "IP:PORT,...",
+          "With --peers-dns: the DNS servers to ask; default: the system's (/etc/resolv.conf).");
   AddFlag(serve, "--advertise", &text->advertise, "HOST:PORT",
           "With --etcd or --peers-dns: the peer address the others reach this node at, when it "
           "is not --peer (a wildcard listen, NAT).");

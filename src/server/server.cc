@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "floodgate/status_macros.h"
+#include "src/discovery/dns_discovery.h"
+#include "src/discovery/dns_members.h"
 
 namespace floodgate::server {
 
@@ -29,11 +31,18 @@ std::string AdvertisedAddress(const ServerOptions& options) {
   return options.advertise.empty() ? options.peer_address : options.advertise;
 }
 
-// This node's id: --node-id; with DNS discovery and none given, its advertised address (what
-// the others find in the DNS records).
+// This node's id: --node-id; with DNS discovery, the IP of its advertised address (what the
+// others find in the DNS records: dns_members.h).
 std::string SelfId(const ServerOptions& options) {
-  return options.node_id.empty() && !options.peers_dns.empty() ? AdvertisedAddress(options)
-                                                               : options.node_id;
+  if (options.peers_dns.empty()) {
+    return options.node_id;
+  }
+  std::string host = AdvertisedAddress(options);
+  host = host.substr(0, host.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host;
 }
 
 absl::StatusOr<cluster::ClusterOptions> ClusterOptionsOf(const ServerOptions& options) {
@@ -90,7 +99,15 @@ KeyHasher ClusterHasher(const ServerOptions& options, const std::vector<cluster:
 absl::StatusOr<std::unique_ptr<discovery::Discovery>> NewDiscovery(const ServerOptions& options,
                                                                    const std::string& self_id,
                                                                    const std::string& address) {
-  return absl::UnimplementedError("discovery is not built in yet");
+  if (!options.peers_dns.empty()) {
+    FG_ASSIGN_OR_RETURN(discovery::DnsTarget target, discovery::ParseDnsTarget(options.peers_dns));
+    discovery::DnsDiscoveryOptions dns;
+    dns.name = target.name;
+    dns.port = target.port;
+    dns.servers = options.dns_servers;
+    return discovery::NewDnsDiscovery(std::move(dns));
+  }
+  return absl::UnimplementedError("etcd discovery is not built in yet");
 }
 
 }  // namespace
@@ -162,7 +179,7 @@ absl::Status Server::StartDiscovery(const ServerOptions& options) {
   FG_ASSIGN_OR_RETURN(discovery_,
                       NewDiscovery(options, SelfId(options), AdvertisedAddress(options)));
   discovery::Discovery* source = discovery_.get();
-  cluster_->SetDiscoveryInfo([source] {
+  cluster_->SetDiscovery([source] {
     const discovery::DiscoveryStatus status = source->status();
     cluster::DiscoveryInfo info;
     info.source = status.source;
@@ -173,7 +190,8 @@ absl::Status Server::StartDiscovery(const ServerOptions& options) {
     info.updates = status.updates;
     info.revision = status.revision;
     return info;
-  });
+  },
+                         [source] { source->Refresh(); });
   cluster::ClusterStore* cluster = cluster_.get();
   const absl::Status started =
       discovery_->Start([cluster](const std::vector<discovery::Node>& nodes) {
