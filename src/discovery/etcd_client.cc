@@ -135,13 +135,13 @@ class EtcdClient::Watcher final : public EtcdWatch {
       }
     }
     if (end.ok()) {
-      context_.TryCancel();
+      // The stream ended (or never started): Finish says why.
       const grpc::Status status = stream->Finish();
       end = status.ok() ? absl::UnavailableError(
                               absl::StrCat("etcd at ", endpoint_.address, " ended the watch"))
                         : FromGrpc(endpoint_.address, "Watch", status);
     } else {
-      context_.TryCancel();
+      context_.TryCancel();  // we stop reading: end the call so Finish returns
       stream->Finish();
     }
     if (!Cancelled()) {

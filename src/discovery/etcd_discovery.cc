@@ -146,7 +146,10 @@ class EtcdDiscovery final : public Discovery {
           }
           continue;
         }
-        RecordSuccess();
+        {
+          absl::MutexLock lock(&mu_);
+          established_ = true;  // Start returns now: the first list went out
+        }
         backoff = options_.backoff_initial;
         in_session = true;
         next_keepalive = steady_clock::now() + keepalive_interval_;
@@ -210,6 +213,8 @@ class EtcdDiscovery final : public Discovery {
       watch_ended_ = false;
       watch_status_ = absl::OkStatus();
     }
+    // Connected before the list goes out, so on_change's caller sees a status that agrees.
+    RecordSuccess();
     {
       absl::MutexLock notify(&notify_mu_);
       NotifyIfChanged();
@@ -333,7 +338,6 @@ class EtcdDiscovery final : public Discovery {
       ++status_.reconnects;
       failed_ = false;
     }
-    established_ = true;
   }
 
   bool Stopping() {
