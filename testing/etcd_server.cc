@@ -144,9 +144,6 @@ absl::Status EtcdServer::Spawn() {
 }
 
 absl::Status EtcdServer::WaitReady(std::chrono::milliseconds timeout) {
-  auto channel = grpc::CreateChannel(absl::StrCat("ipv4:127.0.0.1:", client_port_),
-                                     grpc::InsecureChannelCredentials());
-  auto kv = etcdserverpb::KV::NewStub(channel);
   const auto deadline = std::chrono::system_clock::now() + timeout;
   grpc::Status last;
   while (std::chrono::system_clock::now() < deadline) {
@@ -155,8 +152,14 @@ absl::Status EtcdServer::WaitReady(std::chrono::milliseconds timeout) {
       pid_ = -1;
       return absl::InternalError(absl::StrCat("etcd exited before answering: ", Log()));
     }
-    // Each try waits for the connection (wait_for_ready) for at most 200 ms, so a dead child
-    // is noticed promptly; etcd answers a Range only once it has a leader.
+    // Each try makes a new connection and waits for it (wait_for_ready) for at most 200 ms, so
+    // a dead child is noticed promptly. A new one each time: a connection etcd accepted before
+    // it serves is never answered. etcd answers a Range only once it has a leader.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto channel = grpc::CreateCustomChannel(absl::StrCat("ipv4:127.0.0.1:", client_port_),
+                                             grpc::InsecureChannelCredentials(), args);
+    auto kv = etcdserverpb::KV::NewStub(channel);
     grpc::ClientContext context;
     context.set_wait_for_ready(true);
     context.set_deadline(

@@ -273,7 +273,7 @@ TEST_F(EtcdDiscoveryTest, StartWithEtcdDownFailsInTimeThenJoins) {
   EXPECT_EQ(ra.count(), 0u);
 
   ASSERT_TRUE(etcd_->Restart().ok()) << etcd_->Log();
-  EXPECT_TRUE(ra.WaitFor({"a"}, seconds(10))) << ra.Describe();
+  EXPECT_TRUE(ra.WaitFor({"a"}, seconds(10))) << ra.Describe() << a->status().last_error;
   EXPECT_TRUE(a->status().connected);
 }
 

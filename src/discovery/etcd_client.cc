@@ -17,12 +17,54 @@
 
 namespace floodgate::discovery {
 
-struct EtcdClient::Endpoint {
-  std::string address;  // host:port, for messages
+// One channel to one endpoint and its stubs; replaced whole after a failed connection.
+struct EtcdStubs {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<etcdserverpb::KV::Stub> kv;
   std::unique_ptr<etcdserverpb::Lease::Stub> lease;
   std::unique_ptr<etcdserverpb::Watch::Stub> watch;
+};
+
+struct EtcdClient::Endpoint {
+  std::string address;  // host:port, for messages
+  std::string target;   // for grpc
+
+  // Returns the stubs calls use now.
+  std::shared_ptr<EtcdStubs> Get() {
+    absl::MutexLock lock(&mu);
+    if (stubs == nullptr) {
+      stubs = Connect();
+    }
+    return stubs;
+  }
+  // Drops `failed` (if still current) so the next call makes a new channel. Why: a connection
+  // etcd accepted while starting (before it serves) is never answered, and gRPC keeps waiting
+  // on it for its 20 s connect timeout; a new channel connects at once.
+  void Reset(const std::shared_ptr<EtcdStubs>& failed) {
+    absl::MutexLock lock(&mu);
+    if (stubs == failed) {
+      stubs = nullptr;
+    }
+  }
+
+ private:
+  std::shared_ptr<EtcdStubs> Connect() {
+    grpc::ChannelArguments args;
+    // Retry quickly after etcd restarts: gRPC's default reconnect backoff grows to 120 s.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    // Our own subchannel, so that a new channel really makes a new connection.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto made = std::make_shared<EtcdStubs>();
+    made->channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    made->kv = etcdserverpb::KV::NewStub(made->channel);
+    made->lease = etcdserverpb::Lease::NewStub(made->channel);
+    made->watch = etcdserverpb::Watch::NewStub(made->channel);
+    return made;
+  }
+
+  absl::Mutex mu;
+  std::shared_ptr<EtcdStubs> stubs ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -70,6 +112,7 @@ class EtcdClient::Watcher final : public EtcdWatch {
   Watcher(Endpoint& endpoint, std::string prefix, int64_t start_revision, OnEvents on_events,
           OnEnd on_end)
       : endpoint_(endpoint),
+        stubs_(endpoint.Get()),
         prefix_(std::move(prefix)),
         start_revision_(start_revision),
         on_events_(std::move(on_events)),
@@ -98,7 +141,7 @@ class EtcdClient::Watcher final : public EtcdWatch {
   }
 
   void Run() {
-    auto stream = endpoint_.watch->Watch(&context_);
+    auto stream = stubs_->watch->Watch(&context_);
     etcdserverpb::WatchRequest request;
     etcdserverpb::WatchCreateRequest* create = request.mutable_create_request();
     create->set_key(prefix_);
@@ -140,6 +183,9 @@ class EtcdClient::Watcher final : public EtcdWatch {
       end = status.ok() ? absl::UnavailableError(
                               absl::StrCat("etcd at ", endpoint_.address, " ended the watch"))
                         : FromGrpc(endpoint_.address, "Watch", status);
+      if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        endpoint_.Reset(stubs_);
+      }
     } else {
       context_.TryCancel();  // we stop reading: end the call so Finish returns
       stream->Finish();
@@ -150,6 +196,7 @@ class EtcdClient::Watcher final : public EtcdWatch {
   }
 
   Endpoint& endpoint_;
+  const std::shared_ptr<EtcdStubs> stubs_;
   const std::string prefix_;
   const int64_t start_revision_;
   const OnEvents on_events_;
@@ -185,16 +232,7 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(const EtcdClientO
     }
     auto endpoint = std::make_unique<Endpoint>();
     endpoint->address = std::string(url);
-    grpc::ChannelArguments args;
-    // Come back quickly after etcd restarts: gRPC's default reconnect backoff grows to 120 s.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    endpoint->channel =
-        grpc::CreateCustomChannel(GrpcTarget(host, port), grpc::InsecureChannelCredentials(), args);
-    endpoint->kv = etcdserverpb::KV::NewStub(endpoint->channel);
-    endpoint->lease = etcdserverpb::Lease::NewStub(endpoint->channel);
-    endpoint->watch = etcdserverpb::Watch::NewStub(endpoint->channel);
+    endpoint->target = GrpcTarget(host, port);
     client->endpoints_.push_back(std::move(endpoint));
   }
   if (client->endpoints_.empty()) {
@@ -217,14 +255,19 @@ absl::Status EtcdClient::Call(std::string_view what, std::chrono::milliseconds t
   for (size_t i = 0; i < endpoints_.size(); ++i) {
     const size_t index = (start + i) % endpoints_.size();
     Endpoint& endpoint = *endpoints_[index];
+    const std::shared_ptr<EtcdStubs> stubs = endpoint.Get();
     grpc::ClientContext context;
     context.set_deadline(std::min(deadline, DeadlineAfter(options_.call_timeout)));
-    const grpc::Status status = attempt(endpoint, context);
+    const grpc::Status status = attempt(*stubs, context);
     if (status.ok()) {
       current_.store(index);
       return absl::OkStatus();
     }
     last = FromGrpc(endpoint.address, absl::string_view(what.data(), what.size()), status);
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      endpoint.Reset(stubs);
+    }
     if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
         std::chrono::system_clock::now() >= deadline) {
       break;
@@ -237,7 +280,7 @@ absl::StatusOr<int64_t> EtcdClient::Grant(int64_t ttl_seconds) {
   etcdserverpb::LeaseGrantRequest request;
   request.set_ttl(ttl_seconds);
   etcdserverpb::LeaseGrantResponse response;
-  absl::Status status = Call("LeaseGrant", {}, [&](Endpoint& e, grpc::ClientContext& context) {
+  absl::Status status = Call("LeaseGrant", {}, [&](EtcdStubs& e, grpc::ClientContext& context) {
     return e.lease->LeaseGrant(&context, request, &response);
   });
   if (!status.ok()) {
@@ -254,7 +297,7 @@ absl::Status EtcdClient::Revoke(int64_t lease_id, std::chrono::milliseconds time
   etcdserverpb::LeaseRevokeRequest request;
   request.set_id(lease_id);
   etcdserverpb::LeaseRevokeResponse response;
-  return Call("LeaseRevoke", timeout, [&](Endpoint& e, grpc::ClientContext& context) {
+  return Call("LeaseRevoke", timeout, [&](EtcdStubs& e, grpc::ClientContext& context) {
     return e.lease->LeaseRevoke(&context, request, &response);
   });
 }
@@ -263,7 +306,7 @@ absl::StatusOr<int64_t> EtcdClient::KeepAliveOnce(int64_t lease_id) {
   etcdserverpb::LeaseKeepAliveRequest request;
   request.set_id(lease_id);
   etcdserverpb::LeaseKeepAliveResponse response;
-  absl::Status status = Call("LeaseKeepAlive", {}, [&](Endpoint& e, grpc::ClientContext& context) {
+  absl::Status status = Call("LeaseKeepAlive", {}, [&](EtcdStubs& e, grpc::ClientContext& context) {
     // One request on the keep-alive stream, its one answer, then the stream is closed.
     auto stream = e.lease->LeaseKeepAlive(&context);
     if (stream->Write(request) && stream->Read(&response)) {
@@ -293,7 +336,7 @@ absl::StatusOr<int64_t> EtcdClient::Put(std::string_view key, std::string_view v
   request.set_value(std::string(value));
   request.set_lease(lease_id);
   etcdserverpb::PutResponse response;
-  absl::Status status = Call("Put", {}, [&](Endpoint& e, grpc::ClientContext& context) {
+  absl::Status status = Call("Put", {}, [&](EtcdStubs& e, grpc::ClientContext& context) {
     return e.kv->Put(&context, request, &response);
   });
   if (!status.ok()) {
@@ -306,7 +349,7 @@ absl::StatusOr<int64_t> EtcdClient::Delete(std::string_view key) {
   etcdserverpb::DeleteRangeRequest request;
   request.set_key(std::string(key));
   etcdserverpb::DeleteRangeResponse response;
-  absl::Status status = Call("DeleteRange", {}, [&](Endpoint& e, grpc::ClientContext& context) {
+  absl::Status status = Call("DeleteRange", {}, [&](EtcdStubs& e, grpc::ClientContext& context) {
     return e.kv->DeleteRange(&context, request, &response);
   });
   if (!status.ok()) {
@@ -320,7 +363,7 @@ absl::StatusOr<EtcdRangeResult> EtcdClient::RangePrefix(std::string_view prefix)
   request.set_key(std::string(prefix));
   request.set_range_end(PrefixRangeEnd(prefix));
   etcdserverpb::RangeResponse response;
-  absl::Status status = Call("Range", {}, [&](Endpoint& e, grpc::ClientContext& context) {
+  absl::Status status = Call("Range", {}, [&](EtcdStubs& e, grpc::ClientContext& context) {
     return e.kv->Range(&context, request, &response);
   });
   if (!status.ok()) {

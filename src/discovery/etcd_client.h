@@ -110,7 +110,7 @@ class EtcdClient {
   explicit EtcdClient(const EtcdClientOptions& options);
   // Runs `attempt` on each endpoint in turn from the current one until one answers or fails
   // with something other than UNAVAILABLE; returns the status in the user's terms.
-  // `attempt(Endpoint&, grpc::ClientContext&)` returns a grpc::Status.
+  // `attempt(EtcdStubs&, grpc::ClientContext&)` returns a grpc::Status.
   template <typename Attempt>
   absl::Status Call(std::string_view what, std::chrono::milliseconds timeout, Attempt attempt);
 
