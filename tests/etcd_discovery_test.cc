@@ -253,6 +253,12 @@ TEST_F(EtcdDiscoveryTest, RegistersAgainWhenItsLeaseIsLost) {
       },
       seconds(5)));
   EXPECT_TRUE(ra.WaitFor({"a", "b"}, seconds(5))) << ra.Describe();
+  absl::StatusOr<std::optional<EtcdKeyValue>> value = (*client)->Get("/floodgate/test/members/b");
+  ASSERT_TRUE(value.ok() && value->has_value());
+  EXPECT_EQ((*value)->value, R"({"id":"b","address":"127.0.0.1:7098"})");
+  value = (*client)->Get("/floodgate/test/members/nobody");
+  ASSERT_TRUE(value.ok());
+  EXPECT_FALSE(value->has_value());
 }
 
 TEST_F(EtcdDiscoveryTest, StartWithEtcdDownFailsInTimeThenJoins) {

@@ -358,6 +358,23 @@ absl::StatusOr<int64_t> EtcdClient::Delete(std::string_view key) {
   return response.deleted();
 }
 
+absl::StatusOr<std::optional<EtcdKeyValue>> EtcdClient::Get(std::string_view key) {
+  etcdserverpb::RangeRequest request;
+  request.set_key(std::string(key));
+  etcdserverpb::RangeResponse response;
+  absl::Status status = Call("Range", {}, [&](EtcdStubs& e, grpc::ClientContext& context) {
+    return e.kv->Range(&context, request, &response);
+  });
+  if (!status.ok()) {
+    return status;
+  }
+  if (response.kvs_size() == 0) {
+    return std::nullopt;
+  }
+  const mvccpb::KeyValue& kv = response.kvs(0);
+  return EtcdKeyValue{kv.key(), kv.value(), kv.mod_revision(), kv.lease()};
+}
+
 absl::StatusOr<EtcdRangeResult> EtcdClient::RangePrefix(std::string_view prefix) {
   etcdserverpb::RangeRequest request;
   request.set_key(std::string(prefix));

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -91,6 +92,8 @@ class EtcdClient {
   absl::StatusOr<int64_t> Put(std::string_view key, std::string_view value, int64_t lease_id = 0);
   // Deletes `key`; returns how many keys were deleted (0 or 1).
   absl::StatusOr<int64_t> Delete(std::string_view key);
+  // Returns the value of `key`, or nullopt when there is no such key.
+  absl::StatusOr<std::optional<EtcdKeyValue>> Get(std::string_view key);
   // Returns every key that starts with `prefix`, and the revision of that answer.
   absl::StatusOr<EtcdRangeResult> RangePrefix(std::string_view prefix);
 

@@ -10,8 +10,8 @@
 //   options.endpoints = "http://10.0.0.5:2379";
 //   options.prefix = "/floodgate/prod";
 //   options.self = {"node-a", "10.0.1.7:7946"};
-//   FG_ASSIGN_OR_RETURN(std::unique_ptr<Discovery> discovery, NewEtcdDiscovery(options));
-//   absl::Status started = discovery->Start([&](const std::vector<Node>& m) { ... });
+//   absl::StatusOr<std::unique_ptr<Discovery>> discovery = NewEtcdDiscovery(options);
+//   absl::Status started = (*discovery)->Start([&](const std::vector<Node>& m) { ... });
 //
 // How it behaves when etcd fails (the Discovery contract): every failed call sets
 // status().connected to false, records last_error and counts errors; the last member list
@@ -21,7 +21,8 @@
 //
 // Threads: one of its own (lease keep-alive, registration, the first Range after each
 // (re)connection) and the watch's; on_change runs on either, never two at once, never after
-// Stop returns. Do not call Stop or Deregister from on_change.
+// Stop returns. Do not call Stop or Deregister from on_change. Deregister waits for a lease or
+// registration call in progress (each bounded by call_timeout), then for the revoke.
 
 #include <chrono>
 #include <cstdint>
