@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "floodgate/status_macros.h"
 #include "src/discovery/dns_discovery.h"
+#include "src/discovery/etcd_discovery.h"
 #include "src/discovery/dns_members.h"
 
 namespace floodgate::server {
@@ -107,7 +108,11 @@ absl::StatusOr<std::unique_ptr<discovery::Discovery>> NewDiscovery(const ServerO
     dns.servers = options.dns_servers;
     return discovery::NewDnsDiscovery(std::move(dns));
   }
-  return absl::UnimplementedError("etcd discovery is not built in yet");
+  discovery::EtcdDiscoveryOptions etcd;
+  etcd.endpoints = options.etcd;
+  etcd.prefix = options.etcd_prefix;
+  etcd.self = discovery::Node{self_id, address};
+  return discovery::NewEtcdDiscovery(etcd);
 }
 
 }  // namespace

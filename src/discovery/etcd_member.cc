@@ -1,0 +1,270 @@
+#include "src/discovery/etcd_member.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+#include "src/common/json.h"
+
+namespace floodgate::discovery {
+namespace {
+
+// A reader of the one JSON shape we store: a flat object of scalars. Nested values are refused
+// rather than skipped: nothing we write has them.
+class FlatJsonReader {
+ public:
+  explicit FlatJsonReader(std::string_view text) : text_(text) {}
+
+  // Fills `strings` with the object's string members; false when the text is not a flat object.
+  bool ReadObject(std::map<std::string, std::string>& strings) {
+    SkipSpace();
+    if (!Consume('{')) {
+      return false;
+    }
+    SkipSpace();
+    if (Consume('}')) {
+      return AtEnd();
+    }
+    while (true) {
+      std::string name;
+      SkipSpace();
+      if (!ReadString(name)) {
+        return false;
+      }
+      SkipSpace();
+      if (!Consume(':')) {
+        return false;
+      }
+      SkipSpace();
+      if (Peek() == '"') {
+        std::string value;
+        if (!ReadString(value)) {
+          return false;
+        }
+        strings[name] = std::move(value);
+      } else if (!SkipScalar()) {
+        return false;
+      }
+      SkipSpace();
+      if (Consume('}')) {
+        return AtEnd();
+      }
+      if (!Consume(',')) {
+        return false;
+      }
+    }
+  }
+
+ private:
+  char Peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
+  bool Consume(char c) {
+    if (Peek() != c || pos_ >= text_.size()) {
+      return false;
+    }
+    ++pos_;
+    return true;
+  }
+  void SkipSpace() {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' ||
+                                   text_[pos_] == '\n' || text_[pos_] == '\r')) {
+      ++pos_;
+    }
+  }
+  bool AtEnd() {
+    SkipSpace();
+    return pos_ == text_.size();
+  }
+  // A number, true, false or null: the characters they are made of, at least one.
+  bool SkipScalar() {
+    const size_t start = pos_;
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-' || c == '+' ||
+                      c == '.' || c == 'E';
+      if (!ok) {
+        break;
+      }
+      ++pos_;
+    }
+    return pos_ > start;
+  }
+  static int HexDigit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+  static void AppendUtf8(uint32_t code, std::string& out) {
+    if (code < 0x80) {
+      out.push_back(static_cast<char>(code));
+    } else if (code < 0x800) {
+      out.push_back(static_cast<char>(0xc0 | (code >> 6)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3f)));
+    } else if (code < 0x10000) {
+      out.push_back(static_cast<char>(0xe0 | (code >> 12)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3f)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3f)));
+    } else {
+      out.push_back(static_cast<char>(0xf0 | (code >> 18)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 12) & 0x3f)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3f)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3f)));
+    }
+  }
+  bool ReadHex4(uint32_t& code) {
+    if (pos_ + 4 > text_.size()) {
+      return false;
+    }
+    code = 0;
+    for (int i = 0; i < 4; ++i) {
+      const int d = HexDigit(text_[pos_++]);
+      if (d < 0) {
+        return false;
+      }
+      code = code * 16 + static_cast<uint32_t>(d);
+    }
+    return true;
+  }
+  bool ReadString(std::string& out) {
+    if (!Consume('"')) {
+      return false;
+    }
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_++];
+      if (c == '"') {
+        return true;
+      }
+      if (static_cast<unsigned char>(c) < 0x20) {
+        return false;
+      }
+      if (c != '\\') {
+        out.push_back(c);
+        continue;
+      }
+      if (pos_ >= text_.size()) {
+        return false;
+      }
+      const char e = text_[pos_++];
+      switch (e) {
+        case '"':
+          out.push_back('"');
+          break;
+        case '\\':
+          out.push_back('\\');
+          break;
+        case '/':
+          out.push_back('/');
+          break;
+        case 'b':
+          out.push_back('\b');
+          break;
+        case 'f':
+          out.push_back('\f');
+          break;
+        case 'n':
+          out.push_back('\n');
+          break;
+        case 'r':
+          out.push_back('\r');
+          break;
+        case 't':
+          out.push_back('\t');
+          break;
+        case 'u': {
+          uint32_t code = 0;
+          if (!ReadHex4(code)) {
+            return false;
+          }
+          // A surrogate pair spells one code point above U+FFFF; a lone half becomes U+FFFD.
+          if (code >= 0xd800 && code < 0xdc00 && pos_ + 1 < text_.size() && text_[pos_] == '\\' &&
+              text_[pos_ + 1] == 'u') {
+            pos_ += 2;
+            uint32_t low = 0;
+            if (!ReadHex4(low)) {
+              return false;
+            }
+            code = (low >= 0xdc00 && low < 0xe000)
+                       ? 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00)
+                       : 0xfffd;
+          } else if (code >= 0xd800 && code < 0xe000) {
+            code = 0xfffd;
+          }
+          AppendUtf8(code, out);
+          break;
+        }
+        default:
+          return false;
+      }
+    }
+    return false;
+  }
+
+  std::string_view text_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+std::string EncodeMemberValue(const Node& node) {
+  std::string out = "{\"id\":";
+  common::AppendJsonString(node.id, out);
+  out += ",\"address\":";
+  common::AppendJsonString(node.address, out);
+  out += "}";
+  return out;
+}
+
+absl::StatusOr<Node> DecodeMemberValue(std::string_view value) {
+  std::map<std::string, std::string> strings;
+  if (!FlatJsonReader(value).ReadObject(strings)) {
+    return absl::InvalidArgumentError(absl::StrCat("member value is not a flat JSON object: ",
+                                                   std::string(value.substr(0, 200))));
+  }
+  Node node;
+  node.id = strings["id"];
+  node.address = strings["address"];
+  if (node.address.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("member value has no \"address\": ", std::string(value.substr(0, 200))));
+  }
+  return node;
+}
+
+std::vector<Node> MemberList(const std::map<std::string, std::string>& values) {
+  std::map<std::string, Node> by_id;
+  for (const auto& [key, value] : values) {
+    absl::StatusOr<Node> node = DecodeMemberValue(value);
+    if (!node.ok()) {
+      continue;
+    }
+    if (node->id.empty()) {
+      const size_t slash = key.rfind('/');
+      node->id = slash == std::string::npos ? key : key.substr(slash + 1);
+    }
+    if (node->id.empty()) {
+      continue;
+    }
+    by_id[node->id] = *std::move(node);
+  }
+  std::vector<Node> members;
+  members.reserve(by_id.size());
+  for (auto& [id, node] : by_id) {
+    members.push_back(std::move(node));
+  }
+  return members;
+}
+
+std::string PrefixRangeEnd(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty()) {
+    unsigned char& last = reinterpret_cast<unsigned char&>(end.back());
+    if (last < 0xff) {
+      ++last;
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');
+}
+
+}  // namespace floodgate::discovery
