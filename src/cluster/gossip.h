@@ -13,8 +13,8 @@
 // Thread-safety: all public methods are thread-safe.
 
 #include <atomic>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <thread>
 #include <utility>

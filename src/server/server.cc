@@ -10,8 +10,8 @@
 #include "absl/strings/str_join.h"
 #include "floodgate/status_macros.h"
 #include "src/discovery/dns_discovery.h"
-#include "src/discovery/etcd_discovery.h"
 #include "src/discovery/dns_members.h"
+#include "src/discovery/etcd_discovery.h"
 
 namespace floodgate::server {
 
@@ -184,19 +184,20 @@ absl::Status Server::StartDiscovery(const ServerOptions& options) {
   FG_ASSIGN_OR_RETURN(discovery_,
                       NewDiscovery(options, SelfId(options), AdvertisedAddress(options)));
   discovery::Discovery* source = discovery_.get();
-  cluster_->SetDiscovery([source] {
-    const discovery::DiscoveryStatus status = source->status();
-    cluster::DiscoveryInfo info;
-    info.source = status.source;
-    info.connected = status.connected;
-    info.last_error = status.last_error;
-    info.errors = status.errors;
-    info.reconnects = status.reconnects;
-    info.updates = status.updates;
-    info.revision = status.revision;
-    return info;
-  },
-                         [source] { source->Refresh(); });
+  cluster_->SetDiscovery(
+      [source] {
+        const discovery::DiscoveryStatus status = source->status();
+        cluster::DiscoveryInfo info;
+        info.source = status.source;
+        info.connected = status.connected;
+        info.last_error = status.last_error;
+        info.errors = status.errors;
+        info.reconnects = status.reconnects;
+        info.updates = status.updates;
+        info.revision = status.revision;
+        return info;
+      },
+      [source] { source->Refresh(); });
   cluster::ClusterStore* cluster = cluster_.get();
   const absl::Status started =
       discovery_->Start([cluster](const std::vector<discovery::Node>& nodes) {

@@ -62,7 +62,7 @@ struct ServerOptions {
   std::string cluster_name = "default";
   std::string peers_dns;
   std::string dns_servers;  // --dns-server: who answers --peers-dns ("": the system's resolver)
-  std::string advertise;           // the peer address others dial, when not peer_address
+  std::string advertise;    // the peer address others dial, when not peer_address
   bool require_discovery = false;  // refuse to start when the source cannot be reached
   bool discovery() const { return !etcd.empty() || !peers_dns.empty(); }
   bool cluster() const { return !peers.empty() || discovery(); }
