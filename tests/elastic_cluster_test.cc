@@ -27,6 +27,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -135,7 +136,8 @@ class Cluster {
       nodes_.push_back(std::move(fresh));
     }
     std::vector<std::string> args = {
-        "--config",        config_dir_,
+        "--config",        ConfigDirOf(id),
+        "--state-dir",     testing::MakeTempDir(),
         "--http",          node->host + ":0",
         "--grpc",          node->host + ":0",
         "--peer",          absl::StrCat(node->host, ":", node->peer_port),
@@ -154,6 +156,26 @@ class Cluster {
     absl::MutexLock lock(&mu_);
     node->process = *std::move(process);
     return absl::OkStatus();
+  }
+
+  std::string ConfigDirOf(const std::string& id) const {
+    auto it = config_overrides_.find(id);
+    return it == config_overrides_.end() ? config_dir_ : it->second;
+  }
+
+  // Node `id` serves `dir` instead of the shared config (set before it starts).
+  void SetConfigDir(const std::string& id, const std::string& dir) { config_overrides_[id] = dir; }
+
+  // Sends `method target` with `body` to node `id`; returns the response.
+  testing::HttpResponse Send(const std::string& id, const std::string& method,
+                             const std::string& target, const std::string& body = "") const {
+    const std::map<std::string, int> live = Live();
+    auto it = live.find(id);
+    if (it == live.end()) {
+      return {};
+    }
+    testing::HttpClient client(Host(id), it->second, 3000);
+    return client.Request(method, target, body);
   }
 
   // Stops node `id` with `signal` (SIGTERM: a graceful leave; SIGKILL: a crash).
@@ -240,6 +262,7 @@ class Cluster {
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<Node>> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> stderr_;  // of stopped runs
+  std::map<std::string, std::string> config_overrides_;
 };
 
 // Checks keys round-robin over the running nodes from `threads` threads until Stop(), retrying
@@ -506,6 +529,74 @@ TEST_F(ElasticClusterTest, EtcdDownIsNotAnOutage) {
   load.Stop();
   EXPECT_EQ(load.failed(), 0);
   ExpectWithinBounds(load);
+}
+
+// An admin change on one node reaches every node through etcd and survives a restart of every
+// node (each start gets a new, empty state folder: only etcd remembers it).
+TEST_F(ElasticClusterTest, ConfigChangesLiveInEtcd) {
+  ASSERT_LT(StartAndConverge({"a", "b", "c"}, 3), absl::Seconds(5));
+  const std::string yaml =
+      "domain: fromadmin\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, "
+      "requests_per_unit: 7}\n";
+  ASSERT_EQ(cluster_->Send("b", "PUT", "/v1/config/fromadmin", yaml).status, 200);
+  auto everywhere = [&] {
+    for (const auto& [id, port] : cluster_->Live()) {
+      if (!absl::StrContains(cluster_->Send(id, "GET", "/v1/config").body,
+                             "requests_per_unit: 7")) {
+        return false;
+      }
+    }
+    return true;
+  };
+  EXPECT_NE(WaitFor(everywhere, absl::Seconds(5)), absl::InfiniteDuration());
+  // A bad change is refused where it is made and reaches no one.
+  const testing::HttpResponse bad =
+      cluster_->Send("a", "PUT", "/v1/config/fromadmin", "domain: fromadmin\ndescriptors: [\n");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  // Every node stops, then starts again with an empty state folder.
+  for (const std::string id : {"a", "b", "c"}) {
+    cluster_->StopNode(id, SIGTERM);
+  }
+  ASSERT_LT(StartAndConverge({"a", "b", "c"}, 3), absl::Seconds(5));
+  EXPECT_NE(WaitFor(everywhere, absl::Seconds(5)), absl::InfiniteDuration());
+  // A delete spreads the same way.
+  ASSERT_EQ(cluster_->Send("c", "DELETE", "/v1/config/fromadmin").status, 200);
+  EXPECT_NE(
+      WaitFor(
+          [&] {
+            for (const auto& [id, port] : cluster_->Live()) {
+              if (absl::StrContains(cluster_->Send(id, "GET", "/v1/config").body, "fromadmin")) {
+                return false;
+              }
+            }
+            return true;
+          },
+          absl::Seconds(5)),
+      absl::InfiniteDuration());
+}
+
+// Two nodes whose config files differ are flagged on both: a bypass, not a detail.
+TEST_F(ElasticClusterTest, DifferingFileConfigsAreFlagged) {
+  const std::string other = testing::MakeTempDir();
+  std::ofstream(other + "/el.yaml") << absl::StrReplaceAll(kYaml, {{"400", "401"}});
+  cluster_->SetConfigDir("b", other);
+  ASSERT_LT(StartAndConverge({"a", "b", "c"}, 3), absl::Seconds(5));
+  EXPECT_NE(WaitFor(
+                [&] {
+                  return absl::StrContains(cluster_->ClusterJson("a"), "\"config_mismatched\":1") &&
+                         absl::StrContains(cluster_->ClusterJson("c"), "\"config_mismatched\":1") &&
+                         absl::StrContains(cluster_->ClusterJson("b"), "\"config_mismatched\":2");
+                },
+                absl::Seconds(5)),
+            absl::InfiniteDuration())
+      << cluster_->ClusterJson("a") << "\n"
+      << cluster_->ClusterJson("b");
+  EXPECT_TRUE(absl::StrContains(cluster_->Send("c", "GET", "/metrics").body,
+                                "floodgate_cluster_config_mismatched_members 1"));
+  cluster_->StopNode("a", SIGTERM);
+  EXPECT_TRUE(absl::StrContains(cluster_->AllStderr(), "serves a different config"))
+      << cluster_->AllStderr();
+  std::filesystem::remove_all(other);
 }
 
 // Members from DNS: the A records of a name on a real dnsmasq, followed as they change.

@@ -122,4 +122,23 @@ int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
   return applied;
 }
 
+uint64_t ClusterConfigSync::Fingerprint() {
+  const std::shared_ptr<const core::Config> config = limiter_->config();
+  if (config == nullptr) {
+    return 0;
+  }
+  uint64_t h = 0xCBF29CE484222325ULL;
+  auto mix = [&h](std::string_view bytes) {
+    for (unsigned char c : bytes) {
+      h = (h ^ c) * 0x100000001B3ULL;
+    }
+    h = (h ^ 0xFF) * 0x100000001B3ULL;  // a separator no YAML byte sequence can fake
+  };
+  for (const auto& [name, domain] : config->domains) {  // a std::map: in name order
+    mix(name);
+    mix(domain->source);
+  }
+  return h == 0 ? 1 : h;
+}
+
 }  // namespace floodgate::admin

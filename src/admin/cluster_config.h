@@ -50,9 +50,12 @@ class ClusterConfigSync final : public cluster::ConfigSync {
   absl::StatusOr<std::vector<peer::v1::ConfigChange>> LocalChange(
       const std::string& domain, std::optional<std::string_view> yaml);
 
+  const std::string& self_id() const { return self_id_; }
   std::vector<peer::v1::DomainVersion> Versions() override;
   std::vector<peer::v1::ConfigChange> Get(const std::vector<std::string>& domains) override;
   int Apply(const std::vector<peer::v1::ConfigChange>& changes) override;
+  // FNV-1a over each served domain's name and YAML, in name order.
+  uint64_t Fingerprint() override;
 
  private:
   peer::v1::DomainVersion VersionOf(const std::string& domain) const

@@ -36,7 +36,10 @@ std::string ClusterJson(const cluster::ClusterStats& stats) {
   absl::StrAppend(&out, ",\"connected\":", d.connected ? "true" : "false", ",\"last_error\":");
   common::AppendJsonString(d.last_error, out);
   absl::StrAppend(&out, ",\"errors\":", d.errors, ",\"reconnects\":", d.reconnects,
-                  ",\"updates\":", d.updates, ",\"revision\":", d.revision, "},\"members\":[");
+                  ",\"updates\":", d.updates, ",\"revision\":", d.revision,
+                  "},\"config_fingerprint\":\"",
+                  absl::Hex(stats.config_fingerprint, absl::kZeroPad16),
+                  "\",\"config_mismatched\":", stats.config_mismatched, ",\"members\":[");
   bool first = true;
   for (const cluster::PeerStats& p : stats.peers) {
     absl::StrAppend(&out, first ? "" : ",", "{\"id\":");
@@ -45,7 +48,8 @@ std::string ClusterJson(const cluster::ClusterStats& stats) {
     out += ",\"address\":";
     common::AppendJsonString(p.address, out);
     absl::StrAppend(&out, ",\"self\":", p.self ? "true" : "false",
-                    ",\"alive\":", p.alive ? "true" : "false");
+                    ",\"alive\":", p.alive ? "true" : "false",
+                    ",\"config_differs\":", p.config_differs ? "true" : "false");
     if (!p.self) {
       absl::StrAppend(
           &out, ",\"last_contact_ms_ago\":",
@@ -94,6 +98,12 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
                   "# TYPE floodgate_cluster_discovery_connected gauge\n"
                   "floodgate_cluster_discovery_connected{source=\"",
                   d.source, "\"} ", d.connected ? 1 : 0, "\n");
+  absl::StrAppend(&out,
+                  "# HELP floodgate_cluster_config_mismatched_members Members that serve another "
+                  "config than this node (different limits for the same keys: a bypass).\n"
+                  "# TYPE floodgate_cluster_config_mismatched_members gauge\n"
+                  "floodgate_cluster_config_mismatched_members ",
+                  stats.config_mismatched, "\n");
   Counter(out, "floodgate_cluster_discovery_errors_total",
           "Failed calls to the discovery source (the last member list is kept).", d.errors);
   Counter(out, "floodgate_cluster_discovery_reconnects_total",

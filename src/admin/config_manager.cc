@@ -238,6 +238,36 @@ absl::Status ConfigManager::PutDomain(const std::string& domain, std::string_vie
   return absl::OkStatus();
 }
 
+absl::Status ConfigManager::ValidateChange(const std::string& domain,
+                                           std::optional<std::string_view> yaml) {
+  if (!IsSafeDomainName(domain)) {
+    return absl::InvalidArgumentError(
+        "domain names used over the API may contain only letters, digits, '_', '-' and '.' "
+        "(at most 128, not starting with '.')");
+  }
+  if (!yaml.has_value()) {
+    if (limiter_->config()->FindDomain(domain) == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no domain '", domain, "'"));
+    }
+    return absl::OkStatus();
+  }
+  if (IsTombstone(*yaml)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a config may not start with the line '",
+                     absl::string_view(kTombstonePrefix.data(), kTombstonePrefix.size()), "...'"));
+  }
+  absl::MutexLock lock(&change_mu_);
+  const std::string target = StateFilePath(state_dir_, domain);
+  FG_ASSIGN_OR_RETURN(auto parsed, core::ParseDomainConfig(*yaml, target));
+  if (parsed->domain != domain) {
+    return absl::InvalidArgumentError(absl::StrCat("the body's domain '", parsed->domain,
+                                                   "' does not match the path's '", domain, "'"));
+  }
+  FG_ASSIGN_OR_RETURN(Files files, ReadFiles(path_, state_dir_, allow_empty_));
+  SetFile(files.state, target, *yaml);
+  return ParseEffectiveConfig(files.source, files.state, next_version()).status();
+}
+
 absl::Status ConfigManager::DeleteDomain(const std::string& domain) {
   absl::MutexLock lock(&change_mu_);
   if (!IsSafeDomainName(domain)) {

@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -67,6 +68,10 @@ class ConfigManager {
   // Removes a domain: a tombstone in the state folder when a source file defines it, else the
   // domain's state file is removed. NotFound when it is not served.
   absl::Status DeleteDomain(const std::string& domain);
+
+  // Checks a PUT (`yaml` set) or DELETE as PutDomain / DeleteDomain would, without applying or
+  // writing anything: the errors they would return.
+  absl::Status ValidateChange(const std::string& domain, std::optional<std::string_view> yaml);
 
   // Polls the source every `interval` on a background thread until Stop() or destruction.
   void StartWatching(absl::Duration interval);

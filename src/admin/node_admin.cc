@@ -1,5 +1,6 @@
 #include "src/admin/node_admin.h"
 
+#include "absl/strings/str_cat.h"
 #include "src/admin/cluster_http.h"
 
 namespace floodgate::admin {
@@ -17,7 +18,30 @@ absl::StatusOr<uint64_t> NodeAdmin::Change(const std::string& domain,
   if (config_ == nullptr) {
     return absl::UnimplementedError("this server has no config manager");
   }
-  if (cluster_ != nullptr && sync_ != nullptr) {
+  if (store_ != nullptr && sync_ != nullptr) {
+    // Checked here, written to the store, then applied here at the store's version (the other
+    // nodes get it from the store, and at once from the push below).
+    if (absl::Status valid = config_->ValidateChange(domain, yaml); !valid.ok()) {
+      return valid;
+    }
+    absl::StatusOr<uint64_t> version = store_->Write(domain, yaml);
+    if (!version.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("config change not made: ", version.status().message()));
+    }
+    peer::v1::ConfigChange change;
+    change.mutable_version()->set_domain(domain);
+    change.mutable_version()->set_version(*version);
+    change.mutable_version()->set_origin(sync_->self_id());
+    change.mutable_version()->set_deleted(!yaml.has_value());
+    if (yaml.has_value()) {
+      change.set_yaml(std::string(*yaml));
+    }
+    sync_->Apply({change});
+    if (cluster_ != nullptr) {
+      cluster_->BroadcastConfig({change});
+    }
+  } else if (cluster_ != nullptr && sync_ != nullptr) {
     // Applied and versioned under the sync's lock: a peer's change cannot slip in between and
     // be pushed under this change's version.
     absl::StatusOr<std::vector<peer::v1::ConfigChange>> change = sync_->LocalChange(domain, yaml);

@@ -19,6 +19,17 @@
 
 namespace floodgate::admin {
 
+// Where admin config changes go cluster-wide when an external store holds the config (etcd,
+// --etcd): a change is checked here, written there, and takes the store's version.
+class ConfigStore {
+ public:
+  virtual ~ConfigStore() = default;
+  // Writes `domain`'s YAML (nullopt: deleted) for every node; returns its version (etcd's
+  // revision), or why it could not (the change is then not made anywhere).
+  virtual absl::StatusOr<uint64_t> Write(const std::string& domain,
+                                         std::optional<std::string_view> yaml) = 0;
+};
+
 class NodeAdmin final : public service::AdminApi {
  public:
   // Every pointer must outlive the admin. `config` may be null: admin changes then fail with
@@ -30,6 +41,8 @@ class NodeAdmin final : public service::AdminApi {
   absl::StatusOr<uint64_t> PutDomain(const std::string& domain, std::string_view yaml) override;
   absl::StatusOr<uint64_t> DeleteDomain(const std::string& domain) override;
   std::string PrometheusText() override;
+  // Sends admin changes through `store` (see ConfigStore); call before serving. May be null.
+  void SetConfigStore(ConfigStore* store) { store_ = store; }
   absl::StatusOr<std::string> ClusterJson() override;
 
  private:
@@ -42,6 +55,7 @@ class NodeAdmin final : public service::AdminApi {
   const service::ServerMetrics* const metrics_;
   cluster::ClusterStore* const cluster_;
   ClusterConfigSync* const sync_;
+  ConfigStore* store_ = nullptr;
 };
 
 }  // namespace floodgate::admin

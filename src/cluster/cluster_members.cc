@@ -86,6 +86,7 @@ ClusterStats ClusterStore::GetClusterStats() const {
   stats.joins = membership_->joins();
   stats.leaves = membership_->leaves();
   stats.leaving = membership_->leaving();
+  stats.config_fingerprint = gossip_->config_fingerprint();
   {
     absl::MutexLock lock(&discovery_mu_);
     if (discovery_info_) {
@@ -108,6 +109,8 @@ ClusterStats ClusterStore::GetClusterStats() const {
     peer.alive = ((mask >> i) & 1) != 0;
     peer.last_contact_ns = membership_->last_contact_ns(i);
     peer.ownership_share = static_cast<double>(owned[i]) / kSamples;
+    peer.config_differs = !peer.self && gossip_->config_differs(i);
+    stats.config_mismatched += peer.config_differs;
     if (!peer.self) {
       static_cast<PeerLinkStats&>(peer) = transport_->GetLinkStats(i);
     }

@@ -70,7 +70,8 @@ struct PeerStats : PeerLinkStats {
   bool alive = false;
   bool self = false;
   int64_t last_contact_ns = 0;
-  double ownership_share = 0;  // fraction of the hash space it owns in this node's view
+  double ownership_share = 0;   // fraction of the hash space it owns in this node's view
+  bool config_differs = false;  // it has served another config for several heartbeats
 };
 
 // Where the members come from, as the discovery source says (filled in by the server).
@@ -101,6 +102,8 @@ struct ClusterStats {
   uint64_t handed_over_states = 0;  // states handed to new owners by this node's leave
   uint64_t handed_over_bytes = 0;
   DiscoveryInfo discovery;
+  uint64_t config_fingerprint = 0;   // this node's (ConfigSync::Fingerprint)
+  int config_mismatched = 0;         // members flagged for serving another config
   uint64_t deaths = 0;               // members seen going dead
   uint64_t failovers = 0;            // forwarded checks retried on another owner
   uint64_t failure_mode_ops = 0;     // ops decided by a failure mode (no owner reachable, or shed)

@@ -10,11 +10,6 @@
 namespace floodgate::cluster {
 namespace pb = ::floodgate::peer::v1;
 
-namespace {
-// Peers started within this of each other started together (a fresh cluster: nothing to fetch).
-constexpr int64_t kJoinSlackNs = 250'000'000LL;
-}  // namespace
-
 bool IsNewerConfig(const pb::DomainVersion& a, const pb::DomainVersion& b) {
   if (a.version() != b.version()) {
     return a.version() > b.version();
@@ -111,16 +106,46 @@ Gossip::Answers Gossip::PingAll(const PingInfo& ours) {
   return round->answers;
 }
 
+uint64_t Gossip::config_fingerprint() const {
+  ConfigSync* sync = config_sync_.load();
+  return sync == nullptr ? 0 : sync->Fingerprint();
+}
+
 void Gossip::NoteRound(const Answers& answers) {
+  // Config fingerprints: a member that serves other limits for several rounds is flagged (a
+  // change in flight differs for a round or two).
+  const uint64_t ours = config_fingerprint();
+  for (const auto& [peer, answer] : answers) {
+    if (peer < 0 || peer >= kMaxMembers) {
+      continue;
+    }
+    std::atomic<int>& rounds = mismatch_rounds_[peer];
+    if (ours == 0 || answer.config_fingerprint == 0 || answer.config_fingerprint == ours) {
+      if (rounds.exchange(0) >= kConfigMismatchRounds) {
+        common::RateLimitedLog::Default().Log(absl::StrCat(
+            "floodgate: cluster: ", answer.node_id, " serves the same config as this node again"));
+      }
+    } else if (rounds.fetch_add(1) + 1 == kConfigMismatchRounds) {
+      common::RateLimitedLog::Default().Log(absl::StrCat(
+          "floodgate: WARNING: cluster: ", answer.node_id,
+          " serves a different config than this node (fingerprint ",
+          absl::Hex(answer.config_fingerprint), ", here ", absl::Hex(ours),
+          "): the two enforce different limits for the same keys, which lets callers past them; "
+          "give every node the same config files"));
+    }
+  }
   if (!quorum_seen_.HasBeenNotified() && membership_->HasQuorum()) {
     quorum_seen_.Notify();
   }
   // Warm-up is for a node that (re)joins a running cluster: it is on until the first round of
   // pings that some peer answers shows whether any peer was already running before this node.
+  // Any earlier start counts, however close: a peer a moment older may already hold state (a
+  // rolling restart right after a start), and a needless fetch costs a round trip, a missed one
+  // a reset.
   if (!answers.empty() && !first_round_done_.exchange(true)) {
     bool joined_running = false;
     for (const auto& [peer, answer] : answers) {
-      joined_running |= answer.started_at_ns < options_.started_at_ns - kJoinSlackNs;
+      joined_running |= answer.started_at_ns < options_.started_at_ns;
     }
     warming_up_.store(joined_running, std::memory_order_relaxed);
   }
@@ -178,6 +203,7 @@ PingInfo Gossip::OurPing() const {
   ours.started_at_ns = options_.started_at_ns;
   if (ConfigSync* sync = config_sync_.load(); sync != nullptr) {
     ours.config = sync->Versions();
+    ours.config_fingerprint = sync->Fingerprint();
   }
   return ours;
 }

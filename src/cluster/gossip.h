@@ -12,6 +12,7 @@
 //
 // Thread-safety: all public methods are thread-safe.
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -40,6 +41,9 @@ class ConfigSync {
   virtual std::vector<peer::v1::ConfigChange> Get(const std::vector<std::string>& domains) = 0;
   // Applies changes that are newer than what this node has. Returns how many were applied.
   virtual int Apply(const std::vector<peer::v1::ConfigChange>& changes) = 0;
+  // A hash of every domain served here (names and YAML), the same on every node and build for
+  // the same config; 0 when unknown.
+  virtual uint64_t Fingerprint() { return 0; }
 };
 
 // Whether config version `a` wins over `b`: the higher Lamport version, then the higher origin
@@ -86,6 +90,14 @@ class Gossip {
 
   // Config changes received from peers and applied.
   uint64_t config_pushes() const { return config_pushes_.load(std::memory_order_relaxed); }
+  // Whether member `i` has served a config other than this node's for kConfigMismatchRounds
+  // heartbeats in a row (flagged: two nodes enforcing different limits for one key is a bypass).
+  bool config_differs(int i) const {
+    return i >= 0 && i < kMaxMembers &&
+           mismatch_rounds_[i].load(std::memory_order_relaxed) >= kConfigMismatchRounds;
+  }
+  uint64_t config_fingerprint() const;
+  static constexpr int kConfigMismatchRounds = 3;
 
  private:
   using Answers = std::vector<std::pair<int, PingInfo>>;
@@ -108,7 +120,9 @@ class Gossip {
   std::atomic<bool> first_round_done_{false};
   absl::Notification quorum_seen_;
   std::atomic<uint64_t> config_pushes_{0};
-  uint64_t deaths_seen_ = 0;  // RunRound's: the deaths counted when it last ran on_death
+  uint64_t deaths_seen_ = 0;
+  std::array<std::atomic<int>, kMaxMembers>
+      mismatch_rounds_{};  // RunRound's: the deaths counted when it last ran on_death
 
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;

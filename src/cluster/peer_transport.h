@@ -41,6 +41,7 @@ struct PingInfo {
   std::string node_id;                          // set in answers
   int64_t started_at_ns = 0;                    // when the node started (its clock)
   std::vector<peer::v1::DomainVersion> config;  // its config domains' versions
+  uint64_t config_fingerprint = 0;              // ConfigSync::Fingerprint (0: none)
 };
 
 // How the link to one member is doing, for /v1/cluster and metrics.

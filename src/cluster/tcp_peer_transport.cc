@@ -390,6 +390,7 @@ class TcpPeerTransport final : public PeerTransport {
           PingInfo theirs;
           theirs.node_id = response.node_id();
           theirs.started_at_ns = response.started_at_ns();
+          theirs.config_fingerprint = response.config_fingerprint();
           theirs.config.assign(response.config().begin(), response.config().end());
           (*shared_done)(std::move(theirs));
         });

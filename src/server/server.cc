@@ -115,6 +115,41 @@ absl::StatusOr<std::unique_ptr<discovery::Discovery>> NewDiscovery(const ServerO
   return discovery::NewEtcdDiscovery(etcd);
 }
 
+// admin::ConfigStore over etcd: admin changes written under `<prefix>/config/`.
+class EtcdAdminStore final : public admin::ConfigStore {
+ public:
+  EtcdAdminStore(discovery::EtcdConfigStore* etcd, std::string self_id)
+      : etcd_(etcd), self_id_(std::move(self_id)) {}
+
+  absl::StatusOr<uint64_t> Write(const std::string& domain,
+                                 std::optional<std::string_view> yaml) override {
+    absl::StatusOr<int64_t> revision = etcd_->Write(domain, self_id_, yaml);
+    if (!revision.ok()) {
+      return revision.status();
+    }
+    return static_cast<uint64_t>(*revision);
+  }
+
+ private:
+  discovery::EtcdConfigStore* const etcd_;
+  const std::string self_id_;
+};
+
+// The changes that config entries from etcd stand for (version: the entry's revision).
+std::vector<peer::v1::ConfigChange> ChangesOf(const std::vector<discovery::ConfigEntry>& entries) {
+  std::vector<peer::v1::ConfigChange> changes;
+  for (const discovery::ConfigEntry& entry : entries) {
+    peer::v1::ConfigChange change;
+    change.mutable_version()->set_domain(entry.domain);
+    change.mutable_version()->set_version(static_cast<uint64_t>(entry.revision));
+    change.mutable_version()->set_origin(entry.origin);
+    change.mutable_version()->set_deleted(entry.deleted);
+    change.set_yaml(entry.yaml);
+    changes.push_back(std::move(change));
+  }
+  return changes;
+}
+
 }  // namespace
 
 net::TlsFlagNames PeerTlsFlags() {
@@ -175,6 +210,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   server->admin_ = std::make_unique<admin::NodeAdmin>(server->config_.get(), server->limiter_.get(),
                                                       &server->metrics_, server->cluster_.get(),
                                                       server->config_sync_.get());
+  if (!options.etcd.empty()) {
+    server->StartEtcdConfig(options);
+  }
   FG_RETURN_IF_ERROR(server->StartFrontends(options));
   server->config_->StartWatching(options.config_poll);
   return server;
@@ -221,6 +259,32 @@ absl::Status Server::StartDiscovery(const ServerOptions& options) {
                  std::string(started.message()).c_str());
   }
   return absl::OkStatus();
+}
+
+void Server::StartEtcdConfig(const ServerOptions& options) {
+  discovery::EtcdConfigOptions etcd;
+  etcd.endpoints = options.etcd;
+  etcd.prefix = options.etcd_prefix;
+  absl::StatusOr<std::unique_ptr<discovery::EtcdConfigStore>> store =
+      discovery::EtcdConfigStore::Create(etcd);
+  if (!store.ok()) {  // the endpoints were checked by discovery already
+    std::fprintf(stderr, "floodgate: etcd config: %s\n",
+                 std::string(store.status().message()).c_str());
+    return;
+  }
+  etcd_config_ = *std::move(store);
+  // What etcd holds now, before serving: a restart of every node keeps the admin changes. When
+  // etcd is away the follower below applies it once it answers.
+  if (absl::StatusOr<std::vector<discovery::ConfigEntry>> entries = etcd_config_->ReadAll();
+      entries.ok()) {
+    config_sync_->Apply(ChangesOf(*entries));
+  }
+  admin::ClusterConfigSync* sync = config_sync_.get();
+  etcd_config_->Follow([sync](const std::vector<discovery::ConfigEntry>& entries) {
+    sync->Apply(ChangesOf(entries));
+  });
+  config_store_ = std::make_unique<EtcdAdminStore>(etcd_config_.get(), SelfId(options));
+  admin_->SetConfigStore(config_store_.get());
 }
 
 absl::Status Server::StartFrontends(const ServerOptions& options) {
@@ -277,6 +341,9 @@ void Server::Shutdown(absl::Duration grace) {
   // Both front ends drain at once: each stops taking new work and finishes what it has.
   grpc_->Shutdown(grace);
   http_->Shutdown(grace);
+  if (etcd_config_ != nullptr) {
+    etcd_config_->Stop();
+  }
   if (discovery_ != nullptr) {
     discovery_->Stop();
   }

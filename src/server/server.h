@@ -14,6 +14,7 @@
 #include "src/admin/node_admin.h"
 #include "src/cluster/cluster_store.h"
 #include "src/discovery/discovery.h"
+#include "src/discovery/etcd_config.h"
 #include "src/frontends/grpc/grpc_service.h"
 #include "src/frontends/http/http_server.h"
 #include "src/limiter/limiter.h"
@@ -111,6 +112,8 @@ class Server {
   Server() = default;
   // Discovery mode: starts following the members (etcd, DNS) into cluster_.
   absl::Status StartDiscovery(const ServerOptions& options);
+  // With --etcd: applies the config kept in etcd and follows it; admin changes go there.
+  void StartEtcdConfig(const ServerOptions& options);
   // Starts the HTTP and gRPC front ends over service_ and admin_.
   absl::Status StartFrontends(const ServerOptions& options);
 
@@ -118,6 +121,9 @@ class Server {
   std::unique_ptr<admin::ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
   std::unique_ptr<cluster::ClusterStore> cluster_;
   std::unique_ptr<discovery::Discovery> discovery_;  // with --etcd or --peers-dns
+  // With --etcd: admin config changes kept in etcd, followed by every node.
+  std::unique_ptr<discovery::EtcdConfigStore> etcd_config_;
+  std::unique_ptr<admin::ConfigStore> config_store_;
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<admin::ConfigManager> config_;
   service::ServerMetrics metrics_;
