@@ -61,14 +61,16 @@ done
 mkdir -p "$raw"
 work=$(mktemp -d /tmp/floodgate-elastic-XXXXXX)
 
-# ---- Processes. Every pid this script starts is in `pids` (nodes, etcd, load tools).
+# ---- Processes. Every pid this script starts is in `pids` (nodes, load tools) or `etcd_pid`.
 pids=()
 declare -A node_pid node_http node_grpc node_start
 etcd_pid=""
-stop_all() {
+stop_all() { # the nodes and tools first, etcd last (a leaving node revokes its lease)
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
+  for p in "${pids[@]}" "$etcd_pid"; do
+    [ -n "$p" ] || continue
+    if [ "$p" = "$etcd_pid" ]; then kill "$p" 2>/dev/null || true; fi
     for _ in $(seq 80); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
@@ -168,7 +170,6 @@ start_etcd() {
     --initial-cluster "bench=http://127.0.0.1:${ports[1]}" --log-level error \
     >"$raw/etcd-rep$rep.log" 2>&1 &
   etcd_pid=$!
-  pids+=("$etcd_pid")
   for _ in $(seq 100); do
     curl -s -m 1 "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"' && return 0
     sleep 0.1
