@@ -4,7 +4,7 @@
 # then 1, 3 and 5 nodes (cluster cost as it grows, bench/scale_cluster.sh), then a node joining
 # and leaving a loaded cluster (bench/elastic_handover.sh).
 # Output under bench/results/. Env: REPS (5 for Google Benchmark, 3 for the comparisons),
-# SKIP_PEERS=1 to run only the Google Benchmarks. Takes about 50 minutes; run nothing else.
+# SKIP_PEERS=1 to run only the Google Benchmarks. Takes about 42 minutes; run nothing else.
 set -euo pipefail
 build_dir=${1:-build}
 out=bench/results
