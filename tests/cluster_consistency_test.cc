@@ -40,6 +40,7 @@
 #include "testing/http_client.h"
 #include "testing/peer_client.h"
 #include "testing/server_process.h"
+#include "testing/wait_for.h"
 
 namespace floodgate {
 namespace {
@@ -49,6 +50,7 @@ using ::floodgate::history::Checker;
 using ::floodgate::history::Recorder;
 using ::floodgate::history::WindowKind;
 using ::floodgate::testing::ClusterHarness;
+using ::floodgate::testing::WaitFor;
 
 constexpr int64_t kHourNs = 3600LL * 1'000'000'000;
 
@@ -106,20 +108,6 @@ class Client {
   const ClusterHarness& cluster_;
   std::vector<std::unique_ptr<testing::HttpClient>> clients_;
 };
-
-// Polls `done` every 20 ms until it holds or `timeout` passes. Returns the time it took, or
-// absl::InfiniteDuration() on timeout.
-template <typename Fn>
-absl::Duration WaitFor(Fn done, absl::Duration timeout) {
-  const absl::Time start = absl::Now();
-  while (absl::Now() - start < timeout) {
-    if (done()) {
-      return absl::Now() - start;
-    }
-    absl::SleepFor(absl::Milliseconds(20));  // polling an external process, not synchronising
-  }
-  return absl::InfiniteDuration();
-}
 
 // Returns the value of `"field":` in node `node`'s GET /v1/cluster for member `member`.
 std::string MemberField(Client& client, int node, const std::string& member,

@@ -38,6 +38,7 @@
 #include "testing/history/record.h"
 #include "testing/http_client.h"
 #include "testing/server_process.h"
+#include "testing/wait_for.h"
 
 namespace floodgate {
 namespace {
@@ -47,6 +48,7 @@ using ::floodgate::history::Checker;
 using ::floodgate::history::Recorder;
 using ::floodgate::history::WindowKind;
 using ::floodgate::testing::ServerProcess;
+using ::floodgate::testing::WaitFor;
 
 constexpr int64_t kHourNs = 3600LL * 1'000'000'000;
 constexpr uint64_t kHotLimit = 400;
@@ -74,20 +76,6 @@ int FreePort(const std::string& host = "127.0.0.1") {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
-}
-
-// Polls `done` every 20 ms until it holds or `timeout` passes. Returns the time it took, or
-// absl::InfiniteDuration() on timeout.
-template <typename Fn>
-absl::Duration WaitFor(Fn done, absl::Duration timeout) {
-  const absl::Time start = absl::Now();
-  while (absl::Now() - start < timeout) {
-    if (done()) {
-      return absl::Now() - start;
-    }
-    absl::SleepFor(absl::Milliseconds(20));  // polling external processes, not synchronising
-  }
-  return absl::InfiniteDuration();
 }
 
 // Returns the number after `"field":` in `body` (the first one), or -1.

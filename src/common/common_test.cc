@@ -139,4 +139,25 @@ TEST(InFlightLimitTest, TakesUpToMaxAndGivesBack) {
 }
 
 }  // namespace
+TEST(JsonTest, ReadsStringLiteralsAndRefusesBadOnes) {
+  std::string out;
+  size_t pos = 0;
+  const std::string text = R"("a\"b\\c\n\u00e9\ud83d\ude00\ud800x" rest)";
+  ASSERT_TRUE(ReadJsonString(text, pos, out));
+  EXPECT_EQ(out, "a\"b\\c\n\xc3\xa9\xf0\x9f\x98\x80\xef\xbf\xbdx");
+  EXPECT_EQ(text.substr(pos), " rest");
+  // Round trip with the writer.
+  std::string written;
+  AppendJsonString("tab\there \"quoted\" \xe2\x82\xac", written);
+  std::string back;
+  pos = 0;
+  ASSERT_TRUE(ReadJsonString(written, pos, back));
+  EXPECT_EQ(back, "tab\there \"quoted\" \xe2\x82\xac");
+  for (std::string_view bad : {"", "x", "\"open", "\"a\\q\"", "\"\\u12\"", "\"raw\nline\""}) {
+    std::string ignored;
+    size_t at = 0;
+    EXPECT_FALSE(ReadJsonString(bad, at, ignored)) << bad;
+  }
+}
+
 }  // namespace floodgate::common

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "src/common/json.h"
 
 namespace floodgate::history {
 namespace {
@@ -73,58 +74,14 @@ class LineParser {
   }
 
   absl::StatusOr<std::string> String() {
-    if (!Consume('"')) {
+    if (Peek() != '"') {
       return Error("expected a string");
     }
     std::string out;
-    while (pos_ < s_.size()) {
-      const char c = s_[pos_++];
-      if (c == '"') {
-        return out;
-      }
-      if (c != '\\') {
-        out.push_back(c);
-        continue;
-      }
-      if (pos_ >= s_.size()) {
-        break;
-      }
-      const char e = s_[pos_++];
-      switch (e) {
-        case '"':
-        case '\\':
-        case '/':
-          out.push_back(e);
-          break;
-        case 'b':
-          out.push_back('\b');
-          break;
-        case 'f':
-          out.push_back('\f');
-          break;
-        case 'n':
-          out.push_back('\n');
-          break;
-        case 'r':
-          out.push_back('\r');
-          break;
-        case 't':
-          out.push_back('\t');
-          break;
-        case 'u': {
-          uint32_t code = 0;
-          if (pos_ + 4 > s_.size() || !absl::SimpleHexAtoi(Absl(s_.substr(pos_, 4)), &code)) {
-            return Error("bad \\u escape");
-          }
-          pos_ += 4;
-          AppendUtf8(code, out);  // surrogate pairs are not joined: keys are ASCII in practice
-          break;
-        }
-        default:
-          return Error("bad escape");
-      }
+    if (!common::ReadJsonString(s_, pos_, out)) {
+      return Error("bad string (an escape, a control character or no closing quote)");
     }
-    return Error("unterminated string");
+    return out;
   }
 
   // Returns the raw text of a number, `true`, `false` or `null`.
@@ -146,19 +103,6 @@ class LineParser {
   }
 
  private:
-  static void AppendUtf8(uint32_t code, std::string& out) {
-    if (code < 0x80) {
-      out.push_back(static_cast<char>(code));
-    } else if (code < 0x800) {
-      out.push_back(static_cast<char>(0xC0 | (code >> 6)));
-      out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
-    } else {
-      out.push_back(static_cast<char>(0xE0 | (code >> 12)));
-      out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
-    }
-  }
-
   std::string_view s_;
   size_t pos_ = 0;
 };
