@@ -708,7 +708,11 @@ std::vector<StateRecord> ClusterStore::HandleFetch(absl::Span<const uint64_t> ke
   return held;
 }
 
-PingInfo ClusterStore::HandlePing() { return gossip_->OurPing(); }
+PingInfo ClusterStore::HandlePing() {
+  PingInfo ours = gossip_->OurPing();
+  ours.keys_held = local_->GetStats().keys;
+  return ours;
+}
 
 void ClusterStore::HandlePushConfig(const std::vector<peer::v1::ConfigChange>& changes) {
   gossip_->ApplyPushed(changes);

@@ -138,14 +138,14 @@ void Gossip::NoteRound(const Answers& answers) {
     quorum_seen_.Notify();
   }
   // Warm-up is for a node that (re)joins a running cluster: it is on until the first round of
-  // pings that some peer answers shows whether any peer was already running before this node.
-  // Any earlier start counts, however close: a peer a moment older may already hold state (a
-  // rolling restart right after a start), and a needless fetch costs a round trip, a missed one
-  // a reset.
+  // pings that some peer answers shows whether a peer holds key states (then there is state this
+  // node may lack), however recently that peer started. Nodes of a fresh or idle cluster do not
+  // warm up: there is nothing to fetch, and two nodes that fetch from each other on the threads
+  // that answer fetches wait on each other until the forward timeout.
   if (!answers.empty() && !first_round_done_.exchange(true)) {
     bool joined_running = false;
     for (const auto& [peer, answer] : answers) {
-      joined_running |= answer.started_at_ns < options_.started_at_ns;
+      joined_running |= answer.keys_held > 0;
     }
     warming_up_.store(joined_running, std::memory_order_relaxed);
   }

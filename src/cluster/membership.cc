@@ -139,8 +139,10 @@ MembershipChange Membership::SetMembers(const std::vector<Member>& members,
     if (i == self_ || ((mask >> i) & 1) == 0) {
       continue;
     }
-    const bool stays = std::any_of(members.begin(), members.end(),
-                                   [&](const Member& m) { return m.id == slot_[i].id; });
+    bool stays = false;
+    for (const Member& m : members) {
+      stays |= m.id == slot_[i].id;
+    }
     if (!stays) {
       mask &= ~(uint64_t{1} << i);
       members_mask_.store(mask, std::memory_order_release);

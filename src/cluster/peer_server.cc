@@ -321,6 +321,7 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
           response.set_node_id(ours.node_id);
           response.set_started_at_ns(ours.started_at_ns);
           response.set_config_fingerprint(ours.config_fingerprint);
+          response.set_keys_held(ours.keys_held);
           for (auto& v : ours.config) {
             *response.add_config() = std::move(v);
           }

@@ -42,6 +42,7 @@ struct PingInfo {
   int64_t started_at_ns = 0;                    // when the node started (its clock)
   std::vector<peer::v1::DomainVersion> config;  // its config domains' versions
   uint64_t config_fingerprint = 0;              // ConfigSync::Fingerprint (0: none)
+  uint64_t keys_held = 0;                       // key states it holds (in answers)
 };
 
 // How the link to one member is doing, for /v1/cluster and metrics.

@@ -391,6 +391,7 @@ class TcpPeerTransport final : public PeerTransport {
           theirs.node_id = response.node_id();
           theirs.started_at_ns = response.started_at_ns();
           theirs.config_fingerprint = response.config_fingerprint();
+          theirs.keys_held = response.keys_held();
           theirs.config.assign(response.config().begin(), response.config().end());
           (*shared_done)(std::move(theirs));
         });

@@ -190,15 +190,11 @@ class EtcdDiscovery final : public Discovery {
     }
   }
 
-  // Registers (when wanted), reads the folder, reports the list and starts the watch.
+  // Reads the folder and reports the list, then registers (when wanted) and starts the watch,
+  // which brings this node's own entry. In that order, this node knows the members before they
+  // learn of it: a check they send it at once is decided with the keys' previous owners in view
+  // (a joiner fetches their state; knowing nobody, it would start the keys afresh).
   absl::Status Establish(std::unique_ptr<EtcdWatch>& watch) {
-    {
-      absl::MutexLock session(&session_mu_);
-      absl::Status registered = EnsureRegistered(/*force_put=*/true);
-      if (!registered.ok()) {
-        return registered;
-      }
-    }
     absl::StatusOr<EtcdRangeResult> range = client_->RangePrefix(members_prefix_);
     if (!range.ok()) {
       return range.status();
@@ -218,6 +214,13 @@ class EtcdDiscovery final : public Discovery {
     {
       absl::MutexLock notify(&notify_mu_);
       NotifyIfChanged();
+    }
+    {
+      absl::MutexLock session(&session_mu_);
+      absl::Status registered = EnsureRegistered(/*force_put=*/true);
+      if (!registered.ok()) {
+        return registered;
+      }
     }
     watch = client_->WatchPrefix(
         members_prefix_, range->revision + 1,
