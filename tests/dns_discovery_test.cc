@@ -161,8 +161,10 @@ TEST_F(DnsDiscoveryIntegrationTest, AStoppedServerKeepsTheListAndARestartedOneIs
 
   dns_->Stop();
   source->Refresh();
+  // Waits for a failed lookup, not for !connected: the watcher's status before its first lookup
+  // report is also "not connected" (Start may return before on_lookup has run).
   DiscoveryStatus status =
-      watcher_.AwaitStatus([](const DiscoveryStatus& s) { return !s.connected; });
+      watcher_.AwaitStatus([](const DiscoveryStatus& s) { return s.errors >= 1; });
   EXPECT_FALSE(status.connected);
   EXPECT_GE(status.errors, 1u);
   EXPECT_THAT(status.last_error, HasSubstr("DNS lookup of peers.floodgate.test"));
