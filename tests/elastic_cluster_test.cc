@@ -445,15 +445,11 @@ TEST_F(ElasticClusterTest, ScaleOutAndInUnderLoadKeepsTheLimit) {
               absl::FormatDuration(shrink).c_str());
 }
 
-// Every node restarted in turn (a rolling deploy) under load.
-//
-// DISABLED: it fails about half the time here, and the failure is a real bug, not the test. A
-// restarted node fetches the state of the keys it owns again (warm-up) with a blocking call on
-// the io thread that decides the check. Two nodes that warm up at once wait on each other's
-// blocked threads until the forward timeout (500 ms); the fetch then fails and the restarted
-// node decides the key from an empty state: a reset (admitted 800 of 400). The fix is a warm-up
-// that does not block (the check suspended, as forwards are); until then this stays off.
-TEST_F(ElasticClusterTest, DISABLED_RollingRestartUnderLoadKeepsTheLimit) {
+// Every node restarted in turn (a rolling deploy) under load. A restarted node fetches the
+// state of the keys it owns again (warm-up); two nodes warming up at once must not wait on each
+// other (the peer server decides such forwards off its io threads), or the fetch times out and
+// the key starts afresh: a reset.
+TEST_F(ElasticClusterTest, RollingRestartUnderLoadKeepsTheLimit) {
   ASSERT_LT(StartAndConverge({"a", "b", "c"}, 3), absl::Seconds(5));
   Load load(*cluster_, 3);
   ASSERT_NE(WaitFor([&] { return load.sent() > 600; }, absl::Seconds(20)),

@@ -588,17 +588,36 @@ void ClusterStore::ApplyFailureMode(absl::Span<const StoreOp> ops, int64_t now_n
   }
 }
 
+bool ClusterStore::Warming(absl::Span<const StoreOp> ops, int64_t now_ns) const {
+  // A shed check must not wait, so it does not fetch state while warming up.
+  return now_ns - started_at_ns_ < kMaxWarmUpNs && gossip_->warming_up() && !ops.empty() &&
+         !ops[0].shed;
+}
+
+bool ClusterStore::NeedsFetch(const StoreOp& op, int64_t now_ns) const {
+  // A state that began before this node started may be held elsewhere; one that would have
+  // expired by now is not worth asking for.
+  if (now_ns - started_at_ns_ >= std::min(StateLifetimeNs(op.spec), kMaxWarmUpNs)) {
+    return false;
+  }
+  StateRecord held;
+  return !local_->GetState(op.key_hash, now_ns, &held);
+}
+
+bool ClusterStore::ForwardMayWait(absl::Span<const StoreOp> ops, int64_t now_ns) {
+  if (!Warming(ops, now_ns)) {
+    return false;
+  }
+  return std::any_of(ops.begin(), ops.end(),
+                     [&](const StoreOp& op) { return !op.shed && NeedsFetch(op, now_ns); });
+}
+
 void ClusterStore::WarmUp(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask) {
-  const int64_t age = now_ns - started_at_ns_;
   absl::flat_hash_map<int, std::vector<size_t>> by_peer;
   int ranks[kMaxMembers];
   const int want = std::min(options_.replicas + 1, membership_->size());
   for (size_t i = 0; i < ops.size(); ++i) {
-    if (age >= std::min(StateLifetimeNs(ops[i].spec), kMaxWarmUpNs)) {
-      continue;
-    }
-    StateRecord held;
-    if (local_->GetState(ops[i].key_hash, now_ns, &held)) {
+    if (!NeedsFetch(ops[i], now_ns)) {
       continue;
     }
     const int n = membership_->Rank(ops[i].key_hash, mask, absl::MakeSpan(ranks, want));
@@ -635,8 +654,7 @@ bool ClusterStore::ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns,
                               absl::Span<Decision> decisions) {
   owned_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
   const uint64_t mask = membership_->alive_mask();
-  // A shed check must not wait, so it does not fetch state while warming up.
-  if (now_ns - started_at_ns_ < kMaxWarmUpNs && gossip_->warming_up() && !ops[0].shed) {
+  if (Warming(ops, now_ns)) {
     WarmUp(ops, now_ns, mask);
   }
   absl::InlinedVector<StateRecord, kInlineOps> after(ops.size());

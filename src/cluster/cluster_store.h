@@ -172,6 +172,7 @@ class ClusterStore final : public Store, private PeerHandler {
   void RecordContact(int member) override;
   bool HandleForward(absl::Span<const StoreOp> ops, int64_t now_ns,
                      absl::Span<Decision> decisions) override;
+  bool ForwardMayWait(absl::Span<const StoreOp> ops, int64_t now_ns) override;
   std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord> records,
                                            int64_t sender_now_ns) override;
   void HandleCorrections(absl::Span<const StateRecord> corrections) override;
@@ -242,6 +243,12 @@ class ClusterStore final : public Store, private PeerHandler {
     absl::InlinedVector<size_t, 4> index;
   };
   std::vector<RouteGroup> GroupByRoute(absl::Span<const StoreOp> ops, uint64_t mask) const;
+  // Whether a transaction on owned keys fetches state first: this node is warming up (it
+  // joined a running cluster) and the check is not shed.
+  bool Warming(absl::Span<const StoreOp> ops, int64_t now_ns) const;
+  // Whether `op`'s key may have state elsewhere that this node lacks.
+  bool NeedsFetch(const StoreOp& op, int64_t now_ns) const;
+  // Fetches from the keys' other owners and replicas the states this node lacks.
   void WarmUp(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask);
   // A member went dead (heartbeat thread): asks discovery to look again.
   void OnMemberDeath();

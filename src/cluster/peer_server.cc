@@ -2,9 +2,12 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
+#include <memory>
 #include <utility>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
 #include "absl/container/inlined_vector.h"
@@ -274,13 +277,19 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
       case FrameType::kForward: {
         pb::ForwardRequest request;
         if (Parse(frame, &request)) {
-          pb::ForwardResponse response;
-          absl::Status status = DoForward(request, response);
-          if (status.ok()) {
-            Answer(FrameType::kForwardAnswer, frame.call_id, response);
-          } else {
+          auto batch = std::make_shared<ForwardBatch>();
+          if (absl::Status status = ParseForward(request, *batch); !status.ok()) {
             AnswerError(frame.call_id, status);
+            return;
           }
+          const int64_t now = options_.clock->NowNs();
+          if (handler->ForwardMayWait(batch->ops, now)) {
+            DecideOffLoop(std::move(batch), now, frame.call_id);
+            return;
+          }
+          pb::ForwardResponse response;
+          DecideForward(*batch, now, response);
+          Answer(FrameType::kForwardAnswer, frame.call_id, response);
         }
         return;
       }
@@ -360,34 +369,50 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
     }
   }
 
-  absl::Status DoForward(const pb::ForwardRequest& request, pb::ForwardResponse& response) {
+  // A forward's transactions, checked and converted: ops[ends[i-1], ends[i]) is transaction i.
+  struct ForwardBatch {
+    std::vector<StoreOp> ops;
+    std::vector<size_t> ends;
+    bool report = false;
+  };
+
+  // Checks every transaction before any is decided: a bad batch changes nothing.
+  static absl::Status ParseForward(const pb::ForwardRequest& request, ForwardBatch& batch) {
     if (request.txns_size() > kMaxTxnsPerBatch) {
       return absl::InvalidArgumentError(absl::StrCat("batch of ", request.txns_size(),
                                                      " transactions; at most ", kMaxTxnsPerBatch));
     }
-    absl::InlinedVector<StoreOp, kInlineOps> ops;
-    absl::InlinedVector<Decision, kInlineOps> decisions;
-    // Check every transaction before deciding any: a bad batch changes nothing.
+    batch.report = request.report();
+    batch.ends.reserve(request.txns_size());
     for (const pb::Txn& txn : request.txns()) {
       if (txn.ops_size() == 0 || static_cast<size_t>(txn.ops_size()) > kMaxOpsPerTxn) {
         return absl::InvalidArgumentError(
             absl::StrCat("transaction of ", txn.ops_size(), " ops; 1 to ", kMaxOpsPerTxn));
       }
       for (const pb::Op& op : txn.ops()) {
-        if (absl::StatusOr<StoreOp> parsed = FromProto(op); !parsed.ok()) {
+        absl::StatusOr<StoreOp> parsed = FromProto(op);
+        if (!parsed.ok()) {
           return absl::InvalidArgumentError(absl::StrCat("bad op: ", parsed.status().message()));
         }
+        batch.ops.push_back(*std::move(parsed));
       }
+      batch.ends.push_back(batch.ops.size());
     }
-    const int64_t now = options_.clock->NowNs();
-    for (const pb::Txn& txn : request.txns()) {
-      ops.clear();
-      for (const pb::Op& op : txn.ops()) {
-        ops.push_back(*FromProto(op));
-      }
+    return absl::OkStatus();
+  }
+
+  // Decides a checked batch through the handler (on an io thread or off the loop; the handler
+  // is thread-safe and this reads nothing of the session's).
+  void DecideForward(const ForwardBatch& batch, int64_t now, pb::ForwardResponse& response) {
+    absl::InlinedVector<Decision, kInlineOps> decisions;
+    size_t begin = 0;
+    for (size_t end : batch.ends) {
+      const absl::Span<const StoreOp> ops =
+          absl::MakeConstSpan(batch.ops).subspan(begin, end - begin);
+      begin = end;
       decisions.assign(ops.size(), Decision{});
       const bool committed = server_->handler()->HandleForward(ops, now, absl::MakeSpan(decisions));
-      if (request.report()) {
+      if (batch.report) {
         continue;  // hits admitted elsewhere: counted (if they still fit), nothing to answer
       }
       pb::TxnResult* result = response.add_results();
@@ -396,7 +421,26 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
         ToProto(d, result->add_decisions());
       }
     }
-    return absl::OkStatus();
+  }
+
+  // Decides a batch that may wait on another member on the server's off-loop threads, and
+  // answers it back on this session's io thread. This io thread goes on reading: it may be the
+  // one the other member needs to answer a fetch of ours.
+  void DecideOffLoop(std::shared_ptr<const ForwardBatch> batch, int64_t now, uint64_t call_id) {
+    server_->RunOffLoop([self = shared_from_this(), executor = stream_.get_executor(),
+                         batch = std::move(batch), now, call_id] {
+      auto response = std::make_shared<pb::ForwardResponse>();
+      self->DecideForward(*batch, now, *response);
+      asio::post(executor, [self, response, call_id] {
+        if (self->state_ == State::kClosing) {
+          return;
+        }
+        self->Answer(FrameType::kForwardAnswer, call_id, *response);
+        if (!self->writing_ && !self->out_.empty()) {
+          self->Write();
+        }
+      });
+    });
   }
 
   absl::Status DoReplicate(const pb::ReplicateRequest& request, pb::ReplicateResponse& response) {
@@ -460,9 +504,14 @@ PeerServer::PeerServer(PeerServerOptions options, PeerHandler* handler)
                                                 std::move(accepted.slot), this)
                       ->Start();
                 }),
-      members_(options_.members) {}
+      members_(options_.members),
+      off_loop_(static_cast<size_t>(std::max(1, options_.off_loop_threads))) {}
 
 PeerServer::~PeerServer() { Shutdown(); }
+
+void PeerServer::RunOffLoop(absl::AnyInvocable<void() &&> work) {
+  asio::post(off_loop_, [work = std::move(work)]() mutable { std::move(work)(); });
+}
 
 std::vector<std::string> PeerServer::members() const {
   absl::MutexLock lock(&members_mu_);
@@ -476,6 +525,12 @@ void PeerServer::SetMembers(std::vector<std::string> members) {
 
 absl::Status PeerServer::Start() { return listener_.Start(); }
 
-void PeerServer::Shutdown() { listener_.Shutdown(absl::Milliseconds(200)); }
+void PeerServer::Shutdown() {
+  // Off-loop work posts its answers to the listener's io threads: it ends first. Work not yet
+  // started is dropped (its callers time out, as for any answer a closing node does not send).
+  off_loop_.stop();
+  off_loop_.join();
+  listener_.Shutdown(absl::Milliseconds(200));
+}
 
 }  // namespace floodgate::cluster

@@ -3,7 +3,11 @@
 // The accepting side of the peer transport (tcp_peer_transport.h): a net::Listener on the
 // --peer address whose sessions run the handshake (peer_auth.h) and then answer the members'
 // calls through a PeerHandler, inline on the connection's io thread (a forwarded check is
-// decided where it is read), writing the answers of one read in one write.
+// decided where it is read), writing the answers of one read in one write. The exception is a
+// forward the handler says may wait on another member (PeerHandler::ForwardMayWait: a warm-up
+// fetch): it is decided on the server's off-loop threads and answered when done, so an io thread
+// never waits on a peer. (Two members whose io threads each waited on the other's fetch would
+// both stall until the forward timeout.)
 //
 // With a TLS context (--peer-tls-*), every connection runs the TLS handshake first, which
 // requires a client certificate the CA signed, and then the peer handshake inside it; both
@@ -22,7 +26,10 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/thread_pool.hpp>
+
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -43,6 +50,7 @@ struct PeerServerOptions {
   std::string key;  // the cluster key ("" with --insecure-peers)
   uint32_t protocol_version = kPeerProtocolVersion;
   int io_threads = 2;
+  int off_loop_threads = 4;  // for forwards that may wait on another member
   // A connection must finish the handshake within this.
   absl::Duration handshake_timeout = absl::Seconds(5);
   const Clock* clock = SystemClock::Get();
@@ -69,6 +77,8 @@ class PeerServer {
   void SetMembers(std::vector<std::string> members);
   PeerHandler* handler() const { return handler_; }
   net::Listener& listener() { return listener_; }
+  // Runs `work` on an off-loop thread (never an io thread); dropped unrun after Shutdown.
+  void RunOffLoop(absl::AnyInvocable<void() &&> work);
 
  private:
   const PeerServerOptions options_;
@@ -76,6 +86,7 @@ class PeerServer {
   net::Listener listener_;
   mutable absl::Mutex members_mu_;
   std::vector<std::string> members_ ABSL_GUARDED_BY(members_mu_);
+  boost::asio::thread_pool off_loop_;
 };
 
 }  // namespace floodgate::cluster

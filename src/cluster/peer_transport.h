@@ -75,6 +75,10 @@ class PeerHandler {
   // Returns whether it committed.
   virtual bool HandleForward(absl::Span<const StoreOp> ops, int64_t now_ns,
                              absl::Span<Decision> decisions) = 0;
+  // Whether HandleForward of `ops` at `now_ns` may wait on another member (a warm-up fetch of a
+  // key's state). The server then calls HandleForward off its io threads, which must never wait
+  // on a peer.
+  virtual bool ForwardMayWait(absl::Span<const StoreOp> ops, int64_t now_ns) { return false; }
   // Merges states an owner replicated here, at max(this node's now, `sender_now_ns`). Returns
   // the records where this copy admits less than what was sent (the sender merges them back).
   virtual std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord> records,

@@ -87,6 +87,10 @@ class EchoHandler final : public PeerHandler {
     }
     return true;
   }
+  bool ForwardMayWait(absl::Span<const StoreOp>, int64_t) override {
+    absl::MutexLock lock(&mu_);
+    return may_wait_;
+  }
   std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord>, int64_t) override {
     return {};
   }
@@ -111,6 +115,11 @@ class EchoHandler final : public PeerHandler {
   void Release() {
     absl::MutexLock lock(&mu_);
     held_ = false;
+  }
+  // Says every forward may wait on another member (as a warming-up node does).
+  void MayWait() {
+    absl::MutexLock lock(&mu_);
+    may_wait_ = true;
   }
   // Every n-th forward takes a little longer.
   void SlowEvery(uint64_t n) {
@@ -145,6 +154,7 @@ class EchoHandler final : public PeerHandler {
   uint64_t forwards_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t slow_every_ ABSL_GUARDED_BY(mu_) = 0;
   bool held_ ABSL_GUARDED_BY(mu_) = false;
+  bool may_wait_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // An io_context run by one thread, as a front end's io thread runs its loop.
@@ -295,6 +305,44 @@ TEST(TcpPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
   // Self and unknown members are refused at once, not dialled.
   EXPECT_TRUE(absl::IsUnavailable(b->Fetch(1, keys).status()));
   EXPECT_TRUE(absl::IsUnavailable(b->Fetch(7, keys).status()));
+}
+
+// A forward that may wait on another member (a warm-up fetch) is decided off the io thread: with
+// one io thread and that forward held, the same server still answers a fetch. (Two warming-up
+// nodes fetching from each other on io threads both blocked in a fetch would stall until the
+// forward timeout.)
+TEST(TcpPeerTransportTest, AForwardThatMayWaitLeavesTheIoThreadFree) {
+  EchoHandler a_handler("a");
+  a_handler.MayWait();
+  a_handler.Hold();
+  std::unique_ptr<PeerTransport> a = StartA(&a_handler, 0, /*listener_threads=*/1);
+  EchoHandler b_handler("b");
+  // Calls time out in 2 s; the forward is held up to 10 s.
+  std::unique_ptr<PeerTransport> b = StartCaller(1, &b_handler, a->port(), absl::Seconds(2));
+
+  TestLoop loop;
+  absl::Notification forwarded;
+  absl::Status forward_status = absl::UnknownError("not answered");
+  Decision decision;
+  const StoreOp op = Op(9, 3);
+  b->ForwardAsync(kA, absl::MakeConstSpan(&op, 1), absl::MakeSpan(&decision, 1), loop.ioc(),
+                  [&](absl::Status status, bool) {
+                    forward_status = std::move(status);
+                    forwarded.Notify();
+                  });
+  ASSERT_TRUE(a_handler.WaitForForwards(1, absl::Seconds(10)));
+
+  const uint64_t keys[] = {5};
+  absl::StatusOr<std::vector<StateRecord>> fetched = b->Fetch(kA, keys);
+  ASSERT_TRUE(fetched.ok()) << fetched.status();
+  EXPECT_EQ(fetched->size(), 1u);
+  EXPECT_FALSE(forwarded.HasBeenNotified());  // still held
+
+  a_handler.Release();
+  ASSERT_TRUE(forwarded.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(forward_status.ok()) << forward_status;
+  EXPECT_EQ(decision.limit, 9u);
+  EXPECT_EQ(decision.remaining, 3u);
 }
 
 TEST(TcpPeerTransportTest, ClusterStoreReportsThePortItGot) {
