@@ -513,6 +513,36 @@ TEST_F(ElasticClusterTest, GracefulLeaveHandsStateOverAndACrashIsDetected) {
   std::printf("crash seen dead in %s\n", absl::FormatDuration(dead).c_str());
 }
 
+// With --replicas 1 there is no replica to take a key over: a leaving node sends the states it
+// owned to their next owners. 30 keys spent (each to its limit of 400) over three nodes, so each
+// node owns some; two leave, and every key stays spent on the one that remains.
+TEST_F(ElasticClusterTest, GracefulLeaveWithOneReplicaHandsItsStatesOver) {
+  cluster_ = std::make_unique<Cluster>(
+      config_dir_, std::vector<std::string>{"--etcd", etcd_->endpoint(), "--cluster-name",
+                                            "elastic", "--replicas", "1"});
+  ASSERT_LT(StartAndConverge({"a", "b", "c"}, 3), absl::Seconds(5));
+  constexpr int kKeys = 30;
+  const std::map<std::string, int> live = cluster_->Live();
+  for (int k = 0; k < kKeys; ++k) {
+    testing::HttpClient client(std::next(live.begin(), k % live.size())->second, 3000);
+    ASSERT_EQ(
+        client.Request("GET", absl::StrCat("/v1/check?domain=el&hot=k", k, "&hits=400")).status,
+        200);
+  }
+  for (const std::string id : {"a", "b"}) {
+    cluster_->StopNode(id, SIGTERM);
+  }
+  ASSERT_LT(WaitFor([&] { return cluster_->Converged(1); }, absl::Seconds(10)), absl::Seconds(5));
+  testing::HttpClient c(cluster_->Live().at("c"), 3000);
+  int refused = 0;
+  for (int k = 0; k < kKeys; ++k) {
+    refused += c.Request("GET", absl::StrCat("/v1/check?domain=el&hot=k", k)).status == 429;
+  }
+  EXPECT_EQ(refused, kKeys);
+  const std::string json = cluster_->ClusterJson("c");
+  EXPECT_GT(Field(json, "adopted_states"), 0) << json;
+}
+
 // etcd killed and restarted under load: checks go on, membership recovers.
 TEST_F(ElasticClusterTest, EtcdDownIsNotAnOutage) {
   ASSERT_LT(StartAndConverge({"a", "b", "c"}, 3), absl::Seconds(5));

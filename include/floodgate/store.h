@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "floodgate/decision.h"
@@ -157,6 +158,11 @@ class LocalStore : public Store {
   // and out->data and sets out->key_hash (out->spec is left as is: the store does not keep it).
   // A read under the key's shard lock; never writes.
   virtual bool GetState(uint64_t key_hash, int64_t now_ns, StateRecord* out) const = 0;
+  // Calls fn for every state live at now_ns (key_hash, expiry_ns and data set; spec left
+  // default), one shard at a time under its read lock: fn must not call back into the store.
+  // What a node leaving the cluster hands over. Time linear in the tables' capacity.
+  virtual void ForEachLive(int64_t now_ns,
+                           absl::FunctionRef<void(const StateRecord&)> fn) const = 0;
 };
 
 struct StoreOptions {

@@ -30,7 +30,8 @@ std::string ClusterJson(const cluster::ClusterStats& stats) {
       ",\"member_count\":", stats.members, ",\"joins\":", stats.joins, ",\"leaves\":", stats.leaves,
       ",\"leaving\":", stats.leaving ? "true" : "false",
       ",\"handed_over_states\":", stats.handed_over_states,
-      ",\"handed_over_bytes\":", stats.handed_over_bytes, ",\"discovery\":{\"source\":");
+      ",\"handed_over_bytes\":", stats.handed_over_bytes,
+      ",\"adopted_states\":", stats.adopted_states, ",\"discovery\":{\"source\":");
   const cluster::DiscoveryInfo& d = stats.discovery;
   common::AppendJsonString(d.source, out);
   absl::StrAppend(&out, ",\"connected\":", d.connected ? "true" : "false", ",\"last_error\":");
@@ -91,6 +92,9 @@ std::string ClusterPrometheus(const cluster::ClusterStats& stats) {
           stats.handed_over_states);
   Counter(out, "floodgate_cluster_handed_over_bytes_total",
           "Bytes of the key states this node handed over when it left.", stats.handed_over_bytes);
+  Counter(out, "floodgate_cluster_adopted_states_total",
+          "Key states other members handed to this node when they left (--replicas 1).",
+          stats.adopted_states);
   const cluster::DiscoveryInfo& d = stats.discovery;
   absl::StrAppend(&out,
                   "# HELP floodgate_cluster_discovery_connected 1 while the discovery source "

@@ -36,7 +36,56 @@ LeaveResult ClusterStore::Leave(absl::Duration timeout) {
   const PeerTransport::Flushed flushed = transport_->FlushReplication(timeout);
   handed_over_states_.fetch_add(flushed.states, std::memory_order_relaxed);
   handed_over_bytes_.fetch_add(flushed.bytes, std::memory_order_relaxed);
-  return LeaveResult{flushed.states, flushed.bytes, absl::Now() - start};
+  if (options_.replicas < 2) {
+    HandOverOwned(start + timeout);
+  }
+  return LeaveResult{handed_over_states_.load(std::memory_order_relaxed),
+                     handed_over_bytes_.load(std::memory_order_relaxed), absl::Now() - start};
+}
+
+void ClusterStore::HandOverOwned(absl::Time deadline) {
+  // Ownership as it was with this node (leaving now) and as it is without it.
+  const int self = membership_->self();
+  const uint64_t stay = membership_->alive_mask() & ~(uint64_t{1} << self);
+  const uint64_t before = stay | (uint64_t{1} << self);
+  absl::flat_hash_map<int, std::vector<StateRecord>> by_owner;
+  const auto add = [&](const StateRecord& record) {
+    if (membership_->Owner(record.key_hash, before) != self) {
+      return;  // held here for a local share or as another owner's stand-in
+    }
+    const int next = membership_->Owner(record.key_hash, stay);
+    if (next >= 0) {
+      by_owner[next].push_back(record);
+    }
+  };
+  const int64_t now = options_.clock->NowNs();
+  local_->ForEachLive(now, add);
+  {
+    // States handed to this node by an earlier leaver and not checked here since: this node
+    // owns them too (a rolling shrink passes them on).
+    absl::MutexLock lock(&adopted_mu_);
+    for (const auto& [key, state] : adopted_) {
+      if (state.expiry_ns > now) {
+        add(StateRecord{key, {}, state.expiry_ns, state.data});
+      }
+    }
+  }
+  for (const auto& [owner, records] : by_owner) {
+    if (absl::Now() >= deadline) {
+      common::RateLimitedLog::Default().Log(
+          "floodgate: cluster: leave: out of time; some states were not handed over");
+      return;
+    }
+    absl::StatusOr<uint64_t> bytes = transport_->HandOver(owner, records);
+    if (!bytes.ok()) {
+      common::RateLimitedLog::Default().Log(
+          absl::StrCat("floodgate: cluster: leave: handing ", records.size(),
+                       " states over failed: ", bytes.status().message()));
+      continue;
+    }
+    handed_over_states_.fetch_add(records.size(), std::memory_order_relaxed);
+    handed_over_bytes_.fetch_add(*bytes, std::memory_order_relaxed);
+  }
 }
 
 void ClusterStore::SetDiscovery(std::function<DiscoveryInfo()> info,
@@ -96,6 +145,7 @@ ClusterStats ClusterStore::GetClusterStats() const {
     }
   }
   stats.handed_over_states = handed_over_states_.load(std::memory_order_relaxed);
+  stats.adopted_states = adopted_states_.load(std::memory_order_relaxed);
   stats.handed_over_bytes = handed_over_bytes_.load(std::memory_order_relaxed);
   for (int i = 0; i < membership_->slots(); ++i) {
     if (((members >> i) & 1) == 0 && i != membership_->self()) {

@@ -654,6 +654,9 @@ bool ClusterStore::ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns,
                               absl::Span<Decision> decisions) {
   owned_ops_.fetch_add(ops.size(), std::memory_order_relaxed);
   const uint64_t mask = membership_->alive_mask();
+  if (has_adopted_.load(std::memory_order_acquire)) {
+    MergeAdopted(ops, now_ns);
+  }
   if (Warming(ops, now_ns)) {
     WarmUp(ops, now_ns, mask);
   }
@@ -663,6 +666,40 @@ bool ClusterStore::ApplyOwned(absl::Span<const StoreOp> ops, int64_t now_ns,
     ReplicateStates(after, mask);
   }
   return committed;
+}
+
+void ClusterStore::MergeAdopted(absl::Span<const StoreOp> ops, int64_t now_ns) {
+  absl::InlinedVector<StateRecord, kInlineOps> records;
+  {
+    absl::MutexLock lock(&adopted_mu_);
+    for (const StoreOp& op : ops) {
+      auto it = adopted_.find(op.key_hash);
+      if (it != adopted_.end()) {
+        records.push_back(StateRecord{op.key_hash, op.spec, it->second.expiry_ns, it->second.data});
+        adopted_.erase(it);
+      }
+    }
+    if (adopted_.empty()) {
+      has_adopted_.store(false, std::memory_order_release);
+    }
+  }
+  if (!records.empty()) {
+    local_->MergeStates(records, now_ns);
+  }
+}
+
+void ClusterStore::HandleAdopt(absl::Span<const StateRecord> states, int64_t sender_now_ns) {
+  const int64_t now = std::max(options_.clock->NowNs(), sender_now_ns);
+  absl::MutexLock lock(&adopted_mu_);
+  for (const StateRecord& state : states) {
+    if (state.expiry_ns > now) {
+      adopted_[state.key_hash] = AdoptedState{state.expiry_ns, state.data};
+    }
+  }
+  adopted_states_.fetch_add(states.size(), std::memory_order_relaxed);
+  if (!adopted_.empty()) {
+    has_adopted_.store(true, std::memory_order_release);
+  }
 }
 
 void ClusterStore::ReplicateStates(absl::Span<const StateRecord> after, uint64_t mask) {
@@ -680,7 +717,16 @@ void ClusterStore::ReplicateStates(absl::Span<const StateRecord> after, uint64_t
 
 StoreStats ClusterStore::GetStats() const { return local_->GetStats(); }
 
-void ClusterStore::ReclaimExpired(int64_t now_ns) { local_->ReclaimExpired(now_ns); }
+void ClusterStore::ReclaimExpired(int64_t now_ns) {
+  local_->ReclaimExpired(now_ns);
+  if (has_adopted_.load(std::memory_order_acquire)) {
+    absl::MutexLock lock(&adopted_mu_);
+    absl::erase_if(adopted_, [&](const auto& entry) { return entry.second.expiry_ns <= now_ns; });
+    if (adopted_.empty()) {
+      has_adopted_.store(false, std::memory_order_release);
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // PeerHandler: what the other members ask of this node

@@ -101,6 +101,7 @@ struct ClusterStats {
   bool leaving = false;             // this node is leaving (graceful leave under way)
   uint64_t handed_over_states = 0;  // states handed to new owners by this node's leave
   uint64_t handed_over_bytes = 0;
+  uint64_t adopted_states = 0;  // states other members handed to this node when they left
   DiscoveryInfo discovery;
   uint64_t config_fingerprint = 0;   // this node's (ConfigSync::Fingerprint)
   int config_mismatched = 0;         // members flagged for serving another config
@@ -145,7 +146,9 @@ class ClusterStore final : public Store, private PeerHandler {
   MembershipChange SetMembers(const std::vector<Member>& members);
   // Graceful leave: this node stops owning keys (it forwards every check to the members that
   // stay), then hands over what its replicas may lack (the replication queued, acknowledged),
-  // waiting at most `timeout`. The caller then deregisters it and shuts it down.
+  // waiting at most `timeout`. With --replicas 1 (no replicas) it also sends every state it
+  // owned to the key's next owner (PeerTransport::HandOver), within the same timeout. The
+  // caller then deregisters it and shuts it down.
   LeaveResult Leave(absl::Duration timeout);
   // How /v1/cluster and metrics learn the discovery source's state, and how to ask it to look
   // again when a member dies (DNS re-resolves at once). Either may be null.
@@ -176,6 +179,7 @@ class ClusterStore final : public Store, private PeerHandler {
   std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord> records,
                                            int64_t sender_now_ns) override;
   void HandleCorrections(absl::Span<const StateRecord> corrections) override;
+  void HandleAdopt(absl::Span<const StateRecord> states, int64_t sender_now_ns) override;
   std::vector<StateRecord> HandleFetch(absl::Span<const uint64_t> key_hashes,
                                        int64_t now_ns) override;
   PingInfo HandlePing() override;
@@ -252,6 +256,10 @@ class ClusterStore final : public Store, private PeerHandler {
   void WarmUp(absl::Span<const StoreOp> ops, int64_t now_ns, uint64_t mask);
   // A member went dead (heartbeat thread): asks discovery to look again.
   void OnMemberDeath();
+  // Merges the states handed over for `ops`' keys (HandleAdopt) under the ops' limits, once.
+  void MergeAdopted(absl::Span<const StoreOp> ops, int64_t now_ns);
+  // Leave's hand-over without replicas: every live state this node owned, to its next owner.
+  void HandOverOwned(absl::Time deadline);
   // Sends committed states to the keys' replicas.
   void ReplicateStates(absl::Span<const StateRecord> after, uint64_t mask);
 
@@ -272,6 +280,17 @@ class ClusterStore final : public Store, private PeerHandler {
   std::atomic<uint64_t> warmup_fetches_{0};
   std::atomic<uint64_t> handed_over_states_{0};
   std::atomic<uint64_t> handed_over_bytes_{0};
+  std::atomic<uint64_t> adopted_states_{0};
+  // States handed over by a leaving owner, by key, waiting for the key's next check here (the
+  // limit to merge them under comes with it). Bounded by what the leaver held; expired ones are
+  // dropped by ReclaimExpired.
+  struct AdoptedState {
+    int64_t expiry_ns = 0;
+    uint64_t data = 0;
+  };
+  std::atomic<bool> has_adopted_{false};
+  absl::Mutex adopted_mu_;
+  absl::flat_hash_map<uint64_t, AdoptedState> adopted_ ABSL_GUARDED_BY(adopted_mu_);
   mutable absl::Mutex discovery_mu_;
   std::function<DiscoveryInfo()> discovery_info_ ABSL_GUARDED_BY(discovery_mu_);
   std::function<void()> discovery_refresh_ ABSL_GUARDED_BY(discovery_mu_);

@@ -453,8 +453,19 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
       }
       records.push_back(*record);
     }
-    for (const StateRecord& held : server_->handler()->HandleReplicate(records, request.now_ns())) {
-      ToProto(held, response.add_corrections());
+    if (!records.empty()) {
+      for (const StateRecord& held :
+           server_->handler()->HandleReplicate(records, request.now_ns())) {
+        ToProto(held, response.add_corrections());
+      }
+    }
+    if (request.adopted_size() > 0) {
+      std::vector<StateRecord> adopted;
+      adopted.reserve(request.adopted_size());
+      for (const pb::State& state : request.adopted()) {
+        adopted.push_back(StateRecord{state.key_hash(), {}, state.expiry_ns(), state.data()});
+      }
+      server_->handler()->HandleAdopt(adopted, request.now_ns());
     }
     return absl::OkStatus();
   }

@@ -83,6 +83,9 @@ class PeerHandler {
   // the records where this copy admits less than what was sent (the sender merges them back).
   virtual std::vector<StateRecord> HandleReplicate(absl::Span<const StateRecord> records,
                                                    int64_t sender_now_ns) = 0;
+  // Keeps states a leaving owner handed over (spec unknown: left default) until the keys' next
+  // checks here, which merge them under their limits. `sender_now_ns` as for HandleReplicate.
+  virtual void HandleAdopt(absl::Span<const StateRecord> states, int64_t sender_now_ns) {}
   // Merges a replica's corrections to states this node replicated.
   virtual void HandleCorrections(absl::Span<const StateRecord> corrections) = 0;
   // Returns the live states held here of the given keys at `now_ns` (spec left default: the
@@ -146,6 +149,11 @@ class PeerTransport {
   virtual void FlushReportsAsync(int member, boost::asio::io_context& loop, FlushDone done) {
     FlushReports(member);
     boost::asio::post(loop, [done = std::move(done)]() mutable { std::move(done)(); });
+  }
+  // Hands states this node owned to `member`, their next owner (PeerHandler::HandleAdopt there),
+  // in batches, waiting for each to be answered. Returns the bytes sent.
+  virtual absl::StatusOr<uint64_t> HandOver(int member, absl::Span<const StateRecord> states) {
+    return absl::UnimplementedError("this transport does not hand states over");
   }
   // Returns `member`'s live states of the given keys (spec left default).
   virtual absl::StatusOr<std::vector<StateRecord>> Fetch(int member,

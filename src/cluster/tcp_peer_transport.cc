@@ -340,6 +340,26 @@ class TcpPeerTransport final : public PeerTransport {
     SendReports(state);
   }
 
+  absl::StatusOr<uint64_t> HandOver(int member, absl::Span<const StateRecord> states) override {
+    constexpr size_t kBatch = 16384;  // about 400 KB a frame
+    uint64_t bytes = 0;
+    for (size_t begin = 0; begin < states.size(); begin += kBatch) {
+      pb::ReplicateRequest request;
+      request.set_now_ns(options_.clock->NowNs());
+      for (const StateRecord& record : states.subspan(begin, kBatch)) {
+        pb::State* state = request.add_adopted();
+        state->set_key_hash(record.key_hash);
+        state->set_expiry_ns(record.expiry_ns);
+        state->set_data(record.data);
+      }
+      pb::ReplicateResponse response;
+      FG_RETURN_IF_ERROR(CallAndWait(member, FrameType::kReplicate, FrameType::kReplicateAnswer,
+                                     request, &response));
+      bytes += request.ByteSizeLong();
+    }
+    return bytes;
+  }
+
   absl::StatusOr<std::vector<StateRecord>> Fetch(int member,
                                                  absl::Span<const uint64_t> key_hashes) override {
     pb::FetchRequest request;

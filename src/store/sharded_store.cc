@@ -238,6 +238,20 @@ class ShardedStore final : public LocalStore {
     return true;
   }
 
+  void ForEachLive(int64_t now_ns, absl::FunctionRef<void(const StateRecord&)> fn) const override {
+    for (size_t i = 0; i < num_shards(); ++i) {
+      Shard& shard = shards_[i];
+      absl::ReaderMutexLock lock(&shard.mu);
+      shard.table.ForEachLive(now_ns, [&](uint64_t key, const core::KeyState& state) {
+        StateRecord record;
+        record.key_hash = store::UnmixKey(key);
+        record.expiry_ns = state.expiry_ns;
+        record.data = state.data;
+        fn(record);
+      });
+    }
+  }
+
   StoreStats GetStats() const override {
     StoreStats total;
     for (size_t i = 0; i < num_shards(); ++i) {

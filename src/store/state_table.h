@@ -55,6 +55,8 @@ inline bool IsDead(const core::KeyState& state, int64_t now_ns) {
 // output is already uniform; the mix costs one multiply. key_hash 0 (never produced by
 // KeyHasher) is filed as if it were kZeroKeyStandIn, so it cannot look like an empty slot.
 inline constexpr uint64_t kZeroKeyStandIn = 0x8000000000000000ULL;
+// The inverse of MixKey (for key_hash != 0): the multiplicative inverse of its odd constant.
+inline uint64_t UnmixKey(uint64_t mixed) { return mixed * 0xF1DE83E19937733DULL; }
 inline uint64_t MixKey(uint64_t key_hash) {
   const uint64_t k = key_hash != 0 ? key_hash : kZeroKeyStandIn;
   return k * 0x9E3779B97F4A7C15ULL;  // odd, so a bijection; nonzero in, nonzero out
@@ -116,6 +118,16 @@ class StateTable {
   bool Reserve(size_t entries);
 
   // Returns where `key` is, or where it would go.
+  // Calls fn(key, state) for every entry live at now_ns (key: MixKey of its key_hash).
+  template <typename Fn>
+  void ForEachLive(int64_t now_ns, Fn fn) const {
+    for (size_t i = 0; i < capacity_; ++i) {
+      if (slots_[i].key != 0 && !IsDead(slots_[i].state, now_ns)) {
+        fn(slots_[i].key, slots_[i].state);
+      }
+    }
+  }
+
   Probe Find(uint64_t key) const {
     if (capacity_ == 0) {
       return Probe{false, 0};

@@ -265,6 +265,31 @@ TEST(StoreTest, ReadsDoNotStoreAnything) {
   EXPECT_EQ(store->GetStats().keys, 0u);
 }
 
+TEST(StoreTest, ForEachLiveVisitsEveryLiveStateOnceWithItsKeyHash) {
+  auto store = MakeStore();
+  const LimitSpec short_window = Spec(Algorithm::kFixedWindow, 10, kSecond);
+  const LimitSpec long_window = Spec(Algorithm::kFixedWindow, 10, 60 * kSecond);
+  std::map<uint64_t, StateRecord> written;
+  for (uint64_t key = 1; key <= 1000; ++key) {
+    const uint64_t hash = key * 0x100000001B3ULL;  // spread over the shards, top bits too
+    ApplyOne(*store, Check(hash, key % 2 == 0 ? long_window : short_window, key % 7 + 1), kT0);
+    StateRecord held;
+    ASSERT_TRUE(store->GetState(hash, kT0, &held));
+    written[hash] = held;
+  }
+  // At kT0 + 1 s the short windows are over: only the 500 long ones are live.
+  std::map<uint64_t, StateRecord> seen;
+  store->ForEachLive(kT0 + kSecond, [&](const StateRecord& record) {
+    EXPECT_TRUE(seen.emplace(record.key_hash, record).second) << "twice: " << record.key_hash;
+  });
+  ASSERT_EQ(seen.size(), 500u);
+  for (const auto& [hash, record] : seen) {
+    ASSERT_TRUE(written.count(hash)) << "not a key we wrote: " << hash;
+    EXPECT_EQ(record.expiry_ns, written[hash].expiry_ns);
+    EXPECT_EQ(record.data, written[hash].data);
+  }
+}
+
 TEST(StoreTest, MultiOpAcrossShardsIsAllOrNothing) {
   auto store = MakeStore({.shards = 16});
   const std::vector<uint64_t> keys = KeysOnDistinctShards(4, 3);
