@@ -312,6 +312,7 @@ TEST(TcpPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
 // nodes fetching from each other on io threads both blocked in a fetch would stall until the
 // forward timeout.)
 TEST(TcpPeerTransportTest, AForwardThatMayWaitLeavesTheIoThreadFree) {
+  TestLoop loop;  // outlives the transports: b's link for ForwardAsync runs on it
   EchoHandler a_handler("a");
   a_handler.MayWait();
   a_handler.Hold();
@@ -320,7 +321,6 @@ TEST(TcpPeerTransportTest, AForwardThatMayWaitLeavesTheIoThreadFree) {
   // Calls time out in 2 s; the forward is held up to 10 s.
   std::unique_ptr<PeerTransport> b = StartCaller(1, &b_handler, a->port(), absl::Seconds(2));
 
-  TestLoop loop;
   absl::Notification forwarded;
   absl::Status forward_status = absl::UnknownError("not answered");
   Decision decision;
