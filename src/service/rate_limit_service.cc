@@ -76,8 +76,9 @@ absl::Status Account(absl::Status decided, const limiter::CheckResponse& respons
 // owned by the limiter's callback, and its latency ends when its answer is ready.
 class Pipeline final : public RateLimitService {
  public:
-  Pipeline(limiter::Limiter* limiter, RequestLimits limits, ServerMetrics* metrics)
-      : limiter_(limiter), limits_(limits), metrics_(metrics) {}
+  Pipeline(limiter::Limiter* limiter, RequestLimits limits, ServerMetrics* metrics,
+           EnvoyCompat envoy)
+      : limiter_(limiter), limits_(limits), metrics_(metrics), envoy_(std::move(envoy)) {}
 
   absl::Status ShouldRateLimit(const CallContext& call, const rls::RateLimitRequest& request,
                                rls::RateLimitResponse* response) override {
@@ -279,14 +280,16 @@ class Pipeline final : public RateLimitService {
   limiter::Limiter* const limiter_;
   const RequestLimits limits_;
   ServerMetrics* const metrics_;
+  const EnvoyCompat envoy_;
 };
 
 }  // namespace
 
 std::unique_ptr<RateLimitService> NewRateLimitService(limiter::Limiter* limiter,
                                                       RequestLimits limits,
-                                                      ServerMetrics* metrics) {
-  return std::make_unique<Pipeline>(limiter, limits, metrics);
+                                                      ServerMetrics* metrics,
+                                                      EnvoyCompat envoy) {
+  return std::make_unique<Pipeline>(limiter, limits, metrics, std::move(envoy));
 }
 
 }  // namespace floodgate::service
