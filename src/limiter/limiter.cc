@@ -550,6 +550,9 @@ void Limiter::Finish(InFlight& f, bool asked, bool committed, boost::asio::io_co
     counters->total_hits.fetch_add(p.hits, std::memory_order_relaxed);
     if (!result.decision.allowed) {
       counters->over_limit.fetch_add(p.hits, std::memory_order_relaxed);
+      if (!asked) {
+        counters->over_limit_with_local_cache.fetch_add(p.hits, std::memory_order_relaxed);
+      }
       if (result.shadow) {
         counters->shadow_mode.fetch_add(p.hits, std::memory_order_relaxed);
       }

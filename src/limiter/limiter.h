@@ -66,6 +66,9 @@ struct RuleCounters {
   std::atomic<uint64_t> near_limit{0};
   std::atomic<uint64_t> within_limit{0};
   std::atomic<uint64_t> shadow_mode{0};
+  // Refused by the over-limit fast path (refusal_cache.h) without asking the store; also
+  // counted in over_limit, as Envoy counts its local cache's refusals.
+  std::atomic<uint64_t> over_limit_with_local_cache{0};
 };
 
 // The outcome of one limit in a check.

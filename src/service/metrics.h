@@ -54,6 +54,8 @@ struct ServerMetrics {
   FrontendMetrics grpc;
   FrontendMetrics http;
   std::atomic<uint64_t> http_connections{0};
+  // Envoy answers turned from OVER_LIMIT into OK by the global shadow mode (EnvoyCompat).
+  std::atomic<uint64_t> global_shadow_mode{0};
 };
 
 // Renders all metrics in Prometheus text format 0.0.4.
