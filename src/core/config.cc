@@ -13,8 +13,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "floodgate/status_macros.h"
 #include "src/core/yaml_reader.h"
@@ -47,7 +49,9 @@ constexpr absl::string_view kInlineLabel = "<inline>";
 
 const std::initializer_list<absl::string_view> kRootFields = {"domain", "descriptors"};
 const std::initializer_list<absl::string_view> kDescriptorFields = {
-    "key", "value", "rate_limit", "rate_limits", "descriptors", "shadow_mode", "detailed_metric"};
+    "key",         "value",      "rate_limit",      "rate_limits",     "descriptors",
+    "shadow_mode", "quota_mode", "detailed_metric", "value_to_metric", "share_threshold",
+    "metadata"};
 const std::initializer_list<absl::string_view> kRateLimitFields = {
     "unit",  "requests_per_unit", "unlimited",   "name",        "replaces", "window", "algorithm",
     "burst", "block_duration",    "consistency", "failure_mode"};
@@ -85,14 +89,22 @@ class DocumentLoader : private YamlReader {
     }
     out->file = file_;
     out->root.line = Line(root);
-    FG_RETURN_IF_ERROR(
-        LoadDescriptors(fields.Value("descriptors"), out->domain, /*depth=*/1, &out->root));
+    FG_RETURN_IF_ERROR(LoadDescriptors(fields.Value("descriptors"), PathFlags{out->domain},
+                                       /*depth=*/1, &out->root));
     return absl::OkStatus();
   }
 
  private:
-  absl::Status LoadDescriptors(const yaml_node_t* list, const std::string& parent_stats_key,
-                               int depth, DescriptorNode* parent) {
+  // What the descriptors above a level pass down to the limits below them.
+  struct PathFlags {
+    std::string stats_key;         // "domain.key_value...", the parent's
+    bool value_to_metric = false;  // some descriptor above has value_to_metric
+    bool share_threshold = false;  // some descriptor above has share_threshold
+  };
+
+  absl::Status LoadDescriptors(const yaml_node_t* list, const PathFlags& above, int depth,
+                               DescriptorNode* parent) {
+    const std::string& parent_stats_key = above.stats_key;
     FG_ASSIGN_OR_RETURN(std::vector<const yaml_node_t*> items, List(list, "descriptors"));
     if (!items.empty() && depth > kMaxDepth) {
       return Error(
@@ -135,6 +147,9 @@ class DocumentLoader : private YamlReader {
       if (const yaml_node_t* v = fields.Value("detailed_metric"); v != nullptr) {
         FG_ASSIGN_OR_RETURN(node.detailed_metric, Bool(v, "detailed_metric"));
       }
+      FG_RETURN_IF_ERROR(LoadEnvoyFlags(fields, composite, node));
+      PathFlags below{"", above.value_to_metric || node.value_to_metric,
+                      above.share_threshold || node.share_threshold};
       // Count what this descriptor builds before building it: its key and value, and its
       // stats key once for the node and once per limit (rate_limits' items, counted unexpanded).
       const YamlFields::Field* limits_field = fields.Find("rate_limits");
@@ -154,6 +169,7 @@ class DocumentLoader : private YamlReader {
                                   "nested deeply, or aliases used many times, repeat them)"));
       }
       std::string stats_key = absl::StrCat(parent_stats_key, ".", composite);
+      below.stats_key = stats_key;
 
       const YamlFields::Field* one = fields.Find("rate_limit");
       const YamlFields::Field* many = fields.Find("rate_limits");
@@ -163,7 +179,7 @@ class DocumentLoader : private YamlReader {
       }
       if (one != nullptr && one->value != nullptr) {
         FG_ASSIGN_OR_RETURN(RateLimitRule rule,
-                            LoadRateLimit(one->value, Line(one->key), node, stats_key));
+                            LoadRateLimit(one->value, Line(one->key), node, below));
         node.limits.push_back(std::move(rule));
       }
       if (many != nullptr) {
@@ -173,8 +189,7 @@ class DocumentLoader : private YamlReader {
           if (limit->type != YAML_MAPPING_NODE) {
             return Error(limit, "each entry of 'rate_limits' must be a mapping");
           }
-          FG_ASSIGN_OR_RETURN(RateLimitRule rule,
-                              LoadRateLimit(limit, Line(limit), node, stats_key));
+          FG_ASSIGN_OR_RETURN(RateLimitRule rule, LoadRateLimit(limit, Line(limit), node, below));
           node.limits.push_back(std::move(rule));
         }
       }
@@ -190,7 +205,7 @@ class DocumentLoader : private YamlReader {
         node.limits[i].slot = slot;
       }
 
-      FG_RETURN_IF_ERROR(LoadDescriptors(fields.Value("descriptors"), stats_key, depth + 1, &node));
+      FG_RETURN_IF_ERROR(LoadDescriptors(fields.Value("descriptors"), below, depth + 1, &node));
       parent->children.push_back(std::move(node));
     }
     BuildLookupTables(parent);
@@ -206,22 +221,140 @@ class DocumentLoader : private YamlReader {
       }
       // A wildcard child is also reachable by its literal value, as in Envoy.
       node->exact.emplace(absl::StrCat(child.key, "_", child.value), i);
-      if (child.value.back() == '*') {
+      if (!child.wildcard_parts.empty()) {
         node->wildcards.push_back(i);
       }
     }
   }
 
+  // Envoy's per-descriptor switches: quota_mode, value_to_metric, share_threshold (a wildcard
+  // value only), metadata; and the wildcard's parts.
+  absl::Status LoadEnvoyFlags(const YamlFields& fields, const std::string& composite,
+                              DescriptorNode& node) const {
+    if (const yaml_node_t* v = fields.Value("quota_mode"); v != nullptr) {
+      FG_ASSIGN_OR_RETURN(node.quota_mode, Bool(v, "quota_mode"));
+    }
+    if (const yaml_node_t* v = fields.Value("value_to_metric"); v != nullptr) {
+      FG_ASSIGN_OR_RETURN(node.value_to_metric, Bool(v, "value_to_metric"));
+    }
+    if (absl::StrContains(node.value, '*')) {
+      node.wildcard_parts = absl::StrSplit(node.value, '*');
+    }
+    if (const yaml_node_t* v = fields.Value("share_threshold"); v != nullptr) {
+      FG_ASSIGN_OR_RETURN(node.share_threshold, Bool(v, "share_threshold"));
+      if (node.share_threshold && node.wildcard_parts.empty()) {
+        return Error(v, absl::StrCat("share_threshold can only be used with wildcard values "
+                                     "(containing '*'), but found key '",
+                                     composite, "'"));
+      }
+    }
+    if (const yaml_node_t* v = fields.Value("metadata"); v != nullptr && !IsNull(v)) {
+      if (v->type != YAML_MAPPING_NODE) {
+        return Error(v, "'metadata' must be a mapping");
+      }
+      auto metadata = std::make_shared<MetadataValue>();
+      FG_RETURN_IF_ERROR(LoadMetadata(v, *metadata));
+      node.metadata = std::move(metadata);
+    }
+    return absl::OkStatus();
+  }
+
+  // Any YAML under `metadata:`, as JSON-like values (keys of any scalar become their text).
+  absl::Status LoadMetadata(const yaml_node_t* node, MetadataValue& out) const {
+    switch (node->type) {
+      case YAML_MAPPING_NODE:
+        out.kind = MetadataValue::Kind::kStruct;
+        for (const yaml_node_pair_t* pair = node->data.mapping.pairs.start;
+             pair < node->data.mapping.pairs.top; ++pair) {
+          const yaml_node_t* key = Node(pair->key);
+          const yaml_node_t* value = Node(pair->value);
+          if (key == nullptr || value == nullptr) {
+            return Error(node, "bad 'metadata' mapping");
+          }
+          if (key->type != YAML_SCALAR_NODE) {
+            return Error(key, "'metadata' keys must be scalars");
+          }
+          std::string name(reinterpret_cast<const char*>(key->data.scalar.value),
+                           key->data.scalar.length);
+          auto& field = out.fields.emplace_back(std::move(name), MetadataValue{});
+          FG_RETURN_IF_ERROR(LoadMetadata(value, field.second));
+        }
+        return absl::OkStatus();
+      case YAML_SEQUENCE_NODE:
+        out.kind = MetadataValue::Kind::kList;
+        for (const yaml_node_item_t* item = node->data.sequence.items.start;
+             item < node->data.sequence.items.top; ++item) {
+          const yaml_node_t* child = Node(*item);
+          if (child == nullptr) {
+            return Error(node, "bad 'metadata' list");
+          }
+          FG_RETURN_IF_ERROR(LoadMetadata(child, out.list.emplace_back()));
+        }
+        return absl::OkStatus();
+      case YAML_SCALAR_NODE:
+        LoadMetadataScalar(node, out);
+        return absl::OkStatus();
+      default:
+        return Error(node, "bad 'metadata' value");
+    }
+  }
+
+  // A scalar as yaml.v2 types it: quoted is a string; plain null, booleans and numbers are
+  // those; anything else a string.
+  static void LoadMetadataScalar(const yaml_node_t* node, MetadataValue& out) {
+    std::string text(reinterpret_cast<const char*>(node->data.scalar.value),
+                     node->data.scalar.length);
+    if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
+      out.kind = MetadataValue::Kind::kString;
+      out.string = std::move(text);
+      return;
+    }
+    if (text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL") {
+      out.kind = MetadataValue::Kind::kNull;
+      return;
+    }
+    for (absl::string_view word :
+         {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}) {
+      if (text == word) {
+        out.kind = MetadataValue::Kind::kBool;
+        out.boolean = true;
+        return;
+      }
+    }
+    for (absl::string_view word :
+         {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "n", "N"}) {
+      if (text == word) {
+        out.kind = MetadataValue::Kind::kBool;
+        return;
+      }
+    }
+    double number = 0;
+    if (absl::SimpleAtod(text, &number) && !absl::StrContains(text, "inf") &&
+        !absl::StrContains(text, "nan") && !absl::StrContains(text, "INF") &&
+        !absl::StrContains(text, "NAN") && !absl::StrContains(text, "Inf") &&
+        !absl::StrContains(text, "NaN")) {
+      out.kind = MetadataValue::Kind::kNumber;
+      out.number = number;
+      return;
+    }
+    out.kind = MetadataValue::Kind::kString;
+    out.string = std::move(text);
+  }
+
   absl::StatusOr<RateLimitRule> LoadRateLimit(const yaml_node_t* map, int line,
                                               const DescriptorNode& descriptor,
-                                              const std::string& stats_key) const {
+                                              const PathFlags& path) const {
     FG_ASSIGN_OR_RETURN(YamlFields fields, ReadMapping(map, kRateLimitFields, "a rate limit"));
     RateLimitRule rule;
     rule.file = file_;
     rule.line = line;
-    rule.stats_key = stats_key;
+    rule.stats_key = path.stats_key;
     rule.shadow_mode = descriptor.shadow_mode;
+    rule.quota_mode = descriptor.quota_mode;
     rule.detailed_metric = descriptor.detailed_metric;
+    rule.request_stats_key = descriptor.detailed_metric || path.value_to_metric;
+    rule.shares_threshold = path.share_threshold;
+    rule.metadata = descriptor.metadata;
 
     if (const yaml_node_t* v = fields.Value("name"); v != nullptr) {
       FG_ASSIGN_OR_RETURN(rule.name, String(v, "name"));
@@ -427,8 +560,10 @@ std::string_view TimeUnitName(TimeUnit unit) {
 namespace {
 
 // Returns the child of `node` that `entry` selects: exact key and value, else the first
-// wildcard (file order) whose prefix starts the value, else the key alone.
-const DescriptorNode* FindChild(const DescriptorNode& node, const DescriptorEntry& entry) {
+// wildcard (file order) that matches the value, else the key alone. `by_value` says which.
+const DescriptorNode* FindChild(const DescriptorNode& node, const DescriptorEntry& entry,
+                                bool& by_value) {
+  by_value = true;
   // "key_value" without allocating for the usual short keys.
   std::array<char, 256> buffer;
   std::string heap;
@@ -453,11 +588,11 @@ const DescriptorNode* FindChild(const DescriptorNode& node, const DescriptorEntr
   }
   for (size_t index : node.wildcards) {
     const DescriptorNode& child = node.children[index];
-    absl::string_view prefix(child.value.data(), child.value.size() - 1);
-    if (child.key == entry.key && absl::StartsWith(entry.value, prefix)) {
+    if (child.key == entry.key && WildcardMatches(child.wildcard_parts, entry.value)) {
       return &child;
     }
   }
+  by_value = false;
   if (auto it = node.key_only.find(entry.key); it != node.key_only.end()) {
     return &node.children[it->second];
   }
@@ -466,15 +601,94 @@ const DescriptorNode* FindChild(const DescriptorNode& node, const DescriptorEntr
 
 }  // namespace
 
-const DescriptorNode* DomainConfig::Match(absl::Span<const DescriptorEntry> entries) const {
+bool WildcardMatches(absl::Span<const std::string> parts, std::string_view text) {
+  absl::string_view value = AbslView(text);
+  if (parts.size() < 2) {
+    return parts.size() == 1 && value == parts[0];
+  }
+  const std::string& first = parts.front();
+  const std::string& last = parts.back();
+  if (value.size() < first.size() + last.size() || !absl::StartsWith(value, first) ||
+      !absl::EndsWith(value, last)) {
+    return false;
+  }
+  // The parts between are found in order, each after the one before, in what lies between the
+  // first part and the last (leftmost matches: if any placement fits, this one does).
+  absl::string_view rest = value.substr(first.size(), value.size() - first.size() - last.size());
+  for (size_t i = 1; i + 1 < parts.size(); ++i) {
+    const size_t at = rest.find(parts[i]);
+    if (at == absl::string_view::npos) {
+      return false;
+    }
+    rest.remove_prefix(at + parts[i].size());
+  }
+  return true;
+}
+
+std::string RequestStatsKey(std::string_view domain, absl::Span<const DescriptorEntry> entries,
+                            const MatchPath& path, const RateLimitRule& rule) {
+  if (!rule.request_stats_key || path.size() != entries.size()) {
+    return rule.stats_key;
+  }
+  std::string key(domain);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const DescriptorEntry& entry = entries[i];
+    const DescriptorNode& node = *path[i].node;
+    absl::StrAppend(&key, ".", entry.key);
+    if (rule.detailed_metric) {
+      // Envoy writes "key_value" for every entry, an empty value included, except that a
+      // share_threshold wildcard shows its pattern (then an empty request value is omitted).
+      if (node.share_threshold && path[i].by_value) {
+        absl::StrAppend(&key, "_", node.value);
+      } else if (!rule.shares_threshold || !entry.value.empty()) {
+        absl::StrAppend(&key, "_", entry.value);
+      }
+      continue;
+    }
+    std::string_view value;
+    if (!path[i].by_value) {
+      value = node.value_to_metric ? std::string_view(entry.value) : std::string_view();
+    } else if (!node.wildcard_parts.empty()) {
+      value = node.value_to_metric && !node.share_threshold ? std::string_view(entry.value)
+                                                            : std::string_view(node.value);
+    } else {
+      value = entry.value;
+    }
+    if (!value.empty()) {
+      absl::StrAppend(&key, "_", AbslView(value));
+    }
+  }
+  return key;
+}
+
+std::vector<DescriptorEntry> StateEntries(absl::Span<const DescriptorEntry> entries,
+                                          const MatchPath& path) {
+  std::vector<DescriptorEntry> out(entries.begin(), entries.end());
+  for (size_t i = 0; i < out.size() && i < path.size(); ++i) {
+    if (path[i].node->share_threshold && path[i].by_value) {
+      out[i].value = path[i].node->value;
+    }
+  }
+  return out;
+}
+
+const DescriptorNode* DomainConfig::Match(absl::Span<const DescriptorEntry> entries,
+                                          MatchPath* path) const {
   // As envoyproxy/ratelimit's GetLimit: walk one level per entry; only the node reached by the
   // last entry may answer, and a walk that runs out of config (no child matches, or the node
   // has no children while entries remain) answers nothing.
   const DescriptorNode* level = &root;
+  if (path != nullptr) {
+    path->clear();
+  }
   for (size_t i = 0; i < entries.size(); ++i) {
-    const DescriptorNode* next = FindChild(*level, entries[i]);
+    bool by_value = false;
+    const DescriptorNode* next = FindChild(*level, entries[i], by_value);
     if (next == nullptr) {
       return nullptr;
+    }
+    if (path != nullptr) {
+      path->push_back(MatchStep{next, by_value});
     }
     if (i + 1 == entries.size()) {
       return next->limits.empty() ? nullptr : next;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "floodgate/limit.h"
@@ -43,6 +44,19 @@ std::string_view TimeUnitName(TimeUnit unit);  // "second", ..., "" for kUnknown
 using ::floodgate::Consistency;
 using ::floodgate::FailureMode;
 
+// A descriptor's `metadata:` (any YAML under it), kept as a tree of JSON-like values: the
+// service returns it in Envoy's dynamic metadata (google.protobuf.Struct) for descriptors that
+// pass. Scalars are typed as YAML 1.1 reads them: null, booleans, numbers, else strings.
+struct MetadataValue {
+  enum class Kind : uint8_t { kNull, kBool, kNumber, kString, kList, kStruct };
+  Kind kind = Kind::kNull;
+  bool boolean = false;
+  double number = 0;
+  std::string string;
+  std::vector<MetadataValue> list;
+  std::vector<std::pair<std::string, MetadataValue>> fields;  // kStruct, in file order
+};
+
 // One limit from the file.
 struct RateLimitRule {
   std::string name;                    // `name:`; may be empty
@@ -52,13 +66,25 @@ struct RateLimitRule {
   uint64_t requests_per_unit = 0;      // as written
   std::vector<std::string> replaces;   // names of limits this one replaces in the same request
   bool shadow_mode = false;            // from the descriptor: counted, never refuses
-  int64_t block_duration_ns = 0;       // extension: refuse this long after a refusal (0 = off)
+  // From the descriptor: a refusal makes the descriptor OVER_LIMIT but the request is refused
+  // only when every quota descriptor of it is (or another, non-quota one refuses). A quota
+  // limit that refuses does not undo the request's other limits.
+  bool quota_mode = false;
+  int64_t block_duration_ns = 0;  // extension: refuse this long after a refusal (0 = off)
   Consistency consistency = Consistency::kExact;
   FailureMode failure_mode = FailureMode::kLocal;
   // Envoy's stats key: "domain.key_value.key2" (values only where the config has them, or all
   // request values when detailed_metric is set: the limiter expands that).
   std::string stats_key;
   bool detailed_metric = false;
+  // The stats key depends on the request: detailed_metric, or value_to_metric on a descriptor
+  // of the path (RequestStatsKey).
+  bool request_stats_key = false;
+  // A descriptor of the path has share_threshold: every value its wildcard matches shares one
+  // counter (the state key takes the pattern, StateEntries).
+  bool shares_threshold = false;
+  // The descriptor's `metadata:`; null when it has none.
+  std::shared_ptr<const MetadataValue> metadata;
   // Distinguishes two limits of the same algorithm and period on one descriptor; part of the
   // state key together with algorithm and period, so counters survive reloads that keep them.
   uint32_t slot = 0;
@@ -70,10 +96,16 @@ struct RateLimitRule {
 // One `descriptors:` entry.
 struct DescriptorNode {
   std::string key;
-  std::string value;  // empty: matches the key alone; ending in '*': prefix wildcard
+  std::string value;  // empty: matches the key alone; with '*' (anywhere, any number): a wildcard
   std::vector<RateLimitRule> limits;  // empty: no limit at this node
   bool shadow_mode = false;
+  bool quota_mode = false;
   bool detailed_metric = false;
+  bool value_to_metric = false;  // stats keys take the request's value here (not the pattern)
+  bool share_threshold = false;  // wildcard only: all values it matches share one counter
+  std::shared_ptr<const MetadataValue> metadata;
+  // A wildcard value split at each '*' ("a*b*" -> "a", "b", ""); empty for other values.
+  std::vector<std::string> wildcard_parts;
   std::vector<DescriptorNode> children;
   int line = 0;
 
@@ -88,6 +120,18 @@ struct DescriptorEntry {
   std::string value;
 };
 
+// How each request entry matched, level by level (DomainConfig::Match).
+struct MatchStep {
+  const DescriptorNode* node = nullptr;
+  bool by_value = false;  // by its value (exact or wildcard), not by the key alone
+};
+using MatchPath = absl::InlinedVector<MatchStep, 8>;
+
+// Returns whether `value` matches a wildcard split at its '*'s (DescriptorNode::wildcard_parts):
+// it starts with the first part, ends with the last, and holds the parts between in order,
+// without overlaps; each '*' stands for any text, the empty text included.
+bool WildcardMatches(absl::Span<const std::string> parts, std::string_view value);
+
 // One domain's limits (one file in a config directory).
 struct DomainConfig {
   std::string domain;
@@ -101,8 +145,23 @@ struct DomainConfig {
   // request has more entries than the config is deep, or nothing matched). Keys must be equal at
   // every step (Envoy compares only "key_value" strings). Does not allocate for keys and values
   // shorter than about 250 bytes. See docs/config.md.
-  const DescriptorNode* Match(absl::Span<const DescriptorEntry> entries) const;
+  // `path`, when given, gets one step per entry matched (filled only when a node is returned).
+  const DescriptorNode* Match(absl::Span<const DescriptorEntry> entries,
+                              MatchPath* path = nullptr) const;
 };
+
+// Returns Envoy's stats key for `rule` as a request that matched `path` counts it: with
+// detailed_metric, the domain and every entry's "key_value" (a share_threshold wildcard's
+// pattern in place of its value); otherwise the config's key with the request's value at levels
+// with value_to_metric that matched a wildcard or the key alone. `rule.stats_key` when neither.
+std::string RequestStatsKey(std::string_view domain, absl::Span<const DescriptorEntry> entries,
+                            const MatchPath& path, const RateLimitRule& rule);
+
+// Returns the entries a request's state is keyed by: the request's, except that an entry
+// matched by a share_threshold wildcard takes the wildcard's pattern, so every value it matches
+// shares one counter.
+std::vector<DescriptorEntry> StateEntries(absl::Span<const DescriptorEntry> entries,
+                                          const MatchPath& path);
 
 // Every domain, immutable once built.
 struct Config {

@@ -3,12 +3,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace floodgate::core {
 namespace {
@@ -387,6 +389,237 @@ descriptors:
   EXPECT_EQ(config->root.children[0].limits[0].stats_key, "example9.key1_value*");
 }
 
+// Envoy's current schema: wildcards anywhere, share_threshold, quota_mode, value_to_metric,
+// metadata (docs/config.md).
+
+// Returns the stats key and state entries of a request under the one limit it matches.
+struct Matched {
+  std::string stats_key;
+  std::vector<DescriptorEntry> state;
+};
+std::optional<Matched> MatchFull(const DomainConfig& config,
+                                 std::vector<std::pair<std::string, std::string>> entries) {
+  std::vector<DescriptorEntry> request;
+  for (auto& [key, value] : entries) {
+    request.push_back({key, value});
+  }
+  MatchPath path;
+  const DescriptorNode* node = config.Match(request, &path);
+  if (node == nullptr) {
+    return std::nullopt;
+  }
+  EXPECT_EQ(path.size(), request.size());
+  return Matched{RequestStatsKey(config.domain, request, path, node->limits[0]),
+                 StateEntries(request, path)};
+}
+
+TEST(WildcardTest, PartsMatchInOrderWithoutOverlap) {
+  auto parts = [](const char* value) {
+    return std::vector<std::string>(absl::StrSplit(value, '*'));
+  };
+  EXPECT_TRUE(WildcardMatches(parts("foo*"), "foo"));
+  EXPECT_TRUE(WildcardMatches(parts("foo*"), "foobar"));
+  EXPECT_FALSE(WildcardMatches(parts("foo*"), "fo"));
+  EXPECT_TRUE(WildcardMatches(parts("*bar"), "bar"));
+  EXPECT_TRUE(WildcardMatches(parts("*bar"), "foobar"));
+  EXPECT_FALSE(WildcardMatches(parts("*bar"), "barx"));
+  EXPECT_TRUE(WildcardMatches(parts("bar*b"), "barb"));
+  EXPECT_TRUE(WildcardMatches(parts("bar*b"), "barxyzb"));
+  EXPECT_FALSE(WildcardMatches(parts("bar*b"), "bar"));  // "b" may not overlap "bar"
+  EXPECT_FALSE(WildcardMatches(parts("bar*b"), "barbx"));
+  EXPECT_TRUE(WildcardMatches(parts("foo*bar*baz"), "foobarbaz"));
+  EXPECT_TRUE(WildcardMatches(parts("foo*bar*baz"), "foo-1-bar-2-baz"));
+  EXPECT_FALSE(WildcardMatches(parts("foo*bar*baz"), "foo-1-baz"));
+  EXPECT_FALSE(WildcardMatches(parts("foo*bar*baz"), "foobaz"));
+  EXPECT_FALSE(WildcardMatches(parts("a*ba*a"), "aba"));  // the parts may not share letters
+  EXPECT_TRUE(WildcardMatches(parts("a*ba*a"), "abaa"));
+  EXPECT_TRUE(WildcardMatches(parts("*"), ""));
+  EXPECT_TRUE(WildcardMatches(parts("*"), "anything"));
+  EXPECT_TRUE(WildcardMatches(parts("**"), "x"));
+  EXPECT_TRUE(WildcardMatches(parts("*mid*"), "amidb"));
+  EXPECT_FALSE(WildcardMatches(parts("*mid*"), "amib"));
+}
+
+TEST(ConfigMatchTest, WildcardsAnywhereFirstInFileOrder) {
+  auto config = MustParse(R"(
+domain: wild
+descriptors:
+  - key: path
+    value: /api/*/users
+    rate_limit: {unit: second, requests_per_unit: 1}
+  - key: path
+    value: "*.png"
+    rate_limit: {unit: second, requests_per_unit: 2}
+  - key: path
+    value: /api/*/users/*/posts*
+    rate_limit: {unit: second, requests_per_unit: 3}
+  - key: path
+    value: /api/*
+    rate_limit: {unit: second, requests_per_unit: 4}
+  - key: path
+    rate_limit: {unit: second, requests_per_unit: 5}
+)");
+  EXPECT_EQ(config->root.wildcards.size(), 4u);
+  EXPECT_EQ(LimitOf(*config, {{"path", "/api/v1/users"}}), 1u);
+  EXPECT_EQ(LimitOf(*config, {{"path", "/img/logo.png"}}), 2u);
+  // "/api/*/users" must end the value: this one goes on to the next wildcard in file order.
+  EXPECT_EQ(LimitOf(*config, {{"path", "/api/v1/users/7/posts/9"}}), 3u);
+  EXPECT_EQ(LimitOf(*config, {{"path", "/api/v1/orders"}}), 4u);
+  EXPECT_EQ(LimitOf(*config, {{"path", "/health"}}), 5u);
+  // The literal pattern is an exact value too.
+  EXPECT_EQ(LimitOf(*config, {{"path", "/api/*/users/*/posts*"}}), 3u);
+}
+
+TEST(ConfigParseTest, ShareThresholdSharesOneCounterPerWildcard) {
+  auto config = MustParse(R"(
+domain: share
+descriptors:
+  - key: files
+    value: /foo*
+    share_threshold: true
+    rate_limit: {unit: hour, requests_per_unit: 10}
+  - key: path
+    value: /api/*/v*
+    rate_limit: {unit: hour, requests_per_unit: 20}
+  - key: tenant
+    value: t*
+    share_threshold: true
+    descriptors:
+      - key: user
+        rate_limit: {unit: hour, requests_per_unit: 30}
+)");
+  std::optional<Matched> a = MatchFull(*config, {{"files", "/foo/a"}});
+  std::optional<Matched> b = MatchFull(*config, {{"files", "/foo/b"}});
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  ASSERT_EQ(a->state.size(), 1u);
+  EXPECT_EQ(a->state[0].value, "/foo*");  // both values count on the pattern's state
+  EXPECT_EQ(b->state[0].value, "/foo*");
+  EXPECT_EQ(a->stats_key, "share.files_/foo*");
+  // Without share_threshold, each value keeps its own state.
+  std::optional<Matched> c = MatchFull(*config, {{"path", "/api/x/v1"}});
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->state[0].value, "/api/x/v1");
+  EXPECT_FALSE(config->root.children[1].limits[0].shares_threshold);
+  // A share_threshold level above the limit shares too; the levels below keep their values.
+  std::optional<Matched> d = MatchFull(*config, {{"tenant", "t1"}, {"user", "alice"}});
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->state[0].value, "t*");
+  EXPECT_EQ(d->state[1].value, "alice");
+  EXPECT_TRUE(config->root.children[2].children[0].limits[0].shares_threshold);
+}
+
+TEST(ConfigParseTest, ValueToMetricAndDetailedMetricStatsKeys) {
+  auto config = MustParse(R"(
+domain: vtm
+descriptors:
+  - key: route
+    value_to_metric: true
+    descriptors:
+      - key: method
+        value_to_metric: true
+        rate_limit: {unit: minute, requests_per_unit: 10}
+  - key: path
+    value: /api/*
+    value_to_metric: true
+    rate_limit: {unit: minute, requests_per_unit: 20}
+  - key: client
+    detailed_metric: true
+    descriptors:
+      - key: zone
+        value: z*
+        share_threshold: true
+        detailed_metric: true
+        rate_limit: {unit: minute, requests_per_unit: 30}
+  - key: user
+    detailed_metric: true
+    rate_limit: {unit: minute, requests_per_unit: 40}
+  - key: plain
+    rate_limit: {unit: minute, requests_per_unit: 50}
+)");
+  EXPECT_EQ(MatchFull(*config, {{"route", "/a"}, {"method", "GET"}})->stats_key,
+            "vtm.route_/a.method_GET");
+  EXPECT_EQ(MatchFull(*config, {{"path", "/api/x"}})->stats_key, "vtm.path_/api/x");
+  EXPECT_EQ(MatchFull(*config, {{"client", "c1"}, {"zone", "z9"}})->stats_key,
+            "vtm.client_c1.zone_z*");
+  EXPECT_EQ(MatchFull(*config, {{"user", "bob"}})->stats_key, "vtm.user_bob");
+  EXPECT_EQ(MatchFull(*config, {{"plain", "p"}})->stats_key, "vtm.plain");
+  EXPECT_TRUE(config->root.children[0].children[0].limits[0].request_stats_key);
+  EXPECT_FALSE(config->root.children[4].limits[0].request_stats_key);
+}
+
+TEST(ConfigParseTest, QuotaModeAndMetadataComeFromTheDescriptor) {
+  auto config = MustParse(R"(
+domain: quota
+descriptors:
+  - key: plan
+    value: free
+    quota_mode: true
+    metadata:
+      tier: free
+      retries: 3
+      ratio: 0.5
+      flags: [a, yes, ~]
+      quoted: "42"
+      nested: {deep: {x: 1}}
+    rate_limit: {unit: day, requests_per_unit: 1000}
+)");
+  const DescriptorNode* node = Match(*config, {{"plan", "free"}});
+  ASSERT_NE(node, nullptr);
+  EXPECT_TRUE(node->quota_mode);
+  const RateLimitRule& rule = node->limits[0];
+  EXPECT_TRUE(rule.quota_mode);
+  ASSERT_NE(rule.metadata, nullptr);
+  const MetadataValue& m = *rule.metadata;
+  ASSERT_EQ(m.kind, MetadataValue::Kind::kStruct);
+  ASSERT_EQ(m.fields.size(), 6u);
+  EXPECT_EQ(m.fields[0].first, "tier");
+  EXPECT_EQ(m.fields[0].second.string, "free");
+  EXPECT_EQ(m.fields[1].second.kind, MetadataValue::Kind::kNumber);
+  EXPECT_EQ(m.fields[1].second.number, 3);
+  EXPECT_EQ(m.fields[2].second.number, 0.5);
+  ASSERT_EQ(m.fields[3].second.list.size(), 3u);
+  EXPECT_EQ(m.fields[3].second.list[1].kind, MetadataValue::Kind::kBool);
+  EXPECT_EQ(m.fields[3].second.list[2].kind, MetadataValue::Kind::kNull);
+  EXPECT_EQ(m.fields[4].second.kind, MetadataValue::Kind::kString);  // quoted: a string
+  EXPECT_EQ(m.fields[5].second.fields[0].second.fields[0].first, "x");
+}
+
+TEST(ConfigErrorTest, EnvoySchemaErrors) {
+  EXPECT_EQ(ErrorOf(R"(
+domain: d
+descriptors:
+  - key: k
+    value: v
+    share_threshold: true
+    rate_limit: {unit: second, requests_per_unit: 1}
+)"),
+            "test.yaml:5: share_threshold can only be used with wildcard values (containing "
+            "'*'), but found key 'k_v'");
+  EXPECT_THAT(ErrorOf(R"(
+domain: d
+descriptors:
+  - key: k
+    metadata: [1, 2]
+    rate_limit: {unit: second, requests_per_unit: 1}
+)"),
+              HasSubstr("test.yaml:4: 'metadata' must be a mapping"));
+  EXPECT_THAT(ErrorOf(R"(
+domain: d
+descriptors:
+  - key: k
+    quota_mode: maybe
+)"),
+              HasSubstr("test.yaml:4: 'quota_mode' must be true or false"));
+  // share_threshold: false needs no wildcard.
+  MustParse(R"(
+domain: d
+descriptors:
+  - key: k
+    share_threshold: false
+    rate_limit: {unit: second, requests_per_unit: 1}
+)");
+}
+
 TEST(ConfigMatchTest, ExactThenWildcardsInFileOrderThenKeyOnly) {
   auto config = MustParse(R"(
 domain: order
@@ -693,7 +926,8 @@ descriptors:
 )"),
               HasSubstr("test.yaml:4: unknown field 'values' in a descriptor (allowed: key, "
                         "value, rate_limit, rate_limits, descriptors, shadow_mode, "
-                        "detailed_metric)"));
+                        "quota_mode, detailed_metric, value_to_metric, share_threshold, "
+                        "metadata)"));
   // Envoy accepts a misplaced field and ignores it; we refuse it.
   EXPECT_THAT(ErrorOf(R"(
 domain: a

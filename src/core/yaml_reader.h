@@ -156,9 +156,11 @@ class YamlReader {
   absl::StatusOr<std::vector<const yaml_node_t*>> List(const yaml_node_t* node,
                                                        absl::string_view what) const;
 
- private:
+ protected:
+  // Returns the node at `index` of the document (a mapping's or list's item), nullptr if none.
   const yaml_node_t* Node(int index) const;
 
+ private:
   yaml_document_t* document_;
   std::string label_;
 };
