@@ -1,6 +1,7 @@
 #include "src/limiter/limiter.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <utility>
 
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/utility/utility.h"
 #include "floodgate/status_macros.h"
+#include "src/limiter/state_key.h"
 
 namespace floodgate::limiter {
 
@@ -67,6 +69,9 @@ struct Limiter::Planned {
   size_t descriptor = 0;
   const core::RateLimitRule* rule = nullptr;
   uint64_t hits = 0;
+  // The rule's counters when its stats key depends on the request (RequestStatsKey) or it is
+  // a caller's override; null: the snapshot's.
+  RuleCounters* counters = nullptr;
   // The read of the rule's block (block_duration), not a limit of its own: its refusal refuses
   // the op before it, which it follows.
   bool block = false;
@@ -111,47 +116,6 @@ bool RefusalIsCacheable(const LimitSpec& spec, uint64_t hits, const Decision& d)
   return spec.algorithm != Algorithm::kConcurrency && hits == 1 && d.retry_after_ns > 0;
 }
 
-// State keys are length-prefixed fields, so no choice of key or value can make two different
-// descriptors collide: the domain, every entry's key and value, then the rule's suffix.
-constexpr size_t kLengthSize = sizeof(uint32_t);
-// Algorithm, period and slot, but not the count: lowering 100/min to 50/min keeps the usage.
-constexpr size_t kRuleSuffixSize =
-    sizeof(uint8_t) + sizeof(LimitSpec::period_ns) + sizeof(core::RateLimitRule::slot);
-static_assert(sizeof(Algorithm) == sizeof(uint8_t));
-
-char* PutField(char* out, std::string_view field) {
-  const uint32_t len = static_cast<uint32_t>(field.size());
-  std::memcpy(out, &len, sizeof(len));
-  if (!field.empty()) {  // a default string_view's data() is null, which memcpy may not take
-    std::memcpy(out + sizeof(len), field.data(), field.size());
-  }
-  return out + sizeof(len) + field.size();
-}
-
-// Sizes `key` for one state key and writes its descriptor part (domain and entries); returns
-// where the rule's suffix goes. One descriptor's limits differ only in that suffix.
-size_t PutDescriptorPart(std::string& key, std::string_view domain,
-                         absl::Span<const core::DescriptorEntry> entries) {
-  size_t size = kLengthSize + domain.size();
-  for (const core::DescriptorEntry& entry : entries) {
-    size += 2 * kLengthSize + entry.key.size() + entry.value.size();
-  }
-  key.resize(size + kRuleSuffixSize);
-  char* out = PutField(key.data(), domain);
-  for (const core::DescriptorEntry& entry : entries) {
-    out = PutField(out, entry.key);
-    out = PutField(out, entry.value);
-  }
-  return size;
-}
-
-// Writes `rule`'s suffix (kRuleSuffixSize bytes) at `out`.
-void PutRulePart(char* out, const core::RateLimitRule& rule) {
-  out[0] = static_cast<char>(rule.spec.algorithm);
-  std::memcpy(out + 1, &rule.spec.period_ns, sizeof(rule.spec.period_ns));
-  std::memcpy(out + 1 + sizeof(rule.spec.period_ns), &rule.slot, sizeof(rule.slot));
-}
-
 template <typename Fn>
 void ForEachRule(const core::DescriptorNode& node, Fn&& fn) {
   for (const core::RateLimitRule& rule : node.limits) {
@@ -193,13 +157,13 @@ using MatchedNodes = absl::InlinedVector<const core::DescriptorNode*, kInlineDes
 // another.
 void MatchDescriptors(const CheckRequest& request, const core::DomainConfig* domain,
                       MatchedNodes& matched, absl::flat_hash_set<std::string_view>& replaced) {
+  if (domain == nullptr) {
+    return;  // an unknown domain: no limit, not even the caller's own (as Envoy)
+  }
   for (size_t i = 0; i < request.descriptors.size(); ++i) {
     const DescriptorRequest& desc = request.descriptors[i];
     if (desc.limit.has_value()) {
       continue;  // the caller's override wins over the config
-    }
-    if (domain == nullptr) {
-      continue;
     }
     matched[i] = domain->Match(desc.entries);
     if (matched[i] == nullptr) {
@@ -224,9 +188,13 @@ absl::StatusOr<const core::RateLimitRule*> AddOverrideRule(std::string_view doma
   rule->spec.period_ns = core::TimeUnitNs(desc.limit->unit);
   rule->unit = desc.limit->unit;
   rule->requests_per_unit = desc.limit->requests_per_unit;
+  // Envoy's key for an override: "domain.key_value.key2" (no "_" for an empty value).
   rule->stats_key = std::string(domain);
   for (const core::DescriptorEntry& entry : desc.entries) {
-    absl::StrAppend(&rule->stats_key, ".", entry.key, "_", entry.value);
+    absl::StrAppend(&rule->stats_key, ".", entry.key);
+    if (!entry.value.empty()) {
+      absl::StrAppend(&rule->stats_key, "_", entry.value);
+    }
   }
   FG_RETURN_IF_ERROR(ValidateLimitSpec(rule->spec));
   const core::RateLimitRule* added = rule.get();
@@ -235,14 +203,6 @@ absl::StatusOr<const core::RateLimitRule*> AddOverrideRule(std::string_view doma
 }
 
 }  // namespace
-
-std::string StateKey(std::string_view domain, absl::Span<const core::DescriptorEntry> entries,
-                     const core::RateLimitRule& rule) {
-  std::string key;
-  const size_t suffix = PutDescriptorPart(key, domain, entries);
-  PutRulePart(key.data() + suffix, rule);
-  return key;
-}
 
 Limiter::Limiter(Store* store, KeyHasher hasher, std::shared_ptr<const core::Config> config,
                  LimiterOptions options)
@@ -253,7 +213,7 @@ Limiter::Limiter(Store* store, KeyHasher hasher, std::shared_ptr<const core::Con
   SetConfig(std::move(config));
 }
 
-RuleCounters* Limiter::CountersFor(const std::string& stats_key) {
+RuleCounters* Limiter::CountersFor(const std::string& stats_key) const {
   absl::MutexLock lock(&counters_mu_);
   return &counters_[stats_key];
 }
@@ -270,7 +230,7 @@ void Limiter::SetConfig(std::shared_ptr<const core::Config> config) {
       snap->domain_map[absl::string_view(name)] = domain.get();
     }
     ForEachRule(domain->root, [&](const core::RateLimitRule& rule) {
-      if (!rule.detailed_metric) {
+      if (!rule.request_stats_key) {
         snap->counters[&rule] = CountersFor(rule.stats_key);
       }
     });
@@ -330,22 +290,41 @@ std::shared_ptr<const Limiter::Snapshot> Limiter::snapshot() const {
 
 std::shared_ptr<const core::Config> Limiter::config() const { return snapshot()->config; }
 
-RuleCounters* Limiter::CountersForRule(const Snapshot& snap, const core::RateLimitRule* rule,
-                                       const DescriptorRequest& desc) {
-  if (!rule->detailed_metric) {
-    auto it = snap.counters.find(rule);
-    if (it != snap.counters.end()) {
-      return it->second;
-    }
-    return CountersFor(rule->stats_key);  // override rules
+RuleCounters* Limiter::CountersForRule(const Snapshot& snap, const Planned& planned) {
+  if (planned.counters != nullptr) {
+    return planned.counters;
   }
-  // detailed_metric: Envoy appends the request's values to the stats key.
-  std::string key = rule->stats_key;
-  for (const core::DescriptorEntry& entry : desc.entries) {
-    absl::StrAppend(&key, "|", entry.key, "_", entry.value);
+  auto it = snap.counters.find(planned.rule);
+  if (it != snap.counters.end()) {
+    return it->second;
   }
-  return CountersFor(key);
+  return CountersFor(planned.rule->stats_key);
 }
+
+namespace {
+
+Code OverallCode(const CheckResponse& response, bool global_quota_mode) {
+  // envoyproxy/ratelimit's rule: OVER_LIMIT when a descriptor not in quota mode is, or when
+  // there are quota-mode descriptors and all of them are. Unlimited descriptors do not count.
+  size_t quota = 0;
+  size_t quota_over = 0;
+  for (const DescriptorStatus& status : response.descriptors) {
+    if (status.unlimited && status.limits.empty()) {
+      continue;
+    }
+    const bool in_quota =
+        global_quota_mode || (!status.limits.empty() && status.limits.front().rule->quota_mode);
+    const bool over = status.code == Code::kOverLimit;
+    if (!in_quota && over) {
+      return Code::kOverLimit;
+    }
+    quota += in_quota ? 1 : 0;
+    quota_over += in_quota && over ? 1 : 0;
+  }
+  return quota > 0 && quota_over == quota ? Code::kOverLimit : Code::kOk;
+}
+
+}  // namespace
 
 absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
                            std::string& key_buffer, CheckResponse& response, Batch& batch) const {
@@ -363,11 +342,23 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
   const uint64_t request_hits = request.hits_addend == 0 ? 1 : request.hits_addend;
   for (size_t i = 0; i < request.descriptors.size(); ++i) {
     const DescriptorRequest& desc = request.descriptors[i];
-    if (!desc.limit.has_value() && matched[i] == nullptr) {
+    if (domain == nullptr || (!desc.limit.has_value() && matched[i] == nullptr)) {
       continue;  // no limit applies
     }
     const uint64_t hits = desc.hits_addend.has_value() ? *desc.hits_addend : request_hits;
-    const size_t suffix = PutDescriptorPart(key_buffer, request.domain, desc.entries);
+    // Rules whose stats key depends on the request, or whose wildcard shares one counter
+    // (share_threshold), need how each entry matched. All limits of a node agree on both.
+    const core::RateLimitRule* first = matched[i] != nullptr && !matched[i]->limits.empty()
+                                           ? &matched[i]->limits.front()
+                                           : nullptr;
+    core::MatchPath path;
+    if (first != nullptr && (first->request_stats_key || first->shares_threshold)) {
+      domain->Match(desc.entries, &path);
+    }
+    const size_t suffix =
+        first != nullptr && first->shares_threshold
+            ? PutDescriptorPart(key_buffer, request.domain, core::StateEntries(desc.entries, path))
+            : PutDescriptorPart(key_buffer, request.domain, desc.entries);
     auto add_op = [&](const core::RateLimitRule& rule) -> absl::Status {
       if (batch.ops.size() >= options_.max_limits_per_request) {
         return absl::InvalidArgumentError(
@@ -378,11 +369,16 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       op.key_hash = hasher_.Hash(key_buffer);
       op.spec = rule.spec;
       op.hits = hits;
-      op.shadow = rule.shadow_mode;
+      // A quota-mode refusal, like a shadow one, does not undo the request's other limits.
+      op.shadow = rule.shadow_mode || rule.quota_mode || options_.global_quota_mode;
       op.consistency = rule.consistency;
       op.failure_mode = rule.failure_mode;
       op.shed = request.shed;
-      batch.planned.push_back(Planned{i, &rule, hits});
+      Planned& planned = batch.planned.emplace_back(Planned{i, &rule, hits});
+      if (rule.request_stats_key) {
+        planned.counters =
+            CountersFor(core::RequestStatsKey(request.domain, desc.entries, path, rule));
+      }
       if (rule.block_duration_ns > 0) {
         // The block is a state of its own: one hit per block_duration with no burst, so a hit
         // (made when the limit refuses) makes reads refuse for exactly block_duration.
@@ -391,7 +387,7 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
         block.spec = BlockSpec(rule.block_duration_ns);
         block.hits = 0;
         batch.ops.push_back(block);
-        batch.planned.push_back(Planned{i, &rule, 0, /*block=*/true});
+        batch.planned.push_back(Planned{i, &rule, 0, /*counters=*/nullptr, /*block=*/true});
       }
       return absl::OkStatus();
     };
@@ -519,7 +515,6 @@ absl::StatusOr<Limiter::Next> Limiter::Begin(const CheckRequest& request, CheckR
 }
 
 void Limiter::Finish(InFlight& f, bool asked, bool committed, boost::asio::io_context* loop) {
-  const CheckRequest& request = *f.request;
   CheckResponse& response = *f.response;
   const Snapshot& snap = *f.snap;
   const Batch& batch = f.batch;
@@ -543,10 +538,9 @@ void Limiter::Finish(InFlight& f, bool asked, bool committed, boost::asio::io_co
       result.shadow = true;
     } else if (!result.decision.allowed) {
       status.code = Code::kOverLimit;
-      response.overall = Code::kOverLimit;
     }
 
-    RuleCounters* counters = CountersForRule(snap, p.rule, request.descriptors[p.descriptor]);
+    RuleCounters* counters = CountersForRule(snap, p);
     counters->total_hits.fetch_add(p.hits, std::memory_order_relaxed);
     if (!result.decision.allowed) {
       counters->over_limit.fetch_add(p.hits, std::memory_order_relaxed);
@@ -558,13 +552,18 @@ void Limiter::Finish(InFlight& f, bool asked, bool committed, boost::asio::io_co
       }
     } else if (committed) {
       counters->within_limit.fetch_add(p.hits, std::memory_order_relaxed);
+      // As Envoy: the hits past floor(limit * ratio), at most this check's.
       const uint64_t limit = result.decision.limit;
-      const uint64_t used = limit - std::min(limit, result.decision.remaining);
-      if (limit > 0 && static_cast<double>(used) > options_.near_limit_ratio * limit) {
-        counters->near_limit.fetch_add(p.hits, std::memory_order_relaxed);
+      const uint64_t after = limit - std::min(limit, result.decision.remaining);
+      const uint64_t threshold =
+          static_cast<uint64_t>(std::floor(static_cast<double>(limit) * options_.near_limit_ratio));
+      if (limit > 0 && after > threshold) {
+        counters->near_limit.fetch_add(std::min(p.hits, after - threshold),
+                                       std::memory_order_relaxed);
       }
     }
   }
+  response.overall = OverallCode(response, options_.global_quota_mode);
   if (response.overall == Code::kOverLimit) {
     over_limit_checks_.fetch_add(1, std::memory_order_relaxed);
   }

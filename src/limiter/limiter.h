@@ -90,6 +90,8 @@ struct DescriptorStatus {
 };
 
 struct CheckResponse {
+  // OVER_LIMIT when a descriptor not in quota mode is, or every quota-mode descriptor is
+  // (envoyproxy/ratelimit's rule; docs/config.md, "quota_mode").
   Code overall = Code::kOk;
   // One per request descriptor, in order (inline storage for one: no allocation).
   absl::InlinedVector<DescriptorStatus, 1> descriptors;
@@ -111,8 +113,11 @@ struct LimiterOptions {
   const Clock* clock = SystemClock::Get();
   // A check's limits above this count are refused with InvalidArgument (bounded work per call).
   size_t max_limits_per_request = 256;
-  // near_limit is counted when usage after the hit passes this fraction of the limit.
+  // near_limit counts the hits that take usage past this fraction of the limit (rounded down),
+  // as envoyproxy/ratelimit counts them (NEAR_LIMIT_RATIO).
   double near_limit_ratio = 0.8;
+  // Every descriptor is in quota mode (QUOTA_MODE; docs/config.md, "quota_mode").
+  bool global_quota_mode = false;
   // Slots of the over-limit fast path (refusal_cache.h); 0 turns it off.
   size_t refusal_cache_slots = 1 << 16;
 };
@@ -215,9 +220,8 @@ class Limiter {
   // refusals.
   void AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_generation,
                      absl::Span<Decision> decisions, boost::asio::io_context* loop);
-  RuleCounters* CountersFor(const std::string& stats_key);
-  RuleCounters* CountersForRule(const Snapshot& snap, const core::RateLimitRule* rule,
-                                const DescriptorRequest& desc);
+  RuleCounters* CountersFor(const std::string& stats_key) const;
+  RuleCounters* CountersForRule(const Snapshot& snap, const Planned& planned);
 
   Store* const store_;
   const KeyHasher hasher_;
@@ -236,7 +240,7 @@ class Limiter {
 
   mutable absl::Mutex counters_mu_;
   // node_hash_map: counters never move, so snapshots may hold raw pointers.
-  absl::node_hash_map<std::string, RuleCounters> counters_ ABSL_GUARDED_BY(counters_mu_);
+  mutable absl::node_hash_map<std::string, RuleCounters> counters_ ABSL_GUARDED_BY(counters_mu_);
 
   std::unique_ptr<RefusalCache> refusals_;  // null when off
   std::atomic<uint64_t> checks_{0};
