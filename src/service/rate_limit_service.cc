@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "src/service/rls.h"
@@ -97,7 +98,7 @@ class Pipeline final : public RateLimitService {
     if (absl::Status counted = Account(absl::OkStatus(), *decided, counter); !counted.ok()) {
       return counted;
     }
-    ToEnvoy(*decided, response);
+    Answer(request, *decided, response);
     return absl::OkStatus();
   }
 
@@ -141,6 +142,8 @@ class Pipeline final : public RateLimitService {
       CallCounter counter;
       limiter::CheckRequest check;
       limiter::CheckResponse decided;
+      // The request, kept only when the answer's dynamic metadata needs it.
+      std::optional<rls::RateLimitRequest> request;
     };
     auto c = std::make_unique<EnvoyCall>(MetricsOf(call.frontend));
     absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
@@ -151,6 +154,9 @@ class Pipeline final : public RateLimitService {
       return;
     }
     c->check = *std::move(check);
+    if (envoy_.response_dynamic_metadata) {
+      c->request = request;
+    }
     if (absl::Status admitted = Admit(call, FieldNames::kEnvoy, c->check, c->counter);
         !admitted.ok()) {
       c.reset();
@@ -160,10 +166,11 @@ class Pipeline final : public RateLimitService {
     EnvoyCall* raw = c.get();  // the callback owns it from here on
     limiter_->CheckAsync(
         raw->check, raw->decided, loop,
-        [c = std::move(c), response, done = std::move(done)](absl::Status status) mutable {
+        [this, c = std::move(c), response, done = std::move(done)](absl::Status status) mutable {
           absl::Status outcome = Account(std::move(status), c->decided, c->counter);
           if (outcome.ok()) {
-            ToEnvoy(c->decided, response);
+            Answer(c->request.has_value() ? *c->request : rls::RateLimitRequest::default_instance(),
+                   c->decided, response);
           }
           c.reset();  // the call's latency ends here
           std::move(done)(std::move(outcome));
@@ -237,6 +244,14 @@ class Pipeline final : public RateLimitService {
   const RequestLimits& limits() const override { return limits_; }
 
  private:
+  // Renders an Envoy answer with the Envoy switches, counting the global shadow mode's work.
+  void Answer(const rls::RateLimitRequest& request, const limiter::CheckResponse& decided,
+              rls::RateLimitResponse* response) {
+    if (ToEnvoy(request, decided, envoy_, response)) {
+      metrics_->global_shadow_mode.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
   FrontendMetrics& MetricsOf(Frontend frontend) {
     return frontend == Frontend::kHttp ? metrics_->http : metrics_->grpc;
   }
@@ -286,8 +301,7 @@ class Pipeline final : public RateLimitService {
 }  // namespace
 
 std::unique_ptr<RateLimitService> NewRateLimitService(limiter::Limiter* limiter,
-                                                      RequestLimits limits,
-                                                      ServerMetrics* metrics,
+                                                      RequestLimits limits, ServerMetrics* metrics,
                                                       EnvoyCompat envoy) {
   return std::make_unique<Pipeline>(limiter, limits, metrics, std::move(envoy));
 }

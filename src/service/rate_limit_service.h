@@ -28,7 +28,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -38,6 +37,7 @@
 #include "src/limiter/limiter.h"
 #include "src/service/metrics.h"
 #include "src/service/request_limits.h"
+#include "src/service/rls.h"
 
 namespace floodgate::service {
 
@@ -53,26 +53,6 @@ struct CallContext {
   // How the caller wrote a native check or release (JSON or a query), so that errors name its
   // fields as it wrote them. Envoy calls (ShouldRateLimit) always use Envoy's names.
   FieldNames names = FieldNames::kNative;
-};
-
-// envoyproxy/ratelimit's switches for Envoy answers (ShouldRateLimit, POST /json), read from
-// its environment variable names as well as our flags (docs/config.md, "Envoy's switches").
-struct EnvoyCompat {
-  // SHADOW_MODE: an answer that would be OVER_LIMIT is OK (counted in
-  // floodgate_envoy_global_shadow_mode_total); descriptor statuses still say OVER_LIMIT.
-  bool global_shadow_mode = false;
-  // QUOTA_MODE: every descriptor is in quota mode (config.md, "quota_mode").
-  bool global_quota_mode = false;
-  // RESPONSE_DYNAMIC_METADATA: the answer carries dynamic_metadata (domain, descriptors,
-  // hitsAddend, and the `metadata` of the descriptors that passed).
-  bool response_dynamic_metadata = false;
-  // LIMIT_RESPONSE_HEADERS_ENABLED: add the limit, remaining and reset headers of the descriptor
-  // closest to its limit, under these names (LIMIT_LIMIT_HEADER, LIMIT_REMAINING_HEADER,
-  // LIMIT_RESET_HEADER), instead of our RateLimit-Policy / RateLimit headers.
-  bool limit_headers = false;
-  std::string limit_header = "RateLimit-Limit";
-  std::string remaining_header = "RateLimit-Remaining";
-  std::string reset_header = "RateLimit-Reset";
 };
 
 class RateLimitService {

@@ -274,4 +274,149 @@ std::vector<Header> RateLimitHeaders(const limiter::CheckResponse& response) {
   return headers;
 }
 
+namespace {
+
+void PutMetadata(const core::MetadataValue& in, google::protobuf::Value* out) {
+  using Kind = core::MetadataValue::Kind;
+  switch (in.kind) {
+    case Kind::kNull:
+      out->set_null_value(google::protobuf::NULL_VALUE);
+      return;
+    case Kind::kBool:
+      out->set_bool_value(in.boolean);
+      return;
+    case Kind::kNumber:
+      out->set_number_value(in.number);
+      return;
+    case Kind::kString:
+      out->set_string_value(in.string);
+      return;
+    case Kind::kList:
+      for (const core::MetadataValue& item : in.list) {
+        PutMetadata(item, out->mutable_list_value()->add_values());
+      }
+      out->mutable_list_value();
+      return;
+    case Kind::kStruct:
+      out->mutable_struct_value();
+      for (const auto& [name, value] : in.fields) {
+        // A key written twice keeps its first value, as a YAML map read by Envoy cannot have
+        // two (our loader refuses duplicate keys in mappings it checks, not inside metadata).
+        auto& fields = *out->mutable_struct_value()->mutable_fields();
+        if (!fields.contains(name)) {
+          PutMetadata(value, &fields[name]);
+        }
+      }
+      return;
+  }
+}
+
+// Merges `src` into `dest` as envoyproxy/ratelimit does: new keys are added, structs under the
+// same key merged, any other value already there kept.
+void MergeStruct(const google::protobuf::Struct& src, google::protobuf::Struct* dest) {
+  for (const auto& [name, value] : src.fields()) {
+    auto it = dest->mutable_fields()->find(name);
+    if (it == dest->mutable_fields()->end()) {
+      (*dest->mutable_fields())[name] = value;
+    } else if (it->second.has_struct_value() && value.has_struct_value()) {
+      MergeStruct(value.struct_value(), it->second.mutable_struct_value());
+    }
+  }
+}
+
+bool InQuota(const limiter::DescriptorStatus& d, const EnvoyCompat& compat) {
+  return compat.global_quota_mode || (!d.limits.empty() && d.limits.front().rule->quota_mode);
+}
+
+// envoyproxy/ratelimit's dynamic metadata: the domain, each descriptor's entries ("key=value"),
+// its override and hits, the request's hits, and the merged `metadata` of the descriptors that
+// passed.
+void PutDynamicMetadata(const rls::RateLimitRequest& request,
+                        const limiter::CheckResponse& response, google::protobuf::Struct* out) {
+  auto& fields = *out->mutable_fields();
+  fields["domain"].set_string_value(request.domain());
+  auto* descriptors = fields["descriptors"].mutable_list_value();
+  for (const auto& d : request.descriptors()) {
+    auto& entry_fields = *descriptors->add_values()->mutable_struct_value()->mutable_fields();
+    auto* entries = entry_fields["entries"].mutable_list_value();
+    for (const auto& e : d.entries()) {
+      entries->add_values()->set_string_value(absl::StrCat(e.key(), "=", e.value()));
+    }
+    if (d.has_limit()) {
+      entry_fields["limit"].set_string_value(d.limit().ShortDebugString());
+    }
+    if (d.has_hits_addend()) {
+      entry_fields["hitsAddend"].set_number_value(static_cast<double>(d.hits_addend().value()));
+    }
+  }
+  if (request.hits_addend() != 0) {
+    fields["hitsAddend"].set_number_value(static_cast<double>(request.hits_addend()));
+  }
+  google::protobuf::Struct passed;
+  for (const limiter::DescriptorStatus& d : response.descriptors) {
+    if (d.code == limiter::Code::kOverLimit || (d.unlimited && d.limits.empty()) ||
+        d.limits.empty() || d.limits.front().rule->metadata == nullptr) {
+      continue;
+    }
+    google::protobuf::Value value;
+    PutMetadata(*d.limits.front().rule->metadata, &value);
+    MergeStruct(value.struct_value(), &passed);
+  }
+  if (passed.fields_size() > 0) {
+    *fields["metadata"].mutable_struct_value() = std::move(passed);
+  }
+}
+
+// envoyproxy/ratelimit's limit headers: those of the descriptor closest to its limit (a
+// refusing one not in quota mode first).
+void PutLimitHeaders(const limiter::CheckResponse& response, const EnvoyCompat& compat,
+                     rls::RateLimitResponse* out) {
+  const rls::RateLimitResponse::DescriptorStatus* closest = nullptr;
+  uint32_t least = std::numeric_limits<uint32_t>::max();
+  for (int i = 0; i < out->statuses_size(); ++i) {
+    const auto& status = out->statuses(i);
+    if (status.has_current_limit() && status.limit_remaining() < least) {
+      closest = &status;
+      least = status.limit_remaining();
+    }
+    if (status.code() == rls::RateLimitResponse::OVER_LIMIT &&
+        !InQuota(response.descriptors[i], compat)) {
+      closest = &status;
+      least = 0;
+    }
+  }
+  out->clear_response_headers_to_add();
+  if (closest == nullptr || !closest->has_current_limit()) {
+    return;
+  }
+  auto add = [out](const std::string& name, std::string value) {
+    auto* header = out->add_response_headers_to_add();
+    header->set_key(name);
+    header->set_value(std::move(value));
+  };
+  add(compat.limit_header, absl::StrCat(closest->current_limit().requests_per_unit()));
+  add(compat.remaining_header, absl::StrCat(closest->limit_remaining()));
+  const auto& reset = closest->duration_until_reset();
+  add(compat.reset_header,
+      absl::StrCat(CeilSeconds(reset.seconds() * kNsPerSecond + reset.nanos())));
+}
+
+}  // namespace
+
+bool ToEnvoy(const rls::RateLimitRequest& request, const limiter::CheckResponse& response,
+             const EnvoyCompat& compat, rls::RateLimitResponse* out) {
+  ToEnvoy(response, out);
+  if (compat.limit_headers) {
+    PutLimitHeaders(response, compat, out);
+  }
+  if (compat.response_dynamic_metadata) {
+    PutDynamicMetadata(request, response, out->mutable_dynamic_metadata());
+  }
+  if (compat.global_shadow_mode && out->overall_code() == rls::RateLimitResponse::OVER_LIMIT) {
+    out->set_overall_code(rls::RateLimitResponse::OK);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace floodgate::service

@@ -19,6 +19,27 @@ namespace floodgate::service {
 
 using Header = std::pair<std::string, std::string>;
 
+// envoyproxy/ratelimit's switches for Envoy answers (ShouldRateLimit, POST /json), read from
+// its environment variable names as well as our flags (docs/config.md, "Envoy's switches").
+struct EnvoyCompat {
+  // SHADOW_MODE: an answer that would be OVER_LIMIT is OK (counted in
+  // floodgate_envoy_global_shadow_mode_total); descriptor statuses still say OVER_LIMIT.
+  bool global_shadow_mode = false;
+  // QUOTA_MODE: every descriptor is in quota mode (config.md, "quota_mode"). The limiter applies
+  // it (the server copies it to LimiterOptions::global_quota_mode); here for the headers.
+  bool global_quota_mode = false;
+  // RESPONSE_DYNAMIC_METADATA: the answer carries dynamic_metadata (domain, descriptors,
+  // hitsAddend, and the `metadata` of the descriptors that passed).
+  bool response_dynamic_metadata = false;
+  // LIMIT_RESPONSE_HEADERS_ENABLED: add the limit, remaining and reset headers of the descriptor
+  // closest to its limit, under these names (LIMIT_LIMIT_HEADER, LIMIT_REMAINING_HEADER,
+  // LIMIT_RESET_HEADER), instead of our RateLimit-Policy / RateLimit headers.
+  bool limit_headers = false;
+  std::string limit_header = "RateLimit-Limit";
+  std::string remaining_header = "RateLimit-Remaining";
+  std::string reset_header = "RateLimit-Reset";
+};
+
 // Converts an Envoy request. InvalidArgument for an unknown override unit.
 absl::StatusOr<limiter::CheckRequest> FromEnvoy(
     const envoy::service::ratelimit::v3::RateLimitRequest& request);
@@ -27,6 +48,13 @@ absl::StatusOr<limiter::CheckRequest> FromEnvoy(
 // limit as current_limit, limit_remaining, duration_until_reset), and the RateLimit-Policy /
 // RateLimit / Retry-After headers in response_headers_to_add.
 void ToEnvoy(const limiter::CheckResponse& response,
+             envoy::service::ratelimit::v3::RateLimitResponse* out);
+
+// ToEnvoy, then envoyproxy/ratelimit's switches (`compat`): the limit headers in place of ours,
+// dynamic metadata from `request` and the descriptors that passed, and the global shadow mode.
+// Returns true when the global shadow mode turned an OVER_LIMIT answer into OK.
+bool ToEnvoy(const envoy::service::ratelimit::v3::RateLimitRequest& request,
+             const limiter::CheckResponse& response, const EnvoyCompat& compat,
              envoy::service::ratelimit::v3::RateLimitResponse* out);
 
 // Converts a native request. Its `lease` (a release's token) is not part of limiter::CheckRequest:
