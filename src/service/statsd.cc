@@ -44,8 +44,6 @@ class UdpSender final : public DatagramSender {
   const int fd_;
 };
 
-int64_t NowNsOf(const Clock* clock) { return clock->NowNs(); }
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DatagramSender>> NewUdpSender(std::string_view address) {
@@ -110,10 +108,12 @@ StatsdSink::StatsdSink(StatsdOptions options, StatsdSources sources,
     : options_(std::move(options)),
       sources_(std::move(sources)),
       // One line a minute at most: a collector that is down must not flood the log.
-      log_(1, 60'000'000'000,
-           [clock = options_.clock != nullptr ? options_.clock : SystemClock::Get()] {
-             return NowNsOf(clock);
-           }),
+      log_(
+          1, 60'000'000'000,
+          [clock = options_.clock != nullptr ? options_.clock : SystemClock::Get()] {
+            return clock->NowNs();
+          },
+          options_.log_sink),
       sender_(std::move(sender)) {}
 
 StatsdSink::~StatsdSink() { Stop(); }

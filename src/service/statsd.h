@@ -52,6 +52,8 @@ struct StatsdOptions {
   size_t max_datagram_bytes = 1432;
   // Times the send-error log's window; null: the system clock.
   const Clock* clock = nullptr;
+  // Where the send-error lines go (at most one a minute); null: stderr.
+  common::RateLimitedLog::Sink log_sink;
 };
 
 // What a flush reads. `limiter` and `metrics` must outlive the sink; the sink also counts its
@@ -96,7 +98,7 @@ class StatsdSink {
   void Stop();
 
   // Sends every stat that changed since the last flush (counters as deltas, timer samples for
-  // the new latencies) and every gauge. Returns the lines sent or attempted.
+  // the new latencies) and every gauge. Returns the lines sent or attempted, each ending in '\n'.
   std::vector<std::string> Flush();
 
  private:

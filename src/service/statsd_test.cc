@@ -264,6 +264,27 @@ TEST_F(StatsdTest, SendErrorsAreCountedNotFatal) {
   EXPECT_EQ(metrics_.statsd_datagrams.load(), 1u);
 }
 
+TEST_F(StatsdTest, SendErrorsAreLoggedAtMostOnceAMinute) {
+  std::vector<std::string> logged;
+  StatsdOptions options;
+  options.log_sink = [&logged](std::string_view line) { logged.emplace_back(line); };
+  auto sink = Sink(options);
+  {
+    absl::MutexLock lock(&sent_->mu);
+    sent_->fail = true;
+  }
+  sink->Flush();
+  sink->Flush();
+  sink->Flush();
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_EQ(logged[0], "statsd: a datagram to fake:1 was lost: refused");
+  clock_.Advance(61 * floodgate::testing::kSecond);
+  sink->Flush();
+  ASSERT_EQ(logged.size(), 2u);
+  EXPECT_THAT(logged[1], ::testing::HasSubstr("(2 earlier lines suppressed)"));
+  EXPECT_EQ(metrics_.statsd_send_errors.load(), 4u);
+}
+
 // A UDP socket bound on 127.0.0.1 (port 0); Receive waits at most 10 s for a datagram.
 class UdpReceiver {
  public:
