@@ -118,9 +118,8 @@ TEST_F(HttpIntegrationTest, HealthMetricsAndConfig) {
   Do("GET", "/v1/check?domain=web&user=m");
   HttpResponse metrics = Do("GET", "/metrics");
   EXPECT_EQ(metrics.status, 200);
-  EXPECT_THAT(
-      metrics.body,
-      HasSubstr("ratelimit_service_rate_limit_total_hits{domain=\"web\",key=\"web.user\"} 1"));
+  EXPECT_THAT(metrics.body, HasSubstr("ratelimit_service_rate_limit_total_hits{domain=\"web\",key="
+                                      "\"web.user\",key1=\"user\"} 1"));
   EXPECT_THAT(metrics.body, HasSubstr("floodgate_decision_latency_seconds_bucket"));
   EXPECT_THAT(metrics.body, HasSubstr("floodgate_store_keys"));
   EXPECT_THAT(metrics.body, HasSubstr("floodgate_config_version 1"));

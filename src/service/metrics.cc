@@ -1,7 +1,10 @@
 #include "src/service/metrics.h"
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 
 namespace floodgate::service {
@@ -42,7 +45,80 @@ void Frontend(std::string& out, absl::string_view metric, absl::string_view help
                   "{frontend=\"http\"} ", http.load(), "\n");
 }
 
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Returns the end of the IPv4-shaped run (four groups of 1 to 3 digits joined by dots) that
+// starts at `group_start`, or npos. Greedy with backtracking, so "1234.5.6.7" does not match at
+// 0 but does at 1, as a regular expression engine would find it.
+size_t Ipv4RunEnd(std::string_view s, size_t group_start, int group) {
+  size_t digits = 0;
+  while (digits < 3 && group_start + digits < s.size() && IsDigit(s[group_start + digits])) {
+    ++digits;
+  }
+  for (; digits >= 1; --digits) {
+    const size_t end = group_start + digits;
+    if (group == 3) {
+      return end;
+    }
+    if (end < s.size() && s[end] == '.') {
+      if (size_t run = Ipv4RunEnd(s, end + 1, group + 1); run != std::string_view::npos) {
+        return run;
+      }
+    }
+  }
+  return std::string_view::npos;
+}
+
+// The labels envoyproxy/ratelimit's Prometheus mapping gives a rule: the first two parts of the
+// stats name after the domain (key2 only when there is one); we keep the whole key as well.
+std::string RuleLabels(const std::string& stats_key) {
+  const size_t dot = stats_key.find('.');
+  std::string labels = absl::StrCat("domain=\"", EscapeLabel(stats_key.substr(0, dot)), "\",key=\"",
+                                    EscapeLabel(stats_key), "\"");
+  const std::string name = EnvoyStatName(stats_key);
+  std::vector<absl::string_view> parts = absl::StrSplit(name, '.');
+  if (parts.size() >= 2) {
+    absl::StrAppend(&labels, ",key1=\"", EscapeLabel(parts[1]), "\"");
+  }
+  if (parts.size() >= 3) {
+    absl::StrAppend(&labels, ",key2=\"", EscapeLabel(parts[2]), "\"");
+  }
+  return labels;
+}
+
 }  // namespace
+
+std::string EnvoyStatName(std::string_view stats_key) {
+  std::string out(stats_key);
+  for (char& c : out) {
+    if (c == ':' || c == '|' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      c = '_';
+    }
+  }
+  for (size_t i = 0; i < out.size();) {
+    const size_t end = IsDigit(out[i]) ? Ipv4RunEnd(out, i, 0) : std::string_view::npos;
+    if (end == std::string_view::npos) {
+      ++i;
+      continue;
+    }
+    for (size_t j = i; j < end; ++j) {
+      if (out[j] == '.') {
+        out[j] = '_';
+      }
+    }
+    i = end;
+  }
+  return out;
+}
+
+std::array<uint64_t, LatencyHistogram::kBoundsSeconds.size() + 1> LatencyHistogram::BucketCounts()
+    const {
+  std::array<uint64_t, kBoundsSeconds.size() + 1> counts;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    counts[i] = buckets_[i].load(std::memory_order_relaxed);
+  }
+  return counts;
+}
 
 void LatencyHistogram::Record(int64_t nanos) {
   if (nanos < 0) {
@@ -80,34 +156,60 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
   std::string out;
   out.reserve(8192);
 
-  // Per-rule counters, as envoyproxy/ratelimit names them
-  // (ratelimit.service.rate_limit.<domain>.<descriptor>.<stat>).
+  // Per-rule counters under the names envoyproxy/ratelimit's Prometheus mapping gives its StatsD
+  // stats (ratelimit.service.rate_limit.<stats key>.<stat>); docs/metrics.md.
+  static constexpr int kRuleStats = 6;
   struct Rule {
     std::string labels;
-    uint64_t values[5];
+    uint64_t values[kRuleStats];
   };
   std::vector<Rule> rules;
   limiter.ForEachRuleCounters([&](const std::string& key, const limiter::RuleCounters& c) {
-    const size_t dot = key.find('.');
     Rule r;
-    r.labels = absl::StrCat("domain=\"", EscapeLabel(key.substr(0, dot)), "\",key=\"",
-                            EscapeLabel(key), "\"");
+    r.labels = RuleLabels(key);
     r.values[0] = c.total_hits.load(std::memory_order_relaxed);
     r.values[1] = c.over_limit.load(std::memory_order_relaxed);
     r.values[2] = c.near_limit.load(std::memory_order_relaxed);
     r.values[3] = c.within_limit.load(std::memory_order_relaxed);
     r.values[4] = c.shadow_mode.load(std::memory_order_relaxed);
+    r.values[5] = c.over_limit_with_local_cache.load(std::memory_order_relaxed);
     rules.push_back(std::move(r));
   });
-  static constexpr const char* kStats[5] = {"total_hits", "over_limit", "near_limit",
-                                            "within_limit", "shadow_mode"};
-  for (int s = 0; s < 5; ++s) {
+  static constexpr const char* kStats[kRuleStats] = {"total_hits",  "over_limit",
+                                                     "near_limit",  "within_limit",
+                                                     "shadow_mode", "over_limit_with_local_cache"};
+  for (int s = 0; s < kRuleStats; ++s) {
     const std::string name = absl::StrCat("ratelimit_service_rate_limit_", kStats[s]);
     Header(out, name, "counter", absl::StrCat("Hits per rule: ", kStats[s], "."));
     for (const Rule& r : rules) {
       absl::StrAppend(&out, name, "{", r.labels, "} ", r.values[s], "\n");
     }
   }
+
+  // envoyproxy/ratelimit's service counters, under its Prometheus names.
+  Scalar(out, "ratelimit_service_config_load_success", "counter", "Config loads applied.",
+         config.reload_success);
+  Scalar(out, "ratelimit_service_config_load_error", "counter", "Config loads refused.",
+         config.reload_failure);
+  const uint64_t shadowed = metrics.global_shadow_mode.load(std::memory_order_relaxed);
+  Scalar(out, "ratelimit_service_global_shadow_mode", "counter",
+         "Envoy answers turned from OVER_LIMIT into OK by the global shadow mode.", shadowed);
+  Scalar(out, "floodgate_envoy_global_shadow_mode_total", "counter",
+         "Envoy answers turned from OVER_LIMIT into OK by the global shadow mode.", shadowed);
+  Header(out, "ratelimit_service_should_rate_limit_error", "counter",
+         "Calls failed: redis_error, the store or cluster failed; service_error, the request was "
+         "refused (no domain, no descriptors).");
+  absl::StrAppend(&out, "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"} ",
+                  metrics.grpc.errors.load() + metrics.http.errors.load(), "\n",
+                  "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"} ",
+                  metrics.grpc.bad_requests.load() + metrics.http.bad_requests.load(), "\n");
+  Header(out, "ratelimit_service_total_requests", "counter", "gRPC calls received.");
+  absl::StrAppend(&out, "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"} ",
+                  metrics.grpc.requests.load(), "\n");
+  Header(out, "ratelimit_service_response_time_seconds", "histogram",
+         "Time from gRPC request parsed to decision made.");
+  metrics.grpc.latency.Render("ratelimit_service_response_time_seconds",
+                              "grpc_method=\"ShouldRateLimit\"", out);
 
   Frontend(out, "floodgate_requests_total", "Checks received.", metrics.grpc.requests,
            metrics.http.requests);
@@ -152,6 +254,10 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
          config.reload_success);
   Scalar(out, "floodgate_config_reload_failure_total", "counter", "Config changes refused.",
          config.reload_failure);
+  Scalar(out, "floodgate_statsd_datagrams_total", "counter", "StatsD datagrams sent.",
+         metrics.statsd_datagrams.load());
+  Scalar(out, "floodgate_statsd_send_errors_total", "counter",
+         "StatsD datagrams lost to a send error.", metrics.statsd_send_errors.load());
   return out;
 }
 

@@ -1,13 +1,16 @@
 #pragma once
 
 // Server metrics and the Prometheus text exporter. One exporter renders everything: per-rule
-// counters from the limiter (named as envoyproxy/ratelimit names them), latency histograms,
-// store size, config version and reloads.
+// counters from the limiter and the service counters, under our `floodgate_*` names and under
+// the names envoyproxy/ratelimit's Prometheus mapping gives them (docs/metrics.md), latency
+// histograms, store size, config version and reloads. The StatsD sink (statsd.h) pushes the
+// same values under envoyproxy/ratelimit's StatsD names.
 
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "floodgate/store.h"
 #include "src/limiter/limiter.h"
@@ -25,6 +28,8 @@ class LatencyHistogram {
   // Appends the Prometheus lines for metric `name` with extra `labels` (may be empty,
   // e.g. `frontend="grpc"`).
   void Render(const std::string& name, const std::string& labels, std::string& out) const;
+  // Returns the samples counted in each bucket so far (not cumulative; the last is +Inf).
+  std::array<uint64_t, kBoundsSeconds.size() + 1> BucketCounts() const;
 
  private:
   std::array<std::atomic<uint64_t>, kBoundsSeconds.size() + 1> buckets_{};
@@ -56,7 +61,16 @@ struct ServerMetrics {
   std::atomic<uint64_t> http_connections{0};
   // Envoy answers turned from OVER_LIMIT into OK by the global shadow mode (EnvoyCompat).
   std::atomic<uint64_t> global_shadow_mode{0};
+  // The StatsD sink (statsd.h): datagrams sent, and datagrams lost to a send error.
+  std::atomic<uint64_t> statsd_datagrams{0};
+  std::atomic<uint64_t> statsd_send_errors{0};
 };
+
+// Returns envoyproxy/ratelimit's stat name for a rule's stats key: ':' and '|' become '_', so
+// do the dots of anything shaped like an IPv4 address, as Envoy's sanitizer does; control
+// characters (a newline from a request's value under detailed_metric) also become '_', so that
+// a name never breaks a StatsD line.
+std::string EnvoyStatName(std::string_view stats_key);
 
 // Renders all metrics in Prometheus text format 0.0.4.
 std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetrics& metrics,
