@@ -176,6 +176,18 @@ std::function<bool()> ReadyCheck(const ServerOptions& options, const limiter::Li
   };
 }
 
+// Until the xDS config client is wired here, a node told to take its config from xDS alone
+// (CONFIG_TYPE=GRPC_XDS_SOTW without --config) says so, instead of failing to read "".
+absl::Status CheckConfigSource(const ServerOptions& options) {
+  if (options.config_path.empty() && !options.xds_server.empty()) {
+    return absl::UnimplementedError(
+        absl::StrCat("--xds-server ", options.xds_server,
+                     " (CONFIG_TYPE=GRPC_XDS_SOTW): this build does not take its config from "
+                     "xDS yet; give --config PATH (or RUNTIME_ROOT) instead"));
+  }
+  return absl::OkStatus();
+}
+
 // ---- end of envoyproxy/ratelimit's switches ----
 
 }  // namespace
@@ -205,6 +217,7 @@ absl::Status CheckPeerTlsFiles(const net::TlsFiles& files) {
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  FG_RETURN_IF_ERROR(CheckConfigSource(options));
   std::unique_ptr<Server> server(new Server());
   StoreOptions store_options;
   store_options.max_memory_bytes = TableBudget(options.max_memory_bytes);
