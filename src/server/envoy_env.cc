@@ -1,5 +1,6 @@
 #include "src/server/envoy_env.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <utility>
@@ -255,24 +256,24 @@ const std::vector<Row>& Table() {
                           }},
       TextRow("--xds-node-id", "CONFIG_GRPC_XDS_NODE_ID"),
       // "k1=v1,k2=v2". As Envoy, an entry without '=' is skipped (its own example "key1:val1"
-      // is one), and the value is what follows the first '='.
-      {
-          "--xds-node-metadata",
-          [](Vars& v) -> absl::
-                          StatusOr<std::optional<std::string>> {
-                            std::optional<std::string> value =
-                                v.Get("CONFIG_GRPC_XDS_NODE_METADATA");
-                            if (!value.has_value()) {
-                              return std::nullopt;
-                            }
-                            std::vector<std::string> kept;
-                            for (absl::string_view entry : absl::StrSplit(*value, ',')) {
-                              if (entry.find('=') != absl::string_view::npos) {
-                                kept.emplace_back(entry);
-                              }
-                            }
-                            return absl::StrJoin(kept, ",");
-                          }},
+      // is one), and the value is what follows the first '='; so is one with an empty key.
+      {"--xds-node-metadata",
+       [](Vars& v)
+           -> absl::
+               StatusOr<std::optional<std::string>> {
+                 std::optional<std::string> value = v.Get("CONFIG_GRPC_XDS_NODE_METADATA");
+                 if (!value.has_value()) {
+                   return std::nullopt;
+                 }
+                 std::vector<std::string> kept;
+                 for (absl::string_view entry : absl::StrSplit(*value, ',')) {
+                   const size_t eq = entry.find('=');
+                   if (eq != absl::string_view::npos && eq > 0) {  // Envoy would keep an empty key
+                     kept.emplace_back(entry);
+                   }
+                 }
+                 return absl::StrJoin(kept, ",");
+               }},
       DurationRow("--xds-initial-backoff", "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL"),
       DurationRow("--xds-max-backoff", "XDS_CLIENT_BACKOFF_MAX_INTERVAL"),
       // Envoy sends statsd to localhost:8125 unless USE_STATSD=false; we send it only when asked:
@@ -353,6 +354,35 @@ absl::StatusOr<absl::Duration> ParseGoDuration(absl::string_view text) {
     return absl::InvalidArgumentError(absl::StrCat("not a duration: '", text, "'"));
   }
   return d;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseKeyValues(absl::string_view flag,
+                                                                  absl::string_view text) {
+  std::map<std::string, std::string> values;
+  if (text.empty()) {
+    return values;
+  }
+  for (absl::string_view entry : absl::StrSplit(text, ',')) {
+    const size_t eq = entry.find('=');
+    if (eq == 0 || eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " must be KEY=VALUE,... (got the entry '", entry, "')"));
+    }
+    values[std::string(entry.substr(0, eq))] = std::string(entry.substr(eq + 1));
+  }
+  return values;
+}
+
+absl::Status CheckHeaderName(absl::string_view flag, absl::string_view name) {
+  const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+           absl::string_view("!#$%&'*+-.^_`|~").find(c) != absl::string_view::npos;
+  });
+  if (!token) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " must be an HTTP header name (got '", name, "')"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> ParseGoBool(absl::string_view text) {

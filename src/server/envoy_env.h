@@ -16,6 +16,7 @@
 // Stateless; the functions may be called from any thread (ProcessEnv's getter reads getenv).
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,6 +61,15 @@ absl::StatusOr<absl::Duration> ParseGoDuration(absl::string_view text);
 // Returns whether `text` is true or false as Go's strconv.ParseBool reads it (1, t, T, TRUE,
 // true, True; 0, f, F, FALSE, false, False). InvalidArgument otherwise.
 absl::StatusOr<bool> ParseGoBool(absl::string_view text);
+
+// Returns the map of "k1=v1,k2=v2" ("" gives none); a value is what follows the first '='.
+// InvalidArgument naming `flag` for an entry without '=' or with an empty key.
+absl::StatusOr<std::map<std::string, std::string>> ParseKeyValues(absl::string_view flag,
+                                                                  absl::string_view text);
+
+// Returns OK when `name` is an HTTP header name (an RFC 9110 token), else InvalidArgument naming
+// `flag`.
+absl::Status CheckHeaderName(absl::string_view flag, absl::string_view name);
 
 // The over-limit fast path's slots for LOCAL_CACHE_SIZE_IN_BYTES: one slot of the refusal cache
 // (limiter/refusal_cache.h) holds a key hash, a deadline and two counters, 24 bytes.

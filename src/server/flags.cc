@@ -12,7 +12,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "floodgate/status_macros.h"
 #include "src/common/host_port.h"
@@ -202,26 +201,14 @@ void AddEnvoyFlags(CLI::App* serve, EnvoyText* text) {
           "With --statsd: how often the metrics are sent, 100ms to 1h.");
 }
 
-absl::Status HeaderName(absl::string_view flag, const std::string& name) {
-  const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) ||
-           absl::string_view("!#$%&'*+-.^_`|~").find(c) != absl::string_view::npos;
-  });
-  if (!token) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, " must be an HTTP header name (got '", name, "')"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ToEnvoy(const EnvoyText& text, ServerOptions* options) {
   options->envoy.global_shadow_mode = text.shadow_mode;
   options->envoy.global_quota_mode = text.quota_mode;
   options->envoy.response_dynamic_metadata = text.response_dynamic_metadata;
   options->envoy.limit_headers = text.limit_headers;
-  FG_RETURN_IF_ERROR(HeaderName("--limit-limit-header", text.limit_header));
-  FG_RETURN_IF_ERROR(HeaderName("--limit-remaining-header", text.remaining_header));
-  FG_RETURN_IF_ERROR(HeaderName("--limit-reset-header", text.reset_header));
+  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-limit-header", text.limit_header));
+  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-remaining-header", text.remaining_header));
+  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-reset-header", text.reset_header));
   options->envoy.limit_header = text.limit_header;
   options->envoy.remaining_header = text.remaining_header;
   options->envoy.reset_header = text.reset_header;
@@ -239,18 +226,8 @@ absl::Status ToEnvoy(const EnvoyText& text, ServerOptions* options) {
   if (options->xds_node_id.empty()) {
     return absl::InvalidArgumentError("--xds-node-id must not be empty");
   }
-  options->xds_node_metadata.clear();
-  if (!text.xds_node_metadata.empty()) {
-    for (absl::string_view entry : absl::StrSplit(text.xds_node_metadata, ',')) {
-      const size_t eq = entry.find('=');
-      if (eq == 0 || eq == absl::string_view::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--xds-node-metadata must be KEY=VALUE,... (got the entry '", entry, "')"));
-      }
-      options->xds_node_metadata[std::string(entry.substr(0, eq))] =
-          std::string(entry.substr(eq + 1));
-    }
-  }
+  FG_ASSIGN_OR_RETURN(options->xds_node_metadata,
+                      ParseKeyValues("--xds-node-metadata", text.xds_node_metadata));
   FG_ASSIGN_OR_RETURN(options->xds_initial_backoff,
                       DurationOf("--xds-initial-backoff", text.xds_initial_backoff,
                                  absl::Milliseconds(1), absl::Hours(1)));

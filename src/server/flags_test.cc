@@ -643,7 +643,7 @@ TEST_F(FlagsTest, EnvoyNearLimitRatioAndLocalCache) {
 TEST_F(FlagsTest, EnvoyXdsSwitches) {
   CommandLine line = Parse({"serve"}, {{"CONFIG_TYPE", "GRPC_XDS_SOTW"},
                                        {"CONFIG_GRPC_XDS_NODE_ID", "rl-1"},
-                                       {"CONFIG_GRPC_XDS_NODE_METADATA", "a=1,b:2,c=x=y"},
+                                       {"CONFIG_GRPC_XDS_NODE_METADATA", "a=1,b:2,c=x=y,=z"},
                                        {"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "1m30s"},
                                        {"XDS_CLIENT_BACKOFF_MAX_INTERVAL", "1.5h"}});
   ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;  // no --config needed
