@@ -2,7 +2,8 @@
 # The command line: `validate` accepts examples/ and refuses a bad file with file:line and a
 # non-zero exit; `check` decides from the command line; flags come from the environment too;
 # unknown flags and values that are flags are refused by name (exit 2); --help and --version
-# exit 0; sizes are human; errors are in the flags' terms (issue 11).
+# exit 0; sizes are human; errors are in the flags' terms (issue 11); envoyproxy/ratelimit's
+# environment variables start it too.
 set -uo pipefail
 bin=$(realpath "$1")
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,6 +97,78 @@ run serve --config "$work/bad.yaml" "${ports[@]}"
 code=$?
 [ $code -eq 1 ] && [ "$(grep -c "bad.yaml:4" "$work/out")" -eq 1 ] && ! has "still serving" && ok \
   || bad "bad config at start (exit $code): $(cat "$work/out")"
+
+# envoyproxy/ratelimit's variables (docs/config.md, "Envoy's switches"): PORT, GRPC_PORT and the
+# runtime directory <RUNTIME_ROOT>/<RUNTIME_SUBDIRECTORY>/<RUNTIME_APPDIRECTORY> serve; a swap
+# of RUNTIME_ROOT's `current` symlink is picked up; HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED fails
+# /healthcheck while the config has no domain.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Polls `$@` every 50ms until it succeeds, for at most 10s.
+eventually() { for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done; return 1; }
+status_of() { curl -s -o /dev/null -w '%{http_code}' "$1"; }
+# Checks domain $1 twice against a limit of 1 a day: the second is refused once $1 is served.
+# Each call checks a key of its own, so that a reload between the two checks only delays it.
+calls=0
+limited() {
+  calls=$((calls + 1))
+  local url="http://127.0.0.1:$http_port/v1/check?domain=$1&k=$2-$calls"
+  [ "$(status_of "$url")" = 200 ] && [ "$(status_of "$url")" = 429 ]
+}
+healthcheck_is() { [ "$(status_of "http://127.0.0.1:$http_port/healthcheck")" = "$1" ]; }
+# Starts the server in the Envoy environment given as arguments; sets $pid, reads its first line.
+start_envoy_env() {
+  http_port=$(free_port); grpc_port=$(free_port)
+  exec 3< <(env HOST=127.0.0.1 PORT="$http_port" GRPC_HOST=127.0.0.1 GRPC_PORT="$grpc_port" \
+            FLOODGATE_CONFIG_POLL=50ms "$@" "$bin" serve 2>/dev/null)
+  pid=$!
+  line=""
+  read -r -t 30 line <&3
+}
+stop() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; exec 3<&-; }
+
+rt="$work/runtime"
+for v in v1 v2; do mkdir -p "$rt/$v/ratelimit/config"; done
+printf 'domain: a\ndescriptors:\n  - key: k\n    rate_limit: {unit: day, requests_per_unit: 1}\n' \
+  > "$rt/v1/ratelimit/config/a.yaml"
+printf 'domain: b\ndescriptors:\n  - key: k\n    rate_limit: {unit: day, requests_per_unit: 1}\n' \
+  > "$rt/v2/ratelimit/config/b.yaml"
+ln -s v1 "$rt/current"
+start_envoy_env RUNTIME_ROOT="$rt/current" RUNTIME_SUBDIRECTORY=ratelimit RUNTIME_WATCH_ROOT=true
+[[ "$line" == "floodgate: listening http=$http_port grpc=$grpc_port config=$rt/current/ratelimit/config" ]] \
+  && ok || bad "Envoy env: ports or runtime directory not taken: '$line'"
+limited a 1 && ok || bad "Envoy env: domain a of the runtime directory is not served"
+limited b 1 && bad "Envoy env: domain b is served before the swap" || ok
+# The swap as a runtime deployer makes it: a new link renamed over `current` (atomic).
+ln -s v2 "$rt/current.new" && mv -T "$rt/current.new" "$rt/current"
+eventually limited b 2 && ok || bad "Envoy env: the swap of $rt/current to v2 was not picked up"
+limited a 2 && bad "Envoy env: domain a still served after the swap" || ok
+healthcheck_is 200 && ok || bad "Envoy env: /healthcheck with a config is not 200"
+stop
+
+mkdir -p "$rt/empty/config"
+start_envoy_env RUNTIME_ROOT="$rt/empty" FORCE_START_WITHOUT_INITIAL_CONFIG=true \
+  HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED=true
+[[ "$line" == *"listening"* ]] && ok || bad "Envoy env: an empty config with FORCE_START did not start: '$line'"
+healthcheck_is 503 && ok || bad "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED: /healthcheck is not 503 without a domain"
+cp "$rt/v1/ratelimit/config/a.yaml" "$rt/empty/config/"
+eventually healthcheck_is 200 && ok || bad "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED: /healthcheck not 200 once a domain loaded"
+rm "$rt/empty/config/a.yaml"
+eventually healthcheck_is 503 && ok || bad "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED: /healthcheck not 503 after a reload to no domain"
+stop
+# The same empty config without it: healthy.
+start_envoy_env RUNTIME_ROOT="$rt/empty" FORCE_START_WITHOUT_INITIAL_CONFIG=true
+healthcheck_is 200 && ok || bad "an empty config without HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED is not healthy"
+stop
+
+# Refusals name the variable; our flag and FLOODGATE_* come before Envoy's name.
+NEAR_LIMIT_RATIO=abc run serve --config "$work/d.yaml" "${ports[@]}"
+[ $? -eq 2 ] && has "NEAR_LIMIT_RATIO=abc: not a number" && ok || bad "NEAR_LIMIT_RATIO=abc: $(cat "$work/out")"
+MERGE_DOMAIN_CONFIG=true run serve --config "$work/d.yaml" "${ports[@]}"
+[ $? -eq 2 ] && has "MERGE_DOMAIN_CONFIG=true: not supported" && ok || bad "MERGE_DOMAIN_CONFIG=true: $(cat "$work/out")"
+exec 3< <(PORT=1 FLOODGATE_HTTP=127.0.0.1:0 exec "$bin" serve --config "$work/d.yaml" --grpc 127.0.0.1:0 2>/dev/null)
+pid=$!
+if read -r -t 30 line <&3 && [[ "$line" == *"listening http="* && "$line" != *"http=1 "* ]]; then ok; else bad "FLOODGATE_HTTP did not win over PORT: '$line'"; fi
+stop
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -14,6 +14,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "floodgate/status_macros.h"
+#include "src/common/host_port.h"
 
 #ifndef FLOODGATE_VERSION
 #error "FLOODGATE_VERSION comes from project(... VERSION) in the top CMakeLists.txt"
@@ -32,6 +33,8 @@ constexpr uint64_t kMaxHits = 1'000'000'000;  // service::RequestLimits::max_hit
 
 constexpr char kFooter[] =
     "Every flag may also come from the environment variable shown (Env:); the command line wins.\n"
+    "serve also reads envoyproxy/ratelimit's variables (PORT, RUNTIME_ROOT, ...), below both:\n"
+    "docs/config.md, \"Envoy's switches\".\n"
     "Sizes: 256MiB, 1GiB, 500MB or a number of bytes. Durations: 200ms, 5s, 1m.\n"
     "Exit codes: 0 done, 1 failed (bad config, over the limit, cannot start), 2 bad command line.";
 
@@ -127,6 +130,151 @@ absl::StatusOr<uint64_t> MaxMemory(const std::string& text) {
   return *bytes;
 }
 
+// ---- envoyproxy/ratelimit's switches: our flags for them; their variables (envoy_env.h) are
+// read after ours, at the lowest precedence. docs/config.md, "Envoy's switches". ----
+
+constexpr uint64_t kMaxRefusalCacheSlots = uint64_t{1} << 30;
+
+struct EnvoyText {
+  explicit EnvoyText(const ServerOptions& defaults)
+      : near_limit_ratio(absl::StrCat(defaults.near_limit_ratio)),
+        refusal_cache_slots(absl::StrCat(defaults.refusal_cache_slots)),
+        limit_header(defaults.envoy.limit_header),
+        remaining_header(defaults.envoy.remaining_header),
+        reset_header(defaults.envoy.reset_header),
+        xds_node_id(defaults.xds_node_id),
+        xds_initial_backoff(absl::FormatDuration(defaults.xds_initial_backoff)),
+        xds_max_backoff(absl::FormatDuration(defaults.xds_max_backoff)),
+        statsd_flush_interval(absl::FormatDuration(defaults.statsd_flush_interval)) {}
+
+  std::string near_limit_ratio, refusal_cache_slots, limit_header, remaining_header, reset_header,
+      xds_server, xds_node_id, xds_node_metadata, xds_initial_backoff, xds_max_backoff, statsd,
+      statsd_flush_interval;
+  bool shadow_mode = false, quota_mode = false, response_dynamic_metadata = false,
+       limit_headers = false, healthy_with_config = false;
+};
+
+void AddSwitch(CLI::App* app, const std::string& name, bool* value, const std::string& meaning) {
+  app->add_flag(name, *value, meaning)->envname(EnvName(name));
+}
+
+void AddEnvoyFlags(CLI::App* serve, EnvoyText* text) {
+  AddSwitch(serve, "--shadow-mode", &text->shadow_mode,
+            "Answer OK where the answer would be OVER_LIMIT (descriptor statuses still say it); "
+            "Envoy's SHADOW_MODE.");
+  AddSwitch(serve, "--quota-mode", &text->quota_mode,
+            "Every descriptor in quota mode (docs/config.md); Envoy's QUOTA_MODE.");
+  AddSwitch(serve, "--response-dynamic-metadata", &text->response_dynamic_metadata,
+            "Envoy RLS answers carry dynamic_metadata; Envoy's RESPONSE_DYNAMIC_METADATA.");
+  AddSwitch(serve, "--limit-response-headers", &text->limit_headers,
+            "Envoy RLS answers carry the limit, remaining and reset headers named below instead "
+            "of ours; Envoy's LIMIT_RESPONSE_HEADERS_ENABLED.");
+  AddFlag(serve, "--limit-limit-header", &text->limit_header, "NAME",
+          "With --limit-response-headers: the limit's header.");
+  AddFlag(serve, "--limit-remaining-header", &text->remaining_header, "NAME",
+          "With --limit-response-headers: the remaining hits' header.");
+  AddFlag(serve, "--limit-reset-header", &text->reset_header, "NAME",
+          "With --limit-response-headers: the seconds-to-reset header.");
+  AddFlag(serve, "--near-limit-ratio", &text->near_limit_ratio, "RATIO",
+          "near_limit is counted when usage passes this fraction of a limit, 0 to 1.");
+  AddFlag(serve, "--refusal-cache-slots", &text->refusal_cache_slots, "N",
+          "Slots of the over-limit fast path (refused keys answered without the store), 0 (off) "
+          "to 2^30; rounded up to a power of two, at least 64. Envoy's "
+          "LOCAL_CACHE_SIZE_IN_BYTES, in slots of 24 bytes.");
+  AddSwitch(serve, "--healthy-with-config", &text->healthy_with_config,
+            "/healthcheck (and gRPC health) fail until a config with at least one domain is "
+            "loaded, and whenever the config has none; Envoy's "
+            "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED.");
+  AddFlag(serve, "--xds-server", &text->xds_server, "HOST:PORT",
+          "Take the config from this xDS server (state of the world); Envoy's "
+          "CONFIG_TYPE=GRPC_XDS_SOTW with CONFIG_GRPC_XDS_SERVER_URL.");
+  AddFlag(serve, "--xds-node-id", &text->xds_node_id, "ID", "With --xds-server: our node id.");
+  AddFlag(serve, "--xds-node-metadata", &text->xds_node_metadata, "K=V,...",
+          "With --xds-server: our node's metadata.");
+  AddFlag(serve, "--xds-initial-backoff", &text->xds_initial_backoff, "DURATION",
+          "With --xds-server: the first wait before reconnecting, 1ms to 1h.");
+  AddFlag(serve, "--xds-max-backoff", &text->xds_max_backoff, "DURATION",
+          "With --xds-server: the longest wait before reconnecting, --xds-initial-backoff to 24h.");
+  AddFlag(serve, "--statsd", &text->statsd, "HOST:PORT",
+          "Send the metrics to this statsd server (UDP); Envoy's STATSD_HOST and STATSD_PORT.");
+  AddFlag(serve, "--statsd-flush-interval", &text->statsd_flush_interval, "DURATION",
+          "With --statsd: how often the metrics are sent, 100ms to 1h.");
+}
+
+absl::Status ToEnvoy(const EnvoyText& text, ServerOptions* options) {
+  options->envoy.global_shadow_mode = text.shadow_mode;
+  options->envoy.global_quota_mode = text.quota_mode;
+  options->envoy.response_dynamic_metadata = text.response_dynamic_metadata;
+  options->envoy.limit_headers = text.limit_headers;
+  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-limit-header", text.limit_header));
+  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-remaining-header", text.remaining_header));
+  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-reset-header", text.reset_header));
+  options->envoy.limit_header = text.limit_header;
+  options->envoy.remaining_header = text.remaining_header;
+  options->envoy.reset_header = text.reset_header;
+  if (!absl::SimpleAtod(text.near_limit_ratio, &options->near_limit_ratio) ||
+      !(options->near_limit_ratio >= 0 && options->near_limit_ratio <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--near-limit-ratio must be a number from 0 to 1 (got '", text.near_limit_ratio, "')"));
+  }
+  FG_ASSIGN_OR_RETURN(options->refusal_cache_slots,
+                      WholeNumber("--refusal-cache-slots", text.refusal_cache_slots, 0,
+                                  kMaxRefusalCacheSlots, " (0: off)"));
+  options->healthy_with_config = text.healthy_with_config;
+  options->xds_server = text.xds_server;
+  options->xds_node_id = text.xds_node_id;
+  if (options->xds_node_id.empty()) {
+    return absl::InvalidArgumentError("--xds-node-id must not be empty");
+  }
+  FG_ASSIGN_OR_RETURN(options->xds_node_metadata,
+                      ParseKeyValues("--xds-node-metadata", text.xds_node_metadata));
+  FG_ASSIGN_OR_RETURN(options->xds_initial_backoff,
+                      DurationOf("--xds-initial-backoff", text.xds_initial_backoff,
+                                 absl::Milliseconds(1), absl::Hours(1)));
+  FG_ASSIGN_OR_RETURN(options->xds_max_backoff,
+                      DurationOf("--xds-max-backoff", text.xds_max_backoff,
+                                 options->xds_initial_backoff, absl::Hours(24)));
+  if (!text.statsd.empty()) {
+    std::string host;
+    uint16_t port = 0;
+    if (!common::SplitHostPort(text.statsd, host, port).ok() || host.empty() || port == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--statsd must be HOST:PORT (got '", text.statsd, "')"));
+    }
+  }
+  options->statsd = text.statsd;
+  FG_ASSIGN_OR_RETURN(options->statsd_flush_interval,
+                      DurationOf("--statsd-flush-interval", text.statsd_flush_interval,
+                                 absl::Milliseconds(100), absl::Hours(1)));
+  return absl::OkStatus();
+}
+
+// Gives every serve flag that neither the command line nor its FLOODGATE_* variable set the
+// value of its Envoy variables, if any, as if CLI11 had read it: the option converts and stores
+// it as it would its own.
+absl::Status ApplyEnvoyEnv(CLI::App* serve, const EnvGetter& env) {
+  FG_ASSIGN_OR_RETURN(std::vector<EnvoyValue> values,
+                      ReadEnvoyEnv(env, [serve](absl::string_view flag) {
+                        const CLI::Option* option = serve->get_option_no_throw(std::string(flag));
+                        return option != nullptr && option->count() > 0;
+                      }));
+  for (const EnvoyValue& value : values) {
+    CLI::Option* option = serve->get_option_no_throw(value.flag);
+    if (option == nullptr) {
+      return absl::InternalError(absl::StrCat("no flag ", value.flag, " for ", value.from));
+    }
+    try {
+      option->add_result(value.text);
+      option->run_callback();
+    } catch (const CLI::Error& e) {
+      return absl::InvalidArgumentError(absl::StrCat(value.from, ": ", e.what()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---- end of envoyproxy/ratelimit's switches ----
+
 // The TLS flags' combinations; the files themselves are checked when the server starts
 // (net::LoadTlsCredentials), before anything listens.
 absl::Status CheckTls(const ServeText& text) {
@@ -184,9 +332,10 @@ absl::Status CheckDiscovery(const ServerOptions& options) {
 
 absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
   ServerOptions& options = serve->options;
-  if (text.config.empty()) {
+  if (text.config.empty() && options.xds_server.empty()) {
     return absl::InvalidArgumentError(
-        "serve needs --config PATH (or FLOODGATE_CONFIG): the YAML file or folder to serve");
+        "serve needs --config PATH (or FLOODGATE_CONFIG): the YAML file or folder to serve "
+        "(envoyproxy/ratelimit's RUNTIME_ROOT names it too)");
   }
   options.config_path = text.config;
   options.http_address = text.http;
@@ -522,10 +671,15 @@ std::string FormatByteSize(uint64_t bytes) {
 }
 
 CommandLine ParseCommandLine(int argc, const char* const* argv) {
+  return ParseCommandLine(argc, argv, ProcessEnv());
+}
+
+CommandLine ParseCommandLine(int argc, const char* const* argv, const EnvGetter& envoy_env) {
   ServerOptions defaults;
   ServeText serve_text(defaults);
   std::string validate_path;
   CheckText check_text;
+  EnvoyText envoy_text(defaults);
   std::string command_name;
 
   CLI::App app("Floodgate: a distributed rate limiter (README.md, docs/).", "floodgate");
@@ -545,6 +699,7 @@ CommandLine ParseCommandLine(int argc, const char* const* argv) {
       sub->footer(kFooter);
     }
     AddServeFlags(serve, &serve_text);
+    AddEnvoyFlags(serve, &envoy_text);
     validate->add_option("PATH", validate_path, "The config: a YAML file or a folder of them.")
         ->type_name("");
     AddCheckFlags(check, &check_text);
@@ -576,7 +731,13 @@ CommandLine ParseCommandLine(int argc, const char* const* argv) {
   absl::Status status;
   if (serve->parsed()) {
     line.kind = CommandLine::Kind::kServe;
-    status = ToServe(serve_text, &line.serve);
+    status = ApplyEnvoyEnv(serve, envoy_env);
+    if (status.ok()) {
+      status = ToEnvoy(envoy_text, &line.serve.options);
+    }
+    if (status.ok()) {
+      status = ToServe(serve_text, &line.serve);
+    }
   } else if (validate->parsed()) {
     line.kind = CommandLine::Kind::kValidate;
     line.validate.path = validate_path;

@@ -9,7 +9,8 @@
 // - An unknown flag or command, a flag without its value, and a value that looks like a flag
 //   (`--config --http ...`) are refused with a message naming the flag: exit code 2.
 // - Every flag FOO-BAR may come from FLOODGATE_FOO_BAR instead; the command line wins; an empty
-//   variable counts as unset.
+//   variable counts as unset. Some `serve` flags may also come from envoyproxy/ratelimit's
+//   variables (envoy_env.h), below both.
 // - Values are checked here, in the flag's terms ("--max-memory must be 0 (no cap) or at least
 //   64MiB (got 1000 bytes)"), before any library sees them.
 // - `--help`/`-h`, on the program or a command, print every flag with its meaning, default and
@@ -24,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "src/server/envoy_env.h"
 #include "src/server/server.h"
 
 namespace floodgate::server {
@@ -66,8 +68,11 @@ struct CommandLine {
 // Exit code of a command line that was refused (unknown flag, missing or bad value).
 inline constexpr int kExitUsage = 2;
 
-// Parses argv (argv[0] is the program). Reads the FLOODGATE_* environment variables.
+// Parses argv (argv[0] is the program). Reads the FLOODGATE_* environment variables, then
+// envoyproxy/ratelimit's (envoy_env.h) through ProcessEnv().
 CommandLine ParseCommandLine(int argc, const char* const* argv);
+// As above, with envoyproxy/ratelimit's variables read through `envoy_env` (tests).
+CommandLine ParseCommandLine(int argc, const char* const* argv, const EnvGetter& envoy_env);
 
 // Returns the bytes of a size: a whole number of bytes ("1048576"), or a whole number with a
 // unit, decimal (B, KB, MB, GB, TB: powers of 1000) or binary (KiB, MiB, GiB, TiB: powers of

@@ -4,10 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 extern char** environ;
 
@@ -36,18 +41,28 @@ class FlagsTest : public ::testing::Test {
   }
   void TearDown() override { SetUp(); }
 
-  static CommandLine Parse(std::vector<std::string> args) {
+  // envoyproxy/ratelimit's variables, as a test gives them (never the process's).
+  using Env = std::map<std::string, std::string>;
+
+  static CommandLine Parse(std::vector<std::string> args, Env envoy = {}) {
     args.insert(args.begin(), "floodgate");
     std::vector<const char*> argv;
     for (const std::string& a : args) {
       argv.push_back(a.c_str());
     }
-    return ParseCommandLine(static_cast<int>(argv.size()), argv.data());
+    return ParseCommandLine(static_cast<int>(argv.size()), argv.data(),
+                            [&envoy](const std::string& name) -> std::optional<std::string> {
+                              auto it = envoy.find(name);
+                              if (it == envoy.end()) {
+                                return std::nullopt;
+                              }
+                              return it->second;
+                            });
   }
 
   // Parses `args` and expects a refusal (exit 2, nothing to stdout); returns its message.
-  static std::string Refusal(std::vector<std::string> args) {
-    CommandLine line = Parse(args);
+  static std::string Refusal(std::vector<std::string> args, Env envoy = {}) {
+    CommandLine line = Parse(args, std::move(envoy));
     EXPECT_EQ(line.kind, CommandLine::Kind::kExit);
     EXPECT_EQ(line.exit_code, kExitUsage);
     EXPECT_THAT(line.out, IsEmpty());
@@ -463,6 +478,266 @@ TEST_F(FlagsTest, PeerTlsFlagsGoTogetherAndNeedPeers) {
                        "--peer-tls-ca", "z"}),
               HasSubstr("--peer-tls-ca need --peers"));
 }
+
+// ---- envoyproxy/ratelimit's switches (envoy_env.h) ----
+
+TEST_F(FlagsTest, EnvoySwitchesDefaultToServerOptions) {
+  CommandLine line = Parse({"serve", "--config", "c"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  const ServerOptions defaults;
+  const ServerOptions& o = line.serve.options;
+  EXPECT_EQ(o.http_address, defaults.http_address);
+  EXPECT_FALSE(o.envoy.global_shadow_mode);
+  EXPECT_FALSE(o.envoy.limit_headers);
+  EXPECT_EQ(o.envoy.limit_header, "RateLimit-Limit");
+  EXPECT_DOUBLE_EQ(o.near_limit_ratio, 0.8);
+  EXPECT_EQ(o.refusal_cache_slots, size_t{1} << 16);
+  EXPECT_FALSE(o.healthy_with_config);
+  EXPECT_EQ(o.xds_server, "");
+  EXPECT_EQ(o.xds_node_id, "default");
+  EXPECT_EQ(o.xds_initial_backoff, absl::Seconds(10));
+  EXPECT_EQ(o.xds_max_backoff, absl::Seconds(60));
+  EXPECT_EQ(o.statsd, "");
+  EXPECT_EQ(o.statsd_flush_interval, absl::Seconds(10));
+}
+
+// Our flag > FLOODGATE_X > Envoy's variable > default, for a value and for a switch.
+TEST_F(FlagsTest, EnvoyVariablesComeBelowOurFlagsAndVariables) {
+  const Env envoy = {{"PORT", "9000"}, {"SHADOW_MODE", "true"}, {"NEAR_LIMIT_RATIO", "0.5"}};
+  CommandLine line = Parse({"serve", "--config", "c"}, envoy);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.http_address, "0.0.0.0:9000");
+  EXPECT_TRUE(line.serve.options.envoy.global_shadow_mode);
+  EXPECT_DOUBLE_EQ(line.serve.options.near_limit_ratio, 0.5);
+
+  setenv("FLOODGATE_HTTP", "127.0.0.1:7000", 1);
+  setenv("FLOODGATE_SHADOW_MODE", "false", 1);
+  setenv("FLOODGATE_NEAR_LIMIT_RATIO", "0.6", 1);
+  line = Parse({"serve", "--config", "c"}, envoy);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.http_address, "127.0.0.1:7000");
+  EXPECT_FALSE(line.serve.options.envoy.global_shadow_mode);
+  EXPECT_DOUBLE_EQ(line.serve.options.near_limit_ratio, 0.6);
+
+  line = Parse({"serve", "--config", "c", "--http", "127.0.0.1:6000", "--shadow-mode",
+                "--near-limit-ratio", "0.7"},
+               envoy);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.http_address, "127.0.0.1:6000");
+  EXPECT_TRUE(line.serve.options.envoy.global_shadow_mode);
+  EXPECT_DOUBLE_EQ(line.serve.options.near_limit_ratio, 0.7);
+
+  // A bad Envoy value under a flag that is given is never read.
+  line =
+      Parse({"serve", "--config", "c", "--near-limit-ratio", "0.7"}, {{"NEAR_LIMIT_RATIO", "abc"}});
+  EXPECT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+}
+
+TEST_F(FlagsTest, EnvoyListenAddresses) {
+  const auto serve = [](Env envoy) {
+    CommandLine line = Parse({"serve", "--config", "c"}, std::move(envoy));
+    EXPECT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+    return std::pair{line.serve.options.http_address, line.serve.options.grpc_address};
+  };
+  EXPECT_EQ(serve({{"HOST", "127.0.0.2"}, {"PORT", "9001"}}).first, "127.0.0.2:9001");
+  EXPECT_EQ(serve({{"HOST", "::1"}}).first, "[::1]:8080");
+  EXPECT_EQ(serve({{"GRPC_PORT", "9002"}}),
+            std::pair(ServerOptions().http_address, std::string("0.0.0.0:9002")));
+  EXPECT_EQ(serve({{"GRPC_HOST", "10.0.0.1"}}).second, "10.0.0.1:8081");
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"PORT", "http"}}),
+              HasSubstr("floodgate: PORT=http: not a port number (0 to 65535)"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"GRPC_PORT", "70000"}}),
+              HasSubstr("GRPC_PORT=70000: not a port number"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"GRPC_UDS", "/tmp/rl.sock"}}),
+              HasSubstr("GRPC_UDS=/tmp/rl.sock: gRPC on a unix socket is not supported"));
+}
+
+TEST_F(FlagsTest, EnvoyRuntimeDirectoryIsTheConfig) {
+  const auto config = [](Env envoy) {
+    CommandLine line = Parse({"serve"}, std::move(envoy));
+    EXPECT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+    return line.serve.options.config_path;
+  };
+  EXPECT_EQ(config({{"RUNTIME_ROOT", "/data/current"},
+                    {"RUNTIME_SUBDIRECTORY", "ratelimit"},
+                    {"RUNTIME_APPDIRECTORY", "app"}}),
+            "/data/current/ratelimit/app");
+  EXPECT_EQ(config({{"RUNTIME_ROOT", "/data/current/"}}), "/data/current/config");
+  EXPECT_EQ(config({{"RUNTIME_SUBDIRECTORY", "/ratelimit"}}),
+            "/srv/runtime_data/current/ratelimit/config");
+  EXPECT_EQ(config({{"RUNTIME_ROOT", "/r"},
+                    {"RUNTIME_WATCH_ROOT", "false"},
+                    {"RUNTIME_IGNOREDOTFILES", "true"}}),
+            "/r/config");
+  CommandLine line = Parse({"serve", "--config", "mine"}, {{"RUNTIME_ROOT", "/r"}});
+  EXPECT_EQ(line.serve.options.config_path, "mine");
+  EXPECT_THAT(Refusal({"serve"}, {{"RUNTIME_ROOT", "/r"}, {"RUNTIME_WATCH_ROOT", "maybe"}}),
+              HasSubstr("RUNTIME_WATCH_ROOT=maybe: not a boolean"));
+  EXPECT_THAT(Refusal({"serve"}), HasSubstr("RUNTIME_ROOT"));
+}
+
+TEST_F(FlagsTest, EnvoyAnswerSwitches) {
+  CommandLine line =
+      Parse({"serve", "--config", "c"}, {{"SHADOW_MODE", "1"},
+                                         {"QUOTA_MODE", "True"},
+                                         {"RESPONSE_DYNAMIC_METADATA", "t"},
+                                         {"LIMIT_RESPONSE_HEADERS_ENABLED", "TRUE"},
+                                         {"LIMIT_LIMIT_HEADER", "X-Limit"},
+                                         {"LIMIT_REMAINING_HEADER", "X-Remaining"},
+                                         {"LIMIT_RESET_HEADER", "X-Reset"},
+                                         {"HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED", "true"},
+                                         {"FORCE_START_WITHOUT_INITIAL_CONFIG", "true"},
+                                         {"MERGE_DOMAIN_CONFIG", "false"}});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  const ServerOptions& o = line.serve.options;
+  EXPECT_TRUE(o.envoy.global_shadow_mode);
+  EXPECT_TRUE(o.envoy.global_quota_mode);
+  EXPECT_TRUE(o.envoy.response_dynamic_metadata);
+  EXPECT_TRUE(o.envoy.limit_headers);
+  EXPECT_EQ(o.envoy.limit_header, "X-Limit");
+  EXPECT_EQ(o.envoy.remaining_header, "X-Remaining");
+  EXPECT_EQ(o.envoy.reset_header, "X-Reset");
+  EXPECT_TRUE(o.healthy_with_config);
+  EXPECT_TRUE(o.allow_empty_config);
+
+  line = Parse({"serve", "--config", "c"}, {{"SHADOW_MODE", "F"}, {"QUOTA_MODE", "0"}});
+  EXPECT_FALSE(line.serve.options.envoy.global_shadow_mode);
+  EXPECT_FALSE(line.serve.options.envoy.global_quota_mode);
+
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"SHADOW_MODE", "yes"}}),
+              HasSubstr("SHADOW_MODE=yes: not a boolean"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"MERGE_DOMAIN_CONFIG", "true"}}),
+              HasSubstr("MERGE_DOMAIN_CONFIG=true: not supported"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"LIMIT_LIMIT_HEADER", "X Limit"}}),
+              HasSubstr("--limit-limit-header must be an HTTP header name (got 'X Limit')"));
+}
+
+TEST_F(FlagsTest, EnvoyNearLimitRatioAndLocalCache) {
+  const auto serve = [](Env envoy) {
+    CommandLine line = Parse({"serve", "--config", "c"}, std::move(envoy));
+    EXPECT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+    return line.serve.options;
+  };
+  EXPECT_DOUBLE_EQ(serve({{"NEAR_LIMIT_RATIO", "0.9"}}).near_limit_ratio, 0.9);
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"NEAR_LIMIT_RATIO", "abc"}}),
+              HasSubstr("floodgate: NEAR_LIMIT_RATIO=abc: not a number\n"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"NEAR_LIMIT_RATIO", "1.5"}}),
+              HasSubstr("NEAR_LIMIT_RATIO=1.5: must be from 0 to 1"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--near-limit-ratio=-1"}),
+              HasSubstr("--near-limit-ratio must be a number from 0 to 1 (got '-1')"));
+
+  // Bytes become 24-byte slots; an explicit 0 turns the fast path off, as in Envoy; unset, ours
+  // stays on.
+  EXPECT_EQ(serve({}).refusal_cache_slots, size_t{1} << 16);
+  EXPECT_EQ(serve({{"LOCAL_CACHE_SIZE_IN_BYTES", "2400"}}).refusal_cache_slots, 100u);
+  EXPECT_EQ(serve({{"LOCAL_CACHE_SIZE_IN_BYTES", "10"}}).refusal_cache_slots, 1u);
+  EXPECT_EQ(serve({{"LOCAL_CACHE_SIZE_IN_BYTES", "0"}}).refusal_cache_slots, 0u);
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"LOCAL_CACHE_SIZE_IN_BYTES", "-1"}}),
+              HasSubstr("LOCAL_CACHE_SIZE_IN_BYTES=-1: not a whole number of bytes"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"LOCAL_CACHE_SIZE_IN_BYTES", "1e12"}}),
+              HasSubstr("LOCAL_CACHE_SIZE_IN_BYTES=1e12: not a whole number"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"LOCAL_CACHE_SIZE_IN_BYTES", "100000000000"}}),
+              HasSubstr("LOCAL_CACHE_SIZE_IN_BYTES=100000000000: at most"));
+}
+
+TEST_F(FlagsTest, EnvoyXdsSwitches) {
+  CommandLine line = Parse({"serve"}, {{"CONFIG_TYPE", "GRPC_XDS_SOTW"},
+                                       {"CONFIG_GRPC_XDS_NODE_ID", "rl-1"},
+                                       {"CONFIG_GRPC_XDS_NODE_METADATA", "a=1,b:2,c=x=y,=z"},
+                                       {"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "1m30s"},
+                                       {"XDS_CLIENT_BACKOFF_MAX_INTERVAL", "1.5h"}});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;  // no --config needed
+  const ServerOptions& o = line.serve.options;
+  EXPECT_EQ(o.xds_server, "localhost:18000");
+  EXPECT_EQ(o.xds_node_id, "rl-1");
+  // As Envoy: an entry without '=' is skipped; the value is what follows the first '='.
+  EXPECT_THAT(o.xds_node_metadata, ::testing::ElementsAre(Pair("a", "1"), Pair("c", "x=y")));
+  EXPECT_EQ(o.xds_initial_backoff, absl::Seconds(90));
+  EXPECT_EQ(o.xds_max_backoff, absl::Minutes(90));
+
+  line = Parse({"serve"}, {{"CONFIG_TYPE", "GRPC_XDS_SOTW"},
+                           {"CONFIG_GRPC_XDS_SERVER_URL", "xds.local:18000"}});
+  EXPECT_EQ(line.serve.options.xds_server, "xds.local:18000");
+  line = Parse({"serve", "--config", "c"},
+               {{"CONFIG_TYPE", "FILE"}, {"CONFIG_GRPC_XDS_SERVER_URL", "xds.local:18000"}});
+  EXPECT_EQ(line.serve.options.xds_server, "");
+
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"CONFIG_TYPE", "REST"}}),
+              HasSubstr("CONFIG_TYPE=REST: must be FILE or GRPC_XDS_SOTW"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "10"}}),
+              HasSubstr("XDS_CLIENT_BACKOFF_INITIAL_INTERVAL=10: not a duration"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"XDS_CLIENT_BACKOFF_MAX_INTERVAL", "5s"}}),
+              HasSubstr("--xds-max-backoff must be from 10s"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--xds-node-metadata", "a=1,b:2"}),
+              HasSubstr("--xds-node-metadata must be KEY=VALUE,... (got the entry 'b:2')"));
+}
+
+TEST_F(FlagsTest, EnvoyStatsdOnlyWhenAsked) {
+  const auto statsd = [](Env envoy) {
+    CommandLine line = Parse({"serve", "--config", "c"}, std::move(envoy));
+    EXPECT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+    return std::pair{line.serve.options.statsd, line.serve.options.statsd_flush_interval};
+  };
+  EXPECT_EQ(statsd({}).first, "");  // Envoy's default (on, localhost:8125) is not ours
+  EXPECT_EQ(statsd({{"USE_STATSD", "true"}}).first, "localhost:8125");
+  EXPECT_EQ(statsd({{"STATSD_PORT", "9125"}}).first, "localhost:9125");
+  EXPECT_EQ(statsd({{"STATSD_HOST", "stats.local"}}).first, "stats.local:8125");
+  EXPECT_EQ(statsd({{"USE_STATSD", "false"}, {"STATSD_HOST", "stats.local"}}).first, "");
+  EXPECT_EQ(statsd({{"STATSD_HOST", "stats.local"}, {"STATS_FLUSH_INTERVAL", "500ms"}}),
+            std::pair(std::string("stats.local:8125"), absl::Milliseconds(500)));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"STATSD_PORT", "0"}}),
+              HasSubstr("STATSD_PORT=0: not a port number (1 to 65535)"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"STATS_FLUSH_INTERVAL", "soon"}}),
+              HasSubstr("STATS_FLUSH_INTERVAL=soon: not a duration"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--statsd", "nohost"}),
+              HasSubstr("--statsd must be HOST:PORT (got 'nohost')"));
+}
+
+TEST_F(FlagsTest, GoDurationsAndBooleans) {
+  const std::pair<const char*, absl::Duration> good[] = {{"10s", absl::Seconds(10)},
+                                                         {"1m30s", absl::Seconds(90)},
+                                                         {"500ms", absl::Milliseconds(500)},
+                                                         {"1.5h", absl::Minutes(90)},
+                                                         {"300\xC2\xB5s", absl::Microseconds(300)},
+                                                         {"2us", absl::Microseconds(2)},
+                                                         {"0", absl::ZeroDuration()},
+                                                         {"-1s", absl::Seconds(-1)}};
+  for (const auto& [text, want] : good) {
+    absl::StatusOr<absl::Duration> got = ParseGoDuration(text);
+    ASSERT_TRUE(got.ok()) << text;
+    EXPECT_EQ(*got, want) << text;
+  }
+  for (const char* bad : {"", "10", "inf", "1d", "s", "1 s"}) {
+    EXPECT_FALSE(ParseGoDuration(bad).ok()) << bad;
+  }
+  for (const char* yes : {"1", "t", "T", "TRUE", "true", "True"}) {
+    absl::StatusOr<bool> b = ParseGoBool(yes);
+    EXPECT_TRUE(b.ok() && *b) << yes;
+  }
+  for (const char* no : {"0", "f", "F", "FALSE", "false", "False"}) {
+    absl::StatusOr<bool> b = ParseGoBool(no);
+    EXPECT_TRUE(b.ok() && !*b) << no;
+  }
+  for (const char* bad : {"yes", "on", "tRuE", ""}) {
+    EXPECT_FALSE(ParseGoBool(bad).ok()) << bad;
+  }
+}
+
+// Every flag of the table exists, with its FLOODGATE_* variable.
+TEST_F(FlagsTest, EveryEnvoyRowHasAServeFlag) {
+  const std::string help = Parse({"serve", "--help"}).out;
+  const std::vector<std::string> flags = EnvoyEnvFlags();
+  EXPECT_GE(flags.size(), 20u);
+  for (const std::string& flag : flags) {
+    EXPECT_THAT(help, HasSubstr(flag + " ")) << flag;
+    std::string env = absl::StrCat("FLOODGATE_", flag.substr(2));
+    absl::StrReplaceAll({{"-", "_"}}, &env);
+    absl::AsciiStrToUpper(&env);
+    EXPECT_THAT(help, HasSubstr("Env:" + env)) << flag;
+  }
+}
+
+// ---- end of envoyproxy/ratelimit's switches ----
 
 }  // namespace
 }  // namespace floodgate::server

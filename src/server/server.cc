@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -150,6 +152,44 @@ std::vector<peer::v1::ConfigChange> ChangesOf(const std::vector<discovery::Confi
   return changes;
 }
 
+// ---- envoyproxy/ratelimit's switches (ServerOptions, "Envoy's switches"). ----
+
+// NEAR_LIMIT_RATIO and LOCAL_CACHE_SIZE_IN_BYTES (as --near-limit-ratio, --refusal-cache-slots).
+limiter::LimiterOptions EnvoyLimiterOptions(const ServerOptions& options) {
+  limiter::LimiterOptions limiter_options;
+  limiter_options.near_limit_ratio = options.near_limit_ratio;
+  limiter_options.refusal_cache_slots = options.refusal_cache_slots;
+  return limiter_options;
+}
+
+// HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED (--healthy-with-config): the health checks pass only
+// while the config being served has a domain. Envoy's health follows each config it loads, so
+// a reload to an empty config (possible with --allow-empty-config) fails them again. Null when
+// off. The limiter holds the config being served: what a check would see.
+std::function<bool()> ReadyCheck(const ServerOptions& options, const limiter::Limiter* limiter) {
+  if (!options.healthy_with_config) {
+    return nullptr;
+  }
+  return [limiter] {
+    const std::shared_ptr<const core::Config> config = limiter->config();
+    return config != nullptr && !config->domains.empty();
+  };
+}
+
+// Until the xDS config client is wired here, a node told to take its config from xDS alone
+// (CONFIG_TYPE=GRPC_XDS_SOTW without --config) says so, instead of failing to read "".
+absl::Status CheckConfigSource(const ServerOptions& options) {
+  if (options.config_path.empty() && !options.xds_server.empty()) {
+    return absl::UnimplementedError(
+        absl::StrCat("--xds-server ", options.xds_server,
+                     " (CONFIG_TYPE=GRPC_XDS_SOTW): this build does not take its config from "
+                     "xDS yet; give --config PATH (or RUNTIME_ROOT) instead"));
+  }
+  return absl::OkStatus();
+}
+
+// ---- end of envoyproxy/ratelimit's switches ----
+
 }  // namespace
 
 net::TlsFlagNames PeerTlsFlags() {
@@ -177,6 +217,7 @@ absl::Status CheckPeerTlsFiles(const net::TlsFiles& files) {
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  FG_RETURN_IF_ERROR(CheckConfigSource(options));
   std::unique_ptr<Server> server(new Server());
   StoreOptions store_options;
   store_options.max_memory_bytes = TableBudget(options.max_memory_bytes);
@@ -193,7 +234,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
       FG_RETURN_IF_ERROR(server->StartDiscovery(options));
     }
   }
-  server->limiter_ = std::make_unique<limiter::Limiter>(store, hasher, nullptr);
+  server->limiter_ =
+      std::make_unique<limiter::Limiter>(store, hasher, nullptr, EnvoyLimiterOptions(options));
   admin::ConfigManagerOptions config_options;
   config_options.state_dir = options.state_dir;
   config_options.allow_empty = options.allow_empty_config;
@@ -205,8 +247,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
         options.node_id, server->config_.get(), server->limiter_.get());
     server->cluster_->SetConfigSync(server->config_sync_.get());
   }
-  server->service_ =
-      service::NewRateLimitService(server->limiter_.get(), options.limits, &server->metrics_);
+  server->service_ = service::NewRateLimitService(server->limiter_.get(), options.limits,
+                                                  &server->metrics_, options.envoy);
   server->admin_ = std::make_unique<admin::NodeAdmin>(server->config_.get(), server->limiter_.get(),
                                                       &server->metrics_, server->cluster_.get(),
                                                       server->config_sync_.get());
@@ -313,6 +355,10 @@ absl::Status Server::StartFrontends(const ServerOptions& options) {
     // A forwarded check waits for its owner. Our front ends suspend it and go on serving;
     // grpc++'s blocks a thread, so its calls run on workers of their own.
     grpc_options.worker_threads = 32;
+  }
+  if (std::function<bool()> ready = ReadyCheck(options, limiter_.get())) {
+    http_options.ready = ready;
+    grpc_options.ready = std::move(ready);
   }
   http_ = frontends::NewHttpServer(http_options, service_.get(), admin_.get(), &metrics_);
   FG_RETURN_IF_ERROR(http_->Start());

@@ -3,6 +3,7 @@
 // A whole Floodgate node: store, limiter, config manager and every front end, wired together.
 // main.cc only parses flags into ServerOptions and waits for a signal.
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -77,6 +78,30 @@ struct ServerOptions {
   // every peer connection, both ways, each end's certificate verified against the CA; all three
   // or none (plain). docs/tls.md, "Peer traffic".
   net::TlsFiles peer_tls;
+
+  // ---- envoyproxy/ratelimit's switches (flags.cc, envoy_env.h; docs/config.md, "Envoy's
+  // switches"). ----
+  // SHADOW_MODE, QUOTA_MODE, RESPONSE_DYNAMIC_METADATA, LIMIT_*: given to the service.
+  service::EnvoyCompat envoy;
+  // NEAR_LIMIT_RATIO and the over-limit fast path's size (LOCAL_CACHE_SIZE_IN_BYTES in slots of
+  // 24 bytes; 0: off): given to the limiter (limiter::LimiterOptions).
+  double near_limit_ratio = 0.8;
+  size_t refusal_cache_slots = size_t{1} << 16;
+  // HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED: the health checks fail while the config has no
+  // domain (before the first one is loaded, and after a reload to none).
+  bool healthy_with_config = false;
+  // CONFIG_TYPE=GRPC_XDS_SOTW: the xDS server the config comes from ("": the files), our node's
+  // id and metadata, and the reconnection backoff.
+  std::string xds_server;
+  std::string xds_node_id = "default";
+  std::map<std::string, std::string> xds_node_metadata;
+  absl::Duration xds_initial_backoff = absl::Seconds(10);
+  absl::Duration xds_max_backoff = absl::Seconds(60);
+  // USE_STATSD, STATSD_HOST, STATSD_PORT: where the metrics go over statsd ("": nowhere), every
+  // statsd_flush_interval (STATS_FLUSH_INTERVAL).
+  std::string statsd;
+  absl::Duration statsd_flush_interval = absl::Seconds(10);
+  // ---- end of envoyproxy/ratelimit's switches ----
 };
 
 // The flags of ServerOptions::peer_tls, for errors.

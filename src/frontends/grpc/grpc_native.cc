@@ -207,8 +207,10 @@ class Session : public H2Session {
         return;
       }
       health::HealthCheckResponse response;
-      response.set_status(server_->draining() ? health::HealthCheckResponse::NOT_SERVING
-                                              : health::HealthCheckResponse::SERVING);
+      const std::function<bool()>& ready = server_->options().ready;
+      response.set_status(server_->draining() || (ready && !ready())
+                              ? health::HealthCheckResponse::NOT_SERVING
+                              : health::HealthCheckResponse::SERVING);
       RespondMessage(s, response);
     }
   }

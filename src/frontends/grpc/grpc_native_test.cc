@@ -143,6 +143,25 @@ TEST_F(NativeGrpcServerTest, DecidesAndAnswersHealth) {
   EXPECT_EQ(client.Call(health).grpc_status(), 5);  // NOT_FOUND
 }
 
+// GrpcServerOptions::ready (the server's --healthy-with-config): NOT_SERVING while it is false.
+TEST_F(NativeGrpcServerTest, HealthFollowsReady) {
+  std::atomic<bool> ready{false};
+  GrpcServerOptions options = Options();
+  options.ready = [&ready] { return ready.load(); };
+  StartServer(options);
+  H2Client client(port_);
+  ASSERT_TRUE(client.connected());
+  H2Request health;
+  health.path = kHealthPath;
+  health.body = GrpcFrame("");
+  H2Response h = client.Call(health);
+  EXPECT_EQ(h.grpc_status(), 0);
+  EXPECT_EQ(h.body, GrpcFrame(std::string("\x08\x02", 2)));  // NOT_SERVING
+  ready = true;
+  h = client.Call(health);
+  EXPECT_EQ(h.body, GrpcFrame(std::string("\x08\x01", 2)));  // SERVING
+}
+
 TEST_F(NativeGrpcServerTest, BadCallsGetGrpcStatusesAndTheConnectionLives) {
   StartServer(Options());
   H2Client client(port_);

@@ -49,6 +49,9 @@ struct GrpcServerOptions {
   // it signed (mTLS). Both servers; the handshake must finish within request_timeout.
   // docs/tls.md.
   std::optional<net::TlsCredentials> tls;
+  // When set, the native server's health service answers NOT_SERVING while it returns false
+  // (the server's --healthy-with-config). Asked only by health checks, from io threads.
+  std::function<bool()> ready;
 
   // Timeouts (docs/grpc.md, "Limits and timeouts"). A connection with no call open for this
   // long (since its last call ended; PINGs and other frames do not count) gets GOAWAY and is

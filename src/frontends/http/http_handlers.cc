@@ -125,8 +125,15 @@ std::optional<HttpReply> HttpHandlers::Answer(const HttpRequest& request, HttpSc
         return Release(request, scratch, async);
       case Endpoint::kHealthcheck:
         reply.content_type = kTextType;
-        reply.status = request.draining ? 503 : 200;
-        reply.body = request.draining ? "DRAINING" : "OK";
+        if (request.draining) {
+          reply.status = 503;
+          reply.body = "DRAINING";
+        } else if (request.ready != nullptr && *request.ready && !(*request.ready)()) {
+          reply.status = 503;
+          reply.body = "NOT READY";
+        } else {
+          reply.body = "OK";
+        }
         break;
       case Endpoint::kMetrics:
         reply = Metrics();

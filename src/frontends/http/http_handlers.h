@@ -9,6 +9,7 @@
 // with its own HttpScratch.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,6 +46,9 @@ struct HttpRequest {
   bool shed = false;
   // The server is draining (the healthcheck answers 503).
   bool draining = false;
+  // When set, whether the node is ready (HttpServerOptions::ready; the healthcheck answers 503
+  // while it is not). Asked only by the healthcheck.
+  const std::function<bool()>* ready = nullptr;
 };
 
 // What a request is answered: the session frames it.

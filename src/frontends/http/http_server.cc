@@ -519,7 +519,8 @@ HttpRequest HttpSession::BeginAnswer() {
                      .body = request_.body,
                      .from_loopback = from_loopback_,
                      .shed = shed_,
-                     .draining = server_->draining()};
+                     .draining = server_->draining(),
+                     .ready = &server_->options().ready};
 }
 
 void HttpSession::FormatReply(const HttpReply& reply) {

@@ -54,6 +54,9 @@ struct HttpServerOptions {
   // present a certificate it signed (mTLS). The handshake must finish within idle_timeout.
   // Start fails when OpenSSL refuses the credentials. docs/tls.md.
   std::optional<net::TlsCredentials> tls;
+  // When set, /healthcheck answers 503 NOT READY while it returns false (the server's
+  // --healthy-with-config: no domain loaded). Asked only by health checks, from io threads.
+  std::function<bool()> ready;
 };
 
 // Returns the HTTP server (not started). Rate limit calls go to `service`, admin calls to

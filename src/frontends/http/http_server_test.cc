@@ -457,6 +457,23 @@ TEST_F(HttpServerTest, Healthcheck) {
   EXPECT_THAT(r.Header("Content-Type"), StartsWith("text/plain"));
 }
 
+// HttpServerOptions::ready (the server's --healthy-with-config): 503 NOT READY while it is false,
+// asked again at each health check; other endpoints are unaffected.
+TEST_F(HttpServerTest, HealthcheckFollowsReady) {
+  std::atomic<bool> ready{false};
+  HttpServerOptions options = BaseOptions();
+  options.ready = [&ready] { return ready.load(); };
+  StartServer(options);
+  HttpResponse r = Get("/healthcheck");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.body, "NOT READY");
+  EXPECT_EQ(Get("/v1/check?domain=api&user=alice").status, 200);
+  ready = true;
+  r = Get("/healthcheck");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "OK");
+}
+
 TEST_F(HttpServerTest, GetCheckCountsAndRefusesWithHeadersOnOneConnection) {
   HttpClient client(port_);
   HttpResponse first = client.Request("GET", "/v1/check?domain=api&user=alice");
