@@ -83,6 +83,10 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
 absl::StatusOr<Files> ReadFiles(const std::string& path, const std::string& state_dir,
                                 bool allow_empty) {
   Files files;
+  if (path.empty()) {  // no file source: the config comes over xDS (and the admin API)
+    FG_ASSIGN_OR_RETURN(files.state, ReadStateFolder(state_dir));
+    return files;
+  }
   FG_ASSIGN_OR_RETURN(files.source, ReadConfigSource(path));
   if (files.source.empty() && !allow_empty) {
     return absl::FailedPreconditionError(
@@ -126,6 +130,9 @@ ConfigManager::ConfigManager(std::string path, ConfigManagerOptions options,
 ConfigManager::~ConfigManager() { Stop(); }
 
 std::string ConfigManager::DefaultStateDir(const std::string& path) {
+  if (path.empty()) {
+    return "";
+  }
   std::error_code ec;
   const fs::path source(path);
   if (fs::is_directory(source, ec)) {
@@ -223,7 +230,7 @@ absl::Status ConfigManager::PutDomain(const std::string& domain, std::string_vie
                      absl::string_view(kTombstonePrefix.data(), kTombstonePrefix.size()), "...'"));
   }
   absl::MutexLock lock(&change_mu_);
-  FG_RETURN_IF_ERROR(CheckNotXds(domain));
+  FG_RETURN_IF_ERROR(CheckAdminMayChange(domain));
   const std::string target = StateFilePath(state_dir_, domain);
   FG_ASSIGN_OR_RETURN(auto parsed, core::ParseDomainConfig(yaml, target));
   if (parsed->domain != domain) {
@@ -248,7 +255,7 @@ absl::Status ConfigManager::ValidateChange(const std::string& domain,
   }
   if (!yaml.has_value()) {
     absl::MutexLock lock(&change_mu_);
-    FG_RETURN_IF_ERROR(CheckNotXds(domain));
+    FG_RETURN_IF_ERROR(CheckAdminMayChange(domain));
     if (limiter_->config()->FindDomain(domain) == nullptr) {
       return absl::NotFoundError(absl::StrCat("no domain '", domain, "'"));
     }
@@ -260,7 +267,7 @@ absl::Status ConfigManager::ValidateChange(const std::string& domain,
                      absl::string_view(kTombstonePrefix.data(), kTombstonePrefix.size()), "...'"));
   }
   absl::MutexLock lock(&change_mu_);
-  FG_RETURN_IF_ERROR(CheckNotXds(domain));
+  FG_RETURN_IF_ERROR(CheckAdminMayChange(domain));
   const std::string target = StateFilePath(state_dir_, domain);
   FG_ASSIGN_OR_RETURN(auto parsed, core::ParseDomainConfig(*yaml, target));
   if (parsed->domain != domain) {
@@ -279,7 +286,7 @@ absl::Status ConfigManager::DeleteDomain(const std::string& domain) {
         "domain names used over the API may contain only letters, digits, '_', '-' and '.' "
         "(at most 128, not starting with '.')");
   }
-  FG_RETURN_IF_ERROR(CheckNotXds(domain));
+  FG_RETURN_IF_ERROR(CheckAdminMayChange(domain));
   if (limiter_->config()->FindDomain(domain) == nullptr) {
     return absl::NotFoundError(absl::StrCat("no domain '", domain, "'"));
   }
@@ -332,7 +339,12 @@ absl::StatusOr<EffectiveConfig> ConfigManager::Build(const std::vector<ConfigFil
   return out;
 }
 
-absl::Status ConfigManager::CheckNotXds(const std::string& domain) const {
+absl::Status ConfigManager::CheckAdminMayChange(const std::string& domain) const {
+  if (state_dir_.empty()) {
+    return absl::FailedPreconditionError(
+        "admin changes need a state folder: there is no config source to put it beside "
+        "(choose one with --state-dir)");
+  }
   if (xds_domains_.count(domain) > 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "domain '", domain, "' is managed by the xDS management server; change it there"));

@@ -56,14 +56,16 @@ struct ConfigManagerOptions {
 class ConfigManager {
  public:
   // Loads `path` overlaid with the state folder and installs it in `limiter` (which must outlive
-  // the manager). Fails if the initial config is invalid, or empty and not allowed.
+  // the manager). Fails if the initial config is invalid, or empty and not allowed. `path` ""
+  // means no file source (the config comes over xDS, SetXdsDomains): it starts with no limits, and
+  // admin changes need an explicit state_dir.
   static absl::StatusOr<std::unique_ptr<ConfigManager>> Create(std::string path,
                                                                limiter::Limiter* limiter,
                                                                ConfigManagerOptions options = {});
   ~ConfigManager();
 
   // Returns the state folder used when none is given: `<path>/.floodgate-state` for a
-  // directory, `<folder>/.floodgate-state-<file name>` beside a single file.
+  // directory, `<folder>/.floodgate-state-<file name>` beside a single file, "" (none) for "".
   static std::string DefaultStateDir(const std::string& path);
 
   // Re-reads the source and the state folder; applies them when their content changed. Returns
@@ -113,8 +115,9 @@ class ConfigManager {
                                         const std::vector<ConfigFile>& state,
                                         const std::vector<ConfigFile>& xds,
                                         std::set<std::string>* xds_domains = nullptr) const;
-  // FailedPrecondition when xDS manages `domain` (the admin API may not change it).
-  absl::Status CheckNotXds(const std::string& domain) const
+  // FailedPrecondition when the admin API may not change `domain`: xDS manages it, or there is
+  // no state folder to write to.
+  absl::Status CheckAdminMayChange(const std::string& domain) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
 
   const std::string path_;

@@ -306,5 +306,30 @@ TEST_F(ConfigManagerTest, AdminApiMayNotChangeAnXdsDomain) {
   EXPECT_FALSE(fs::exists(dir_ / ".floodgate-state" / "api.yaml"));
 }
 
+// No file source (path ""): the config is whatever xDS pushes; admin changes need a state folder.
+TEST_F(ConfigManagerTest, XdsOnlyWithoutAFileSource) {
+  auto manager = ConfigManager::Create("", limiter_.get());
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  EXPECT_EQ((*manager)->state_dir(), "");
+  EXPECT_TRUE(limiter_->config()->domains.empty());
+  EXPECT_FALSE(*(*manager)->ReloadIfChanged());
+  ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:api", kApi}}).ok());
+  EXPECT_EQ(UserLimit(), 5u);
+  EXPECT_EQ((*manager)->PutDomain("other", "domain: other\ndescriptors: []\n").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(limiter_->config()->FindDomain("other"), nullptr);
+
+  // With a state folder the admin API works beside xDS.
+  limiter::Limiter second(store_.get(), KeyHasher(1, 1), nullptr);
+  const std::string state = (dir_ / "state").string();
+  auto with_state = ConfigManager::Create("", &second, {state, false});
+  ASSERT_TRUE(with_state.ok()) << with_state.status();
+  ASSERT_TRUE((*with_state)->SetXdsDomains({{"xds:api", kApi}}).ok());
+  EXPECT_TRUE((*with_state)->PutDomain("other", "domain: other\ndescriptors: []\n").ok());
+  EXPECT_NE(second.config()->FindDomain("other"), nullptr);
+  EXPECT_TRUE(fs::exists(fs::path(state) / "other.yaml"));
+  EXPECT_EQ(floodgate::testing::FirstLimit(second, "api"), 5u);
+}
+
 }  // namespace
 }  // namespace floodgate::admin
