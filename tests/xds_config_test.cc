@@ -88,6 +88,7 @@ class ManagementServer final
     absl::MutexLock lock(&mu_);
     const DiscoveryRequest* found = nullptr;
     auto arrived = [&] {
+      mu_.AssertHeld();
       for (const DiscoveryRequest& r : requests_) {
         if (r.response_nonce() == nonce) {
           found = &r;
@@ -106,7 +107,10 @@ class ManagementServer final
   // Waits for the first request of a stream (a subscription: no nonce) and returns it.
   DiscoveryRequest AwaitSubscription() {
     absl::MutexLock lock(&mu_);
-    auto arrived = [&] { return !requests_.empty(); };
+    auto arrived = [&] {
+      mu_.AssertHeld();
+      return !requests_.empty();
+    };
     if (!mu_.AwaitWithTimeout(absl::Condition(&arrived), kTimeout)) {
       ADD_FAILURE() << "no subscription";
       return DiscoveryRequest();
@@ -115,7 +119,7 @@ class ManagementServer final
   }
 
   grpc::Status StreamRlsConfigs(
-      grpc::ServerContext* context,
+      grpc::ServerContext* /*context*/,
       grpc::ServerReaderWriter<DiscoveryResponse, DiscoveryRequest>* stream) override {
     DiscoveryRequest request;
     if (!stream->Read(&request)) {
@@ -127,7 +131,10 @@ class ManagementServer final
       DiscoveryResponse response;
       {
         absl::MutexLock lock(&mu_);
-        auto ready = [&] { return stopping_ || generation_ != pushed; };
+        auto ready = [&] {
+          mu_.AssertHeld();
+          return stopping_ || generation_ != pushed;
+        };
         mu_.Await(absl::Condition(&ready));
         if (stopping_) {
           return grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down");
