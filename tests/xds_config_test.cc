@@ -28,6 +28,7 @@
 #include "src/admin/xds_yaml.h"
 #include "testing/limiter_helpers.h"
 #include "testing/temp_dir.h"
+#include "testing/tls_certs.h"
 
 namespace floodgate::admin {
 namespace {
@@ -44,9 +45,11 @@ class ManagementServer final
     : public ::ratelimit::service::ratelimit::v3::RateLimitConfigDiscoveryService::Service {
  public:
   // Starts on `address` ("127.0.0.1:0" picks a port); port() is the one bound (0 on failure).
-  explicit ManagementServer(const std::string& address) {
+  explicit ManagementServer(
+      const std::string& address,
+      std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials()) {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(address, credentials, &port_);
     builder.RegisterService(this);
     server_ = builder.BuildAndStart();
   }
@@ -325,6 +328,45 @@ TEST_F(XdsConfigTest, ConnectsOnceTheServerComesUp) {
   const DiscoveryRequest ack = server.AwaitAnswer(nonce);
   EXPECT_EQ(ack.version_info(), "first");
   EXPECT_EQ(Limit("api"), 4u);
+  client.Stop();
+}
+
+// Over mutual TLS: a client that trusts another CA never gets a config; one with the right CA and
+// a client certificate the server accepts does.
+TEST_F(XdsConfigTest, OverMutualTls) {
+  floodgate::testing::TempDir pki_dir{"floodgate-xds-pki"};
+  auto pki = floodgate::testing::MakeTestPki(pki_dir.path());
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = floodgate::testing::ReadFileText(pki->ca_cert);
+  ssl.pem_key_cert_pairs.push_back({floodgate::testing::ReadFileText(pki->server_key),
+                                    floodgate::testing::ReadFileText(pki->server_cert)});
+  ManagementServer server("127.0.0.1:0", grpc::SslServerCredentials(ssl));
+  ASSERT_NE(server.port(), 0);
+  server.SetSnapshot("tls-1", {Domain("api", 6)});
+
+  XdsOptions wrong_ca = Options(server.port());
+  wrong_ca.use_tls = true;
+  wrong_ca.tls_ca_file = pki->other_ca_cert;
+  wrong_ca.tls_cert_file = pki->client_cert;
+  wrong_ca.tls_key_file = pki->client_key;
+  {
+    XdsConfigClient client(wrong_ca, manager_.get());
+    client.Start();
+    EXPECT_TRUE(
+        client.AwaitStatus([](const XdsStatus& s) { return s.stream_failures >= 2; }, kTimeout));
+    client.Stop();
+    EXPECT_EQ(client.status().acks, 0u);
+  }
+  EXPECT_EQ(Limit("api"), 0u);
+
+  XdsOptions right = wrong_ca;
+  right.tls_ca_file = pki->ca_cert;
+  XdsConfigClient client(right, manager_.get());
+  client.Start();
+  const DiscoveryRequest ack = server.AwaitAnswer("n1");
+  EXPECT_EQ(ack.version_info(), "tls-1");
+  EXPECT_EQ(Limit("api"), 6u);
   client.Stop();
 }
 

@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "envoy/service/discovery/v3/discovery.pb.h"
+#include "floodgate/status_macros.h"
 #include "ratelimit/service/ratelimit/v3/rls_conf_ds.grpc.pb.h"
 #include "src/admin/xds_yaml.h"
 #include "src/common/rate_limited_log.h"
@@ -28,7 +32,55 @@ int Millis(absl::Duration d) {
 
 void Log(std::string_view line) { common::RateLimitedLog::Default().Log(line); }
 
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    return absl::UnavailableError(absl::StrCat(path, ": the xDS ", what, " cannot be read"));
+  }
+  if (text.empty()) {
+    return absl::UnavailableError(absl::StrCat(path, ": the xDS ", what, " is missing or empty"));
+  }
+  return text;
+}
+
+// Returns the channel credentials `options` ask for (the TLS files read now).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const XdsOptions& options) {
+  if (!options.use_tls) {
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca_file.empty()) {
+    FG_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(options.tls_ca_file, "CA certificate"));
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "an xDS client certificate needs both the certificate and the key file");
+  }
+  if (!options.tls_cert_file.empty()) {
+    FG_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(options.tls_cert_file, "client certificate"));
+    FG_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(options.tls_key_file, "client key"));
+  }
+  return grpc::SslCredentials(ssl);
+}
+
 }  // namespace
+
+absl::StatusOr<std::map<std::string, std::string>> ParseXdsNodeMetadata(std::string_view text) {
+  std::map<std::string, std::string> out;
+  if (text.empty()) {
+    return out;
+  }
+  for (absl::string_view entry : absl::StrSplit(absl::string_view(text.data(), text.size()), ',')) {
+    const size_t eq = entry.find('=');
+    if (eq == absl::string_view::npos || eq == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("xDS node metadata entry '", entry,
+                                                     "' is not key=value (as in k1=v1,k2=v2)"));
+    }
+    out[std::string(entry.substr(0, eq))] = std::string(entry.substr(eq + 1));
+  }
+  return out;
+}
 
 absl::Duration XdsBackoff(const XdsOptions& options, int failures, double random) {
   const absl::Duration max = std::max(options.max_backoff, absl::ZeroDuration());
@@ -122,8 +174,20 @@ bool XdsConfigClient::RunStream() {
               Millis(std::min(options_.keepalive, absl::Seconds(20))));
   // Every domain may be up to 1 MiB of YAML (core::kMaxConfigFileBytes); the push holds them all.
   args.SetMaxReceiveMessageSize(256 << 20);
+  if (!options_.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options_.tls_server_name);
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = Credentials(options_);
+  if (!credentials.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++status_.stream_failures;
+    }
+    Log(absl::StrCat("floodgate: xDS: ", credentials.status().message(), "; trying again"));
+    return false;
+  }
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), args);
+      grpc::CreateCustomChannel(options_.server, *credentials, args);
   std::unique_ptr<RateLimitConfigDiscoveryService::Stub> stub =
       RateLimitConfigDiscoveryService::NewStub(channel);
 

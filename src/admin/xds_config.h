@@ -22,9 +22,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -52,7 +54,22 @@ struct XdsOptions {
   absl::Duration keepalive = absl::Seconds(30);
   // Returns a number in [0, 1) for the jitter; empty for a seeded std::mt19937_64.
   std::function<double()> random;
+  // TLS to the management server (envoyproxy/ratelimit's CONFIG_GRPC_XDS_SERVER_USE_TLS and
+  // friends). tls_ca_file: PEM of the CAs to trust ("" for gRPC's default roots); tls_cert_file
+  // and tls_key_file: a client certificate (mTLS, both or neither); tls_server_name: the name
+  // the server's certificate must carry, when not the host of `server`. The files are read at
+  // every connection attempt, so renewed certificates are picked up.
+  bool use_tls = false;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
 };
+
+// Parses envoyproxy/ratelimit's CONFIG_GRPC_XDS_NODE_METADATA, "k1=v1,k2=v2" (a value may hold
+// '='; spaces are kept). InvalidArgument for an entry without '=' or with an empty key; "" is
+// no metadata.
+absl::StatusOr<std::map<std::string, std::string>> ParseXdsNodeMetadata(std::string_view text);
 
 // Returns the wait before connection attempt `failures` + 1 after `failures` consecutive
 // failures (failures >= 1; attempt 1 waits backoff(1) = initial_backoff scaled by jitter), given
@@ -70,7 +87,7 @@ struct XdsStatus {
   uint64_t acks = 0;
   uint64_t nacks = 0;
   uint64_t streams = 0;          // streams opened
-  uint64_t stream_failures = 0;  // streams that failed or ended
+  uint64_t stream_failures = 0;  // streams that failed or ended, attempts that could not start
 };
 
 class XdsConfigClient {

@@ -62,5 +62,17 @@ TEST(XdsNodeTest, CarriesIdClusterAndMetadata) {
   EXPECT_EQ(XdsNode(XdsOptions{}).id(), "default");
 }
 
+TEST(XdsNodeMetadataTest, ParsesEnvoysFormat) {
+  auto parsed = ParseXdsNodeMetadata("team=edge,zone=eu=1, spaced = kept ");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(*parsed, (std::map<std::string, std::string>{
+                         {"team", "edge"}, {"zone", "eu=1"}, {" spaced ", " kept "}}));
+  EXPECT_TRUE(ParseXdsNodeMetadata("")->empty());
+  EXPECT_EQ(*ParseXdsNodeMetadata("k="), (std::map<std::string, std::string>{{"k", ""}}));
+  EXPECT_EQ(ParseXdsNodeMetadata("team:edge").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseXdsNodeMetadata("a=1,,b=2").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseXdsNodeMetadata("=v").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace floodgate::admin
