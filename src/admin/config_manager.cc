@@ -354,6 +354,13 @@ absl::Status ConfigManager::CheckAdminMayChange(const std::string& domain) const
 
 absl::Status ConfigManager::SetXdsDomains(const std::vector<ConfigFile>& files) {
   absl::MutexLock lock(&change_mu_);
+  // A server sends the same set again after a reconnect: nothing to apply.
+  if (std::equal(files.begin(), files.end(), xds_files_.begin(), xds_files_.end(),
+                 [](const ConfigFile& a, const ConfigFile& b) {
+                   return a.path == b.path && a.text == b.text;
+                 })) {
+    return absl::OkStatus();
+  }
   absl::StatusOr<Files> read = ReadFiles(path_, state_dir_, allow_empty_);
   if (!read.ok()) {
     return Refused(read.status());

@@ -88,7 +88,8 @@ class ConfigManager {
   // removed (the source's or state folder's domain of that name, if any, serves again), and an
   // xDS domain replaces a source or state domain of the same name. All or nothing: every file must
   // parse and the whole config must build (InvalidArgument "file:line: reason", two files of one
-  // domain included), else nothing changes and the refusal is counted like a bad reload.
+  // domain included), else nothing changes and the refusal is counted like a bad reload. The same
+  // set as the last one applied changes nothing (the config version stays).
   absl::Status SetXdsDomains(const std::vector<ConfigFile>& files);
   // Returns the domains xDS manages now.
   std::set<std::string> xds_domains() const;

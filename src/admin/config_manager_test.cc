@@ -259,6 +259,10 @@ TEST_F(ConfigManagerTest, XdsDomainsAreReplacedAsAWhole) {
   EXPECT_EQ(UserLimit(), 1u);
   EXPECT_NE(limiter_->config()->FindDomain("z"), nullptr);
 
+  const uint64_t version = (*manager)->stats().version;
+  ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:a", kApiTighter}, {"xds:b", other}}).ok());
+  EXPECT_EQ((*manager)->stats().version, version);  // the same set again: nothing applied
+
   ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:b", other}}).ok());
   EXPECT_EQ(UserLimit(), 5u);  // the source's api again
   EXPECT_EQ((*manager)->xds_domains(), (std::set<std::string>{"other"}));
