@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
+#include <set>
 #include <system_error>
 
 #include "absl/strings/match.h"
@@ -81,6 +83,10 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
 absl::StatusOr<Files> ReadFiles(const std::string& path, const std::string& state_dir,
                                 bool allow_empty) {
   Files files;
+  if (path.empty()) {  // no file source: the config comes over xDS (and the admin API)
+    FG_ASSIGN_OR_RETURN(files.state, ReadStateFolder(state_dir));
+    return files;
+  }
   FG_ASSIGN_OR_RETURN(files.source, ReadConfigSource(path));
   if (files.source.empty() && !allow_empty) {
     return absl::FailedPreconditionError(
@@ -124,6 +130,9 @@ ConfigManager::ConfigManager(std::string path, ConfigManagerOptions options,
 ConfigManager::~ConfigManager() { Stop(); }
 
 std::string ConfigManager::DefaultStateDir(const std::string& path) {
+  if (path.empty()) {
+    return "";
+  }
   std::error_code ec;
   const fs::path source(path);
   if (fs::is_directory(source, ec)) {
@@ -194,8 +203,7 @@ absl::StatusOr<bool> ConfigManager::ReloadLocked() {
   if (fingerprint == fingerprint_) {
     return false;
   }
-  absl::StatusOr<EffectiveConfig> config =
-      ParseEffectiveConfig(files->source, files->state, next_version());
+  absl::StatusOr<EffectiveConfig> config = Build(files->source, files->state, xds_files_);
   // Remember even bad content, so an unchanged bad file is reported once, not every poll.
   if (!config.ok()) {
     fingerprint_ = std::move(fingerprint);
@@ -222,6 +230,7 @@ absl::Status ConfigManager::PutDomain(const std::string& domain, std::string_vie
                      absl::string_view(kTombstonePrefix.data(), kTombstonePrefix.size()), "...'"));
   }
   absl::MutexLock lock(&change_mu_);
+  FG_RETURN_IF_ERROR(CheckAdminMayChange(domain));
   const std::string target = StateFilePath(state_dir_, domain);
   FG_ASSIGN_OR_RETURN(auto parsed, core::ParseDomainConfig(yaml, target));
   if (parsed->domain != domain) {
@@ -231,8 +240,7 @@ absl::Status ConfigManager::PutDomain(const std::string& domain, std::string_vie
   FG_ASSIGN_OR_RETURN(Files files, ReadFiles(path_, state_dir_, allow_empty_));
   SetFile(files.state, target, yaml);
   // Validate the whole result before touching disk.
-  FG_ASSIGN_OR_RETURN(EffectiveConfig config,
-                      ParseEffectiveConfig(files.source, files.state, next_version()));
+  FG_ASSIGN_OR_RETURN(EffectiveConfig config, Build(files.source, files.state, xds_files_));
   FG_RETURN_IF_ERROR(WriteFileAtomically(target, yaml));
   Apply(std::move(config.config), Fingerprint(files));
   return absl::OkStatus();
@@ -246,6 +254,8 @@ absl::Status ConfigManager::ValidateChange(const std::string& domain,
         "(at most 128, not starting with '.')");
   }
   if (!yaml.has_value()) {
+    absl::MutexLock lock(&change_mu_);
+    FG_RETURN_IF_ERROR(CheckAdminMayChange(domain));
     if (limiter_->config()->FindDomain(domain) == nullptr) {
       return absl::NotFoundError(absl::StrCat("no domain '", domain, "'"));
     }
@@ -257,6 +267,7 @@ absl::Status ConfigManager::ValidateChange(const std::string& domain,
                      absl::string_view(kTombstonePrefix.data(), kTombstonePrefix.size()), "...'"));
   }
   absl::MutexLock lock(&change_mu_);
+  FG_RETURN_IF_ERROR(CheckAdminMayChange(domain));
   const std::string target = StateFilePath(state_dir_, domain);
   FG_ASSIGN_OR_RETURN(auto parsed, core::ParseDomainConfig(*yaml, target));
   if (parsed->domain != domain) {
@@ -265,7 +276,7 @@ absl::Status ConfigManager::ValidateChange(const std::string& domain,
   }
   FG_ASSIGN_OR_RETURN(Files files, ReadFiles(path_, state_dir_, allow_empty_));
   SetFile(files.state, target, *yaml);
-  return ParseEffectiveConfig(files.source, files.state, next_version()).status();
+  return Build(files.source, files.state, xds_files_).status();
 }
 
 absl::Status ConfigManager::DeleteDomain(const std::string& domain) {
@@ -275,6 +286,7 @@ absl::Status ConfigManager::DeleteDomain(const std::string& domain) {
         "domain names used over the API may contain only letters, digits, '_', '-' and '.' "
         "(at most 128, not starting with '.')");
   }
+  FG_RETURN_IF_ERROR(CheckAdminMayChange(domain));
   if (limiter_->config()->FindDomain(domain) == nullptr) {
     return absl::NotFoundError(absl::StrCat("no domain '", domain, "'"));
   }
@@ -283,12 +295,11 @@ absl::Status ConfigManager::DeleteDomain(const std::string& domain) {
   // Parse the source to learn whether it defines the domain: then a tombstone hides it,
   // otherwise the domain came from the state folder alone and its file goes.
   SetFile(files.state, target, std::nullopt);
-  FG_ASSIGN_OR_RETURN(EffectiveConfig without,
-                      ParseEffectiveConfig(files.source, files.state, next_version()));
+  FG_ASSIGN_OR_RETURN(EffectiveConfig without, Build(files.source, files.state, xds_files_));
   if (without.source_domains.count(domain) > 0) {
     const std::string tombstone = TombstoneText(domain);
     SetFile(files.state, target, tombstone);
-    FG_ASSIGN_OR_RETURN(without, ParseEffectiveConfig(files.source, files.state, next_version()));
+    FG_ASSIGN_OR_RETURN(without, Build(files.source, files.state, xds_files_));
     FG_RETURN_IF_ERROR(WriteFileAtomically(target, tombstone));
   } else {
     std::error_code ec;
@@ -298,6 +309,76 @@ absl::Status ConfigManager::DeleteDomain(const std::string& domain) {
   }
   Apply(std::move(without.config), Fingerprint(files));
   return absl::OkStatus();
+}
+
+absl::StatusOr<EffectiveConfig> ConfigManager::Build(const std::vector<ConfigFile>& source,
+                                                     const std::vector<ConfigFile>& state,
+                                                     const std::vector<ConfigFile>& xds,
+                                                     std::set<std::string>* xds_domains) const {
+  const uint64_t version = next_version();
+  FG_ASSIGN_OR_RETURN(EffectiveConfig out, ParseEffectiveConfig(source, state, version));
+  std::map<std::string, std::shared_ptr<const core::DomainConfig>> domains = out.config->domains;
+  std::set<std::string> seen;
+  for (const ConfigFile& file : xds) {
+    FG_ASSIGN_OR_RETURN(auto domain, core::ParseDomainConfig(file.text, file.path));
+    if (!seen.insert(domain->domain).second) {
+      return absl::InvalidArgumentError(absl::StrCat(file.path, ": domain '", domain->domain,
+                                                     "' is defined by another xDS resource too"));
+    }
+    domains[domain->domain] = std::move(domain);
+  }
+  std::vector<std::shared_ptr<const core::DomainConfig>> list;
+  list.reserve(domains.size());
+  for (auto& [name, domain] : domains) {
+    list.push_back(std::move(domain));
+  }
+  FG_ASSIGN_OR_RETURN(out.config, core::BuildConfig(std::move(list), version));
+  if (xds_domains != nullptr) {
+    *xds_domains = std::move(seen);
+  }
+  return out;
+}
+
+absl::Status ConfigManager::CheckAdminMayChange(const std::string& domain) const {
+  if (state_dir_.empty()) {
+    return absl::FailedPreconditionError(
+        "admin changes need a state folder: there is no config source to put it beside "
+        "(choose one with --state-dir)");
+  }
+  if (xds_domains_.count(domain) > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "domain '", domain, "' is managed by the xDS management server; change it there"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ConfigManager::SetXdsDomains(const std::vector<ConfigFile>& files) {
+  absl::MutexLock lock(&change_mu_);
+  // A server sends the same set again after a reconnect: nothing to apply.
+  if (std::equal(files.begin(), files.end(), xds_files_.begin(), xds_files_.end(),
+                 [](const ConfigFile& a, const ConfigFile& b) {
+                   return a.path == b.path && a.text == b.text;
+                 })) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<Files> read = ReadFiles(path_, state_dir_, allow_empty_);
+  if (!read.ok()) {
+    return Refused(read.status());
+  }
+  std::set<std::string> domains;
+  absl::StatusOr<EffectiveConfig> config = Build(read->source, read->state, files, &domains);
+  if (!config.ok()) {
+    return Refused(config.status());
+  }
+  xds_files_ = files;
+  xds_domains_ = std::move(domains);
+  Apply(std::move(config->config), Fingerprint(*read));
+  return absl::OkStatus();
+}
+
+std::set<std::string> ConfigManager::xds_domains() const {
+  absl::MutexLock lock(&change_mu_);
+  return xds_domains_;
 }
 
 void ConfigManager::StartWatching(absl::Duration interval) {

@@ -20,10 +20,16 @@
 // Thread-safe. Changes (reloads, PUT, DELETE) are serialized on their own mutex, held while the
 // files are read and parsed; checks never take it (the limiter swaps its config pointer under its
 // own short lock) and neither does stats(), so a slow parse delays only other changes.
+//
+// A third layer, in memory only, holds the domains a management server pushes over xDS
+// (SetXdsDomains, src/admin/xds_config.h): it is laid over the source and the state folder, is
+// replaced as a whole on every push, and is not written anywhere (the server pushes it again
+// after a restart). The admin API refuses to change a domain that xDS manages.
 
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -32,6 +38,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "src/admin/config_source.h"
+#include "src/admin/config_state.h"
 #include "src/core/config.h"
 #include "src/limiter/limiter.h"
 #include "src/service/metrics.h"
@@ -48,14 +56,16 @@ struct ConfigManagerOptions {
 class ConfigManager {
  public:
   // Loads `path` overlaid with the state folder and installs it in `limiter` (which must outlive
-  // the manager). Fails if the initial config is invalid, or empty and not allowed.
+  // the manager). Fails if the initial config is invalid, or empty and not allowed. `path` ""
+  // means no file source (the config comes over xDS, SetXdsDomains): it starts with no limits, and
+  // admin changes need an explicit state_dir.
   static absl::StatusOr<std::unique_ptr<ConfigManager>> Create(std::string path,
                                                                limiter::Limiter* limiter,
                                                                ConfigManagerOptions options = {});
   ~ConfigManager();
 
   // Returns the state folder used when none is given: `<path>/.floodgate-state` for a
-  // directory, `<folder>/.floodgate-state-<file name>` beside a single file.
+  // directory, `<folder>/.floodgate-state-<file name>` beside a single file, "" (none) for "".
   static std::string DefaultStateDir(const std::string& path);
 
   // Re-reads the source and the state folder; applies them when their content changed. Returns
@@ -73,6 +83,17 @@ class ConfigManager {
   // writing anything: the errors they would return.
   absl::Status ValidateChange(const std::string& domain, std::optional<std::string_view> yaml);
 
+  // Replaces the set of domains managed by xDS with `files` (one domain each; `path` names the
+  // resource in errors, text is its YAML): a domain of the previous set that is missing now is
+  // removed (the source's or state folder's domain of that name, if any, serves again), and an
+  // xDS domain replaces a source or state domain of the same name. All or nothing: every file must
+  // parse and the whole config must build (InvalidArgument "file:line: reason", two files of one
+  // domain included), else nothing changes and the refusal is counted like a bad reload. The same
+  // set as the last one applied changes nothing (the config version stays).
+  absl::Status SetXdsDomains(const std::vector<ConfigFile>& files);
+  // Returns the domains xDS manages now.
+  std::set<std::string> xds_domains() const;
+
   // Polls the source every `interval` on a background thread until Stop() or destruction.
   void StartWatching(absl::Duration interval);
   void Stop();
@@ -89,6 +110,16 @@ class ConfigManager {
   void Apply(std::shared_ptr<const core::Config> config, std::string fingerprint)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
   uint64_t next_version() const;
+  // Builds the served config: the source overlaid with the state folder, then with `xds` (whose
+  // domains go to `xds_domains` when given).
+  absl::StatusOr<EffectiveConfig> Build(const std::vector<ConfigFile>& source,
+                                        const std::vector<ConfigFile>& state,
+                                        const std::vector<ConfigFile>& xds,
+                                        std::set<std::string>* xds_domains = nullptr) const;
+  // FailedPrecondition when the admin API may not change `domain`: xDS manages it, or there is
+  // no state folder to write to.
+  absl::Status CheckAdminMayChange(const std::string& domain) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
 
   const std::string path_;
   const std::string state_dir_;
@@ -96,8 +127,10 @@ class ConfigManager {
   limiter::Limiter* const limiter_;
 
   // Serializes changes; held while reading and parsing (never needed by checks or stats()).
-  absl::Mutex change_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  std::string fingerprint_ ABSL_GUARDED_BY(change_mu_);  // content of every file read
+  mutable absl::Mutex change_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::string fingerprint_ ABSL_GUARDED_BY(change_mu_);            // content of every file read
+  std::vector<ConfigFile> xds_files_ ABSL_GUARDED_BY(change_mu_);  // the last set xDS pushed
+  std::set<std::string> xds_domains_ ABSL_GUARDED_BY(change_mu_);  // their domains
 
   mutable absl::Mutex mu_;  // the counters below, taken briefly
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;

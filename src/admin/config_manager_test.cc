@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <string>
 
 #include "testing/limiter_helpers.h"
@@ -236,6 +237,102 @@ TEST_F(ConfigManagerTest, AdminBodyIsBoundedOnceAliasesAreExpanded) {
       << status;
   EXPECT_EQ(limiter_->config()->FindDomain("bomb"), nullptr);
   EXPECT_FALSE(fs::exists(dir_ / ".floodgate-state" / "bomb.yaml"));
+}
+
+// xDS pushes replace the xDS layer as a whole: it overrides a source domain of the same name,
+// domains missing from a later push go (the source's version serves again), and a source reload
+// keeps the pushed domains.
+TEST_F(ConfigManagerTest, XdsDomainsAreReplacedAsAWhole) {
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  const std::string other =
+      "domain: other\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: "
+      "7}\n";
+  ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:a", kApiTighter}, {"xds:b", other}}).ok());
+  EXPECT_EQ(UserLimit(), 1u);
+  EXPECT_EQ(floodgate::testing::FirstLimit(*limiter_, "other"), 7u);
+  EXPECT_EQ((*manager)->xds_domains(), (std::set<std::string>{"api", "other"}));
+
+  // The source changes underneath: the xDS layer stays on top.
+  Write(dir_ / "z.yaml", "domain: z\ndescriptors: []\n");
+  EXPECT_TRUE(*(*manager)->ReloadIfChanged());
+  EXPECT_EQ(UserLimit(), 1u);
+  EXPECT_NE(limiter_->config()->FindDomain("z"), nullptr);
+
+  const uint64_t version = (*manager)->stats().version;
+  ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:a", kApiTighter}, {"xds:b", other}}).ok());
+  EXPECT_EQ((*manager)->stats().version, version);  // the same set again: nothing applied
+
+  ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:b", other}}).ok());
+  EXPECT_EQ(UserLimit(), 5u);  // the source's api again
+  EXPECT_EQ((*manager)->xds_domains(), (std::set<std::string>{"other"}));
+
+  ASSERT_TRUE((*manager)->SetXdsDomains({}).ok());
+  EXPECT_EQ(limiter_->config()->FindDomain("other"), nullptr);
+  EXPECT_TRUE((*manager)->xds_domains().empty());
+}
+
+TEST_F(ConfigManagerTest, BadXdsPushChangesNothing) {
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  const std::string other = "domain: other\ndescriptors: []\n";
+  ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:other", other}}).ok());
+  const uint64_t version = (*manager)->stats().version;
+
+  absl::Status status = (*manager)->SetXdsDomains({{"xds:good", kApiTighter}, {"xds:bad", kBad}});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("xds:bad:4:"), std::string::npos) << status;
+  EXPECT_EQ(UserLimit(), 5u);
+  EXPECT_NE(limiter_->config()->FindDomain("other"), nullptr);
+  EXPECT_EQ((*manager)->xds_domains(), (std::set<std::string>{"other"}));
+  EXPECT_EQ((*manager)->stats().version, version);
+  EXPECT_EQ((*manager)->stats().reload_failure, 1u);
+
+  status = (*manager)->SetXdsDomains({{"xds:one", kApiTighter}, {"xds:two", kApiTighter}});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("xds:two: domain 'api' is defined by another xDS resource"),
+            std::string::npos)
+      << status;
+  EXPECT_EQ(UserLimit(), 5u);
+}
+
+TEST_F(ConfigManagerTest, AdminApiMayNotChangeAnXdsDomain) {
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:api", kApiTighter}}).ok());
+  EXPECT_EQ((*manager)->PutDomain("api", kApi).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*manager)->DeleteDomain("api").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*manager)->ValidateChange("api", std::nullopt).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*manager)->ValidateChange("api", std::string_view(kApi)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(UserLimit(), 1u);
+  EXPECT_FALSE(fs::exists(dir_ / ".floodgate-state" / "api.yaml"));
+}
+
+// No file source (path ""): the config is whatever xDS pushes; admin changes need a state folder.
+TEST_F(ConfigManagerTest, XdsOnlyWithoutAFileSource) {
+  auto manager = ConfigManager::Create("", limiter_.get());
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  EXPECT_EQ((*manager)->state_dir(), "");
+  EXPECT_TRUE(limiter_->config()->domains.empty());
+  EXPECT_FALSE(*(*manager)->ReloadIfChanged());
+  ASSERT_TRUE((*manager)->SetXdsDomains({{"xds:api", kApi}}).ok());
+  EXPECT_EQ(UserLimit(), 5u);
+  EXPECT_EQ((*manager)->PutDomain("other", "domain: other\ndescriptors: []\n").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(limiter_->config()->FindDomain("other"), nullptr);
+
+  // With a state folder the admin API works beside xDS.
+  limiter::Limiter second(store_.get(), KeyHasher(1, 1), nullptr);
+  const std::string state = (dir_ / "state").string();
+  auto with_state = ConfigManager::Create("", &second, {state, false});
+  ASSERT_TRUE(with_state.ok()) << with_state.status();
+  ASSERT_TRUE((*with_state)->SetXdsDomains({{"xds:api", kApi}}).ok());
+  EXPECT_TRUE((*with_state)->PutDomain("other", "domain: other\ndescriptors: []\n").ok());
+  EXPECT_NE(second.config()->FindDomain("other"), nullptr);
+  EXPECT_TRUE(fs::exists(fs::path(state) / "other.yaml"));
+  EXPECT_EQ(floodgate::testing::FirstLimit(second, "api"), 5u);
 }
 
 }  // namespace
