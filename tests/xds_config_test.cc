@@ -26,7 +26,9 @@
 #include "src/admin/config_manager.h"
 #include "src/admin/xds_config.h"
 #include "src/admin/xds_yaml.h"
+#include "testing/http_client.h"
 #include "testing/limiter_helpers.h"
+#include "testing/server_process.h"
 #include "testing/temp_dir.h"
 #include "testing/tls_certs.h"
 
@@ -368,6 +370,43 @@ TEST_F(XdsConfigTest, OverMutualTls) {
   EXPECT_EQ(ack.version_info(), "tls-1");
   EXPECT_EQ(Limit("api"), 6u);
   client.Stop();
+}
+
+// The real binary with no config of its own (CONFIG_TYPE=GRPC_XDS_SOTW as Envoy Gateway runs
+// it): it serves what the management server pushes, Envoy's descriptor options included.
+TEST(XdsServerTest, TheServerTakesItsConfigFromXdsAlone) {
+  ManagementServer server("127.0.0.1:0");
+  ASSERT_NE(server.port(), 0);
+  rls::RateLimitConfig config = Domain("edge", 2);
+  rls::RateLimitDescriptor* quota = config.add_descriptors();
+  quota->set_key("plan");
+  quota->set_value("p*");
+  quota->set_quota_mode(true);
+  quota->mutable_rate_limit()->set_unit(rls::DAY);
+  quota->mutable_rate_limit()->set_requests_per_unit(1);
+  const std::string nonce = server.SetSnapshot("v1", {config});
+  auto process = floodgate::testing::ServerProcess::Start(
+      floodgate::testing::FloodgateBinary(),
+      {"--xds-server", absl::StrCat("127.0.0.1:", server.port()), "--xds-node-id", "gw-1"});
+  ASSERT_TRUE(process.ok()) << process.status();
+  const DiscoveryRequest ack = server.AwaitAnswer(nonce);
+  EXPECT_EQ(ack.version_info(), "v1");
+  EXPECT_EQ(ack.node().id(), "gw-1");
+  EXPECT_FALSE(ack.has_error_detail());
+
+  // An ACK means live: the limit answers at once.
+  floodgate::testing::HttpClient http((*process)->http_port());
+  const std::string user =
+      R"({"domain":"edge","descriptors":[{"entries":[{"key":"user","value":"u"}]}]})";
+  EXPECT_EQ(http.Request("POST", "/json", user).status, 200);
+  EXPECT_EQ(http.Request("POST", "/json", user).status, 200);
+  EXPECT_EQ(http.Request("POST", "/json", user).status, 429);
+  // The quota-mode wildcard: its only quota spent, the answer is over.
+  const std::string plan =
+      R"({"domain":"edge","descriptors":[{"entries":[{"key":"plan","value":"pro"}]}]})";
+  EXPECT_EQ(http.Request("POST", "/json", plan).status, 200);
+  EXPECT_EQ(http.Request("POST", "/json", plan).status, 429);
+  EXPECT_EQ((*process)->Stop(), 0);
 }
 
 }  // namespace

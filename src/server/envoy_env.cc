@@ -276,6 +276,24 @@ const std::vector<Row>& Table() {
                }},
       DurationRow("--xds-initial-backoff", "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL"),
       DurationRow("--xds-max-backoff", "XDS_CLIENT_BACKOFF_MAX_INTERVAL"),
+      // XDS_CLIENT_BACKOFF_JITTER=false is no jitter; else RANDOM_FACTOR is its size.
+      {"--xds-backoff-jitter",
+       [](Vars& v)
+           -> absl::
+               StatusOr<std::optional<std::string>> {
+                 if (std::optional<std::string> jitter = v.Get("XDS_CLIENT_BACKOFF_JITTER")) {
+                   FG_ASSIGN_OR_RETURN(bool on, BoolVar("XDS_CLIENT_BACKOFF_JITTER", *jitter));
+                   if (!on) {
+                     return std::string("0");
+                   }
+                 }
+                 return v.Get("XDS_CLIENT_BACKOFF_RANDOM_FACTOR");
+               }},
+      BoolRow("--xds-tls", "CONFIG_GRPC_XDS_SERVER_USE_TLS"),
+      TextRow("--xds-tls-ca", "CONFIG_GRPC_XDS_SERVER_TLS_CACERT"),
+      TextRow("--xds-tls-cert", "CONFIG_GRPC_XDS_CLIENT_TLS_CERT"),
+      TextRow("--xds-tls-key", "CONFIG_GRPC_XDS_CLIENT_TLS_KEY"),
+      TextRow("--xds-tls-server-name", "CONFIG_GRPC_XDS_SERVER_TLS_SAN"),
       // Envoy sends statsd to localhost:8125 unless USE_STATSD=false; we send it only when asked:
       // USE_STATSD=true, or STATSD_HOST or STATSD_PORT set (and USE_STATSD not false).
       {

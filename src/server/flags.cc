@@ -145,13 +145,15 @@ struct EnvoyText {
         xds_node_id(defaults.xds_node_id),
         xds_initial_backoff(absl::FormatDuration(defaults.xds_initial_backoff)),
         xds_max_backoff(absl::FormatDuration(defaults.xds_max_backoff)),
+        xds_backoff_jitter(absl::StrCat(defaults.xds_backoff_jitter)),
         statsd_flush_interval(absl::FormatDuration(defaults.statsd_flush_interval)) {}
 
   std::string near_limit_ratio, refusal_cache_slots, limit_header, remaining_header, reset_header,
-      xds_server, xds_node_id, xds_node_metadata, xds_initial_backoff, xds_max_backoff, statsd,
+      xds_server, xds_node_id, xds_node_metadata, xds_initial_backoff, xds_max_backoff,
+      xds_backoff_jitter, xds_tls_ca, xds_tls_cert, xds_tls_key, xds_tls_server_name, statsd,
       statsd_flush_interval;
   bool shadow_mode = false, quota_mode = false, response_dynamic_metadata = false,
-       limit_headers = false, healthy_with_config = false;
+       limit_headers = false, healthy_with_config = false, xds_tls = false;
 };
 
 void AddSwitch(CLI::App* app, const std::string& name, bool* value, const std::string& meaning) {
@@ -195,6 +197,16 @@ void AddEnvoyFlags(CLI::App* serve, EnvoyText* text) {
           "With --xds-server: the first wait before reconnecting, 1ms to 1h.");
   AddFlag(serve, "--xds-max-backoff", &text->xds_max_backoff, "DURATION",
           "With --xds-server: the longest wait before reconnecting, --xds-initial-backoff to 24h.");
+  AddFlag(serve, "--xds-backoff-jitter", &text->xds_backoff_jitter, "J",
+          "With --xds-server: each wait is drawn from [d * (1 - J), d], J from 0 to 1.");
+  AddSwitch(serve, "--xds-tls", &text->xds_tls, "With --xds-server: TLS to the xDS server.");
+  AddFlag(serve, "--xds-tls-ca", &text->xds_tls_ca, "FILE",
+          "With --xds-tls: the CAs to trust (PEM; default: gRPC's roots).");
+  AddFlag(serve, "--xds-tls-cert", &text->xds_tls_cert, "FILE",
+          "With --xds-tls: our client certificate (PEM), for mutual TLS.");
+  AddFlag(serve, "--xds-tls-key", &text->xds_tls_key, "FILE", "With --xds-tls-cert: its key.");
+  AddFlag(serve, "--xds-tls-server-name", &text->xds_tls_server_name, "NAME",
+          "With --xds-tls: the name the server's certificate must carry.");
   AddFlag(serve, "--statsd", &text->statsd, "HOST:PORT",
           "Send the metrics to this statsd server (UDP); Envoy's STATSD_HOST and STATSD_PORT.");
   AddFlag(serve, "--statsd-flush-interval", &text->statsd_flush_interval, "DURATION",
@@ -234,6 +246,19 @@ absl::Status ToEnvoy(const EnvoyText& text, ServerOptions* options) {
   FG_ASSIGN_OR_RETURN(options->xds_max_backoff,
                       DurationOf("--xds-max-backoff", text.xds_max_backoff,
                                  options->xds_initial_backoff, absl::Hours(24)));
+  if (!absl::SimpleAtod(text.xds_backoff_jitter, &options->xds_backoff_jitter) ||
+      !(options->xds_backoff_jitter >= 0 && options->xds_backoff_jitter <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--xds-backoff-jitter must be a number from 0 to 1 (got '", text.xds_backoff_jitter, "')"));
+  }
+  if (text.xds_tls_cert.empty() != text.xds_tls_key.empty()) {
+    return absl::InvalidArgumentError("--xds-tls-cert and --xds-tls-key go together");
+  }
+  options->xds_tls = text.xds_tls;
+  options->xds_tls_ca = text.xds_tls_ca;
+  options->xds_tls_cert = text.xds_tls_cert;
+  options->xds_tls_key = text.xds_tls_key;
+  options->xds_tls_server_name = text.xds_tls_server_name;
   if (!text.statsd.empty()) {
     std::string host;
     uint16_t port = 0;

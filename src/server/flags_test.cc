@@ -670,6 +670,31 @@ TEST_F(FlagsTest, EnvoyXdsSwitches) {
               HasSubstr("--xds-max-backoff must be from 10s"));
   EXPECT_THAT(Refusal({"serve", "--config", "c", "--xds-node-metadata", "a=1,b:2"}),
               HasSubstr("--xds-node-metadata must be KEY=VALUE,... (got the entry 'b:2')"));
+
+  // TLS to the management server and the backoff's jitter, as Envoy Gateway sets them.
+  line = Parse({"serve"}, {{"CONFIG_TYPE", "GRPC_XDS_SOTW"},
+                           {"CONFIG_GRPC_XDS_SERVER_USE_TLS", "true"},
+                           {"CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "/certs/ca.crt"},
+                           {"CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "/certs/tls.crt"},
+                           {"CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "/certs/tls.key"},
+                           {"CONFIG_GRPC_XDS_SERVER_TLS_SAN", "envoy-gateway"},
+                           {"XDS_CLIENT_BACKOFF_RANDOM_FACTOR", "0.25"}});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_TRUE(line.serve.options.xds_tls);
+  EXPECT_EQ(line.serve.options.xds_tls_ca, "/certs/ca.crt");
+  EXPECT_EQ(line.serve.options.xds_tls_cert, "/certs/tls.crt");
+  EXPECT_EQ(line.serve.options.xds_tls_key, "/certs/tls.key");
+  EXPECT_EQ(line.serve.options.xds_tls_server_name, "envoy-gateway");
+  EXPECT_EQ(line.serve.options.xds_backoff_jitter, 0.25);
+  line = Parse({"serve"}, {{"CONFIG_TYPE", "GRPC_XDS_SOTW"},
+                           {"XDS_CLIENT_BACKOFF_JITTER", "false"},
+                           {"XDS_CLIENT_BACKOFF_RANDOM_FACTOR", "0.25"}});
+  EXPECT_EQ(line.serve.options.xds_backoff_jitter, 0);
+  EXPECT_FALSE(line.serve.options.xds_tls);
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--xds-tls-cert", "a.pem"}),
+              HasSubstr("--xds-tls-cert and --xds-tls-key go together"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--xds-backoff-jitter", "2"}),
+              HasSubstr("--xds-backoff-jitter must be a number from 0 to 1"));
 }
 
 TEST_F(FlagsTest, EnvoyStatsdOnlyWhenAsked) {

@@ -159,6 +159,7 @@ limiter::LimiterOptions EnvoyLimiterOptions(const ServerOptions& options) {
   limiter::LimiterOptions limiter_options;
   limiter_options.near_limit_ratio = options.near_limit_ratio;
   limiter_options.refusal_cache_slots = options.refusal_cache_slots;
+  limiter_options.global_quota_mode = options.envoy.global_quota_mode;  // QUOTA_MODE
   return limiter_options;
 }
 
@@ -176,16 +177,21 @@ std::function<bool()> ReadyCheck(const ServerOptions& options, const limiter::Li
   };
 }
 
-// Until the xDS config client is wired here, a node told to take its config from xDS alone
-// (CONFIG_TYPE=GRPC_XDS_SOTW without --config) says so, instead of failing to read "".
-absl::Status CheckConfigSource(const ServerOptions& options) {
-  if (options.config_path.empty() && !options.xds_server.empty()) {
-    return absl::UnimplementedError(
-        absl::StrCat("--xds-server ", options.xds_server,
-                     " (CONFIG_TYPE=GRPC_XDS_SOTW): this build does not take its config from "
-                     "xDS yet; give --config PATH (or RUNTIME_ROOT) instead"));
-  }
-  return absl::OkStatus();
+// CONFIG_TYPE=GRPC_XDS_SOTW (--xds-server and friends): the xDS client's options.
+admin::XdsOptions XdsOptionsOf(const ServerOptions& options) {
+  admin::XdsOptions xds;
+  xds.server = options.xds_server;
+  xds.node_id = options.xds_node_id;
+  xds.node_metadata = options.xds_node_metadata;
+  xds.initial_backoff = options.xds_initial_backoff;
+  xds.max_backoff = options.xds_max_backoff;
+  xds.jitter = options.xds_backoff_jitter;
+  xds.use_tls = options.xds_tls;
+  xds.tls_ca_file = options.xds_tls_ca;
+  xds.tls_cert_file = options.xds_tls_cert;
+  xds.tls_key_file = options.xds_tls_key;
+  xds.tls_server_name = options.xds_tls_server_name;
+  return xds;
 }
 
 // ---- end of envoyproxy/ratelimit's switches ----
@@ -217,7 +223,6 @@ absl::Status CheckPeerTlsFiles(const net::TlsFiles& files) {
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
-  FG_RETURN_IF_ERROR(CheckConfigSource(options));
   std::unique_ptr<Server> server(new Server());
   StoreOptions store_options;
   store_options.max_memory_bytes = TableBudget(options.max_memory_bytes);
@@ -255,6 +260,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!options.etcd.empty()) {
     server->StartEtcdConfig(options);
   }
+  if (!options.xds_server.empty()) {
+    // Pushed configs apply like admin changes (validated, versioned, ACK/NACK): docs/config.md,
+    // "Config over xDS". The node serves meanwhile on what it has (its files, or nothing).
+    server->xds_ =
+        std::make_unique<admin::XdsConfigClient>(XdsOptionsOf(options), server->config_.get());
+    server->xds_->Start();
+  }
+  FG_RETURN_IF_ERROR(server->StartStatsd(options));
   FG_RETURN_IF_ERROR(server->StartFrontends(options));
   server->config_->StartWatching(options.config_poll);
   return server;
@@ -300,6 +313,23 @@ absl::Status Server::StartDiscovery(const ServerOptions& options) {
                  "instead)\n",
                  std::string(started.message()).c_str());
   }
+  return absl::OkStatus();
+}
+
+absl::Status Server::StartStatsd(const ServerOptions& options) {
+  if (options.statsd.empty()) {
+    return absl::OkStatus();
+  }
+  service::StatsdOptions statsd;
+  statsd.address = options.statsd;
+  statsd.flush_interval = options.statsd_flush_interval;
+  service::StatsdSources sources;
+  sources.limiter = limiter_.get();
+  sources.metrics = &metrics_;
+  admin::ConfigManager* config = config_.get();
+  sources.config_stats = [config] { return config->stats(); };
+  FG_ASSIGN_OR_RETURN(statsd_, service::NewStatsdSink(std::move(statsd), std::move(sources)));
+  statsd_->Start();
   return absl::OkStatus();
 }
 
@@ -383,6 +413,9 @@ void Server::Shutdown(absl::Duration grace) {
         absl::FormatDuration(left.took).c_str(), deregistered.ok() ? "" : "; ",
         deregistered.ok() ? "" : std::string(deregistered.message()).c_str());
   }
+  if (xds_ != nullptr) {
+    xds_->Stop();
+  }
   config_->Stop();
   // Both front ends drain at once: each stops taking new work and finishes what it has.
   grpc_->Shutdown(grace);
@@ -395,6 +428,9 @@ void Server::Shutdown(absl::Duration grace) {
   }
   if (cluster_ != nullptr) {
     cluster_->Shutdown();
+  }
+  if (statsd_ != nullptr) {
+    statsd_->Stop();  // with a last flush of what the drain counted
   }
 }
 

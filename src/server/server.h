@@ -13,6 +13,7 @@
 #include "src/admin/cluster_config.h"
 #include "src/admin/config_manager.h"
 #include "src/admin/node_admin.h"
+#include "src/admin/xds_config.h"
 #include "src/cluster/cluster_store.h"
 #include "src/discovery/discovery.h"
 #include "src/discovery/etcd_config.h"
@@ -22,6 +23,7 @@
 #include "src/net/tls.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
+#include "src/service/statsd.h"
 
 namespace floodgate::server {
 
@@ -97,6 +99,14 @@ struct ServerOptions {
   std::map<std::string, std::string> xds_node_metadata;
   absl::Duration xds_initial_backoff = absl::Seconds(10);
   absl::Duration xds_max_backoff = absl::Seconds(60);
+  double xds_backoff_jitter = 0.5;  // XDS_CLIENT_BACKOFF_RANDOM_FACTOR (0 with ..._JITTER=false)
+  // CONFIG_GRPC_XDS_SERVER_USE_TLS and its files (used only with xds_tls): the CAs to trust
+  // ("": gRPC's default roots), a client certificate and key (mTLS), the server's name.
+  bool xds_tls = false;
+  std::string xds_tls_ca;
+  std::string xds_tls_cert;
+  std::string xds_tls_key;
+  std::string xds_tls_server_name;
   // USE_STATSD, STATSD_HOST, STATSD_PORT: where the metrics go over statsd ("": nowhere), every
   // statsd_flush_interval (STATS_FLUSH_INTERVAL).
   std::string statsd;
@@ -139,6 +149,8 @@ class Server {
   absl::Status StartDiscovery(const ServerOptions& options);
   // With --etcd: applies the config kept in etcd and follows it; admin changes go there.
   void StartEtcdConfig(const ServerOptions& options);
+  // With --statsd: sends the metrics under envoyproxy/ratelimit's statsd names.
+  absl::Status StartStatsd(const ServerOptions& options);
   // Starts the HTTP and gRPC front ends over service_ and admin_.
   absl::Status StartFrontends(const ServerOptions& options);
 
@@ -151,7 +163,9 @@ class Server {
   std::unique_ptr<admin::ConfigStore> config_store_;
   std::unique_ptr<limiter::Limiter> limiter_;
   std::unique_ptr<admin::ConfigManager> config_;
+  std::unique_ptr<admin::XdsConfigClient> xds_;  // with --xds-server; stopped before config_
   service::ServerMetrics metrics_;
+  std::unique_ptr<service::StatsdSink> statsd_;  // with --statsd; reads limiter_ and metrics_
   std::unique_ptr<service::RateLimitService> service_;
   std::unique_ptr<admin::NodeAdmin> admin_;
   std::unique_ptr<net::Server> http_;
