@@ -174,8 +174,11 @@ TEST_P(EnvoyCompatTest, WildcardsAnywhereAndSharedThresholds) {
   Expect(Request("wild", {{{"own", "own/b"}}}), OK, {{OK, 1, 0}}, "not shared");
   Expect(Request("wild", {{{"route", "r1"}, {"method", "GET"}}}), OK, {{OK, 9, 8}}, "");
   const std::string metrics = Metrics();
-  EXPECT_THAT(metrics, HasSubstr("key=\"wild.route_r1.method\"} 1")) << "value_to_metric";
-  EXPECT_THAT(metrics, HasSubstr("key=\"wild.files_files/*\"} 3"));
+  EXPECT_THAT(metrics, HasSubstr("total_hits{domain=\"wild\",key=\"wild.route_r1.method\","
+                                 "key1=\"route_r1\",key2=\"method\"} 1"))
+      << "value_to_metric";
+  EXPECT_THAT(metrics, HasSubstr("total_hits{domain=\"wild\",key=\"wild.files_files/*\","
+                                 "key1=\"files_files/*\"} 3"));
 }
 
 TEST_P(EnvoyCompatTest, QuotaModeAndOurExtensionsBesideIt) {
