@@ -4,19 +4,27 @@
 // over HTTP POST /json alike: overall code, each status's code, current_limit and
 // limit_remaining, and /json's HTTP status. docs/migrating.md points here.
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "testing/http_client.h"
 #include "testing/server_process.h"
@@ -69,10 +77,14 @@ enum class Transport { kGrpc, kJson };
 
 class EnvoyCompatTest : public ::testing::TestWithParam<Transport> {
  protected:
-  void SetUp() override {
-    auto server = testing::ServerProcess::Start(
-        testing::FloodgateBinary(),
-        {"--config", std::string(FLOODGATE_SOURCE_DIR) + "/tests/envoy_compat"});
+  void SetUp() override { Start({}); }
+
+  // Starts the server on the suite's configs, with `flags` besides.
+  void Start(std::vector<std::string> flags) {
+    server_.reset();
+    flags.insert(flags.begin(),
+                 {"--config", std::string(FLOODGATE_SOURCE_DIR) + "/tests/envoy_compat"});
+    auto server = testing::ServerProcess::Start(testing::FloodgateBinary(), flags);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     stub_ = rls::RateLimitService::NewStub(grpc::CreateChannel(
@@ -205,6 +217,90 @@ TEST_P(EnvoyCompatTest, CallersLimitsOnlyOnKnownDomains) {
   const auto known = WithLimit(Request("gateway", {{{"audit", "o"}}}), 1);
   Expect(known, OK, {{OK, 1, 0}}, "the caller's limit replaces the config's");
   Expect(known, OVER, {{OVER, 1, 0}}, "and is never in shadow mode");
+}
+
+// A UDP socket on 127.0.0.1 standing where a statsd server would, collecting what arrives.
+class StatsdReceiver {
+ public:
+  StatsdReceiver() {
+    fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    timeval timeout{0, 100'000};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  }
+  ~StatsdReceiver() { ::close(fd_); }
+  int port() const { return port_; }
+
+  // Reads datagrams until `line` has arrived or `timeout` passed (the server flushes on its own
+  // timer: an outside process's schedule, so this waits on what it sends, bounded).
+  bool AwaitLine(const std::string& line, absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      if (received_.find(line + "\n") != std::string::npos ||
+          (received_.size() >= line.size() &&
+           received_.compare(received_.size() - line.size(), line.size(), line) == 0)) {
+        return true;
+      }
+      char buffer[2048];
+      const ssize_t n = ::recv(fd_, buffer, sizeof(buffer), 0);
+      if (n > 0) {
+        received_.append(buffer, static_cast<size_t>(n)).push_back('\n');
+      }
+    }
+    return false;
+  }
+  const std::string& received() const { return received_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::string received_;
+};
+
+// envoyproxy/ratelimit's switches, given as our flags (cli_test.sh gives them as Envoy's
+// environment variables): its limit headers, dynamic metadata and statsd names.
+TEST_P(EnvoyCompatTest, LimitHeadersDynamicMetadataAndStatsd) {
+  StatsdReceiver statsd;
+  Start({"--limit-response-headers", "--limit-remaining-header", "X-RateLimit-Remaining",
+         "--response-dynamic-metadata", "--statsd", absl::StrCat("127.0.0.1:", statsd.port()),
+         "--statsd-flush-interval", "100ms"});
+  Response r = Ask(Request("quota", {{{"user", "h"}}, {{"plan", "monthly"}}}));
+  EXPECT_EQ(r.overall_code(), OK);
+  std::map<std::string, std::string> headers;
+  for (const auto& h : r.response_headers_to_add()) {
+    headers[h.key()] = h.value();
+  }
+  ASSERT_EQ(headers.size(), 3u);  // only Envoy's three: the closest limit is monthly's, spent
+  EXPECT_EQ(headers["RateLimit-Limit"], "1");
+  EXPECT_EQ(headers["X-RateLimit-Remaining"], "0");
+  EXPECT_GT(std::stoi(headers["RateLimit-Reset"]), 0);
+  EXPECT_LE(std::stoi(headers["RateLimit-Reset"]), 86400);
+  const auto& fields = r.dynamic_metadata().fields();
+  EXPECT_EQ(fields.at("domain").string_value(), "quota");
+  EXPECT_EQ(fields.at("descriptors").list_value().values_size(), 2);
+  EXPECT_EQ(fields.at("metadata").struct_value().fields().at("tier").string_value(), "gold");
+
+  EXPECT_TRUE(
+      statsd.AwaitLine("ratelimit.service.rate_limit.quota.user.total_hits:1|c", absl::Seconds(10)))
+      << statsd.received();
+  EXPECT_TRUE(statsd.AwaitLine("ratelimit.service.rate_limit.quota.plan_monthly.within_limit:1|c",
+                               absl::Seconds(10)))
+      << statsd.received();
+}
+
+TEST_P(EnvoyCompatTest, GlobalShadowModeNeverRefuses) {
+  Start({"--shadow-mode"});
+  const auto user = Request("quota", {{{"user", "s"}}});
+  Expect(user, OK, {{OK, 2, 1}}, "");
+  Expect(user, OK, {{OK, 2, 0}}, "");
+  Expect(user, OK, {{OVER, 2, 0}}, "over, answered OK");
+  EXPECT_THAT(Metrics(), HasSubstr("ratelimit_service_global_shadow_mode 1"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, EnvoyCompatTest,
