@@ -276,7 +276,8 @@ class DocumentLoader : private YamlReader {
           }
           std::string name(reinterpret_cast<const char*>(key->data.scalar.value),
                            key->data.scalar.length);
-          auto& field = out.fields.emplace_back(std::move(name), MetadataValue{});
+          MetadataField& field = out.fields.emplace_back();
+          field.first = std::move(name);
           FG_RETURN_IF_ERROR(LoadMetadata(value, field.second));
         }
         return absl::OkStatus();

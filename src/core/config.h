@@ -44,6 +44,8 @@ std::string_view TimeUnitName(TimeUnit unit);  // "second", ..., "" for kUnknown
 using ::floodgate::Consistency;
 using ::floodgate::FailureMode;
 
+struct MetadataField;
+
 // A descriptor's `metadata:` (any YAML under it), kept as a tree of JSON-like values: the
 // service returns it in Envoy's dynamic metadata (google.protobuf.Struct) for descriptors that
 // pass. Scalars are typed as YAML 1.1 reads them: null, booleans, numbers, else strings.
@@ -54,7 +56,13 @@ struct MetadataValue {
   double number = 0;
   std::string string;
   std::vector<MetadataValue> list;
-  std::vector<std::pair<std::string, MetadataValue>> fields;  // kStruct, in file order
+  std::vector<MetadataField> fields;  // kStruct, in file order
+};
+
+// One entry of a kStruct MetadataValue: its name and value.
+struct MetadataField {
+  std::string first;
+  MetadataValue second;
 };
 
 // One limit from the file.
