@@ -28,6 +28,7 @@
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "testing/http_client.h"
 #include "testing/server_process.h"
+#include "testing/service_harness.h"
 
 namespace floodgate {
 namespace {
@@ -35,7 +36,7 @@ namespace {
 namespace rls = ::envoy::service::ratelimit::v3;
 namespace fs = std::filesystem;
 using Response = rls::RateLimitResponse;
-using Entries = std::vector<std::pair<std::string, std::string>>;
+using Entries = testing::EnvoyEntries;
 using ::testing::HasSubstr;
 
 constexpr auto OK = Response::OK;
@@ -51,18 +52,7 @@ struct Want {
 
 rls::RateLimitRequest Request(const std::string& domain, const std::vector<Entries>& descriptors,
                               uint32_t hits = 0) {
-  rls::RateLimitRequest request;
-  request.set_domain(domain);
-  request.set_hits_addend(hits);
-  for (const Entries& entries : descriptors) {
-    auto* d = request.add_descriptors();
-    for (const auto& [key, value] : entries) {
-      auto* e = d->add_entries();
-      e->set_key(key);
-      e->set_value(value);
-    }
-  }
-  return request;
+  return testing::EnvoyRequest(domain, descriptors, hits);
 }
 
 // The caller's own limit on the first descriptor.

@@ -10,16 +10,13 @@
 #include <memory>
 #include <string>
 
-#include "floodgate/store.h"
 #include "src/service/rate_limit_service.h"
-#include "testing/fake_clock.h"
-#include "testing/limiter_helpers.h"
+#include "testing/service_harness.h"
 
 namespace floodgate::service {
 namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
-using floodgate::testing::MakeConfig;
 
 constexpr char kYaml[] = R"(domain: api
 descriptors:
@@ -53,34 +50,19 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 10}
 )";
 
-using Entries = std::vector<std::pair<std::string, std::string>>;
+using floodgate::testing::EnvoyRequest;
+using Entries = floodgate::testing::EnvoyEntries;
 
 // A request of one descriptor per entry list.
 rls::RateLimitRequest Request(const std::string& domain, const std::vector<Entries>& descriptors,
                               uint32_t hits = 0) {
-  rls::RateLimitRequest request;
-  request.set_domain(domain);
-  request.set_hits_addend(hits);
-  for (const Entries& entries : descriptors) {
-    auto* d = request.add_descriptors();
-    for (const auto& [key, value] : entries) {
-      auto* e = d->add_entries();
-      e->set_key(key);
-      e->set_value(value);
-    }
-  }
-  return request;
+  return EnvoyRequest(domain, descriptors, hits);
 }
 
-class EnvoySemanticsTest : public ::testing::Test {
+class EnvoySemanticsTest : public ::testing::Test, protected floodgate::testing::ServiceHarness {
  protected:
   void Start(EnvoyCompat compat = {}, limiter::LimiterOptions options = {}) {
-    store_ = *NewShardedStore({});
-    clock_.Set(floodgate::testing::kMinuteStartNs);
-    options.clock = &clock_;
-    limiter_ = std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 2), MakeConfig(kYaml),
-                                                  options);
-    service_ = NewRateLimitService(limiter_.get(), RequestLimits(), &metrics_, compat);
+    StartService(kYaml, std::move(compat), options);
   }
 
   rls::RateLimitResponse Ask(const rls::RateLimitRequest& request) {
@@ -98,12 +80,6 @@ class EnvoySemanticsTest : public ::testing::Test {
     });
     return out;
   }
-
-  floodgate::testing::FakeClock clock_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<limiter::Limiter> limiter_;
-  ServerMetrics metrics_;
-  std::unique_ptr<RateLimitService> service_;
 };
 
 TEST_F(EnvoySemanticsTest, AMiddleWildcardMatches) {

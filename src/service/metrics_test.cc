@@ -13,6 +13,7 @@
 #include "src/service/rate_limit_service.h"
 #include "testing/fake_clock.h"
 #include "testing/limiter_helpers.h"
+#include "testing/service_harness.h"
 
 namespace floodgate::service {
 namespace {
@@ -32,25 +33,12 @@ constexpr char kYaml[] =
     "      - {key: op, rate_limit: {unit: minute, requests_per_unit: 5}}\n";
 
 rls::RateLimitRequest EnvoyRequest(const std::string& key, const std::string& value) {
-  rls::RateLimitRequest request;
-  request.set_domain("api");
-  auto* entry = request.add_descriptors()->add_entries();
-  entry->set_key(key);
-  entry->set_value(value);
-  return request;
+  return floodgate::testing::EnvoyRequest("api", {{{key, value}}});
 }
 
-class MetricsTest : public ::testing::Test {
+class MetricsTest : public ::testing::Test, protected floodgate::testing::ServiceHarness {
  protected:
-  MetricsTest() {
-    store_ = *NewShardedStore({});
-    clock_.Set(floodgate::testing::kMinuteStartNs);
-    limiter::LimiterOptions options;
-    options.clock = &clock_;
-    limiter_ = std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 2),
-                                                  floodgate::testing::MakeConfig(kYaml), options);
-    service_ = NewRateLimitService(limiter_.get(), RequestLimits{}, &metrics_);
-  }
+  MetricsTest() { StartService(kYaml); }
 
   // Returns the value of the sample `series` (name and labels) in `text`, or -1 when absent.
   static int64_t Sample(const std::string& text, const std::string& series) {
@@ -64,12 +52,6 @@ class MetricsTest : public ::testing::Test {
     }
     return -1;
   }
-
-  floodgate::testing::FakeClock clock_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<limiter::Limiter> limiter_;
-  ServerMetrics metrics_;
-  std::unique_ptr<RateLimitService> service_;
 };
 
 TEST_F(MetricsTest, PerRuleCountersUnderEnvoysPrometheusNames) {

@@ -24,6 +24,7 @@
 #include "src/service/rate_limit_service.h"
 #include "testing/fake_clock.h"
 #include "testing/limiter_helpers.h"
+#include "testing/service_harness.h"
 
 namespace floodgate::service {
 namespace {
@@ -75,17 +76,9 @@ std::vector<std::string> Lines(const std::vector<std::string>& datagrams) {
   return lines;
 }
 
-class StatsdTest : public ::testing::Test {
+class StatsdTest : public ::testing::Test, protected floodgate::testing::ServiceHarness {
  protected:
-  StatsdTest() {
-    store_ = *NewShardedStore({});
-    clock_.Set(floodgate::testing::kMinuteStartNs);
-    limiter::LimiterOptions options;
-    options.clock = &clock_;
-    limiter_ = std::make_unique<limiter::Limiter>(store_.get(), KeyHasher(1, 2),
-                                                  floodgate::testing::MakeConfig(kYaml), options);
-    service_ = NewRateLimitService(limiter_.get(), RequestLimits{}, &metrics_);
-  }
+  StatsdTest() { StartService(kYaml); }
 
   StatsdSources Sources() {
     return StatsdSources{limiter_.get(), &metrics_, [this] { return config_; }};
@@ -111,12 +104,7 @@ class StatsdTest : public ::testing::Test {
     }
   }
 
-  floodgate::testing::FakeClock clock_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<limiter::Limiter> limiter_;
-  ServerMetrics metrics_;
   ConfigStats config_;
-  std::unique_ptr<RateLimitService> service_;
   std::shared_ptr<Sent> sent_ = std::make_shared<Sent>();
 };
 
