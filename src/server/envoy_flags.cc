@@ -15,6 +15,31 @@ namespace {
 
 constexpr uint64_t kMaxRefusalCacheSlots = uint64_t{1} << 30;
 
+// The gRPC port's own TLS: a set that replaces --tls-* there, so every part needs the one
+// before it. The files themselves are checked when the server starts.
+absl::Status ToGrpcTls(const EnvoyText& text, net::TlsFiles* files) {
+  if (text.grpc_tls_cert.empty() != text.grpc_tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "--grpc-tls-cert and --grpc-tls-key go together: give both (the gRPC port's own TLS) or "
+        "neither (the gRPC port follows --tls-*)");
+  }
+  if (!text.grpc_tls_client_ca.empty() && text.grpc_tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--grpc-tls-client-ca needs --grpc-tls-cert and --grpc-tls-key (the --grpc-tls-* flags "
+        "replace --tls-* on the gRPC port as a set; mTLS is TLS with client certificates)");
+  }
+  if (!text.grpc_tls_client_san.empty() && text.grpc_tls_client_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--grpc-tls-client-san needs --grpc-tls-client-ca (the name is checked on client "
+        "certificates, which only mTLS asks for)");
+  }
+  *files = {.cert_file = text.grpc_tls_cert,
+            .key_file = text.grpc_tls_key,
+            .client_ca_file = text.grpc_tls_client_ca,
+            .client_san = text.grpc_tls_client_san};
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void AddEnvoyFlags(CLI::App* serve, EnvoyText* text) {
@@ -68,6 +93,18 @@ void AddEnvoyFlags(CLI::App* serve, EnvoyText* text) {
           "Send the metrics to this statsd server (UDP); Envoy's STATSD_HOST and STATSD_PORT.");
   AddFlag(serve, "--statsd-flush-interval", &text->statsd_flush_interval, "DURATION",
           "With --statsd: how often the metrics are sent, 100ms to 1h.");
+  AddFlag(serve, "--grpc-tls-cert", &text->grpc_tls_cert, "FILE",
+          "PEM certificate (then intermediates) of the gRPC port alone, replacing --tls-* there "
+          "(the HTTP port keeps --tls-*, or plain); needs --grpc-tls-key. Envoy's "
+          "GRPC_SERVER_USE_TLS with GRPC_SERVER_TLS_CERT.");
+  AddFlag(serve, "--grpc-tls-key", &text->grpc_tls_key, "FILE",
+          "PEM private key of --grpc-tls-cert (not encrypted); Envoy's GRPC_SERVER_TLS_KEY.");
+  AddFlag(serve, "--grpc-tls-client-ca", &text->grpc_tls_client_ca, "FILE",
+          "With --grpc-tls-cert: gRPC clients must present a certificate these CAs signed "
+          "(mTLS); Envoy's GRPC_CLIENT_TLS_CACERT.");
+  AddFlag(serve, "--grpc-tls-client-san", &text->grpc_tls_client_san, "NAME",
+          "With --grpc-tls-client-ca: the DNS name (or IP) a gRPC client's certificate must "
+          "carry as a subject alternative name; Envoy's GRPC_CLIENT_TLS_SAN.");
 }
 
 absl::Status ToEnvoy(const EnvoyText& text, ServerOptions* options) {
@@ -125,6 +162,7 @@ absl::Status ToEnvoy(const EnvoyText& text, ServerOptions* options) {
     }
   }
   options->statsd = text.statsd;
+  FG_RETURN_IF_ERROR(ToGrpcTls(text, &options->grpc_tls));
   FG_ASSIGN_OR_RETURN(options->statsd_flush_interval,
                       DurationOf("--statsd-flush-interval", text.statsd_flush_interval,
                                  absl::Milliseconds(100), absl::Hours(1)));

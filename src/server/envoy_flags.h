@@ -35,7 +35,7 @@ struct EnvoyText {
   std::string near_limit_ratio, refusal_cache_slots, limit_header, remaining_header, reset_header,
       xds_server, xds_node_id, xds_node_metadata, xds_initial_backoff, xds_max_backoff,
       xds_backoff_jitter, xds_tls_ca, xds_tls_cert, xds_tls_key, xds_tls_server_name, statsd,
-      statsd_flush_interval;
+      statsd_flush_interval, grpc_tls_cert, grpc_tls_key, grpc_tls_client_ca, grpc_tls_client_san;
   bool shadow_mode = false, quota_mode = false, response_dynamic_metadata = false,
        limit_headers = false, healthy_with_config = false, xds_tls = false;
 };

@@ -58,9 +58,9 @@ struct ServeText {
   std::string config, http, grpc, admin_token, http_threads, max_connections,
       max_connections_per_client, max_memory,
       grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
-      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, peer_batch_delay,
-      peer_tls_cert, peer_tls_key, peer_tls_ca, etcd, etcd_prefix, cluster_name = "default",
-      advertise, peers_dns, dns_server;
+      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, tls_client_san,
+      peer_batch_delay, peer_tls_cert, peer_tls_key, peer_tls_ca, etcd, etcd_prefix,
+      cluster_name = "default", advertise, peers_dns, dns_server;
   bool allow_empty_config = false;
   bool insecure_peers = false;
   bool require_discovery = false;
@@ -96,6 +96,11 @@ absl::Status CheckTls(const ServeText& text) {
   if (!text.tls_client_ca.empty() && text.tls_cert.empty()) {
     return absl::InvalidArgumentError(
         "--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS with client certificates)");
+  }
+  if (!text.tls_client_san.empty() && text.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-san needs --tls-client-ca (the name is checked on client certificates, "
+        "which only mTLS asks for)");
   }
   return absl::OkStatus();
 }
@@ -170,8 +175,19 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
   }
   options.grpc_impl = text.grpc_impl;
   FG_RETURN_IF_ERROR(CheckTls(text));
-  options.tls = {
-      .cert_file = text.tls_cert, .key_file = text.tls_key, .client_ca_file = text.tls_client_ca};
+  options.tls = {.cert_file = text.tls_cert,
+                 .key_file = text.tls_key,
+                 .client_ca_file = text.tls_client_ca,
+                 .client_san = text.tls_client_san};
+  // grpc++'s server cannot check a client's SAN (frontends/grpc/grpc_service.h): say so now.
+  const std::string& grpc_san =
+      options.grpc_tls.cert_file.empty() ? options.tls.client_san : options.grpc_tls.client_san;
+  if (options.grpc_impl == "grpcpp" && !grpc_san.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.grpc_tls.cert_file.empty() ? "--tls-client-san" : "--grpc-tls-client-san",
+        " needs the native gRPC server: grpc++'s (--grpc-impl grpcpp) cannot check "
+        "a client certificate's SAN"));
+  }
   FG_ASSIGN_OR_RETURN(options.config_poll, DurationOf("--config-poll", text.config_poll,
                                                       absl::Milliseconds(10), absl::Hours(1)));
   FG_ASSIGN_OR_RETURN(serve->drain_timeout, DurationOf("--drain-timeout", text.drain_timeout,
@@ -341,12 +357,15 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
                  "Serve (or reload to) a config source with no domains instead of refusing it.")
       ->envname(EnvName("--allow-empty-config"));
   AddFlag(serve, "--tls-cert", &text->tls_cert, "FILE",
-          "PEM certificate (then intermediates): HTTPS and gRPC over TLS on --http and --grpc; "
-          "needs --tls-key (docs/tls.md).");
+          "PEM certificate (then intermediates): HTTPS and gRPC over TLS on --http and --grpc "
+          "(--grpc-tls-* replace them on --grpc); needs --tls-key (docs/tls.md).");
   AddFlag(serve, "--tls-key", &text->tls_key, "FILE",
           "PEM private key of --tls-cert (not encrypted).");
   AddFlag(serve, "--tls-client-ca", &text->tls_client_ca, "FILE",
           "PEM CA certificates: clients must present a certificate one of them signed (mTLS).");
+  AddFlag(serve, "--tls-client-san", &text->tls_client_san, "NAME",
+          "With --tls-client-ca: the DNS name (or IP) a client certificate must carry as a "
+          "subject alternative name; others fail the handshake.");
   AddFlag(serve, "--http-threads", &text->http_threads, "N", "HTTP io threads, 1 to 256.");
   AddFlag(serve, "--grpc-impl", &text->grpc_impl, "native|grpcpp",
           "gRPC server: ours (native) or grpc++'s.");
