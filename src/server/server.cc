@@ -382,7 +382,7 @@ absl::Status Server::StartFrontends(const ServerOptions& options) {
     FG_ASSIGN_OR_RETURN(grpc_options.impl, frontends::ParseGrpcImpl(options.grpc_impl));
   }
   // Checked once, before anything listens: a bad file stops the start, naming its flag. The
-  // gRPC port takes --grpc-tls-* as a whole when given (ServerOptions::GrpcTlsFiles), else the
+  // gRPC port takes --grpc-tls-* as a whole when given (ServerOptions::grpc_tls), else the
   // HTTP port's --tls-*.
   const auto given = [](const net::TlsFiles& files) {
     return !files.cert_file.empty() || !files.key_file.empty() || !files.client_ca_file.empty() ||
