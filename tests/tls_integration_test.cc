@@ -282,7 +282,7 @@ TEST_P(TlsIntegrationTest, GrpcPortAloneFromEnvoysVariablesChecksTheClientSan) {
                                     "/config --http 127.0.0.1:0 --grpc 127.0.0.1:0 --grpc-impl "
                                     "grpcpp"));
     EXPECT_EQ(run.exit_code, 2) << run.out;
-    EXPECT_THAT(run.out, HasSubstr("--grpc-tls-client-san needs the native gRPC server"));
+    EXPECT_THAT(run.out, HasSubstr("GRPC_CLIENT_TLS_SAN) needs the native gRPC server"));
     return;
   }
   {

@@ -184,7 +184,8 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
       options.grpc_tls.cert_file.empty() ? options.tls.client_san : options.grpc_tls.client_san;
   if (options.grpc_impl == "grpcpp" && !grpc_san.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        options.grpc_tls.cert_file.empty() ? "--tls-client-san" : "--grpc-tls-client-san",
+        options.grpc_tls.cert_file.empty() ? "--tls-client-san"
+                                           : "--grpc-tls-client-san (Envoy's GRPC_CLIENT_TLS_SAN)",
         " needs the native gRPC server: grpc++'s (--grpc-impl grpcpp) cannot check "
         "a client certificate's SAN"));
   }

@@ -487,10 +487,12 @@ TEST_F(FlagsTest, GrpcTlsFlagsReplaceTheSharedOnesOnTheGrpcPort) {
                        "--tls-client-ca", "ca.pem", "--grpc-tls-cert", "g.pem", "--grpc-tls-key",
                        "g.key", "--grpc-tls-client-san", "envoy"}),
               HasSubstr("--grpc-tls-client-san needs --grpc-tls-client-ca"));
-  EXPECT_THAT(Refusal({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--grpc-tls-cert",
-                       "g.pem", "--grpc-tls-key", "g.key", "--grpc-tls-client-ca", "ca.pem",
-                       "--grpc-tls-client-san", "envoy"}),
-              HasSubstr("--grpc-tls-client-san needs the native gRPC server"));
+  EXPECT_THAT(
+      Refusal({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--grpc-tls-cert", "g.pem",
+               "--grpc-tls-key", "g.key", "--grpc-tls-client-ca", "ca.pem", "--grpc-tls-client-san",
+               "envoy"}),
+      HasSubstr(
+          "--grpc-tls-client-san (Envoy's GRPC_CLIENT_TLS_SAN) needs the native gRPC server"));
   // grpc++ with a SAN on the HTTP port alone is fine: its gRPC port checks no name.
   line = Parse({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--tls-cert", "h.pem",
                 "--tls-key", "h.key", "--tls-client-ca", "ca.pem", "--tls-client-san", "envoy",
