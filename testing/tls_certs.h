@@ -4,8 +4,9 @@
 // checked in): a CA, a server certificate for localhost / 127.0.0.1 it signed, a client
 // certificate it signed, a member certificate for cluster peers (both server and client use, as
 // a member both accepts and dials) it signed, and a second CA with a client certificate and a
-// member certificate of its own (which the first CA does not trust). EC P-256 keys, valid for a
-// day.
+// member certificate of its own (which the first CA does not trust), and a client certificate
+// with subject alternative names (DNS:envoy.example.internal, DNS:*.mesh.example.internal,
+// IP:10.1.2.3) for the client SAN checks. EC P-256 keys, valid for a day.
 
 #include <cstdlib>
 #include <fstream>
@@ -20,7 +21,8 @@ struct TestPki {
   std::string dir;
   std::string ca_cert;  // the CA the server trusts for clients (and clients for it)
   std::string server_cert, server_key;
-  std::string client_cert, client_key;              // signed by ca_cert
+  std::string client_cert, client_key;              // signed by ca_cert; CN=client, no SAN
+  std::string san_client_cert, san_client_key;      // signed by ca_cert; the SANs above
   std::string other_ca_cert;                        // another CA
   std::string other_client_cert, other_client_key;  // signed by other_ca_cert
   std::string peer_cert, peer_key;                  // signed by ca_cert; serverAuth, clientAuth
@@ -47,6 +49,8 @@ inline absl::StatusOr<TestPki> MakeTestPki(const std::string& dir) {
       "ca ca; ca other-ca\n",
       "sign server ca 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth'\n",
       "sign client ca 'extendedKeyUsage=clientAuth'\n",
+      "sign san-client ca 'subjectAltName=DNS:envoy.example.internal,DNS:*.mesh.example.internal,"
+      "IP:10.1.2.3\nextendedKeyUsage=clientAuth'\n",
       "sign other-client other-ca 'extendedKeyUsage=clientAuth'\n",
       "sign peer ca 'extendedKeyUsage=serverAuth,clientAuth'\n",
       "sign other-peer other-ca 'extendedKeyUsage=serverAuth,clientAuth'\n");
@@ -65,6 +69,8 @@ inline absl::StatusOr<TestPki> MakeTestPki(const std::string& dir) {
   pki.server_key = dir + "/server.key";
   pki.client_cert = dir + "/client.pem";
   pki.client_key = dir + "/client.key";
+  pki.san_client_cert = dir + "/san-client.pem";
+  pki.san_client_key = dir + "/san-client.key";
   pki.other_ca_cert = dir + "/other-ca.pem";
   pki.other_client_cert = dir + "/other-client.pem";
   pki.other_client_key = dir + "/other-client.key";

@@ -2,12 +2,15 @@
 // /healthcheck; with and without a client certificate; one from another CA; plain HTTP to the
 // TLS port) and a grpc++ client with SslCredentials calling ShouldRateLimit. Certificates are
 // made at test time with the openssl command line (testing/tls_certs.h). After every refused
-// handshake the server must still serve.
+// handshake the server must still serve. Also TLS on the gRPC port alone, from
+// envoyproxy/ratelimit's variables (GRPC_SERVER_USE_TLS, ...) or our --grpc-tls-* flags, with a
+// client SAN check, while the HTTP port stays plain.
 
 #include <grpcpp/grpcpp.h>
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -236,6 +239,105 @@ TEST_P(TlsIntegrationTest, BadFilesRefuseToStart) {
                            " --tls-client-ca ", pki_.server_key));
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_THAT(run.out, HasSubstr("--tls-client-ca " + pki_.server_key));
+}
+
+// Sets environment variables (inherited by the server process started meanwhile) and unsets
+// them when it goes.
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(std::vector<std::pair<std::string, std::string>> vars)
+      : vars_(std::move(vars)) {
+    for (const auto& [name, value] : vars_) {
+      setenv(name.c_str(), value.c_str(), 1);
+    }
+  }
+  ~ScopedEnv() {
+    for (const auto& [name, value] : vars_) {
+      unsetenv(name.c_str());
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> vars_;
+};
+
+// envoyproxy/ratelimit's deployment: mTLS on the gRPC port alone, with a client SAN (native
+// server); the HTTP port answers plain HTTP.
+TEST_P(TlsIntegrationTest, GrpcPortAloneFromEnvoysVariablesChecksTheClientSan) {
+  const std::vector<std::pair<std::string, std::string>> envoy = {
+      {"GRPC_SERVER_USE_TLS", "true"},
+      {"GRPC_SERVER_TLS_CERT", pki_.server_cert},
+      {"GRPC_SERVER_TLS_KEY", pki_.server_key},
+      {"GRPC_CLIENT_TLS_CACERT", pki_.ca_cert},
+      {"GRPC_CLIENT_TLS_SAN", "envoy.example.internal"}};
+  if (GetParam() == "grpcpp") {
+    // grpc++ cannot check the SAN: refused, naming the flag, before anything listens.
+    std::string command;
+    for (const auto& [name, value] : envoy) {
+      absl::StrAppend(&command, name, "=", value, " ");
+    }
+    Result run = Shell(absl::StrCat(command, testing::FloodgateBinary(), " serve --config ", dir_,
+                                    "/config --http 127.0.0.1:0 --grpc 127.0.0.1:0 --grpc-impl "
+                                    "grpcpp"));
+    EXPECT_EQ(run.exit_code, 2) << run.out;
+    EXPECT_THAT(run.out, HasSubstr("GRPC_CLIENT_TLS_SAN) needs the native gRPC server"));
+    return;
+  }
+  {
+    ScopedEnv env(envoy);
+    auto server =
+        testing::ServerProcess::Start(testing::FloodgateBinary(), {"--config", dir_ + "/config"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+  }
+  rls::RateLimitResponse response;
+  grpc::Status ok = Check(pki_.san_client_cert, pki_.san_client_key, &response);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(response.overall_code(), rls::RateLimitResponse::OK);
+  // The CA signed it, but it does not carry the name: refused in the handshake.
+  EXPECT_EQ(Check(pki_.client_cert, pki_.client_key, &response).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Check("", "", &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(PlainCheck().error_code(), grpc::StatusCode::UNAVAILABLE);
+  // The HTTP port is plain: /healthcheck answers over HTTP, and HTTPS there fails.
+  Result health = Curl("/healthcheck", "", "http");
+  EXPECT_EQ(health.exit_code, 0) << health.out;
+  EXPECT_THAT(health.out, HasSubstr(" 200"));
+  EXPECT_NE(Curl("/healthcheck").exit_code, 0);
+  // Still serving the right client after the refused handshakes.
+  ok = Check(pki_.san_client_cert, pki_.san_client_key, &response);
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+}
+
+// Our flags: the gRPC port's own certificate and client CA beside a plain HTTP port (both
+// servers), and beside HTTPS with --tls-* (whose client CA the gRPC port does not take).
+TEST_P(TlsIntegrationTest, GrpcTlsFlagsReplaceTheSharedOnesOnTheGrpcPort) {
+  auto server = testing::ServerProcess::Start(
+      testing::FloodgateBinary(),
+      {"--config", dir_ + "/config", "--grpc-impl", GetParam(), "--grpc-tls-cert", pki_.server_cert,
+       "--grpc-tls-key", pki_.server_key, "--grpc-tls-client-ca", pki_.ca_cert});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  rls::RateLimitResponse response;
+  grpc::Status ok = Check(pki_.client_cert, pki_.client_key, &response);
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(Check("", "", &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(Curl("/healthcheck", "", "http").out, HasSubstr(" 200"));
+
+  server_.reset();
+  server = testing::ServerProcess::Start(
+      testing::FloodgateBinary(),
+      {"--config", dir_ + "/config", "--grpc-impl", GetParam(), "--tls-cert", pki_.server_cert,
+       "--tls-key", pki_.server_key, "--tls-client-ca", pki_.ca_cert, "--grpc-tls-cert",
+       pki_.server_cert, "--grpc-tls-key", pki_.server_key});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  ok = Check("", "", &response);  // TLS on the gRPC port, no client certificate asked
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_NE(Curl("/healthcheck").exit_code, 0);  // the HTTP port still asks for one
+  EXPECT_THAT(Curl("/healthcheck", ClientCert()).out, HasSubstr(" 200"));
 }
 
 INSTANTIATE_TEST_SUITE_P(GrpcImpl, TlsIntegrationTest, ::testing::Values("native", "grpcpp"),

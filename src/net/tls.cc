@@ -4,13 +4,18 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace floodgate::net {
@@ -88,6 +93,29 @@ std::string OpenSslError() {
   return text;
 }
 
+// Returns whether `text` is an IPv4 or IPv6 address (then matched against IP SANs).
+bool IsIpAddress(const std::string& text) {
+  unsigned char address[16];
+  return inet_pton(AF_INET, text.c_str(), address) == 1 ||
+         inet_pton(AF_INET6, text.c_str(), address) == 1;
+}
+
+// A DNS name is at most 253 bytes; spaces, commas and control characters are a mistake (two
+// names in one flag), not a name.
+absl::Status CheckSan(absl::string_view flag, const std::string& san) {
+  const bool printable = std::all_of(san.begin(), san.end(), [](char c) {
+    return absl::ascii_isgraph(static_cast<unsigned char>(c)) && c != ',';
+  });
+  if (san.size() > 253 || !printable) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag,
+                     " must be one DNS name (or IP address) a client certificate carries, such as "
+                     "envoy.example.com (got '",
+                     san, "')"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files,
@@ -102,6 +130,16 @@ absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files,
             ? absl::StrCat("TLS needs ", flags.cert, " and ", flags.key)
             : absl::StrCat(flags.ca, " needs ", flags.cert, " and ", flags.key,
                            " (mTLS is TLS with client certificates)"));
+  }
+  if (!files.client_san.empty()) {
+    if (files.client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flags.san, " needs ", flags.ca,
+                       " (the name is checked on client certificates, which only mTLS asks for)"));
+    }
+    if (absl::Status san = CheckSan(flags.san, files.client_san); !san.ok()) {
+      return san;
+    }
   }
   TlsCredentials credentials;
   absl::StatusOr<std::string> cert_pem = ReadPem(flags.cert, files.cert_file);
@@ -150,6 +188,7 @@ absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files,
                        " holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"));
     }
     credentials.client_ca_pem = *std::move(ca_pem);
+    credentials.client_san = files.client_san;
   }
   return credentials;
 }
@@ -226,6 +265,23 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::New(const TlsCredentials
     }
     SSL_CTX_set_client_CA_list(handle, names);
     tls->context_.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert, ec);
+    if (!credentials.client_san.empty()) {
+      // The context's verify parameters are copied into each connection's, and OpenSSL checks
+      // their host (or IP) against the leaf certificate whichever side verifies it: here, the
+      // client's. Flags as a TLS client checks a server's name (see the header).
+      X509_VERIFY_PARAM* param = SSL_CTX_get0_param(handle);
+      X509_VERIFY_PARAM_set_hostflags(
+          param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      const bool set =
+          IsIpAddress(credentials.client_san)
+              ? X509_VERIFY_PARAM_set1_ip_asc(param, credentials.client_san.c_str()) == 1
+              : X509_VERIFY_PARAM_set1_host(param, credentials.client_san.data(),
+                                            credentials.client_san.size()) == 1;
+      if (!set) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "OpenSSL refused the client SAN '", credentials.client_san, "': ", OpenSslError()));
+      }
+    }
   } else {
     tls->context_.set_verify_mode(ssl::verify_none, ec);
   }
@@ -238,6 +294,10 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewClient(const TlsCrede
   namespace ssl = boost::asio::ssl;
   if (!credentials.mutual()) {
     return absl::InvalidArgumentError("a TLS client needs a CA to verify the server against");
+  }
+  if (!credentials.client_san.empty()) {
+    return absl::InvalidArgumentError(
+        "a client SAN is what an accepting side checks on its clients, not a TLS client's");
   }
   absl::StatusOr<std::unique_ptr<TlsContext>> made =
       Make(TlsRole::kClient, credentials, alpn_protocol);

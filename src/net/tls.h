@@ -32,12 +32,16 @@
 namespace floodgate::net {
 
 // The files an operator names: --tls-cert, --tls-key, --tls-client-ca for the front ends (the
-// flag names appear in errors, since these files come from nowhere else).
+// flag names appear in errors, since these files come from nowhere else), and the name a
+// client's certificate must carry.
 struct TlsFiles {
   std::string cert_file;  // PEM: our certificate, then any intermediates
   std::string key_file;   // PEM: its private key (not encrypted)
   // PEM: CA certificates the other end's certificate must chain to; "": no mTLS.
   std::string client_ca_file;
+  // With client_ca_file, on an accepting side: a DNS name (or an IP address) the client's
+  // certificate must carry as a subject alternative name; "": any certificate the CA signed.
+  std::string client_san;
 };
 
 // The flags TlsFiles came from, for errors: the front ends' by default.
@@ -45,6 +49,7 @@ struct TlsFlagNames {
   std::string cert = "--tls-cert";
   std::string key = "--tls-key";
   std::string ca = "--tls-client-ca";
+  std::string san = "--tls-client-san";
 };
 
 // The checked contents of TlsFiles, PEM text, as both OpenSSL contexts and grpc++ take them.
@@ -54,11 +59,15 @@ struct TlsCredentials {
   // The CA the other end's certificate must chain to: on an accepting side, its clients'
   // (empty: clients are not asked for a certificate); on a dialling side, the server's.
   std::string client_ca_pem;
+  // Accepting side, with client_ca_pem: the DNS name (or IP address) a client's certificate
+  // must carry as a subject alternative name (TlsFiles::client_san); "": no name check.
+  std::string client_san;
   bool mutual() const { return !client_ca_pem.empty(); }
 };
 
 // Reads and checks the files: each readable and PEM, the key the certificate's, the CA file at
-// least one certificate. InvalidArgument naming the flag and the file otherwise
+// least one certificate; a client SAN only with a CA, and a name (no spaces, at most 253
+// bytes). InvalidArgument naming the flag and the file otherwise
 // ("--tls-key /etc/fg/key.pem does not match the certificate in --tls-cert /etc/fg/cert.pem").
 absl::StatusOr<TlsCredentials> LoadTlsCredentials(const TlsFiles& files,
                                                   const TlsFlagNames& flags = {});
@@ -68,9 +77,13 @@ enum class TlsRole { kServer, kClient };
 
 // An OpenSSL context, TLS 1.2 at least, for one role:
 //  - New (server): the certificate and key, and with a client CA a required and verified client
-//    certificate (a missing or untrusted one fails the handshake). ALPN: the server picks
-//    `alpn_protocol` ("http/1.1", "h2") when the client offers it, and goes on without ALPN when
-//    the client offers none it serves.
+//    certificate (a missing or untrusted one fails the handshake); with a client SAN as well,
+//    a client certificate that does not carry that name fails it too. The name is matched as
+//    a TLS client matches a server's name: DNS subject alternative names only (never the
+//    subject's CN), case-insensitively, a certificate's "*.example.com" matching one label
+//    (no partial wildcards such as "f*.example.com"); an IP address against IP SANs. ALPN: the
+//    server picks `alpn_protocol` ("http/1.1", "h2") when the client offers it, and goes on
+//    without ALPN when the client offers none it serves.
 //  - NewClient: verifies the server's certificate against the CA (client_ca_pem, required), and
 //    presents the certificate and key when given (for a server asking for one). The server's
 //    name is not checked: a caller that needs to know whom it reached proves it otherwise (the
@@ -80,7 +93,7 @@ class TlsContext {
   // InvalidArgument when OpenSSL refuses the credentials (LoadTlsCredentials has checked them).
   static absl::StatusOr<std::unique_ptr<TlsContext>> New(const TlsCredentials& credentials,
                                                          std::string alpn_protocol);
-  // InvalidArgument as New, and without a CA.
+  // InvalidArgument as New, without a CA, and with a client SAN (an accepting side's check).
   static absl::StatusOr<std::unique_ptr<TlsContext>> NewClient(const TlsCredentials& credentials,
                                                                std::string alpn_protocol);
 

@@ -32,7 +32,8 @@ constexpr uint64_t kMaxRefusalSlots = uint64_t{1} << 30;
 // A row's view of the environment: what it read, for EnvoyValue::from.
 class Vars {
  public:
-  explicit Vars(const EnvGetter& env) : env_(env) {}
+  Vars(const EnvGetter& env, absl::FunctionRef<bool(absl::string_view flag)> given)
+      : env_(env), given_(given) {}
 
   std::optional<std::string> Get(const char* name) {
     std::optional<std::string> value = env_(name);
@@ -46,9 +47,12 @@ class Vars {
   }
   bool any() const { return !read_.empty(); }
   std::string from() const { return absl::StrJoin(read_, ", "); }
+  // Returns whether the flag was given our ways (its row, and Envoy's variables for it, skipped).
+  bool Given(absl::string_view flag) const { return given_(flag); }
 
  private:
   const EnvGetter& env_;
+  absl::FunctionRef<bool(absl::string_view flag)> given_;
   std::vector<std::string> read_;
 };
 
@@ -131,6 +135,41 @@ Row AddressRow(std::string flag, const char* host_name, const char* port_name,
             }
             return address;
           }};
+}
+
+// GRPC_SERVER_USE_TLS=true turns TLS on the gRPC port alone on, with GRPC_SERVER_TLS_CERT and
+// _KEY (required, as Envoy exits without them), GRPC_CLIENT_TLS_CACERT (mTLS) and
+// GRPC_CLIENT_TLS_SAN (the name a client certificate must carry). Unset or false, Envoy reads
+// none of the four, and neither do we. Returns the row of `flag`, made from the variable `name`.
+Row GrpcTlsRow(std::string flag, const char* name) {
+  return {
+      std::move(flag), [name](Vars& v) -> absl::StatusOr<std::optional<std::string>> {
+        const std::optional<std::string> use = v.Get("GRPC_SERVER_USE_TLS");
+        if (!use.has_value()) {
+          return std::nullopt;
+        }
+        FG_ASSIGN_OR_RETURN(bool on, BoolVar("GRPC_SERVER_USE_TLS", *use));
+        if (!on) {
+          return std::nullopt;
+        }
+        std::optional<std::string> value = v.Get(name);
+        const absl::string_view var = name;
+        if (!value.has_value() && (var == "GRPC_SERVER_TLS_CERT" || var == "GRPC_SERVER_TLS_KEY")) {
+          return Bad("GRPC_SERVER_USE_TLS", *use,
+                     absl::StrCat("needs ", name,
+                                  " (GRPC_SERVER_TLS_CERT and GRPC_SERVER_TLS_KEY: the "
+                                  "server's certificate chain and key)"));
+        }
+        // Envoy asks for client certificates only with a CA, so a SAN alone checks nothing
+        // there; refused here rather than let in every client.
+        if (value.has_value() && var == "GRPC_CLIENT_TLS_SAN" && !v.Given("--grpc-tls-client-ca") &&
+            !v.Get("GRPC_CLIENT_TLS_CACERT").has_value()) {
+          return Bad(name, *value,
+                     "needs GRPC_CLIENT_TLS_CACERT: the name is checked on client "
+                     "certificates, which are asked for only with a client CA");
+        }
+        return value;
+      }};
 }
 
 // The rows, in the order their values are applied. docs/config.md, "Envoy's switches", says
@@ -322,6 +361,10 @@ const std::vector<Row>& Table() {
                                                                     : absl::StrCat(h, ":", p);
                           }},
       DurationRow("--statsd-flush-interval", "STATS_FLUSH_INTERVAL"),
+      GrpcTlsRow("--grpc-tls-cert", "GRPC_SERVER_TLS_CERT"),
+      GrpcTlsRow("--grpc-tls-key", "GRPC_SERVER_TLS_KEY"),
+      GrpcTlsRow("--grpc-tls-client-ca", "GRPC_CLIENT_TLS_CACERT"),
+      GrpcTlsRow("--grpc-tls-client-san", "GRPC_CLIENT_TLS_SAN"),
   };
   return *kTable;
 }
@@ -345,7 +388,7 @@ absl::StatusOr<std::vector<EnvoyValue>> ReadEnvoyEnv(
     if (!row.flag.empty() && given(row.flag)) {
       continue;
     }
-    Vars vars(env);
+    Vars vars(env, given);
     FG_ASSIGN_OR_RETURN(std::optional<std::string> text, row.convert(vars));
     if (text.has_value() && !row.flag.empty()) {
       values.push_back(EnvoyValue{row.flag, *std::move(text), vars.from()});

@@ -14,7 +14,8 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "floodgate/status_macros.h"
-#include "src/common/host_port.h"
+#include "src/server/envoy_flags.h"
+#include "src/server/flag_helpers.h"
 
 #ifndef FLOODGATE_VERSION
 #error "FLOODGATE_VERSION comes from project(... VERSION) in the top CMakeLists.txt"
@@ -57,9 +58,9 @@ struct ServeText {
   std::string config, http, grpc, admin_token, http_threads, max_connections,
       max_connections_per_client, max_memory,
       grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
-      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, peer_batch_delay,
-      peer_tls_cert, peer_tls_key, peer_tls_ca, etcd, etcd_prefix, cluster_name = "default",
-      advertise, peers_dns, dns_server;
+      cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, tls_client_san,
+      peer_batch_delay, peer_tls_cert, peer_tls_key, peer_tls_ca, etcd, etcd_prefix,
+      cluster_name = "default", advertise, peers_dns, dns_server;
   bool allow_empty_config = false;
   bool insecure_peers = false;
   bool require_discovery = false;
@@ -69,51 +70,6 @@ struct CheckText {
   std::string config, domain, hits = "1";
   std::vector<std::string> entries;
 };
-
-// "--max-connections-per-client" -> "FLOODGATE_MAX_CONNECTIONS_PER_CLIENT".
-std::string EnvName(absl::string_view flag) {
-  std::string name = absl::StrReplaceAll(absl::StripPrefix(flag, "--"), {{"-", "_"}});
-  absl::AsciiStrToUpper(&name);
-  return absl::StrCat("FLOODGATE_", name);
-}
-
-// Adds `name` (taking one value, collected into `text`) with its environment variable; the
-// current `text`, if any, is shown as the default.
-CLI::Option* AddFlag(CLI::App* app, const std::string& name, std::string* text,
-                     const std::string& type, const std::string& meaning) {
-  CLI::Option* option = app->add_option(name, *text, meaning)->type_name(type);
-  option->envname(EnvName(name));
-  if (!text->empty()) {
-    option->default_str(*text);
-  }
-  return option;
-}
-
-absl::StatusOr<uint64_t> WholeNumber(absl::string_view flag, const std::string& text, uint64_t min,
-                                     uint64_t max, absl::string_view note = "") {
-  uint64_t value = 0;
-  const bool digits = !text.empty() && std::isdigit(static_cast<unsigned char>(text[0]));
-  if (!digits || !absl::SimpleAtoi(text, &value) || value < min || value > max) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, " must be a whole number from ", min,
-                                                   " to ", max, note, " (got '", text, "')"));
-  }
-  return value;
-}
-
-absl::StatusOr<absl::Duration> DurationOf(absl::string_view flag, const std::string& text,
-                                          absl::Duration min, absl::Duration max) {
-  absl::Duration value;
-  if (!absl::ParseDuration(text, &value) || value == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, " must be a duration such as 200ms, 5s or 1m (got '", text, "')"));
-  }
-  if (value < min || value > max) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, " must be from ", absl::FormatDuration(min), " to ",
-                     absl::FormatDuration(max), " (got ", absl::FormatDuration(value), ")"));
-  }
-  return value;
-}
 
 absl::StatusOr<uint64_t> MaxMemory(const std::string& text) {
   absl::StatusOr<uint64_t> bytes = ParseByteSize(text);
@@ -130,176 +86,6 @@ absl::StatusOr<uint64_t> MaxMemory(const std::string& text) {
   return *bytes;
 }
 
-// ---- envoyproxy/ratelimit's switches: our flags for them; their variables (envoy_env.h) are
-// read after ours, at the lowest precedence. docs/config.md, "Envoy's switches". ----
-
-constexpr uint64_t kMaxRefusalCacheSlots = uint64_t{1} << 30;
-
-struct EnvoyText {
-  explicit EnvoyText(const ServerOptions& defaults)
-      : near_limit_ratio(absl::StrCat(defaults.near_limit_ratio)),
-        refusal_cache_slots(absl::StrCat(defaults.refusal_cache_slots)),
-        limit_header(defaults.envoy.limit_header),
-        remaining_header(defaults.envoy.remaining_header),
-        reset_header(defaults.envoy.reset_header),
-        xds_node_id(defaults.xds_node_id),
-        xds_initial_backoff(absl::FormatDuration(defaults.xds_initial_backoff)),
-        xds_max_backoff(absl::FormatDuration(defaults.xds_max_backoff)),
-        xds_backoff_jitter(absl::StrCat(defaults.xds_backoff_jitter)),
-        statsd_flush_interval(absl::FormatDuration(defaults.statsd_flush_interval)) {}
-
-  std::string near_limit_ratio, refusal_cache_slots, limit_header, remaining_header, reset_header,
-      xds_server, xds_node_id, xds_node_metadata, xds_initial_backoff, xds_max_backoff,
-      xds_backoff_jitter, xds_tls_ca, xds_tls_cert, xds_tls_key, xds_tls_server_name, statsd,
-      statsd_flush_interval;
-  bool shadow_mode = false, quota_mode = false, response_dynamic_metadata = false,
-       limit_headers = false, healthy_with_config = false, xds_tls = false;
-};
-
-void AddSwitch(CLI::App* app, const std::string& name, bool* value, const std::string& meaning) {
-  app->add_flag(name, *value, meaning)->envname(EnvName(name));
-}
-
-void AddEnvoyFlags(CLI::App* serve, EnvoyText* text) {
-  AddSwitch(serve, "--shadow-mode", &text->shadow_mode,
-            "Answer OK where the answer would be OVER_LIMIT (descriptor statuses still say it); "
-            "Envoy's SHADOW_MODE.");
-  AddSwitch(serve, "--quota-mode", &text->quota_mode,
-            "Every descriptor in quota mode (docs/config.md); Envoy's QUOTA_MODE.");
-  AddSwitch(serve, "--response-dynamic-metadata", &text->response_dynamic_metadata,
-            "Envoy RLS answers carry dynamic_metadata; Envoy's RESPONSE_DYNAMIC_METADATA.");
-  AddSwitch(serve, "--limit-response-headers", &text->limit_headers,
-            "Envoy RLS answers carry the limit, remaining and reset headers named below instead "
-            "of ours; Envoy's LIMIT_RESPONSE_HEADERS_ENABLED.");
-  AddFlag(serve, "--limit-limit-header", &text->limit_header, "NAME",
-          "With --limit-response-headers: the limit's header.");
-  AddFlag(serve, "--limit-remaining-header", &text->remaining_header, "NAME",
-          "With --limit-response-headers: the remaining hits' header.");
-  AddFlag(serve, "--limit-reset-header", &text->reset_header, "NAME",
-          "With --limit-response-headers: the seconds-to-reset header.");
-  AddFlag(serve, "--near-limit-ratio", &text->near_limit_ratio, "RATIO",
-          "near_limit is counted when usage passes this fraction of a limit, 0 to 1.");
-  AddFlag(serve, "--refusal-cache-slots", &text->refusal_cache_slots, "N",
-          "Slots of the over-limit fast path (refused keys answered without the store), 0 (off) "
-          "to 2^30; rounded up to a power of two, at least 64. Envoy's "
-          "LOCAL_CACHE_SIZE_IN_BYTES, in slots of 24 bytes.");
-  AddSwitch(serve, "--healthy-with-config", &text->healthy_with_config,
-            "/healthcheck (and gRPC health) fail until a config with at least one domain is "
-            "loaded, and whenever the config has none; Envoy's "
-            "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED.");
-  AddFlag(serve, "--xds-server", &text->xds_server, "HOST:PORT",
-          "Take the config from this xDS server (state of the world); Envoy's "
-          "CONFIG_TYPE=GRPC_XDS_SOTW with CONFIG_GRPC_XDS_SERVER_URL.");
-  AddFlag(serve, "--xds-node-id", &text->xds_node_id, "ID", "With --xds-server: our node id.");
-  AddFlag(serve, "--xds-node-metadata", &text->xds_node_metadata, "K=V,...",
-          "With --xds-server: our node's metadata.");
-  AddFlag(serve, "--xds-initial-backoff", &text->xds_initial_backoff, "DURATION",
-          "With --xds-server: the first wait before reconnecting, 1ms to 1h.");
-  AddFlag(serve, "--xds-max-backoff", &text->xds_max_backoff, "DURATION",
-          "With --xds-server: the longest wait before reconnecting, --xds-initial-backoff to 24h.");
-  AddFlag(serve, "--xds-backoff-jitter", &text->xds_backoff_jitter, "J",
-          "With --xds-server: each wait is drawn from [d * (1 - J), d], J from 0 to 1.");
-  AddSwitch(serve, "--xds-tls", &text->xds_tls, "With --xds-server: TLS to the xDS server.");
-  AddFlag(serve, "--xds-tls-ca", &text->xds_tls_ca, "FILE",
-          "With --xds-tls: the CAs to trust (PEM; default: gRPC's roots).");
-  AddFlag(serve, "--xds-tls-cert", &text->xds_tls_cert, "FILE",
-          "With --xds-tls: our client certificate (PEM), for mutual TLS.");
-  AddFlag(serve, "--xds-tls-key", &text->xds_tls_key, "FILE", "With --xds-tls-cert: its key.");
-  AddFlag(serve, "--xds-tls-server-name", &text->xds_tls_server_name, "NAME",
-          "With --xds-tls: the name the server's certificate must carry.");
-  AddFlag(serve, "--statsd", &text->statsd, "HOST:PORT",
-          "Send the metrics to this statsd server (UDP); Envoy's STATSD_HOST and STATSD_PORT.");
-  AddFlag(serve, "--statsd-flush-interval", &text->statsd_flush_interval, "DURATION",
-          "With --statsd: how often the metrics are sent, 100ms to 1h.");
-}
-
-absl::Status ToEnvoy(const EnvoyText& text, ServerOptions* options) {
-  options->envoy.global_shadow_mode = text.shadow_mode;
-  options->envoy.global_quota_mode = text.quota_mode;
-  options->envoy.response_dynamic_metadata = text.response_dynamic_metadata;
-  options->envoy.limit_headers = text.limit_headers;
-  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-limit-header", text.limit_header));
-  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-remaining-header", text.remaining_header));
-  FG_RETURN_IF_ERROR(CheckHeaderName("--limit-reset-header", text.reset_header));
-  options->envoy.limit_header = text.limit_header;
-  options->envoy.remaining_header = text.remaining_header;
-  options->envoy.reset_header = text.reset_header;
-  if (!absl::SimpleAtod(text.near_limit_ratio, &options->near_limit_ratio) ||
-      !(options->near_limit_ratio >= 0 && options->near_limit_ratio <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--near-limit-ratio must be a number from 0 to 1 (got '", text.near_limit_ratio, "')"));
-  }
-  FG_ASSIGN_OR_RETURN(options->refusal_cache_slots,
-                      WholeNumber("--refusal-cache-slots", text.refusal_cache_slots, 0,
-                                  kMaxRefusalCacheSlots, " (0: off)"));
-  options->healthy_with_config = text.healthy_with_config;
-  options->xds_server = text.xds_server;
-  options->xds_node_id = text.xds_node_id;
-  if (options->xds_node_id.empty()) {
-    return absl::InvalidArgumentError("--xds-node-id must not be empty");
-  }
-  FG_ASSIGN_OR_RETURN(options->xds_node_metadata,
-                      ParseKeyValues("--xds-node-metadata", text.xds_node_metadata));
-  FG_ASSIGN_OR_RETURN(options->xds_initial_backoff,
-                      DurationOf("--xds-initial-backoff", text.xds_initial_backoff,
-                                 absl::Milliseconds(1), absl::Hours(1)));
-  FG_ASSIGN_OR_RETURN(options->xds_max_backoff,
-                      DurationOf("--xds-max-backoff", text.xds_max_backoff,
-                                 options->xds_initial_backoff, absl::Hours(24)));
-  if (!absl::SimpleAtod(text.xds_backoff_jitter, &options->xds_backoff_jitter) ||
-      !(options->xds_backoff_jitter >= 0 && options->xds_backoff_jitter <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--xds-backoff-jitter must be a number from 0 to 1 (got '", text.xds_backoff_jitter, "')"));
-  }
-  if (text.xds_tls_cert.empty() != text.xds_tls_key.empty()) {
-    return absl::InvalidArgumentError("--xds-tls-cert and --xds-tls-key go together");
-  }
-  options->xds_tls = text.xds_tls;
-  options->xds_tls_ca = text.xds_tls_ca;
-  options->xds_tls_cert = text.xds_tls_cert;
-  options->xds_tls_key = text.xds_tls_key;
-  options->xds_tls_server_name = text.xds_tls_server_name;
-  if (!text.statsd.empty()) {
-    std::string host;
-    uint16_t port = 0;
-    if (!common::SplitHostPort(text.statsd, host, port).ok() || host.empty() || port == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--statsd must be HOST:PORT (got '", text.statsd, "')"));
-    }
-  }
-  options->statsd = text.statsd;
-  FG_ASSIGN_OR_RETURN(options->statsd_flush_interval,
-                      DurationOf("--statsd-flush-interval", text.statsd_flush_interval,
-                                 absl::Milliseconds(100), absl::Hours(1)));
-  return absl::OkStatus();
-}
-
-// Gives every serve flag that neither the command line nor its FLOODGATE_* variable set the
-// value of its Envoy variables, if any, as if CLI11 had read it: the option converts and stores
-// it as it would its own.
-absl::Status ApplyEnvoyEnv(CLI::App* serve, const EnvGetter& env) {
-  FG_ASSIGN_OR_RETURN(std::vector<EnvoyValue> values,
-                      ReadEnvoyEnv(env, [serve](absl::string_view flag) {
-                        const CLI::Option* option = serve->get_option_no_throw(std::string(flag));
-                        return option != nullptr && option->count() > 0;
-                      }));
-  for (const EnvoyValue& value : values) {
-    CLI::Option* option = serve->get_option_no_throw(value.flag);
-    if (option == nullptr) {
-      return absl::InternalError(absl::StrCat("no flag ", value.flag, " for ", value.from));
-    }
-    try {
-      option->add_result(value.text);
-      option->run_callback();
-    } catch (const CLI::Error& e) {
-      return absl::InvalidArgumentError(absl::StrCat(value.from, ": ", e.what()));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// ---- end of envoyproxy/ratelimit's switches ----
-
 // The TLS flags' combinations; the files themselves are checked when the server starts
 // (net::LoadTlsCredentials), before anything listens.
 absl::Status CheckTls(const ServeText& text) {
@@ -310,6 +96,11 @@ absl::Status CheckTls(const ServeText& text) {
   if (!text.tls_client_ca.empty() && text.tls_cert.empty()) {
     return absl::InvalidArgumentError(
         "--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS with client certificates)");
+  }
+  if (!text.tls_client_san.empty() && text.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-san needs --tls-client-ca (the name is checked on client certificates, "
+        "which only mTLS asks for)");
   }
   return absl::OkStatus();
 }
@@ -384,8 +175,20 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
   }
   options.grpc_impl = text.grpc_impl;
   FG_RETURN_IF_ERROR(CheckTls(text));
-  options.tls = {
-      .cert_file = text.tls_cert, .key_file = text.tls_key, .client_ca_file = text.tls_client_ca};
+  options.tls = {.cert_file = text.tls_cert,
+                 .key_file = text.tls_key,
+                 .client_ca_file = text.tls_client_ca,
+                 .client_san = text.tls_client_san};
+  // grpc++'s server cannot check a client's SAN (frontends/grpc/grpc_service.h): say so now.
+  const std::string& grpc_san =
+      options.grpc_tls.cert_file.empty() ? options.tls.client_san : options.grpc_tls.client_san;
+  if (options.grpc_impl == "grpcpp" && !grpc_san.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.grpc_tls.cert_file.empty() ? "--tls-client-san"
+                                           : "--grpc-tls-client-san (Envoy's GRPC_CLIENT_TLS_SAN)",
+        " needs the native gRPC server: grpc++'s (--grpc-impl grpcpp) cannot check "
+        "a client certificate's SAN"));
+  }
   FG_ASSIGN_OR_RETURN(options.config_poll, DurationOf("--config-poll", text.config_poll,
                                                       absl::Milliseconds(10), absl::Hours(1)));
   FG_ASSIGN_OR_RETURN(serve->drain_timeout, DurationOf("--drain-timeout", text.drain_timeout,
@@ -555,12 +358,15 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
                  "Serve (or reload to) a config source with no domains instead of refusing it.")
       ->envname(EnvName("--allow-empty-config"));
   AddFlag(serve, "--tls-cert", &text->tls_cert, "FILE",
-          "PEM certificate (then intermediates): HTTPS and gRPC over TLS on --http and --grpc; "
-          "needs --tls-key (docs/tls.md).");
+          "PEM certificate (then intermediates): HTTPS and gRPC over TLS on --http and --grpc "
+          "(--grpc-tls-* replace them on --grpc); needs --tls-key (docs/tls.md).");
   AddFlag(serve, "--tls-key", &text->tls_key, "FILE",
           "PEM private key of --tls-cert (not encrypted).");
   AddFlag(serve, "--tls-client-ca", &text->tls_client_ca, "FILE",
           "PEM CA certificates: clients must present a certificate one of them signed (mTLS).");
+  AddFlag(serve, "--tls-client-san", &text->tls_client_san, "NAME",
+          "With --tls-client-ca: the DNS name (or IP) a client certificate must carry as a "
+          "subject alternative name; others fail the handshake.");
   AddFlag(serve, "--http-threads", &text->http_threads, "N", "HTTP io threads, 1 to 256.");
   AddFlag(serve, "--grpc-impl", &text->grpc_impl, "native|grpcpp",
           "gRPC server: ours (native) or grpc++'s.");

@@ -430,6 +430,76 @@ TEST_F(FlagsTest, TlsFlagsThatDoNotGoTogetherAreRefused) {
               HasSubstr("--tls-client-ca needs --tls-cert and --tls-key"));
 }
 
+TEST_F(FlagsTest, ClientSanFlagNeedsAClientCa) {
+  CommandLine line = Parse({"serve", "--config", "c", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+                            "--tls-client-ca", "ca.pem", "--tls-client-san", "envoy.internal"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.tls.client_san, "envoy.internal");
+  EXPECT_EQ(line.serve.options.grpc_tls.cert_file, "");  // the gRPC port follows --tls-*
+  setenv("FLOODGATE_TLS_CLIENT_SAN", "env.internal", 1);
+  line = Parse({"serve", "--config", "c", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+                "--tls-client-ca", "ca.pem"});
+  EXPECT_EQ(line.serve.options.tls.client_san, "env.internal");
+  SetUp();
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+                       "--tls-client-san", "envoy.internal"}),
+              HasSubstr("--tls-client-san needs --tls-client-ca"));
+  // grpc++'s server cannot check the name: refused before anything starts.
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--tls-cert", "c.pem",
+                       "--tls-key", "k.pem", "--tls-client-ca", "ca.pem", "--tls-client-san",
+                       "envoy.internal"}),
+              HasSubstr("--tls-client-san needs the native gRPC server"));
+}
+
+TEST_F(FlagsTest, GrpcTlsFlagsReplaceTheSharedOnesOnTheGrpcPort) {
+  CommandLine line = Parse({"serve", "--config", "c", "--tls-cert", "h.pem", "--tls-key", "h.key",
+                            "--grpc-tls-cert", "g.pem", "--grpc-tls-key", "g.key",
+                            "--grpc-tls-client-ca", "ca.pem", "--grpc-tls-client-san", "envoy"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  const ServerOptions& o = line.serve.options;
+  EXPECT_EQ(o.tls.cert_file, "h.pem");  // the HTTP port
+  EXPECT_EQ(o.tls.client_ca_file, "");
+  EXPECT_EQ(o.grpc_tls.cert_file, "g.pem");
+  EXPECT_EQ(o.grpc_tls.key_file, "g.key");
+  EXPECT_EQ(o.grpc_tls.client_ca_file, "ca.pem");
+  EXPECT_EQ(o.grpc_tls.client_san, "envoy");
+
+  // The gRPC port's alone, with the HTTP port plain; from FLOODGATE_* too.
+  setenv("FLOODGATE_GRPC_TLS_CERT", "e.pem", 1);
+  setenv("FLOODGATE_GRPC_TLS_KEY", "e.key", 1);
+  line = Parse({"serve", "--config", "c"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.tls.cert_file, "");
+  EXPECT_EQ(line.serve.options.grpc_tls.cert_file, "e.pem");
+  EXPECT_EQ(line.serve.options.grpc_tls.key_file, "e.key");
+  EXPECT_EQ(line.serve.options.grpc_tls.client_ca_file, "");
+  SetUp();
+
+  // Half sets are refused, and the set is never mixed with --tls-*.
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--grpc-tls-cert", "g.pem"}),
+              HasSubstr("--grpc-tls-cert and --grpc-tls-key go together"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--grpc-tls-key", "g.key"}),
+              HasSubstr("--grpc-tls-cert and --grpc-tls-key go together"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--tls-cert", "h.pem", "--tls-key", "h.key",
+                       "--grpc-tls-client-ca", "ca.pem"}),
+              HasSubstr("--grpc-tls-client-ca needs --grpc-tls-cert and --grpc-tls-key"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--tls-cert", "h.pem", "--tls-key", "h.key",
+                       "--tls-client-ca", "ca.pem", "--grpc-tls-cert", "g.pem", "--grpc-tls-key",
+                       "g.key", "--grpc-tls-client-san", "envoy"}),
+              HasSubstr("--grpc-tls-client-san needs --grpc-tls-client-ca"));
+  EXPECT_THAT(
+      Refusal({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--grpc-tls-cert", "g.pem",
+               "--grpc-tls-key", "g.key", "--grpc-tls-client-ca", "ca.pem", "--grpc-tls-client-san",
+               "envoy"}),
+      HasSubstr(
+          "--grpc-tls-client-san (Envoy's GRPC_CLIENT_TLS_SAN) needs the native gRPC server"));
+  // grpc++ with a SAN on the HTTP port alone is fine: its gRPC port checks no name.
+  line = Parse({"serve", "--config", "c", "--grpc-impl", "grpcpp", "--tls-cert", "h.pem",
+                "--tls-key", "h.key", "--tls-client-ca", "ca.pem", "--tls-client-san", "envoy",
+                "--grpc-tls-cert", "g.pem", "--grpc-tls-key", "g.key"});
+  EXPECT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+}
+
 TEST_F(FlagsTest, PeerTlsFlagsFromTheCommandLineOrTheEnvironment) {
   const std::vector<std::string> cluster = {
       "serve", "--config", "c", "--node-id", "a", "--peers", "a=h:1", "--cluster-key", "k"};
@@ -695,6 +765,67 @@ TEST_F(FlagsTest, EnvoyXdsSwitches) {
               HasSubstr("--xds-tls-cert and --xds-tls-key go together"));
   EXPECT_THAT(Refusal({"serve", "--config", "c", "--xds-backoff-jitter", "2"}),
               HasSubstr("--xds-backoff-jitter must be a number from 0 to 1"));
+}
+
+TEST_F(FlagsTest, EnvoyGrpcServerTls) {
+  // As Envoy Gateway sets them: TLS on the gRPC port alone, mTLS, a client SAN.
+  const Env mtls = {{"GRPC_SERVER_USE_TLS", "true"},
+                    {"GRPC_SERVER_TLS_CERT", "/certs/tls.crt"},
+                    {"GRPC_SERVER_TLS_KEY", "/certs/tls.key"},
+                    {"GRPC_CLIENT_TLS_CACERT", "/certs/ca.crt"},
+                    {"GRPC_CLIENT_TLS_SAN", "envoy-gateway"}};
+  CommandLine line = Parse({"serve", "--config", "c"}, mtls);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  const ServerOptions& o = line.serve.options;
+  EXPECT_EQ(o.tls.cert_file, "");  // the HTTP port stays plain
+  EXPECT_EQ(o.grpc_tls.cert_file, "/certs/tls.crt");
+  EXPECT_EQ(o.grpc_tls.key_file, "/certs/tls.key");
+  EXPECT_EQ(o.grpc_tls.client_ca_file, "/certs/ca.crt");
+  EXPECT_EQ(o.grpc_tls.client_san, "envoy-gateway");
+
+  // Our flags and variables come first, one flag at a time.
+  setenv("FLOODGATE_GRPC_TLS_CLIENT_SAN", "ours", 1);
+  line = Parse({"serve", "--config", "c", "--grpc-tls-cert", "/ours.pem"}, mtls);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.grpc_tls.cert_file, "/ours.pem");
+  EXPECT_EQ(line.serve.options.grpc_tls.key_file, "/certs/tls.key");
+  EXPECT_EQ(line.serve.options.grpc_tls.client_san, "ours");
+  SetUp();
+
+  // GRPC_SERVER_USE_TLS unset or false: Envoy reads none of the files, nor do we.
+  for (const char* use : {"", "false", "0"}) {
+    Env off = mtls;
+    off["GRPC_SERVER_USE_TLS"] = use;
+    line = Parse({"serve", "--config", "c"}, off);
+    ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << use << ": " << line.err;
+    EXPECT_EQ(line.serve.options.grpc_tls.cert_file, "") << use;
+    EXPECT_EQ(line.serve.options.grpc_tls.client_san, "") << use;
+  }
+  // TLS without client certificates.
+  line = Parse({"serve", "--config", "c"}, {{"GRPC_SERVER_USE_TLS", "1"},
+                                            {"GRPC_SERVER_TLS_CERT", "/c.pem"},
+                                            {"GRPC_SERVER_TLS_KEY", "/k.pem"}});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.grpc_tls.cert_file, "/c.pem");
+  EXPECT_EQ(line.serve.options.grpc_tls.client_ca_file, "");
+
+  // Bad combinations, named by the variable.
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"GRPC_SERVER_USE_TLS", "yes"}}),
+              HasSubstr("GRPC_SERVER_USE_TLS=yes: not a boolean"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"},
+                      {{"GRPC_SERVER_USE_TLS", "true"}, {"GRPC_SERVER_TLS_KEY", "/k.pem"}}),
+              HasSubstr("GRPC_SERVER_USE_TLS=true: needs GRPC_SERVER_TLS_CERT"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"},
+                      {{"GRPC_SERVER_USE_TLS", "true"}, {"GRPC_SERVER_TLS_CERT", "/c.pem"}}),
+              HasSubstr("GRPC_SERVER_USE_TLS=true: needs GRPC_SERVER_TLS_KEY"));
+  Env san_alone = mtls;
+  san_alone.erase("GRPC_CLIENT_TLS_CACERT");
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, san_alone),
+              HasSubstr("GRPC_CLIENT_TLS_SAN=envoy-gateway: needs GRPC_CLIENT_TLS_CACERT"));
+  // ... unless our flag gives the CA.
+  line = Parse({"serve", "--config", "c", "--grpc-tls-client-ca", "/ca.pem"}, san_alone);
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.options.grpc_tls.client_san, "envoy-gateway");
 }
 
 TEST_F(FlagsTest, EnvoyStatsdOnlyWhenAsked) {

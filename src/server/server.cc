@@ -203,6 +203,13 @@ net::TlsFlagNames PeerTlsFlags() {
       .cert = "--peer-tls-cert", .key = "--peer-tls-key", .ca = "--peer-tls-ca"};
 }
 
+net::TlsFlagNames GrpcTlsFlags() {
+  return net::TlsFlagNames{.cert = "--grpc-tls-cert",
+                           .key = "--grpc-tls-key",
+                           .ca = "--grpc-tls-client-ca",
+                           .san = "--grpc-tls-client-san"};
+}
+
 absl::Status CheckPeerTlsFiles(const net::TlsFiles& files) {
   const net::TlsFlagNames flags = PeerTlsFlags();
   std::vector<std::string> missing;
@@ -374,12 +381,21 @@ absl::Status Server::StartFrontends(const ServerOptions& options) {
   if (!options.grpc_impl.empty()) {
     FG_ASSIGN_OR_RETURN(grpc_options.impl, frontends::ParseGrpcImpl(options.grpc_impl));
   }
-  const net::TlsFiles& tls = options.tls;
-  if (!tls.cert_file.empty() || !tls.key_file.empty() || !tls.client_ca_file.empty()) {
-    // Checked once, before anything listens: a bad file stops the start, naming its flag.
-    FG_ASSIGN_OR_RETURN(net::TlsCredentials credentials, net::LoadTlsCredentials(tls));
-    http_options.tls = credentials;
-    grpc_options.tls = std::move(credentials);
+  // Checked once, before anything listens: a bad file stops the start, naming its flag. The
+  // gRPC port takes --grpc-tls-* as a whole when given (ServerOptions::grpc_tls), else the
+  // HTTP port's --tls-*.
+  const auto given = [](const net::TlsFiles& files) {
+    return !files.cert_file.empty() || !files.key_file.empty() || !files.client_ca_file.empty() ||
+           !files.client_san.empty();
+  };
+  if (given(options.tls)) {
+    FG_ASSIGN_OR_RETURN(http_options.tls, net::LoadTlsCredentials(options.tls));
+  }
+  if (given(options.grpc_tls)) {
+    FG_ASSIGN_OR_RETURN(grpc_options.tls,
+                        net::LoadTlsCredentials(options.grpc_tls, GrpcTlsFlags()));
+  } else {
+    grpc_options.tls = http_options.tls;
   }
   if (cluster_ != nullptr && grpc_options.impl == frontends::GrpcImpl::kGrpcpp) {
     // A forwarded check waits for its owner. Our front ends suspend it and go on serving;

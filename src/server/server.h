@@ -73,8 +73,10 @@ struct ServerOptions {
   int replicas = 2;
   // Cluster mode: how long replication and local-share reports gather before they leave.
   absl::Duration peer_batch_delay = absl::Microseconds(500);
-  // --tls-cert, --tls-key, --tls-client-ca: TLS (and with a client CA, mTLS) on the HTTP and
-  // gRPC ports; all empty: plain. The peer port has its own, below (docs/tls.md).
+  // --tls-cert, --tls-key, --tls-client-ca (and --tls-client-san, the name a client
+  // certificate must carry): TLS (and with a client CA, mTLS) on the HTTP and gRPC ports; all
+  // empty: plain. The gRPC port may have its own (grpc_tls, below); the peer port has its own
+  // (peer_tls). docs/tls.md.
   net::TlsFiles tls;
   // Cluster mode: --peer-tls-cert, --peer-tls-key, --peer-tls-ca (as client_ca_file): TLS on
   // every peer connection, both ways, each end's certificate verified against the CA; all three
@@ -111,11 +113,18 @@ struct ServerOptions {
   // statsd_flush_interval (STATS_FLUSH_INTERVAL).
   std::string statsd;
   absl::Duration statsd_flush_interval = absl::Seconds(10);
+  // --grpc-tls-cert, --grpc-tls-key, --grpc-tls-client-ca, --grpc-tls-client-san
+  // (GRPC_SERVER_USE_TLS with GRPC_SERVER_TLS_*, GRPC_CLIENT_TLS_*): when any is set, the gRPC
+  // port's TLS, replacing `tls` there as a whole (never mixed with it); the HTTP port keeps
+  // `tls`. docs/tls.md, "TLS on the gRPC port alone".
+  net::TlsFiles grpc_tls;
   // ---- end of envoyproxy/ratelimit's switches ----
 };
 
 // The flags of ServerOptions::peer_tls, for errors.
 net::TlsFlagNames PeerTlsFlags();
+// The flags of ServerOptions::grpc_tls, for errors.
+net::TlsFlagNames GrpcTlsFlags();
 // Returns OK when `files` names all three peer TLS files or none; InvalidArgument naming the
 // missing flags otherwise.
 absl::Status CheckPeerTlsFiles(const net::TlsFiles& files);

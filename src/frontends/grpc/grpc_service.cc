@@ -78,6 +78,13 @@ class GrpcppImpl final : public net::Server {
   ~GrpcppImpl() override { Shutdown(absl::ZeroDuration()); }
 
   absl::Status Start() override {
+    if (options_.tls.has_value() && !options_.tls->client_san.empty()) {
+      // grpc++'s SslServerCredentials verify the chain only; rather than let in a certificate
+      // the operator meant to refuse, refuse to start.
+      return absl::InvalidArgumentError(
+          "the grpc++ server (--grpc-impl grpcpp) cannot check a client certificate's SAN; "
+          "use the native gRPC server (--grpc-impl native)");
+    }
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options_.address, Credentials(), &port_);

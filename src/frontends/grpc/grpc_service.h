@@ -46,8 +46,9 @@ struct GrpcServerOptions {
   size_t max_queued = 1024;
   absl::Duration max_queue_delay = absl::Milliseconds(20);  // Envoy's default call timeout
   // Set: gRPC over TLS 1.2+ (ALPN "h2"); with a client CA, clients must present a certificate
-  // it signed (mTLS). Both servers; the handshake must finish within request_timeout.
-  // docs/tls.md.
+  // it signed (mTLS). Both servers; the handshake must finish within request_timeout. A client
+  // SAN (its certificate must carry that name): the native server only; grpc++'s Start refuses
+  // it (InvalidArgument). docs/tls.md.
   std::optional<net::TlsCredentials> tls;
   // When set, the native server's health service answers NOT_SERVING while it returns false
   // (the server's --healthy-with-config). Asked only by health checks, from io threads.
