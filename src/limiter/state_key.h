@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -13,12 +14,50 @@
 
 namespace floodgate::limiter {
 
+namespace state_key_internal {
+
+// State keys are length-prefixed fields, so no choice of key or value can make two different
+// descriptors collide: the domain, every entry's key and value, then the rule's suffix.
+inline constexpr size_t kLengthSize = sizeof(uint32_t);
+// Algorithm, period and slot, but not the count: lowering 100/min to 50/min keeps the usage.
+inline constexpr size_t kRuleSuffixSize =
+    sizeof(uint8_t) + sizeof(LimitSpec::period_ns) + sizeof(core::RateLimitRule::slot);
+static_assert(sizeof(Algorithm) == sizeof(uint8_t));
+
+inline char* PutField(char* out, std::string_view field) {
+  const uint32_t len = static_cast<uint32_t>(field.size());
+  std::memcpy(out, &len, sizeof(len));
+  if (!field.empty()) {  // a default string_view's data() is null, which memcpy may not take
+    std::memcpy(out + sizeof(len), field.data(), field.size());
+  }
+  return out + sizeof(len) + field.size();
+}
+
+}  // namespace state_key_internal
+
 // Sizes `key` for one state key and writes its descriptor part (domain and entries); returns
-// where the rule's suffix goes. One descriptor's limits differ only in that suffix.
-size_t PutDescriptorPart(std::string& key, std::string_view domain,
-                         absl::Span<const core::DescriptorEntry> entries);
+// where the rule's suffix goes. One descriptor's limits differ only in that suffix. Inline: it
+// is on every check's path.
+inline size_t PutDescriptorPart(std::string& key, std::string_view domain,
+                                absl::Span<const core::DescriptorEntry> entries) {
+  size_t size = state_key_internal::kLengthSize + domain.size();
+  for (const core::DescriptorEntry& entry : entries) {
+    size += 2 * state_key_internal::kLengthSize + entry.key.size() + entry.value.size();
+  }
+  key.resize(size + state_key_internal::kRuleSuffixSize);
+  char* out = state_key_internal::PutField(key.data(), domain);
+  for (const core::DescriptorEntry& entry : entries) {
+    out = state_key_internal::PutField(out, entry.key);
+    out = state_key_internal::PutField(out, entry.value);
+  }
+  return size;
+}
 
 // Writes `rule`'s suffix at `out` (where PutDescriptorPart said).
-void PutRulePart(char* out, const core::RateLimitRule& rule);
+inline void PutRulePart(char* out, const core::RateLimitRule& rule) {
+  out[0] = static_cast<char>(rule.spec.algorithm);
+  std::memcpy(out + 1, &rule.spec.period_ns, sizeof(rule.spec.period_ns));
+  std::memcpy(out + 1 + sizeof(rule.spec.period_ns), &rule.slot, sizeof(rule.slot));
+}
 
 }  // namespace floodgate::limiter
