@@ -204,6 +204,8 @@ TEST_P(EnvoyCompatTest, CallersLimitsOnlyOnKnownDomains) {
   const auto unknown = WithLimit(Request("nowhere", {{{"k", "v"}}}), 1);
   Expect(unknown, OK, {{OK}}, "unknown domain: no limit, not even the caller's");
   Expect(unknown, OK, {{OK}}, "");
+  EXPECT_THAT(Metrics(),
+              HasSubstr("ratelimit_service_rate_limit_domain_not_found{domain=\"nowhere\"} 2"));
   const auto known = WithLimit(Request("gateway", {{{"audit", "o"}}}), 1);
   Expect(known, OK, {{OK, 1, 0}}, "the caller's limit replaces the config's");
   Expect(known, OVER, {{OVER, 1, 0}}, "and is never in shadow mode");

@@ -88,6 +88,23 @@ std::string RuleLabels(const std::string& stats_key) {
 
 }  // namespace
 
+void DomainCounts::Add(std::string_view domain) {
+  absl::MutexLock lock(&mu_);
+  auto it = counts_.find(absl::string_view(domain.data(), domain.size()));
+  if (it == counts_.end()) {
+    it = counts_.size() < kMaxDomains ? counts_.emplace(std::string(domain), 0).first
+                                      : counts_.try_emplace(kOtherDomains, 0).first;
+  }
+  ++it->second;
+}
+
+void DomainCounts::ForEach(const std::function<void(const std::string&, uint64_t)>& fn) const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [domain, count] : counts_) {
+    fn(domain, count);
+  }
+}
+
 std::string EnvoyStatName(std::string_view stats_key) {
   std::string out(stats_key);
   for (char& c : out) {
@@ -196,6 +213,13 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
          "Envoy answers turned from OVER_LIMIT into OK by the global shadow mode.", shadowed);
   Scalar(out, "floodgate_envoy_global_shadow_mode_total", "counter",
          "Envoy answers turned from OVER_LIMIT into OK by the global shadow mode.", shadowed);
+  Header(out, "ratelimit_service_rate_limit_domain_not_found", "counter",
+         "Checks of a domain the config does not define, per domain (at most 1000 names; the "
+         "rest under _other_).");
+  metrics.domain_not_found.ForEach([&out](const std::string& domain, uint64_t count) {
+    absl::StrAppend(&out, "ratelimit_service_rate_limit_domain_not_found{domain=\"",
+                    EscapeLabel(domain), "\"} ", count, "\n");
+  });
   Header(out, "ratelimit_service_should_rate_limit_error", "counter",
          "Calls failed: redis_error, the store or cluster failed; service_error, the request was "
          "refused (no domain, no descriptors).");

@@ -9,9 +9,13 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "floodgate/store.h"
 #include "src/limiter/limiter.h"
 
@@ -55,6 +59,23 @@ struct ConfigStats {
   std::string last_error;
 };
 
+// Counts per domain name, for domains a caller can make up (checks of unknown domains): at most
+// kMaxDomains names are kept; past them, further new names count under kOtherDomains, so a flood
+// of made-up names costs bounded memory. Thread-safe.
+class DomainCounts {
+ public:
+  static constexpr size_t kMaxDomains = 1000;
+  static constexpr char kOtherDomains[] = "_other_";
+
+  void Add(std::string_view domain);
+  // Calls `fn(domain, count)` for every name counted, in no order.
+  void ForEach(const std::function<void(const std::string&, uint64_t)>& fn) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, uint64_t> counts_ ABSL_GUARDED_BY(mu_);
+};
+
 struct ServerMetrics {
   FrontendMetrics grpc;
   FrontendMetrics http;
@@ -64,6 +85,9 @@ struct ServerMetrics {
   // The StatsD sink (statsd.h): datagrams sent, and datagrams lost to a send error.
   std::atomic<uint64_t> statsd_datagrams{0};
   std::atomic<uint64_t> statsd_send_errors{0};
+  // Checks of each domain the config does not define: envoyproxy/ratelimit's
+  // `<domain>.domain_not_found`.
+  DomainCounts domain_not_found;
 };
 
 // Returns envoyproxy/ratelimit's stat name for a rule's stats key: ':' and '|' become '_', so

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "floodgate/store.h"
 #include "src/service/rate_limit_service.h"
 #include "testing/fake_clock.h"
@@ -133,6 +134,34 @@ TEST(EnvoyStatNameTest, SanitizesAsEnvoyDoes) {
   EXPECT_EQ(EnvoyStatName("d.k_1.2.3"), "d.k_1.2.3");
   EXPECT_EQ(EnvoyStatName("d.v_1.2.3.4.5.6"), "d.v_1_2_3_4.5.6");
   EXPECT_EQ(EnvoyStatName("d.k_a\nb"), "d.k_a_b");
+}
+
+TEST_F(MetricsTest, UnknownDomainsPerDomainWithBoundedNames) {
+  for (int i = 0; i < 3; ++i) {
+    rls::RateLimitResponse response;
+    ASSERT_TRUE(service_
+                    ->ShouldRateLimit(CallContext{Frontend::kGrpc},
+                                      floodgate::testing::EnvoyRequest("typo", {{{"k", "v"}}}),
+                                      &response)
+                    .ok());
+  }
+  std::string text = RenderPrometheus(*limiter_, metrics_, ConfigStats{});
+  EXPECT_EQ(Sample(text, "ratelimit_service_rate_limit_domain_not_found{domain=\"typo\"}"), 3);
+  EXPECT_EQ(Sample(text, "ratelimit_service_rate_limit_domain_not_found{domain=\"api\"}"), -1);
+  // Made-up names past the bound count together.
+  for (size_t i = 0; i < DomainCounts::kMaxDomains + 4; ++i) {
+    metrics_.domain_not_found.Add(absl::StrCat("d", i));
+  }
+  size_t names = 0;
+  uint64_t other = 0;
+  metrics_.domain_not_found.ForEach([&](const std::string& domain, uint64_t count) {
+    ++names;
+    if (domain == DomainCounts::kOtherDomains) {
+      other = count;
+    }
+  });
+  EXPECT_EQ(names, DomainCounts::kMaxDomains + 1);
+  EXPECT_EQ(other, 5u);  // 1004 new names, 999 kept beside "typo"
 }
 
 }  // namespace

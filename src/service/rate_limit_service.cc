@@ -29,8 +29,8 @@ bool IsCallerError(absl::StatusCode code) {
 // outcome and the latency when it goes out of scope.
 class CallCounter {
  public:
-  explicit CallCounter(FrontendMetrics& metrics)
-      : metrics_(metrics), start_(std::chrono::steady_clock::now()) {
+  CallCounter(FrontendMetrics& metrics, DomainCounts& not_found)
+      : metrics_(metrics), not_found_(not_found), start_(std::chrono::steady_clock::now()) {
     metrics_.requests.fetch_add(1, std::memory_order_relaxed);
   }
   ~CallCounter() {
@@ -49,16 +49,20 @@ class CallCounter {
   }
   void Shed() { metrics_.shed.fetch_add(1, std::memory_order_relaxed); }
   void OverLimit() { metrics_.over_limit.fetch_add(1, std::memory_order_relaxed); }
-  void UnknownDomain() { metrics_.unknown_domain.fetch_add(1, std::memory_order_relaxed); }
+  void UnknownDomain(std::string_view domain) {
+    metrics_.unknown_domain.fetch_add(1, std::memory_order_relaxed);
+    not_found_.Add(domain);
+  }
 
  private:
   FrontendMetrics& metrics_;
+  DomainCounts& not_found_;
   const std::chrono::steady_clock::time_point start_;
 };
 
 // The last step of every check: counts the outcome of a decided call and passes its status on.
-absl::Status Account(absl::Status decided, const limiter::CheckResponse& response,
-                     CallCounter& counter) {
+absl::Status Account(absl::Status decided, std::string_view domain,
+                     const limiter::CheckResponse& response, CallCounter& counter) {
   if (!decided.ok()) {
     return counter.Failed(std::move(decided));
   }
@@ -66,7 +70,7 @@ absl::Status Account(absl::Status decided, const limiter::CheckResponse& respons
     counter.OverLimit();
   }
   if (response.unknown_domain) {
-    counter.UnknownDomain();
+    counter.UnknownDomain(domain);
   }
   return absl::OkStatus();
 }
@@ -83,7 +87,7 @@ class Pipeline final : public RateLimitService {
 
   absl::Status ShouldRateLimit(const CallContext& call, const rls::RateLimitRequest& request,
                                rls::RateLimitResponse* response) override {
-    CallCounter counter(MetricsOf(call.frontend));
+    CallCounter counter(MetricsOf(call.frontend), metrics_->domain_not_found);
     absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
     if (!check.ok()) {
       return counter.Failed(check.status());
@@ -95,7 +99,8 @@ class Pipeline final : public RateLimitService {
     if (!decided.ok()) {
       return counter.Failed(decided.status());
     }
-    if (absl::Status counted = Account(absl::OkStatus(), *decided, counter); !counted.ok()) {
+    if (absl::Status counted = Account(absl::OkStatus(), check->domain, *decided, counter);
+        !counted.ok()) {
       return counted;
     }
     Answer(request, *decided, response);
@@ -104,7 +109,7 @@ class Pipeline final : public RateLimitService {
 
   absl::StatusOr<limiter::CheckResponse> Check(const CallContext& call,
                                                limiter::CheckRequest& request) override {
-    CallCounter counter(MetricsOf(call.frontend));
+    CallCounter counter(MetricsOf(call.frontend), metrics_->domain_not_found);
     if (absl::Status admitted = Admit(call, call.names, request, counter); !admitted.ok()) {
       return admitted;
     }
@@ -112,13 +117,13 @@ class Pipeline final : public RateLimitService {
     if (!decided.ok()) {
       return counter.Failed(decided.status());
     }
-    Account(absl::OkStatus(), *decided, counter).IgnoreError();  // OK in, OK out
+    Account(absl::OkStatus(), request.domain, *decided, counter).IgnoreError();  // OK in, OK out
     return decided;
   }
 
   absl::Status Release(const CallContext& call, const limiter::CheckRequest& request,
                        int64_t lease) override {
-    CallCounter counter(MetricsOf(call.frontend));
+    CallCounter counter(MetricsOf(call.frontend), metrics_->domain_not_found);
     if (absl::Status admitted = AdmitRelease(call, request, lease, counter); !admitted.ok()) {
       return admitted;
     }
@@ -138,14 +143,14 @@ class Pipeline final : public RateLimitService {
       return;
     }
     struct EnvoyCall {
-      explicit EnvoyCall(FrontendMetrics& metrics) : counter(metrics) {}
+      EnvoyCall(FrontendMetrics& metrics, DomainCounts& not_found) : counter(metrics, not_found) {}
       CallCounter counter;
       limiter::CheckRequest check;
       limiter::CheckResponse decided;
       // The request, kept only when the answer's dynamic metadata needs it.
       std::optional<rls::RateLimitRequest> request;
     };
-    auto c = std::make_unique<EnvoyCall>(MetricsOf(call.frontend));
+    auto c = std::make_unique<EnvoyCall>(MetricsOf(call.frontend), metrics_->domain_not_found);
     absl::StatusOr<limiter::CheckRequest> check = FromEnvoy(request);
     if (!check.ok()) {
       absl::Status failed = c->counter.Failed(check.status());
@@ -167,7 +172,8 @@ class Pipeline final : public RateLimitService {
     limiter_->CheckAsync(
         raw->check, raw->decided, loop,
         [this, c = std::move(c), response, done = std::move(done)](absl::Status status) mutable {
-          absl::Status outcome = Account(std::move(status), c->decided, c->counter);
+          absl::Status outcome =
+              Account(std::move(status), c->check.domain, c->decided, c->counter);
           if (outcome.ok()) {
             Answer(c->request.has_value() ? *c->request : rls::RateLimitRequest::default_instance(),
                    c->decided, response);
@@ -184,27 +190,29 @@ class Pipeline final : public RateLimitService {
       // Decided inline (a local store): the counter stays on this stack.
       absl::Status outcome;
       {
-        CallCounter counter(MetricsOf(call.frontend));
+        CallCounter counter(MetricsOf(call.frontend), metrics_->domain_not_found);
         outcome = Admit(call, call.names, request, counter);
         if (outcome.ok()) {
           limiter_->CheckAsync(request, response, loop,
                                [&outcome](absl::Status status) { outcome = std::move(status); });
-          outcome = Account(std::move(outcome), response, counter);
+          outcome = Account(std::move(outcome), request.domain, response, counter);
         }
       }
       std::move(done)(std::move(outcome));
       return;
     }
-    auto counter = std::make_unique<CallCounter>(MetricsOf(call.frontend));
+    auto counter =
+        std::make_unique<CallCounter>(MetricsOf(call.frontend), metrics_->domain_not_found);
     if (absl::Status admitted = Admit(call, call.names, request, *counter); !admitted.ok()) {
       counter.reset();
       std::move(done)(std::move(admitted));
       return;
     }
     limiter_->CheckAsync(request, response, loop,
-                         [counter = std::move(counter), &response,
+                         [counter = std::move(counter), &request, &response,
                           done = std::move(done)](absl::Status status) mutable {
-                           absl::Status outcome = Account(std::move(status), response, *counter);
+                           absl::Status outcome =
+                               Account(std::move(status), request.domain, response, *counter);
                            counter.reset();  // the call's latency ends here
                            std::move(done)(std::move(outcome));
                          });
@@ -216,7 +224,8 @@ class Pipeline final : public RateLimitService {
       std::move(done)(Release(call, request, lease));
       return;
     }
-    auto counter = std::make_unique<CallCounter>(MetricsOf(call.frontend));
+    auto counter =
+        std::make_unique<CallCounter>(MetricsOf(call.frontend), metrics_->domain_not_found);
     if (absl::Status admitted = AdmitRelease(call, request, lease, *counter); !admitted.ok()) {
       counter.reset();
       std::move(done)(std::move(admitted));

@@ -226,6 +226,13 @@ std::vector<std::string> StatsdSink::Flush() {
     Counter(absl::StrCat(kServicePrefix, "config_load_error"), config.reload_failure, lines);
   }
   Counter(absl::StrCat(kServicePrefix, "global_shadow_mode"), m.global_shadow_mode.load(), lines);
+  std::vector<std::pair<std::string, uint64_t>> not_found;
+  m.domain_not_found.ForEach([&not_found](const std::string& domain, uint64_t count) {
+    not_found.emplace_back(domain, count);
+  });
+  for (const auto& [domain, count] : not_found) {
+    Counter(absl::StrCat(kRulePrefix, EnvoyStatName(domain), ".domain_not_found"), count, lines);
+  }
   Counter(absl::StrCat(kShouldRateLimitPrefix, "redis_error"),
           m.grpc.errors.load() + m.http.errors.load(), lines);
   Counter(absl::StrCat(kShouldRateLimitPrefix, "service_error"),

@@ -135,6 +135,16 @@ TEST_F(StatsdTest, SendsEnvoysNamesAndTypes) {
   EXPECT_THAT(lines, Not(Contains("ratelimit.service.config_load_error:0|c")));
 }
 
+TEST_F(StatsdTest, UnknownDomainsAsEnvoyNamesThem) {
+  for (int i = 0; i < 2; ++i) {
+    limiter::CheckRequest request = floodgate::testing::MakeRequest("nowhere", {{{"k", "v"}}});
+    ASSERT_TRUE(service_->Check(CallContext{Frontend::kHttp}, request).ok());
+  }
+  auto sink = Sink();
+  sink->Flush();
+  EXPECT_THAT(SentLines(), Contains("ratelimit.service.rate_limit.nowhere.domain_not_found:2|c"));
+}
+
 TEST_F(StatsdTest, RuleKeysAreSanitizedAsEnvoyDoes) {
   config_ = {};
   auto sink = Sink();
