@@ -218,6 +218,21 @@ RuleCounters* Limiter::CountersFor(const std::string& stats_key) const {
   return &counters_[stats_key];
 }
 
+RuleCounters* Limiter::CountersForRequest(const std::string& stats_key,
+                                          const std::string& rule_key) const {
+  absl::MutexLock lock(&counters_mu_);
+  if (auto it = counters_.find(stats_key); it != counters_.end()) {
+    return &it->second;
+  }
+  // Keys made of request values are as many as callers make up: past the bound, new ones count
+  // under the rule's own key.
+  if (request_keys_ >= options_.max_request_stats_keys) {
+    return &counters_[rule_key];
+  }
+  ++request_keys_;
+  return &counters_[stats_key];
+}
+
 void Limiter::SetConfig(std::shared_ptr<const core::Config> config) {
   if (config == nullptr) {
     config = std::make_shared<const core::Config>();
@@ -376,8 +391,8 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       op.shed = request.shed;
       Planned& planned = batch.planned.emplace_back(Planned{i, &rule, hits});
       if (rule.request_stats_key) {
-        planned.counters =
-            CountersFor(core::RequestStatsKey(request.domain, desc.entries, path, rule));
+        planned.counters = CountersForRequest(
+            core::RequestStatsKey(request.domain, desc.entries, path, rule), rule.stats_key);
       }
       if (rule.block_duration_ns > 0) {
         // The block is a state of its own: one hit per block_duration with no burst, so a hit
@@ -395,6 +410,9 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       FG_ASSIGN_OR_RETURN(const core::RateLimitRule* added,
                           AddOverrideRule(request.domain, desc, response));
       FG_RETURN_IF_ERROR(add_op(*added));
+      // Its key is made of request values: bounded like the others, past the bound counted
+      // under the domain's name.
+      batch.planned.back().counters = CountersForRequest(added->stats_key, request.domain);
       continue;
     }
     for (const core::RateLimitRule& rule : matched[i]->limits) {

@@ -118,6 +118,9 @@ struct LimiterOptions {
   double near_limit_ratio = 0.8;
   // Every descriptor is in quota mode (QUOTA_MODE; docs/config.md, "quota_mode").
   bool global_quota_mode = false;
+  // Stats keys built from request values (value_to_metric, detailed_metric) kept at most; past
+  // this, checks under new such keys count under their rule's key from the config.
+  size_t max_request_stats_keys = 100'000;
   // Slots of the over-limit fast path (refusal_cache.h); 0 turns it off.
   size_t refusal_cache_slots = 1 << 16;
 };
@@ -221,6 +224,9 @@ class Limiter {
   void AfterDecision(const Batch& batch, int64_t now_ns, uint32_t cache_generation,
                      absl::Span<Decision> decisions, boost::asio::io_context* loop);
   RuleCounters* CountersFor(const std::string& stats_key) const;
+  // The counters of a stats key built from the request (RequestStatsKey), or of `rule_key` once
+  // max_request_stats_keys such keys exist.
+  RuleCounters* CountersForRequest(const std::string& stats_key, const std::string& rule_key) const;
   RuleCounters* CountersForRule(const Snapshot& snap, const Planned& planned);
 
   Store* const store_;
@@ -241,6 +247,7 @@ class Limiter {
   mutable absl::Mutex counters_mu_;
   // node_hash_map: counters never move, so snapshots may hold raw pointers.
   mutable absl::node_hash_map<std::string, RuleCounters> counters_ ABSL_GUARDED_BY(counters_mu_);
+  mutable size_t request_keys_ ABSL_GUARDED_BY(counters_mu_) = 0;  // keys CountersForRequest made
 
   std::unique_ptr<RefusalCache> refusals_;  // null when off
   std::atomic<uint64_t> checks_{0};

@@ -187,6 +187,28 @@ TEST_F(EnvoySemanticsTest, StatsKeysAsEnvoyNamesThem) {
   EXPECT_EQ(Counter(&limiter::RuleCounters::total_hits)["api.path_/v1/*/orders"], 1u);
 }
 
+TEST_F(EnvoySemanticsTest, StatsKeysFromRequestValuesAreBounded) {
+  limiter::LimiterOptions options;
+  options.max_request_stats_keys = 2;
+  Start({}, options);
+  for (const char* user : {"u1", "u2", "u3", "u4", "u1"}) {
+    Ask(Request("api", {{{"user", user}}}));
+  }
+  std::map<std::string, uint64_t> total = Counter(&limiter::RuleCounters::total_hits);
+  EXPECT_EQ(total["api.user_u1"], 2u);  // kept: u1 and u2
+  EXPECT_EQ(total["api.user_u2"], 1u);
+  EXPECT_EQ(total.count("api.user_u3"), 0u);  // past the bound: under the rule's own key
+  EXPECT_EQ(total["api.user"], 2u);
+  // A caller's limit makes its key from the request too.
+  rls::RateLimitRequest own = Request("api", {{{"anything", "x"}}});
+  own.mutable_descriptors(0)->mutable_limit()->set_requests_per_unit(5);
+  own.mutable_descriptors(0)->mutable_limit()->set_unit(envoy::type::v3::MINUTE);
+  Ask(own);
+  total = Counter(&limiter::RuleCounters::total_hits);
+  EXPECT_EQ(total.count("api.anything_x"), 0u);
+  EXPECT_EQ(total["api"], 1u);
+}
+
 TEST_F(EnvoySemanticsTest, NearLimitCountsTheHitsPastTheRatio) {
   Start();
   // big: 10/min, near from 8 (floor(10 * 0.8)): hits 1..7 are not near, 9 and 10 are, and
