@@ -310,24 +310,14 @@ class DocumentLoader : private YamlReader {
       out.string = std::move(text);
       return;
     }
-    if (text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL") {
+    if (IsNull(node)) {
       out.kind = MetadataValue::Kind::kNull;
       return;
     }
-    for (absl::string_view word :
-         {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}) {
-      if (text == word) {
-        out.kind = MetadataValue::Kind::kBool;
-        out.boolean = true;
-        return;
-      }
-    }
-    for (absl::string_view word :
-         {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "n", "N"}) {
-      if (text == word) {
-        out.kind = MetadataValue::Kind::kBool;
-        return;
-      }
+    if (std::optional<bool> value = YamlBoolWord(text); value.has_value()) {
+      out.kind = MetadataValue::Kind::kBool;
+      out.boolean = *value;
+      return;
     }
     double number = 0;
     if (absl::SimpleAtod(text, &number) && !absl::StrContains(text, "inf") &&

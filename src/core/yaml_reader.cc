@@ -38,6 +38,22 @@ bool IsNull(const yaml_node_t* node) {
   return text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL";
 }
 
+std::optional<bool> YamlBoolWord(absl::string_view text) {
+  for (absl::string_view word :
+       {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}) {
+    if (text == word) {
+      return true;
+    }
+  }
+  for (absl::string_view word :
+       {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "n", "N"}) {
+    if (text == word) {
+      return false;
+    }
+  }
+  return std::nullopt;
+}
+
 namespace {
 
 constexpr char kMalformedDuration[] =
@@ -317,18 +333,8 @@ absl::StatusOr<std::string> YamlReader::String(const yaml_node_t* node,
 
 absl::StatusOr<bool> YamlReader::Bool(const yaml_node_t* node, absl::string_view what) const {
   if (IsPlainScalar(node)) {
-    absl::string_view text = ScalarText(node);
-    for (absl::string_view word :
-         {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}) {
-      if (text == word) {
-        return true;
-      }
-    }
-    for (absl::string_view word :
-         {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "n", "N"}) {
-      if (text == word) {
-        return false;
-      }
+    if (std::optional<bool> value = YamlBoolWord(ScalarText(node)); value.has_value()) {
+      return *value;
     }
   }
   return Error(node, absl::StrCat("'", what, "' must be true or false"));

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,6 +56,9 @@ class YamlFields {
 
 // Returns whether `node` is a YAML 1.1 null, as yaml.v2 resolves them (an empty value is one).
 bool IsNull(const yaml_node_t* node);
+// Returns the boolean a plain scalar's text is in YAML 1.1 (true/yes/on/y, false/no/off/n, in
+// lower, capitalised or upper case), or nullopt for any other text.
+std::optional<bool> YamlBoolWord(absl::string_view text);
 
 // Owns a libyaml parser reading `text` (which must outlive it).
 class YamlParser {
