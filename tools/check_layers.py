@@ -28,12 +28,16 @@ ALLOWED = {
     "service": {"public", "core", "limiter", "service", "common", "proto"},
     "admin": {"public", "core", "limiter", "cluster", "service", "admin", "common", "proto"},
     "net": {"net", "common"},
+    # The Redis client (a connection layer of its own kind) and the Store over it.
+    "redis": {"redis", "net", "common"},
+    "redis_store": {"public", "core", "store", "redis", "redis_store", "common"},
     # A front end sees the service interface, the connection layer and the wire formats, and
     # the limiter's request/response value types that the service interface is written in.
     "http": {"public", "http", "service", "net", "common", "proto", "limiter-types"},
     "grpc": {"public", "grpc", "service", "net", "common", "proto", "limiter-types"},
     "server": {"public", "core", "store", "limiter", "cluster", "service", "admin", "net",
-               "http", "grpc", "server", "discovery", "common", "proto", "limiter-types"},
+               "http", "grpc", "server", "discovery", "common", "proto", "limiter-types", "redis",
+               "redis_store"},
     "bench": {"public", "proto", "common", "bench"},
 }
 
@@ -49,6 +53,8 @@ FOLDERS = {
     "src/service": "service",
     "src/admin": "admin",
     "src/net": "net",
+    "src/redis": "redis",
+    "src/redis_store": "redis_store",
     "src/frontends/http": "http",
     "src/frontends/grpc": "grpc",
     "src/server": "server",
