@@ -44,6 +44,14 @@ struct StoreOp {
   // here by failure_mode at once instead of waiting for the owner; a key this node owns is
   // still decided exactly. A single node's store ignores it.
   bool shed = false;
+  // Set only for a store that asks for them (Store::WantsStateKeys): the bytes that name this
+  // op's state, the same on every node (src/limiter/state_key.h: the descriptor part, then the
+  // rule's suffix; a block_duration's block adds one byte 'B'), valid until Apply or ApplyAsync
+  // returns, and how many leading bytes are the descriptor part, which one descriptor's limits
+  // share. A store whose state lives outside this process (Redis) names its keys with them:
+  // key_hash's secret seed differs from node to node.
+  std::string_view state_key;
+  uint32_t descriptor_size = 0;
 };
 
 // A key's raw state, as the store holds it (the layout of core::KeyState), with the limit it is
@@ -120,6 +128,9 @@ class Store {
   // Returns whether ApplyAsync may finish after it returns. False (the default): it always
   // finishes inline, so callers may skip the bookkeeping a suspended transaction needs.
   virtual bool MaySuspend() const { return false; }
+  // Returns whether ops must carry state_key and descriptor_size (the limiter then keeps the
+  // bytes for the call). False (the default): key_hash alone names a state.
+  virtual bool WantsStateKeys() const { return false; }
   // Returns the sum of every shard's stats (of this process's tables).
   virtual StoreStats GetStats() const = 0;
   // Drops every expired entry now (the store also does this incrementally on its own).
