@@ -81,6 +81,8 @@ struct Limiter::Planned {
 struct Limiter::Batch {
   absl::InlinedVector<StoreOp, kInlineOps> ops;
   absl::InlinedVector<Planned, kInlineOps> planned;
+  // The ops' state keys, end to end, for a store that wants them (Store::WantsStateKeys).
+  std::string keys;
 };
 
 // What a thread keeps between calls, for whichever Limiter it last used.
@@ -94,21 +96,6 @@ struct Limiter::ThreadState {
 };
 
 namespace {
-
-// Where a rule's block (block_duration) lives: a key derived from the limit's own.
-uint64_t BlockKey(uint64_t key_hash) {
-  const uint64_t k = (key_hash ^ 0x626C6F636B6B6579ULL) * 0xD6E8FEB86659FD93ULL;
-  return k != 0 ? k : 1;
-}
-
-LimitSpec BlockSpec(int64_t block_duration_ns) {
-  LimitSpec spec;
-  spec.algorithm = Algorithm::kTokenBucket;
-  spec.requests_per_period = 1;
-  spec.period_ns = block_duration_ns;
-  spec.burst = 1;
-  return spec;
-}
 
 // Whether a refusal of `hits` under `spec` holds until its retry_after whatever happens
 // meanwhile (no release can free capacity sooner): the condition for caching it.
@@ -206,7 +193,10 @@ absl::StatusOr<const core::RateLimitRule*> AddOverrideRule(std::string_view doma
 
 Limiter::Limiter(Store* store, KeyHasher hasher, std::shared_ptr<const core::Config> config,
                  LimiterOptions options)
-    : store_(store), hasher_(hasher), options_(options) {
+    : store_(store),
+      hasher_(hasher),
+      wants_state_keys_(store->WantsStateKeys()),
+      options_(options) {
   if (options_.refusal_cache_slots > 0) {
     refusals_ = std::make_unique<RefusalCache>(options_.refusal_cache_slots);
   }
@@ -389,6 +379,9 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       op.consistency = rule.consistency;
       op.failure_mode = rule.failure_mode;
       op.shed = request.shed;
+      if (wants_state_keys_) {
+        KeepStateKey(batch.keys, op, key_buffer, suffix);
+      }
       Planned& planned = batch.planned.emplace_back(Planned{i, &rule, hits});
       if (rule.request_stats_key) {
         planned.counters = CountersForRequest(
@@ -401,6 +394,9 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
         block.key_hash = BlockKey(op.key_hash);
         block.spec = BlockSpec(rule.block_duration_ns);
         block.hits = 0;
+        if (wants_state_keys_) {
+          KeepStateKey(batch.keys, block, key_buffer, suffix, 'B');
+        }
         batch.ops.push_back(block);
         batch.planned.push_back(Planned{i, &rule, 0, /*counters=*/nullptr, /*block=*/true});
       }
@@ -425,6 +421,9 @@ absl::Status Limiter::Plan(const CheckRequest& request, const Snapshot& snap,
       }
       FG_RETURN_IF_ERROR(add_op(rule));
     }
+  }
+  if (wants_state_keys_) {
+    PointStateKeys(absl::MakeSpan(batch.ops), batch.keys);
   }
   return absl::OkStatus();
 }
@@ -707,6 +706,7 @@ int64_t Limiter::MintLease() {
 // A release's ops and the decisions the store writes for them.
 struct Limiter::Releases {
   absl::InlinedVector<StoreOp, kInlineOps> ops;
+  std::string keys;  // the ops' state keys, as Batch::keys
   absl::InlinedVector<Decision, kInlineOps> decisions;
 };
 
@@ -739,6 +739,12 @@ absl::Status Limiter::PlanRelease(const CheckRequest& request, int64_t lease, Re
   if (releases.ops.empty()) {
     return absl::FailedPreconditionError(
         "nothing to release: the request matches no concurrency limit");
+  }
+  if (wants_state_keys_) {
+    for (StoreOp& op : releases.ops) {
+      releases.keys.append(op.state_key);
+    }
+    PointStateKeys(absl::MakeSpan(releases.ops), releases.keys);
   }
   releases.decisions.resize(releases.ops.size());
   return absl::OkStatus();

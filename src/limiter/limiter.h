@@ -231,6 +231,7 @@ class Limiter {
 
   Store* const store_;
   const KeyHasher hasher_;
+  const bool wants_state_keys_;  // store_->WantsStateKeys()
   const LimiterOptions options_;
   // Lease tokens: a keyed hash (secret random key) of a counter, so unique in the process and
   // unguessable outside it (see MintLease).

@@ -310,5 +310,72 @@ TEST(StateKeyTest, LengthPrefixingSeparatesAmbiguousDescriptors) {
   EXPECT_EQ(StateKey("d", a, rule), StateKey("d", a, other));
 }
 
+// A store that keeps state outside the process (WantsStateKeys) and records the keys it is given.
+class KeyRecordingStore : public Store {
+ public:
+  KeyRecordingStore() : inner_(*NewShardedStore(StoreOptions{.shards = 4})) {}
+  bool Apply(absl::Span<const StoreOp> ops, int64_t now_ns,
+             absl::Span<Decision> decisions) override {
+    for (const StoreOp& op : ops) {
+      keys.emplace_back(op.state_key);
+      descriptor_sizes.push_back(op.descriptor_size);
+    }
+    return inner_->Apply(ops, now_ns, decisions);
+  }
+  bool WantsStateKeys() const override { return true; }
+  StoreStats GetStats() const override { return inner_->GetStats(); }
+  void ReclaimExpired(int64_t now_ns) override { inner_->ReclaimExpired(now_ns); }
+
+  std::vector<std::string> keys;
+  std::vector<uint32_t> descriptor_sizes;
+
+ private:
+  std::unique_ptr<LocalStore> inner_;
+};
+
+// The keys a Redis store names its state with: the same on every node (whatever the hasher's
+// secret), one descriptor's limits sharing the descriptor part, a block its limit's key + 'B',
+// and a release the acquire's key.
+TEST(StateKeyTest, StoresThatAskGetTheSameKeysOnEveryNode) {
+  constexpr char kBlocks[] = R"(
+domain: api
+descriptors:
+  - key: tiered
+    rate_limits:
+      - {unit: second, requests_per_unit: 10}
+      - {unit: minute, requests_per_unit: 4, block_duration: 1m}
+  - key: conc
+    rate_limit: {algorithm: concurrency, unit: minute, requests_per_unit: 2}
+)";
+  testing::FakeClock clock;
+  clock.Set(kMinuteStartNs);
+  LimiterOptions lo;
+  lo.clock = &clock;
+  KeyRecordingStore a_store;
+  KeyRecordingStore b_store;
+  Limiter a(&a_store, KeyHasher(1, 2), MakeConfig(kBlocks), lo);
+  Limiter b(&b_store, KeyHasher(3, 4), MakeConfig(kBlocks), lo);
+  const CheckRequest tiered = MakeRequest("api", {{{"tiered", "x"}}}, 0);
+  CheckOk(a, tiered);
+  CheckOk(b, tiered);
+  ASSERT_EQ(a_store.keys.size(), 3u);  // two limits and the block
+  EXPECT_EQ(a_store.keys, b_store.keys);
+  const uint32_t descriptor = a_store.descriptor_sizes[0];
+  EXPECT_EQ(a_store.keys[0].substr(0, descriptor),
+            StateKey("api", {{"tiered", "x"}}, core::RateLimitRule{}).substr(0, descriptor));
+  EXPECT_LT(descriptor, a_store.keys[0].size());
+  EXPECT_EQ(a_store.keys[0].substr(0, descriptor), a_store.keys[1].substr(0, descriptor));
+  EXPECT_NE(a_store.keys[0], a_store.keys[1]);
+  EXPECT_EQ(a_store.keys[2], a_store.keys[1] + "B");
+  EXPECT_EQ(a_store.descriptor_sizes, std::vector<uint32_t>(3, descriptor));
+
+  const CheckRequest conc = MakeRequest("api", {{{"conc", "y"}}}, 0);
+  const CheckResponse acquired = CheckOk(a, conc);
+  ASSERT_NE(acquired.lease, 0);
+  ASSERT_TRUE(a.Release(conc, acquired.lease).ok());
+  ASSERT_EQ(a_store.keys.size(), 5u);
+  EXPECT_EQ(a_store.keys[3], a_store.keys[4]);  // acquired and released under one key
+}
+
 }  // namespace
 }  // namespace floodgate::limiter

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "absl/types/span.h"
+#include "floodgate/store.h"
 #include "src/core/config.h"
 
 namespace floodgate::limiter {
@@ -58,6 +59,44 @@ inline void PutRulePart(char* out, const core::RateLimitRule& rule) {
   out[0] = static_cast<char>(rule.spec.algorithm);
   std::memcpy(out + 1, &rule.spec.period_ns, sizeof(rule.spec.period_ns));
   std::memcpy(out + 1 + sizeof(rule.spec.period_ns), &rule.slot, sizeof(rule.slot));
+}
+
+// Where a rule's block (block_duration) lives: a key derived from the limit's own (its state
+// key is the limit's with 'B' appended).
+inline uint64_t BlockKey(uint64_t key_hash) {
+  const uint64_t k = (key_hash ^ 0x626C6F636B6B6579ULL) * 0xD6E8FEB86659FD93ULL;
+  return k != 0 ? k : 1;
+}
+
+// The block's limit: one hit per block_duration with no burst.
+inline LimitSpec BlockSpec(int64_t block_duration_ns) {
+  return LimitSpec{.algorithm = Algorithm::kTokenBucket,
+                   .requests_per_period = 1,
+                   .period_ns = block_duration_ns,
+                   .burst = 1};
+}
+
+// For a store that wants state keys (Store::WantsStateKeys): the batch keeps them end to end.
+// Appends the state key in `key` for the op just added (its view is pointed at `keys` once the
+// batch is planned: PointStateKeys), with `extra` appended when not 0.
+inline void KeepStateKey(std::string& keys, StoreOp& op, std::string_view key,
+                         size_t descriptor_size, char extra = 0) {
+  keys.append(key);
+  if (extra != 0) {
+    keys.push_back(extra);
+  }
+  op.state_key =
+      std::string_view(keys.data(), key.size() + (extra != 0 ? 1 : 0));  // size only, for now
+  op.descriptor_size = static_cast<uint32_t>(descriptor_size);
+}
+
+// Points the ops' state keys into `keys`, which holds them in op order.
+inline void PointStateKeys(absl::Span<StoreOp> ops, const std::string& keys) {
+  size_t at = 0;
+  for (StoreOp& op : ops) {
+    op.state_key = std::string_view(keys.data() + at, op.state_key.size());
+    at += op.state_key.size();
+  }
 }
 
 }  // namespace floodgate::limiter
