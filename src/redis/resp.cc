@@ -187,13 +187,13 @@ absl::Status ReplyParser::ParseOne(Reply& value, bool* complete, bool* need_more
         return Fail(absl::StrCat("an array of ", count, " elements (at most ",
                                  limits_.max_array_elements, ")"));
       }
+      if (static_cast<int>(stack_.size()) >= limits_.max_depth) {
+        return Fail(absl::StrCat("arrays nested deeper than ", limits_.max_depth));
+      }
       if (count == 0) {
         value.type = Reply::Type::kArray;
         *complete = true;
         return absl::OkStatus();
-      }
-      if (static_cast<int>(stack_.size()) >= limits_.max_depth) {
-        return Fail(absl::StrCat("arrays nested deeper than ", limits_.max_depth));
       }
       Frame frame;
       frame.array.type = Reply::Type::kArray;

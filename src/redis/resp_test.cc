@@ -157,6 +157,7 @@ TEST(ReplyParserTest, Limits) {
   limits.max_depth = 3;
   EXPECT_TRUE(ErrorOf("*1\r\n*1\r\n*1\r\n:1\r\n", limits).ok());
   EXPECT_FALSE(ErrorOf("*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", limits).ok());
+  EXPECT_FALSE(ErrorOf("*1\r\n*1\r\n*1\r\n*0\r\n", limits).ok());  // empty, still too deep
   EXPECT_FALSE(ErrorOf("*1048577\r\n").ok());
   EXPECT_TRUE(ErrorOf("*1048576\r\n").ok());
   limits = ReplyLimits{};
