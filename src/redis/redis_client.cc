@@ -187,12 +187,17 @@ class SingleClient : public Client {
     return stats;
   }
 
+  // Not from a callback (it joins the io thread). The lock is released before the node stops:
+  // a callback that sends again then finds `stopped_` instead of waiting on the lock.
   void Stop() override {
-    absl::MutexLock lock(&mu_);
-    if (stopped_) {
-      return;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopped_) {
+        return;
+      }
+      stopped_ = true;
     }
-    stopped_ = true;
+    // No Send reaches the node any more (each held the lock while handing over its command).
     node_->Stop();  // fails what is pending (Cancelled) on the io thread
     io_.Stop();
   }

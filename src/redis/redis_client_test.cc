@@ -173,7 +173,7 @@ TEST(RedisClientTest, ReplyTypesAndBinaryValues) {
   absl::StatusOr<Reply> error = Call(*client, {"INCR", "k"});
   ASSERT_TRUE(error.ok()) << error.status();
   EXPECT_EQ(error->type, Reply::Type::kError);
-  Call(*client, {"RPUSH", "list", "x", "y"});
+  EXPECT_EQ(Call(*client, {"RPUSH", "list", "x", "y"})->integer, 2);
   absl::StatusOr<Reply> list = Call(*client, {"LRANGE", "list", "0", "-1"});
   ASSERT_TRUE(list.ok());
   ASSERT_EQ(list->elements.size(), 2u);
