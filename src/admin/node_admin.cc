@@ -69,6 +69,9 @@ std::string NodeAdmin::PrometheusText() {
   if (cluster_ != nullptr) {
     text += ClusterPrometheus(cluster_->GetClusterStats());
   }
+  for (const std::function<std::string()>& source : metrics_sources_) {
+    text += source();
+  }
   return text;
 }
 

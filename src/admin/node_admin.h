@@ -6,9 +6,11 @@
 // Thread-safety: as AdminApi.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "src/admin/cluster_config.h"
 #include "src/admin/config_manager.h"
@@ -44,6 +46,11 @@ class NodeAdmin final : public service::AdminApi {
   // Sends admin changes through `store` (see ConfigStore); call before serving. May be null.
   void SetConfigStore(ConfigStore* store) { store_ = store; }
   absl::StatusOr<std::string> ClusterJson() override;
+  // Appends `source`'s Prometheus text to /metrics (the store's own metrics: a Redis store's);
+  // call before serving.
+  void AddMetricsSource(std::function<std::string()> source) {
+    metrics_sources_.push_back(std::move(source));
+  }
 
  private:
   // Applies a PUT (`yaml` set) or DELETE and, in a cluster, spreads it; returns the version in
@@ -56,6 +63,7 @@ class NodeAdmin final : public service::AdminApi {
   cluster::ClusterStore* const cluster_;
   ClusterConfigSync* const sync_;
   ConfigStore* store_ = nullptr;
+  std::vector<std::function<std::string()>> metrics_sources_;
 };
 
 }  // namespace floodgate::admin

@@ -172,6 +172,97 @@ Row GrpcTlsRow(std::string flag, const char* name) {
       }};
 }
 
+// Percent-encodes what a URL's user or password may not hold as is.
+std::string UrlEscape(absl::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' ||
+        c == '~') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "%", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
+// --store from BACKEND_TYPE, REDIS_SOCKET_TYPE, REDIS_TYPE, REDIS_URL, REDIS_AUTH, REDIS_TLS and
+// its files: envoyproxy/ratelimit's Redis, as one of our store URLs (docs/backends.md). Read
+// when REDIS_URL is set (Envoy's default, a unix socket of nutcracker's, is not one we reach).
+absl::StatusOr<std::optional<std::string>> EnvoyStore(Vars& v) {
+  const std::optional<std::string> backend = v.Get("BACKEND_TYPE");
+  if (backend.has_value() && absl::AsciiStrToLower(*backend) != "redis") {
+    return Bad("BACKEND_TYPE", *backend,
+               "only redis is supported (or leave it unset for Floodgate's own store)");
+  }
+  if (const std::optional<std::string> per_second = v.Get("REDIS_PERSECOND")) {
+    FG_ASSIGN_OR_RETURN(const bool on, BoolVar("REDIS_PERSECOND", *per_second));
+    if (on) {
+      return Bad("REDIS_PERSECOND", *per_second,
+                 "a second Redis for per-second limits is not supported: one Redis (or Redis "
+                 "Cluster) takes every limit");
+    }
+  }
+  const std::optional<std::string> url = v.Get("REDIS_URL");
+  if (!url.has_value()) {
+    if (backend.has_value()) {
+      return Bad("BACKEND_TYPE", *backend, "needs REDIS_URL (HOST:PORT)");
+    }
+    return std::nullopt;
+  }
+  if (const std::optional<std::string> socket = v.Get("REDIS_SOCKET_TYPE");
+      socket.has_value() && absl::AsciiStrToLower(*socket) != "tcp") {
+    return Bad("REDIS_SOCKET_TYPE", *socket, "only tcp is supported (REDIS_URL=HOST:PORT)");
+  }
+  if (absl::StartsWith(*url, "/")) {
+    return Bad("REDIS_URL", *url, "a unix socket is not supported: give HOST:PORT");
+  }
+  const std::string type = absl::AsciiStrToUpper(v.Get("REDIS_TYPE").value_or("SINGLE"));
+  std::string user_info;
+  if (const std::optional<std::string> auth = v.Get("REDIS_AUTH")) {
+    const size_t colon = auth->find(':');  // "password" or "user:password", as Envoy reads it
+    user_info = colon == std::string::npos ? absl::StrCat(":", UrlEscape(*auth), "@")
+                                           : absl::StrCat(UrlEscape(auth->substr(0, colon)), ":",
+                                                          UrlEscape(auth->substr(colon + 1)), "@");
+  }
+  bool tls = false;
+  if (const std::optional<std::string> use_tls = v.Get("REDIS_TLS")) {
+    FG_ASSIGN_OR_RETURN(tls, BoolVar("REDIS_TLS", *use_tls));
+  }
+  std::string query;
+  if (tls) {
+    const std::optional<std::string> ca = v.Get("REDIS_TLS_CACERT");
+    if (!ca.has_value()) {
+      return Bad("REDIS_TLS", "true",
+                 "needs REDIS_TLS_CACERT (the CA Redis' certificate is "
+                 "checked against)");
+    }
+    absl::StrAppend(&query, "?tls=true&tls_ca=", *ca);
+    if (const std::optional<std::string> cert = v.Get("REDIS_TLS_CLIENT_CERT")) {
+      absl::StrAppend(&query, "&tls_cert=", *cert);
+    }
+    if (const std::optional<std::string> key = v.Get("REDIS_TLS_CLIENT_KEY")) {
+      absl::StrAppend(&query, "&tls_key=", *key);
+    }
+  }
+  if (type == "SINGLE") {
+    return absl::StrCat(tls ? "rediss://" : "redis://", user_info, *url, query);
+  }
+  if (type == "CLUSTER") {
+    return absl::StrCat("redis-cluster://", user_info, *url, query);
+  }
+  if (type == "SENTINEL") {
+    // "MASTER,HOST:PORT,HOST:PORT...": the master's name, then the sentinels.
+    const size_t comma = url->find(',');
+    if (comma == std::string::npos || comma == 0) {
+      return Bad("REDIS_URL", *url, "with REDIS_TYPE=SENTINEL, give MASTER,HOST:PORT[,HOST:PORT]");
+    }
+    return absl::StrCat("redis-sentinel://", user_info, url->substr(comma + 1), "/",
+                        url->substr(0, comma), query);
+  }
+  return Bad("REDIS_TYPE", type, "not one of SINGLE, SENTINEL, CLUSTER");
+}
+
 // The rows, in the order their values are applied. docs/config.md, "Envoy's switches", says
 // the same for operators; keep them in step.
 const std::vector<Row>& Table() {
@@ -361,6 +452,17 @@ const std::vector<Row>& Table() {
                                                                     : absl::StrCat(h, ":", p);
                           }},
       DurationRow("--statsd-flush-interval", "STATS_FLUSH_INTERVAL"),
+      // envoyproxy/ratelimit's Redis: its fixed windows are counted under its own keys there.
+      {"--store", EnvoyStore},
+      {"--store-envoy-keys",
+       [](Vars& v) -> absl::
+                       StatusOr<std::optional<std::string>> {
+                         if (v.Given("--store") || !v.Get("REDIS_URL").has_value()) {
+                           return std::nullopt;  // only with the Redis Envoy's variables name
+                         }
+                         return std::string("true");
+                       }},
+      TextRow("--store-envoy-prefix", "CACHE_KEY_PREFIX"),
       GrpcTlsRow("--grpc-tls-cert", "GRPC_SERVER_TLS_CERT"),
       GrpcTlsRow("--grpc-tls-key", "GRPC_SERVER_TLS_KEY"),
       GrpcTlsRow("--grpc-tls-client-ca", "GRPC_CLIENT_TLS_CACERT"),

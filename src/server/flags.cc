@@ -16,6 +16,7 @@
 #include "floodgate/status_macros.h"
 #include "src/server/envoy_flags.h"
 #include "src/server/flag_helpers.h"
+#include "src/server/store_flags.h"
 
 #ifndef FLOODGATE_VERSION
 #error "FLOODGATE_VERSION comes from project(... VERSION) in the top CMakeLists.txt"
@@ -511,6 +512,7 @@ CommandLine ParseCommandLine(int argc, const char* const* argv, const EnvGetter&
   std::string validate_path;
   CheckText check_text;
   EnvoyText envoy_text(defaults);
+  StoreText store_text(defaults);
   std::string command_name;
 
   CLI::App app("Floodgate: a distributed rate limiter (README.md, docs/).", "floodgate");
@@ -531,6 +533,7 @@ CommandLine ParseCommandLine(int argc, const char* const* argv, const EnvGetter&
     }
     AddServeFlags(serve, &serve_text);
     AddEnvoyFlags(serve, &envoy_text);
+    AddStoreFlags(serve, &store_text);
     validate->add_option("PATH", validate_path, "The config: a YAML file or a folder of them.")
         ->type_name("");
     AddCheckFlags(check, &check_text);
@@ -568,6 +571,9 @@ CommandLine ParseCommandLine(int argc, const char* const* argv, const EnvGetter&
     }
     if (status.ok()) {
       status = ToServe(serve_text, &line.serve);
+    }
+    if (status.ok()) {
+      status = ToStore(store_text, &line.serve.options);  // after ToServe: it knows cluster mode
     }
   } else if (validate->parsed()) {
     line.kind = CommandLine::Kind::kValidate;

@@ -849,6 +849,71 @@ TEST_F(FlagsTest, EnvoyStatsdOnlyWhenAsked) {
               HasSubstr("--statsd must be HOST:PORT (got 'nohost')"));
 }
 
+TEST_F(FlagsTest, StoreIsMemoryOrARedisUrl) {
+  const auto store = [](std::vector<std::string> args, Env envoy = {}) {
+    CommandLine line = Parse(std::move(args), std::move(envoy));
+    EXPECT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+    return line.serve.options;
+  };
+  EXPECT_EQ(store({"serve", "--config", "c"}).store, "memory");
+  const ServerOptions redis = store({"serve", "--config", "c", "--store", "redis://r:6379/2",
+                                     "--store-envoy-keys", "--store-envoy-prefix", "rl_"});
+  EXPECT_EQ(redis.store, "redis://r:6379/2");
+  EXPECT_TRUE(redis.redis_store());
+  EXPECT_TRUE(redis.store_envoy_keys);
+  EXPECT_EQ(redis.store_envoy_prefix, "rl_");
+  EXPECT_EQ(redis.store_key_prefix, "fg:");
+  setenv("FLOODGATE_STORE", "redis-cluster://a:1,b:2", 1);
+  EXPECT_EQ(store({"serve", "--config", "c"}).store, "redis-cluster://a:1,b:2");
+  unsetenv("FLOODGATE_STORE");
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--store", "mysql://x"}),
+              HasSubstr("--store must be memory or a Redis URL"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--store-envoy-keys"}),
+              HasSubstr("--store-envoy-keys and --store-envoy-prefix need a Redis store"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c", "--store", "redis://r:1", "--peers",
+                       "a=127.0.0.1:1", "--node-id", "a", "--insecure-peers"}),
+              HasSubstr("do not go together"));
+}
+
+// envoyproxy/ratelimit's Redis variables become a store URL, with its key layout.
+TEST_F(FlagsTest, EnvoyRedisVariables) {
+  const auto options = [](Env envoy) {
+    CommandLine line = Parse({"serve", "--config", "c"}, std::move(envoy));
+    EXPECT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+    return line.serve.options;
+  };
+  const ServerOptions single = options({{"REDIS_SOCKET_TYPE", "tcp"},
+                                        {"REDIS_URL", "redis.local:6379"},
+                                        {"REDIS_AUTH", "user:p@ss"},
+                                        {"CACHE_KEY_PREFIX", "rl_"}});
+  EXPECT_EQ(single.store, "redis://user:p%40ss@redis.local:6379");
+  EXPECT_TRUE(single.store_envoy_keys);
+  EXPECT_EQ(single.store_envoy_prefix, "rl_");
+  EXPECT_EQ(options({{"REDIS_TYPE", "cluster"}, {"REDIS_URL", "a:1,b:2"}}).store,
+            "redis-cluster://a:1,b:2");
+  EXPECT_EQ(
+      options({{"REDIS_TYPE", "SENTINEL"}, {"REDIS_URL", "mymaster,s1:26379,s2:26379"}}).store,
+      "redis-sentinel://s1:26379,s2:26379/mymaster");
+  EXPECT_EQ(options({}).store, "memory");
+  // Our flag wins, and then Envoy's key layout is not implied.
+  CommandLine ours =
+      Parse({"serve", "--config", "c", "--store", "redis://mine:1"}, {{"REDIS_URL", "theirs:2"}});
+  ASSERT_EQ(ours.kind, CommandLine::Kind::kServe) << ours.err;
+  EXPECT_EQ(ours.serve.options.store, "redis://mine:1");
+  EXPECT_FALSE(ours.serve.options.store_envoy_keys);
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"BACKEND_TYPE", "memcache"}}),
+              HasSubstr("BACKEND_TYPE=memcache: only redis is supported"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"REDIS_URL", "/var/run/r.sock"}}),
+              HasSubstr("a unix socket is not supported"));
+  EXPECT_THAT(
+      Refusal({"serve", "--config", "c"}, {{"REDIS_SOCKET_TYPE", "unix"}, {"REDIS_URL", "r:1"}}),
+      HasSubstr("REDIS_SOCKET_TYPE=unix: only tcp is supported"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"REDIS_TYPE", "ring"}, {"REDIS_URL", "r:1"}}),
+              HasSubstr("REDIS_TYPE=RING: not one of SINGLE, SENTINEL, CLUSTER"));
+  EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"REDIS_TLS", "true"}, {"REDIS_URL", "r:1"}}),
+              HasSubstr("needs REDIS_TLS_CACERT"));
+}
+
 TEST_F(FlagsTest, GoDurationsAndBooleans) {
   const std::pair<const char*, absl::Duration> good[] = {{"10s", absl::Seconds(10)},
                                                          {"1m30s", absl::Seconds(90)},

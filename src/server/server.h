@@ -51,6 +51,16 @@ struct ServerOptions {
   // FLOODGATE_ALLOW_EMPTY_CONFIG) instead of refusing it.
   bool allow_empty_config = false;
   service::RequestLimits limits;
+  // Where the limits' state lives (--store, docs/backends.md): "memory" (this process; with
+  // --peers, the cluster's members) or a Redis URL (redis://, rediss://, redis-sentinel://,
+  // redis-cluster://): stateless nodes sharing one Redis. Our keys there start with
+  // store_key_prefix; with store_envoy_keys, fixed windows live under envoyproxy/ratelimit's
+  // keys (its CACHE_KEY_PREFIX: store_envoy_prefix), so a deployment switches in place.
+  std::string store = "memory";
+  std::string store_key_prefix = "fg:";
+  bool store_envoy_keys = false;
+  std::string store_envoy_prefix;
+  bool redis_store() const { return store != "memory"; }
   // Cluster mode (docs/cluster.md), on when `peers` is set.
   std::string node_id;       // this node's id in `peers`
   std::string peer_address;  // where to listen for peers; default: this node's entry in `peers`
