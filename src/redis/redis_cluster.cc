@@ -12,7 +12,8 @@
 //    (PendingCommand::Complete); a command that was redirected or retried also carries a timer
 //    at its deadline, so redirects never stretch the caller's timeout.
 //  - At most one refresh runs at a time, and refreshes start at most once per
-//    min_refresh_interval_ms; a request during either is remembered and served after.
+//    min_refresh_interval_ms (backing off after failed ones: RefreshGapMs); a request during
+//    either is remembered and served after.
 
 #include <algorithm>
 #include <chrono>
@@ -275,7 +276,8 @@ class ClusterClient final : public Client {
       return;
     }
     const SteadyTime earliest =
-        last_refresh_ + std::chrono::milliseconds(topology_.min_refresh_interval_ms);
+        last_refresh_ +
+        std::chrono::milliseconds(topology_internal::RefreshGapMs(topology_, refresh_failures_));
     if (Now() < earliest) {
       refresh_timer_armed_ = true;
       refresh_timer_.expires_at(earliest);
@@ -399,6 +401,7 @@ class ClusterClient final : public Client {
     {
       absl::MutexLock lock(&refresh_mu_);
       refreshing_ = false;
+      refresh_failures_ = ok ? 0 : refresh_failures_ + 1;
       again = refresh_wanted_;
     }
     bool incomplete = false;
@@ -408,7 +411,7 @@ class ClusterClient final : public Client {
     }
     parking_.WakeAll();
     if (again || !ok || incomplete) {
-      RequestRefresh();  // rate-limited: at most once per min_refresh_interval_ms
+      RequestRefresh();  // rate-limited (RefreshGapMs)
     }
   }
 
@@ -440,6 +443,7 @@ class ClusterClient final : public Client {
   bool refresh_wanted_ ABSL_GUARDED_BY(refresh_mu_) = false;
   bool refresh_timer_armed_ ABSL_GUARDED_BY(refresh_mu_) = false;
   SteadyTime last_refresh_ ABSL_GUARDED_BY(refresh_mu_);
+  int refresh_failures_ ABSL_GUARDED_BY(refresh_mu_) = 0;  // failed in a row
   boost::asio::steady_timer refresh_timer_ ABSL_GUARDED_BY(refresh_mu_);
   boost::asio::steady_timer periodic_timer_;  // touched on io context 0 only (and Start)
 

@@ -8,10 +8,12 @@
 //    handful of addresses, and a demoted master usually comes back as a replica that may be
 //    promoted again); adopting another one leaves commands in flight on the old one to finish
 //    or fail there: their callers' failure mode decides.
-//  - One discovery at a time, started at most once per min_refresh_interval_ms, except when a
-//    sentinel announces +switch-master (then at once). Triggers: start, +switch-master, a new
+//  - One discovery at a time, started at most once per min_refresh_interval_ms (backing off
+//    after failed ones: RefreshGapMs), except when a sentinel announces +switch-master (then
+//    at once, or right after the one running). Triggers: start, +switch-master, a new
 //    subscription (a switch may have been missed while disconnected), the master's commands
 //    failing (connection lost, breaker open, READONLY), no master known, and a periodic timer.
+//    A failed discovery (no sentinel named a master that ROLE confirms) asks for another.
 //  - The subscription lives on its own connection (a subscribed connection takes no other
 //    commands), to one sentinel at a time, moving to the next one when it breaks.
 
@@ -354,10 +356,12 @@ class SentinelClient final : public Client {
     absl::MutexLock lock(&discovery_mu_);
     if (discovering_) {
       discovery_wanted_ = true;
+      discovery_urgent_ = discovery_urgent_ || urgent;
       return;
     }
     const SteadyTime earliest =
-        last_discovery_ + std::chrono::milliseconds(topology_.min_refresh_interval_ms);
+        last_discovery_ +
+        std::chrono::milliseconds(topology_internal::RefreshGapMs(topology_, discovery_failures_));
     if (!urgent && Now() < earliest) {
       if (!discovery_timer_armed_) {
         discovery_timer_armed_ = true;
@@ -459,13 +463,17 @@ class SentinelClient final : public Client {
 
   void FinishDiscovery(bool ok) {
     bool again = false;
+    bool urgent = false;
     {
       absl::MutexLock lock(&discovery_mu_);
       discovering_ = false;
+      discovery_failures_ = ok ? 0 : discovery_failures_ + 1;
       again = discovery_wanted_;
+      urgent = discovery_urgent_;
+      discovery_urgent_ = false;
     }
     if (again || !ok) {
-      RequestDiscovery(/*urgent=*/false);  // rate-limited
+      RequestDiscovery(urgent);  // rate-limited unless a +switch-master came meanwhile
     }
   }
 
@@ -495,8 +503,10 @@ class SentinelClient final : public Client {
   absl::Mutex discovery_mu_;
   bool discovering_ ABSL_GUARDED_BY(discovery_mu_) = false;
   bool discovery_wanted_ ABSL_GUARDED_BY(discovery_mu_) = false;
+  bool discovery_urgent_ ABSL_GUARDED_BY(discovery_mu_) = false;  // wanted, skipping the gap
   bool discovery_timer_armed_ ABSL_GUARDED_BY(discovery_mu_) = false;
   SteadyTime last_discovery_ ABSL_GUARDED_BY(discovery_mu_);
+  int discovery_failures_ ABSL_GUARDED_BY(discovery_mu_) = 0;  // failed in a row
   boost::asio::steady_timer discovery_timer_ ABSL_GUARDED_BY(discovery_mu_);
   boost::asio::steady_timer periodic_timer_;  // io context 0 only
 };

@@ -67,6 +67,16 @@ bool IsText(const Reply& reply) {
 
 }  // namespace
 
+int64_t RefreshGapMs(const TopologyOptions& topology, int failures) {
+  const int64_t cap =
+      std::max(topology.min_refresh_interval_ms, topology.max_refresh_backoff_ms);
+  int64_t gap = topology.min_refresh_interval_ms;
+  for (int i = 0; i < failures && gap < cap; ++i) {
+    gap = std::max<int64_t>(1, gap * 2);
+  }
+  return std::min(gap, cap);
+}
+
 std::string EndpointKey(const Endpoint& endpoint) {
   return absl::StrCat(endpoint.host, ":", endpoint.port);
 }

@@ -42,8 +42,11 @@ struct TopologyOptions {
   // Re-reads the topology this often even when nothing failed (Sentinel: asks the sentinels;
   // Cluster: CLUSTER SLOTS).
   int64_t refresh_interval_ms = 5000;
-  // A refresh triggered by a failure or a redirect runs at most this often.
+  // A refresh triggered by a failure or a redirect runs at most this often; after refreshes
+  // that failed in a row (nothing reachable, no master named) the gap doubles, up to
+  // max_refresh_backoff_ms.
   int64_t min_refresh_interval_ms = 100;
+  int64_t max_refresh_backoff_ms = 1000;
   // Cluster: MOVED/ASK followed per command at most; past it the command fails (Unavailable).
   int max_redirects = 5;
   // Cluster: the pause before a command answered TRYAGAIN or CLUSTERDOWN, or with no node for
@@ -70,6 +73,10 @@ absl::StatusOr<std::unique_ptr<Client>> NewClusterClient(const ClientOptions& op
 namespace topology_internal {
 
 inline constexpr int kSlots = 16384;
+
+// Returns the least time between two refreshes after `failures` failed ones in a row:
+// min_refresh_interval_ms doubled per failure, at most max(min, max_refresh_backoff_ms).
+int64_t RefreshGapMs(const TopologyOptions& topology, int failures);
 
 // Returns "host:port" (the key nodes are kept under).
 std::string EndpointKey(const Endpoint& endpoint);

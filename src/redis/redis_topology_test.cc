@@ -125,6 +125,20 @@ TEST(ParseSwitchMaster, OnlyOurMaster) {
                    .has_value());
 }
 
+TEST(RefreshGapMs, DoublesPerFailureUpToTheCap) {
+  TopologyOptions topology{.min_refresh_interval_ms = 100, .max_refresh_backoff_ms = 1000};
+  EXPECT_EQ(RefreshGapMs(topology, 0), 100);
+  EXPECT_EQ(RefreshGapMs(topology, 1), 200);
+  EXPECT_EQ(RefreshGapMs(topology, 3), 800);
+  EXPECT_EQ(RefreshGapMs(topology, 4), 1000);
+  EXPECT_EQ(RefreshGapMs(topology, 1000), 1000);
+  topology.min_refresh_interval_ms = 5000;  // a minimum above the cap wins
+  EXPECT_EQ(RefreshGapMs(topology, 3), 5000);
+  topology.min_refresh_interval_ms = 0;
+  EXPECT_EQ(RefreshGapMs(topology, 0), 0);
+  EXPECT_EQ(RefreshGapMs(topology, 2), 2);  // a zero minimum backs off from 1 ms
+}
+
 TEST(PendingCommand, KeepsItsOwnArgumentsAndCompletesOnce) {
   int calls = 0;
   std::string a = "SET", b = "key", c = std::string("v\0v", 3);
