@@ -142,6 +142,20 @@ TEST_F(RedisClusterTest, CommandsReachEveryMaster) {
   EXPECT_EQ(stats.connected_nodes, 3u);
 }
 
+TEST_F(RedisClusterTest, ReachedThroughAStoreUrl) {
+  absl::StatusOr<ClientOptions> options = ParseStoreUrl(absl::StrCat(
+      "redis-cluster://127.0.0.1:1,", cluster_->node(1).address(), "?timeout_ms=2000"));
+  ASSERT_TRUE(options.ok()) << options.status();
+  absl::StatusOr<std::unique_ptr<Client>> client = NewClient(*options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = absl::StrCat("url-", i);
+    absl::StatusOr<Reply> set = Call(**client, {"SET", key, "1"}, key);
+    ASSERT_TRUE(set.ok() && set->type == Reply::Type::kStatus) << Describe(set);
+  }
+  EXPECT_EQ((*client)->GetStats().redirects, 0u);
+}
+
 TEST_F(RedisClusterTest, FollowsAskDuringMigrationAndMovedAfter) {
   // Long periodic refreshes and no redirect-triggered refresh before our checks run: the
   // client's table stays stale unless a redirect teaches it.

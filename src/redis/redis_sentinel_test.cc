@@ -163,6 +163,27 @@ TEST(RedisSentinelTest, CommandsGoToTheMaster) {
   EXPECT_EQ(role->elements[0].str, "master");
 }
 
+TEST(RedisSentinelTest, ReachedThroughAStoreUrl) {
+  Deployment deployment;
+  ASSERT_TRUE(deployment.Start().ok());
+  const ClientOptions direct = deployment.Options(false);
+  std::string sentinels;
+  for (const Endpoint& sentinel : direct.endpoints) {
+    absl::StrAppend(&sentinels, sentinels.empty() ? "" : ",", sentinel.host, ":", sentinel.port);
+  }
+  absl::StatusOr<ClientOptions> options = ParseStoreUrl(
+      absl::StrCat("redis-sentinel://", sentinels, "/", kMasterName, "/3?timeout_ms=2000"));
+  ASSERT_TRUE(options.ok()) << options.status();
+  absl::StatusOr<std::unique_ptr<Client>> client = NewClient(*options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<Reply> set = Call(**client, {"SET", "in-db-3", "yes"});
+  ASSERT_TRUE(set.ok() && set->type == Reply::Type::kStatus) << Describe(set);
+  // The master's database 3 (SELECT on the master; the sentinels have none).
+  absl::StatusOr<std::string> check = deployment.master().Cli({"-n", "3", "GET", "in-db-3"});
+  ASSERT_TRUE(check.ok()) << check.status();
+  EXPECT_EQ(absl::StripAsciiWhitespace(*check), "yes");
+}
+
 TEST(RedisSentinelTest, BadOptionsAreRefused) {
   ClientOptions options;
   options.mode = ClientOptions::Mode::kSentinel;

@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "src/redis/redis_client.h"
+#include "src/redis/redis_client_internal.h"  // the one-argument factories (defaults)
 
 namespace floodgate::redis {
 
@@ -62,13 +63,11 @@ struct TopologyOptions {
 // sentinel has no databases); the master with the options' AUTH and db.
 absl::StatusOr<std::unique_ptr<Client>> NewSentinelClient(const ClientOptions& options,
                                                           const TopologyOptions& topology);
-absl::StatusOr<std::unique_ptr<Client>> NewSentinelClient(const ClientOptions& options);
 
 // Starts a Cluster client (options.mode kCluster: endpoints are seed nodes; db must be 0).
 // InvalidArgument for bad options.
 absl::StatusOr<std::unique_ptr<Client>> NewClusterClient(const ClientOptions& options,
                                                          const TopologyOptions& topology);
-absl::StatusOr<std::unique_ptr<Client>> NewClusterClient(const ClientOptions& options);
 
 namespace topology_internal {
 
