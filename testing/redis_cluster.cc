@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <iostream>
 #include <optional>
 #include <utility>
 
@@ -75,6 +76,18 @@ std::vector<NodeLine> ParseNodes(const std::string& text) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RedisCluster>> RedisCluster::Start(RedisClusterOptions options) {
+  // A node's cluster bus listens on its port + 10000, which the free-port pick does not hold:
+  // it may collide with another process. Such a setup fails; one more try with new ports.
+  absl::StatusOr<std::unique_ptr<RedisCluster>> cluster = StartOnce(options);
+  if (!cluster.ok()) {
+    std::cerr << "redis cluster: setup failed, trying once more: " << cluster.status() << "\n";
+    cluster = StartOnce(options);
+  }
+  return cluster;
+}
+
+absl::StatusOr<std::unique_ptr<RedisCluster>> RedisCluster::StartOnce(
+    const RedisClusterOptions& options) {
   auto cluster = std::unique_ptr<RedisCluster>(new RedisCluster());
   const int count = options.masters * (1 + options.replicas_per_master);
   std::vector<std::string> create = {"--cluster", "create"};

@@ -53,6 +53,8 @@ class RedisCluster {
 
  private:
   RedisCluster() = default;
+  static absl::StatusOr<std::unique_ptr<RedisCluster>> StartOnce(
+      const RedisClusterOptions& options);
   // Returns the first running node's index.
   absl::StatusOr<size_t> AnyRunning() const;
 
