@@ -93,7 +93,8 @@ absl::StatusOr<std::unique_ptr<RedisCluster>> RedisCluster::StartOnce(
   std::vector<std::string> create = {"--cluster", "create"};
   for (int i = 0; i < count; ++i) {
     RedisServerOptions server;
-    server.args = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+    server.args = {"--cluster-enabled",      "yes",
+                   "--cluster-config-file",  "nodes.conf",
                    "--cluster-node-timeout", std::to_string(options.node_timeout_ms)};
     absl::StatusOr<std::unique_ptr<RedisServer>> started = RedisServer::Start(server);
     if (!started.ok()) {

@@ -67,9 +67,9 @@ class ClusterClient final : public Client {
 
   void Send(absl::Span<const std::string_view> args, std::string_view slot_key,
             Callback callback) override {
-    auto command = std::make_shared<PendingCommand>(
-        args, HashSlot(slot_key), std::move(callback),
-        Now() + std::chrono::milliseconds(options_.timeout_ms));
+    auto command =
+        std::make_shared<PendingCommand>(args, HashSlot(slot_key), std::move(callback),
+                                         Now() + std::chrono::milliseconds(options_.timeout_ms));
     Dispatch(std::move(command));
   }
 
@@ -162,8 +162,7 @@ class ClusterClient final : public Client {
     }
   }
 
-  void OnReply(std::shared_ptr<PendingCommand> command, Node* from,
-               absl::StatusOr<Reply> result) {
+  void OnReply(std::shared_ptr<PendingCommand> command, Node* from, absl::StatusOr<Reply> result) {
     if (command->done()) {
       return;  // its deadline timer answered already
     }

@@ -25,8 +25,7 @@ using ::floodgate::testing::RedisCluster;
 using ::floodgate::testing::WaitFor;
 
 // Sends one command and waits for its callback (bounded: the client's timeout is far shorter).
-absl::StatusOr<Reply> Call(Client& client, std::vector<std::string> args,
-                           const std::string& key) {
+absl::StatusOr<Reply> Call(Client& client, std::vector<std::string> args, const std::string& key) {
   struct Result {
     absl::Notification done;
     absl::StatusOr<Reply> reply = absl::InternalError("no callback");
@@ -238,7 +237,8 @@ TEST_F(RedisClusterTest, RedirectsAreBoundedByTheCommandTimeout) {
   EXPECT_FALSE(get.ok()) << Describe(get);
   EXPECT_EQ(get.status().code(), absl::StatusCode::kUnavailable) << Describe(get);
   EXPECT_EQ(client->GetStats().redirects, 5u);
-  ASSERT_TRUE(cluster_->node(from).Cli({"CLUSTER", "SETSLOT", std::to_string(slot), "STABLE"}).ok());
+  ASSERT_TRUE(
+      cluster_->node(from).Cli({"CLUSTER", "SETSLOT", std::to_string(slot), "STABLE"}).ok());
   get = Call(*client, {"GET", key}, key);
   EXPECT_TRUE(get.ok()) << Describe(get);
 }

@@ -91,19 +91,18 @@ class SwitchWatcher {
             Fail();
             return;
           }
-          boost::asio::async_connect(
-              socket_, results,
-              [this, generation](const boost::system::error_code& error,
-                                 const boost::asio::ip::tcp::endpoint&) {
-                if (generation != generation_) {
-                  return;
-                }
-                if (error) {
-                  Fail();
-                  return;
-                }
-                Subscribe();
-              });
+          boost::asio::async_connect(socket_, results,
+                                     [this, generation](const boost::system::error_code& error,
+                                                        const boost::asio::ip::tcp::endpoint&) {
+                                       if (generation != generation_) {
+                                         return;
+                                       }
+                                       if (error) {
+                                         Fail();
+                                         return;
+                                       }
+                                       Subscribe();
+                                     });
         });
   }
 
@@ -293,17 +292,17 @@ class SentinelClient final : public Client {
 
  private:
   void SendTo(Node* master, absl::Span<const std::string_view> args, Callback callback) {
-    master->Send(args, [this, master, callback = std::move(callback)](
-                           absl::StatusOr<Reply> result) mutable {
-      // A master that hangs up, whose breaker opened, or that turned into a replica
-      // (READONLY) may have been failed over: ask the sentinels (rate-limited).
-      if ((!result.ok() && result.status().code() == absl::StatusCode::kUnavailable) ||
-          (result.ok() && result->type == Reply::Type::kError &&
-           result->str.starts_with("READONLY"))) {
-        OnMasterFailure(master);
-      }
-      std::move(callback)(std::move(result));
-    });
+    master->Send(
+        args, [this, master, callback = std::move(callback)](absl::StatusOr<Reply> result) mutable {
+          // A master that hangs up, whose breaker opened, or that turned into a replica
+          // (READONLY) may have been failed over: ask the sentinels (rate-limited).
+          if ((!result.ok() && result.status().code() == absl::StatusCode::kUnavailable) ||
+              (result.ok() && result->type == Reply::Type::kError &&
+               result->str.starts_with("READONLY"))) {
+            OnMasterFailure(master);
+          }
+          std::move(callback)(std::move(result));
+        });
   }
 
   void Dispatch(std::shared_ptr<PendingCommand> command) {
@@ -391,8 +390,7 @@ class SentinelClient final : public Client {
       FinishDiscovery(false);
       return;
     }
-    const std::string_view query[] = {"SENTINEL", "get-master-addr-by-name",
-                                      options_.master_name};
+    const std::string_view query[] = {"SENTINEL", "get-master-addr-by-name", options_.master_name};
     sentinels_[index]->Send(query, [this, index](absl::StatusOr<Reply> reply) {
       absl::StatusOr<Endpoint> master =
           reply.ok() ? topology_internal::ParseMasterAddr(*reply) : reply.status();
@@ -400,8 +398,7 @@ class SentinelClient final : public Client {
         AskSentinel(index + 1);
         return;
       }
-      VerifyMaster(*master, index,
-                   Now() + std::chrono::milliseconds(options_.connect_timeout_ms));
+      VerifyMaster(*master, index, Now() + std::chrono::milliseconds(options_.connect_timeout_ms));
     });
   }
 
@@ -441,12 +438,12 @@ class SentinelClient final : public Client {
         // is why we are here: no point waiting for it.
         auto timer = std::make_shared<boost::asio::steady_timer>(
             io_.context(0), std::chrono::milliseconds(topology_.retry_delay_ms));
-        timer->async_wait([this, timer, endpoint, index,
-                           deadline](const boost::system::error_code& error) {
-          if (!error) {
-            VerifyMaster(endpoint, index, deadline);
-          }
-        });
+        timer->async_wait(
+            [this, timer, endpoint, index, deadline](const boost::system::error_code& error) {
+              if (!error) {
+                VerifyMaster(endpoint, index, deadline);
+              }
+            });
         return;
       }
       AskSentinel(index + 1);  // a replica (that sentinel is behind), or unreachable

@@ -87,9 +87,8 @@ class Deployment {
       options.sentinel = true;
       options.config_text = absl::StrCat(
           "sentinel monitor ", kMasterName, " 127.0.0.1 ", master_->port(), " 2\n",
-          "sentinel down-after-milliseconds ", kMasterName, " 500\n",
-          "sentinel failover-timeout ", kMasterName, " 5000\n",
-          "sentinel parallel-syncs ", kMasterName, " 1\n");
+          "sentinel down-after-milliseconds ", kMasterName, " 500\n", "sentinel failover-timeout ",
+          kMasterName, " 5000\n", "sentinel parallel-syncs ", kMasterName, " 1\n");
       absl::StatusOr<std::unique_ptr<RedisServer>> sentinel = RedisServer::Start(options);
       if (!sentinel.ok()) {
         return sentinel.status();
@@ -111,9 +110,9 @@ class Deployment {
               return true;
             },
             absl::Seconds(30)) == absl::InfiniteDuration()) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "the sentinels never met: ", sentinels_[0]->Cli({"SENTINEL", "MASTER", kMasterName})
-                                           .value_or("?")));
+      return absl::DeadlineExceededError(
+          absl::StrCat("the sentinels never met: ",
+                       sentinels_[0]->Cli({"SENTINEL", "MASTER", kMasterName}).value_or("?")));
     }
     return absl::OkStatus();
   }
@@ -210,8 +209,7 @@ TEST(RedisSentinelTest, NoMasterKnownMeansUnhealthyAndTimeouts) {
 TEST(RedisSentinelTest, WritesGoToThePromotedReplicaAfterTheMasterDies) {
   Deployment deployment;
   ASSERT_TRUE(deployment.Start().ok());
-  absl::StatusOr<std::unique_ptr<Client>> client =
-      NewSentinelClient(deployment.Options(false));
+  absl::StatusOr<std::unique_ptr<Client>> client = NewSentinelClient(deployment.Options(false));
   ASSERT_TRUE(client.ok()) << client.status();
   ASSERT_TRUE(Call(**client, {"SET", "counter", "10"}).ok());
   absl::StatusOr<Reply> synced = Call(**client, {"WAIT", "1", "2000"});

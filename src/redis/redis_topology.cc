@@ -68,8 +68,7 @@ bool IsText(const Reply& reply) {
 }  // namespace
 
 int64_t RefreshGapMs(const TopologyOptions& topology, int failures) {
-  const int64_t cap =
-      std::max(topology.min_refresh_interval_ms, topology.max_refresh_backoff_ms);
+  const int64_t cap = std::max(topology.min_refresh_interval_ms, topology.max_refresh_backoff_ms);
   int64_t gap = topology.min_refresh_interval_ms;
   for (int i = 0; i < failures && gap < cap; ++i) {
     gap = std::max<int64_t>(1, gap * 2);
@@ -112,8 +111,7 @@ absl::StatusOr<std::vector<SlotRange>> ParseClusterSlots(const Reply& reply,
     if (range.type != Reply::Type::kArray || range.elements.size() < 3 ||
         range.elements[0].type != Reply::Type::kInteger ||
         range.elements[1].type != Reply::Type::kInteger ||
-        range.elements[2].type != Reply::Type::kArray ||
-        range.elements[2].elements.size() < 2) {
+        range.elements[2].type != Reply::Type::kArray || range.elements[2].elements.size() < 2) {
       return absl::InvalidArgumentError("CLUSTER SLOTS: malformed range");
     }
     const int64_t first = range.elements[0].integer;
@@ -132,9 +130,8 @@ absl::StatusOr<std::vector<SlotRange>> ParseClusterSlots(const Reply& reply,
     SlotRange out;
     out.first = static_cast<uint16_t>(first);
     out.last = static_cast<uint16_t>(last);
-    out.master.host = (host.type == Reply::Type::kNil || host.str.empty())
-                          ? std::string(queried_host)
-                          : host.str;
+    out.master.host =
+        (host.type == Reply::Type::kNil || host.str.empty()) ? std::string(queried_host) : host.str;
     out.master.port = static_cast<uint16_t>(port.integer);
     ranges.push_back(std::move(out));
   }
@@ -150,9 +147,8 @@ absl::StatusOr<Endpoint> ParseMasterAddr(const Reply& reply) {
   }
   uint32_t port = 0;
   if (reply.type != Reply::Type::kArray || reply.elements.size() != 2 ||
-      !IsText(reply.elements[0]) || reply.elements[0].str.empty() ||
-      !IsText(reply.elements[1]) || !ParseUint(reply.elements[1].str, port) ||
-      port == 0 || port > 65535) {
+      !IsText(reply.elements[0]) || reply.elements[0].str.empty() || !IsText(reply.elements[1]) ||
+      !ParseUint(reply.elements[1].str, port) || port == 0 || port > 65535) {
     return absl::InvalidArgumentError("sentinel: malformed get-master-addr-by-name reply");
   }
   return Endpoint{reply.elements[0].str, static_cast<uint16_t>(port)};
@@ -164,10 +160,9 @@ bool IsMasterRole(const Reply& reply) {
 }
 
 std::optional<Endpoint> ParseSwitchMaster(const Reply& push, std::string_view master_name) {
-  if (push.type != Reply::Type::kArray || push.elements.size() != 3 ||
-      !IsText(push.elements[0]) || push.elements[0].str != "message" ||
-      !IsText(push.elements[1]) || push.elements[1].str != "+switch-master" ||
-      !IsText(push.elements[2])) {
+  if (push.type != Reply::Type::kArray || push.elements.size() != 3 || !IsText(push.elements[0]) ||
+      push.elements[0].str != "message" || !IsText(push.elements[1]) ||
+      push.elements[1].str != "+switch-master" || !IsText(push.elements[2])) {
     return std::nullopt;
   }
   std::vector<std::string_view> parts = SplitSpaces(push.elements[2].str);

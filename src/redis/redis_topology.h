@@ -130,8 +130,8 @@ struct PendingCommand {
   bool Complete(absl::StatusOr<Reply> result);
   bool done() const { return done_.load(std::memory_order_acquire); }
 
-  std::string storage;                  // the arguments' bytes, back to back
-  std::vector<std::string_view> args;   // views into storage
+  std::string storage;                 // the arguments' bytes, back to back
+  std::vector<std::string_view> args;  // views into storage
   uint16_t slot = 0;
   SteadyTime deadline;
   int redirects = 0;

@@ -5,8 +5,8 @@
 
 #include <thread>
 
-#include <boost/asio/executor_work_guard.hpp>
 #include <gtest/gtest.h>
+#include <boost/asio/executor_work_guard.hpp>
 
 #include "absl/synchronization/notification.h"
 
@@ -83,12 +83,10 @@ TEST(ParseClusterSlots, RangesWithReplicasAndUnknownEndpoints) {
 TEST(ParseClusterSlots, RejectsMalformedReplies) {
   EXPECT_FALSE(ParseClusterSlots(Str("x"), "h").ok());
   EXPECT_FALSE(ParseClusterSlots(Arr({Arr({Int(0), Int(1)})}), "h").ok());
-  EXPECT_FALSE(
-      ParseClusterSlots(Arr({Arr({Int(5), Int(1), Arr({Str("a"), Int(1)})})}), "h").ok());
+  EXPECT_FALSE(ParseClusterSlots(Arr({Arr({Int(5), Int(1), Arr({Str("a"), Int(1)})})}), "h").ok());
   EXPECT_FALSE(
       ParseClusterSlots(Arr({Arr({Int(0), Int(16384), Arr({Str("a"), Int(1)})})}), "h").ok());
-  EXPECT_FALSE(
-      ParseClusterSlots(Arr({Arr({Int(0), Int(1), Arr({Str("a"), Int(0)})})}), "h").ok());
+  EXPECT_FALSE(ParseClusterSlots(Arr({Arr({Int(0), Int(1), Arr({Str("a"), Int(0)})})}), "h").ok());
   EXPECT_TRUE(ParseClusterSlots(Arr({}), "h").ok());
 }
 
@@ -110,19 +108,18 @@ TEST(IsMasterRole, MasterOnly) {
 }
 
 TEST(ParseSwitchMaster, OnlyOurMaster) {
-  Reply push = Arr({Str("message"), Str("+switch-master"),
-                    Str("mymaster 127.0.0.1 6379 127.0.0.1 6380")});
+  Reply push =
+      Arr({Str("message"), Str("+switch-master"), Str("mymaster 127.0.0.1 6379 127.0.0.1 6380")});
   std::optional<Endpoint> moved = ParseSwitchMaster(push, "mymaster");
   ASSERT_TRUE(moved.has_value());
   EXPECT_EQ(moved->host, "127.0.0.1");
   EXPECT_EQ(moved->port, 6380);
   EXPECT_FALSE(ParseSwitchMaster(push, "other").has_value());
-  EXPECT_FALSE(
-      ParseSwitchMaster(Arr({Str("subscribe"), Str("+switch-master"), Int(1)}), "mymaster")
-          .has_value());
-  EXPECT_FALSE(ParseSwitchMaster(Arr({Str("message"), Str("+switch-master"), Str("mymaster 1")}),
-                                 "mymaster")
+  EXPECT_FALSE(ParseSwitchMaster(Arr({Str("subscribe"), Str("+switch-master"), Int(1)}), "mymaster")
                    .has_value());
+  EXPECT_FALSE(
+      ParseSwitchMaster(Arr({Str("message"), Str("+switch-master"), Str("mymaster 1")}), "mymaster")
+          .has_value());
 }
 
 TEST(RefreshGapMs, DoublesPerFailureUpToTheCap) {
@@ -143,8 +140,8 @@ TEST(PendingCommand, KeepsItsOwnArgumentsAndCompletesOnce) {
   int calls = 0;
   std::string a = "SET", b = "key", c = std::string("v\0v", 3);
   const std::string_view args[] = {a, b, c};
-  PendingCommand command(args, 7, [&calls](absl::StatusOr<Reply>) { ++calls; },
-                         std::chrono::steady_clock::now());
+  PendingCommand command(
+      args, 7, [&calls](absl::StatusOr<Reply>) { ++calls; }, std::chrono::steady_clock::now());
   a = "XXX";
   b.clear();
   ASSERT_EQ(command.args.size(), 3u);
@@ -174,8 +171,8 @@ class IoThread {
   std::thread thread_;
 };
 
-std::shared_ptr<PendingCommand> Command(std::chrono::milliseconds timeout,
-                                        absl::Notification* done, absl::Status* status) {
+std::shared_ptr<PendingCommand> Command(std::chrono::milliseconds timeout, absl::Notification* done,
+                                        absl::Status* status) {
   const std::string_view args[] = {"PING"};
   return std::make_shared<PendingCommand>(
       args, 0,
