@@ -19,6 +19,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "floodgate/store.h"
 #include "src/core/config.h"
 #include "src/limiter/state_key.h"
@@ -294,6 +296,181 @@ TEST_F(RedisStoreTest, ScriptFlushedIsLoadedAgain) {
   EXPECT_EQ(d.remaining, 3u);
   EXPECT_GE(store_->GetRedisStats().noscript_reloads, 1u);
   EXPECT_EQ(store_->GetRedisStats().call_failures, 0u);
+}
+
+// Three stateless nodes (a store and a client each) on one Redis, checks sent concurrently and
+// asynchronously from three loops, all at one instant: exactly the capacity passes, whatever the
+// interleaving and batching. For every algorithm.
+TEST_F(RedisStoreTest, ThreeNodesAdmitExactlyTheLimit) {
+  constexpr int kNodes = 3;
+  constexpr int kChecksPerNode = 400;
+  std::vector<std::unique_ptr<redis::Client>> clients;
+  std::vector<std::unique_ptr<RedisStore>> stores;
+  for (int i = 0; i < kNodes; ++i) {
+    clients.push_back(NewTestClient());
+    stores.push_back(NewStore(clients.back().get(),
+                              RedisStoreOptions{.max_batch = 16, .max_inflight_batches = 2}));
+  }
+  const std::vector<LimitSpec> specs = {
+      Spec(Algorithm::kFixedWindow, 100, kSecond), Spec(Algorithm::kSlidingWindow, 100, kSecond),
+      Spec(Algorithm::kTokenBucket, 10, kSecond, 100), Spec(Algorithm::kLeakyBucket, 10, kSecond, 100),
+      Spec(Algorithm::kConcurrency, 100, 10 * kSecond)};
+  for (const LimitSpec& spec : specs) {
+    const Limit limit = MakeLimit(spec, "shared");
+    std::atomic<int> admitted{0};
+    std::atomic<int> left{kNodes * kChecksPerNode};
+    absl::Notification all_done;
+    std::vector<std::unique_ptr<boost::asio::io_context>> loops;
+    std::vector<std::thread> threads;
+    std::vector<std::vector<Decision>> decisions(kNodes, std::vector<Decision>(kChecksPerNode));
+    std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards;
+    for (int n = 0; n < kNodes; ++n) {
+      loops.push_back(std::make_unique<boost::asio::io_context>());
+      guards.push_back(boost::asio::make_work_guard(*loops.back()));
+    }
+    for (int n = 0; n < kNodes; ++n) {
+      threads.emplace_back([&, n] {
+        boost::asio::io_context& loop = *loops[n];
+        for (int c = 0; c < kChecksPerNode; ++c) {
+          StoreOp op = limit.Op(1);
+          op.lease = static_cast<uint64_t>(n * kChecksPerNode + c + 1);
+          stores[n]->ApplyAsync(absl::MakeConstSpan(&op, 1), kStartNs,
+                                absl::MakeSpan(&decisions[n][c], 1), loop, [&](bool committed) {
+                                  admitted += committed ? 1 : 0;
+                                  if (--left == 0) {
+                                    all_done.Notify();
+                                  }
+                                });
+        }
+        loop.run();  // until the guards go
+      });
+    }
+    EXPECT_TRUE(all_done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    guards.clear();
+    for (std::thread& t : threads) {
+      t.join();
+    }
+    EXPECT_EQ(admitted.load(), 100) << AlgorithmName(spec.algorithm);
+  }
+  uint64_t batched = 0;
+  for (const auto& store : stores) {
+    const RedisStoreStats stats = store->GetRedisStats();
+    EXPECT_EQ(stats.call_failures + stats.error_replies + stats.malformed_replies, 0u);
+    batched += stats.batched_calls;
+  }
+  EXPECT_GT(batched, 0u);  // 400 checks at once per node cannot all go one by one
+}
+
+TEST_F(RedisStoreTest, LeasesAreSharedAcrossNodes) {
+  std::unique_ptr<redis::Client> other_client = NewTestClient();
+  std::unique_ptr<RedisStore> other = NewStore(other_client.get());
+  const Limit limit = MakeLimit(Spec(Algorithm::kConcurrency, 1, 10 * kSecond), "gina");
+  const auto apply = [&](Store& store, StoreOp::Kind kind, uint64_t token) {
+    StoreOp op = limit.Op(kind == StoreOp::Kind::kCheck ? 1 : 0);
+    op.kind = kind;
+    op.lease = token;
+    Decision d;
+    store.Apply(absl::MakeConstSpan(&op, 1), kStartNs + kSecond, absl::MakeSpan(&d, 1));
+    return d;
+  };
+  EXPECT_TRUE(apply(*store_, StoreOp::Kind::kCheck, 7).allowed);
+  EXPECT_FALSE(apply(*other, StoreOp::Kind::kCheck, 8).allowed);   // the one slot is held
+  EXPECT_FALSE(apply(*other, StoreOp::Kind::kRelease, 9).allowed); // a made-up token frees nothing
+  EXPECT_FALSE(apply(*other, StoreOp::Kind::kCheck, 8).allowed);
+  EXPECT_TRUE(apply(*other, StoreOp::Kind::kRelease, 7).allowed);  // released on the other node
+  EXPECT_FALSE(apply(*store_, StoreOp::Kind::kRelease, 7).allowed); // once
+  EXPECT_TRUE(apply(*other, StoreOp::Kind::kCheck, 8).allowed);
+  EXPECT_FALSE(apply(*store_, StoreOp::Kind::kCheck, 10).allowed);
+}
+
+TEST_F(RedisStoreTest, EnvoyKeyLayoutSharesEnvoysCounters) {
+  std::unique_ptr<RedisStore> envoy = NewStore(
+      client_.get(), RedisStoreOptions{.envoy_key_layout = true, .envoy_prefix = "pre_"});
+  const int64_t now_ns = kStartNs + 42 * kSecond + 5 * kMs;
+  const int64_t window_s = (now_ns / kSecond) / 60 * 60;
+  const Limit minute = MakeLimit(Spec(Algorithm::kFixedWindow, 5, 60 * kSecond), "hank");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(Check(*envoy, minute, 1, now_ns).allowed);
+  }
+  // Envoy's exact key, built by hand: CACHE_KEY_PREFIX domain _ key _ value _ window start.
+  const std::string key = absl::StrCat("pre_api_user_hank_", window_s);
+  EXPECT_EQ(Command({"GET", key}).str, "3");
+  const int64_t ttl = Command({"TTL", key}).integer;
+  EXPECT_GT(ttl, 55);
+  EXPECT_LE(ttl, 60);  // EXPIRE of the unit's seconds when created, as Envoy
+  // Refused hits are not charged (Envoy would INCRBY them).
+  EXPECT_FALSE(Check(*envoy, minute, 3, now_ns).allowed);
+  EXPECT_EQ(Command({"GET", key}).str, "3");
+  // A count Envoy wrote is honoured.
+  const Limit other = MakeLimit(Spec(Algorithm::kFixedWindow, 5, 60 * kSecond), "ivan");
+  Command({"SET", absl::StrCat("pre_api_user_ivan_", window_s), "4"});
+  const Decision d = Check(*envoy, other, 1, now_ns);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 0u);
+  EXPECT_EQ(d.reset_after_ns, (window_s + 60) * kSecond - now_ns);
+  EXPECT_FALSE(Check(*envoy, other, 1, now_ns).allowed);
+  // A period Envoy has no unit for stays in our layout.
+  const Limit odd = MakeLimit(Spec(Algorithm::kFixedWindow, 5, 90 * kSecond), "hank");
+  EXPECT_TRUE(Check(*envoy, odd, 1, now_ns).allowed);
+  EXPECT_EQ(Command({"EXISTS", StateRedisKey("fg:", odd.state_key, odd.descriptor_size)}).integer,
+            1);
+  // A value Envoy could not have written fails that transaction alone, by its failure mode.
+  Command({"SET", absl::StrCat("pre_api_user_bad_", window_s), "x"});
+  Limit bad = MakeLimit(Spec(Algorithm::kFixedWindow, 5, 60 * kSecond), "bad");
+  bad.failure_mode = FailureMode::kClosed;
+  EXPECT_TRUE(Check(*envoy, bad, 1, now_ns).unavailable);
+  EXPECT_TRUE(Check(*envoy, minute, 1, now_ns).allowed);
+}
+
+TEST_F(RedisStoreTest, FailureModesWhenRedisStallsAndRecoveryAfterRestart) {
+  std::unique_ptr<LocalStore> fallback = *NewShardedStore(StoreOptions{});
+  std::unique_ptr<redis::Client> client = NewTestClient(/*timeout_ms=*/100);
+  std::unique_ptr<RedisStore> store = NewStore(
+      client.get(), RedisStoreOptions{.local_fallback = fallback.get(), .sync_timeout_ms = 2000});
+  Limit open = MakeLimit(Spec(Algorithm::kFixedWindow, 1, kSecond), "open");
+  open.failure_mode = FailureMode::kOpen;
+  Limit closed = MakeLimit(Spec(Algorithm::kFixedWindow, 1, kSecond), "closed");
+  closed.failure_mode = FailureMode::kClosed;
+  Limit local = MakeLimit(Spec(Algorithm::kFixedWindow, 1, kSecond), "local");
+  local.failure_mode = FailureMode::kLocal;
+  const int64_t now_ns = kStartNs;
+  for (const Limit* limit : {&open, &closed, &local}) {
+    ASSERT_TRUE(Check(*store, *limit, 1, now_ns).allowed);  // each limit of 1 is spent in Redis
+  }
+  const auto all_failure_modes = [&](const char* what) {
+    for (int i = 0; i < 2; ++i) {
+      const absl::Time start = absl::Now();
+      EXPECT_TRUE(Check(*store, open, 1, now_ns).allowed) << what;
+      const Decision c = Check(*store, closed, 1, now_ns);
+      EXPECT_FALSE(c.allowed) << what;
+      EXPECT_TRUE(c.unavailable) << what;
+      EXPECT_EQ(Check(*store, local, 1, now_ns).allowed, i == 0) << what;  // the fallback's own 1
+      EXPECT_LT(absl::Now() - start, absl::Milliseconds(3 * 400)) << what;
+    }
+  };
+  server_->Pause();
+  all_failure_modes("paused");
+  server_->Resume();
+  const RedisStoreStats stats = store->GetRedisStats();
+  EXPECT_GE(stats.failed_ops_open, 2u);
+  EXPECT_GE(stats.failed_ops_closed, 2u);
+  EXPECT_GE(stats.failed_ops_local, 2u);
+
+  server_->Kill();
+  const Decision down = Check(*store, closed, 1, now_ns);
+  EXPECT_TRUE(down.unavailable);
+  ASSERT_TRUE(server_->Restart().ok());
+  // Back: the restarted server lost its state (and its script cache: NOSCRIPT, then loaded).
+  bool recovered = false;
+  for (int i = 0; i < 200 && !recovered; ++i) {
+    const Decision d = Check(*store, closed, 1, now_ns + kSecond);
+    recovered = !d.unavailable;
+    if (!recovered) {
+      absl::SleepFor(absl::Milliseconds(20));  // polling a restarting process, not syncing
+    }
+  }
+  EXPECT_TRUE(recovered);
+  EXPECT_FALSE(Check(*store, closed, 1, now_ns + kSecond).allowed);  // its limit of 1 is spent
 }
 
 }  // namespace
