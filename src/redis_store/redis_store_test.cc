@@ -4,6 +4,8 @@
 #include "src/redis_store/redis_store.h"
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -471,6 +473,44 @@ TEST_F(RedisStoreTest, FailureModesWhenRedisStallsAndRecoveryAfterRestart) {
   }
   EXPECT_TRUE(recovered);
   EXPECT_FALSE(Check(*store, closed, 1, now_ns + kSecond).allowed);  // its limit of 1 is spent
+}
+
+// Redis CPU per check under load, from INFO commandstats (EVALSHA's usec over the checks it
+// decided): with batching, far below one script call per check. Prints the figure; the bound is
+// loose, as other builds share this machine.
+TEST_F(RedisStoreTest, RedisCpuPerCheckUnderLoad) {
+  constexpr int kChecks = 20000;
+  std::vector<Limit> limits;
+  for (int i = 0; i < 1000; ++i) {
+    limits.push_back(MakeLimit(Spec(Algorithm::kTokenBucket, 100, kSecond), absl::StrCat("u", i)));
+  }
+  Command({"CONFIG", "RESETSTAT"});
+  boost::asio::io_context loop;
+  std::vector<Decision> decisions(kChecks);
+  int done = 0;
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < kChecks; ++i) {
+    const StoreOp op = limits[i % limits.size()].Op(1);
+    store_->ApplyAsync(absl::MakeConstSpan(&op, 1), kStartNs + i * kUs,
+                       absl::MakeSpan(&decisions[i], 1), loop, [&](bool) { ++done; });
+  }
+  auto guard = boost::asio::make_work_guard(loop);
+  while (done < kChecks && absl::Now() - start < absl::Seconds(60)) {
+    loop.run_one_for(std::chrono::milliseconds(100));
+  }
+  const absl::Duration elapsed = absl::Now() - start;
+  ASSERT_EQ(done, kChecks);
+  const redis::Reply info = Command({"INFO", "commandstats"});
+  const size_t at = info.str.find("cmdstat_evalsha:calls=");
+  ASSERT_NE(at, std::string::npos) << info.str;
+  int64_t calls = 0;
+  int64_t usec = 0;
+  ASSERT_EQ(sscanf(info.str.c_str() + at, "cmdstat_evalsha:calls=%ld,usec=%ld", &calls, &usec), 2);
+  const double per_check_us = static_cast<double>(usec) / kChecks;
+  std::printf("redis cpu: %.2f us per check (%ld EVALSHA for %d checks, %.0f checks/s)\n",
+              per_check_us, calls, kChecks, kChecks / absl::ToDoubleSeconds(elapsed));
+  EXPECT_LT(calls, kChecks / 4);
+  EXPECT_LT(per_check_us, 20.0);
 }
 
 }  // namespace
