@@ -163,6 +163,45 @@ limiter::LimiterOptions EnvoyLimiterOptions(const ServerOptions& options) {
   return limiter_options;
 }
 
+// The Redis store's metrics (docs/metrics.md, "Redis store").
+std::string RedisPrometheus(bool up, const redis::ClientStats& client,
+                            const redis_store::RedisStoreStats& store) {
+  std::string out;
+  const auto counter = [&out](const char* name, const char* help, uint64_t value) {
+    absl::StrAppend(&out, "# HELP floodgate_redis_", name, " ", help, "\n# TYPE floodgate_redis_",
+                    name, " counter\nfloodgate_redis_", name, " ", value, "\n");
+  };
+  absl::StrAppend(&out,
+                  "# HELP floodgate_redis_up 1 when every Redis node the store needs is connected "
+                  "and its circuit breaker closed.\n# TYPE floodgate_redis_up gauge\n"
+                  "floodgate_redis_up ",
+                  up ? 1 : 0, "\n");
+  counter("commands_total", "Commands sent to Redis.", client.commands);
+  counter("timeouts_total", "Commands that got no reply in time.", client.timeouts);
+  counter("failures_total", "Commands failed otherwise (connection lost, refused).",
+          client.failures);
+  counter("breaker_refusals_total", "Commands refused at once by an open circuit breaker.",
+          client.breaker_open);
+  counter("reconnects_total", "Connections to Redis re-established.", client.reconnects);
+  counter("redirects_total", "Redis Cluster MOVED and ASK replies followed.", client.redirects);
+  counter("script_calls_total", "EVALSHA calls (one carries one or more checks).",
+          store.script_calls);
+  counter("transactions_total", "Checks sent to Redis.", store.transactions);
+  counter("noscript_reloads_total", "Scripts loaded again after NOSCRIPT.", store.noscript_reloads);
+  counter("error_replies_total", "Error or malformed replies.",
+          store.error_replies + store.malformed_replies);
+  counter("failure_mode_open_total", "Limits decided by failure_mode: open (Redis unreachable).",
+          store.failed_ops_open);
+  counter("failure_mode_closed_total",
+          "Limits decided by failure_mode: closed (Redis unreachable).", store.failed_ops_closed);
+  counter("failure_mode_local_total",
+          "Limits decided by failure_mode: local on this node (Redis unreachable).",
+          store.failed_ops_local);
+  counter("unsupported_ops_total", "Limits refused: no exact time unit in Redis' arithmetic.",
+          store.unsupported_ops);
+  return out;
+}
+
 // HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED (--healthy-with-config): the health checks pass only
 // while the config being served has a domain. Envoy's health follows each config it loads, so
 // a reload to an empty config (possible with --allow-empty-config) fails them again. Null when
@@ -236,6 +275,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   FG_ASSIGN_OR_RETURN(server->store_, NewShardedStore(store_options));
   Store* store = server->store_.get();
   KeyHasher hasher = KeyHasher::Random();
+  if (options.redis_store()) {
+    FG_RETURN_IF_ERROR(server->StartRedisStore(options));
+    store = server->redis_store_.get();
+  }
   if (options.cluster()) {
     FG_ASSIGN_OR_RETURN(cluster::ClusterOptions cluster_options, ClusterOptionsOf(options));
     hasher = ClusterHasher(options, cluster_options.members);
@@ -264,6 +307,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   server->admin_ = std::make_unique<admin::NodeAdmin>(server->config_.get(), server->limiter_.get(),
                                                       &server->metrics_, server->cluster_.get(),
                                                       server->config_sync_.get());
+  if (server->redis_store_ != nullptr) {
+    server->admin_->AddMetricsSource(
+        [client = server->redis_.get(), store = server->redis_store_.get()] {
+          return RedisPrometheus(client->Healthy(), client->GetStats(), store->GetRedisStats());
+        });
+  }
   if (!options.etcd.empty()) {
     server->StartEtcdConfig(options);
   }
@@ -278,6 +327,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   FG_RETURN_IF_ERROR(server->StartFrontends(options));
   server->config_->StartWatching(options.config_poll);
   return server;
+}
+
+absl::Status Server::StartRedisStore(const ServerOptions& options) {
+  FG_ASSIGN_OR_RETURN(const redis::ClientOptions client_options,
+                      redis::ParseStoreUrl(options.store));
+  FG_ASSIGN_OR_RETURN(redis_, redis::NewClient(client_options));
+  redis_store::RedisStoreOptions store_options;
+  store_options.key_prefix = options.store_key_prefix;
+  store_options.envoy_key_layout = options.store_envoy_keys;
+  store_options.envoy_prefix = options.store_envoy_prefix;
+  store_options.local_fallback = store_.get();
+  store_options.mode = client_options.mode;
+  FG_ASSIGN_OR_RETURN(redis_store_, redis_store::NewRedisStore(redis_.get(), store_options));
+  return absl::OkStatus();
 }
 
 absl::Status Server::StartDiscovery(const ServerOptions& options) {

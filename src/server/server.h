@@ -21,6 +21,8 @@
 #include "src/frontends/http/http_server.h"
 #include "src/limiter/limiter.h"
 #include "src/net/tls.h"
+#include "src/redis/redis_client.h"
+#include "src/redis_store/redis_store.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
 #include "src/service/statsd.h"
@@ -170,10 +172,16 @@ class Server {
   void StartEtcdConfig(const ServerOptions& options);
   // With --statsd: sends the metrics under envoyproxy/ratelimit's statsd names.
   absl::Status StartStatsd(const ServerOptions& options);
+  // With --store redis...: starts the client and the Redis store; docs/backends.md.
+  absl::Status StartRedisStore(const ServerOptions& options);
   // Starts the HTTP and gRPC front ends over service_ and admin_.
   absl::Status StartFrontends(const ServerOptions& options);
 
   std::unique_ptr<LocalStore> store_;
+  // With --store redis...: the client and the store over it (store_ is then the fallback of
+  // failure_mode: local). Declared after store_, so destroyed before it.
+  std::unique_ptr<redis::Client> redis_;
+  std::unique_ptr<redis_store::RedisStore> redis_store_;
   std::unique_ptr<admin::ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
   std::unique_ptr<cluster::ClusterStore> cluster_;
   std::unique_ptr<discovery::Discovery> discovery_;  // with --etcd or --peers-dns
