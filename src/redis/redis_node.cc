@@ -690,7 +690,6 @@ class Node::State : public std::enable_shared_from_this<Node::State> {
       return;
     }
     stopped_ = true;
-    boost::system::error_code ignored;
     waiting_timer_.cancel();
     for (auto& conn : conns_) {
       Close(*conn, Cancelled());
