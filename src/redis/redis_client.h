@@ -77,15 +77,15 @@ struct ClientOptions {
 absl::StatusOr<ClientOptions> ParseStoreUrl(std::string_view url);
 
 struct ClientStats {
-  uint64_t commands = 0;       // sent
-  uint64_t replies = 0;        // received
-  uint64_t timeouts = 0;       // callbacks given DeadlineExceeded
-  uint64_t failures = 0;       // callbacks given any other failure
-  uint64_t breaker_open = 0;   // commands refused at once by an open breaker
-  uint64_t reconnects = 0;     // connections re-established
-  uint64_t redirects = 0;      // MOVED and ASK followed (Cluster)
+  uint64_t commands = 0;      // sent
+  uint64_t replies = 0;       // received
+  uint64_t timeouts = 0;      // callbacks given DeadlineExceeded
+  uint64_t failures = 0;      // callbacks given any other failure
+  uint64_t breaker_open = 0;  // commands refused at once by an open breaker
+  uint64_t reconnects = 0;    // connections re-established
+  uint64_t redirects = 0;     // MOVED and ASK followed (Cluster)
   uint64_t connected_nodes = 0;
-  uint64_t pending = 0;        // commands waiting or in flight now
+  uint64_t pending = 0;  // commands waiting or in flight now
 };
 
 class Client {

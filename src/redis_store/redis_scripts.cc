@@ -36,7 +36,8 @@
 namespace floodgate::redis_store {
 namespace {
 
-constexpr std::string_view kScript = R"lua(-- Floodgate's transactions, decided in Redis (src/redis_store/redis_scripts.cc has the contract).
+constexpr std::string_view kScript =
+    R"lua(-- Floodgate's transactions, decided in Redis (src/redis_store/redis_scripts.cc has the contract).
 local BIG = 4503599627370496 -- 2^52: products at or past it take the exact-without-product path
 
 -- floor(a / b) for 0 <= a < 2^53, b > 0 integers: the quotient of doubles, corrected by one when

@@ -284,10 +284,10 @@ class RedisStoreImpl final : public RedisStore {
       batched_calls_.fetch_add(1, std::memory_order_relaxed);
     }
     const std::string slot_key = batch->parts[0]->slot_key;
-    client_->Send(argv, slot_key, [this, batch = std::move(batch)](
-                                      absl::StatusOr<redis::Reply> reply) mutable {
-      OnReply(std::move(batch), std::move(reply));
-    });
+    client_->Send(argv, slot_key,
+                  [this, batch = std::move(batch)](absl::StatusOr<redis::Reply> reply) mutable {
+                    OnReply(std::move(batch), std::move(reply));
+                  });
   }
 
   void OnReply(std::shared_ptr<Batch> batch, absl::StatusOr<redis::Reply> reply) {
@@ -318,7 +318,7 @@ class RedisStoreImpl final : public RedisStore {
           FinishPart(part, committed);
         } else {
           (reply->elements[i].type == redis::Reply::Type::kError ? error_replies_
-                                                                  : malformed_replies_)
+                                                                 : malformed_replies_)
               .fetch_add(1, std::memory_order_relaxed);
           FailPart(part);
         }
@@ -333,18 +333,19 @@ class RedisStoreImpl final : public RedisStore {
     batch->retried = true;
     const std::string_view argv[] = {"SCRIPT", "LOAD", TransactionScript()};
     const std::string slot_key = batch->parts[0]->slot_key;
-    client_->Send(argv, slot_key, [this, batch = std::move(batch)](
-                                      absl::StatusOr<redis::Reply> reply) mutable {
-      if (reply.ok() && reply->type == redis::Reply::Type::kString &&
-          reply->str == TransactionScriptSha()) {
-        Send(std::move(batch));  // still holding its group's slot and outstanding count
-        return;
-      }
-      OnReply(std::move(batch), reply.ok() && reply->type == redis::Reply::Type::kError
-                                    ? std::move(reply)
-                                    : absl::StatusOr<redis::Reply>(absl::UnavailableError(
-                                          "SCRIPT LOAD failed")));
-    });
+    client_->Send(
+        argv, slot_key,
+        [this, batch = std::move(batch)](absl::StatusOr<redis::Reply> reply) mutable {
+          if (reply.ok() && reply->type == redis::Reply::Type::kString &&
+              reply->str == TransactionScriptSha()) {
+            Send(std::move(batch));  // still holding its group's slot and outstanding count
+            return;
+          }
+          OnReply(std::move(batch),
+                  reply.ok() && reply->type == redis::Reply::Type::kError
+                      ? std::move(reply)
+                      : absl::StatusOr<redis::Reply>(absl::UnavailableError("SCRIPT LOAD failed")));
+        });
   }
 
   // Gives back the slot of a finished call: first sends the group's waiting Parts (up to
@@ -402,8 +403,10 @@ class RedisStoreImpl final : public RedisStore {
     for (uint32_t i : which) {
       const StoreOp& op = txn.ops[i];
       Decision& d = txn.decisions[i];
-      const FailureMode mode = op.failure_mode == FailureMode::kLocal && options_.local_fallback ==
-                                   nullptr ? FailureMode::kOpen : op.failure_mode;
+      const FailureMode mode =
+          op.failure_mode == FailureMode::kLocal && options_.local_fallback == nullptr
+              ? FailureMode::kOpen
+              : op.failure_mode;
       if (mode == FailureMode::kLocal) {
         failed_local_.fetch_add(1, std::memory_order_relaxed);
         local_ops.push_back(op);

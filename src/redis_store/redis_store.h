@@ -48,11 +48,11 @@
 namespace floodgate::redis_store {
 
 struct RedisStoreOptions {
-  std::string key_prefix = "fg:";  // every key we write starts with it
-  int max_batch = 64;              // transactions per EVALSHA at most
-  int max_inflight_batches = 4;    // script calls in flight per slot group before batching
-  bool envoy_key_layout = false;   // fixed windows under envoyproxy/ratelimit's keys
-  std::string envoy_prefix;        // its CACHE_KEY_PREFIX
+  std::string key_prefix = "fg:";        // every key we write starts with it
+  int max_batch = 64;                    // transactions per EVALSHA at most
+  int max_inflight_batches = 4;          // script calls in flight per slot group before batching
+  bool envoy_key_layout = false;         // fixed windows under envoyproxy/ratelimit's keys
+  std::string envoy_prefix;              // its CACHE_KEY_PREFIX
   LocalStore* local_fallback = nullptr;  // failure_mode: local decides here when Redis can't
   // kCluster groups a transaction's ops by hash slot; the other modes send it whole.
   redis::ClientOptions::Mode mode = redis::ClientOptions::Mode::kSingle;
@@ -62,20 +62,20 @@ struct RedisStoreOptions {
 };
 
 struct RedisStoreStats {
-  uint64_t transactions = 0;        // Apply / ApplyAsync calls with ops
+  uint64_t transactions = 0;  // Apply / ApplyAsync calls with ops
   uint64_t ops = 0;
-  uint64_t script_calls = 0;        // EVALSHA sent (retries included)
-  uint64_t batched_calls = 0;       // ... of which carried more than one transaction
-  uint64_t queued_transactions = 0; // parts that waited for a free call slot
-  uint64_t noscript_reloads = 0;    // SCRIPT LOAD after a NOSCRIPT reply
-  uint64_t call_failures = 0;       // calls without a reply (timeout, breaker, connection)
-  uint64_t error_replies = 0;       // error replies (whole call, or one transaction in it)
-  uint64_t malformed_replies = 0;   // replies of the wrong shape
-  uint64_t failed_ops_open = 0;     // ops decided by failure_mode: open
-  uint64_t failed_ops_closed = 0;   // ... closed
-  uint64_t failed_ops_local = 0;    // ... local (or open, without a fallback store)
-  uint64_t sync_timeouts = 0;       // Apply calls that stopped waiting
-  uint64_t unsupported_ops = 0;     // ops refused: no state key, or no exact unit
+  uint64_t script_calls = 0;         // EVALSHA sent (retries included)
+  uint64_t batched_calls = 0;        // ... of which carried more than one transaction
+  uint64_t queued_transactions = 0;  // parts that waited for a free call slot
+  uint64_t noscript_reloads = 0;     // SCRIPT LOAD after a NOSCRIPT reply
+  uint64_t call_failures = 0;        // calls without a reply (timeout, breaker, connection)
+  uint64_t error_replies = 0;        // error replies (whole call, or one transaction in it)
+  uint64_t malformed_replies = 0;    // replies of the wrong shape
+  uint64_t failed_ops_open = 0;      // ops decided by failure_mode: open
+  uint64_t failed_ops_closed = 0;    // ... closed
+  uint64_t failed_ops_local = 0;     // ... local (or open, without a fallback store)
+  uint64_t sync_timeouts = 0;        // Apply calls that stopped waiting
+  uint64_t unsupported_ops = 0;      // ops refused: no state key, or no exact unit
 };
 
 // See the header comment. GetStats reports zeros (the state is in Redis); ReclaimExpired does

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
@@ -58,7 +58,9 @@ class FakeClient final : public redis::Client {
   std::deque<Call> calls_ ABSL_GUARDED_BY(mu_);
 };
 
-redis::Reply Int(int64_t v) { return redis::Reply{.type = redis::Reply::Type::kInteger, .integer = v}; }
+redis::Reply Int(int64_t v) {
+  return redis::Reply{.type = redis::Reply::Type::kInteger, .integer = v};
+}
 
 redis::Reply Array(std::vector<redis::Reply> elements) {
   return redis::Reply{.type = redis::Reply::Type::kArray, .elements = std::move(elements)};
@@ -92,7 +94,10 @@ class BatchTest : public ::testing::Test {
   }
 
   StoreOp Op(FailureMode mode = FailureMode::kOpen) const {
-    return StoreOp{.key_hash = 1, .spec = spec_, .failure_mode = mode, .state_key = state_key_,
+    return StoreOp{.key_hash = 1,
+                   .spec = spec_,
+                   .failure_mode = mode,
+                   .state_key = state_key_,
                    .descriptor_size = descriptor_size_};
   }
 
@@ -109,8 +114,8 @@ class BatchTest : public ::testing::Test {
     }
   }
 
-  const LimitSpec spec_{.algorithm = Algorithm::kFixedWindow, .requests_per_period = 5,
-                        .period_ns = 1'000'000'000};
+  const LimitSpec spec_{
+      .algorithm = Algorithm::kFixedWindow, .requests_per_period = 5, .period_ns = 1'000'000'000};
   std::string state_key_;
   uint32_t descriptor_size_ = 0;
   FakeClient client_;
@@ -156,8 +161,8 @@ TEST_F(BatchTest, NoScriptLoadsAndRetriesOnce) {
   Start(*store, 1, FailureMode::kClosed);
   FakeClient::Call call = client_.Take();
   EXPECT_EQ(call.args[1], TransactionScriptSha());
-  std::move(call.callback)(redis::Reply{.type = redis::Reply::Type::kError,
-                                        .str = "NOSCRIPT No matching script."});
+  std::move(call.callback)(
+      redis::Reply{.type = redis::Reply::Type::kError, .str = "NOSCRIPT No matching script."});
   FakeClient::Call load = client_.Take();
   ASSERT_EQ(load.args.size(), 3u);
   EXPECT_EQ(load.args[0], "SCRIPT");
@@ -181,12 +186,12 @@ TEST_F(BatchTest, MalformedRepliesFailByFailureModeWithoutCrashing) {
   const std::vector<absl::StatusOr<redis::Reply>> bad = {
       absl::DeadlineExceededError("timeout"),
       absl::UnavailableError("breaker open"),
-      redis::Reply{},                                                // nil
+      redis::Reply{},  // nil
       redis::Reply{.type = redis::Reply::Type::kString, .str = "?"},
       Int(3),
-      Array({}),                                                     // no transactions
-      Array({Int(1)}),                                               // not an array inside
-      Array({Array({Int(1)})}),                                      // too short
+      Array({}),                                                          // no transactions
+      Array({Int(1)}),                                                    // not an array inside
+      Array({Array({Int(1)})}),                                           // too short
       Array({Array({Int(1), Int(1), Int(-7), Int(0), Int(0), Int(0)})}),  // negative remaining
       Array({Array({Int(2), Int(1), Int(1), Int(0), Int(0), Int(0)})}),   // bad commit flag
       Array({Array({Int(1), redis::Reply{}, Int(1), Int(0), Int(0), Int(0)})}),
@@ -216,9 +221,9 @@ TEST_F(BatchTest, AnErrorForOneTransactionFailsThatOneAlone) {
   std::move(client_.Take().callback)(Array({Allowed()}));
   FakeClient::Call batch = client_.Take();
   ASSERT_EQ(Transactions(batch), 3);
-  std::move(batch.callback)(Array(
-      {Allowed(), redis::Reply{.type = redis::Reply::Type::kError, .str = "floodgate: bad"},
-       Allowed()}));
+  std::move(batch.callback)(
+      Array({Allowed(), redis::Reply{.type = redis::Reply::Type::kError, .str = "floodgate: bad"},
+             Allowed()}));
   loop_.run();
   ASSERT_EQ(results_.size(), 4u);
   EXPECT_TRUE(decisions_[1].allowed);

@@ -5,17 +5,17 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <gtest/gtest.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -47,8 +47,11 @@ struct Limit {
   FailureMode failure_mode = FailureMode::kLocal;
 
   StoreOp Op(uint64_t hits = 1) const {
-    return StoreOp{.key_hash = key_hash, .spec = spec, .hits = hits,
-                   .failure_mode = failure_mode, .state_key = state_key,
+    return StoreOp{.key_hash = key_hash,
+                   .spec = spec,
+                   .hits = hits,
+                   .failure_mode = failure_mode,
+                   .state_key = state_key,
                    .descriptor_size = descriptor_size};
   }
 };
@@ -68,8 +71,8 @@ Limit MakeLimit(const LimitSpec& spec, std::string_view value, uint32_t slot = 0
 }
 
 LimitSpec Spec(Algorithm algorithm, uint64_t count, int64_t period_ns, uint64_t burst = 0) {
-  return LimitSpec{.algorithm = algorithm, .requests_per_period = count, .period_ns = period_ns,
-                   .burst = burst};
+  return LimitSpec{
+      .algorithm = algorithm, .requests_per_period = count, .period_ns = period_ns, .burst = burst};
 }
 
 class RedisStoreTest : public ::testing::Test {
@@ -86,8 +89,8 @@ class RedisStoreTest : public ::testing::Test {
 
   std::unique_ptr<redis::Client> NewTestClient(int64_t timeout_ms = 1000) {
     redis::ClientOptions options;
-    options.endpoints = {redis::Endpoint{.host = "127.0.0.1",
-                                         .port = static_cast<uint16_t>(server_->port())}};
+    options.endpoints = {
+        redis::Endpoint{.host = "127.0.0.1", .port = static_cast<uint16_t>(server_->port())}};
     options.timeout_ms = timeout_ms;
     options.breaker_open_ms = 100;
     options.reconnect_max_ms = 100;
@@ -203,8 +206,9 @@ void RunDifferential(RedisStore& redis, const std::vector<LimitSpec>& specs, uin
     for (size_t k = 0; k < ops.size(); ++k) {
       const int64_t unit_ns = ChooseUnitNs(ops[k].spec, now_ns);
       ExpectSame(dm[k], dr[k], unit_ns,
-                 absl::StrCat("step ", step, " op ", k, " ", std::string(AlgorithmName(ops[k].spec.algorithm)),
-                              " hits ", ops[k].hits, " kind ", static_cast<int>(ops[k].kind)));
+                 absl::StrCat("step ", step, " op ", k, " ",
+                              std::string(AlgorithmName(ops[k].spec.algorithm)), " hits ",
+                              ops[k].hits, " kind ", static_cast<int>(ops[k].kind)));
     }
     if (::testing::Test::HasFailure()) {
       return;
@@ -216,37 +220,46 @@ void RunDifferential(RedisStore& redis, const std::vector<LimitSpec>& specs, uin
 }
 
 TEST_F(RedisStoreTest, FixedWindowMatchesMemoryStore) {
-  RunDifferential(*store_, {Spec(Algorithm::kFixedWindow, 5, kSecond),
-                            Spec(Algorithm::kFixedWindow, 20, 100 * kMs)}, 1);
+  RunDifferential(
+      *store_,
+      {Spec(Algorithm::kFixedWindow, 5, kSecond), Spec(Algorithm::kFixedWindow, 20, 100 * kMs)}, 1);
 }
 
 TEST_F(RedisStoreTest, SlidingWindowMatchesMemoryStore) {
-  RunDifferential(*store_, {Spec(Algorithm::kSlidingWindow, 7, kSecond),
-                            Spec(Algorithm::kSlidingWindow, 30, 250 * kMs)}, 2);
+  RunDifferential(
+      *store_,
+      {Spec(Algorithm::kSlidingWindow, 7, kSecond), Spec(Algorithm::kSlidingWindow, 30, 250 * kMs)},
+      2);
 }
 
 TEST_F(RedisStoreTest, TokenBucketMatchesMemoryStore) {
   // 7 per 1 s: an emission interval of 142857.14 µs, not a whole number of units.
-  RunDifferential(*store_, {Spec(Algorithm::kTokenBucket, 7, kSecond),
-                            Spec(Algorithm::kTokenBucket, 3, 100 * kMs, 10)}, 3);
+  RunDifferential(
+      *store_,
+      {Spec(Algorithm::kTokenBucket, 7, kSecond), Spec(Algorithm::kTokenBucket, 3, 100 * kMs, 10)},
+      3);
 }
 
 TEST_F(RedisStoreTest, LeakyBucketMatchesMemoryStore) {
-  RunDifferential(*store_, {Spec(Algorithm::kLeakyBucket, 7, kSecond, 4),
-                            Spec(Algorithm::kLeakyBucket, 50, 300 * kMs)}, 4);
+  RunDifferential(
+      *store_,
+      {Spec(Algorithm::kLeakyBucket, 7, kSecond, 4), Spec(Algorithm::kLeakyBucket, 50, 300 * kMs)},
+      4);
 }
 
 TEST_F(RedisStoreTest, ConcurrencyMatchesMemoryStore) {
-  RunDifferential(*store_, {Spec(Algorithm::kConcurrency, 4, kSecond),
-                            Spec(Algorithm::kConcurrency, 2, 200 * kMs)}, 5);
+  RunDifferential(
+      *store_,
+      {Spec(Algorithm::kConcurrency, 4, kSecond), Spec(Algorithm::kConcurrency, 2, 200 * kMs)}, 5);
 }
 
 TEST_F(RedisStoreTest, AllAlgorithmsInOneTransactionMatchMemoryStore) {
-  RunDifferential(*store_, {Spec(Algorithm::kFixedWindow, 5, kSecond),
-                            Spec(Algorithm::kSlidingWindow, 6, kSecond),
-                            Spec(Algorithm::kTokenBucket, 7, kSecond, 3),
-                            Spec(Algorithm::kLeakyBucket, 3, 500 * kMs),
-                            Spec(Algorithm::kConcurrency, 3, kSecond)}, 6);
+  RunDifferential(
+      *store_,
+      {Spec(Algorithm::kFixedWindow, 5, kSecond), Spec(Algorithm::kSlidingWindow, 6, kSecond),
+       Spec(Algorithm::kTokenBucket, 7, kSecond, 3), Spec(Algorithm::kLeakyBucket, 3, 500 * kMs),
+       Spec(Algorithm::kConcurrency, 3, kSecond)},
+      6);
 }
 
 TEST_F(RedisStoreTest, MultiLimitTransactionIsAtomicAndRefusedHitsAreNotCharged) {
@@ -313,10 +326,11 @@ TEST_F(RedisStoreTest, ThreeNodesAdmitExactlyTheLimit) {
     stores.push_back(NewStore(clients.back().get(),
                               RedisStoreOptions{.max_batch = 16, .max_inflight_batches = 2}));
   }
-  const std::vector<LimitSpec> specs = {
-      Spec(Algorithm::kFixedWindow, 100, kSecond), Spec(Algorithm::kSlidingWindow, 100, kSecond),
-      Spec(Algorithm::kTokenBucket, 10, kSecond, 100), Spec(Algorithm::kLeakyBucket, 10, kSecond, 100),
-      Spec(Algorithm::kConcurrency, 100, 10 * kSecond)};
+  const std::vector<LimitSpec> specs = {Spec(Algorithm::kFixedWindow, 100, kSecond),
+                                        Spec(Algorithm::kSlidingWindow, 100, kSecond),
+                                        Spec(Algorithm::kTokenBucket, 10, kSecond, 100),
+                                        Spec(Algorithm::kLeakyBucket, 10, kSecond, 100),
+                                        Spec(Algorithm::kConcurrency, 100, 10 * kSecond)};
   for (const LimitSpec& spec : specs) {
     const Limit limit = MakeLimit(spec, "shared");
     std::atomic<int> admitted{0};
@@ -376,18 +390,18 @@ TEST_F(RedisStoreTest, LeasesAreSharedAcrossNodes) {
     return d;
   };
   EXPECT_TRUE(apply(*store_, StoreOp::Kind::kCheck, 7).allowed);
-  EXPECT_FALSE(apply(*other, StoreOp::Kind::kCheck, 8).allowed);   // the one slot is held
-  EXPECT_FALSE(apply(*other, StoreOp::Kind::kRelease, 9).allowed); // a made-up token frees nothing
+  EXPECT_FALSE(apply(*other, StoreOp::Kind::kCheck, 8).allowed);    // the one slot is held
+  EXPECT_FALSE(apply(*other, StoreOp::Kind::kRelease, 9).allowed);  // a made-up token frees nothing
   EXPECT_FALSE(apply(*other, StoreOp::Kind::kCheck, 8).allowed);
-  EXPECT_TRUE(apply(*other, StoreOp::Kind::kRelease, 7).allowed);  // released on the other node
-  EXPECT_FALSE(apply(*store_, StoreOp::Kind::kRelease, 7).allowed); // once
+  EXPECT_TRUE(apply(*other, StoreOp::Kind::kRelease, 7).allowed);    // released on the other node
+  EXPECT_FALSE(apply(*store_, StoreOp::Kind::kRelease, 7).allowed);  // once
   EXPECT_TRUE(apply(*other, StoreOp::Kind::kCheck, 8).allowed);
   EXPECT_FALSE(apply(*store_, StoreOp::Kind::kCheck, 10).allowed);
 }
 
 TEST_F(RedisStoreTest, EnvoyKeyLayoutSharesEnvoysCounters) {
-  std::unique_ptr<RedisStore> envoy = NewStore(
-      client_.get(), RedisStoreOptions{.envoy_key_layout = true, .envoy_prefix = "pre_"});
+  std::unique_ptr<RedisStore> envoy =
+      NewStore(client_.get(), RedisStoreOptions{.envoy_key_layout = true, .envoy_prefix = "pre_"});
   const int64_t now_ns = kStartNs + 42 * kSecond + 5 * kMs;
   const int64_t window_s = (now_ns / kSecond) / 60 * 60;
   const Limit minute = MakeLimit(Spec(Algorithm::kFixedWindow, 5, 60 * kSecond), "hank");

@@ -50,10 +50,10 @@ Int128 LargestValue(const LimitSpec& spec, int64_t now_ns, int64_t unit_ns) {
 // Returns the script's hits: any count past the capacity decides alike (refused, never
 // passable), so they are capped at capacity + 1, which stays exact in a double.
 uint64_t ScriptHits(const StoreOp& op) {
-  const uint64_t cap = op.spec.algorithm == Algorithm::kTokenBucket ||
-                               op.spec.algorithm == Algorithm::kLeakyBucket
-                           ? op.spec.Capacity()
-                           : op.spec.requests_per_period;
+  const uint64_t cap =
+      op.spec.algorithm == Algorithm::kTokenBucket || op.spec.algorithm == Algorithm::kLeakyBucket
+          ? op.spec.Capacity()
+          : op.spec.requests_per_period;
   return std::min<uint64_t>(op.hits, cap + 1);
 }
 
@@ -85,8 +85,7 @@ bool IsStrayRelease(const StoreOp& op, const PlannedOp& plan) {
   return op.kind == StoreOp::Kind::kRelease && plan.code != OpCode::kRelease;
 }
 
-std::string HashTag(std::string_view prefix, std::string_view state_key,
-                    uint32_t descriptor_size) {
+std::string HashTag(std::string_view prefix, std::string_view state_key, uint32_t descriptor_size) {
   const std::string_view part = state_key.substr(0, descriptor_size);
   std::string tag(prefix);
   tag.push_back('{');

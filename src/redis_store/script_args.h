@@ -42,7 +42,8 @@ enum class OpCode : uint8_t {
 };
 
 inline constexpr int kArgsPerTransaction = 4;  // op count, now in µs, ms, s
-inline constexpr int kArgsPerOp = 8;  // code, hits, period, limit, capacity, window end, unit, lease
+inline constexpr int kArgsPerOp =
+    8;  // code, hits, period, limit, capacity, window end, unit, lease
 inline constexpr int64_t kExact = int64_t{1} << 53;  // doubles hold integers below it exactly
 // The time ValidateRedisLimit checks a limit for (2100-01-01): a limit valid for it stays valid
 // until then.

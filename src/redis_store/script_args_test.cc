@@ -24,7 +24,8 @@ struct Key {
 Key MakeKey(std::string_view domain, std::vector<core::DescriptorEntry> entries,
             const LimitSpec& spec, bool block = false) {
   Key key;
-  key.descriptor_size = static_cast<uint32_t>(limiter::PutDescriptorPart(key.bytes, domain, entries));
+  key.descriptor_size =
+      static_cast<uint32_t>(limiter::PutDescriptorPart(key.bytes, domain, entries));
   core::RateLimitRule rule;
   rule.spec = spec;
   limiter::PutRulePart(key.bytes.data() + key.descriptor_size, rule);
@@ -35,8 +36,8 @@ Key MakeKey(std::string_view domain, std::vector<core::DescriptorEntry> entries,
 }
 
 LimitSpec Spec(Algorithm algorithm, uint64_t count, int64_t period_ns, uint64_t burst = 0) {
-  return LimitSpec{.algorithm = algorithm, .requests_per_period = count, .period_ns = period_ns,
-                   .burst = burst};
+  return LimitSpec{
+      .algorithm = algorithm, .requests_per_period = count, .period_ns = period_ns, .burst = burst};
 }
 
 TEST(ChooseUnitTest, MicrosecondsForOrdinaryLimits) {
@@ -67,8 +68,8 @@ TEST(ChooseUnitTest, UnitMustDivideThePeriod) {
 }
 
 TEST(ChooseUnitTest, RefusesWhatNoUnitHolds) {
-  const LimitSpec huge = Spec(Algorithm::kTokenBucket, 1'000'000'000'000, 100LL * 365 * 86400 *
-                                                                              kSecondNs);
+  const LimitSpec huge =
+      Spec(Algorithm::kTokenBucket, 1'000'000'000'000, 100LL * 365 * 86400 * kSecondNs);
   EXPECT_EQ(ChooseUnitNs(huge, kNowNs), 0);
   const absl::Status status = ValidateRedisLimit(huge);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
@@ -106,9 +107,8 @@ TEST(KeysTest, EnvoyKeyIsEnvoysCacheKey) {
   const LimitSpec minute = Spec(Algorithm::kFixedWindow, 10, 60 * kSecondNs);
   const Key k = MakeKey("api", {{"user", "alice"}, {"path", "/x"}}, minute);
   const int64_t now_s = kNowNs / kSecondNs;
-  const absl::StatusOr<std::string> key =
-      EnvoyRedisKey("pre_", std::string_view(k.bytes).substr(0, k.descriptor_size),
-                    minute.period_ns, kNowNs);
+  const absl::StatusOr<std::string> key = EnvoyRedisKey(
+      "pre_", std::string_view(k.bytes).substr(0, k.descriptor_size), minute.period_ns, kNowNs);
   ASSERT_TRUE(key.ok()) << key.status();
   EXPECT_EQ(*key, "pre_api_user_alice_path_/x_" + std::to_string(now_s / 60 * 60));
 
@@ -132,12 +132,14 @@ TEST(EncodeTest, ArgumentsAndKeysPerOp) {
   const LimitSpec spec = Spec(Algorithm::kConcurrency, 3, kSecondNs);
   const Key k = MakeKey("api", {{"user", "alice"}}, spec);
   std::vector<StoreOp> ops(2);
-  ops[0] = StoreOp{.spec = spec, .hits = 1000, .lease = 42, .state_key = k.bytes,
+  ops[0] = StoreOp{.spec = spec,
+                   .hits = 1000,
+                   .lease = 42,
+                   .state_key = k.bytes,
                    .descriptor_size = k.descriptor_size};
   ops[1] = StoreOp{.spec = spec, .state_key = {}, .descriptor_size = 0};  // no state key
   const ScriptOptions options;
-  std::vector<PlannedOp> plans = {PlanOp(ops[0], kNowNs, options),
-                                  PlanOp(ops[1], kNowNs, options)};
+  std::vector<PlannedOp> plans = {PlanOp(ops[0], kNowNs, options), PlanOp(ops[1], kNowNs, options)};
   EXPECT_EQ(plans[0].code, OpCode::kAcquire);
   EXPECT_EQ(plans[1].code, OpCode::kRefuse);
   std::vector<std::string> keys;
@@ -148,13 +150,13 @@ TEST(EncodeTest, ArgumentsAndKeysPerOp) {
   EXPECT_EQ(keys.size(), 2u);  // state and lease book of op 0; none for the refused one
   EXPECT_EQ(args[0], "2");
   EXPECT_EQ(args[1], std::to_string(kNowNs / 1'000));
-  EXPECT_EQ(args[4], "8");     // 2 * kAcquire
-  EXPECT_EQ(args[5], "4");     // hits capped at limit + 1
+  EXPECT_EQ(args[4], "8");  // 2 * kAcquire
+  EXPECT_EQ(args[5], "4");  // hits capped at limit + 1
   EXPECT_EQ(args[6], "1000000");
   const int64_t now_us = kNowNs / 1'000;
   EXPECT_EQ(args[9], std::to_string(now_us - now_us % 1'000'000 + 1'000'000));
   EXPECT_EQ(args[11], "42");
-  EXPECT_EQ(args[12], "14");   // 2 * kRefuse
+  EXPECT_EQ(args[12], "14");  // 2 * kRefuse
 }
 
 redis::Reply Int(int64_t v) {
@@ -164,16 +166,16 @@ redis::Reply Int(int64_t v) {
 TEST(DecodeTest, ScalesDurationsAndRejectsMalformedReplies) {
   const LimitSpec spec = Spec(Algorithm::kTokenBucket, 10, kSecondNs, 20);
   const Key k = MakeKey("api", {}, spec);
-  std::vector<StoreOp> ops = {StoreOp{.spec = spec, .state_key = k.bytes,
-                                      .descriptor_size = k.descriptor_size}};
+  std::vector<StoreOp> ops = {
+      StoreOp{.spec = spec, .state_key = k.bytes, .descriptor_size = k.descriptor_size}};
   std::vector<PlannedOp> plans = {PlanOp(ops[0], kNowNs, ScriptOptions{})};
   const uint32_t which[] = {0};
   std::vector<Decision> decisions(1);
   bool committed = true;
   redis::Reply reply{.type = redis::Reply::Type::kArray};
   reply.elements = {Int(0), Int(0), Int(3), Int(-1), Int(7), Int(0)};
-  ASSERT_TRUE(DecodeTransaction(reply, ops, plans, which, absl::MakeSpan(decisions), &committed)
-                  .ok());
+  ASSERT_TRUE(
+      DecodeTransaction(reply, ops, plans, which, absl::MakeSpan(decisions), &committed).ok());
   EXPECT_FALSE(committed);
   EXPECT_FALSE(decisions[0].allowed);
   EXPECT_EQ(decisions[0].limit, 20u);
@@ -183,26 +185,26 @@ TEST(DecodeTest, ScalesDurationsAndRejectsMalformedReplies) {
 
   redis::Reply bad = reply;
   bad.elements.pop_back();
-  EXPECT_FALSE(DecodeTransaction(bad, ops, plans, which, absl::MakeSpan(decisions), &committed)
-                   .ok());
+  EXPECT_FALSE(
+      DecodeTransaction(bad, ops, plans, which, absl::MakeSpan(decisions), &committed).ok());
   bad = reply;
   bad.elements[2] = redis::Reply{.type = redis::Reply::Type::kString, .str = "x"};
-  EXPECT_FALSE(DecodeTransaction(bad, ops, plans, which, absl::MakeSpan(decisions), &committed)
-                   .ok());
+  EXPECT_FALSE(
+      DecodeTransaction(bad, ops, plans, which, absl::MakeSpan(decisions), &committed).ok());
   bad = reply;
   bad.elements[0] = Int(5);
-  EXPECT_FALSE(DecodeTransaction(bad, ops, plans, which, absl::MakeSpan(decisions), &committed)
-                   .ok());
+  EXPECT_FALSE(
+      DecodeTransaction(bad, ops, plans, which, absl::MakeSpan(decisions), &committed).ok());
   bad = reply;
   bad.elements[2] = Int(-4);
-  EXPECT_FALSE(DecodeTransaction(bad, ops, plans, which, absl::MakeSpan(decisions), &committed)
-                   .ok());
+  EXPECT_FALSE(
+      DecodeTransaction(bad, ops, plans, which, absl::MakeSpan(decisions), &committed).ok());
   const redis::Reply error{.type = redis::Reply::Type::kError, .str = "ERR boom"};
-  EXPECT_FALSE(DecodeTransaction(error, ops, plans, which, absl::MakeSpan(decisions), &committed)
-                   .ok());
-  EXPECT_FALSE(DecodeTransaction(redis::Reply{}, ops, plans, which, absl::MakeSpan(decisions),
-                                 &committed)
-                   .ok());
+  EXPECT_FALSE(
+      DecodeTransaction(error, ops, plans, which, absl::MakeSpan(decisions), &committed).ok());
+  EXPECT_FALSE(
+      DecodeTransaction(redis::Reply{}, ops, plans, which, absl::MakeSpan(decisions), &committed)
+          .ok());
 }
 
 }  // namespace
