@@ -18,6 +18,7 @@ MembershipChange ClusterStore::SetMembers(const std::vector<Member>& members) {
       });
   auto& log = common::RateLimitedLog::Default();
   for (const std::string& id : change.joined) {
+    transport_->PeerIsUp(membership_->SlotOf(id));  // a node that rejoins: no stale backoff
     log.Log(
         absl::StrCat("floodgate: cluster: ", id, " joined (", membership_->size(), " members)"));
   }

@@ -731,7 +731,14 @@ void ClusterStore::ReclaimExpired(int64_t now_ns) {
 // ---------------------------------------------------------------------------------------------
 // PeerHandler: what the other members ask of this node
 
-void ClusterStore::RecordContact(int member) { membership_->RecordContact(member); }
+void ClusterStore::RecordContact(int member) {
+  // A member taken for dead speaks again (a restarted node dials in before this node's link to
+  // it has waited out its reconnect backoff): reach it at once, or forwards to it keep failing
+  // and it flaps between dead and alive until the backoff ends.
+  if (membership_->RecordContact(member)) {
+    transport_->PeerIsUp(member);
+  }
+}
 
 bool ClusterStore::HandleForward(absl::Span<const StoreOp> ops, int64_t now_ns,
                                  absl::Span<Decision> decisions) {

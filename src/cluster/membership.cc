@@ -225,13 +225,16 @@ void Membership::SetAlive(int i, bool alive) {
   }
 }
 
-void Membership::RecordContact(int i) {
+bool Membership::RecordContact(int i) {
   if (i < 0 || i >= slots() || i == self_) {
-    return;
+    return false;
   }
   absl::MutexLock lock(&mu_);
   last_contact_ns_[i] = clock_->NowNs();
+  const uint64_t bit = uint64_t{1} << i;
+  const bool was_alive = (alive_.load(std::memory_order_relaxed) & bit) != 0;
   SetAlive(i, true);
+  return !was_alive && (alive_.load(std::memory_order_relaxed) & bit) != 0;
 }
 
 void Membership::RecordFailure(int i) {

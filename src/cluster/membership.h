@@ -105,8 +105,8 @@ class Membership {
   void SetLeaving();
   bool leaving() const { return leaving_.load(std::memory_order_acquire); }
 
-  // A message from member `i` arrived now.
-  void RecordContact(int i);
+  // A message from member `i` arrived now. Returns whether that made it alive (it was dead).
+  bool RecordContact(int i);
   // A call to member `i` failed: treat it as dead until it is heard from again.
   void RecordFailure(int i);
   // Marks dead every member not heard from within dead_after_ns. Call periodically.

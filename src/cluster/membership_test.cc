@@ -67,12 +67,14 @@ TEST(MembershipTest, SilentMemberDiesAfterTimeout) {
 TEST(MembershipTest, FailureMarksDeadUntilContact) {
   FakeClock clock;
   Membership m(Members(3), 0, &clock, kSecond);
-  m.RecordContact(1);
+  EXPECT_TRUE(m.RecordContact(1));   // dead until now: the caller ends its link's backoff
+  EXPECT_FALSE(m.RecordContact(1));  // already alive
   m.RecordFailure(1);
   EXPECT_EQ(m.alive_mask(), 0b001u);
   m.RecordFailure(0);  // self never dies
   EXPECT_EQ(m.alive_mask(), 0b001u);
-  m.RecordContact(1);
+  EXPECT_FALSE(m.RecordContact(0));
+  EXPECT_TRUE(m.RecordContact(1));
   EXPECT_EQ(m.alive_mask(), 0b011u);
 }
 

@@ -100,6 +100,14 @@ size_t PeerLink::queued_bytes() const {
   return out_.size() + writing_bytes_;
 }
 
+void PeerLink::EndBackoff() {
+  absl::MutexLock lock(&mu_);
+  if (state_ == State::kBackoff) {
+    state_ = State::kIdle;
+    backoff_ = options_.min_backoff;
+  }
+}
+
 absl::Status PeerLink::Call(FrameType type, const google::protobuf::MessageLite& request,
                             absl::Duration timeout, AnswerFn on_answer) {
   absl::MutexLock lock(&mu_);

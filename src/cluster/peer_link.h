@@ -90,6 +90,10 @@ class PeerLink : public std::enable_shared_from_this<PeerLink> {
                     absl::Duration timeout, AnswerFn on_answer);
   // Fails every call (kUnavailable) and closes the connection, on the loop; later calls fail.
   void Close();
+  // The peer was heard from just now (it dialled this node, or it joined): a link waiting out
+  // a reconnect backoff stops waiting, so the next call connects at once instead of failing
+  // with "unreachable (reconnecting)". A restarted peer is then reached as soon as it speaks.
+  void EndBackoff();
 
   boost::asio::io_context& loop() { return loop_; }
   // Writes that carried at least one forward frame (the forward "batches").

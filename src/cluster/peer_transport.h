@@ -169,6 +169,9 @@ class PeerTransport {
   virtual absl::Status PushConfig(int member,
                                   const std::vector<peer::v1::ConfigChange>& changes) = 0;
   virtual PeerLinkStats GetLinkStats(int member) const = 0;
+  // `member` was heard from just now after being taken for dead (or it joined): a link that
+  // waits out a reconnect backoff to it tries again at once. The default does nothing.
+  virtual void PeerIsUp(int member) {}
   // Slot `member` now holds node `id` at `address` ("" id: nobody): a member joined, moved or
   // its slot was reused. Calls to the slot go to the new node from now on; the old node's links
   // close. The default (a transport with fixed members) ignores it.

@@ -466,6 +466,20 @@ class TcpPeerTransport final : public PeerTransport {
     return stats;
   }
 
+  void PeerIsUp(int member) override {
+    absl::StatusOr<MemberState*> state = MemberAt(member);
+    if (!state.ok()) {
+      return;
+    }
+    (*state)->link->EndBackoff();
+    absl::MutexLock lock(&links_mu_);  // and every caller loop's link to it (ForwardAsync)
+    for (const auto& [loop, links] : loop_links_) {
+      if (member < static_cast<int>(links.size()) && links[member].member == *state) {
+        links[member].link->EndBackoff();
+      }
+    }
+  }
+
   void SetMember(int member, const std::string& id, const std::string& address) override {
     if (member < 0 || member >= kMaxMembers || member == options_.self || shut_down_.load()) {
       return;
@@ -532,6 +546,8 @@ class TcpPeerTransport final : public PeerTransport {
     link.connect_timeout = options_.forward_timeout;
     link.max_queued_bytes = options_.max_queued_bytes;
     link.max_pending = options_.max_queued_frames;
+    link.min_backoff = options_.min_reconnect_backoff;
+    link.max_backoff = options_.max_reconnect_backoff;
     link.auth = &shared_->auth;
     link.tls = client_tls_;
     return link;

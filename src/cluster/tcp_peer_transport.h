@@ -51,7 +51,11 @@ struct TcpPeerTransportOptions {
   size_t max_queued_bytes = size_t{8} << 20;  // per link: unsent bytes beyond this fail calls
   size_t max_queued_frames = 100'000;         // per link: calls in flight beyond this fail
   int listener_threads = 2;                   // the peer listener's io threads
-  const Clock* clock = SystemClock::Get();    // stamps replication batches, decides forwards
+  // After a failed connection, calls to that member fail at once for a backoff that starts at
+  // the first and doubles up to the second (PeerIsUp ends it early).
+  absl::Duration min_reconnect_backoff = absl::Milliseconds(100);
+  absl::Duration max_reconnect_backoff = absl::Milliseconds(500);
+  const Clock* clock = SystemClock::Get();  // stamps replication batches, decides forwards
   // How long replication and consistency: local reports wait on their queue before they leave,
   // so that more share a frame (zero: on the transport loop's next turn).
   absl::Duration background_delay = absl::ZeroDuration();

@@ -631,6 +631,38 @@ TEST(TcpPeerTransportTest, RestartedPeerIsReachedAgain) {
   EXPECT_EQ(b->GetAuthStats().bad_key, 0u);
 }
 
+// A peer that comes back while the link to it waits out a reconnect backoff: calls keep failing
+// at once ("reconnecting") until PeerIsUp (the peer dialled in, or rejoined), then reach it
+// without waiting for the backoff to end. The backoff here is a minute, so nothing depends on
+// timing.
+TEST(TcpPeerTransportTest, PeerIsUpEndsTheReconnectBackoff) {
+  auto a_handler = std::make_unique<EchoHandler>("a");
+  std::unique_ptr<PeerTransport> a = StartA(a_handler.get());
+  const int port = a->port();
+  a.reset();
+
+  EchoHandler b_handler("b");
+  TcpPeerTransportOptions options = Options(1, port, absl::Seconds(2));
+  options.min_reconnect_backoff = absl::Minutes(1);
+  options.max_reconnect_backoff = absl::Minutes(1);
+  std::unique_ptr<PeerTransport> b = NewTcpPeerTransport(options);
+  ASSERT_TRUE(b->Start(&b_handler).ok());
+  absl::Status gone = ForwardEcho(*b, 1, 1);  // connection refused: the backoff starts
+  EXPECT_TRUE(IsPeerDown(gone)) << gone;
+
+  a = StartA(a_handler.get(), port);
+  ASSERT_EQ(a->port(), port);
+  absl::Status waiting = ForwardEcho(*b, 2, 2);
+  EXPECT_TRUE(absl::IsUnavailable(waiting)) << waiting;
+  EXPECT_NE(waiting.message().find("reconnecting"), std::string_view::npos) << waiting;
+  EXPECT_EQ(a_handler->forwards(), 0u);
+
+  b->PeerIsUp(kA);
+  absl::Status back = ForwardEcho(*b, 3, 3);
+  EXPECT_TRUE(back.ok()) << back;
+  EXPECT_EQ(a_handler->forwards(), 1u);
+}
+
 // A peer whose handler blocks: calls fail within the call timeout (not a hang), and succeed again
 // once it answers.
 TEST(TcpPeerTransportTest, StalledPeerFailsWithinTheTimeout) {
