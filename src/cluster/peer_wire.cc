@@ -129,4 +129,13 @@ absl::Status DecisionsOf(const pb::ForwardResponse& response, const std::string&
   return absl::OkStatus();
 }
 
+peer::v1::ForwardRequest ForwardRequestOf(absl::Span<const StoreOp> ops) {
+  peer::v1::ForwardRequest request;
+  peer::v1::Txn* txn = request.add_txns();
+  for (const StoreOp& op : ops) {
+    ToProto(op, txn->add_ops());
+  }
+  return request;
+}
+
 }  // namespace floodgate::cluster

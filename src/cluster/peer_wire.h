@@ -35,6 +35,9 @@ void ToProto(const StateRecord& r, peer::v1::State* out);
 // Returns the record, or InvalidArgument for a bad limit.
 absl::StatusOr<StateRecord> FromProto(const peer::v1::State& state);
 
+// A forward request of one transaction: `ops`.
+peer::v1::ForwardRequest ForwardRequestOf(absl::Span<const StoreOp> ops);
+
 // Turns a call's outcome into a status and, when OK, the parsed answer: an error frame becomes
 // its status, a frame of another type or a bad payload an Internal error naming `member`.
 absl::Status DecodeAnswer(absl::Status status, const Frame& frame, FrameType expected,

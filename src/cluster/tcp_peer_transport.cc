@@ -452,31 +452,15 @@ class TcpPeerTransport final : public PeerTransport {
     stats.forwarded_txns = state.forwarded_txns.load(std::memory_order_relaxed);
     stats.forward_errors = state.forward_errors.load(std::memory_order_relaxed);
     stats.replicated_states = state.replicated_states.load(std::memory_order_relaxed);
-    stats.forward_batches = state.link->forward_writes();
-    {
-      absl::MutexLock lock(&links_mu_);
-      for (const auto& [loop, links] : loop_links_) {
-        if (member < static_cast<int>(links.size()) && links[member].member == &state) {
-          stats.forward_batches += links[member].link->forward_writes();
-        }
-      }
-    }
+    ForEachLink(state, [&](PeerLink& link) { stats.forward_batches += link.forward_writes(); });
     absl::MutexLock lock(&state.mu);
     stats.replication_lag_ns = state.replication_lag_ns;
     return stats;
   }
 
   void PeerIsUp(int member) override {
-    absl::StatusOr<MemberState*> state = MemberAt(member);
-    if (!state.ok()) {
-      return;
-    }
-    (*state)->link->EndBackoff();
-    absl::MutexLock lock(&links_mu_);  // and every caller loop's link to it (ForwardAsync)
-    for (const auto& [loop, links] : loop_links_) {
-      if (member < static_cast<int>(links.size()) && links[member].member == *state) {
-        links[member].link->EndBackoff();
-      }
+    if (absl::StatusOr<MemberState*> state = MemberAt(member); state.ok()) {
+      ForEachLink(**state, [](PeerLink& link) { link.EndBackoff(); });
     }
   }
 
@@ -527,13 +511,11 @@ class TcpPeerTransport final : public PeerTransport {
   }
 
   PeerAuthStats GetAuthStats() const override {
-    const auto& f = shared_->auth.failures;
-    PeerAuthStats stats;
-    stats.bad_key = f[static_cast<int>(AuthFailure::kBadKey)].load(std::memory_order_relaxed);
-    stats.not_member = f[static_cast<int>(AuthFailure::kNotMember)].load(std::memory_order_relaxed);
-    stats.version = f[static_cast<int>(AuthFailure::kVersion)].load(std::memory_order_relaxed);
-    stats.malformed = f[static_cast<int>(AuthFailure::kMalformed)].load(std::memory_order_relaxed);
-    return stats;
+    auto count = [this](AuthFailure reason) {
+      return shared_->auth.failures[static_cast<int>(reason)].load(std::memory_order_relaxed);
+    };
+    return PeerAuthStats{count(AuthFailure::kBadKey), count(AuthFailure::kNotMember),
+                         count(AuthFailure::kVersion), count(AuthFailure::kMalformed)};
   }
 
  private:
@@ -587,6 +569,18 @@ class TcpPeerTransport final : public PeerTransport {
   }
 
   // Returns the link to `state`'s member on `loop`, made on first use; null once shut down.
+  // Runs fn on every link to `state`'s member: its own and each caller loop's (ForwardAsync).
+  template <typename Fn>
+  void ForEachLink(const MemberState& state, Fn fn) const {
+    fn(*state.link);
+    absl::MutexLock lock(&links_mu_);
+    for (const auto& [loop, links] : loop_links_) {
+      if (state.index < static_cast<int>(links.size()) && links[state.index].member == &state) {
+        fn(*links[state.index].link);
+      }
+    }
+  }
+
   std::shared_ptr<PeerLink> LinkFor(const MemberState& state, asio::io_context& loop) {
     absl::MutexLock lock(&links_mu_);
     if (shut_down_.load()) {
@@ -605,15 +599,6 @@ class TcpPeerTransport final : public PeerTransport {
       link.link = PeerLink::Create(LinkOptions(state), loop);
     }
     return link.link;
-  }
-
-  static pb::ForwardRequest ForwardRequestOf(absl::Span<const StoreOp> ops) {
-    pb::ForwardRequest request;
-    pb::Txn* txn = request.add_txns();
-    for (const StoreOp& op : ops) {
-      ToProto(op, txn->add_ops());
-    }
-    return request;
   }
 
   static void CountForward(MemberState& state, const absl::Status& status) {
