@@ -87,8 +87,8 @@ async function refreshOverview() {
       card('keys', 'keys held', formatNumber(store.keys ?? 0)), memory,
       card('state', 'state', s.draining ? 'draining' : 'serving'));
 
-  const cluster = await getJson('/v1/cluster');
   const table = $('#members');
+  const cluster = s.cluster === false ? {status: 404} : await getJson('/v1/cluster');
   if (cluster.status === 404) {
     $('#cluster-summary').textContent = 'Single node: no cluster.';
     table.hidden = true;
