@@ -19,10 +19,11 @@ DEB_PACKAGES := build-essential cmake ninja-build pkg-config git ca-certificates
   libssl-dev openssl libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libboost-dev libnghttp2-dev \
   clang libclang-rt-14-dev \
   libc-ares-dev etcd-server etcd-client dnsmasq-base \
-  nginx redis-server redis-tools wrk curl python3 python3-matplotlib procps iproute2
+  nginx redis-server redis-tools wrk curl python3 python3-matplotlib procps iproute2 \
+  chromium prometheus libspdlog-dev libfmt-dev
 
-.PHONY: all deps configure build test test-unit test-integration run bench clean format \
-  configure-san build-san test-san fuzz
+.PHONY: all deps console-deps configure build test test-unit test-integration run bench clean \
+  format configure-san build-san test-san fuzz
 
 all: build
 
@@ -35,13 +36,21 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# The browser test's npm package (playwright-core, pinned by tests/console/package-lock.json),
+# with Node.js and npm from Debian when the machine has none. Chromium is a Debian package above.
+console-deps:
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends nodejs npm; }
+	@[ -f tests/console/node_modules/playwright-core/package.json ] || \
+	  (cd tests/console && npm ci --no-audit --no-fund)
+
 configure: deps
 	@[ -f $(BUILD_DIR)/build.ninja ] || cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+test: build console-deps
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
 	$(MAKE) test-san
 	./fuzz/run.sh $(SAN_BUILD_DIR) $(TEST_FUZZ_SECONDS)
