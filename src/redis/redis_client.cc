@@ -138,6 +138,15 @@ absl::Status ApplyQuery(std::string_view query, ClientOptions& options) {
     } else if (name == "max_pending") {
       status = ParsePositive(name, *value, 100'000'000, number);
       options.max_pending_per_node = static_cast<int>(number);
+    } else if (name == "tls") {  // TLS to Sentinels or cluster nodes; rediss:// says it alone
+      if (*value != "true" && *value != "false") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("store URL: tls=", AbslView(*value), " is not true or false"));
+      }
+      if (*value == "false" && options.tls) {
+        return absl::InvalidArgumentError("store URL: rediss:// is TLS; tls=false contradicts it");
+      }
+      options.tls = *value == "true";
     } else if (name == "tls_ca") {
       options.tls_ca_file = *value;
     } else if (name == "tls_cert") {
@@ -147,8 +156,8 @@ absl::Status ApplyQuery(std::string_view query, ClientOptions& options) {
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "store URL: unknown query parameter '", AbslView(name),
-          "' (known: timeout_ms, connect_timeout_ms, connections, max_pending, tls_ca, tls_cert, "
-          "tls_key)"));
+          "' (known: timeout_ms, connect_timeout_ms, connections, max_pending, tls, tls_ca, "
+          "tls_cert, tls_key)"));
     }
     if (!status.ok()) {
       return status;
@@ -367,11 +376,12 @@ absl::StatusOr<ClientOptions> ParseStoreUrl(std::string_view url) {
                          !options.tls_key_file.empty();
   if (tls_files && !options.tls) {
     return absl::InvalidArgumentError(
-        "store URL: tls_ca, tls_cert and tls_key go with rediss:// (TLS)");
+        "store URL: tls_ca, tls_cert and tls_key go with TLS (rediss:// or tls=true)");
   }
   if (options.tls && options.tls_ca_file.empty()) {
     return absl::InvalidArgumentError(
-        "store URL: rediss:// needs ?tls_ca=FILE (the CA the server's certificate chains to)");
+        "store URL: TLS (rediss:// or tls=true) needs ?tls_ca=FILE (the CA the server's "
+        "certificate chains to)");
   }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("store URL: tls_cert and tls_key go together");

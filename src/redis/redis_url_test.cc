@@ -73,6 +73,24 @@ TEST(ParseStoreUrlTest, TlsAndQuery) {
   EXPECT_EQ(options->max_pending_per_node, 100);
 }
 
+// tls=true asks for TLS where the scheme cannot (Sentinel, Cluster): envoyproxy/ratelimit's
+// REDIS_TLS maps to it.
+TEST(ParseStoreUrlTest, TlsParameter) {
+  absl::StatusOr<ClientOptions> cluster =
+      ParseStoreUrl("redis-cluster://a:1,b:2?tls=true&tls_ca=/ca.pem");
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EXPECT_TRUE(cluster->tls);
+  EXPECT_EQ(cluster->tls_ca_file, "/ca.pem");
+  absl::StatusOr<ClientOptions> plain = ParseStoreUrl("redis://h:1?tls=false");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->tls);
+  EXPECT_NE(ErrorOf("rediss://h:1?tls=false&tls_ca=/ca.pem").find("tls=false contradicts it"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("redis://h:1?tls=yes").find("tls=yes is not true or false"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis-sentinel://s:1/m?tls=true").find("TLS (rediss:// or tls=true) needs"),
+            std::string::npos);
+}
+
 TEST(ParseStoreUrlTest, Sentinel) {
   absl::StatusOr<ClientOptions> options =
       ParseStoreUrl("redis-sentinel://:pw@s1:26379,s2,s3:26380/my%20master/4?timeout_ms=30");

@@ -912,6 +912,16 @@ TEST_F(FlagsTest, EnvoyRedisVariables) {
               HasSubstr("REDIS_TYPE=RING: not one of SINGLE, SENTINEL, CLUSTER"));
   EXPECT_THAT(Refusal({"serve", "--config", "c"}, {{"REDIS_TLS", "true"}, {"REDIS_URL", "r:1"}}),
               HasSubstr("needs REDIS_TLS_CACERT"));
+  // REDIS_TLS with its CA makes a URL our parser takes, for every REDIS_TYPE.
+  EXPECT_EQ(
+      options({{"REDIS_TLS", "true"}, {"REDIS_TLS_CACERT", "/ca.pem"}, {"REDIS_URL", "r:1"}}).store,
+      "rediss://r:1?tls=true&tls_ca=/ca.pem");
+  EXPECT_EQ(options({{"REDIS_TLS", "true"},
+                     {"REDIS_TLS_CACERT", "/ca.pem"},
+                     {"REDIS_TYPE", "cluster"},
+                     {"REDIS_URL", "a:1,b:2"}})
+                .store,
+            "redis-cluster://a:1,b:2?tls=true&tls_ca=/ca.pem");
 }
 
 TEST_F(FlagsTest, GoDurationsAndBooleans) {
