@@ -121,7 +121,7 @@ function countersOf(samples) {
   return {
     allowed: sumBy(samples, 'ratelimit_service_rate_limit_within_limit', 'domain'),
     refused: sumBy(samples, 'ratelimit_service_rate_limit_over_limit', 'domain'),
-    shed: sumBy(samples, 'floodgate_domain_shed_total', 'domain'),
+    shed: sumBy(samples, 'floodgate_shed_checks_total', 'domain'),
     latency: histogram(samples, 'floodgate_decision_latency_seconds'),
   };
 }
