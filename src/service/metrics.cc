@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "src/service/process_metrics.h"
 
 namespace floodgate::service {
 namespace {
@@ -282,6 +283,7 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
          metrics.statsd_datagrams.load());
   Scalar(out, "floodgate_statsd_send_errors_total", "counter",
          "StatsD datagrams lost to a send error.", metrics.statsd_send_errors.load());
+  RenderProcessPrometheus(out);
   return out;
 }
 

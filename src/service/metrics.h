@@ -96,7 +96,8 @@ struct ServerMetrics {
 // a name never breaks a StatsD line.
 std::string EnvoyStatName(std::string_view stats_key);
 
-// Renders all metrics in Prometheus text format 0.0.4.
+// Renders all metrics in Prometheus text format 0.0.4, the process metrics and build info
+// (process_metrics.h) included.
 std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetrics& metrics,
                              const ConfigStats& config);
 
