@@ -262,6 +262,11 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
   const StoreStats store = limiter.store()->GetStats();
   Scalar(out, "floodgate_store_keys", "gauge", "Keys with live state.", store.keys);
   Scalar(out, "floodgate_store_bytes", "gauge", "Memory held by the state tables.", store.bytes);
+  Scalar(out, "floodgate_store_max_bytes", "gauge",
+         "Memory the state tables may hold before the store evicts (0: no cap).",
+         metrics.store_max_bytes);
+  Scalar(out, "floodgate_max_memory_bytes", "gauge",
+         "The process's memory budget, --max-memory (0: no cap).", metrics.max_memory_bytes);
   Scalar(out, "floodgate_store_reclaimed_total", "counter", "States dropped once back to full.",
          store.reclaimed);
   Scalar(out, "floodgate_store_evicted_total", "counter", "States dropped by the memory cap.",
@@ -279,6 +284,10 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
          config.reload_success);
   Scalar(out, "floodgate_config_reload_failure_total", "counter", "Config changes refused.",
          config.reload_failure);
+  Scalar(out, "floodgate_config_last_reload_successful", "gauge",
+         "1 unless the last config change (file reload, admin change, xDS push, cluster sync) was "
+         "refused; the previous version then stays in force.",
+         config.last_error.empty() ? 1 : 0);
   Scalar(out, "floodgate_statsd_datagrams_total", "counter", "StatsD datagrams sent.",
          metrics.statsd_datagrams.load());
   Scalar(out, "floodgate_statsd_send_errors_total", "counter",

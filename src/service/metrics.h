@@ -88,6 +88,11 @@ struct ServerMetrics {
   // Checks of each domain the config does not define: envoyproxy/ratelimit's
   // `<domain>.domain_not_found`.
   DomainCounts domain_not_found;
+  // The memory caps, for alerts on memory use against them; set before serving, then read
+  // only. max_memory_bytes is --max-memory, the process's budget; store_max_bytes is the part of
+  // it the key tables get (the store evicts past it). 0: no cap.
+  uint64_t max_memory_bytes = 0;
+  uint64_t store_max_bytes = 0;
 };
 
 // Returns envoyproxy/ratelimit's stat name for a rule's stats key: ':' and '|' become '_', so
