@@ -252,6 +252,13 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
            "Checks of a domain the config does not define (a typo?), answered with no "
            "configured limit.",
            metrics.grpc.unknown_domain, metrics.http.unknown_domain);
+  Header(out, "floodgate_shed_checks_total", "counter",
+         "Checks shed past a queue bound, per domain (at most 1000 names; the rest under "
+         "_other_).");
+  metrics.shed_checks.ForEach([&out](const std::string& domain, uint64_t count) {
+    absl::StrAppend(&out, "floodgate_shed_checks_total{domain=\"", EscapeLabel(domain), "\"} ",
+                    count, "\n");
+  });
   Header(out, "floodgate_decision_latency_seconds", "histogram",
          "Time from request parsed to decision made.");
   metrics.grpc.latency.Render("floodgate_decision_latency_seconds", "frontend=\"grpc\"", out);

@@ -88,6 +88,9 @@ struct ServerMetrics {
   // Checks of each domain the config does not define: envoyproxy/ratelimit's
   // `<domain>.domain_not_found`.
   DomainCounts domain_not_found;
+  // Checks shed past a front end's bounds (FrontendMetrics::shed counts them with the
+  // connections closed at accept), per domain.
+  DomainCounts shed_checks;
   // The memory caps, for alerts on memory use against them; set before serving, then read
   // only. max_memory_bytes is --max-memory, the process's budget; store_max_bytes is the part of
   // it the key tables get (the store evicts past it). 0: no cap.

@@ -177,6 +177,11 @@ TEST_F(MetricsTest, MemoryCapsLastReloadAndProcessMetrics) {
   EXPECT_EQ(Sample(text, "floodgate_config_last_reload_successful"), 1);
   EXPECT_GT(Sample(text, "process_resident_memory_bytes"), 0);
   EXPECT_THAT(text, HasSubstr("# TYPE floodgate_build_info gauge\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE floodgate_shed_checks_total counter\n"));
+  metrics_.shed_checks.Add("api");
+  metrics_.shed_checks.Add("api");
+  text = RenderPrometheus(*limiter_, metrics_, config);
+  EXPECT_EQ(Sample(text, "floodgate_shed_checks_total{domain=\"api\"}"), 2);
 
   config.reload_failure = 1;
   config.last_error = "bad YAML";
