@@ -10,7 +10,7 @@ panel's and template variable's query of deploy/grafana/floodgate-dashboard.json
 `expr` in deploy/prometheus/floodgate-alerts.yml (but `up`, which Prometheus makes) and every
 metric an annotation template queries must be one of them. Also checks that the dashboard is
 importable as documented: the datasource is the ${DS_PROMETHEUS} variable on every panel and
-target, there are instance and domain variables, and panel ids are unique.
+target, there are instance and domain variables, panel ids are unique and panels do not overlap.
 
 Usage: monitoring_metrics_test.py --floodgate BUILD/floodgate --root REPO
 """
@@ -210,6 +210,7 @@ def dashboard_queries(path, failures):
             q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
             queries.append((f"variable {name}", q))
     ids = set()
+    cells = {}  # (column, row) of the grid: the panel there
     panels = 0
     for p in dash["panels"]:
         if p["id"] in ids:
@@ -218,6 +219,12 @@ def dashboard_queries(path, failures):
         g = p["gridPos"]
         if g["x"] < 0 or g["x"] + g["w"] > 24:
             failures.append(f"dashboard: panel {p['title']!r} is outside the 24 columns")
+        for cell in ((x, y) for x in range(g["x"], g["x"] + g["w"])
+                     for y in range(g["y"], g["y"] + g["h"])):
+            if cell in cells:
+                failures.append(f"dashboard: panel {p['title']!r} overlaps {cells[cell]!r}")
+                break
+            cells[cell] = p["title"]
         if p["type"] == "row":
             continue
         panels += 1
