@@ -272,6 +272,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   std::unique_ptr<Server> server(new Server());
   StoreOptions store_options;
   store_options.max_memory_bytes = TableBudget(options.max_memory_bytes);
+  // The caps /metrics shows beside memory use (docs/metrics.md, "Memory").
+  server->metrics_.max_memory_bytes = options.max_memory_bytes;
+  server->metrics_.store_max_bytes = store_options.max_memory_bytes;
   FG_ASSIGN_OR_RETURN(server->store_, NewShardedStore(store_options));
   Store* store = server->store_.get();
   KeyHasher hasher = KeyHasher::Random();

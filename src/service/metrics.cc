@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "src/service/process_metrics.h"
 
 namespace floodgate::service {
 namespace {
@@ -251,6 +252,13 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
            "Checks of a domain the config does not define (a typo?), answered with no "
            "configured limit.",
            metrics.grpc.unknown_domain, metrics.http.unknown_domain);
+  Header(out, "floodgate_shed_checks_total", "counter",
+         "Checks shed past a queue bound, per domain (at most 1000 names; the rest under "
+         "_other_).");
+  metrics.shed_checks.ForEach([&out](const std::string& domain, uint64_t count) {
+    absl::StrAppend(&out, "floodgate_shed_checks_total{domain=\"", EscapeLabel(domain), "\"} ",
+                    count, "\n");
+  });
   Header(out, "floodgate_decision_latency_seconds", "histogram",
          "Time from request parsed to decision made.");
   metrics.grpc.latency.Render("floodgate_decision_latency_seconds", "frontend=\"grpc\"", out);
@@ -261,6 +269,11 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
   const StoreStats store = limiter.store()->GetStats();
   Scalar(out, "floodgate_store_keys", "gauge", "Keys with live state.", store.keys);
   Scalar(out, "floodgate_store_bytes", "gauge", "Memory held by the state tables.", store.bytes);
+  Scalar(out, "floodgate_store_max_bytes", "gauge",
+         "Memory the state tables may hold before the store evicts (0: no cap).",
+         metrics.store_max_bytes);
+  Scalar(out, "floodgate_max_memory_bytes", "gauge",
+         "The process's memory budget, --max-memory (0: no cap).", metrics.max_memory_bytes);
   Scalar(out, "floodgate_store_reclaimed_total", "counter", "States dropped once back to full.",
          store.reclaimed);
   Scalar(out, "floodgate_store_evicted_total", "counter", "States dropped by the memory cap.",
@@ -278,10 +291,15 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
          config.reload_success);
   Scalar(out, "floodgate_config_reload_failure_total", "counter", "Config changes refused.",
          config.reload_failure);
+  Scalar(out, "floodgate_config_last_reload_successful", "gauge",
+         "1 unless the last config change (file reload, admin change, xDS push, cluster sync) was "
+         "refused; the previous version then stays in force.",
+         config.last_error.empty() ? 1 : 0);
   Scalar(out, "floodgate_statsd_datagrams_total", "counter", "StatsD datagrams sent.",
          metrics.statsd_datagrams.load());
   Scalar(out, "floodgate_statsd_send_errors_total", "counter",
          "StatsD datagrams lost to a send error.", metrics.statsd_send_errors.load());
+  RenderProcessPrometheus(out);
   return out;
 }
 

@@ -88,6 +88,14 @@ struct ServerMetrics {
   // Checks of each domain the config does not define: envoyproxy/ratelimit's
   // `<domain>.domain_not_found`.
   DomainCounts domain_not_found;
+  // Checks shed past a front end's bounds (FrontendMetrics::shed counts them with the
+  // connections closed at accept), per domain.
+  DomainCounts shed_checks;
+  // The memory caps, for alerts on memory use against them; set before serving, then read
+  // only. max_memory_bytes is --max-memory, the process's budget; store_max_bytes is the part of
+  // it the key tables get (the store evicts past it). 0: no cap.
+  uint64_t max_memory_bytes = 0;
+  uint64_t store_max_bytes = 0;
 };
 
 // Returns envoyproxy/ratelimit's stat name for a rule's stats key: ':' and '|' become '_', so
@@ -96,7 +104,8 @@ struct ServerMetrics {
 // a name never breaks a StatsD line.
 std::string EnvoyStatName(std::string_view stats_key);
 
-// Renders all metrics in Prometheus text format 0.0.4.
+// Renders all metrics in Prometheus text format 0.0.4, the process metrics and build info
+// (process_metrics.h) included.
 std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetrics& metrics,
                              const ConfigStats& config);
 

@@ -164,5 +164,30 @@ TEST_F(MetricsTest, UnknownDomainsPerDomainWithBoundedNames) {
   EXPECT_EQ(other, 5u);  // 1004 new names, 999 kept beside "typo"
 }
 
+// What the alert rules compare (deploy/prometheus/floodgate-alerts.yml): memory use against the
+// caps, whether the last config change was refused, and the process metrics beside ours.
+TEST_F(MetricsTest, MemoryCapsLastReloadAndProcessMetrics) {
+  metrics_.max_memory_bytes = 256u << 20;
+  metrics_.store_max_bytes = 224u << 20;
+  ConfigStats config;
+  config.reload_success = 1;
+  std::string text = RenderPrometheus(*limiter_, metrics_, config);
+  EXPECT_EQ(Sample(text, "floodgate_max_memory_bytes"), 256 << 20);
+  EXPECT_EQ(Sample(text, "floodgate_store_max_bytes"), 224 << 20);
+  EXPECT_EQ(Sample(text, "floodgate_config_last_reload_successful"), 1);
+  EXPECT_GT(Sample(text, "process_resident_memory_bytes"), 0);
+  EXPECT_THAT(text, HasSubstr("# TYPE floodgate_build_info gauge\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE floodgate_shed_checks_total counter\n"));
+  metrics_.shed_checks.Add("api");
+  metrics_.shed_checks.Add("api");
+  text = RenderPrometheus(*limiter_, metrics_, config);
+  EXPECT_EQ(Sample(text, "floodgate_shed_checks_total{domain=\"api\"}"), 2);
+
+  config.reload_failure = 1;
+  config.last_error = "bad YAML";
+  text = RenderPrometheus(*limiter_, metrics_, config);
+  EXPECT_EQ(Sample(text, "floodgate_config_last_reload_successful"), 0);
+}
+
 }  // namespace
 }  // namespace floodgate::service

@@ -275,6 +275,7 @@ class Pipeline final : public RateLimitService {
     request.shed = call.shed;
     if (call.shed) {
       counter.Shed();
+      metrics_->shed_checks.Add(request.domain);
     }
     return absl::OkStatus();
   }

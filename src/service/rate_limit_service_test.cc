@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "floodgate/store.h"
 #include "testing/fake_clock.h"
@@ -134,6 +137,14 @@ TEST_F(RateLimitServiceTest, ShedCallsAreMarkedAndCounted) {
   ASSERT_TRUE(decided.ok()) << decided.status();
   EXPECT_TRUE(request.shed);  // what the limiter was asked
   EXPECT_EQ(metrics_.grpc.shed.load(), 1u);
+  std::vector<std::pair<std::string, uint64_t>> by_domain;
+  metrics_.shed_checks.ForEach(
+      [&](const std::string& domain, uint64_t n) { by_domain.emplace_back(domain, n); });
+  EXPECT_EQ(by_domain, (std::vector<std::pair<std::string, uint64_t>>{{"api", 1}}));
+  // A check that is not shed is not counted there.
+  limiter::CheckRequest calm = MakeRequest("api", {{{"user", "erin"}}});
+  ASSERT_TRUE(service_->Check(CallContext{Frontend::kGrpc}, calm).ok());
+  metrics_.shed_checks.ForEach([&](const std::string&, uint64_t n) { EXPECT_EQ(n, 1u); });
 }
 
 TEST_F(RateLimitServiceTest, ReleaseNeedsALeaseAndIsNotShed) {
