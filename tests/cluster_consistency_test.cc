@@ -305,9 +305,14 @@ int BusiestOwner(Client& client, int nodes, const std::vector<uint64_t>& before)
 // (b) kill -9 the owner of a hot key under load: clients that retry on another node see no
 // failure and the admitted count stays within limit + 1%. (c) Restart it: it takes its keys
 // back without a second burst.
+// A crash loses the hits the owner admitted but had not yet replicated: those of the last
+// --peer-batch-delay plus the time the batch waits for a CPU. With the default 500 us on a
+// loaded 2-core machine that was up to 21 hits here (1 in 4 runs past the 1% bound); with 0
+// (replication leaves on the loop's next turn) 0-4. The test measures the failover, not the
+// batching trade-off, so it replicates at once (docs/cluster.md, "Guarantees").
 TEST(ClusterTest, OwnerKilledAndRestartedUnderLoadKeepsTheLimit) {
   const std::string dir = MakeConfigDir(kHotYaml);
-  auto cluster = ClusterHarness::Start(3, dir);
+  auto cluster = ClusterHarness::Start(3, dir, {"--peer-batch-delay", "0s"});
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   ClusterHarness& c = **cluster;
   Client probe(c);
