@@ -38,7 +38,7 @@ for f in "$src"/examples/*.yaml; do
 done
 
 doc="$prefix/share/doc/floodgate"
-for f in README.md CHANGELOG.md LICENSE config.md cluster.md; do
+for f in README.md CHANGELOG.md LICENSE deploy.md config.md cluster.md; do
   [ -s "$doc/$f" ] && ok || bad "no share/doc/floodgate/$f"
 done
 grep -q "Apache License" "$doc/LICENSE" && ok || bad "share/doc/floodgate/LICENSE is not the Apache licence"
