@@ -57,20 +57,21 @@ def ExecForm(arg):
 def RequiredPackages(binary):
     """Returns the Debian packages holding the shared libraries `binary` links."""
     ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-    packages = {}
+    libraries = {}
     for line in ldd.splitlines():
         m = re.match(r"\s*(\S+) => (/\S+)", line)
-        if not m:
-            continue
-        path = m.group(2)
-        owner = None
-        for candidate in (path, os.path.realpath(path)):
-            r = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
-            if r.returncode == 0:
-                owner = r.stdout.split(":")[0].strip()
-                break
-        packages[m.group(1)] = owner
-    return packages
+        if m:
+            libraries[m.group(1)] = (m.group(2), os.path.realpath(m.group(2)))
+    # One dpkg -S for all (it takes a second per call); it names the package of each path it
+    # knows, as "package[:arch]: path" (a library may be known by its link or its target).
+    paths = sorted({p for pair in libraries.values() for p in pair})
+    r = subprocess.run(["dpkg", "-S"] + paths, capture_output=True, text=True)
+    owners = {}
+    for line in r.stdout.splitlines():
+        package, _, path = line.partition(": ")
+        owners[path.strip()] = package.split(":")[0].strip()
+    return {name: owners.get(path, owners.get(real))
+            for name, (path, real) in libraries.items()}
 
 
 def AptPackages(run_args):
