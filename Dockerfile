@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The Floodgate image (docs/deploy.md, "Container image"):
 #
 #   docker build --build-arg FLOODGATE_COMMIT=$(git rev-parse --short HEAD) -t floodgate:0.1.0 .
