@@ -6,6 +6,8 @@
 # environment variables start it too.
 set -uo pipefail
 bin=$(realpath "$1")
+# The version project(floodgate VERSION ...) in CMakeLists.txt gives (tests/CMakeLists.txt).
+version=${2:?usage: cli_test.sh FLOODGATE_BINARY PROJECT_VERSION}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/floodgate-cli-XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -60,9 +62,19 @@ run serve --help
 has "--max-memory SIZE=0 (Env:FLOODGATE_MAX_MEMORY)" && has "memory budget" \
   && has "--http HOST:PORT=127.0.0.1:8080 (Env:FLOODGATE_HTTP)" && ok \
   || bad "serve --help lacks a flag's meaning, default or variable: $(cat "$work/out")"
+# --version and `version`: one line, the project's version, the commit (one of this repository's
+# when built from a git checkout) and the compiler.
 run --version
-[ $? -eq 0 ] && grep -qE '^floodgate [0-9]+\.[0-9]+\.[0-9]+$' "$work/out" && ok \
-  || bad "--version: $(cat "$work/out")"
+[ $? -eq 0 ] && [ "$(wc -l < "$work/out")" -eq 1 ] \
+  && grep -qE "^floodgate ${version//./\\.} \(commit ([0-9a-f]{4,}|unknown), built [a-z]+ [0-9.]+\)\$" "$work/out" \
+  && ok || bad "--version (want floodgate $version (commit ..., built ...)): $(cat "$work/out")"
+cp "$work/out" "$work/version"
+run version
+[ $? -eq 0 ] && cmp -s "$work/out" "$work/version" && ok || bad "'version' differs from --version: $(cat "$work/out")"
+commit=$(sed -nE 's/.*\(commit ([0-9a-f]+|unknown),.*/\1/p' "$work/version")
+if git -C "$here" rev-parse --git-dir > /dev/null 2>&1 && [ "$commit" != unknown ]; then
+  git -C "$here" cat-file -e "$commit^{commit}" 2>/dev/null && ok || bad "--version names $commit, not a commit of $here"
+fi
 
 # A value that is a flag is refused, naming the flag that lacks its value.
 run serve --config --http 127.0.0.1:0

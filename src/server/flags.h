@@ -1,9 +1,9 @@
 #pragma once
 
-// The command line of the floodgate binary: `serve`, `validate` and `check`, their flags, the
-// FLOODGATE_* environment variable of each flag, --help and --version. Built on CLI11; nothing
-// here throws (CLI11's exceptions are caught inside ParseCommandLine) and nothing here runs a
-// command: main.cc does, with what ParseCommandLine returns.
+// The command line of the floodgate binary: `serve`, `validate`, `check` and `version`, their
+// flags, the FLOODGATE_* environment variable of each flag, --help and --version. Built on CLI11;
+// nothing here throws (CLI11's exceptions are caught inside ParseCommandLine) and nothing here
+// runs a command: main.cc does, with what ParseCommandLine returns.
 //
 // Rules (checked by flags_test.cc and tests/cli_test.sh):
 // - An unknown flag or command, a flag without its value, and a value that looks like a flag
@@ -14,7 +14,8 @@
 // - Values are checked here, in the flag's terms ("--max-memory must be 0 (no cap) or at least
 //   64MiB (got 1000 bytes)"), before any library sees them.
 // - `--help`/`-h`, on the program or a command, print every flag with its meaning, default and
-//   environment variable; `--version` prints the version. Both exit 0.
+//   environment variable; `--version` and the `version` command print the version line. All
+//   exit 0.
 
 #include <cstdint>
 #include <string>
@@ -32,6 +33,10 @@ namespace floodgate::server {
 
 // Returns the version of this build ("0.1.0"), set once in the top CMakeLists.txt.
 absl::string_view Version();
+// Returns what `floodgate --version` and `floodgate version` print (without the newline):
+// "floodgate 0.1.0 (commit 1abd019, built gcc 12.2.0)"; the commit is "unknown" in a build
+// configured outside git.
+std::string VersionLine();
 
 // `floodgate serve`: run a node until SIGTERM/SIGINT, then drain for `drain_timeout`.
 struct ServeCommand {

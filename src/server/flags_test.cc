@@ -135,7 +135,8 @@ TEST_F(FlagsTest, UnknownFlagIsRefusedByName) {
 
 TEST_F(FlagsTest, UnknownOrMissingCommand) {
   EXPECT_THAT(Refusal({"server"}), HasSubstr("unknown command 'server'"));
-  EXPECT_THAT(Refusal({}), HasSubstr("a command is needed: serve, validate or check"));
+  EXPECT_THAT(Refusal({}), HasSubstr("a command is needed: serve, validate, check or version"));
+  EXPECT_THAT(Refusal({"server"}), HasSubstr("(commands: serve, validate, check, version)"));
 }
 
 TEST_F(FlagsTest, MissingValueNamesTheFlag) {
@@ -239,12 +240,27 @@ TEST_F(FlagsTest, ServeHelpListsEveryFlagWithDefaultAndEnvironment) {
                                 HasSubstr("--hits N=1"), HasSubstr("KEY=VALUE")));
 }
 
+// --version and `version` print one line: the version CMake's project() gives (passed to this
+// test by src/server/CMakeLists.txt, not read from the generated header), the commit and the
+// compiler.
 TEST_F(FlagsTest, Version) {
-  CommandLine line = Parse({"--version"});
-  EXPECT_EQ(line.kind, CommandLine::Kind::kExit);
-  EXPECT_EQ(line.exit_code, 0);
-  EXPECT_EQ(line.out, "floodgate " + std::string(Version()) + "\n");
-  EXPECT_FALSE(Version().empty());
+  EXPECT_EQ(Version(), FLOODGATE_EXPECTED_VERSION);
+  EXPECT_THAT(VersionLine(),
+              ::testing::MatchesRegex("floodgate [0-9]+\\.[0-9]+\\.[0-9]+ "
+                                      "\\(commit ([0-9a-f]+|unknown), built [a-z]+ [0-9.]+\\)"));
+  EXPECT_THAT(VersionLine(),
+              ::testing::StartsWith(std::string("floodgate ") + FLOODGATE_EXPECTED_VERSION + " ("));
+  for (std::vector<std::string> args : {std::vector<std::string>{"--version"}, {"version"}}) {
+    CommandLine line = Parse(args);
+    EXPECT_EQ(line.kind, CommandLine::Kind::kExit) << args[0];
+    EXPECT_EQ(line.exit_code, 0) << args[0];
+    EXPECT_EQ(line.out, VersionLine() + "\n") << args[0];
+    EXPECT_THAT(line.err, IsEmpty()) << args[0];
+  }
+  // The command takes nothing.
+  EXPECT_THAT(Refusal({"version", "--short"}),
+              HasSubstr("unknown flag --short for floodgate version"));
+  EXPECT_THAT(Refusal({"version", "extra"}), HasSubstr("extra"));
 }
 
 TEST_F(FlagsTest, ByteSizes) {
