@@ -4,8 +4,8 @@
 #   docker run --rm -p 8080:8080 -p 8081:8081 --stop-timeout 30 \
 #     -v "$PWD/examples:/etc/floodgate:ro" floodgate:0.1.0
 #
-# Two stages on Debian 12. The first builds with the repository's own Makefile (`make build`,
-# whose `make deps` installs the Debian packages) and installs with `cmake --install`; the second
+# Two stages on Debian 12. The first builds with the repository's own Makefile (`make build`;
+# `make deps-build` installs the Debian packages the server alone needs) and installs with `cmake --install`; the second
 # holds the stripped binary, the shared libraries it links and curl for the health check, and
 # runs as an unprivileged user. tests/dockerfile_test.py checks that the runtime packages below
 # still cover every library the binary links.
@@ -17,7 +17,7 @@ RUN apt-get update -q \
 WORKDIR /src
 # The packages first, from the Makefile alone, so that a source change reuses this layer.
 COPY Makefile ./
-RUN make deps && rm -rf /var/lib/apt/lists/*
+RUN make deps-build && rm -rf /var/lib/apt/lists/*
 COPY . .
 # .git is not sent (.dockerignore): name the commit for --version with this argument.
 ARG FLOODGATE_COMMIT=
@@ -25,7 +25,7 @@ ARG FLOODGATE_COMMIT=
 # the tests and micro-benchmarks.
 RUN cmake -S . -B /src/build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DFG_BUILD_TESTS=OFF -DFG_BUILD_BENCHMARKS=OFF -DFLOODGATE_COMMIT="${FLOODGATE_COMMIT}"
-RUN make build BUILD_DIR=/src/build \
+RUN make build BUILD_DIR=/src/build DEPS=deps-build \
  && cmake --install /src/build --prefix /out/usr --strip \
  && /out/usr/bin/floodgate --version
 

@@ -13,22 +13,27 @@ SAN_ENV := ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:detect_odr_violation=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Every Debian package the build, the tests and the benchmarks use.
-DEB_PACKAGES := build-essential cmake ninja-build pkg-config git ca-certificates \
-  libabsl-dev libyaml-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev \
-  libssl-dev openssl libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libboost-dev libnghttp2-dev \
-  clang libclang-rt-14-dev \
-  libc-ares-dev etcd-server etcd-client dnsmasq-base \
-  nginx redis-server redis-tools wrk curl python3 python3-matplotlib procps iproute2 \
-  chromium prometheus libspdlog-dev libfmt-dev
+# The Debian packages the server alone builds with (the Dockerfile: `make build DEPS=deps-build`
+# with tests and benchmarks configured off), then those the tests and benchmarks add.
+DEB_BUILD_PACKAGES := build-essential cmake ninja-build pkg-config git ca-certificates \
+  libabsl-dev libyaml-dev libcli11-dev libssl-dev libgrpc++-dev libprotobuf-dev \
+  protobuf-compiler protobuf-compiler-grpc libboost-dev libnghttp2-dev libc-ares-dev \
+  libspdlog-dev libfmt-dev
+DEB_TEST_PACKAGES := libgtest-dev libgmock-dev libbenchmark-dev openssl clang libclang-rt-14-dev \
+  etcd-server etcd-client dnsmasq-base nginx redis-server redis-tools wrk curl python3 \
+  python3-matplotlib python3-yaml procps iproute2 chromium prometheus
+DEB_PACKAGES := $(DEB_BUILD_PACKAGES) $(DEB_TEST_PACKAGES)
+# What `configure` installs first: every package (deps), or the server's only (deps-build).
+DEPS ?= deps
 
-.PHONY: all deps console-deps configure build test test-unit test-integration run bench clean \
+.PHONY: all deps deps-build console-deps configure build test test-unit test-integration run bench clean \
   format configure-san build-san test-san fuzz
 
 all: build
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+deps deps-build: PACKAGES = $(if $(filter deps-build,$@),$(DEB_BUILD_PACKAGES),$(DEB_PACKAGES))
+deps deps-build:
+	@missing=$$(for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:" $$missing; \
@@ -44,7 +49,7 @@ console-deps:
 	@[ -f tests/console/node_modules/playwright-core/package.json ] || \
 	  (cd tests/console && npm ci --no-audit --no-fund)
 
-configure: deps
+configure: $(DEPS)
 	@[ -f $(BUILD_DIR)/build.ninja ] || cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 
 build: configure
