@@ -1,4 +1,4 @@
-#include "src/frontends/http/rules_json.h"
+#include "src/service/rules_json.h"
 
 #include <string_view>
 
@@ -7,7 +7,7 @@
 #include "floodgate/routing.h"
 #include "src/common/json.h"
 
-namespace floodgate::frontends::http_internal {
+namespace floodgate::service {
 namespace {
 
 const char* ConsistencyName(Consistency c) { return c == Consistency::kLocal ? "local" : "exact"; }
@@ -83,4 +83,4 @@ std::string RulesJson(const core::Config& config) {
   return out;
 }
 
-}  // namespace floodgate::frontends::http_internal
+}  // namespace floodgate::service

@@ -1,10 +1,10 @@
-#include "src/frontends/http/rules_json.h"
+#include "src/service/rules_json.h"
 
 #include <gtest/gtest.h>
 
 #include "src/core/config.h"
 
-namespace floodgate::frontends::http_internal {
+namespace floodgate::service {
 namespace {
 
 std::shared_ptr<const core::Config> Build(const char* yaml) {
@@ -58,4 +58,4 @@ TEST(RulesJsonTest, NoDomainsIsAnEmptyList) {
 }
 
 }  // namespace
-}  // namespace floodgate::frontends::http_internal
+}  // namespace floodgate::service

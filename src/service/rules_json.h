@@ -14,9 +14,9 @@
 
 #include "src/core/config.h"
 
-namespace floodgate::frontends::http_internal {
+namespace floodgate::service {
 
 // Returns {"version":N,"domains":[{"domain":"api","rules":[...]}]}, domains by name.
 std::string RulesJson(const core::Config& config);
 
-}  // namespace floodgate::frontends::http_internal
+}  // namespace floodgate::service
