@@ -12,6 +12,7 @@ export FLOODGATE_ADMIN_TOKEN=${FLOODGATE_ADMIN_TOKEN:-make-run-token}
 cat <<MSG
 
 Serving examples/ (edit a file there and it is reloaded within a second).
+Web console: http://$http/ui (docs/console.md)
 Try, from another shell:
   curl -i 'http://$http/v1/check?domain=api&user_id=alice'
   curl -s -XPOST http://$http/json -d '{"domain":"api","descriptors":[{"entries":[{"key":"user_id","value":"alice"}]}]}'
