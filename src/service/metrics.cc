@@ -220,6 +220,13 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
     absl::StrAppend(&out, "ratelimit_service_rate_limit_domain_not_found{domain=\"",
                     EscapeLabel(domain), "\"} ", count, "\n");
   });
+  Header(out, "floodgate_domain_shed_total", "counter",
+         "Checks shed because the front end was past its bounds, per configured domain (other "
+         "names under _other_).");
+  metrics.domain_shed.ForEach([&out](const std::string& domain, uint64_t count) {
+    absl::StrAppend(&out, "floodgate_domain_shed_total{domain=\"", EscapeLabel(domain), "\"} ",
+                    count, "\n");
+  });
   Header(out, "ratelimit_service_should_rate_limit_error", "counter",
          "Calls failed: redis_error, the store or cluster failed; service_error, the request was "
          "refused (no domain, no descriptors).");

@@ -88,6 +88,9 @@ struct ServerMetrics {
   // Checks of each domain the config does not define: envoyproxy/ratelimit's
   // `<domain>.domain_not_found`.
   DomainCounts domain_not_found;
+  // Checks shed (the front end past its bounds) per configured domain; other names count under
+  // _other_ (floodgate_domain_shed_total).
+  DomainCounts domain_shed;
 };
 
 // Returns envoyproxy/ratelimit's stat name for a rule's stats key: ':' and '|' become '_', so
