@@ -9,6 +9,7 @@
 #include "src/common/json.h"
 #include "src/common/text.h"
 #include "src/frontends/http/http_util.h"
+#include "src/service/simulate_json.h"
 
 namespace floodgate::frontends {
 namespace {
@@ -146,6 +147,21 @@ std::optional<HttpReply> HttpHandlers::Answer(const HttpRequest& request, HttpSc
         break;
       case Endpoint::kConfigDomain:
         reply = ConfigChange(request, route.domain);
+        break;
+      case Endpoint::kUi:
+        reply = Ui(route.domain);
+        break;
+      case Endpoint::kStatus:
+        reply = Status(request.draining);
+        break;
+      case Endpoint::kTop:
+        reply = Top(query);
+        break;
+      case Endpoint::kSimulate:
+        reply = Simulate(request.body);
+        break;
+      case Endpoint::kValidate:
+        reply = Validate(request.body, route.domain);
         break;
       case Endpoint::kNotFound:
         break;
@@ -391,6 +407,20 @@ HttpReply HttpHandlers::ConfigChange(const HttpRequest& request,
   reply.body = "{\"domain\":";
   common::AppendJsonString(domain, reply.body);
   absl::StrAppend(&reply.body, ",\"version\":", *version, "}");
+  return reply;
+}
+
+HttpReply HttpHandlers::Simulate(std::string_view body) const {
+  floodgate::v1::SimulateRequest request;
+  if (absl::Status parsed = DecodeJson(body, request, service_->limits().max_hits); !parsed.ok()) {
+    return Error(parsed);
+  }
+  absl::StatusOr<std::string> json = service::SimulateJson(request);
+  if (!json.ok()) {
+    return Error(json.status());
+  }
+  HttpReply reply;
+  reply.body = *std::move(json);
   return reply;
 }
 
