@@ -120,6 +120,18 @@ absl::StatusOr<SimulationResult> Simulate(const SimulationInput& in) {
   if (in.shape == TrafficShape::kEdge && in.rate < 1) {
     return absl::InvalidArgumentError("rate must be at least 1 for the edge shape");
   }
+  if (in.shape == TrafficShape::kEdge) {
+    // The boundary is the first one at or after half the duration; both bursts must fit.
+    const int64_t half_s = (in.duration_seconds + 1) / 2;
+    const int64_t boundary_s =
+        (half_s + in.period_seconds - 1) / in.period_seconds * in.period_seconds;
+    if (boundary_s + 1 > in.duration_seconds) {
+      return absl::InvalidArgumentError(
+          "the edge shape needs a window boundary inside the trace: duration_seconds must reach "
+          "one second past the first multiple of period_seconds after half of it (e.g. twice "
+          "period_seconds)");
+    }
+  }
   const uint64_t count = static_cast<uint64_t>(wanted);
   const int64_t period_ns = in.period_seconds * kSecondNs;
   const int64_t duration_ns = in.duration_seconds * kSecondNs;

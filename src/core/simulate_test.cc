@@ -98,6 +98,9 @@ TEST(SimulateTest, RefusesUnboundedOrBadInput) {
   in = Input(TrafficShape::kSteady);
   in.period_seconds = 0;
   EXPECT_EQ(Simulate(in).status().code(), absl::StatusCode::kInvalidArgument);
+  in = Input(TrafficShape::kEdge);
+  in.duration_seconds = 30;  // no window boundary inside the trace
+  EXPECT_EQ(Simulate(in).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseTrafficShape("zigzag").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(*ParseTrafficShape("edge"), TrafficShape::kEdge);
 }
