@@ -276,6 +276,15 @@ class FakePeerTransport final : public cluster::PeerTransport {
     return absl::OkStatus();
   }
 
+  void TopRefused(int member, absl::Duration /*timeout*/, TopRefusedDone done) override {
+    absl::StatusOr<cluster::PeerHandler*> to = network_->Reach(self_, member);
+    if (!to.ok()) {
+      std::move(done)(to.status());
+      return;
+    }
+    std::move(done)((*to)->HandleTopRefused());
+  }
+
   cluster::PeerLinkStats GetLinkStats(int member) const override {
     absl::MutexLock lock(&network_->mu_);
     return network_->Link(self_, member);

@@ -1,9 +1,27 @@
 #include "src/admin/node_admin.h"
 
+#include <algorithm>
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "src/admin/cluster_http.h"
+#include "src/core/config.h"
+#include "src/core/top_keys.h"
 
 namespace floodgate::admin {
+namespace {
+
+constexpr int64_t kSecondNs = 1'000'000'000;
+
+uint64_t CountDescriptors(const core::DescriptorNode& node) {
+  uint64_t n = 0;
+  for (const core::DescriptorNode& child : node.children) {
+    n += 1 + CountDescriptors(child);
+  }
+  return n;
+}
+
+}  // namespace
 
 absl::StatusOr<uint64_t> NodeAdmin::PutDomain(const std::string& domain, std::string_view yaml) {
   return Change(domain, yaml);
@@ -80,6 +98,72 @@ absl::StatusOr<std::string> NodeAdmin::ClusterJson() {
     return absl::NotFoundError("not in cluster mode (start with --node-id and --peers)");
   }
   return admin::ClusterJson(cluster_->GetClusterStats());
+}
+
+service::NodeStatus NodeAdmin::Status() {
+  service::NodeStatus status;
+  const int64_t now_ns = info_.clock->NowNs();
+  status.version = info_.version;
+  status.started_at_seconds = info_.started_at_ns / kSecondNs;
+  status.uptime_seconds = std::max<int64_t>(0, (now_ns - info_.started_at_ns) / kSecondNs);
+  status.cap_bytes = info_.cap_bytes;
+  if (std::shared_ptr<const core::Config> config = limiter_->config(); config != nullptr) {
+    status.config_version = config->version;
+    status.domains = config->domains.size();
+  }
+  // In a cluster the limiter's store is the ClusterStore, whose stats are this node's tables.
+  const StoreStats store = limiter_->store()->GetStats();
+  status.keys = store.keys;
+  status.bytes = store.bytes;
+  if (cluster_ != nullptr) {
+    status.cluster = true;
+    status.node_id = cluster_->GetClusterStats().self_id;
+  }
+  return status;
+}
+
+service::TopRefusedView NodeAdmin::TopRefused(size_t n) {
+  service::TopRefusedView view;
+  view.window_seconds = core::WindowedTopKeys::kWindowSeconds;
+  core::TopSnapshot top;
+  if (cluster_ != nullptr) {
+    cluster::ClusterTopRefused gathered = cluster_->TopRefused(info_.top_timeout, n);
+    view.nodes = std::move(gathered.nodes);
+    view.missing = std::move(gathered.missing);
+    top = std::move(gathered.top);
+  } else {
+    if (info_.top != nullptr) {
+      top = core::MergeTopSnapshots({info_.top->Snapshot()}, n);
+    }
+  }
+  view.refusals = top.total;
+  for (const core::TopKey& key : top.keys) {
+    view.keys.push_back(service::RefusedKeyOf(key));
+  }
+  return view;
+}
+
+absl::StatusOr<service::ValidationReport> NodeAdmin::ValidateDomain(const std::string& domain,
+                                                                    std::string_view yaml) {
+  // Parsed first on its own, so that errors name the body ("body:LINE: reason"), not a file of
+  // this server's.
+  absl::StatusOr<std::shared_ptr<const core::DomainConfig>> parsed =
+      core::ParseDomainConfig(yaml, "body");
+  if (!parsed.ok()) {
+    return parsed.status();
+  }
+  if ((*parsed)->domain != domain) {
+    return absl::InvalidArgumentError(absl::StrCat("the body's domain '", (*parsed)->domain,
+                                                   "' does not match the path's '", domain, "'"));
+  }
+  // Then as a PUT would be checked: a name the API takes, a domain the admin API may change,
+  // and the whole config it would make.
+  if (config_ != nullptr) {
+    if (absl::Status valid = config_->ValidateChange(domain, yaml); !valid.ok()) {
+      return valid;
+    }
+  }
+  return service::ValidationReport{domain, CountDescriptors((*parsed)->root)};
 }
 
 }  // namespace floodgate::admin

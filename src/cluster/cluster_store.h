@@ -32,6 +32,7 @@
 #include "src/cluster/gossip.h"
 #include "src/cluster/membership.h"
 #include "src/cluster/peer_transport.h"
+#include "src/core/top_keys.h"
 #include "src/net/tls.h"
 
 namespace floodgate::cluster {
@@ -118,6 +119,13 @@ struct ClusterStats {
   std::vector<PeerStats> peers;
 };
 
+// The descriptors refused most over the last minute, cluster-wide (ClusterStore::TopRefused).
+struct ClusterTopRefused {
+  std::vector<std::string> nodes;    // members whose refusals `top` counts, this node first
+  std::vector<std::string> missing;  // members whose refusals it lacks: dead, or no answer in time
+  core::TopSnapshot top;             // every answer summed per key (counts and errors alike)
+};
+
 class ClusterStore final : public Store, private PeerHandler {
  public:
   // Starts the peer listener (tcp_peer_transport.h) and heartbeats. `local` must outlive the store.
@@ -161,6 +169,13 @@ class ClusterStore final : public Store, private PeerHandler {
   // Runs one heartbeat round now (see Gossip::RunRound); for tests without the thread.
   void HeartbeatRound();
 
+  // Sets where this node's top refused keys come from (service::TopRefused, wired by the
+  // server); call before serving. Unset: this node answers none.
+  void SetTopRefusedSource(std::function<core::TopSnapshot()> source);
+  // Asks every live member at once for its top refused keys, waits at most `timeout` for them,
+  // and returns this node's and theirs merged, the `limit` largest (ClusterTopRefused).
+  ClusterTopRefused TopRefused(absl::Duration timeout, size_t limit);
+
   ClusterStats GetClusterStats() const;
   const Membership& membership() const { return *membership_; }
   // The port the peer listener is bound to (the one picked when asked for port 0).
@@ -186,6 +201,7 @@ class ClusterStore final : public Store, private PeerHandler {
   void HandlePushConfig(const std::vector<peer::v1::ConfigChange>& changes) override;
   std::vector<peer::v1::ConfigChange> HandleGetConfig(
       const std::vector<std::string>& domains) override;
+  core::TopSnapshot HandleTopRefused() override;
 
   // Applies a transaction on keys this node owns (forwarded work too): fetches state from
   // replicas for keys it lacks while warming up, decides, and replicates what changed.
@@ -294,6 +310,8 @@ class ClusterStore final : public Store, private PeerHandler {
   mutable absl::Mutex discovery_mu_;
   std::function<DiscoveryInfo()> discovery_info_ ABSL_GUARDED_BY(discovery_mu_);
   std::function<void()> discovery_refresh_ ABSL_GUARDED_BY(discovery_mu_);
+  mutable absl::Mutex top_mu_;
+  std::function<core::TopSnapshot()> top_source_ ABSL_GUARDED_BY(top_mu_);
 };
 
 }  // namespace floodgate::cluster

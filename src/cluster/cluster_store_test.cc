@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "src/cluster/peer_wire.h"
+#include "src/service/top_refused.h"
 #include "testing/fake_clock.h"
 #include "testing/fake_peer_transport.h"
 
@@ -472,6 +473,49 @@ TEST_F(ClusterStoreAsyncTest, SpentLocalShareFlushesReportsThenAsksTheOwnerOnThe
   EXPECT_GT(network_.async_flushes(), 0);
   EXPECT_EQ(network_.blocking_flushes(), 0);
   EXPECT_GT(nodes_[0]->GetClusterStats().local_share_refills, 0u);
+}
+
+}  // namespace
+}  // namespace floodgate::cluster
+
+namespace floodgate::cluster {
+namespace {
+
+// GET /v1/top's cluster part: each node's refusals (fed to a real service::TopRefused, as the
+// pipeline feeds it) merged by summing per key; a member that cannot answer is listed missing.
+TEST_F(ClusterStoreTest, TopRefusedMergesEveryMembersSketch) {
+  StartAll();
+  std::vector<std::unique_ptr<service::TopRefused>> tops;
+  for (int i = 0; i < kMembers; ++i) {
+    tops.push_back(std::make_unique<service::TopRefused>(&clock_));
+    nodes_[i]->SetTopRefusedSource([top = tops.back().get()] { return top->Snapshot(); });
+  }
+  const std::string alice = service::RefusalKey("api", {{"user", "alice"}});
+  const std::string bob = service::RefusalKey("api", {{"user", "bob"}});
+  for (int i = 0; i < 5; ++i) {
+    tops[0]->Record(alice);
+  }
+  for (int i = 0; i < 7; ++i) {
+    tops[1]->Record(alice);
+  }
+  tops[2]->Record(bob);
+
+  ClusterTopRefused top = nodes_[0]->TopRefused(absl::Milliseconds(300), 20);
+  EXPECT_EQ(top.nodes, (std::vector<std::string>{"n0", "n1", "n2"}));
+  EXPECT_TRUE(top.missing.empty());
+  EXPECT_EQ(top.top.total, 13u);
+  ASSERT_EQ(top.top.keys.size(), 2u);
+  EXPECT_EQ(top.top.keys[0], (core::TopKey{alice, 12, 0}));
+  EXPECT_EQ(top.top.keys[1], (core::TopKey{bob, 1, 0}));
+
+  // n2 unreachable: its refusals are missing, and it is named.
+  network_.SetUnreachable(2, true);
+  top = nodes_[1]->TopRefused(absl::Milliseconds(300), 1);
+  EXPECT_EQ(top.nodes, (std::vector<std::string>{"n1", "n0"}));
+  EXPECT_EQ(top.missing, std::vector<std::string>{"n2"});
+  EXPECT_EQ(top.top.total, 12u);
+  ASSERT_EQ(top.top.keys.size(), 1u);  // the limit
+  EXPECT_EQ(top.top.keys[0].count, 12u);
 }
 
 }  // namespace

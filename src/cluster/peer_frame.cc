@@ -8,14 +8,15 @@
 namespace floodgate::cluster {
 
 bool KnownFrameType(uint8_t type) {
-  return (type >= 1 && type <= 3) || (type >= 10 && type <= 21) || type == 30;
+  return (type >= 1 && type <= 3) || (type >= 10 && type <= 23) || type == 30;
 }
 
 std::string FrameTypeName(uint8_t type) {
   static constexpr const char* kNames[] = {
       "forward",     "forward answer",     "replicate",  "replicate answer",
       "fetch",       "fetch answer",       "ping",       "ping answer",
-      "push config", "push config answer", "get config", "get config answer"};
+      "push config", "push config answer", "get config", "get config answer",
+      "top refused", "top refused answer"};
   switch (type) {
     case 1:
       return "hello";
@@ -28,7 +29,7 @@ std::string FrameTypeName(uint8_t type) {
     default:
       break;
   }
-  if (type >= 10 && type <= 21) {
+  if (type >= 10 && type <= 23) {
     return kNames[type - 10];
   }
   return absl::StrCat("unknown(", type, ")");

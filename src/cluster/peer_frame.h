@@ -50,6 +50,8 @@ enum class FrameType : uint8_t {
   kPushConfigAnswer = 19,
   kGetConfig = 20,  // GetConfigRequest
   kGetConfigAnswer = 21,
+  kTopRefused = 22,  // TopRefusedRequest
+  kTopRefusedAnswer = 23,
   kError = 30,  // ErrorAnswer: the call failed
 };
 

@@ -119,6 +119,10 @@ TEST(PeerFrameTest, FrameTypeNames) {
   EXPECT_EQ(FrameTypeName(static_cast<uint8_t>(FrameType::kHello)), "hello");
   EXPECT_EQ(FrameTypeName(static_cast<uint8_t>(FrameType::kReplicateAnswer)), "replicate answer");
   EXPECT_EQ(FrameTypeName(static_cast<uint8_t>(FrameType::kGetConfigAnswer)), "get config answer");
+  EXPECT_EQ(FrameTypeName(static_cast<uint8_t>(FrameType::kTopRefusedAnswer)),
+            "top refused answer");
+  EXPECT_TRUE(KnownFrameType(static_cast<uint8_t>(FrameType::kTopRefused)));
+  EXPECT_FALSE(KnownFrameType(24));
   EXPECT_EQ(FrameTypeName(9), "unknown(9)");
   EXPECT_FALSE(KnownFrameType(0));
   EXPECT_TRUE(KnownFrameType(static_cast<uint8_t>(FrameType::kError)));

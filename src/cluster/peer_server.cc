@@ -360,6 +360,15 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
         }
         return;
       }
+      case FrameType::kTopRefused: {
+        pb::TopRefusedRequest request;
+        if (Parse(frame, &request)) {
+          pb::TopRefusedResponse response;
+          ToProto(handler->HandleTopRefused(), &response);
+          Answer(FrameType::kTopRefusedAnswer, frame.call_id, response);
+        }
+        return;
+      }
       default:
         Refuse(
             AuthFailure::kMalformed,

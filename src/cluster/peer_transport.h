@@ -33,6 +33,7 @@
 #include "floodgate/decision.h"
 #include "floodgate/peer/v1/peer.pb.h"
 #include "floodgate/store.h"
+#include "src/core/top_keys.h"
 
 namespace floodgate::cluster {
 
@@ -99,6 +100,8 @@ class PeerHandler {
   // Returns the given domains' config here.
   virtual std::vector<peer::v1::ConfigChange> HandleGetConfig(
       const std::vector<std::string>& domains) = 0;
+  // Returns the descriptors this node refused most over the last minute (GET /v1/top).
+  virtual core::TopSnapshot HandleTopRefused() { return {}; }
 };
 
 // This node's calls to the other members. The transport owns its connections and threads;
@@ -184,6 +187,13 @@ class PeerTransport {
     uint64_t bytes = 0;
   };
   virtual Flushed FlushReplication(absl::Duration timeout) { return {}; }
+  // Asks `member` for the descriptors it refused most over the last minute; `done` runs once,
+  // maybe on another thread, maybe before TopRefused returns, with its answer or an error
+  // (kDeadlineExceeded past `timeout`). The default: Unimplemented.
+  using TopRefusedDone = absl::AnyInvocable<void(absl::StatusOr<core::TopSnapshot>) &&>;
+  virtual void TopRefused(int member, absl::Duration timeout, TopRefusedDone done) {
+    std::move(done)(absl::UnimplementedError("this transport cannot ask for top refused keys"));
+  }
   // Returns the handshakes refused so far (none for a transport without authentication).
   virtual PeerAuthStats GetAuthStats() const { return {}; }
 };

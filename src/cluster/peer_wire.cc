@@ -138,4 +138,28 @@ peer::v1::ForwardRequest ForwardRequestOf(absl::Span<const StoreOp> ops) {
   return request;
 }
 
+void ToProto(const core::TopSnapshot& top, peer::v1::TopRefusedResponse* out) {
+  out->set_total(top.total);
+  for (const core::TopKey& key : top.keys) {
+    peer::v1::TopKey* k = out->add_keys();
+    k->set_key(key.key);
+    k->set_count(key.count);
+    k->set_error(key.error);
+  }
+}
+
+core::TopSnapshot FromProto(const peer::v1::TopRefusedResponse& top) {
+  core::TopSnapshot out;
+  out.total = top.total();
+  for (const peer::v1::TopKey& key : top.keys()) {
+    if (out.keys.size() >= kMaxTopKeysPerAnswer) {
+      break;
+    }
+    out.keys.push_back(
+        core::TopKey{std::string(core::TruncateKey(key.key(), core::WindowedTopKeys::kMaxKeyBytes)),
+                     key.count(), key.error()});
+  }
+  return out;
+}
+
 }  // namespace floodgate::cluster

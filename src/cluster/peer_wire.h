@@ -14,6 +14,7 @@
 #include "floodgate/peer/v1/peer.pb.h"
 #include "floodgate/store.h"
 #include "src/cluster/peer_frame.h"
+#include "src/core/top_keys.h"
 
 namespace floodgate::cluster {
 
@@ -34,6 +35,12 @@ Decision FromProto(const peer::v1::Decision& d);
 void ToProto(const StateRecord& r, peer::v1::State* out);
 // Returns the record, or InvalidArgument for a bad limit.
 absl::StatusOr<StateRecord> FromProto(const peer::v1::State& state);
+
+// A member's top refused keys (GET /v1/top). FromProto keeps at most kMaxTopKeysPerAnswer keys,
+// each cut to WindowedTopKeys::kMaxKeyBytes: what a peer sends stays bounded here.
+inline constexpr size_t kMaxTopKeysPerAnswer = 1024;
+void ToProto(const core::TopSnapshot& top, peer::v1::TopRefusedResponse* out);
+core::TopSnapshot FromProto(const peer::v1::TopRefusedResponse& top);
 
 // A forward request of one transaction: `ops`.
 peer::v1::ForwardRequest ForwardRequestOf(absl::Span<const StoreOp> ops);

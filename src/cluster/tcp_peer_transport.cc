@@ -15,7 +15,9 @@
 #include "floodgate/status_macros.h"
 #include "src/cluster/peer_link.h"
 #include "src/cluster/peer_server.h"
+#include "src/cluster/peer_top.h"
 #include "src/cluster/peer_wire.h"
+#include "src/cluster/tcp_peer_state.h"
 #include "src/net/io_threads.h"
 
 namespace floodgate::cluster {
@@ -32,59 +34,8 @@ constexpr size_t kMaxReportsQueued = 100'000;
 // The peer server's bound on transactions in one forward frame (peer_server.cc).
 constexpr size_t kMaxTxnsPerFrame = 4096;
 
-// What callbacks share with the transport; they may outlive it (a ForwardAsync link lives on
-// the caller's loop), so the handler is reached only through here, and Detach() cuts it.
-struct Shared {
-  absl::Mutex mu;
-  PeerHandler* handler ABSL_GUARDED_BY(mu) = nullptr;
-  AuthCounters auth;
-
-  // Runs fn(handler) unless detached.
-  template <typename Fn>
-  void WithHandler(Fn&& fn) {
-    absl::ReaderMutexLock lock(&mu);
-    if (handler != nullptr) {
-      fn(handler);
-    }
-  }
-  void Detach() {
-    absl::MutexLock lock(&mu);
-    handler = nullptr;
-  }
-};
-
-// One other member: the link on the transport's io thread, the replication and report queues,
-// and the link's counters.
-struct MemberState : std::enable_shared_from_this<MemberState> {
-  int index = 0;
-  std::string id;
-  std::string address;
-  std::shared_ptr<PeerLink> link;
-
-  absl::Mutex mu;
-  absl::flat_hash_map<uint64_t, StateRecord> replication ABSL_GUARDED_BY(mu);
-  absl::Time replication_oldest ABSL_GUARDED_BY(mu);
-  bool replication_in_flight ABSL_GUARDED_BY(mu) = false;
-  bool replication_posted ABSL_GUARDED_BY(mu) = false;
-  std::vector<StoreOp> reports ABSL_GUARDED_BY(mu);
-  bool reports_posted ABSL_GUARDED_BY(mu) = false;
-  uint64_t reports_queued ABSL_GUARDED_BY(mu) = 0;  // reports ever queued
-  uint64_t reports_done ABSL_GUARDED_BY(mu) = 0;    // of those, acknowledged or given up
-  // FlushReportsAsync callers waiting for reports_done to reach their target.
-  struct FlushWaiter {
-    uint64_t target = 0;
-    asio::io_context* loop = nullptr;
-    PeerTransport::FlushDone done;
-  };
-  std::vector<FlushWaiter> flush_waiters ABSL_GUARDED_BY(mu);
-  int64_t replication_lag_ns ABSL_GUARDED_BY(mu) = 0;
-
-  std::atomic<uint64_t> forwarded_txns{0};
-  std::atomic<uint64_t> forward_errors{0};
-  std::atomic<uint64_t> replicated_states{0};
-  std::atomic<uint64_t> replicated_bytes{0};
-  std::atomic<uint64_t> dropped{0};
-};
+using tcp_internal::MemberState;
+using tcp_internal::Shared;
 
 class TcpPeerTransport final : public PeerTransport {
  public:
@@ -508,6 +459,15 @@ class TcpPeerTransport final : public PeerTransport {
     }
     const Flushed after = acknowledged();
     return Flushed{after.states - before.states, after.bytes - before.bytes};
+  }
+
+  void TopRefused(int member, absl::Duration timeout, TopRefusedDone done) override {
+    absl::StatusOr<MemberState*> state = MemberAt(member);
+    if (!state.ok()) {
+      std::move(done)(state.status());
+      return;
+    }
+    AskTopRefused(*(*state)->link, options_.self_id, (*state)->id, timeout, std::move(done));
   }
 
   PeerAuthStats GetAuthStats() const override {

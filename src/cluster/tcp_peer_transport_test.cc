@@ -107,6 +107,9 @@ class EchoHandler final : public PeerHandler {
   std::vector<peer::v1::ConfigChange> HandleGetConfig(const std::vector<std::string>&) override {
     return {};
   }
+  core::TopSnapshot HandleTopRefused() override {
+    return core::TopSnapshot{{core::TopKey{"3:api" + id_, 9, 2}}, 11};
+  }
 
   void Hold() {
     absl::MutexLock lock(&mu_);
@@ -305,6 +308,31 @@ TEST(TcpPeerTransportTest, ListensOnPortZeroAndAnswersPeers) {
   // Self and unknown members are refused at once, not dialled.
   EXPECT_TRUE(absl::IsUnavailable(b->Fetch(1, keys).status()));
   EXPECT_TRUE(absl::IsUnavailable(b->Fetch(7, keys).status()));
+}
+
+TEST(TcpPeerTransportTest, TopRefusedTravelsAndUnknownMembersFail) {
+  EchoHandler a_handler("a");
+  std::unique_ptr<PeerTransport> a = StartA(&a_handler);
+  EchoHandler b_handler("b");
+  std::unique_ptr<PeerTransport> b = StartCaller(1, &b_handler, a->port());
+  absl::Notification done;
+  absl::StatusOr<core::TopSnapshot> answer;
+  b->TopRefused(kA, absl::Seconds(10), [&](absl::StatusOr<core::TopSnapshot> got) {
+    answer = std::move(got);
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(15)));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->total, 11u);
+  ASSERT_EQ(answer->keys.size(), 1u);
+  EXPECT_EQ(answer->keys[0], (core::TopKey{"3:apia", 9, 2}));
+
+  absl::Notification refused;
+  b->TopRefused(7, absl::Seconds(1), [&](absl::StatusOr<core::TopSnapshot> got) {
+    EXPECT_TRUE(absl::IsUnavailable(got.status())) << got.status();
+    refused.Notify();
+  });
+  EXPECT_TRUE(refused.HasBeenNotified());  // refused at once, not dialled
 }
 
 // A forward that may wait on another member (a warm-up fetch) is decided off the io thread: with

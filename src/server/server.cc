@@ -305,11 +305,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
         options.node_id, server->config_.get(), server->limiter_.get());
     server->cluster_->SetConfigSync(server->config_sync_.get());
   }
-  server->service_ = service::NewRateLimitService(server->limiter_.get(), options.limits,
-                                                  &server->metrics_, options.envoy);
+  server->top_refused_ = std::make_unique<service::TopRefused>(SystemClock::Get());
+  server->service_ =
+      service::NewRateLimitService(server->limiter_.get(), options.limits, &server->metrics_,
+                                   options.envoy, server->top_refused_.get());
   server->admin_ = std::make_unique<admin::NodeAdmin>(server->config_.get(), server->limiter_.get(),
                                                       &server->metrics_, server->cluster_.get(),
                                                       server->config_sync_.get());
+  server->admin_->SetNodeInfo(admin::NodeInfo{FLOODGATE_VERSION, SystemClock::Get()->NowNs(),
+                                              options.max_memory_bytes, SystemClock::Get(),
+                                              server->top_refused_.get()});
+  if (server->cluster_ != nullptr) {
+    server->cluster_->SetTopRefusedSource(
+        [top = server->top_refused_.get()] { return top->Snapshot(); });
+  }
   if (server->redis_store_ != nullptr) {
     server->admin_->AddMetricsSource(
         [client = server->redis_.get(), store = server->redis_store_.get()] {

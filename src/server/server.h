@@ -182,6 +182,9 @@ class Server {
   // failure_mode: local). Declared after store_, so destroyed before it.
   std::unique_ptr<redis::Client> redis_;
   std::unique_ptr<redis_store::RedisStore> redis_store_;
+  // The refusals GET /v1/top shows: fed by service_, read by cluster_ for the other members;
+  // declared before both, so it outlives them.
+  std::unique_ptr<service::TopRefused> top_refused_;
   std::unique_ptr<admin::ClusterConfigSync> config_sync_;  // cluster mode; outlives cluster_
   std::unique_ptr<cluster::ClusterStore> cluster_;
   std::unique_ptr<discovery::Discovery> discovery_;  // with --etcd or --peers-dns

@@ -253,7 +253,7 @@ std::string RenderPrometheus(const limiter::Limiter& limiter, const ServerMetric
            "configured limit.",
            metrics.grpc.unknown_domain, metrics.http.unknown_domain);
   Header(out, "floodgate_shed_checks_total", "counter",
-         "Checks shed past a queue bound, per domain (at most 1000 names; the rest under "
+         "Checks shed past a queue bound, per domain the config defines (other names under "
          "_other_).");
   metrics.shed_checks.ForEach([&out](const std::string& domain, uint64_t count) {
     absl::StrAppend(&out, "floodgate_shed_checks_total{domain=\"", EscapeLabel(domain), "\"} ",

@@ -61,16 +61,21 @@ class CallCounter {
 };
 
 // The last step of every check: counts the outcome of a decided call and passes its status on.
-absl::Status Account(absl::Status decided, std::string_view domain,
-                     const limiter::CheckResponse& response, CallCounter& counter) {
+// A refusal also feeds the top refused keys (`top`, may be null): allowed checks pay a branch.
+absl::Status Account(absl::Status decided, const limiter::CheckRequest& request,
+                     const limiter::CheckResponse& response, CallCounter& counter,
+                     TopRefused* top) {
   if (!decided.ok()) {
     return counter.Failed(std::move(decided));
   }
   if (response.overall == limiter::Code::kOverLimit) {
     counter.OverLimit();
+    if (top != nullptr) {
+      top->RecordRefusals(request, response);
+    }
   }
   if (response.unknown_domain) {
-    counter.UnknownDomain(domain);
+    counter.UnknownDomain(request.domain);
   }
   return absl::OkStatus();
 }
@@ -82,8 +87,12 @@ absl::Status Account(absl::Status decided, std::string_view domain,
 class Pipeline final : public RateLimitService {
  public:
   Pipeline(limiter::Limiter* limiter, RequestLimits limits, ServerMetrics* metrics,
-           EnvoyCompat envoy)
-      : limiter_(limiter), limits_(limits), metrics_(metrics), envoy_(std::move(envoy)) {}
+           EnvoyCompat envoy, TopRefused* top)
+      : limiter_(limiter),
+        limits_(limits),
+        metrics_(metrics),
+        envoy_(std::move(envoy)),
+        top_(top) {}
 
   absl::Status ShouldRateLimit(const CallContext& call, const rls::RateLimitRequest& request,
                                rls::RateLimitResponse* response) override {
@@ -99,7 +108,7 @@ class Pipeline final : public RateLimitService {
     if (!decided.ok()) {
       return counter.Failed(decided.status());
     }
-    if (absl::Status counted = Account(absl::OkStatus(), check->domain, *decided, counter);
+    if (absl::Status counted = Account(absl::OkStatus(), *check, *decided, counter, top_);
         !counted.ok()) {
       return counted;
     }
@@ -117,7 +126,7 @@ class Pipeline final : public RateLimitService {
     if (!decided.ok()) {
       return counter.Failed(decided.status());
     }
-    Account(absl::OkStatus(), request.domain, *decided, counter).IgnoreError();  // OK in, OK out
+    Account(absl::OkStatus(), request, *decided, counter, top_).IgnoreError();  // OK in, OK out
     return decided;
   }
 
@@ -172,8 +181,7 @@ class Pipeline final : public RateLimitService {
     limiter_->CheckAsync(
         raw->check, raw->decided, loop,
         [this, c = std::move(c), response, done = std::move(done)](absl::Status status) mutable {
-          absl::Status outcome =
-              Account(std::move(status), c->check.domain, c->decided, c->counter);
+          absl::Status outcome = Account(std::move(status), c->check, c->decided, c->counter, top_);
           if (outcome.ok()) {
             Answer(c->request.has_value() ? *c->request : rls::RateLimitRequest::default_instance(),
                    c->decided, response);
@@ -195,7 +203,7 @@ class Pipeline final : public RateLimitService {
         if (outcome.ok()) {
           limiter_->CheckAsync(request, response, loop,
                                [&outcome](absl::Status status) { outcome = std::move(status); });
-          outcome = Account(std::move(outcome), request.domain, response, counter);
+          outcome = Account(std::move(outcome), request, response, counter, top_);
         }
       }
       std::move(done)(std::move(outcome));
@@ -209,10 +217,10 @@ class Pipeline final : public RateLimitService {
       return;
     }
     limiter_->CheckAsync(request, response, loop,
-                         [counter = std::move(counter), &request, &response,
+                         [this, counter = std::move(counter), &request, &response,
                           done = std::move(done)](absl::Status status) mutable {
                            absl::Status outcome =
-                               Account(std::move(status), request.domain, response, *counter);
+                               Account(std::move(status), request, response, *counter, top_);
                            counter.reset();  // the call's latency ends here
                            std::move(done)(std::move(outcome));
                          });
@@ -275,9 +283,17 @@ class Pipeline final : public RateLimitService {
     request.shed = call.shed;
     if (call.shed) {
       counter.Shed();
-      metrics_->shed_checks.Add(request.domain);
+      CountShed(request.domain);
     }
     return absl::OkStatus();
+  }
+
+  // Counts a shed call under its domain when the config defines it, else under _other_: the
+  // names stay bounded by the config. Only shed calls pay for it (a config read and a lock).
+  void CountShed(std::string_view domain) {
+    std::shared_ptr<const core::Config> config = limiter_->config();
+    const bool known = config != nullptr && config->FindDomain(domain) != nullptr;
+    metrics_->shed_checks.Add(known ? domain : std::string_view(DomainCounts::kOtherDomains));
   }
 
   // A release's steps before the limiter.
@@ -295,6 +311,7 @@ class Pipeline final : public RateLimitService {
     }
     if (call.shed) {
       counter.Shed();
+      CountShed(request.domain);
       return counter.Failed(absl::UnavailableError(
           "overloaded: the release was not applied; retry it, or the slots free themselves when "
           "their lease expires"));
@@ -306,14 +323,15 @@ class Pipeline final : public RateLimitService {
   const RequestLimits limits_;
   ServerMetrics* const metrics_;
   const EnvoyCompat envoy_;
+  TopRefused* const top_;
 };
 
 }  // namespace
 
 std::unique_ptr<RateLimitService> NewRateLimitService(limiter::Limiter* limiter,
                                                       RequestLimits limits, ServerMetrics* metrics,
-                                                      EnvoyCompat envoy) {
-  return std::make_unique<Pipeline>(limiter, limits, metrics, std::move(envoy));
+                                                      EnvoyCompat envoy, TopRefused* top) {
+  return std::make_unique<Pipeline>(limiter, limits, metrics, std::move(envoy), top);
 }
 
 }  // namespace floodgate::service

@@ -38,6 +38,7 @@
 #include "src/service/metrics.h"
 #include "src/service/request_limits.h"
 #include "src/service/rls.h"
+#include "src/service/top_refused.h"
 
 namespace floodgate::service {
 
@@ -112,9 +113,11 @@ class RateLimitService {
   virtual const RequestLimits& limits() const = 0;
 };
 
-// Returns the service over `limiter`, counting in `metrics`; both must outlive it.
+// Returns the service over `limiter`, counting in `metrics`; both must outlive it. When `top` is
+// set (it must outlive the service too), every refused check feeds it (GET /v1/top).
 std::unique_ptr<RateLimitService> NewRateLimitService(limiter::Limiter* limiter,
                                                       RequestLimits limits, ServerMetrics* metrics,
-                                                      EnvoyCompat envoy = {});
+                                                      EnvoyCompat envoy = {},
+                                                      TopRefused* top = nullptr);
 
 }  // namespace floodgate::service

@@ -9,6 +9,8 @@
 #include "src/common/json.h"
 #include "src/common/text.h"
 #include "src/frontends/http/http_util.h"
+#include "src/service/rules_json.h"
+#include "src/service/simulate_json.h"
 
 namespace floodgate::frontends {
 namespace {
@@ -146,6 +148,24 @@ std::optional<HttpReply> HttpHandlers::Answer(const HttpRequest& request, HttpSc
         break;
       case Endpoint::kConfigDomain:
         reply = ConfigChange(request, route.domain);
+        break;
+      case Endpoint::kUi:
+        reply = Ui(route.domain);
+        break;
+      case Endpoint::kStatus:
+        reply = Status(request.draining);
+        break;
+      case Endpoint::kRules:
+        reply = Rules();
+        break;
+      case Endpoint::kTop:
+        reply = Top(query);
+        break;
+      case Endpoint::kSimulate:
+        reply = Simulate(request.body);
+        break;
+      case Endpoint::kValidate:
+        reply = Validate(request.body, route.domain);
         break;
       case Endpoint::kNotFound:
         break;
@@ -366,6 +386,14 @@ HttpReply HttpHandlers::ConfigView() const {
   return reply;
 }
 
+HttpReply HttpHandlers::Rules() const {
+  std::shared_ptr<const core::Config> config = service_->config();
+  HttpReply reply;
+  reply.body = config != nullptr ? service::RulesJson(*config)
+                                 : std::string("{\"version\":0,\"domains\":[]}");
+  return reply;
+}
+
 HttpReply HttpHandlers::ConfigChange(const HttpRequest& request,
                                      std::string_view raw_domain) const {
   if (!admin_token_.empty() &&
@@ -391,6 +419,20 @@ HttpReply HttpHandlers::ConfigChange(const HttpRequest& request,
   reply.body = "{\"domain\":";
   common::AppendJsonString(domain, reply.body);
   absl::StrAppend(&reply.body, ",\"version\":", *version, "}");
+  return reply;
+}
+
+HttpReply HttpHandlers::Simulate(std::string_view body) const {
+  floodgate::v1::SimulateRequest request;
+  if (absl::Status parsed = DecodeJson(body, request, service_->limits().max_hits); !parsed.ok()) {
+    return Error(parsed);
+  }
+  absl::StatusOr<std::string> json = service::SimulateJson(request);
+  if (!json.ok()) {
+    return Error(json.status());
+  }
+  HttpReply reply;
+  reply.body = *std::move(json);
   return reply;
 }
 

@@ -127,7 +127,14 @@ class HttpHandlers {
   HttpReply Metrics() const;
   HttpReply Cluster() const;
   HttpReply ConfigView() const;
+  HttpReply Rules() const;  // GET /v1/rules (service/rules_json.h)
   HttpReply ConfigChange(const HttpRequest& request, std::string_view raw_domain) const;
+  // The web console's endpoints (console_handlers.cc).
+  HttpReply Ui(std::string_view file) const;
+  HttpReply Status(bool draining) const;
+  HttpReply Top(std::string_view query) const;
+  HttpReply Simulate(std::string_view body) const;
+  HttpReply Validate(std::string_view body, std::string_view raw_domain) const;
   // Decodes a native JSON CheckRequest body into scratch.native_request and scratch.check.
   absl::Status DecodeNative(std::string_view body, HttpScratch& scratch) const;
   // Counts a rate limit call whose input did not decode, and answers it 400.

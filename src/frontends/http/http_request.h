@@ -47,7 +47,7 @@ struct RequestData {
   absl::Status refusal;
   // The body limit for this request's route (RequestParser sets it from the request line).
   size_t body_limit = 0;
-  bool config_write = false;  // PUT /v1/config/{domain}
+  bool config_write = false;  // PUT /v1/config/{domain}, POST /v1/validate/{domain}
 
   void Reset() {
     method = http::verb::unknown;
@@ -114,16 +114,22 @@ class RequestParser final : public http::basic_parser<true> {
     data_->method = method;
     data_->version = version;
     data_->target.assign(target.data(), target.size());
-    data_->config_write = method == http::verb::put && IsConfigDomain(data_->target);
+    // A config's YAML (PUT /v1/config/{domain}, POST /v1/validate/{domain}) may be larger.
+    data_->config_write = IsConfigBody(method, data_->target);
     data_->body_limit =
         data_->config_write ? limits_.max_config_body_bytes : limits_.max_body_bytes;
     body_limit(data_->body_limit);
   }
-  static bool IsConfigDomain(std::string_view target) {
+  static bool IsConfigBody(http::verb method, std::string_view target) {
+    if (method != http::verb::put && method != http::verb::post) {
+      return false;
+    }
     std::string_view path;
     std::string_view query;
     SplitTarget(target, path, query);
-    return MatchPath(path).endpoint == Endpoint::kConfigDomain;
+    const Endpoint endpoint = MatchPath(path).endpoint;
+    return method == http::verb::put ? endpoint == Endpoint::kConfigDomain
+                                     : endpoint == Endpoint::kValidate;
   }
   void on_response_impl(int, beast::string_view, int, error_code& ec) override {
     ec = http::error::bad_method;  // unreachable for a request parser

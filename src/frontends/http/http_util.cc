@@ -250,6 +250,23 @@ Route MatchPath(std::string_view path) {
     route.endpoint = Endpoint::kConfig;
   } else if (path == "/v1/cluster") {
     route.endpoint = Endpoint::kCluster;
+  } else if (path == "/v1/status") {
+    route.endpoint = Endpoint::kStatus;
+  } else if (path == "/v1/rules") {
+    route.endpoint = Endpoint::kRules;
+  } else if (path == "/v1/top") {
+    route.endpoint = Endpoint::kTop;
+  } else if (path == "/v1/simulate") {
+    route.endpoint = Endpoint::kSimulate;
+  } else if (path == "/ui" || path.starts_with("/ui/")) {
+    route.endpoint = Endpoint::kUi;
+    route.domain = path.substr(3);
+  } else if (path.starts_with("/v1/validate/")) {
+    const std::string_view domain = path.substr(sizeof("/v1/validate/") - 1);
+    if (!domain.empty() && domain.find('/') == std::string_view::npos) {
+      route.endpoint = Endpoint::kValidate;
+      route.domain = domain;
+    }
   } else if (path.starts_with("/v1/config/")) {
     const std::string_view domain = path.substr(sizeof("/v1/config/") - 1);
     if (!domain.empty() && domain.find('/') == std::string_view::npos) {
@@ -282,12 +299,18 @@ bool MethodAllowed(Endpoint endpoint, http::verb method) {
       return method == http::verb::get || method == http::verb::post;
     case Endpoint::kEnvoyJson:
     case Endpoint::kRelease:
+    case Endpoint::kSimulate:
+    case Endpoint::kValidate:
       return method == http::verb::post;
     case Endpoint::kAuth:
     case Endpoint::kHealthcheck:
     case Endpoint::kMetrics:
     case Endpoint::kConfig:
     case Endpoint::kCluster:
+    case Endpoint::kUi:
+    case Endpoint::kStatus:
+    case Endpoint::kRules:
+    case Endpoint::kTop:
       return method == http::verb::get;
     case Endpoint::kConfigDomain:
       return method == http::verb::put || method == http::verb::delete_;
@@ -303,12 +326,18 @@ std::string_view AllowedMethods(Endpoint endpoint) {
       return "GET, HEAD, POST";
     case Endpoint::kEnvoyJson:
     case Endpoint::kRelease:
+    case Endpoint::kSimulate:
+    case Endpoint::kValidate:
       return "POST";
     case Endpoint::kAuth:
     case Endpoint::kHealthcheck:
     case Endpoint::kMetrics:
     case Endpoint::kConfig:
     case Endpoint::kCluster:
+    case Endpoint::kUi:
+    case Endpoint::kStatus:
+    case Endpoint::kRules:
+    case Endpoint::kTop:
       return "GET, HEAD";
     case Endpoint::kConfigDomain:
       return "PUT, DELETE";
@@ -371,6 +400,8 @@ std::string_view StatusReason(int status) {
       return "Continue";
     case 200:
       return "OK";
+    case 308:
+      return "Permanent Redirect";
     case 400:
       return "Bad Request";
     case 401:

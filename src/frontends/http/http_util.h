@@ -54,11 +54,18 @@ enum class Endpoint : uint8_t {
   kConfig,        // GET /v1/config
   kConfigDomain,  // PUT, DELETE /v1/config/{domain}
   kCluster,       // GET /v1/cluster
+  kUi,            // GET /ui, /ui/{file}: the web console (ui_assets.h)
+  kStatus,        // GET /v1/status
+  kRules,         // GET /v1/rules
+  kTop,           // GET /v1/top
+  kSimulate,      // POST /v1/simulate
+  kValidate,      // POST /v1/validate/{domain}
 };
 
 struct Route {
   Endpoint endpoint = Endpoint::kNotFound;
-  // kConfigDomain: the {domain} path segment, still percent-encoded.
+  // kConfigDomain, kValidate: the {domain} path segment, still percent-encoded. kUi: the path
+  // after "/ui" ("", "/", "/app.js").
   std::string_view domain;
 };
 
