@@ -472,7 +472,11 @@ absl::Status Server::StartFrontends(const ServerOptions& options) {
   http_ = frontends::NewHttpServer(http_options, service_.get(), admin_.get(), &metrics_);
   FG_RETURN_IF_ERROR(http_->Start());
   grpc_ = frontends::NewGrpcServer(grpc_options, service_.get(), &metrics_);
-  return grpc_->Start();
+  FG_RETURN_IF_ERROR(grpc_->Start());
+  shed_watch_ = std::make_unique<service::ShedWatch>(std::vector<service::ShedWatch::Counter>{
+      {"http", &metrics_.http.shed}, {"grpc", &metrics_.grpc.shed}});
+  shed_watch_->Start();
+  return absl::OkStatus();
 }
 
 void Server::Shutdown(absl::Duration grace) {
@@ -502,6 +506,9 @@ void Server::Shutdown(absl::Duration grace) {
   }
   config_->Stop();
   // Both front ends drain at once: each stops taking new work and finishes what it has.
+  if (shed_watch_ != nullptr) {
+    shed_watch_->Stop();
+  }
   grpc_->Shutdown(grace);
   http_->Shutdown(grace);
   if (etcd_config_ != nullptr) {
