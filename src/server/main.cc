@@ -100,13 +100,14 @@ int Serve(const ServeCommand& command) {
   if (!server.ok()) {
     return Fail(absl::StrCat("cannot start: ", server.status().message()));
   }
+  // Before the line below: whoever has read that line finds this one written.
+  const absl::string_view version = floodgate::server::Version();
+  floodgate::server::LogStarted(options, **server,
+                                std::string_view(version.data(), version.size()));
   // Tests and scripts read this line to learn the ports (useful with port 0).
   std::printf("floodgate: listening http=%d grpc=%d config=%s\n", (*server)->http_port(),
               (*server)->grpc_port(), options.config_path.c_str());
   std::fflush(stdout);
-  const absl::string_view version = floodgate::server::Version();
-  floodgate::server::LogStarted(options, **server,
-                                std::string_view(version.data(), version.size()));
 
   int signal = 0;
   sigwait(&signals, &signal);
