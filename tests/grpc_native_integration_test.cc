@@ -98,8 +98,8 @@ TEST_F(GrpcNativeIntegrationTest, InvalidUtf8FloodWritesAtMostABurstOfLogLines) 
   ASSERT_TRUE(Call(*NewStub(), "after").ok());
   const std::string err = server_->Stderr();
   size_t lines = 0;
-  for (size_t at = err.find("protobuf error"); at != std::string::npos;
-       at = err.find("protobuf error", at + 1)) {
+  for (size_t at = err.find("ERROR protobuf "); at != std::string::npos;
+       at = err.find("ERROR protobuf ", at + 1)) {
     ++lines;
   }
   EXPECT_GE(lines, 1u) << err;

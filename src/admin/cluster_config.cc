@@ -83,6 +83,11 @@ std::vector<pb::ConfigChange> ClusterConfigSync::Get(const std::vector<std::stri
 }
 
 int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
+  return ApplyFrom(changes, "cluster");
+}
+
+int ClusterConfigSync::ApplyFrom(const std::vector<pb::ConfigChange>& changes,
+                                 std::string_view source) {
   absl::MutexLock lock(&mu_);
   int applied = 0;
   for (const pb::ConfigChange& change : changes) {
@@ -90,9 +95,13 @@ int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
     const std::string& domain = theirs.domain();
     const uint64_t most = std::min(kMaxConfigVersion, clock_ + kMaxVersionLead);
     if (theirs.version() > most) {
-      common::RateLimitedLog::Default().Log(absl::StrCat(
-          "floodgate: config change for ", domain, " from ", theirs.origin(), " refused: version ",
-          theirs.version(), " is from the future (at most ", most, " here)"));
+      common::RateLimitedLog::Default().Log(
+          common::LogLevel::kError, "config_refused",
+          {{"source", source},
+           {"domain", domain},
+           {"origin", theirs.origin()},
+           {"domain_version", theirs.version()},
+           {"error", absl::StrCat("the version is from the future (at most ", most, " here)")}});
       continue;
     }
     clock_ = std::max(clock_, theirs.version());
@@ -111,13 +120,27 @@ int ClusterConfigSync::Apply(const std::vector<pb::ConfigChange>& changes) {
     if (!status.ok()) {
       // A change another node accepted can only fail here for local reasons (a read-only
       // directory, a single-file config): say so and keep serving the old config.
-      common::RateLimitedLog::Default().Log(
-          absl::StrCat("floodgate: config change for ", domain, " from ", theirs.origin(),
-                       " (version ", theirs.version(), ") refused: ", status.message()));
+      common::RateLimitedLog::Default().Log(common::LogLevel::kError, "config_refused",
+                                            {{"source", source},
+                                             {"domain", domain},
+                                             {"origin", theirs.origin()},
+                                             {"domain_version", theirs.version()},
+                                             {"error", status.message()}});
       continue;
     }
     versions_[domain] = theirs;
     ++applied;
+    // The admin change this node took itself is logged by the front end, with who asked.
+    if (source != "admin") {
+      const std::shared_ptr<const core::Config> now = limiter_->config();
+      common::Log(common::LogLevel::kInfo, "config_change",
+                  {{"source", source},
+                   {"action", theirs.deleted() ? "delete" : "put"},
+                   {"domain", domain},
+                   {"origin", theirs.origin()},
+                   {"domain_version", theirs.version()},
+                   {"version", now != nullptr ? now->version : 0}});
+    }
   }
   return applied;
 }

@@ -53,7 +53,12 @@ class ClusterConfigSync final : public cluster::ConfigSync {
   const std::string& self_id() const { return self_id_; }
   std::vector<peer::v1::DomainVersion> Versions() override;
   std::vector<peer::v1::ConfigChange> Get(const std::vector<std::string>& domains) override;
+  // Applies changes from peers (source "cluster"): ApplyFrom(changes, "cluster").
   int Apply(const std::vector<peer::v1::ConfigChange>& changes) override;
+  // Applies changes newer than this node's, logging each as `config_change` with `source`
+  // ("cluster", "etcd"; "admin" for this node's own, which its front end logs) and each refusal
+  // as `config_refused`. Returns how many were applied.
+  int ApplyFrom(const std::vector<peer::v1::ConfigChange>& changes, std::string_view source);
   // FNV-1a over each served domain's name and YAML, in name order.
   uint64_t Fingerprint() override;
 

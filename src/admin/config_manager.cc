@@ -171,7 +171,7 @@ void ConfigManager::Apply(std::shared_ptr<const core::Config> config, std::strin
   limiter_->SetConfig(std::move(config));
 }
 
-absl::Status ConfigManager::Refused(absl::Status status) {
+absl::Status ConfigManager::Refused(absl::Status status, std::string_view source) {
   uint64_t version = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -180,12 +180,34 @@ absl::Status ConfigManager::Refused(absl::Status status) {
     version = version_;
   }
   // Before the first config is served (Create) nothing was "still serving": the caller reports.
-  if (version != 0) {
-    common::RateLimitedLog::Default().Log(
-        absl::StrCat("floodgate: config change refused, still serving version ", version, ": ",
-                     status.message()));
+  if (version == 0) {
+    return status;
+  }
+  refused_since_ok_ = true;
+  // The file source is logged once per distinct content (the callers compare fingerprints);
+  // xDS pushes are the management server's, rate-limited like any line another party triggers.
+  const std::initializer_list<common::LogField> fields = {
+      {"source", source}, {"serving_version", version}, {"error", status.message()}};
+  if (source == "file") {
+    common::Log(common::LogLevel::kError, "config_refused", fields);
+  } else {
+    common::RateLimitedLog::Default().Log(common::LogLevel::kError, "config_refused", fields);
   }
   return status;
+}
+
+void ConfigManager::LogApplied(std::string_view source, uint64_t version) {
+  if (version <= 1) {
+    return;  // the first config is part of the `started` line
+  }
+  const size_t domains = limiter_->config()->domains.size();
+  if (refused_since_ok_) {
+    refused_since_ok_ = false;
+    common::Log(common::LogLevel::kInfo, "config_recovered",
+                {{"source", source}, {"version", version}, {"domains", domains}});
+  }
+  common::Log(common::LogLevel::kInfo, "config_change",
+              {{"source", source}, {"version", version}, {"domains", domains}});
 }
 
 absl::StatusOr<bool> ConfigManager::ReloadLocked() {
@@ -197,7 +219,7 @@ absl::StatusOr<bool> ConfigManager::ReloadLocked() {
       return files.status();
     }
     fingerprint_ = std::move(fingerprint);
-    return Refused(files.status());
+    return Refused(files.status(), "file");
   }
   std::string fingerprint = Fingerprint(*files);
   if (fingerprint == fingerprint_) {
@@ -207,9 +229,11 @@ absl::StatusOr<bool> ConfigManager::ReloadLocked() {
   // Remember even bad content, so an unchanged bad file is reported once, not every poll.
   if (!config.ok()) {
     fingerprint_ = std::move(fingerprint);
-    return Refused(config.status());
+    return Refused(config.status(), "file");
   }
+  const uint64_t version = config->config->version;
   Apply(std::move(config->config), std::move(fingerprint));
+  LogApplied("file", version);
   return true;
 }
 
@@ -363,16 +387,18 @@ absl::Status ConfigManager::SetXdsDomains(const std::vector<ConfigFile>& files) 
   }
   absl::StatusOr<Files> read = ReadFiles(path_, state_dir_, allow_empty_);
   if (!read.ok()) {
-    return Refused(read.status());
+    return Refused(read.status(), "xds");
   }
   std::set<std::string> domains;
   absl::StatusOr<EffectiveConfig> config = Build(read->source, read->state, files, &domains);
   if (!config.ok()) {
-    return Refused(config.status());
+    return Refused(config.status(), "xds");
   }
   xds_files_ = files;
   xds_domains_ = std::move(domains);
+  const uint64_t version = config->config->version;
   Apply(std::move(config->config), Fingerprint(*read));
+  LogApplied("xds", version);
   return absl::OkStatus();
 }
 

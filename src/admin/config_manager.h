@@ -13,7 +13,8 @@
 // the same for operators.
 //
 // A change is read, parsed and validated completely before it is swapped into the limiter; a bad
-// change is refused with file:line, logged (rate-limited), counted, and the old config keeps
+// change is refused with file:line, logged (once per distinct content of the files, not on every
+// poll; `config_recovered` when a later reload succeeds), counted, and the old config keeps
 // serving. A source with no config files (an emptied folder) is refused the same way unless
 // `allow_empty` is set, so that a mistake cannot silently drop every limit.
 //
@@ -105,8 +106,15 @@ class ConfigManager {
  private:
   ConfigManager(std::string path, ConfigManagerOptions options, limiter::Limiter* limiter);
   absl::StatusOr<bool> ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
-  // Counts and logs a refused change; returns `status`.
-  absl::Status Refused(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
+  // Counts and logs (`config_refused`) a refused change from `source` ("file", "xds");
+  // returns `status`.
+  absl::Status Refused(absl::Status status, std::string_view source)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
+  // Logs `config_change` for a reload or push that applied `version` (and `config_recovered`
+  // first when the last change from a source was refused). Admin changes are logged by the
+  // front end that took them (it knows who asked); the cluster's by ClusterConfigSync.
+  void LogApplied(std::string_view source, uint64_t version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
   void Apply(std::shared_ptr<const core::Config> config, std::string fingerprint)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
   uint64_t next_version() const;
@@ -131,6 +139,7 @@ class ConfigManager {
   std::string fingerprint_ ABSL_GUARDED_BY(change_mu_);            // content of every file read
   std::vector<ConfigFile> xds_files_ ABSL_GUARDED_BY(change_mu_);  // the last set xDS pushed
   std::set<std::string> xds_domains_ ABSL_GUARDED_BY(change_mu_);  // their domains
+  bool refused_since_ok_ ABSL_GUARDED_BY(change_mu_) = false;      // for config_recovered
 
   mutable absl::Mutex mu_;  // the counters below, taken briefly
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;

@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 
+#include "src/common/log.h"
 #include "testing/limiter_helpers.h"
 #include "testing/temp_dir.h"
 
@@ -66,10 +67,12 @@ TEST_F(ConfigManagerTest, BadEditIsRefusedCountedAndOldConfigServes) {
   auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
   ASSERT_TRUE(manager.ok());
   Write(dir_ / "api.yaml", kBad);
-  ::testing::internal::CaptureStderr();
+  common::LogCapture log;
   absl::StatusOr<bool> reloaded = (*manager)->ReloadIfChanged();
-  EXPECT_NE(::testing::internal::GetCapturedStderr().find("still serving version 1"),
-            std::string::npos);
+  ASSERT_EQ(log.Events("config_refused").size(), 1u);
+  EXPECT_NE(log.Events("config_refused")[0].find("source=file serving_version=1 error="),
+            std::string::npos)
+      << log.Events("config_refused")[0];
   ASSERT_FALSE(reloaded.ok());
   EXPECT_NE(reloaded.status().message().find("api.yaml:4"), std::string::npos) << reloaded.status();
   EXPECT_EQ(UserLimit(), 5u);
@@ -83,12 +86,50 @@ TEST_F(ConfigManagerTest, InitialBadConfigFailsCreate) {
   Write(dir_ / "api.yaml", kBad);
   // Nothing was served yet: Create returns the error for its caller to report, and prints
   // nothing itself (no "still serving version 0", no second copy of the error).
-  ::testing::internal::CaptureStderr();
+  common::LogCapture log;
   auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
-  const std::string printed = ::testing::internal::GetCapturedStderr();
   ASSERT_FALSE(manager.ok());
   EXPECT_NE(manager.status().message().find("api.yaml:4"), std::string::npos) << manager.status();
-  EXPECT_EQ(printed, "");
+  EXPECT_TRUE(log.lines().empty());
+}
+
+// A bad file is logged once per distinct content, however often it is polled; a fix logs
+// config_recovered, then the change.
+TEST_F(ConfigManagerTest, ReloadErrorsAreLoggedOncePerChangeAndTheRecoveryToo) {
+  auto manager = ConfigManager::Create(dir_.string(), limiter_.get());
+  ASSERT_TRUE(manager.ok());
+  common::LogCapture log;
+  Write(dir_ / "api.yaml", kBad);
+  EXPECT_FALSE((*manager)->ReloadIfChanged().ok());
+  for (int poll = 0; poll < 20; ++poll) {  // the same content: nothing new to apply or say
+    EXPECT_FALSE((*manager)->ReloadIfChanged().value_or(true));
+  }
+  ASSERT_EQ(log.Events("config_refused").size(), 1u);
+  EXPECT_NE(log.Events("config_refused")[0].find("api.yaml:4"), std::string::npos);
+
+  Write(dir_ / "api.yaml", std::string(kBad) + "# another mistake\n");  // new content: news
+  EXPECT_FALSE((*manager)->ReloadIfChanged().ok());
+  for (int poll = 0; poll < 20; ++poll) {  // the same content: nothing new to apply or say
+    EXPECT_FALSE((*manager)->ReloadIfChanged().value_or(true));
+  }
+  EXPECT_EQ(log.Events("config_refused").size(), 2u);
+  EXPECT_TRUE(log.Events("config_recovered").empty());
+
+  Write(dir_ / "api.yaml", kApiTighter);
+  EXPECT_TRUE(*(*manager)->ReloadIfChanged());
+  EXPECT_FALSE(*(*manager)->ReloadIfChanged());
+  ASSERT_EQ(log.Events("config_recovered").size(), 1u);
+  EXPECT_NE(log.Events("config_recovered")[0].find("source=file version=2 domains=1"),
+            std::string::npos)
+      << log.Events("config_recovered")[0];
+  ASSERT_EQ(log.Events("config_change").size(), 1u);
+  EXPECT_NE(log.Events("config_change")[0].find("source=file version=2"), std::string::npos);
+
+  Write(dir_ / "api.yaml", kApi);  // a good change after a good one: no recovery to report
+  EXPECT_TRUE(*(*manager)->ReloadIfChanged());
+  EXPECT_EQ(log.Events("config_recovered").size(), 1u);
+  EXPECT_EQ(log.Events("config_change").size(), 2u);
+  EXPECT_EQ(log.lines().size(), 5u);
 }
 
 std::string ReadAll(const fs::path& path) {

@@ -55,7 +55,7 @@ absl::StatusOr<uint64_t> NodeAdmin::Change(const std::string& domain,
     if (yaml.has_value()) {
       change.set_yaml(std::string(*yaml));
     }
-    sync_->Apply({change});
+    sync_->ApplyFrom({change}, "admin");
     if (cluster_ != nullptr) {
       cluster_->BroadcastConfig({change});
     }

@@ -30,8 +30,6 @@ int Millis(absl::Duration d) {
   return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, 1 << 30));
 }
 
-void Log(std::string_view line) { common::RateLimitedLog::Default().Log(line); }
-
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -183,7 +181,9 @@ bool XdsConfigClient::RunStream() {
       absl::MutexLock lock(&mu_);
       ++status_.stream_failures;
     }
-    Log(absl::StrCat("floodgate: xDS: ", credentials.status().message(), "; trying again"));
+    common::RateLimitedLog::Default().Log(
+        common::LogLevel::kError, "xds_stream_failed",
+        {{"server", options_.server}, {"error", credentials.status().message()}});
     return false;
   }
   std::shared_ptr<grpc::Channel> channel =
@@ -243,13 +243,15 @@ bool XdsConfigClient::RunStream() {
       answer.set_version_info(status_.acked_version);
     }
     if (applied.ok()) {
-      Log(absl::StrCat("floodgate: xDS config version '", response.version_info(), "' applied (",
-                       response.resources_size(), " domains)"));
+      common::RateLimitedLog::Default().Log(
+          common::LogLevel::kInfo, "xds_applied",
+          {{"xds_version", response.version_info()}, {"domains", response.resources_size()}});
     } else {
       answer.mutable_error_detail()->set_code(kInvalidArgumentCode);
       answer.mutable_error_detail()->set_message(std::string(applied.message()));
-      Log(absl::StrCat("floodgate: xDS config version '", response.version_info(),
-                       "' refused: ", applied.message()));
+      common::RateLimitedLog::Default().Log(
+          common::LogLevel::kError, "xds_refused",
+          {{"xds_version", response.version_info()}, {"error", applied.message()}});
     }
     writable = stream->Write(answer);
   }
@@ -264,9 +266,10 @@ bool XdsConfigClient::RunStream() {
     ++status_.stream_failures;
   }
   if (!stop_.HasBeenNotified()) {
-    Log(absl::StrCat("floodgate: xDS stream to ", options_.server,
-                     " ended: ", finished.error_message(), " (code ",
-                     static_cast<int>(finished.error_code()), "); reconnecting"));
+    common::RateLimitedLog::Default().Log(common::LogLevel::kWarn, "xds_stream_ended",
+                                          {{"server", options_.server},
+                                           {"error", finished.error_message()},
+                                           {"code", static_cast<int>(finished.error_code())}});
   }
   return got_response;
 }

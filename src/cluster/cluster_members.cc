@@ -16,17 +16,18 @@ MembershipChange ClusterStore::SetMembers(const std::vector<Member>& members) {
       membership_->SetMembers(members, [this](int slot, const Member& member) {
         transport_->SetMember(slot, member.id, member.address);
       });
-  auto& log = common::RateLimitedLog::Default();
+  // Discovery's changes, not a caller's: bounded by how fast members come and go.
   for (const std::string& id : change.joined) {
     transport_->PeerIsUp(membership_->SlotOf(id));  // a node that rejoins: no stale backoff
-    log.Log(
-        absl::StrCat("floodgate: cluster: ", id, " joined (", membership_->size(), " members)"));
+    common::Log(common::LogLevel::kInfo, "member_joined",
+                {{"peer", id}, {"members", membership_->size()}});
   }
   for (const std::string& id : change.left) {
-    log.Log(absl::StrCat("floodgate: cluster: ", id, " left (", membership_->size(), " members)"));
+    common::Log(common::LogLevel::kInfo, "member_left",
+                {{"peer", id}, {"members", membership_->size()}});
   }
   if (!change.error.empty()) {
-    log.Log(absl::StrCat("floodgate: cluster: ", change.error));
+    common::Log(common::LogLevel::kError, "members_refused", {{"error", change.error}});
   }
   return change;
 }
@@ -73,15 +74,16 @@ void ClusterStore::HandOverOwned(absl::Time deadline) {
   }
   for (const auto& [owner, records] : by_owner) {
     if (absl::Now() >= deadline) {
-      common::RateLimitedLog::Default().Log(
-          "floodgate: cluster: leave: out of time; some states were not handed over");
+      common::Log(common::LogLevel::kWarn, "leave_out_of_time",
+                  {{"note", "some states were not handed over"}});
       return;
     }
     absl::StatusOr<uint64_t> bytes = transport_->HandOver(owner, records);
     if (!bytes.ok()) {
-      common::RateLimitedLog::Default().Log(
-          absl::StrCat("floodgate: cluster: leave: handing ", records.size(),
-                       " states over failed: ", bytes.status().message()));
+      common::RateLimitedLog::Default().Log(common::LogLevel::kWarn, "hand_over_failed",
+                                            {{"peer", membership_->member(owner).id},
+                                             {"states", records.size()},
+                                             {"error", bytes.status().message()}});
       continue;
     }
     handed_over_states_.fetch_add(records.size(), std::memory_order_relaxed);

@@ -122,16 +122,17 @@ void Gossip::NoteRound(const Answers& answers) {
     std::atomic<int>& rounds = mismatch_rounds_[peer];
     if (ours == 0 || answer.config_fingerprint == 0 || answer.config_fingerprint == ours) {
       if (rounds.exchange(0) >= kConfigMismatchRounds) {
-        common::RateLimitedLog::Default().Log(absl::StrCat(
-            "floodgate: cluster: ", answer.node_id, " serves the same config as this node again"));
+        common::Log(common::LogLevel::kInfo, "config_match", {{"peer", answer.node_id}});
       }
     } else if (rounds.fetch_add(1) + 1 == kConfigMismatchRounds) {
-      common::RateLimitedLog::Default().Log(absl::StrCat(
-          "floodgate: WARNING: cluster: ", answer.node_id,
-          " serves a different config than this node (fingerprint ",
-          absl::Hex(answer.config_fingerprint), ", here ", absl::Hex(ours),
-          "): the two enforce different limits for the same keys, which lets callers past them; "
-          "give every node the same config files"));
+      common::Log(common::LogLevel::kWarn, "config_mismatch",
+                  {{"peer", answer.node_id},
+                   {"theirs", absl::StrCat(absl::Hex(answer.config_fingerprint))},
+                   {"ours", absl::StrCat(absl::Hex(ours))},
+                   {"note",
+                    "it serves a different config than this node: the two enforce different "
+                    "limits for the same keys, which lets callers past them; give every node the "
+                    "same config files"}});
     }
   }
   if (!quorum_seen_.HasBeenNotified() && membership_->HasQuorum()) {
@@ -185,9 +186,10 @@ void Gossip::BroadcastConfig(const std::vector<pb::ConfigChange>& changes) {
       pushes.emplace_back([this, i, &changes] {
         const absl::Status status = transport_->PushConfig(i, changes);
         if (!status.ok()) {
-          common::RateLimitedLog::Default().Log(
-              absl::StrCat("floodgate: config push to ", membership_->member(i).id,
-                           " failed: ", status.message(), " (it catches up through heartbeats)"));
+          common::RateLimitedLog::Default().Log(common::LogLevel::kWarn, "config_push_failed",
+                                                {{"peer", membership_->member(i).id},
+                                                 {"error", status.message()},
+                                                 {"note", "it catches up through heartbeats"}});
         }
       });
     }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "src/common/log.h"
 
 namespace floodgate::cluster {
 namespace {
@@ -91,6 +92,7 @@ Membership::Membership(std::vector<Member> members, int self, const Clock* clock
   slots_used_.store(n, std::memory_order_release);
   members_mask_.store(mask, std::memory_order_release);
   alive_.store(self >= 0 && self < n ? uint64_t{1} << self : 0, std::memory_order_release);
+  quorum_ = HasQuorum(alive_mask(), std::popcount(mask));
 }
 
 bool Membership::HasQuorum(uint64_t mask, int members) { return 2 * std::popcount(mask) > members; }
@@ -129,6 +131,14 @@ int Membership::SlotOf(std::string_view id) const {
 
 MembershipChange Membership::SetMembers(const std::vector<Member>& members,
                                         const SlotChanged& on_slot) {
+  AliveChanges changes;
+  MembershipChange change = ApplyMembers(members, on_slot, changes);
+  LogChanges(changes, "members changed");
+  return change;
+}
+
+MembershipChange Membership::ApplyMembers(const std::vector<Member>& members,
+                                          const SlotChanged& on_slot, AliveChanges& changes) {
   MembershipChange change;
   const int64_t now = clock_->NowNs();
   absl::MutexLock lock(&mu_);
@@ -201,6 +211,7 @@ MembershipChange Membership::SetMembers(const std::vector<Member>& members,
       change.joined.push_back(m.id);
     }
   }
+  NoteQuorum(changes);
   return change;
 }
 
@@ -212,16 +223,49 @@ void Membership::SetLeaving() {
   alive_.fetch_and(~bit, std::memory_order_acq_rel);
 }
 
-void Membership::SetAlive(int i, bool alive) {
+void Membership::SetAlive(int i, bool alive, AliveChanges* changes) {
   const uint64_t bit = uint64_t{1} << i;
   const uint64_t old = alive_.load(std::memory_order_relaxed);
   if (alive) {
-    if ((members_mask_.load(std::memory_order_relaxed) & bit) != 0) {
+    if ((members_mask_.load(std::memory_order_relaxed) & bit) != 0 && (old & bit) == 0) {
       alive_.store(old | bit, std::memory_order_release);
+      if (changes != nullptr) {
+        changes->returned.push_back(slot_[i].id);
+      }
     }
   } else if ((old & bit) != 0) {
     alive_.store(old & ~bit, std::memory_order_release);
     deaths_.fetch_add(1, std::memory_order_relaxed);
+    if (changes != nullptr) {
+      changes->died.push_back(slot_[i].id);
+    }
+  }
+}
+
+void Membership::NoteQuorum(AliveChanges& changes) {
+  changes.alive = std::popcount(alive_mask());
+  changes.members = size();
+  const bool now = HasQuorum(alive_mask(), changes.members);
+  if (now != quorum_ && !leaving()) {  // a node that leaves loses it on purpose: no news
+    changes.quorum = now ? 1 : -1;
+  }
+  quorum_ = now;
+}
+
+void Membership::LogChanges(const AliveChanges& changes, std::string_view why) {
+  for (const std::string& id : changes.died) {
+    common::Log(
+        common::LogLevel::kWarn, "peer_dead",
+        {{"peer", id}, {"why", why}, {"alive", changes.alive}, {"members", changes.members}});
+  }
+  for (const std::string& id : changes.returned) {
+    common::Log(common::LogLevel::kInfo, "peer_alive",
+                {{"peer", id}, {"alive", changes.alive}, {"members", changes.members}});
+  }
+  if (changes.quorum != 0) {
+    common::Log(changes.quorum > 0 ? common::LogLevel::kInfo : common::LogLevel::kWarn,
+                changes.quorum > 0 ? "quorum_reached" : "quorum_lost",
+                {{"alive", changes.alive}, {"members", changes.members}});
   }
 }
 
@@ -229,30 +273,52 @@ bool Membership::RecordContact(int i) {
   if (i < 0 || i >= slots() || i == self_) {
     return false;
   }
-  absl::MutexLock lock(&mu_);
-  last_contact_ns_[i] = clock_->NowNs();
-  const uint64_t bit = uint64_t{1} << i;
-  const bool was_alive = (alive_.load(std::memory_order_relaxed) & bit) != 0;
-  SetAlive(i, true);
-  return !was_alive && (alive_.load(std::memory_order_relaxed) & bit) != 0;
+  AliveChanges changes;
+  {
+    absl::MutexLock lock(&mu_);
+    last_contact_ns_[i] = clock_->NowNs();
+    SetAlive(i, true, &changes);
+    if (changes.returned.empty()) {
+      return false;  // the common case: it was alive already
+    }
+    NoteQuorum(changes);
+  }
+  LogChanges(changes, "");
+  return true;
 }
 
 void Membership::RecordFailure(int i) {
   if (i < 0 || i >= slots() || i == self_) {
     return;
   }
-  absl::MutexLock lock(&mu_);
-  SetAlive(i, false);
+  AliveChanges changes;
+  {
+    absl::MutexLock lock(&mu_);
+    SetAlive(i, false, &changes);
+    if (changes.died.empty()) {
+      return;
+    }
+    NoteQuorum(changes);
+  }
+  LogChanges(changes, "call failed");
 }
 
 void Membership::Tick() {
   const int64_t now = clock_->NowNs();
-  absl::MutexLock lock(&mu_);
-  for (int i = 0; i < slots(); ++i) {
-    if (i != self_ && now - last_contact_ns_[i] > dead_after_ns_) {
-      SetAlive(i, false);
+  AliveChanges changes;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < slots(); ++i) {
+      if (i != self_ && now - last_contact_ns_[i] > dead_after_ns_) {
+        SetAlive(i, false, &changes);
+      }
     }
+    if (changes.died.empty()) {
+      return;
+    }
+    NoteQuorum(changes);
   }
+  LogChanges(changes, "silent");
 }
 
 int64_t Membership::last_contact_ns(int i) const {

@@ -17,6 +17,11 @@
 // replicate it. When a member leaves or joins, only the keys it owns (about 1/N) move, and a dead
 // owner's keys go to the node that was replicating them.
 //
+// Changes of the alive set are logged (common/log.h) as they happen, never per heartbeat:
+// `peer_dead` (silent too long, or a call failed) and `peer_alive` (heard from again), and
+// `quorum_lost` / `quorum_reached` when this node stops or starts seeing a majority alive.
+// Joins and leaves are the caller's to log (SetMembers returns them).
+//
 // Thread-safety: every method may be called from any thread; the member and alive sets are
 // atomic words and the seeds atomics, so routing takes no lock.
 
@@ -125,7 +130,22 @@ class Membership {
   int Owner(uint64_t key_hash, uint64_t mask) const;
 
  private:
-  void SetAlive(int i, bool alive) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What a call changed in the alive set, gathered under mu_ and logged once it is released.
+  struct AliveChanges {
+    std::vector<std::string> died;      // ids of members that died
+    std::vector<std::string> returned;  // ids of members heard from again
+    int quorum = 0;                     // +1 reached, -1 lost, 0 unchanged
+    int alive = 0;
+    int members = 0;
+  };
+  // Sets member i's alive bit; records the transition in `changes` when given.
+  void SetAlive(int i, bool alive, AliveChanges* changes = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records in `changes` whether the quorum came or went since the last call.
+  void NoteQuorum(AliveChanges& changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void LogChanges(const AliveChanges& changes, std::string_view why);
+  MembershipChange ApplyMembers(const std::vector<Member>& members, const SlotChanged& on_slot,
+                                AliveChanges& changes) ABSL_LOCKS_EXCLUDED(mu_);
 
   const int self_;
   const Clock* const clock_;
@@ -142,6 +162,7 @@ class Membership {
   std::array<Member, kMaxMembers> slot_ ABSL_GUARDED_BY(mu_);
   std::array<int64_t, kMaxMembers> last_contact_ns_ ABSL_GUARDED_BY(mu_){};
   std::array<int64_t, kMaxMembers> left_at_ns_ ABSL_GUARDED_BY(mu_){};
+  bool quorum_ ABSL_GUARDED_BY(mu_) = false;  // as last logged
 };
 
 }  // namespace floodgate::cluster

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "src/common/log.h"
 #include "testing/fake_clock.h"
 
 namespace floodgate::cluster {
@@ -145,6 +146,44 @@ TEST(MembershipTest, JoinersGetSlotsAndAreAliveAtOnce) {
   EXPECT_EQ(m.joins(), 2u);
   // The same list again changes nothing.
   EXPECT_TRUE(m.SetMembers(Named({"a", "b", "c"})).empty());
+}
+
+// Deaths, returns and the quorum are logged when they change, not on every message.
+TEST(MembershipTest, LogsTransitionsOnly) {
+  common::LogCapture log;
+  FakeClock clock;
+  Membership m(Named({"a", "b", "c"}), 0, &clock, kSecond);
+  for (int i = 0; i < 10; ++i) {  // heartbeats from b and c
+    m.RecordContact(1);
+    m.RecordContact(2);
+    m.Tick();
+  }
+  EXPECT_EQ(log.Events("peer_alive").size(), 2u);
+  ASSERT_EQ(log.Events("quorum_reached").size(), 1u);
+  EXPECT_NE(log.Events("quorum_reached")[0].find("alive=2 members=3"), std::string::npos)
+      << log.Events("quorum_reached")[0];
+
+  m.RecordFailure(1);  // b's call fails: dead at once; a and c still make a majority
+  m.RecordFailure(1);
+  ASSERT_EQ(log.Events("peer_dead").size(), 1u);
+  EXPECT_NE(log.Events("peer_dead")[0].find("peer=b why=\"call failed\" alive=2 members=3"),
+            std::string::npos)
+      << log.Events("peer_dead")[0];
+  EXPECT_TRUE(log.Events("quorum_lost").empty());
+
+  clock.Advance(2 * kSecond);  // c falls silent too
+  m.Tick();
+  m.Tick();
+  ASSERT_EQ(log.Events("peer_dead").size(), 2u);
+  EXPECT_NE(log.Events("peer_dead")[1].find("peer=c why=silent"), std::string::npos);
+  ASSERT_EQ(log.Events("quorum_lost").size(), 1u);
+  EXPECT_NE(log.Events("quorum_lost")[0].find("alive=1 members=3"), std::string::npos);
+
+  EXPECT_TRUE(m.RecordContact(2));  // c is back: so is the quorum
+  EXPECT_FALSE(m.RecordContact(2));
+  EXPECT_EQ(log.Events("peer_alive").size(), 3u);
+  EXPECT_EQ(log.Events("quorum_reached").size(), 2u);
+  EXPECT_EQ(log.lines().size(), 8u);
 }
 
 TEST(MembershipTest, LeaversStopCountingForTheQuorum) {

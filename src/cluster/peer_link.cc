@@ -467,7 +467,8 @@ void PeerLink::Fail(const std::shared_ptr<Conn>& conn, absl::Status status, bool
     backoff_ = std::min(backoff_ * 2, options_.max_backoff);
   }
   if (count_log) {
-    common::RateLimitedLog::Default().Log(absl::StrCat("floodgate: ", status.message()));
+    common::RateLimitedLog::Default().Log(common::LogLevel::kWarn, "peer_link_failed",
+                                          {{"error", status.message()}});
   }
   const absl::Time now = absl::Now();
   for (Pending& pending : failed) {

@@ -175,9 +175,9 @@ class PeerSession final : public net::Connection, public std::enable_shared_from
     if (count && options_.auth != nullptr) {
       options_.auth->Count(reason);
     }
-    common::RateLimitedLog::Default().Log(absl::StrCat(
-        "floodgate: peer connection from ", from_,
-        client_id_.empty() ? "" : absl::StrCat(" (", client_id_, ")"), " closed: ", why));
+    common::RateLimitedLog::Default().Log(
+        common::LogLevel::kWarn, "peer_connection_refused",
+        {{"from", from_}, {"peer", client_id_.empty() ? "-" : client_id_}, {"why", why}});
     state_ = State::kClosing;
     ShutdownSocket();
   }

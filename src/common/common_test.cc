@@ -116,9 +116,9 @@ TEST(ProtobufLogTest, ProtobufsLinesGoThroughTheRateLimitedLog) {
   GOOGLE_LOG(WARNING) << "later";
   RouteProtobufLog(nullptr);
   ASSERT_EQ(lines.size(), 4u);
-  EXPECT_EQ(lines[0], "floodgate: protobuf error: bad input 0");
-  EXPECT_EQ(lines[2], "floodgate: protobuf error: bad input 2");
-  EXPECT_EQ(lines[3], "floodgate: protobuf warning: later (47 earlier lines suppressed)");
+  EXPECT_EQ(lines[0], "ERROR protobuf msg=\"bad input 0\"");
+  EXPECT_EQ(lines[2], "ERROR protobuf msg=\"bad input 2\"");
+  EXPECT_EQ(lines[3], "WARN protobuf msg=later suppressed=47");
 }
 
 }  // namespace

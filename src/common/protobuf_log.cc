@@ -17,31 +17,18 @@ namespace pb = google::protobuf;
 // A plain function pointer is all SetLogHandler takes, hence a global.
 std::atomic<RateLimitedLog*> g_log{nullptr};
 
-const char* LevelName(pb::LogLevel level) {
-  switch (level) {
-    case pb::LOGLEVEL_INFO:
-      return "info";
-    case pb::LOGLEVEL_WARNING:
-      return "warning";
-    case pb::LOGLEVEL_ERROR:
-      return "error";
-    default:
-      return "fatal";
-  }
-}
-
 void Route(pb::LogLevel level, const char* /*filename*/, int /*line*/, const std::string& message) {
   if (level == pb::LOGLEVEL_INFO) {
     return;
   }
-  const std::string line = absl::StrCat("floodgate: protobuf ", LevelName(level), ": ",
-                                        absl::StripTrailingAsciiWhitespace(message));
+  const absl::string_view text = absl::StripTrailingAsciiWhitespace(message);
+  const LogLevel ours = level == pb::LOGLEVEL_WARNING ? LogLevel::kWarn : LogLevel::kError;
   RateLimitedLog* log = g_log.load(std::memory_order_acquire);
   if (level == pb::LOGLEVEL_FATAL || log == nullptr) {
-    std::fprintf(stderr, "%s\n", line.c_str());
+    Log(ours, "protobuf", {{"msg", text}});
     return;
   }
-  log->Log(line);
+  log->Log(ours, "protobuf", {{"msg", text}});
 }
 
 }  // namespace

@@ -3,8 +3,8 @@
 // Routes protobuf's own log lines through a RateLimitedLog. libprotobuf writes an ERROR line
 // for input a caller controls (a proto3 string that is not valid UTF-8 logs "String field ...
 // contains invalid UTF-8 data" on every such request), so unrouted, any caller could flood the
-// log. Lines become "floodgate: protobuf error: <message>"; FATAL lines are written at once,
-// never suppressed (protobuf aborts after them).
+// log. Lines become the event `protobuf` (level warn or error, field `msg`); FATAL lines are
+// written at once, never suppressed (protobuf aborts after them).
 //
 // Thread-safety: call RouteProtobufLog at start, before other threads use protobuf
 // (google::protobuf::SetLogHandler is not thread-safe); the routed lines may come from any

@@ -108,8 +108,8 @@ absl::StatusOr<std::vector<ConfigEntry>> EtcdConfigStore::ReadAll() {
     if (entry.ok()) {
       entries.push_back(*std::move(entry));
     } else {
-      common::RateLimitedLog::Default().Log(
-          absl::StrCat("floodgate: etcd config: ", entry.status().message()));
+      common::RateLimitedLog::Default().Log(common::LogLevel::kError, "etcd_config_refused",
+                                            {{"error", entry.status().message()}});
     }
   }
   return entries;
@@ -167,8 +167,9 @@ void EtcdConfigStore::FollowLoop() {
               if (e.ok()) {
                 changed.push_back(*std::move(e));
               } else {
-                common::RateLimitedLog::Default().Log(
-                    absl::StrCat("floodgate: etcd config: ", e.status().message()));
+                common::RateLimitedLog::Default().Log(common::LogLevel::kError,
+                                                      "etcd_config_refused",
+                                                      {{"error", e.status().message()}});
               }
             }
             if (!changed.empty()) {

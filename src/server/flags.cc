@@ -58,7 +58,8 @@ struct ServeText {
       grpc_impl = "native", grpc_threads, config_poll, drain_timeout = "5s", node_id, peers, peer,
       cluster_key, replicas, state_dir, tls_cert, tls_key, tls_client_ca, tls_client_san,
       peer_batch_delay, peer_tls_cert, peer_tls_key, peer_tls_ca, etcd, etcd_prefix,
-      cluster_name = "default", advertise, peers_dns, dns_server;
+      cluster_name = "default", advertise, peers_dns, dns_server, log_format = "plain",
+      log_level = "info";
   bool allow_empty_config = false;
   bool insecure_peers = false;
   bool require_discovery = false;
@@ -172,6 +173,14 @@ absl::Status ToServe(const ServeText& text, ServeCommand* serve) {
         absl::StrCat("--grpc-impl must be native or grpcpp (got '", text.grpc_impl, "')"));
   }
   options.grpc_impl = text.grpc_impl;
+  if (!common::ParseLogFormat(text.log_format, &serve->log_format)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-format must be plain or json (got '", text.log_format, "')"));
+  }
+  if (!common::ParseLogLevel(text.log_level, &serve->log_level)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-level must be info, warn or error (got '", text.log_level, "')"));
+  }
   FG_RETURN_IF_ERROR(CheckTls(text));
   options.tls = {.cert_file = text.tls_cert,
                  .key_file = text.tls_key,
@@ -382,6 +391,11 @@ void AddServeFlags(CLI::App* serve, ServeText* text) {
           "How often the config is checked for changes, 10ms to 1h.");
   AddFlag(serve, "--drain-timeout", &text->drain_timeout, "DURATION",
           "On SIGTERM/SIGINT, how long requests in flight may take to finish, 0s to 10m.");
+  AddFlag(serve, "--log-format", &text->log_format, "plain|json",
+          "The log on stderr: one line per event, as `TIME LEVEL event key=value ...` (plain) or "
+          "one JSON object (json); docs/operations.md.");
+  AddFlag(serve, "--log-level", &text->log_level, "info|warn|error",
+          "The lowest level of the events logged.");
   AddFlag(serve, "--node-id", &text->node_id, "ID", "Cluster mode: this node's id among --peers.");
   AddFlag(serve, "--peers", &text->peers, "ID=HOST:PORT,...",
           "Cluster mode (docs/cluster.md): every member, this node included.");

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "src/common/log.h"
 #include "src/server/envoy_env.h"
 #include "src/server/server.h"
 
@@ -42,6 +43,9 @@ std::string VersionLine();
 struct ServeCommand {
   ServerOptions options;
   absl::Duration drain_timeout = absl::Seconds(5);
+  // The log's line format and lowest level (--log-format, --log-level; src/common/log.h).
+  common::LogFormat log_format = common::LogFormat::kPlain;
+  common::LogLevel log_level = common::LogLevel::kInfo;
 };
 
 // `floodgate validate PATH`.

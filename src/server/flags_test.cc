@@ -86,6 +86,16 @@ TEST_F(FlagsTest, ServeWithDefaults) {
   EXPECT_EQ(o.peer_batch_delay, absl::Microseconds(500));
   EXPECT_EQ(o.grpc_impl, "native");
   EXPECT_EQ(line.serve.drain_timeout, absl::Seconds(5));
+  EXPECT_EQ(line.serve.log_format, common::LogFormat::kPlain);
+  EXPECT_EQ(line.serve.log_level, common::LogLevel::kInfo);
+}
+
+TEST_F(FlagsTest, LogFormatAndLevel) {
+  CommandLine line =
+      Parse({"serve", "--config", "c", "--log-format", "json", "--log-level", "warn"});
+  ASSERT_EQ(line.kind, CommandLine::Kind::kServe) << line.err;
+  EXPECT_EQ(line.serve.log_format, common::LogFormat::kJson);
+  EXPECT_EQ(line.serve.log_level, common::LogLevel::kWarn);
 }
 
 TEST_F(FlagsTest, BothFormsOfAValue) {
@@ -206,7 +216,9 @@ TEST_F(FlagsTest, ServeHelpListsEveryFlagWithDefaultAndEnvironment) {
                            "peer-batch-delay",
                            "tls-cert",
                            "tls-key",
-                           "tls-client-ca"}) {
+                           "tls-client-ca",
+                           "log-format",
+                           "log-level"}) {
     EXPECT_THAT(help, HasSubstr(std::string("--") + flag + " ")) << flag;
   }
   for (const char* env : {"FLOODGATE_CONFIG",
@@ -310,6 +322,8 @@ TEST_F(FlagsTest, NumbersAndDurationsInRange) {
       {"--replicas", "two", "--replicas must be a whole number from 1 to 8 (got 'two')"},
       {"--max-connections-per-client", "x", "(0: no cap)"},
       {"--grpc-impl", "fast", "--grpc-impl must be native or grpcpp (got 'fast')"},
+      {"--log-format", "text", "--log-format must be plain or json (got 'text')"},
+      {"--log-level", "debug", "--log-level must be info, warn or error (got 'debug')"},
       {"--drain-timeout", "5",
        "--drain-timeout must be a duration such as 200ms, 5s or 1m (got '5')"},
       {"--config-poll", "1ms", "--config-poll must be from 10ms to 1h (got 1ms)"},

@@ -11,12 +11,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "src/admin/config_source.h"
+#include "src/common/log.h"
 #include "src/common/protobuf_log.h"
 #include "src/common/rate_limited_log.h"
 #include "src/core/config.h"
 #include "src/limiter/limiter.h"
 #include "src/server/flags.h"
 #include "src/server/server.h"
+#include "src/server/startup_log.h"
 
 namespace {
 
@@ -75,6 +77,8 @@ int Check(const CheckCommand& command) {
 
 int Serve(const ServeCommand& command) {
   const floodgate::server::ServerOptions& options = command.options;
+  floodgate::common::SetLogFormat(command.log_format);
+  floodgate::common::SetLogLevel(command.log_level);
 
   // Thousands of client connections need thousands of descriptors: raise the soft limit to
   // the hard one (Debian's default soft limit is 1024).
@@ -96,6 +100,10 @@ int Serve(const ServeCommand& command) {
   if (!server.ok()) {
     return Fail(absl::StrCat("cannot start: ", server.status().message()));
   }
+  // Before the line below: whoever has read that line finds this one written.
+  const absl::string_view version = floodgate::server::Version();
+  floodgate::server::LogStarted(options, **server,
+                                std::string_view(version.data(), version.size()));
   // Tests and scripts read this line to learn the ports (useful with port 0).
   std::printf("floodgate: listening http=%d grpc=%d config=%s\n", (*server)->http_port(),
               (*server)->grpc_port(), options.config_path.c_str());
@@ -103,9 +111,10 @@ int Serve(const ServeCommand& command) {
 
   int signal = 0;
   sigwait(&signals, &signal);
-  std::fprintf(stderr, "floodgate: signal %d, draining\n", signal);
+  floodgate::common::Log(floodgate::common::LogLevel::kInfo, "draining",
+                         {{"signal", signal}, {"grace", command.drain_timeout}});
   (*server)->Shutdown(command.drain_timeout);
-  std::fprintf(stderr, "floodgate: stopped\n");
+  floodgate::common::Log(floodgate::common::LogLevel::kInfo, "stopped");
   return 0;
 }
 

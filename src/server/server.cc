@@ -1,7 +1,6 @@
 #include "src/server/server.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <functional>
 #include <memory>
 #include <string>
@@ -11,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "floodgate/status_macros.h"
+#include "src/common/log.h"
 #include "src/discovery/dns_discovery.h"
 #include "src/discovery/dns_members.h"
 #include "src/discovery/etcd_discovery.h"
@@ -389,11 +389,11 @@ absl::Status Server::StartDiscovery(const ServerOptions& options) {
                                                  " (start without it to serve alone until "
                                                  "the source answers)"));
     }
-    std::fprintf(stderr,
-                 "floodgate: WARNING: %s; serving alone on this node's file config until it "
-                 "answers (it is retried in the background; --require-discovery refuses to start "
-                 "instead)\n",
-                 std::string(started.message()).c_str());
+    common::Log(common::LogLevel::kWarn, "discovery_unreachable",
+                {{"error", started.message()},
+                 {"meanwhile",
+                  "serving alone on this node's file config until it answers (retried in the "
+                  "background; --require-discovery refuses to start instead)"}});
   }
   return absl::OkStatus();
 }
@@ -422,8 +422,8 @@ void Server::StartEtcdConfig(const ServerOptions& options) {
   absl::StatusOr<std::unique_ptr<discovery::EtcdConfigStore>> store =
       discovery::EtcdConfigStore::Create(etcd);
   if (!store.ok()) {  // the endpoints were checked by discovery already
-    std::fprintf(stderr, "floodgate: etcd config: %s\n",
-                 std::string(store.status().message()).c_str());
+    common::Log(common::LogLevel::kError, "etcd_config_failed",
+                {{"error", store.status().message()}});
     return;
   }
   etcd_config_ = *std::move(store);
@@ -431,11 +431,11 @@ void Server::StartEtcdConfig(const ServerOptions& options) {
   // etcd is away the follower below applies it once it answers.
   if (absl::StatusOr<std::vector<discovery::ConfigEntry>> entries = etcd_config_->ReadAll();
       entries.ok()) {
-    config_sync_->Apply(ChangesOf(*entries));
+    config_sync_->ApplyFrom(ChangesOf(*entries), "etcd");
   }
   admin::ClusterConfigSync* sync = config_sync_.get();
   etcd_config_->Follow([sync](const std::vector<discovery::ConfigEntry>& entries) {
-    sync->Apply(ChangesOf(entries));
+    sync->ApplyFrom(ChangesOf(entries), "etcd");
   });
   config_store_ = std::make_unique<EtcdAdminStore>(etcd_config_.get(), SelfId(options));
   admin_->SetConfigStore(config_store_.get());
@@ -484,7 +484,11 @@ absl::Status Server::StartFrontends(const ServerOptions& options) {
   http_ = frontends::NewHttpServer(http_options, service_.get(), admin_.get(), &metrics_);
   FG_RETURN_IF_ERROR(http_->Start());
   grpc_ = frontends::NewGrpcServer(grpc_options, service_.get(), &metrics_);
-  return grpc_->Start();
+  FG_RETURN_IF_ERROR(grpc_->Start());
+  shed_watch_ = std::make_unique<service::ShedWatch>(std::vector<service::ShedWatch::Counter>{
+      {"http", &metrics_.http.shed}, {"grpc", &metrics_.grpc.shed}});
+  shed_watch_->Start();
+  return absl::OkStatus();
 }
 
 void Server::Shutdown(absl::Duration grace) {
@@ -498,17 +502,25 @@ void Server::Shutdown(absl::Duration grace) {
     // keep serving meanwhile.
     const cluster::LeaveResult left = cluster_->Leave(std::min(grace, absl::Seconds(2)));
     const absl::Status deregistered = discovery_->Deregister();
-    std::fprintf(
-        stderr, "floodgate: left the cluster: %llu states (%llu bytes) handed over in %s%s%s\n",
-        static_cast<unsigned long long>(left.states), static_cast<unsigned long long>(left.bytes),
-        absl::FormatDuration(left.took).c_str(), deregistered.ok() ? "" : "; ",
-        deregistered.ok() ? "" : std::string(deregistered.message()).c_str());
+    if (deregistered.ok()) {
+      common::Log(common::LogLevel::kInfo, "left_cluster",
+                  {{"states", left.states}, {"bytes", left.bytes}, {"took", left.took}});
+    } else {
+      common::Log(common::LogLevel::kWarn, "left_cluster",
+                  {{"states", left.states},
+                   {"bytes", left.bytes},
+                   {"took", left.took},
+                   {"deregister_error", deregistered.message()}});
+    }
   }
   if (xds_ != nullptr) {
     xds_->Stop();
   }
   config_->Stop();
   // Both front ends drain at once: each stops taking new work and finishes what it has.
+  if (shed_watch_ != nullptr) {
+    shed_watch_->Stop();
+  }
   grpc_->Shutdown(grace);
   http_->Shutdown(grace);
   if (etcd_config_ != nullptr) {

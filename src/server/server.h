@@ -25,6 +25,7 @@
 #include "src/redis_store/redis_store.h"
 #include "src/service/metrics.h"
 #include "src/service/rate_limit_service.h"
+#include "src/service/shed_watch.h"
 #include "src/service/statsd.h"
 
 namespace floodgate::server {
@@ -195,7 +196,8 @@ class Server {
   std::unique_ptr<admin::ConfigManager> config_;
   std::unique_ptr<admin::XdsConfigClient> xds_;  // with --xds-server; stopped before config_
   service::ServerMetrics metrics_;
-  std::unique_ptr<service::StatsdSink> statsd_;  // with --statsd; reads limiter_ and metrics_
+  std::unique_ptr<service::StatsdSink> statsd_;     // with --statsd; reads limiter_ and metrics_
+  std::unique_ptr<service::ShedWatch> shed_watch_;  // logs shedding; reads metrics_
   std::unique_ptr<service::RateLimitService> service_;
   std::unique_ptr<admin::NodeAdmin> admin_;
   std::unique_ptr<net::Server> http_;

@@ -488,7 +488,7 @@ TEST_F(NativeGrpcServerTest, InvalidUtf8IsRefusedAndItsLogLinesAreRateLimited) {
   common::RouteProtobufLog(nullptr);
   absl::MutexLock lock(&mu);
   ASSERT_EQ(lines.size(), 5u);
-  EXPECT_NE(lines[0].find("floodgate: protobuf error: "), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("ERROR protobuf msg="), std::string::npos) << lines[0];
   EXPECT_NE(lines[0].find("invalid UTF-8 data when parsing"), std::string::npos) << lines[0];
   EXPECT_EQ(log.suppressed_total(), 95u);
 }

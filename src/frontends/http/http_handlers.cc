@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "floodgate/status_macros.h"
 #include "src/common/json.h"
+#include "src/common/log.h"
+#include "src/common/rate_limited_log.h"
 #include "src/common/text.h"
 #include "src/frontends/http/http_util.h"
 #include "src/service/rules_json.h"
@@ -396,25 +398,59 @@ HttpReply HttpHandlers::Rules() const {
 
 HttpReply HttpHandlers::ConfigChange(const HttpRequest& request,
                                      std::string_view raw_domain) const {
+  // The audit: every admin change, and every refused attempt, with who asked (the client's
+  // address, whether it presented a token: never the token itself).
+  const std::string client =
+      request.client_address != nullptr ? (*request.client_address)() : "unknown";
+  const std::string_view action = request.method == http::verb::put ? "put" : "delete";
+  const bool token = !request.authorization.empty();
+  const auto refused = [&](int status, std::string_view why) {
+    // Anyone who reaches the port can trigger these: rate-limited.
+    common::RateLimitedLog::Default().Log(common::LogLevel::kWarn, "admin_refused",
+                                          {{"action", action},
+                                           {"client", client},
+                                           {"token", token},
+                                           {"status", status},
+                                           {"why", why}});
+  };
   if (!admin_token_.empty() &&
       !http_internal::BearerTokenMatches(request.authorization, admin_token_)) {
+    refused(401, token ? "wrong token" : "no token");
     return Error(401, "admin calls need the header `Authorization: Bearer <admin token>`");
   }
   // Without a token, only callers on this machine may change limits: a server listening on a
   // public address must not hand its config to anyone who can reach the port.
   if (admin_token_.empty() && !request.from_loopback()) {
+    refused(403, "not from this machine and no --admin-token");
     return Error(403, "admin calls from other hosts need --admin-token");
   }
   std::string domain;
   if (!http_internal::PercentDecode(raw_domain, false, domain) || !common::IsValidUtf8(domain)) {
+    refused(400, "domain not valid percent-encoded UTF-8");
     return Error(400, "the domain in the path is not valid percent-encoded UTF-8");
   }
   absl::StatusOr<uint64_t> version = request.method == http::verb::put
                                          ? admin_->PutDomain(domain, request.body)
                                          : admin_->DeleteDomain(domain);
   if (!version.ok()) {
+    common::Log(common::LogLevel::kWarn, "config_change",
+                {{"source", "admin"},
+                 {"action", action},
+                 {"domain", domain},
+                 {"outcome", absl::StatusCodeToString(version.status().code())},
+                 {"error", version.status().message()},
+                 {"client", client},
+                 {"token", token}});
     return Error(version.status());
   }
+  common::Log(common::LogLevel::kInfo, "config_change",
+              {{"source", "admin"},
+               {"action", action},
+               {"domain", domain},
+               {"outcome", "ok"},
+               {"version", *version},
+               {"client", client},
+               {"token", token}});
   HttpReply reply;
   reply.body = "{\"domain\":";
   common::AppendJsonString(domain, reply.body);

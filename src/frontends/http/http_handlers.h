@@ -49,6 +49,9 @@ struct HttpRequest {
   // When set, whether the node is ready (HttpServerOptions::ready; the healthcheck answers 503
   // while it is not). Asked only by the healthcheck.
   const std::function<bool()>* ready = nullptr;
+  // When set, returns the client's address ("ip:port"). Asked only by admin calls, for the audit
+  // line (`config_change` with source=admin; docs/operations.md).
+  const std::function<std::string()>* client_address = nullptr;
 };
 
 // What a request is answered: the session frames it.

@@ -406,6 +406,8 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   void FormatReply(const HttpReply& reply);
   // Returns whether the client is on this machine.
   bool FromLoopback();
+  // Returns the client's address, "ip:port" ("[ip]:port" for IPv6), for the admin audit log.
+  std::string ClientAddress();
 
   void Write() {
     SetDeadline(server_->idle_timeout_ns());
@@ -500,6 +502,8 @@ class HttpSession : public net::Connection, public std::enable_shared_from_this<
   bool counted_check_ = false;  // the call being answered counts in max_checks_in_flight
   // HttpRequest::from_loopback for every request of this connection.
   const std::function<bool()> from_loopback_ = [this] { return FromLoopback(); };
+  // HttpRequest::client_address.
+  const std::function<std::string()> client_address_ = [this] { return ClientAddress(); };
   size_t linger_budget_ = 0;
   HttpScratch scratch_;  // per-connection storage for the handlers, reused across requests
 };
@@ -520,7 +524,8 @@ HttpRequest HttpSession::BeginAnswer() {
                      .from_loopback = from_loopback_,
                      .shed = shed_,
                      .draining = server_->draining(),
-                     .ready = &server_->options().ready};
+                     .ready = &server_->options().ready,
+                     .client_address = &client_address_};
 }
 
 void HttpSession::FormatReply(const HttpReply& reply) {
@@ -542,6 +547,20 @@ bool HttpSession::FromLoopback() {
     address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
   }
   return !ec && address.is_loopback();
+}
+
+std::string HttpSession::ClientAddress() {
+  boost::system::error_code ec;
+  const tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
+  if (ec) {
+    return "unknown";
+  }
+  asio::ip::address address = peer.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  }
+  return address.is_v6() ? absl::StrCat("[", address.to_string(), "]:", peer.port())
+                         : absl::StrCat(address.to_string(), ":", peer.port());
 }
 
 net::ListenerOptions HttpServerImpl::MakeListenerOptions(const HttpServerOptions& options,
