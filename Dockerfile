@@ -35,7 +35,7 @@ FROM debian:12
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       libabsl20220623 libc-ares2 libgrpc++1.51 libgrpc29 libnghttp2-14 libprotobuf32 libre2-9 \
-      libssl3 libyaml-0-2 zlib1g libstdc++6 libgcc-s1 libc6 \
+      libssl3 libyaml-0-2 libspdlog1.10 libfmt9 zlib1g libstdc++6 libgcc-s1 libc6 \
       ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 # A fixed uid/gid (65532, as deploy/kubernetes/ runs it) so that Kubernetes' runAsNonRoot can

@@ -70,6 +70,7 @@ export function formatNumber(v) {
   if (Math.abs(v) >= 1e6) return (v / 1e6).toFixed(1) + 'M';
   if (Math.abs(v) >= 1e4) return (v / 1e3).toFixed(1) + 'k';
   if (Number.isInteger(v)) return String(v);
+  if (Math.abs(v) < 0.1) return String(Number(v.toPrecision(2)));
   return v.toFixed(Math.abs(v) < 10 ? 2 : 1);
 }
 
