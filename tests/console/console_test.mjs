@@ -188,7 +188,9 @@ async function main() {
     await page.waitForSelector('#token-dialog[open]', {timeout: WAIT});
     await page.fill('#token-input', TOKEN);
     await page.click('#token-ok');
-    await page.waitForSelector('#editor-result.ok', {timeout: WAIT});
+    // Apply validates first ("Valid: ..."), then sends the change: wait for its own answer.
+    await page.waitForFunction(() => /^(Applied|Not applied)/.test(
+        document.querySelector('#editor-result').textContent), null, {timeout: WAIT});
     assert.match(await page.textContent('#editor-result'), /^Applied: config version \d+ is live/);
     live = await (await fetch(`${base}/v1/config`)).json();
     assert.match(live.domains.api, /requests_per_unit: 7\}/);
