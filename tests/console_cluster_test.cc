@@ -13,6 +13,7 @@
 #include "testing/cluster_harness.h"
 #include "testing/http_client.h"
 #include "testing/server_process.h"
+#include "testing/wait_for.h"
 
 namespace floodgate::testing {
 namespace {
@@ -37,6 +38,20 @@ TEST(ConsoleClusterTest, TopRefusedSumsEveryMembersRefusals) {
   auto started = ClusterHarness::Start(3, dir, {});
   ASSERT_TRUE(started.ok()) << started.status();
   ClusterHarness& cluster = **started;
+  // Peers start dead until heard from: wait until every node sees the others alive, so that the
+  // first /v1/top asks them all.
+  ASSERT_NE(WaitFor(
+                [&] {
+                  for (int i = 0; i < 3; ++i) {
+                    HttpResponse c = Request(cluster.node(i).http_port, "GET", "/v1/cluster");
+                    if (c.status != 200 || c.body.find("\"alive\":false") != std::string::npos) {
+                      return false;
+                    }
+                  }
+                  return true;
+                },
+                absl::Seconds(10)),
+            absl::InfiniteDuration());
 
   const int refusals[] = {5, 7, 2};
   for (int i = 0; i < 3; ++i) {
